@@ -1,0 +1,57 @@
+"""Usage reports: grouped sums over usage records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import case, func, select
+
+from verbund.store import Store, UsageRow
+
+GROUPS = {
+    "institution": UsageRow.institution_id,
+    "site": UsageRow.site,
+    "model": UsageRow.model,
+    "backend": UsageRow.backend,
+    "key": UsageRow.key_id,
+    "endpoint": UsageRow.endpoint,
+    "status": UsageRow.status,
+    "access_point": UsageRow.access_point,
+}
+
+
+async def usage_report(
+    store: Store,
+    group_by: list[str],
+    since: float | None = None,
+    until: float | None = None,
+    institution_id: str | None = None,
+) -> list[dict[str, Any]]:
+    unknown = [g for g in group_by if g not in GROUPS]
+    if unknown:
+        raise ValueError(f"unknown group(s): {', '.join(unknown)}; use {', '.join(GROUPS)}")
+    cols = [GROUPS[g].label(g) for g in group_by]
+    q = select(
+        *cols,
+        func.count().label("requests"),
+        func.sum(case((UsageRow.status == "ok", 0), else_=1)).label("failed"),
+        func.coalesce(func.sum(UsageRow.prompt_tokens), 0).label("prompt_tokens"),
+        func.coalesce(func.sum(UsageRow.completion_tokens), 0).label("completion_tokens"),
+    )
+    if since is not None:
+        q = q.where(UsageRow.ts >= since)
+    if until is not None:
+        q = q.where(UsageRow.ts < until)
+    if institution_id is not None:
+        q = q.where(UsageRow.institution_id == institution_id)
+    if cols:
+        q = q.group_by(*cols).order_by(*cols)
+    async with store.session() as s:
+        result = (await s.execute(q)).mappings().all()
+    rows = []
+    for r in result:
+        row = dict(r)
+        row["failed"] = int(row["failed"] or 0)
+        row["total_tokens"] = int(row["prompt_tokens"]) + int(row["completion_tokens"])
+        rows.append(row)
+    return rows

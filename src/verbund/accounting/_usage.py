@@ -1,0 +1,139 @@
+"""Usage records: one per request, written off the hot path, never lost.
+
+``record`` appends the record as one JSON line to a spool file on local disk (one
+``write`` system call, no database round trip) and returns. A background task rotates the
+spool and inserts whole segments into the store, then deletes them. Inserts ignore ids
+already present, so a crash between insert and delete, or a restart that replays an old
+segment, writes each record exactly once. If the store is unreachable, segments wait on
+disk until it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy.exc import SQLAlchemyError
+
+from verbund.store import Store, UsageRow
+
+log = logging.getLogger("verbund.usage")
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    request_id: str
+    access_point: str
+    institution_id: str
+    key_id: str
+    endpoint: str
+    model: str
+    site: str = ""
+    backend: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: str = "ok"  # ok | error | incomplete | rejected
+    http_status: int = 200
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    stream: bool = False
+    priority: str = "interactive"
+    attempts: int = 1
+    usage_estimated: bool = False
+    ts: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class UsageRecorder:
+    def __init__(self, store: Store, spool_dir: Path, flush_interval: float = 0.5) -> None:
+        self._store = store
+        self._dir = spool_dir
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._interval = flush_interval
+        self._seq = 0
+        self._fd = -1
+        self._written = 0
+        self.flushed = 0
+        # a spool left by a crashed process becomes a segment to insert
+        current = self._dir / "current.jsonl"
+        if current.exists():
+            self._seal(current)
+        self._open()
+
+    def _open(self) -> None:
+        self._fd = os.open(
+            self._dir / "current.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        self._written = 0
+
+    def _seal(self, path: Path) -> None:
+        self._seq += 1
+        path.rename(self._dir / f"{time.time_ns():020d}-{os.getpid()}-{self._seq}.ready")
+
+    def record(self, rec: UsageRecord) -> None:
+        os.write(self._fd, orjson.dumps(asdict(rec)) + b"\n")
+        self._written += 1
+
+    def _rotate(self) -> None:
+        if self._written == 0:
+            return
+        os.close(self._fd)
+        self._seal(self._dir / "current.jsonl")
+        self._open()
+
+    async def flush(self) -> int:
+        """Insert every sealed segment; returns how many records were inserted."""
+        self._rotate()
+        total = 0
+        for seg in sorted(self._dir.glob("*.ready")):
+            rows = _read_segment(seg)
+            if rows:
+                try:
+                    await self._insert(rows)
+                except (SQLAlchemyError, OSError) as exc:
+                    log.warning(
+                        "usage flush failed (%s); %d segments kept on disk",
+                        type(exc).__name__,
+                        len(list(self._dir.glob("*.ready"))),
+                    )
+                    break
+            seg.unlink()
+            total += len(rows)
+        self.flushed += total
+        return total
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        stmt = self._store.insert_ignoring_duplicates(UsageRow, ["id"])
+        async with self._store.session() as s, s.begin():
+            for i in range(0, len(rows), 500):
+                await s.execute(stmt, rows[i : i + 500])
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def aclose(self) -> None:
+        await self.flush()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _read_segment(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                # a torn last line after a crash mid-write: the request never completed
+                log.warning("skipped a torn usage line in %s", path.name)
+    return rows

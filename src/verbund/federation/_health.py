@@ -1,0 +1,125 @@
+"""Backend health: passive failure tracking (ejection) and active probes.
+
+Only failures of the backend count: connection errors, timeouts and 5xx. Errors caused
+by the request (4xx) never eject a backend. A refused connection marks the backend down
+at once (nothing listens there); other failures eject it after
+``eject_after_failures`` in a row, for a time that doubles with each ejection. An ejected
+or down backend returns only after a probe succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from enum import Enum
+
+import httpx
+
+from verbund.config import RoutingConfig
+from verbund.federation._backend import Backend
+from verbund.federation._federation import Federation
+from verbund.federation._upstream import UpstreamPool
+
+log = logging.getLogger("verbund.health")
+
+PROBE_PATHS = {"openai": "/v1/models", "oip": "/v2/health/ready"}
+
+
+class Failure(Enum):
+    refused = "refused"
+    timeout = "timeout"
+    server_error = "server_error"
+
+
+class HealthTracker:
+    """Pure bookkeeping of backend health; time is passed in so tests control it."""
+
+    def __init__(self, routing: RoutingConfig) -> None:
+        self._cfg = routing
+
+    def on_success(self, backend: Backend) -> None:
+        backend.consecutive_failures = 0
+
+    def on_failure(self, backend: Backend, failure: Failure, now: float) -> None:
+        backend.failures += 1
+        backend.consecutive_failures += 1
+        backend.last_error = failure.value
+        if failure is Failure.refused:
+            if backend.healthy:
+                log.warning("backend %s down: connection refused", backend.name)
+            backend.healthy = False
+            return
+        if backend.consecutive_failures >= self._cfg.eject_after_failures:
+            self.eject(backend, now)
+
+    def eject(self, backend: Backend, now: float) -> None:
+        seconds = min(
+            self._cfg.eject_base_seconds * (2 ** min(backend.ejections, 16)),
+            self._cfg.eject_max_seconds,
+        )
+        backend.ejected_until = now + seconds
+        backend.ejections += 1
+        backend.consecutive_failures = 0
+        log.warning("backend %s ejected for %.1fs", backend.name, seconds)
+
+    def on_probe(self, backend: Backend, ok: bool, now: float) -> None:
+        if ok:
+            backend.last_probe_ok = now
+            if not backend.healthy:
+                log.info("backend %s healthy again", backend.name)
+            backend.healthy = True
+            if (
+                now >= backend.ejected_until
+                and backend.ejections
+                and backend.consecutive_failures == 0
+            ):
+                # a clean probe after the ejection: forgive one step of the back-off
+                backend.ejections = max(0, backend.ejections - 1)
+        else:
+            if backend.healthy:
+                log.warning("backend %s failed its health probe", backend.name)
+            backend.healthy = False
+
+
+class Prober:
+    """Background task: probes every backend each ``probe_interval`` seconds."""
+
+    def __init__(
+        self,
+        federation: Federation,
+        pool: UpstreamPool,
+        tracker: HealthTracker,
+        routing: RoutingConfig,
+    ) -> None:
+        self._federation = federation
+        self._pool = pool
+        self._tracker = tracker
+        self._cfg = routing
+        self.rounds = 0
+        self.round_done = asyncio.Event()
+
+    async def probe(self, backend: Backend) -> bool:
+        path = PROBE_PATHS[backend.kind]
+        try:
+            resp = await self._pool.client(backend).get(path, timeout=self._cfg.probe_timeout)
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200
+
+    async def probe_all(self) -> None:
+        backends = [
+            b for b in self._federation.backends.values() if b.site.state.value != "maintenance"
+        ]
+        results = await asyncio.gather(*(self.probe(b) for b in backends))
+        now = time.monotonic()
+        for b, ok in zip(backends, results, strict=True):
+            self._tracker.on_probe(b, ok, now)
+        self.rounds += 1
+        self.round_done.set()
+        self.round_done = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            await self.probe_all()
+            await asyncio.sleep(self._cfg.probe_interval)

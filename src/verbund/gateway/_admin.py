@@ -1,0 +1,228 @@
+"""The federation admin API under /admin: sites, keys, institutions, usage, audit."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from verbund.accounting import GROUPS, usage_report
+from verbund.config import InstitutionConfig, SiteState
+from verbund.errors import BadRequest, NotFound
+from verbund.gateway._auth import require_admin
+from verbund.gateway._body import parse_object, read_body
+from verbund.gateway._services import Services
+
+ADMIN_BODY_LIMIT = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
+
+
+def _svc(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+async def _admin(request: Request) -> tuple[Services, str]:
+    svc = _svc(request)
+    return svc, require_admin(request, svc)
+
+
+def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
+    now = time.monotonic()
+    out = []
+    for site in svc.federation:
+        entry: dict[str, Any] = {
+            "name": site.name,
+            "region": site.region,
+            "jurisdiction": site.jurisdiction,
+            "max_data_class": site.max_data_class.value,
+            "certifications": list(site.config.certifications),
+            "state": site.state.value,
+            "healthy": any(b.available(now) for b in site.backends),
+            "models": sorted({m for b in site.backends for m in b.config.models}),
+        }
+        if detail:
+            entry["backends"] = [
+                {
+                    "name": b.name,
+                    "kind": b.kind,
+                    "models": list(b.config.models),
+                    "healthy": b.healthy,
+                    "ejected": b.ejected_until > now,
+                    "outstanding": b.outstanding,
+                    "served": b.served,
+                    "failures": b.failures,
+                    "ttft_ewma_ms": None if b.ttft_ewma is None else round(b.ttft_ewma * 1000, 1),
+                }
+                for b in site.backends
+            ]
+        out.append(entry)
+    return out
+
+
+async def list_sites(request: Request) -> Response:
+    svc, _ = await _admin(request)
+    return JSONResponse(
+        {"access_point": svc.config.gateway.name, "sites": site_view(svc, detail=True)}
+    )
+
+
+def _lifecycle(state: SiteState) -> Any:
+    async def handler(request: Request) -> Response:
+        svc, actor = await _admin(request)
+        name = request.path_params["name"]
+        before = await svc.set_site_state(name, state, actor)
+        return JSONResponse({"site": name, "state": state.value, "previous": before.value})
+
+    return handler
+
+
+drain_site = _lifecycle(SiteState.draining)
+maintain_site = _lifecycle(SiteState.maintenance)
+resume_site = _lifecycle(SiteState.active)
+
+
+class _KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    institution: str = Field(min_length=1, max_length=128)
+    name: str = Field("", max_length=256)
+
+
+def _validated(model: type[M], body: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise BadRequest(f"{field}: {err['msg']}" if field else err["msg"], param=field) from None
+
+
+async def create_key(request: Request) -> Response:
+    svc, actor = await _admin(request)
+    req = _validated(_KeyCreate, parse_object(await read_body(request, ADMIN_BODY_LIMIT)))
+    if svc.institutions.get(req.institution) is None:
+        raise NotFound(f"No institution '{req.institution}'.", param="institution")
+    created = await svc.keys.create(req.institution, req.name, actor)
+    return JSONResponse(
+        {
+            "id": created.id,
+            "key": created.key,
+            "institution": created.institution,
+            "name": created.name,
+            "created_at": created.created_at,
+        },
+        status_code=201,
+    )
+
+
+async def list_keys(request: Request) -> Response:
+    svc, _ = await _admin(request)
+    rows = await svc.keys.list(request.query_params.get("institution"))
+    return JSONResponse(
+        {
+            "data": [
+                {
+                    "id": r.id,
+                    "prefix": r.prefix,
+                    "institution": r.institution_id,
+                    "name": r.name,
+                    "created_at": int(r.created_at),
+                    "revoked": r.revoked_at is not None,
+                }
+                for r in rows
+            ]
+        }
+    )
+
+
+async def revoke_key(request: Request) -> Response:
+    svc, actor = await _admin(request)
+    key_id = request.path_params["key_id"]
+    await svc.keys.revoke(key_id, actor)
+    return JSONResponse({"id": key_id, "revoked": True})
+
+
+async def list_institutions(request: Request) -> Response:
+    svc, _ = await _admin(request)
+    return JSONResponse({"data": [i.model_dump(mode="json") for i in svc.institutions.all()]})
+
+
+async def create_institution(request: Request) -> Response:
+    svc, actor = await _admin(request)
+    inst = _validated(InstitutionConfig, parse_object(await read_body(request, ADMIN_BODY_LIMIT)))
+    unknown = [s for s in inst.allowed_sites if s not in svc.federation.sites]
+    if unknown:
+        raise BadRequest(
+            f"allowed_sites names unknown sites: {', '.join(unknown)}", param="allowed_sites"
+        )
+    await svc.institutions.create(inst, actor)
+    return JSONResponse(inst.model_dump(mode="json"), status_code=201)
+
+
+def _float_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be a Unix time in seconds.", param=name) from None
+
+
+async def usage(request: Request) -> Response:
+    svc, _ = await _admin(request)
+    group_by = [g for g in request.query_params.get("group_by", "institution").split(",") if g]
+    unknown = [g for g in group_by if g not in GROUPS]
+    if unknown:
+        raise BadRequest(
+            f"Unknown group_by {unknown}; choose from {', '.join(GROUPS)}.", param="group_by"
+        )
+    await svc.usage.flush()
+    rows = await usage_report(
+        svc.store,
+        group_by,
+        _float_param(request, "since"),
+        _float_param(request, "until"),
+        request.query_params.get("institution") or None,
+    )
+    return JSONResponse({"group_by": group_by, "data": rows})
+
+
+async def audit_entries(request: Request) -> Response:
+    svc, _ = await _admin(request)
+    after = int(_float_param(request, "after") or 0)
+    rows = await svc.audit.entries(after_seq=after)
+    return JSONResponse(
+        {
+            "data": [
+                {
+                    "seq": r.seq,
+                    "ts": r.ts,
+                    "actor": r.actor,
+                    "action": r.action,
+                    "target": r.target,
+                    "before": r.before,
+                    "after": r.after,
+                    "prev_hash": r.prev_hash,
+                    "hash": r.hash,
+                }
+                for r in rows
+            ]
+        }
+    )
+
+
+async def audit_verify(request: Request) -> Response:
+    svc, _ = await _admin(request)
+    result = await svc.audit.verify()
+    return JSONResponse(
+        {
+            "ok": result.ok,
+            "entries": result.entries,
+            "first_broken": result.first_broken,
+            "reason": result.reason,
+        }
+    )

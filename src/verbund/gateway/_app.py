@@ -1,0 +1,121 @@
+"""The access point's ASGI app: routes, the request-id middleware and the error handler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from verbund.config import FederationConfig
+from verbund.errors import ApiError, internal_error_body
+from verbund.federation import TransportFactory
+from verbund.gateway import _admin, _openai, _ops
+from verbund.gateway._services import Services
+
+log = logging.getLogger("verbund.gateway")
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (``request.state.request_id``) and echoes it as a header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + uuid.uuid4().hex[:24]
+        scope.setdefault("state", {})["request_id"] = request_id
+        raw_id = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", raw_id))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    body = {"error": {"message": str(exc.detail), "type": kind, "code": code, "param": None}}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error in %s %s", request.method, request.url.path)
+    return JSONResponse(internal_error_body(), status_code=500)
+
+
+def create_app(
+    config: FederationConfig,
+    *,
+    admin_key: str | None = None,
+    transport_factory: TransportFactory | None = None,
+    background: bool = True,
+) -> Starlette:
+    """Build one access point. ``background=False`` skips probes and flushing (unit tests)."""
+    svc = Services.build(config, admin_key, transport_factory)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await svc.start(background=background)
+        try:
+            yield
+        finally:
+            await svc.stop()
+
+    routes = [
+        Route("/v1/models", _openai.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", _openai.get_model, methods=["GET"]),
+        Route("/v1/chat/completions", _openai.chat_completions, methods=["POST"]),
+        Route("/v1/completions", _openai.completions, methods=["POST"]),
+        Route("/v1/embeddings", _openai.embeddings, methods=["POST"]),
+        Route("/healthz", _ops.healthz, methods=["GET"]),
+        Route("/readyz", _ops.readyz, methods=["GET"]),
+        Route("/status", _ops.status, methods=["GET"]),
+        Route("/admin/sites", _admin.list_sites, methods=["GET"]),
+        Route("/admin/sites/{name}/drain", _admin.drain_site, methods=["POST"]),
+        Route("/admin/sites/{name}/maintenance", _admin.maintain_site, methods=["POST"]),
+        Route("/admin/sites/{name}/resume", _admin.resume_site, methods=["POST"]),
+        Route("/admin/keys", _admin.create_key, methods=["POST"]),
+        Route("/admin/keys", _admin.list_keys, methods=["GET"]),
+        Route("/admin/keys/{key_id}", _admin.revoke_key, methods=["DELETE"]),
+        Route("/admin/institutions", _admin.list_institutions, methods=["GET"]),
+        Route("/admin/institutions", _admin.create_institution, methods=["POST"]),
+        Route("/admin/usage", _admin.usage, methods=["GET"]),
+        Route("/admin/audit", _admin.audit_entries, methods=["GET"]),
+        Route("/admin/audit/verify", _admin.audit_verify, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.services = svc
+    return app

@@ -1,0 +1,178 @@
+"""The OpenAI-compatible routes: models, chat completions, completions, embeddings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from verbund.accounting import UsageRecord
+from verbund.errors import ApiError, ModelNotFound
+from verbund.gateway._auth import Principal, authenticate
+from verbund.gateway._body import (
+    check_chat,
+    check_common,
+    check_completion,
+    check_embedding,
+    parse_object,
+    read_body,
+    require_model,
+)
+from verbund.gateway._proxy import Forward
+from verbund.gateway._services import Services
+from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class, split_sites
+from verbund.routing import RouteContext
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """About four characters a token, plus a few per message for the chat template.
+
+    Only used when a backend streams without reporting usage; such records are flagged
+    ``usage_estimated``.
+    """
+    chars = 0
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for m in messages:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                chars += sum(
+                    len(p.get("text", ""))
+                    for p in content
+                    if isinstance(p, dict) and isinstance(p.get("text"), str)
+                )
+        return chars // 4 + 4 * len(messages)
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return len(prompt) // 4 + 1
+    if isinstance(prompt, list):
+        return sum(len(p) // 4 + 1 if isinstance(p, str) else 1 for p in prompt)
+    return 0
+
+
+def _visible_models(svc: Services, principal: Principal) -> list[dict[str, Any]]:
+    policy = RequestPolicy.for_institution(
+        principal.institution, principal.institution.default_data_class
+    )
+    now = time.monotonic()
+    out = []
+    for name, model in svc.federation.models.items():
+        sites, _ = split_sites(svc.federation.sites_for(name), policy)
+        if not sites:
+            continue
+        available = any(
+            s.accepts_new_requests and any(b.serves(name) and b.available(now) for b in s.backends)
+            for s in sites
+        )
+        out.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": int(svc.started),
+                "owned_by": model.owned_by,
+                "verbund": {
+                    "kind": model.kind,
+                    "description": model.description,
+                    "context_length": model.context_length,
+                    "available": available,
+                    "sites": [{"name": s.name, "state": s.state.value} for s in sites],
+                },
+            }
+        )
+    return out
+
+
+async def list_models(request: Request) -> Response:
+    svc = services(request)
+    principal = await authenticate(request, svc)
+    return JSONResponse({"object": "list", "data": _visible_models(svc, principal)})
+
+
+async def get_model(request: Request) -> Response:
+    svc = services(request)
+    principal = await authenticate(request, svc)
+    name = request.path_params["model"]
+    for m in _visible_models(svc, principal):
+        if m["id"] == name:
+            return JSONResponse(m)
+    raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+
+
+def _make_handler(
+    endpoint: str, check: Callable[[dict[str, Any], Services], None], streams: bool
+) -> Callable[[Request], Any]:
+    async def handler(request: Request) -> Response:
+        svc = services(request)
+        request_id: str = request.state.request_id
+        principal = await authenticate(request, svc)
+        raw = await read_body(request, svc.config.limits.max_body_bytes)
+        body = parse_object(raw)
+        model = require_model(body)
+        check_common(body)
+        check(body, svc)
+        stream = streams and body.get("stream") is True
+        data_class = request_data_class(
+            principal.institution.default_data_class, request.headers.get(DATA_CLASS_HEADER)
+        )
+        inst = principal.institution
+        record = UsageRecord(
+            request_id=request_id,
+            access_point=svc.config.gateway.name,
+            institution_id=inst.id,
+            key_id=principal.key_id,
+            endpoint=endpoint,
+            model=model,
+            stream=stream,
+        )
+        try:
+            plan = svc.router.plan(
+                model,
+                RequestPolicy.for_institution(inst, data_class),
+                RouteContext(home_site=svc.federation.home_site, home_region=inst.home_region),
+            )
+        except ApiError as exc:
+            record.status, record.http_status = "rejected", exc.status
+            svc.usage.record(record)
+            raise
+        drop_usage = False
+        if stream:
+            opts = body.get("stream_options") or {}
+            if not opts.get("include_usage"):
+                body["stream_options"] = {**opts, "include_usage": True}
+                drop_usage = True
+                raw = orjson.dumps(body)
+        return await svc.proxy.forward(
+            Forward(
+                path=endpoint,
+                body=raw,
+                stream=stream,
+                drop_usage_chunk=drop_usage,
+                plan=plan,
+                record=record,
+                prompt_estimate=estimate_prompt_tokens(body) if stream else 0,
+            )
+        )
+
+    return handler
+
+
+chat_completions = _make_handler(
+    "/v1/chat/completions",
+    lambda body, svc: check_chat(body, svc.config.limits.max_messages),
+    streams=True,
+)
+completions = _make_handler(
+    "/v1/completions", lambda body, svc: check_completion(body), streams=True
+)
+embeddings = _make_handler("/v1/embeddings", lambda body, svc: check_embedding(body), streams=False)

@@ -1,0 +1,77 @@
+"""Operations routes: liveness, readiness and the public status page."""
+
+from __future__ import annotations
+
+import html
+import time
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from verbund.gateway._admin import site_view
+from verbund.gateway._services import Services
+
+
+def _svc(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    svc = _svc(request)
+    now = time.monotonic()
+    store_ok = await svc.store.ping()
+    backends_up = sum(
+        1
+        for b in svc.federation.backends.values()
+        if b.site.accepts_new_requests and b.available(now)
+    )
+    ready = store_ok and backends_up > 0
+    return JSONResponse(
+        {"ready": ready, "store": store_ok, "backends_available": backends_up},
+        status_code=200 if ready else 503,
+    )
+
+
+async def status(request: Request) -> Response:
+    svc = _svc(request)
+    sites = site_view(svc, detail=False)
+    body = {
+        "access_point": svc.config.gateway.name,
+        "time": int(time.time()),
+        "sites": sites,
+        "models": sorted(svc.federation.models),
+    }
+    if "text/html" in request.headers.get("accept", ""):
+        return HTMLResponse(_status_html(body["access_point"], sites))
+    return JSONResponse(body)
+
+
+_ROW = "<tr>" + "<td>{}</td>" * 5 + "<td class={}>{}</td><td>{}</td></tr>"
+
+
+def _status_html(access_point: object, sites: list[dict[str, object]]) -> str:
+    rows = "".join(
+        (_ROW).format(
+            *(
+                html.escape(str(s[k]))
+                for k in ("name", "region", "jurisdiction", "max_data_class", "state")
+            ),
+            "up" if s["healthy"] else "down",
+            "healthy" if s["healthy"] else "unavailable",
+            html.escape(", ".join(s["models"])),  # type: ignore[arg-type]
+        )
+        for s in sites
+    )
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>Verbund status</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em 1em;text-align:left}"
+        ".up{color:#080}.down{color:#b00}</style></head><body>"
+        f"<h1>Verbund status</h1><p>Access point {html.escape(str(access_point))}</p>"
+        "<table><tr><th>site</th><th>region</th><th>jurisdiction</th><th>max data class</th>"
+        f"<th>state</th><th>health</th><th>models</th></tr>{rows}</table></body></html>"
+    )

@@ -1,0 +1,97 @@
+"""Server-sent events from a model server: forwarded as bytes, parsed only for usage.
+
+The filter splits the upstream byte stream into events (either line ending), hands each
+complete event on unchanged, and looks inside an event only when it mentions ``usage``.
+When the access point itself asked the backend for usage, the usage-only final chunk is
+dropped so the client sees exactly what it asked for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import orjson
+
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @classmethod
+    def from_body(cls, body: object) -> Usage | None:
+        if not isinstance(body, dict):
+            return None
+        u = body.get("usage")
+        if not isinstance(u, dict):
+            return None
+        p, c = u.get("prompt_tokens", 0), u.get("completion_tokens", 0)
+        return cls(p if isinstance(p, int) else 0, c if isinstance(c, int) else 0)
+
+
+class SSEUsageFilter:
+    def __init__(self, drop_usage_chunk: bool) -> None:
+        self._drop = drop_usage_chunk
+        self._buf = b""
+        self.usage: Usage | None = None
+        self.events = 0
+        self.tokens = 0  # events that carry generated text: one token each on llama.cpp
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes to forward now: every complete event in what has arrived so far."""
+        buf = self._buf + chunk if self._buf else chunk
+        out: list[bytes] = []
+        pos = 0
+        for m in _EVENT_END.finditer(buf):
+            event = buf[pos : m.end()]
+            pos = m.end()
+            if self._keep(event):
+                out.append(event)
+        self._buf = buf[pos:]
+        return b"".join(out)
+
+    def tail(self) -> bytes:
+        """An incomplete last event, if the stream ended without its blank line."""
+        rest, self._buf = self._buf, b""
+        return rest if rest.strip() and self._keep(rest) else b""
+
+    def _keep(self, event: bytes) -> bool:
+        data = _data_of(event)
+        if data is None:
+            return True
+        if data == b"[DONE]":
+            self.done = True
+            return True
+        self.events += 1
+        if b'"content"' in data or b'"text"' in data:
+            self.tokens += 1
+        if b'"usage"' not in data:
+            return True
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True
+        usage = Usage.from_body(body)
+        if usage is None:
+            return True
+        self.usage = usage
+        if isinstance(body, dict) and body.get("choices") == []:
+            self.events -= 1  # the usage-only final chunk carries no tokens
+            return not self._drop
+        return True
+
+
+def _data_of(event: bytes) -> bytes | None:
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            return line[5:].strip()
+    return None
+
+
+def error_event(message: str, code: str) -> bytes:
+    body = {"error": {"message": message, "type": "server_error", "code": code, "param": None}}
+    return b"data: " + orjson.dumps(body) + b"\n\n"

@@ -1,0 +1,57 @@
+"""Running an access point under uvicorn (uvloop + httptools)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+import uvicorn
+from starlette.applications import Starlette
+
+from verbund.errors import VerbundError
+
+__all__ = ["PortBusy", "ensure_port_free", "make_server"]
+
+
+class PortBusy(VerbundError):
+    """The address the access point should listen on is taken."""
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail early with a clear message instead of uvicorn's traceback."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortBusy(
+                f"Port {port} on {host} is already in use; choose another with --port."
+            ) from None
+        raise PortBusy(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+    finally:
+        sock.close()
+
+
+def make_server(app: Starlette, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )

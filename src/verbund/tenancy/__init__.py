@@ -1,0 +1,6 @@
+"""Institutions (tenants) and their API keys."""
+
+from verbund.tenancy._institutions import InstitutionRegistry
+from verbund.tenancy._keys import CreatedKey, KeyEntry, KeyService, hash_key, new_secret
+
+__all__ = ["CreatedKey", "InstitutionRegistry", "KeyEntry", "KeyService", "hash_key", "new_secret"]

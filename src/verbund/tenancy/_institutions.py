@@ -1,0 +1,96 @@
+"""Member institutions: from the config and the admin API, kept in memory for the hot path."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from verbund.audit import AuditLog
+from verbund.config import InstitutionConfig
+from verbund.errors import BadRequest
+from verbund.store import InstitutionRow, Store
+
+_FIELDS = (
+    "name",
+    "home_region",
+    "default_data_class",
+    "allowed_sites",
+    "allowed_regions",
+    "allowed_jurisdictions",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "tokens_per_month",
+)
+
+
+def _to_row_values(inst: InstitutionConfig) -> dict[str, object]:
+    data = inst.model_dump(mode="json")
+    return {f: data[f] for f in _FIELDS}
+
+
+def _from_row(row: InstitutionRow) -> InstitutionConfig:
+    return InstitutionConfig.model_validate({"id": row.id, **{f: getattr(row, f) for f in _FIELDS}})
+
+
+class InstitutionRegistry:
+    def __init__(self, store: Store, audit: AuditLog) -> None:
+        self._store = store
+        self._audit = audit
+        self._by_id: dict[str, InstitutionConfig] = {}
+
+    def get(self, institution_id: str) -> InstitutionConfig | None:
+        return self._by_id.get(institution_id)
+
+    def all(self) -> list[InstitutionConfig]:
+        return sorted(self._by_id.values(), key=lambda i: i.id)
+
+    async def sync_from_config(self, configured: list[InstitutionConfig]) -> None:
+        """The config is authoritative for the institutions it names; others come from the store."""
+        async with self._store.session() as s, s.begin():
+            existing = {r.id: r for r in (await s.execute(select(InstitutionRow))).scalars()}
+            for inst in configured:
+                values = _to_row_values(inst)
+                row = existing.get(inst.id)
+                if row is None:
+                    s.add(
+                        InstitutionRow(
+                            id=inst.id, source="config", created_at=time.time(), **values
+                        )
+                    )
+                    await self._audit.append(
+                        s, actor="config", action="institution.create", target=inst.id, after=values
+                    )
+                else:
+                    before = {f: getattr(row, f) for f in _FIELDS}
+                    if before != values:
+                        for k, v in values.items():
+                            setattr(row, k, v)
+                        await self._audit.append(
+                            s,
+                            actor="config",
+                            action="institution.update",
+                            target=inst.id,
+                            before=before,
+                            after=values,
+                        )
+        await self.load()
+
+    async def load(self) -> None:
+        async with self._store.session() as s:
+            rows = (await s.execute(select(InstitutionRow))).scalars().all()
+        self._by_id = {r.id: _from_row(r) for r in rows}
+
+    async def create(self, inst: InstitutionConfig, actor: str) -> InstitutionConfig:
+        async with self._store.session() as s, s.begin():
+            if await s.get(InstitutionRow, inst.id) is not None:
+                raise BadRequest(
+                    f"Institution '{inst.id}' exists already.", param="id", code="already_exists"
+                )
+            values = _to_row_values(inst)
+            s.add(InstitutionRow(id=inst.id, source="admin", created_at=time.time(), **values))
+            await self._audit.append(
+                s, actor=actor, action="institution.create", target=inst.id, after=values
+            )
+        self._by_id[inst.id] = inst
+        return inst

@@ -1,0 +1,125 @@
+"""In-process fake model servers for fast tests of routing and failure handling.
+
+Each :class:`FakeBackend` is an ``httpx.MockTransport`` handler that answers like an
+OpenAI-compatible server and can be told to fail in the ways real servers fail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class FakeBackend:
+    name: str
+    mode: str = "ok"  # ok | refuse | timeout | status | break_stream | hang_first_byte
+    status: int = 503
+    error_body: bytes = b'{"error": {"message": "overloaded at http://10.0.0.5:8000/x"}}'
+    text: str = "Hallo aus dem Rechenzentrum"
+    chunks: int = 5
+    usage_in_stream: bool = True
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    probes: int = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            self.probes += 1
+            if self.mode == "refuse":
+                raise httpx.ConnectError("refused", request=request)
+            return httpx.Response(200, json={"object": "list", "data": []})
+        body = json.loads(request.content)
+        self.calls.append(
+            {"path": request.url.path, "body": body, "headers": dict(request.headers)}
+        )
+        if self.mode == "refuse":
+            raise httpx.ConnectError("refused", request=request)
+        if self.mode == "timeout":
+            raise httpx.ReadTimeout("timed out", request=request)
+        if self.mode == "status":
+            return httpx.Response(
+                self.status, content=self.error_body, headers={"content-type": "application/json"}
+            )
+        if body.get("stream"):
+            return httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=_Stream(self, body)
+            )
+        if request.url.path == "/v1/embeddings":
+            return httpx.Response(
+                200,
+                json={
+                    "object": "list",
+                    "model": body["model"],
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                    "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                },
+            )
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": self.text},
+                    }
+                ],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11},
+            },
+        )
+
+
+class _Stream(httpx.AsyncByteStream):
+    def __init__(self, backend: FakeBackend, body: dict[str, Any]) -> None:
+        self.backend = backend
+        self.body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        b = self.backend
+        if b.mode == "hang_first_byte":
+            raise httpx.ReadTimeout("no first byte")
+        for i in range(b.chunks):
+            if b.mode == "break_stream" and i == 2:
+                raise httpx.RemoteProtocolError("peer closed connection")
+            chunk = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": self.body["model"],
+                "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}],
+            }
+            # split an event across two reads, as real networks do
+            raw = b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
+            yield raw[:10]
+            yield raw[10:]
+        opts = self.body.get("stream_options") or {}
+        if b.usage_in_stream and opts.get("include_usage"):
+            usage = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": self.body["model"],
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 9,
+                    "completion_tokens": b.chunks,
+                    "total_tokens": 9 + b.chunks,
+                },
+            }
+            yield b"data: " + json.dumps(usage).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+
+def transport_factory(fakes: dict[str, FakeBackend]) -> Any:
+    def factory(backend: Any) -> httpx.AsyncBaseTransport:
+        return httpx.MockTransport(fakes[backend.name])
+
+    return factory

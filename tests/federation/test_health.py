@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_config
+from tests.fakes import FakeBackend, transport_factory
+from verbund.config import RoutingConfig
+from verbund.federation import Failure, Federation, HealthTracker, Prober, UpstreamPool
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Federation:
+    return Federation(make_config(tmp_path))
+
+
+def test_refused_connection_marks_down_at_once(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig())
+    b = fed.backends["west-1"]
+    t.on_failure(b, Failure.refused, now=10.0)
+    assert not b.healthy and not b.available(10.0)
+
+
+def test_repeated_failures_eject_for_a_growing_time(fed: Federation) -> None:
+    t = HealthTracker(
+        RoutingConfig(eject_after_failures=3, eject_base_seconds=2, eject_max_seconds=5)
+    )
+    b = fed.backends["west-1"]
+    t.on_failure(b, Failure.timeout, 0.0)
+    t.on_failure(b, Failure.server_error, 0.0)
+    assert b.available(0.0)
+    t.on_failure(b, Failure.timeout, 0.0)
+    assert not b.available(1.9) and b.available(2.0)
+    for _ in range(3):
+        t.on_failure(b, Failure.timeout, 10.0)
+    assert not b.available(13.9) and b.available(14.0)  # doubled
+    for _ in range(3):
+        t.on_failure(b, Failure.timeout, 20.0)
+    assert b.available(25.0)  # capped at eject_max_seconds
+
+
+def test_success_resets_the_count(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(eject_after_failures=2))
+    b = fed.backends["west-1"]
+    t.on_failure(b, Failure.timeout, 0.0)
+    t.on_success(b)
+    t.on_failure(b, Failure.timeout, 0.0)
+    assert b.available(0.0)
+
+
+async def test_probe_brings_a_backend_back(fed: Federation) -> None:
+    fakes = {name: FakeBackend(name) for name in fed.backends}
+    fakes["sued-1"].mode = "refuse"
+    routing = RoutingConfig()
+    pool = UpstreamPool(fed, routing, transport_factory(fakes))
+    tracker = HealthTracker(routing)
+    prober = Prober(fed, pool, tracker, routing)
+    await prober.probe_all()
+    assert not fed.backends["sued-1"].healthy
+    assert fed.backends["west-1"].healthy
+    fakes["sued-1"].mode = "ok"
+    await prober.probe_all()
+    assert fed.backends["sued-1"].healthy
+    await pool.aclose()
+
+
+async def test_probe_uses_the_protocol_health_path(fed: Federation) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200)
+
+    routing = RoutingConfig()
+    pool = UpstreamPool(fed, routing, lambda b: httpx.MockTransport(handler))
+    prober = Prober(fed, pool, HealthTracker(routing), routing)
+    await prober.probe_all()
+    assert seen == ["/v1/models"] * 3
+    await pool.aclose()

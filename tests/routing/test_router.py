@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MODEL, make_config
+from verbund.config import DataClass, SiteState
+from verbund.errors import ModelNotFound, NoBackendAvailable, PolicyViolation
+from verbund.federation import Federation
+from verbund.policy import RequestPolicy
+from verbund.routing import LeastOutstanding, RouteContext, Router
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Federation:
+    return Federation(make_config(tmp_path))
+
+
+def plan(fed: Federation, data_class: DataClass = DataClass.internal, **kw: object) -> list[str]:
+    router = Router(fed, LeastOutstanding())
+    policy = RequestPolicy(data_class, **kw)  # type: ignore[arg-type]
+    return [b.name for b in router.plan(MODEL, policy, RouteContext(home_site="west"), now=100.0)]
+
+
+def test_home_site_wins_when_loads_are_equal(fed: Federation) -> None:
+    assert plan(fed)[0] == "west-1"
+
+
+def test_fewest_outstanding_first(fed: Federation) -> None:
+    fed.backends["west-1"].outstanding = 3
+    fed.backends["sued-1"].outstanding = 1
+    assert plan(fed) == ["ost-1", "sued-1", "west-1"]
+
+
+def test_capacity_hint_scales_load(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    data = cfg.model_dump(mode="json")
+    data["sites"][1]["backends"][0]["max_concurrency"] = 100
+    data["sites"][0]["backends"][0]["max_concurrency"] = 4
+    from verbund.config import parse_config
+
+    fed = Federation(parse_config(data))
+    fed.backends["west-1"].outstanding = 2  # 50 % busy
+    fed.backends["sued-1"].outstanding = 10  # 10 % busy
+    fed.backends["ost-1"].outstanding = 5  # no hint: 5 requests
+    assert plan(fed)[0] == "sued-1"
+
+
+def test_drained_and_unhealthy_and_ejected_are_skipped(fed: Federation) -> None:
+    fed.set_state("west", SiteState.draining)
+    fed.backends["sued-1"].healthy = False
+    assert plan(fed) == ["ost-1"]
+    fed.backends["ost-1"].ejected_until = 200.0
+    with pytest.raises(NoBackendAvailable) as err:
+        plan(fed)
+    msg = err.value.message
+    assert "west: site is in state draining" in msg
+    assert "sued: no healthy backend" in msg
+
+
+def test_sensitive_data_only_goes_to_sites_that_may_hold_it(fed: Federation) -> None:
+    assert plan(fed, DataClass.sensitive) == ["west-1"]
+    assert set(plan(fed, DataClass.confidential)) == {"west-1", "sued-1"}
+
+
+def test_policy_never_falls_back(fed: Federation) -> None:
+    fed.set_state("west", SiteState.maintenance)
+    with pytest.raises(NoBackendAvailable) as err:
+        plan(fed, DataClass.sensitive)
+    assert "sued: data class sensitive exceeds the site's max_data_class confidential" in (
+        err.value.message
+    )
+    with pytest.raises(PolicyViolation) as perr:
+        plan(fed, DataClass.sensitive, allowed_regions=frozenset({"BY"}))
+    assert perr.value.status == 403
+    assert "west: region NW not among the institution's allowed_regions" in perr.value.message
+
+
+def test_unknown_model(fed: Federation) -> None:
+    with pytest.raises(ModelNotFound):
+        Router(fed, LeastOutstanding()).plan(
+            "gpt-5", RequestPolicy(DataClass.public), RouteContext()
+        )
