@@ -68,9 +68,10 @@ def up(
 ) -> None:
     """Run the embedded demo federation: sites with real model servers and one access point."""
     from verbund.demo import run_demo
-    from verbund.server import configure_logging
+    from verbund.server import configure_logging, stop_on_sigterm
 
     configure_logging("warning")
+    stop_on_sigterm()
     try:
         asyncio.run(run_demo(port, state_dir, config))
     except VerbundError as exc:
@@ -86,9 +87,10 @@ def gateway(
 ) -> None:
     """Run one access point for the federation in CONFIG."""
     from verbund.gateway import create_app
-    from verbund.server import configure_logging, ensure_port_free, make_server
+    from verbund.server import configure_logging, ensure_port_free, make_server, stop_on_sigterm
 
     configure_logging(log_level)
+    stop_on_sigterm()
     try:
         cfg = load_config(config)
         ensure_port_free(cfg.gateway.host, cfg.gateway.port)
@@ -105,6 +107,8 @@ def gateway(
         asyncio.run(server.serve())
     except VerbundError as exc:
         raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()
@@ -323,3 +327,7 @@ def audit_export(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
 import socket
 
 import uvicorn
@@ -11,7 +12,7 @@ from starlette.applications import Starlette
 
 from verbund.errors import VerbundError
 
-__all__ = ["PortBusy", "ensure_port_free", "make_server"]
+__all__ = ["PortBusy", "ensure_port_free", "make_server", "stop_on_sigterm"]
 
 
 class PortBusy(VerbundError):
@@ -55,3 +56,16 @@ def configure_logging(level: str = "info") -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so clean-up code runs.
+
+    uvicorn re-raises the signal that stopped it once it has shut down; with the default
+    SIGTERM disposition that would kill the process before its model servers are stopped.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -34,7 +34,8 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + uuid.uuid4().hex[:24]
+        # a plain UUID: some model servers (llama-cpp-python) refuse other X-Request-Id forms
+        request_id = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
         raw_id = request_id.encode()
 

@@ -330,8 +330,9 @@ class Proxy:
                 backend.served += 1
             if ttft is not None:
                 rec.ttft_ms = round(ttft * 1000, 3)
-                prev = backend.ttft_ewma
-                backend.ttft_ewma = ttft if prev is None else prev + TTFT_WEIGHT * (ttft - prev)
+                if rec.stream:  # a non-streamed answer's latency is not a time to first token
+                    prev = backend.ttft_ewma
+                    backend.ttft_ewma = ttft if prev is None else prev + TTFT_WEIGHT * (ttft - prev)
         if usage is not None:
             rec.prompt_tokens = usage.prompt_tokens
             rec.completion_tokens = usage.completion_tokens

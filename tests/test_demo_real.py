@@ -1,0 +1,180 @@
+"""The real embedded demo federation: llama.cpp servers with SmolLM2, the openai SDK, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.realdemo import Demo, pid_alive, start_demo
+
+pytestmark = pytest.mark.real
+MODEL = "smollm2-135m"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    d = start_demo(tmp_path_factory.mktemp("demo") / "state")
+    yield d
+    d.stop()
+
+
+def client(demo: Demo, institution: str = "uni-a") -> openai.OpenAI:
+    return openai.OpenAI(base_url=demo.url + "/v1", api_key=demo.key(institution), max_retries=0)
+
+
+def usage_rows(demo: Demo, group_by: str = "institution") -> list[dict[str, object]]:
+    with demo.admin() as admin:
+        return list(admin.get("/admin/usage", params={"group_by": group_by}).json()["data"])
+
+
+def verbund(demo: Demo, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "verbund.cli", *args, "--state-dir", str(demo.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_chat_with_the_openai_sdk(demo: Demo) -> None:
+    before = sum(int(r["requests"]) for r in usage_rows(demo))
+    raw = client(demo).chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Say hello in one word."}],
+        max_tokens=16,
+    )
+    answer = raw.parse()
+    assert answer.choices[0].message.content
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    assert raw.headers["x-verbund-site"] in {"rz-west", "rz-sued", "rz-ost"}
+    rows = usage_rows(demo)
+    assert sum(int(r["requests"]) for r in rows) == before + 1
+    assert sum(int(r["completion_tokens"]) for r in rows) >= answer.usage.completion_tokens
+
+
+def test_streaming_chat(demo: Demo) -> None:
+    stream = client(demo).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count to three."}],
+        max_tokens=16,
+        stream=True,
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert all(c.choices for c in chunks), "a usage chunk the client did not ask for"
+
+
+def test_streaming_with_usage_requested(demo: Demo) -> None:
+    stream = client(demo).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert any(c.choices and c.choices[0].delta.content for c in chunks)
+
+
+def test_completions(demo: Demo) -> None:
+    out = client(demo).completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=8
+    )
+    assert out.choices[0].text.strip()
+    streamed = client(demo).completions.create(
+        model=MODEL, prompt="One, two,", max_tokens=6, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices).strip()
+
+
+def test_models_and_errors(demo: Demo) -> None:
+    assert [m.id for m in client(demo).models.list()] == [MODEL]
+    with pytest.raises(openai.NotFoundError) as nf:
+        client(demo).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
+    assert nf.value.code == "model_not_found"
+    bad = openai.OpenAI(base_url=demo.url + "/v1", api_key="vb-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+
+
+def test_sensitive_data_stays_at_the_sensitive_site(demo: Demo) -> None:
+    c = client(demo, "klinikum-c")  # default data class: sensitive
+    for _ in range(3):
+        raw = c.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        assert raw.headers["x-verbund-site"] == "rz-west"
+
+
+def test_cli_keys_usage_sites_audit(demo: Demo) -> None:
+    created = verbund(demo, "keys", "create", "--institution", "uni-b", "--name", "lms", "--json")
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    c = openai.OpenAI(base_url=demo.url + "/v1", api_key=key["key"], max_retries=0)
+    assert c.models.list().data
+    revoked = verbund(demo, "keys", "revoke", key["id"])
+    assert revoked.returncode == 0
+    with pytest.raises(openai.AuthenticationError):
+        c.models.list()
+
+    sites = verbund(demo, "sites")
+    assert sites.returncode == 0 and "rz-ost" in sites.stdout and "up" in sites.stdout
+    csv_out = verbund(demo, "usage", "--group-by", "institution,site", "--format", "csv")
+    assert csv_out.stdout.splitlines()[0].startswith("institution,site,requests")
+    as_json = json.loads(verbund(demo, "usage", "--format", "json").stdout)
+    assert any(r["institution"] == "uni-a" and r["total_tokens"] > 0 for r in as_json)
+    audit = verbund(demo, "audit", "verify")
+    assert audit.returncode == 0 and "chain intact" in audit.stdout
+
+
+def test_drain_and_resume_through_the_cli(demo: Demo) -> None:
+    assert "active -> draining" in verbund(demo, "drain", "rz-west").stdout
+    try:
+        for _ in range(3):
+            raw = client(demo).chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            )
+            assert raw.headers["x-verbund-site"] != "rz-west"
+    finally:
+        assert "draining -> active" in verbund(demo, "resume", "rz-west").stdout
+
+
+def test_busy_port_gives_a_clear_message(demo: Demo, tmp_path: Path) -> None:
+    port = demo.url.rsplit(":", 1)[1]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "verbund.cli",
+            "up",
+            "--port",
+            port,
+            "--state-dir",
+            str(tmp_path / "other"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert f"Port {port} on 127.0.0.1 is already in use" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_sigterm_stops_every_child(tmp_path: Path) -> None:
+    d = start_demo(tmp_path / "state")
+    pids = d.backend_pids()
+    assert len(pids) == 3 and all(pid_alive(p) for p in pids.values())
+    assert d.stop() == 0
+    assert not any(pid_alive(p) for p in pids.values())
