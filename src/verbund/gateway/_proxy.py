@@ -13,8 +13,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 import orjson
@@ -34,6 +35,7 @@ from verbund.gateway._sse import SSEUsageFilter, Usage, error_event
 
 log = logging.getLogger("verbund.proxy")
 
+T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 TTFT_WEIGHT = 0.2
 
@@ -74,6 +76,14 @@ class Forward:
     prompt_estimate: int = 0
 
 
+@dataclass(slots=True)
+class Answer:
+    """A complete upstream answer (HTTP 200) and the backend that gave it."""
+
+    body: bytes
+    backend: Backend
+
+
 class Proxy:
     def __init__(
         self,
@@ -88,6 +98,26 @@ class Proxy:
         self._on_usage = on_usage
 
     async def forward(self, fwd: Forward) -> Response:
+        """Answer a client: a streaming response, or the backend's JSON body as it came."""
+        if fwd.stream:
+            return await self._run(fwd, self._try_stream)
+        answer = await self._run(fwd, self._try_once)
+        return Response(
+            answer.body,
+            status_code=200,
+            media_type="application/json",
+            headers=_client_headers(answer.backend, fwd),
+        )
+
+    async def call(self, fwd: Forward) -> Answer:
+        """A non-streamed request for callers inside the access point (batch workers)."""
+        return await self._run(fwd, self._try_once)
+
+    async def _run(
+        self,
+        fwd: Forward,
+        attempt: Callable[[Backend, Forward, float, float], Awaitable[T]],
+    ) -> T:
         start = time.monotonic()
         deadline = start + self._cfg.request_deadline
         last_error: ApiError | None = None
@@ -100,10 +130,7 @@ class Proxy:
             fwd.record.attempts = tries
             backend.outstanding += 1
             try:
-                if fwd.stream:
-                    response = await self._try_stream(backend, fwd, start, remaining)
-                else:
-                    response = await self._try_once(backend, fwd, start, remaining)
+                result = await attempt(backend, fwd, start, remaining)
             except _Retry as retry:
                 backend.outstanding -= 1
                 last_error = retry.error
@@ -117,7 +144,7 @@ class Proxy:
             except BaseException:
                 backend.outstanding -= 1
                 raise
-            return response
+            return result
         error = last_error or NoBackendAvailable("No backend could take the request.")
         self._finish(fwd.record, None, start, status="error", http_status=error.status)
         raise error
@@ -136,7 +163,7 @@ class Proxy:
 
     async def _try_once(
         self, backend: Backend, fwd: Forward, start: float, remaining: float
-    ) -> Response:
+    ) -> Answer:
         client = self._pool.client(backend)
         try:
             resp = await client.post(
@@ -167,12 +194,7 @@ class Proxy:
         self._finish(
             fwd.record, backend, start, status="ok", http_status=200, usage=usage, ttft=elapsed
         )
-        return Response(
-            resp.content,
-            status_code=200,
-            media_type="application/json",
-            headers=_client_headers(backend, fwd),
-        )
+        return Answer(resp.content, backend)
 
     async def _try_stream(
         self, backend: Backend, fwd: Forward, start: float, remaining: float
