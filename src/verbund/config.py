@@ -112,8 +112,9 @@ class LimitsConfig(_Strict):
 
 
 class RoutingConfig(_Strict):
-    """Timeouts and failover of the proxy, and health probing of backends."""
+    """Routing policy, timeouts and failover of the proxy, health probing of backends."""
 
+    policy: Literal["score", "least_outstanding", "round_robin", "random"] = "score"
     connect_timeout: float = Field(2.0, gt=0)
     first_byte_timeout: float = Field(60.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)

@@ -21,7 +21,7 @@ from verbund.config import FederationConfig, SiteState
 from verbund.errors import NotFound
 from verbund.federation import Federation, HealthTracker, Prober, TransportFactory, UpstreamPool
 from verbund.gateway._proxy import Proxy
-from verbund.routing import PolicyName, Router, make_policy
+from verbund.routing import Router, make_policy
 from verbund.store import SiteStateRow, Store
 from verbund.tenancy import InstitutionRegistry, KeyService
 
@@ -70,7 +70,7 @@ class Services:
             pool=pool,
             tracker=tracker,
             prober=Prober(federation, pool, tracker, config.routing),
-            router=Router(federation, make_policy(PolicyName.least_outstanding)),
+            router=Router(federation, make_policy(config.routing.policy)),
             proxy=Proxy(pool, tracker, config.routing, usage.record),
             keys=KeyService(store, audit),
             institutions=InstitutionRegistry(store, audit),
