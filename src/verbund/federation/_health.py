@@ -33,10 +33,17 @@ class Failure(Enum):
 
 
 class HealthTracker:
-    """Pure bookkeeping of backend health; time is passed in so tests control it."""
+    """Bookkeeping of backend health; time is passed in so tests control it.
 
-    def __init__(self, routing: RoutingConfig) -> None:
+    Ejection is capped: at most ``max_ejection_percent`` of the backends of any model are
+    ejected at once (the cap never blocks marking a refused backend down: nothing listens
+    there). A backend that returns from ejection or from being down ramps up over
+    ``slow_start_seconds`` (see the router's score).
+    """
+
+    def __init__(self, routing: RoutingConfig, federation: Federation | None = None) -> None:
         self._cfg = routing
+        self._federation = federation
 
     def on_success(self, backend: Backend) -> None:
         backend.consecutive_failures = 0
@@ -50,32 +57,51 @@ class HealthTracker:
                 log.warning("backend %s down: connection refused", backend.name)
             backend.healthy = False
             return
-        if backend.consecutive_failures >= self._cfg.eject_after_failures:
+        if backend.consecutive_failures >= self._cfg.eject_after_failures and now >= (
+            backend.ejected_until
+        ):
             self.eject(backend, now)
 
-    def eject(self, backend: Backend, now: float) -> None:
+    def may_eject(self, backend: Backend, now: float) -> bool:
+        if self._federation is None:
+            return True
+        limit = self._cfg.max_ejection_percent / 100
+        for model in backend.config.models:
+            peers = self._federation.backends_for(model)
+            ejected = sum(1 for b in peers if b is not backend and now < b.ejected_until)
+            if (ejected + 1) / len(peers) > limit and len(peers) > 1:
+                return False
+        return True
+
+    def eject(self, backend: Backend, now: float) -> bool:
+        if not self.may_eject(backend, now):
+            log.warning(
+                "backend %s failing but not ejected: max_ejection_percent reached", backend.name
+            )
+            return False
         seconds = min(
             self._cfg.eject_base_seconds * (2 ** min(backend.ejections, 16)),
             self._cfg.eject_max_seconds,
         )
         backend.ejected_until = now + seconds
+        backend.returned_at = backend.ejected_until
         backend.ejections += 1
         backend.consecutive_failures = 0
         log.warning("backend %s ejected for %.1fs", backend.name, seconds)
+        return True
 
     def on_probe(self, backend: Backend, ok: bool, now: float) -> None:
         if ok:
             backend.last_probe_ok = now
             if not backend.healthy:
                 log.info("backend %s healthy again", backend.name)
+                backend.returned_at = max(now, backend.ejected_until)
             backend.healthy = True
-            if (
-                now >= backend.ejected_until
-                and backend.ejections
-                and backend.consecutive_failures == 0
-            ):
-                # a clean probe after the ejection: forgive one step of the back-off
-                backend.ejections = max(0, backend.ejections - 1)
+            calm_since = backend.ejected_until + self._cfg.eject_max_seconds
+            if backend.ejections and now >= calm_since and backend.consecutive_failures == 0:
+                # long enough without trouble: forget one step of the back-off
+                backend.ejections -= 1
+                backend.ejected_until = now  # the next step needs another calm period
         else:
             if backend.healthy:
                 log.warning("backend %s failed its health probe", backend.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from verbund.accounting import UsageRecord
-from verbund.errors import ApiError, ModelNotFound
+from verbund.errors import ApiError, BadRequest, ModelNotFound
 from verbund.gateway._auth import Principal, authenticate
 from verbund.gateway._body import (
     check_chat,
@@ -22,7 +23,7 @@ from verbund.gateway._body import (
     read_body,
     require_model,
 )
-from verbund.gateway._proxy import Forward
+from verbund.gateway._forward import Forward
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class, split_sites
 from verbund.routing import RouteContext
@@ -31,6 +32,30 @@ from verbund.routing import RouteContext
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+PRIORITY_HEADER = "x-verbund-priority"
+
+
+def affinity_key(model: str, body: dict[str, Any]) -> str:
+    """What stays the same for a whole conversation: the system prompt and first user turn.
+
+    Engines cache the key-value state of prompt prefixes; sending every turn of a
+    conversation to the same backend lets them reuse it.
+    """
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        head = []
+        for m in messages:
+            head.append(m)
+            if isinstance(m, dict) and m.get("role") == "user":
+                break
+        seed = orjson.dumps([model, head])
+    elif isinstance(body.get("prompt"), str):
+        seed = orjson.dumps([model, body["prompt"][:1024]])
+    else:
+        return ""
+    return hashlib.blake2b(seed, digest_size=12).hexdigest()
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
@@ -135,12 +160,24 @@ def _make_handler(
             model=model,
             stream=stream,
         )
-        try:
-            plan = svc.router.plan(
-                model,
-                RequestPolicy.for_institution(inst, data_class),
-                RouteContext(home_site=svc.federation.home_site, home_region=inst.home_region),
+        priority = request.headers.get(PRIORITY_HEADER, "interactive")
+        if priority not in ("interactive", "batch"):
+            raise BadRequest(
+                "X-Verbund-Priority must be interactive or batch.",
+                code="invalid_priority",
+                param="X-Verbund-Priority",
             )
+        record.priority = priority
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        ctx = RouteContext(
+            home_site=svc.federation.home_site,
+            home_region=inst.home_region,
+            affinity_key=affinity_key(model, body),
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            priority=priority,
+        )
+        try:
+            plan = svc.router.plan(model, RequestPolicy.for_institution(inst, data_class), ctx)
         except ApiError as exc:
             record.status, record.http_status = "rejected", exc.status
             svc.usage.record(record)
@@ -160,6 +197,8 @@ def _make_handler(
                 drop_usage_chunk=drop_usage,
                 plan=plan,
                 record=record,
+                ctx=ctx,
+                parsed=body if stream else None,
                 prompt_estimate=estimate_prompt_tokens(body) if stream else 0,
             )
         )

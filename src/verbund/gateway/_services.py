@@ -19,7 +19,14 @@ from verbund.accounting import UsageRecorder
 from verbund.audit import AuditLog
 from verbund.config import FederationConfig, SiteState
 from verbund.errors import NotFound
-from verbund.federation import Federation, HealthTracker, Prober, TransportFactory, UpstreamPool
+from verbund.federation import (
+    Federation,
+    HealthTracker,
+    MetricsScraper,
+    Prober,
+    TransportFactory,
+    UpstreamPool,
+)
 from verbund.gateway._proxy import Proxy
 from verbund.routing import Router, make_policy
 from verbund.store import SiteStateRow, Store
@@ -38,6 +45,7 @@ class Services:
     pool: UpstreamPool
     tracker: HealthTracker
     prober: Prober
+    scraper: MetricsScraper
     router: Router
     proxy: Proxy
     keys: KeyService
@@ -57,7 +65,7 @@ class Services:
         audit = AuditLog(store)
         federation = Federation(config)
         pool = UpstreamPool(federation, config.routing, transport_factory)
-        tracker = HealthTracker(config.routing)
+        tracker = HealthTracker(config.routing, federation)
         usage = UsageRecorder(
             store, Path(config.gateway.state_dir) / "usage-spool" / config.gateway.name
         )
@@ -70,7 +78,10 @@ class Services:
             pool=pool,
             tracker=tracker,
             prober=Prober(federation, pool, tracker, config.routing),
-            router=Router(federation, make_policy(config.routing.policy)),
+            router=Router(
+                federation, make_policy(config.routing.policy, config.routing), config.routing
+            ),
+            scraper=MetricsScraper(federation, pool, config.routing.metrics_interval),
             proxy=Proxy(pool, tracker, config.routing, usage.record),
             keys=KeyService(store, audit),
             institutions=InstitutionRegistry(store, audit),
@@ -85,6 +96,7 @@ class Services:
         if background:
             self._tasks = [
                 asyncio.create_task(self.prober.run(), name="prober"),
+                asyncio.create_task(self.scraper.run(), name="metrics-scraper"),
                 asyncio.create_task(self.usage.run(), name="usage-flush"),
             ]
 

@@ -21,6 +21,10 @@ class RouteContext:
 
     home_site: str = ""
     home_region: str = ""
+    affinity_key: str = ""  # hash of the conversation prefix; "" = no affinity
+    max_tokens: int | None = None
+    priority: str = "interactive"  # interactive | batch
+    now: float = 0.0  # monotonic time of the decision
 
 
 class RoutingPolicy(Protocol):
@@ -79,13 +83,3 @@ class Random:
         ordered = list(candidates)
         self._rng.shuffle(ordered)
         return ordered
-
-
-def make_policy(name: PolicyName | str) -> RoutingPolicy:
-    factories: dict[PolicyName, type[RoutingPolicy]] = {
-        PolicyName.score: LeastOutstanding,  # replaced by the scoring policy below
-        PolicyName.least_outstanding: LeastOutstanding,
-        PolicyName.round_robin: RoundRobin,
-        PolicyName.random: Random,
-    }
-    return factories[PolicyName(name)]()

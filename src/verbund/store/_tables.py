@@ -20,6 +20,7 @@ class InstitutionRow(Base):
     allowed_sites: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_regions: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_jurisdictions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    required_certifications: Mapped[list[str]] = mapped_column(JSON, default=list)
     requests_per_minute: Mapped[int] = mapped_column(Integer, default=0)
     tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0)
     tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)

@@ -18,6 +18,7 @@ _FIELDS = (
     "allowed_sites",
     "allowed_regions",
     "allowed_jurisdictions",
+    "required_certifications",
     "requests_per_minute",
     "tokens_per_minute",
     "tokens_per_month",
