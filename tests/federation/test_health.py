@@ -79,3 +79,24 @@ async def test_probe_uses_the_protocol_health_path(fed: Federation) -> None:
     await prober.probe_all()
     assert seen == ["/v1/models"] * 3
     await pool.aclose()
+
+
+def test_at_most_half_of_a_models_backends_are_ejected(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(eject_after_failures=1, max_ejection_percent=50), fed)
+    for name in ("west-1", "sued-1", "ost-1"):
+        t.on_failure(fed.backends[name], Failure.timeout, 0.0)
+    ejected = [b.name for b in fed.backends.values() if not b.available(0.5)]
+    assert ejected == ["west-1"]  # a second one would be 2 of 3 > 50 %
+    # a refused connection is different: nothing listens there, it is down regardless
+    t.on_failure(fed.backends["ost-1"], Failure.refused, 0.0)
+    assert not fed.backends["ost-1"].available(0.5)
+
+
+def test_returning_backends_start_slowly(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(eject_after_failures=1, eject_base_seconds=2), fed)
+    b = fed.backends["west-1"]
+    t.on_failure(b, Failure.timeout, 10.0)
+    assert b.returned_at == 12.0  # the ramp starts when the ejection ends
+    t.on_failure(fed.backends["sued-1"], Failure.refused, 10.0)
+    t.on_probe(fed.backends["sued-1"], ok=True, now=15.0)
+    assert fed.backends["sued-1"].returned_at == 15.0

@@ -79,7 +79,7 @@ class SSEUsageFilter:
         self.events += 1
         if self._collect or self._skip_role:
             return self._inspect(data)
-        if b'"content"' in data or b'"text"' in data:
+        if _has_text(data):
             self.tokens += 1
         if b'"usage"' not in data:
             return True
@@ -134,6 +134,16 @@ class SSEUsageFilter:
         self.usage = None
         self.done = False
         self._skip_role = True
+
+
+_EMPTY_TEXT = (b'"content": ""', b'"content":""', b'"text": ""', b'"text":""')
+
+
+def _has_text(data: bytes) -> bool:
+    """A chunk that carries generated text (a cheap test on the raw bytes)."""
+    if b'"content"' not in data and b'"text"' not in data:
+        return False
+    return not any(e in data for e in _EMPTY_TEXT) or data.count(b'"content"') > 1
 
 
 def _data_of(event: bytes) -> bytes | None:

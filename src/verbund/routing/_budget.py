@@ -17,13 +17,14 @@ class RetryBudget:
         self._trickle = min_per_second
         self._cap = max(cap, 10 * min_per_second)
         self._tokens = self._cap / 10
-        self._last = time.monotonic()
+        self._last: float | None = None
         self.spent = 0
         self.refused = 0
 
     def _refill(self, now: float) -> None:
-        self._tokens = min(self._cap, self._tokens + (now - self._last) * self._trickle)
-        self._last = now
+        if self._last is not None and now > self._last:
+            self._tokens = min(self._cap, self._tokens + (now - self._last) * self._trickle)
+        self._last = now if self._last is None else max(now, self._last)
 
     def on_request(self, now: float | None = None) -> None:
         self._refill(time.monotonic() if now is None else now)
