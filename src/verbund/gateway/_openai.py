@@ -27,6 +27,7 @@ from verbund.gateway._forward import Forward
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class, split_sites
 from verbund.routing import RouteContext
+from verbund.tenancy import quota_limits
 
 
 def services(request: Request) -> Services:
@@ -176,11 +177,18 @@ def _make_handler(
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             priority=priority,
         )
+        prompt_estimate = estimate_prompt_tokens(body)
+        reservation = await svc.quotas.admit(
+            request_id,
+            quota_limits(inst, principal.key),
+            prompt_estimate + (ctx.max_tokens or svc.config.routing.default_max_tokens),
+        )
         try:
             plan = svc.router.plan(model, RequestPolicy.for_institution(inst, data_class), ctx)
         except ApiError as exc:
             record.status, record.http_status = "rejected", exc.status
             svc.usage.record(record)
+            svc.quotas.settle(record)
             raise
         drop_usage = False
         if stream:
@@ -189,7 +197,7 @@ def _make_handler(
                 body["stream_options"] = {**opts, "include_usage": True}
                 drop_usage = True
                 raw = orjson.dumps(body)
-        return await svc.proxy.forward(
+        response = await svc.proxy.forward(
             Forward(
                 path=endpoint,
                 body=raw,
@@ -198,10 +206,12 @@ def _make_handler(
                 plan=plan,
                 record=record,
                 ctx=ctx,
+                prompt_estimate=prompt_estimate,
                 parsed=body if stream else None,
-                prompt_estimate=estimate_prompt_tokens(body) if stream else 0,
             )
         )
+        response.headers.update(reservation.headers)
+        return response
 
     return handler
 

@@ -12,12 +12,27 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
-from verbund.accounting import UsageRecorder
+from verbund.accounting import UsageRecord, UsageRecorder
 from verbund.audit import AuditLog
 from verbund.config import FederationConfig, SiteState
+from verbund.coordination import (
+    EventBus,
+    Limiter,
+    LocalBus,
+    LocalLimiter,
+    LocalPresence,
+    Presence,
+    QuotaGate,
+    RedisBus,
+    RedisLimiter,
+    RedisPresence,
+)
 from verbund.errors import NotFound
 from verbund.federation import (
     Federation,
@@ -33,6 +48,8 @@ from verbund.store import SiteStateRow, Store
 from verbund.tenancy import InstitutionRegistry, KeyService
 
 log = logging.getLogger("verbund.gateway")
+
+RESYNC_SECONDS = 30.0
 
 
 @dataclass
@@ -51,6 +68,10 @@ class Services:
     keys: KeyService
     institutions: InstitutionRegistry
     usage: UsageRecorder
+    bus: EventBus
+    presence: Presence
+    quotas: QuotaGate
+    redis: Redis | None = None
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -69,6 +90,26 @@ class Services:
         usage = UsageRecorder(
             store, Path(config.gateway.state_dir) / "usage-spool" / config.gateway.name
         )
+        redis: Redis | None = None
+        bus: EventBus
+        presence: Presence
+        limiter: Limiter
+        if config.coordination.redis_url:
+            redis = Redis.from_url(
+                config.coordination.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+            bus = RedisBus(redis, config.gateway.name)
+            redis_presence = RedisPresence(redis, config.gateway.name)
+            presence = redis_presence
+            limiter = RedisLimiter(redis, lambda: redis_presence.last_count)
+        else:
+            bus, presence, limiter = LocalBus(), LocalPresence(config.gateway.name), LocalLimiter()
+        quotas = QuotaGate(limiter)
+
+        def on_usage(rec: UsageRecord) -> None:
+            usage.record(rec)
+            quotas.settle(rec)
+
         return cls(
             config=config,
             admin_key=admin_key,
@@ -82,10 +123,14 @@ class Services:
                 federation, make_policy(config.routing.policy, config.routing), config.routing
             ),
             scraper=MetricsScraper(federation, pool, config.routing.metrics_interval),
-            proxy=Proxy(pool, tracker, config.routing, usage.record),
-            keys=KeyService(store, audit),
-            institutions=InstitutionRegistry(store, audit),
+            proxy=Proxy(pool, tracker, config.routing, on_usage),
+            keys=KeyService(store, audit, bus),
+            institutions=InstitutionRegistry(store, audit, bus),
             usage=usage,
+            bus=bus,
+            presence=presence,
+            quotas=quotas,
+            redis=redis,
         )
 
     async def start(self, background: bool = True) -> None:
@@ -93,8 +138,14 @@ class Services:
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
         await self._load_site_states()
+        self.bus.subscribe(self.keys.on_event)
+        self.bus.subscribe(self.institutions.on_event)
+        self.bus.subscribe(self._on_site_event)
         if background:
             self._tasks = [
+                asyncio.create_task(self.bus.run(), name="event-bus"),
+                asyncio.create_task(self.presence.run(), name="presence"),
+                asyncio.create_task(self._resync(), name="resync"),
                 asyncio.create_task(self.prober.run(), name="prober"),
                 asyncio.create_task(self.scraper.run(), name="metrics-scraper"),
                 asyncio.create_task(self.usage.run(), name="usage-flush"),
@@ -106,9 +157,38 @@ class Services:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await self.quotas.drain()
         await self.usage.aclose()
         await self.pool.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.store.aclose()
+
+    async def _on_site_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") != "site.state":
+            return
+        site, state = event.get("site"), event.get("state")
+        if site in self.federation.sites and state in SiteState.__members__:
+            self.federation.set_state(str(site), SiteState(str(state)))
+
+    async def _resync(self) -> None:
+        """Repair whatever events were missed (Redis down, a restart): reload from the store."""
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            try:
+                await self.keys.load()
+                await self.institutions.load()
+                await self._load_site_states()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("resync from the store failed: %s", type(exc).__name__)
+
+    @property
+    def degraded(self) -> list[str]:
+        """Shared parts this access point is running without, for /readyz."""
+        out = []
+        if self.quotas.limiter.degraded:
+            out.append("coordination")
+        return out
 
     async def _load_site_states(self) -> None:
         async with self.store.session() as s:
@@ -138,5 +218,6 @@ class Services:
                 after={"state": state.value},
             )
         self.federation.set_state(site, state)
+        await self.bus.publish({"type": "site.state", "site": site, "state": state.value})
         log.info("site %s: %s -> %s by %s", site, before.value, state.value, actor)
         return before

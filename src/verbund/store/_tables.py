@@ -38,6 +38,8 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(256), default="")
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class SiteStateRow(Base):
