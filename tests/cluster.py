@@ -55,10 +55,25 @@ def start_engine(name: str, tmp: Path, *, slots: int = 16, decode_ms: float = 1.
     log = tmp / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "verbund.simengine", "--port", str(port), "--name", name,
-             "--model", MODEL, "--slots", str(slots), "--decode-ms-per-token", str(decode_ms),
-             "--prefill-ms-per-token", "0.05"],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "verbund.simengine",
+                "--port",
+                str(port),
+                "--name",
+                name,
+                "--model",
+                MODEL,
+                "--slots",
+                str(slots),
+                "--decode-ms-per-token",
+                str(decode_ms),
+                "--prefill-ms-per-token",
+                "0.05",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     p = Proc(name, port, proc, log)
     wait_http(p.url + "/v1/models")
@@ -66,8 +81,13 @@ def start_engine(name: str, tmp: Path, *, slots: int = 16, decode_ms: float = 1.
 
 
 def federation_toml(
-    name: str, port: int, state_dir: Path, store_url: str, redis_url: str,
-    engines: list[Proc], institutions: str = "",
+    name: str,
+    port: int,
+    state_dir: Path,
+    store_url: str,
+    redis_url: str,
+    engines: list[Proc],
+    institutions: str = "",
 ) -> str:
     sites = ""
     for i, e in enumerate(engines):
@@ -126,14 +146,26 @@ class Cluster:
         state = self.tmp / name
         state.mkdir(exist_ok=True)
         cfg = state / "federation.toml"
-        cfg.write_text(federation_toml(name, port, state, self.store_url, self.redis_url,
-                                       self.engines, self.institutions))
+        cfg.write_text(
+            federation_toml(
+                name, port, state, self.store_url, self.redis_url, self.engines, self.institutions
+            )
+        )
         log = state / "gateway.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "verbund.cli", "gateway", "--config", str(cfg),
-                 "--log-level", "warning"],
-                stdout=out, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "verbund.cli",
+                    "gateway",
+                    "--config",
+                    str(cfg),
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 env={**os.environ, "VERBUND_ADMIN_KEY": ADMIN_KEY},
             )
         gw = Proc(name, port, proc, log)
@@ -142,8 +174,12 @@ class Cluster:
         return gw
 
     def admin(self, gw: Proc) -> httpx.Client:
-        return httpx.Client(base_url=gw.url, trust_env=False, timeout=30,
-                            headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        return httpx.Client(
+            base_url=gw.url,
+            trust_env=False,
+            timeout=30,
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        )
 
     def create_key(self, gw: Proc, institution: str) -> dict[str, Any]:
         with self.admin(gw) as a:
@@ -157,10 +193,14 @@ class Cluster:
 
 
 def chat(url: str, key: str, **kw: Any) -> httpx.Response:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
-            **kw}
-    return httpx.post(url + "/v1/chat/completions", json=body, timeout=30, trust_env=False,
-                      headers={"authorization": f"Bearer {key}"})
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **kw}
+    return httpx.post(
+        url + "/v1/chat/completions",
+        json=body,
+        timeout=30,
+        trust_env=False,
+        headers={"authorization": f"Bearer {key}"},
+    )
 
 
 def poll(check: Any, within: float, step: float = 0.02) -> float:

@@ -60,33 +60,75 @@ class Postgres:
         pw = pwd.getpwnam("postgres")
         os.chown(root, pw.pw_uid, pw.pw_gid)
         subprocess.run(
-            [_pg_bin("initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres",
-             "--no-sync", "-E", "UTF8"],
-            check=True, capture_output=True, preexec_fn=_as_postgres, cwd="/tmp",
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(root / "data"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+            preexec_fn=_as_postgres,
+            cwd="/tmp",
         )
         pg = cls(root, free_port())
         pg.start()
         subprocess.run(
-            [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
-             "verbund"],
-            check=True, capture_output=True,
+            [
+                _pg_bin("createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(pg.port),
+                "-U",
+                "postgres",
+                "verbund",
+            ],
+            check=True,
+            capture_output=True,
         )
         return pg
 
     def start(self) -> None:
         log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
-            [_pg_bin("postgres"), "-D", str(self.root / "data"), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "max_connections=200"],
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_as_postgres, cwd="/tmp",
+            [
+                _pg_bin("postgres"),
+                "-D",
+                str(self.root / "data"),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.root}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_as_postgres,
+            cwd="/tmp",
         )
         log.close()
         _wait(self.ready, 30, "PostgreSQL")
 
     def ready(self) -> bool:
-        r = subprocess.run([_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                           capture_output=True, check=False)
+        r = subprocess.run(
+            [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+            capture_output=True,
+            check=False,
+        )
         return r.returncode == 0
 
     def stop(self) -> None:
@@ -121,15 +163,28 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait(self.ready, 15, "Redis")
 
     def ready(self) -> bool:
-        r = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
-                           check=False)
+        r = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, check=False
+        )
         return r.stdout.strip() == b"PONG"
 
     def stop(self) -> None:

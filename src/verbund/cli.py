@@ -83,6 +83,10 @@ def up(
 @app.command()
 def gateway(
     config: ConfigOpt,
+    name: Annotated[
+        str | None,
+        typer.Option(envvar="VERBUND_GATEWAY_NAME", help="Override [gateway] name (per replica)."),
+    ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run one access point for the federation in CONFIG."""
@@ -93,6 +97,8 @@ def gateway(
     stop_on_sigterm()
     try:
         cfg = load_config(config)
+        if name:
+            cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"name": name})})
         ensure_port_free(cfg.gateway.host, cfg.gateway.port)
         admin_key = cfg.admin_key()
         if not admin_key:

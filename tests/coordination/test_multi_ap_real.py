@@ -92,8 +92,7 @@ def test_token_quota_overshoot_stays_within_the_bound(cluster: Cluster) -> None:
         time.sleep(61 - time.time() % 60)
     poll(lambda: chat(gws[1].url, key["key"]).status_code == 200, within=2.0)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(chat, gws[i % 2].url, key["key"], max_tokens=8)
-                   for i in range(100)]
+        futures = [pool.submit(chat, gws[i % 2].url, key["key"], max_tokens=8) for i in range(100)]
         results = [f.result() for f in futures]
     assert {r.status_code for r in results} <= {200, 429}
     used = sum(r.json()["usage"]["total_tokens"] for r in results if r.status_code == 200)
@@ -109,8 +108,10 @@ def test_redis_down_falls_back_to_a_local_share(
     a = cluster.start_gateway("ap-a")
     b = cluster.start_gateway("ap-b")
     key = cluster.create_key(a, "uni-q")["key"]  # 40 per minute: 20 per access point alone
-    poll(lambda: len(httpx.get(a.url + "/status", trust_env=False).json()["access_points"]) == 2,
-         within=5)
+    poll(
+        lambda: len(httpx.get(a.url + "/status", trust_env=False).json()["access_points"]) == 2,
+        within=5,
+    )
     redis_server.stop()
     if time.time() % 60 > 45:
         time.sleep(61 - time.time() % 60)
@@ -122,9 +123,7 @@ def test_redis_down_falls_back_to_a_local_share(
     assert chat(b.url, key).status_code in (200, 429)  # b keeps serving too
 
 
-def test_postgres_down_keeps_cached_keys_and_loses_no_usage(
-    cluster: Cluster, pg: Postgres
-) -> None:
+def test_postgres_down_keeps_cached_keys_and_loses_no_usage(cluster: Cluster, pg: Postgres) -> None:
     a = cluster.start_gateway("ap-a")
     key = cluster.create_key(a, "uni-a")["key"]
     assert chat(a.url, key).status_code == 200
@@ -140,9 +139,11 @@ def test_postgres_down_keeps_cached_keys_and_loses_no_usage(
     poll(lambda: any(spool.glob("*.ready")), within=5)
     pg.start()
     with cluster.admin(a) as admin:
+
         def counted() -> bool:
             rows = admin.get("/admin/usage", params={"group_by": "institution"}).json()["data"]
             return sum(r["requests"] for r in rows if r["institution"] == "uni-a") == 11
+
         poll(counted, within=15, step=0.5)
     time.sleep(1.5)  # a further flush must not write anything twice
     with cluster.admin(a) as admin:
@@ -161,5 +162,14 @@ def test_killing_an_access_point_is_invisible_to_the_others_clients(cluster: Clu
         a.kill(signal.SIGKILL)
         codes = [f.result().status_code for f in futures]
     assert codes == [200] * 60
-    poll(lambda: {ap["name"] for ap in httpx.get(b.url + "/status", trust_env=False)
-                  .json()["access_points"]} == {"ap-b", "ap-c"}, within=10, step=0.5)
+    poll(
+        lambda: (
+            {
+                ap["name"]
+                for ap in httpx.get(b.url + "/status", trust_env=False).json()["access_points"]
+            }
+            == {"ap-b", "ap-c"}
+        ),
+        within=10,
+        step=0.5,
+    )

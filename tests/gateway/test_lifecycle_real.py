@@ -24,8 +24,9 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
 
 
 def test_drain_under_load_fails_nothing(demo: Demo) -> None:
-    c = openai.OpenAI(base_url=demo.url + "/v1", api_key=demo.key("uni-a"), max_retries=0,
-                      timeout=60)
+    c = openai.OpenAI(
+        base_url=demo.url + "/v1", api_key=demo.key("uni-a"), max_retries=0, timeout=60
+    )
     results: list[tuple[float, str, str]] = []
     lock = threading.Lock()
     enough = threading.Event()
@@ -36,16 +37,22 @@ def test_drain_under_load_fails_nothing(demo: Demo) -> None:
             try:
                 if stream:
                     s = c.chat.completions.with_raw_response.create(
-                        model=MODEL, messages=[{"role": "user", "content": "Tell a story."}],
-                        max_tokens=32, stream=True)
+                        model=MODEL,
+                        messages=[{"role": "user", "content": "Tell a story."}],
+                        max_tokens=32,
+                        stream=True,
+                    )
                     site = s.headers["x-verbund-site"]
-                    text = "".join(ch.choices[0].delta.content or "" for ch in s.parse()
-                                   if ch.choices)
+                    text = "".join(
+                        ch.choices[0].delta.content or "" for ch in s.parse() if ch.choices
+                    )
                     err = "" if text else "empty stream"
                 else:
                     r = c.chat.completions.with_raw_response.create(
-                        model=MODEL, messages=[{"role": "user", "content": "Name a city."}],
-                        max_tokens=16)
+                        model=MODEL,
+                        messages=[{"role": "user", "content": "Name a city."}],
+                        max_tokens=16,
+                    )
                     site = r.headers["x-verbund-site"]
                     err = "" if r.parse().choices[0].message.content else "empty"
             except openai.APIError as exc:
