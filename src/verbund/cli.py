@@ -93,10 +93,10 @@ def gateway(
     from verbund.gateway import create_app
     from verbund.server import configure_logging, ensure_port_free, make_server, stop_on_sigterm
 
-    configure_logging(log_level)
     stop_on_sigterm()
     try:
         cfg = load_config(config)
+        configure_logging(log_level, cfg.telemetry.log_format)
         if name:
             cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"name": name})})
         ensure_port_free(cfg.gateway.host, cfg.gateway.port)

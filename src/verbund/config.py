@@ -30,6 +30,7 @@ __all__ = [
     "SiteConfig",
     "SiteState",
     "StoreConfig",
+    "TelemetryConfig",
     "load_config",
     "parse_config",
 ]
@@ -140,6 +141,14 @@ class RoutingConfig(_Strict):
     default_max_tokens: int = Field(128, ge=1)
 
 
+class TelemetryConfig(_Strict):
+    """Logs, traces and pseudonyms."""
+
+    log_format: Literal["json", "text"] = "json"
+    otlp_endpoint: str = ""  # e.g. "http://127.0.0.1:4318/v1/traces"; "" = no tracing
+    pseudonym_key_env: EnvName = "VERBUND_PSEUDONYM_KEY"
+
+
 class LaunchConfig(_Strict):
     """A model server the access point starts itself (the embedded demo)."""
 
@@ -208,6 +217,7 @@ class FederationConfig(_Strict):
     coordination: CoordinationConfig = CoordinationConfig()
     limits: LimitsConfig = LimitsConfig()
     routing: RoutingConfig = RoutingConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     sites: list[SiteConfig] = []
     models: list[ModelConfig] = []
     institutions: list[InstitutionConfig] = []

@@ -59,6 +59,7 @@ class Backend:
     consecutive_failures: int = 0
     ejected_until: float = 0.0
     ejections: int = 0
+    ejected_total: int = 0
     returned_at: float = -1e9  # when it last came back from ejection or down (slow start)
     busy_until: float = 0.0  # a 429 with Retry-After: no new requests before this
     last_error: str = ""

@@ -86,6 +86,7 @@ class HealthTracker:
         backend.ejected_until = now + seconds
         backend.returned_at = backend.ejected_until
         backend.ejections += 1
+        backend.ejected_total += 1
         backend.consecutive_failures = 0
         log.warning("backend %s ejected for %.1fs", backend.name, seconds)
         return True

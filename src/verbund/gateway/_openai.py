@@ -27,6 +27,7 @@ from verbund.gateway._forward import Forward
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class, split_sites
 from verbund.routing import RouteContext
+from verbund.telemetry._tracing import span
 from verbund.tenancy import quota_limits
 
 
@@ -141,7 +142,8 @@ def _make_handler(
     async def handler(request: Request) -> Response:
         svc = services(request)
         request_id: str = request.state.request_id
-        principal = await authenticate(request, svc)
+        with span(svc.tracer, "verbund.auth"):
+            principal = await authenticate(request, svc)
         raw = await read_body(request, svc.config.limits.max_body_bytes)
         body = parse_object(raw)
         model = require_model(body)
@@ -158,7 +160,8 @@ def _make_handler(
             institution_id=inst.id,
             key_id=principal.key_id,
             endpoint=endpoint,
-            model=model,
+            # a name the federation does not know is client text: never store it
+            model=model if model in svc.federation.models else "unknown",
             stream=stream,
         )
         priority = request.headers.get(PRIORITY_HEADER, "interactive")
@@ -183,12 +186,14 @@ def _make_handler(
             quota_limits(inst, principal.key),
             prompt_estimate + (ctx.max_tokens or svc.config.routing.default_max_tokens),
         )
+        if isinstance(body.get("user"), str) and body["user"]:
+            record.user_hash = svc.pseudonyms(body["user"])
         try:
-            plan = svc.router.plan(model, RequestPolicy.for_institution(inst, data_class), ctx)
+            with span(svc.tracer, "verbund.route", {"verbund.model": record.model}):
+                plan = svc.router.plan(model, RequestPolicy.for_institution(inst, data_class), ctx)
         except ApiError as exc:
             record.status, record.http_status = "rejected", exc.status
-            svc.usage.record(record)
-            svc.quotas.settle(record)
+            svc.on_usage(record)
             raise
         drop_usage = False
         if stream:

@@ -88,3 +88,8 @@ def _status_html(access_point: object, sites: list[dict[str, object]]) -> str:
         "<table><tr><th>site</th><th>region</th><th>jurisdiction</th><th>max data class</th>"
         f"<th>state</th><th>health</th><th>models</th></tr>{rows}</table></body></html>"
     )
+
+
+async def metrics(request: Request) -> Response:
+    svc = _svc(request)
+    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

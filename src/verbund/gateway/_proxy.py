@@ -42,6 +42,7 @@ from verbund.gateway._forward import (
 from verbund.gateway._sse import Usage
 from verbund.gateway._stream import StreamRelay
 from verbund.routing import RetryBudget, try_deadline
+from verbund.telemetry._tracing import NoOpTracer, Tracer, span
 
 log = logging.getLogger("verbund.proxy")
 
@@ -58,11 +59,13 @@ class Proxy:
         routing: RoutingConfig,
         on_usage: Callable[[UsageRecord], None],
         budget: RetryBudget | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._pool = pool
         self._tracker = tracker
         self._cfg = routing
         self._on_usage = on_usage
+        self._tracer = tracer or NoOpTracer()
         self.budget = budget or RetryBudget(
             routing.retry_budget_ratio, routing.retry_budget_min_per_second
         )
@@ -114,7 +117,17 @@ class Proxy:
             fwd.record.attempts = tries
             backend.outstanding += 1
             try:
-                result = await attempt(backend, fwd, start, remaining)
+                with span(
+                    self._tracer,
+                    "verbund.upstream",
+                    {
+                        "verbund.site": backend.site.name,
+                        "verbund.backend": backend.name,
+                        "verbund.try": tries,
+                        "verbund.stream": fwd.stream,
+                    },
+                ):
+                    result = await attempt(backend, fwd, start, remaining)
             except Retry as retry:
                 backend.outstanding -= 1
                 last_error = retry.error

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ from verbund.federation import (
 from verbund.gateway._proxy import Proxy
 from verbund.routing import Router, make_policy
 from verbund.store import SiteStateRow, Store
+from verbund.telemetry import Metrics, Pseudonymizer, log_access, make_tracer
+from verbund.telemetry._tracing import Tracer
 from verbund.tenancy import InstitutionRegistry, KeyService
 
 log = logging.getLogger("verbund.gateway")
@@ -71,6 +74,11 @@ class Services:
     bus: EventBus
     presence: Presence
     quotas: QuotaGate
+    metrics: Metrics
+    tracer: Tracer
+    tracer_provider: object | None
+    pseudonyms: Pseudonymizer
+    on_usage: Callable[[UsageRecord], None]
     redis: Redis | None = None
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -81,6 +89,7 @@ class Services:
         config: FederationConfig,
         admin_key: str | None,
         transport_factory: TransportFactory | None = None,
+        tracer: Tracer | None = None,
     ) -> Services:
         store = Store(config.store.url)
         audit = AuditLog(store)
@@ -105,10 +114,18 @@ class Services:
         else:
             bus, presence, limiter = LocalBus(), LocalPresence(config.gateway.name), LocalLimiter()
         quotas = QuotaGate(limiter)
+        metrics = Metrics(federation)
+        tracer_provider: object | None = None
+        if tracer is None:
+            tracer, tracer_provider = make_tracer(
+                config.telemetry.otlp_endpoint, config.gateway.name
+            )
 
         def on_usage(rec: UsageRecord) -> None:
             usage.record(rec)
             quotas.settle(rec)
+            metrics.observe(rec)
+            log_access(rec)
 
         return cls(
             config=config,
@@ -123,7 +140,7 @@ class Services:
                 federation, make_policy(config.routing.policy, config.routing), config.routing
             ),
             scraper=MetricsScraper(federation, pool, config.routing.metrics_interval),
-            proxy=Proxy(pool, tracker, config.routing, on_usage),
+            proxy=Proxy(pool, tracker, config.routing, on_usage, tracer=tracer),
             keys=KeyService(store, audit, bus),
             institutions=InstitutionRegistry(store, audit, bus),
             usage=usage,
@@ -131,6 +148,13 @@ class Services:
             presence=presence,
             quotas=quotas,
             redis=redis,
+            metrics=metrics,
+            tracer=tracer,
+            tracer_provider=tracer_provider,
+            pseudonyms=Pseudonymizer(
+                config.telemetry.pseudonym_key_env, Path(config.gateway.state_dir)
+            ),
+            on_usage=on_usage,
         )
 
     async def start(self, background: bool = True) -> None:
@@ -162,6 +186,9 @@ class Services:
         await self.pool.aclose()
         if self.redis is not None:
             await self.redis.aclose()
+        shutdown = getattr(self.tracer_provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
         await self.store.aclose()
 
     async def _on_site_event(self, event: dict[str, Any]) -> None:
