@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import make_config
 from tests.fakes import FakeBackend, transport_factory
 from verbund.config import RoutingConfig
-from verbund.federation import Failure, Federation, HealthTracker, Prober, UpstreamPool
+from verbund.federation import Failure, Federation, HealthTracker, Probe, Prober, UpstreamPool
 
 
 @pytest.fixture
@@ -98,5 +98,19 @@ def test_returning_backends_start_slowly(fed: Federation) -> None:
     t.on_failure(b, Failure.timeout, 10.0)
     assert b.returned_at == 12.0  # the ramp starts when the ejection ends
     t.on_failure(fed.backends["sued-1"], Failure.refused, 10.0)
-    t.on_probe(fed.backends["sued-1"], ok=True, now=15.0)
+    t.on_probe(fed.backends["sued-1"], Probe.ok, now=15.0)
     assert fed.backends["sued-1"].returned_at == 15.0
+
+
+def test_one_slow_probe_does_not_mark_down_and_never_while_answering(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(probe_interval=1.0), fed)
+    b = fed.backends["west-1"]
+    t.on_probe(b, Probe.failed, now=100.0)
+    assert b.healthy  # one timeout is not enough
+    t.on_success(b, now=100.5)  # it is busy answering real requests
+    t.on_probe(b, Probe.failed, now=101.0)
+    assert b.healthy
+    t.on_probe(b, Probe.failed, now=110.0)  # silent for long: down
+    assert not b.healthy
+    t.on_probe(b, Probe.ok, now=111.0)
+    assert b.healthy and b.probe_failures == 0

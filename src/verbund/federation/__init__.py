@@ -2,7 +2,7 @@
 
 from verbund.federation._backend import Backend, EngineLoad, LatencyStats
 from verbund.federation._federation import Federation
-from verbund.federation._health import Failure, HealthTracker, Prober
+from verbund.federation._health import Failure, HealthTracker, Probe, Prober
 from verbund.federation._metrics import MetricsScraper, parse_engine_metrics
 from verbund.federation._site import Site
 from verbund.federation._upstream import TransportFactory, UpstreamPool
@@ -15,6 +15,7 @@ __all__ = [
     "HealthTracker",
     "LatencyStats",
     "MetricsScraper",
+    "Probe",
     "Prober",
     "Site",
     "TransportFactory",

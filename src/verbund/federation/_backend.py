@@ -30,7 +30,7 @@ class LatencyStats:
     ttft: float | None = None  # seconds to the first streamed byte
     ttft_dev: float = 0.0  # mean absolute deviation of ttft
     tpot: float | None = None  # seconds per output token
-    samples: int = 0
+    samples: int = 0  # observations of either kind
 
     def observe_ttft(self, seconds: float) -> None:
         self.samples += 1
@@ -42,6 +42,7 @@ class LatencyStats:
         self.ttft_dev += EWMA_WEIGHT * (abs(err) - self.ttft_dev)
 
     def observe_tpot(self, seconds_per_token: float) -> None:
+        self.samples += 1
         prev = self.tpot
         self.tpot = (
             seconds_per_token if prev is None else prev + EWMA_WEIGHT * (seconds_per_token - prev)
@@ -64,6 +65,8 @@ class Backend:
     busy_until: float = 0.0  # a 429 with Retry-After: no new requests before this
     last_error: str = ""
     last_probe_ok: float = 0.0
+    last_success: float = -1e9  # monotonic time of the last answered request
+    probe_failures: int = 0
     served: int = 0
     failures: int = 0
     latency: LatencyStats = field(default_factory=LatencyStats)

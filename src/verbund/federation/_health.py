@@ -26,6 +26,16 @@ log = logging.getLogger("verbund.health")
 PROBE_PATHS = {"openai": "/v1/models", "oip": "/v2/health/ready"}
 
 
+class Probe(Enum):
+    ok = "ok"
+    refused = "refused"  # nothing listens: down at once
+    failed = "failed"  # timeout or error status: down after PROBE_FAILURES in a row
+
+
+PROBE_FAILURES = 2
+BUSY_GRACE_SECONDS = 30.0  # a backend with requests in flight that answered this recently
+
+
 class Failure(Enum):
     refused = "refused"
     timeout = "timeout"
@@ -45,8 +55,9 @@ class HealthTracker:
         self._cfg = routing
         self._federation = federation
 
-    def on_success(self, backend: Backend) -> None:
+    def on_success(self, backend: Backend, now: float | None = None) -> None:
         backend.consecutive_failures = 0
+        backend.last_success = time.monotonic() if now is None else now
 
     def on_failure(self, backend: Backend, failure: Failure, now: float) -> None:
         backend.failures += 1
@@ -91,9 +102,13 @@ class HealthTracker:
         log.warning("backend %s ejected for %.1fs", backend.name, seconds)
         return True
 
-    def on_probe(self, backend: Backend, ok: bool, now: float) -> None:
-        if ok:
+    def on_probe(self, backend: Backend, result: Probe, now: float) -> None:
+        """A probe that times out is weak evidence: a single-threaded server busy with
+        requests (llama.cpp) answers probes late. It takes two in a row, and none while
+        the backend is answering real requests, to mark a backend down."""
+        if result is Probe.ok:
             backend.last_probe_ok = now
+            backend.probe_failures = 0
             if not backend.healthy:
                 log.info("backend %s healthy again", backend.name)
                 backend.returned_at = max(now, backend.ejected_until)
@@ -103,9 +118,17 @@ class HealthTracker:
                 # long enough without trouble: forget one step of the back-off
                 backend.ejections -= 1
                 backend.ejected_until = now  # the next step needs another calm period
-        else:
+            return
+        backend.probe_failures += 1
+        since_success = now - backend.last_success
+        busy_but_answering = since_success < 3 * self._cfg.probe_interval or (
+            backend.outstanding > 0 and since_success < BUSY_GRACE_SECONDS
+        )
+        if result is Probe.refused or (
+            backend.probe_failures >= PROBE_FAILURES and not busy_but_answering
+        ):
             if backend.healthy:
-                log.warning("backend %s failed its health probe", backend.name)
+                log.warning("backend %s failed its health probe (%s)", backend.name, result.value)
             backend.healthy = False
 
 
@@ -126,13 +149,15 @@ class Prober:
         self.rounds = 0
         self.round_done = asyncio.Event()
 
-    async def probe(self, backend: Backend) -> bool:
+    async def probe(self, backend: Backend) -> Probe:
         path = PROBE_PATHS[backend.kind]
         try:
             resp = await self._pool.client(backend).get(path, timeout=self._cfg.probe_timeout)
+        except httpx.ConnectError:
+            return Probe.refused
         except httpx.HTTPError:
-            return False
-        return resp.status_code == 200
+            return Probe.failed
+        return Probe.ok if resp.status_code == 200 else Probe.failed
 
     async def probe_all(self) -> None:
         backends = [
@@ -140,8 +165,8 @@ class Prober:
         ]
         results = await asyncio.gather(*(self.probe(b) for b in backends))
         now = time.monotonic()
-        for b, ok in zip(backends, results, strict=True):
-            self._tracker.on_probe(b, ok, now)
+        for b, result in zip(backends, results, strict=True):
+            self._tracker.on_probe(b, result, now)
         self.rounds += 1
         self.round_done.set()
         self.round_done = asyncio.Event()
