@@ -10,7 +10,6 @@ benchmarks/results/chaos.md.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 import json
 import os
 import platform
@@ -19,11 +18,11 @@ import statistics
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
 from tests.realdemo import start_demo
 
 MODEL = "smollm2-135m"
