@@ -18,9 +18,16 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from verbund.accounting import UsageRecord, UsageRecorder
+from verbund.accounting import (
+    BudgetService,
+    PriceBook,
+    Retention,
+    SiteAvailability,
+    UsageRecord,
+    UsageRecorder,
+)
 from verbund.audit import AuditLog
-from verbund.config import FederationConfig, SiteState
+from verbund.config import FederationConfig, SiteState, config_digest
 from verbund.coordination import (
     EventBus,
     Limiter,
@@ -71,6 +78,9 @@ class Services:
     bus: EventBus
     presence: Presence
     quotas: QuotaGate
+    budgets: BudgetService
+    availability: SiteAvailability
+    retention: Retention
     redis: Redis | None = None
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -105,10 +115,13 @@ class Services:
         else:
             bus, presence, limiter = LocalBus(), LocalPresence(config.gateway.name), LocalLimiter()
         quotas = QuotaGate(limiter)
+        budgets = BudgetService(store, PriceBook(config.sites), flush=usage.flush)
+        availability = SiteAvailability(store, config.gateway.name)
 
         def on_usage(rec: UsageRecord) -> None:
             usage.record(rec)
             quotas.settle(rec)
+            budgets.observe(rec)
 
         return cls(
             config=config,
@@ -118,7 +131,7 @@ class Services:
             federation=federation,
             pool=pool,
             tracker=tracker,
-            prober=Prober(federation, pool, tracker, config.routing),
+            prober=Prober(federation, pool, tracker, config.routing, on_round=availability.observe),
             router=Router(
                 federation, make_policy(config.routing.policy, config.routing), config.routing
             ),
@@ -130,14 +143,19 @@ class Services:
             bus=bus,
             presence=presence,
             quotas=quotas,
+            budgets=budgets,
+            availability=availability,
+            retention=Retention(store, audit, config.retention),
             redis=redis,
         )
 
     async def start(self, background: bool = True) -> None:
         await self.store.migrate()
+        await self.audit.record_config_load(config_digest(self.config), self.config.gateway.name)
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
         await self._load_site_states()
+        await self.budgets.load()
         self.bus.subscribe(self.keys.on_event)
         self.bus.subscribe(self.institutions.on_event)
         self.bus.subscribe(self._on_site_event)
@@ -149,6 +167,9 @@ class Services:
                 asyncio.create_task(self.prober.run(), name="prober"),
                 asyncio.create_task(self.scraper.run(), name="metrics-scraper"),
                 asyncio.create_task(self.usage.run(), name="usage-flush"),
+                asyncio.create_task(self.budgets.run(), name="budgets"),
+                asyncio.create_task(self.availability.run(), name="availability"),
+                asyncio.create_task(self.retention.run(), name="retention"),
             ]
 
     async def stop(self) -> None:
@@ -159,6 +180,7 @@ class Services:
                 await t
         await self.quotas.drain()
         await self.usage.aclose()
+        await self.availability.flush()
         await self.pool.aclose()
         if self.redis is not None:
             await self.redis.aclose()

@@ -81,7 +81,7 @@ def alembic_config() -> AlembicConfig:
 def _upgrade(conn: Connection) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "heads")  # branches of parallel features each depend on 0001
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
