@@ -282,7 +282,8 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
         writer.writerows(rows)
         sys.stdout.write(buf.getvalue())
     else:
-        typer.echo(_table(rows, columns))
+        shown = [{k: "-" if v is None else v for k, v in r.items()} for r in rows]
+        typer.echo(_table(shown, columns))
 
 
 FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]

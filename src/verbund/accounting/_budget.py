@@ -3,9 +3,10 @@
 Spend (tokens and money at the sites' prices) is loaded from the store at start,
 refreshed every ``refresh_seconds`` so usage at other access points counts too, and
 updated from every usage record this access point sees (:meth:`BudgetService.observe`).
-A refresh first flushes this access point's own spool, then reads the month so far;
-records observed while it runs are added on top (one that the usage flusher writes in
-that same moment counts twice until the next refresh: an error on the safe side).
+A refresh first flushes this access point's own spool, then reads the month so far of
+the institutions that have a budget (none: no query at all); records observed while it
+runs are added on top (one that the usage flusher writes in that same moment counts
+twice until the next refresh: an error on the safe side).
 
 :meth:`BudgetService.check` answers in memory: headers that tell the client how much of
 the budget is used, a warning from :data:`WARN_AT`, and :class:`BudgetExceeded` at 100 %
@@ -17,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -52,18 +54,20 @@ class BudgetService:
         prices: PriceBook,
         *,
         flush: Callable[[], Awaitable[object]] | None = None,
+        budgeted: Callable[[], Iterable[InstitutionConfig]] | None = None,
         refresh_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._prices = prices
         self._flush = flush
+        self._budgeted = budgeted  # None: load every institution
         self._refresh = refresh_seconds
         self._clock = clock
         self._spend: dict[str, Spend] = {}
         self._seq = 0
         # (seq, institution, tokens, cost) observed since the last load began
-        self._recent: list[tuple[int, str, int, Decimal]] = []
+        self._recent: deque[tuple[int, str, int, Decimal]] = deque(maxlen=MAX_RECENT)
         self._month, self._month_start, self._month_end = "", 0.0, 0.0
         self._roll(clock())
 
@@ -73,7 +77,7 @@ class BudgetService:
         self._month = month_of(now)
         self._month_start, self._month_end = parse_month(self._month)
         self._spend = {}
-        self._recent = []
+        self._recent.clear()
 
     def spend(self, institution_id: str) -> Spend:
         self._roll(self._clock())
@@ -102,9 +106,8 @@ class BudgetService:
         )
         tokens = rec.prompt_tokens + rec.completion_tokens
         self._seq += 1
+        # bounded: if the store has been away for long, the oldest are forgotten
         self._recent.append((self._seq, rec.institution_id, tokens, cost))
-        if len(self._recent) > MAX_RECENT:  # the store has been away for long: forget the oldest
-            del self._recent[: len(self._recent) - MAX_RECENT]
         self._add(rec.institution_id, tokens, cost)
 
     async def load(self) -> None:
@@ -113,9 +116,17 @@ class BudgetService:
         self._roll(now)
         month, mark = self._month, self._seq
         start, end = self._month_start, self._month_end
-        if self._flush is not None:
-            await self._flush()
-        lines = await load_lines(self._store, start, end)
+        ids: set[str] | None = None
+        if self._budgeted is not None:
+            ids = {
+                i.id for i in self._budgeted() if i.budget_tokens_per_month or i.budget_per_month
+            }
+        if ids is None or ids:
+            if self._flush is not None:
+                await self._flush()
+            lines = await load_lines(self._store, start, end, ids)
+        else:
+            lines = []
         if month != self._month:  # the month turned while we read
             return
         self._spend = {}
@@ -128,7 +139,8 @@ class BudgetService:
                 completion_tokens=ln.completion_tokens,
             )
             self._add(ln.institution, ln.prompt_tokens + ln.completion_tokens, cost)
-        self._recent = [e for e in self._recent if e[0] > mark]
+        while self._recent and self._recent[0][0] <= mark:
+            self._recent.popleft()
         for _, inst, tokens, cost in self._recent:
             self._add(inst, tokens, cost)
 

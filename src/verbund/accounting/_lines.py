@@ -8,6 +8,7 @@ jobs), it is priced by its site and model.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -33,8 +34,13 @@ class UsageLine:
         return (self.institution, self.site, self.model, self.endpoint)
 
 
-async def load_lines(store: Store, since: float, until: float | None = None) -> list[UsageLine]:
-    """Billable usage with ``since <= ts < until``, sorted by institution, site, model."""
+async def load_lines(
+    store: Store,
+    since: float,
+    until: float | None = None,
+    institutions: Collection[str] | None = None,
+) -> list[UsageLine]:
+    """Billable usage with ``since <= ts < until`` (of some institutions), sorted."""
     cols = (UsageRow.institution_id, UsageRow.site, UsageRow.model, UsageRow.endpoint)
     q = (
         select(
@@ -49,6 +55,8 @@ async def load_lines(store: Store, since: float, until: float | None = None) -> 
     )
     if until is not None:
         q = q.where(UsageRow.ts < until)
+    if institutions is not None:
+        q = q.where(UsageRow.institution_id.in_(sorted(institutions)))
     async with store.session() as s:
         rows = (await s.execute(q)).all()
     return [UsageLine(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6])) for r in rows]

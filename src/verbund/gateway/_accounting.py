@@ -37,10 +37,12 @@ async def settlement(request: Request) -> Response:
 
 
 async def budgets(request: Request) -> Response:
-    """``GET /admin/budgets``: month-to-date spend of every institution against its budget."""
+    """``GET /admin/budgets``: month-to-date spend of institutions that have a budget."""
     svc = _admin(request)
     data: list[dict[str, Any]] = []
     for inst in svc.institutions.all():
+        if not (inst.budget_tokens_per_month or inst.budget_per_month):
+            continue
         spend = svc.budgets.spend(inst.id)
         used = svc.budgets.used(inst)
         data.append(

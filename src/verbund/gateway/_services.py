@@ -115,7 +115,10 @@ class Services:
         else:
             bus, presence, limiter = LocalBus(), LocalPresence(config.gateway.name), LocalLimiter()
         quotas = QuotaGate(limiter)
-        budgets = BudgetService(store, PriceBook(config.sites), flush=usage.flush)
+        institutions = InstitutionRegistry(store, audit, bus)
+        budgets = BudgetService(
+            store, PriceBook(config.sites), flush=usage.flush, budgeted=institutions.all
+        )
         availability = SiteAvailability(store, config.gateway.name)
 
         def on_usage(rec: UsageRecord) -> None:
@@ -138,7 +141,7 @@ class Services:
             scraper=MetricsScraper(federation, pool, config.routing.metrics_interval),
             proxy=Proxy(pool, tracker, config.routing, on_usage),
             keys=KeyService(store, audit, bus),
-            institutions=InstitutionRegistry(store, audit, bus),
+            institutions=institutions,
             usage=usage,
             bus=bus,
             presence=presence,
