@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from verbund.store import AuditRow, Store
 
 GENESIS = "0" * 64
 
-__all__ = ["GENESIS", "AuditLog", "VerifyResult", "entry_hash"]
+__all__ = ["GENESIS", "AuditLog", "VerifyResult", "entry_hash", "verify_chain"]
 
 
 def _canonical(value: Any) -> str:
@@ -81,6 +82,30 @@ class AuditLog:
             await session.flush()
             return row
 
+    async def record_config_load(self, sha256: str, access_point: str) -> bool:
+        """Append ``config.load`` if the config differs from the last one recorded."""
+        async with self._store.session() as s, s.begin():
+            last = (
+                await s.execute(
+                    select(AuditRow.after)
+                    .where(AuditRow.action == "config.load")
+                    .order_by(AuditRow.seq.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            previous = orjson.loads(last).get("sha256") if last else None
+            if previous == sha256:
+                return False
+            await self.append(
+                s,
+                actor="config",
+                action="config.load",
+                target=access_point,
+                before={"sha256": previous},
+                after={"sha256": sha256},
+            )
+        return True
+
     async def entries(self, limit: int = 1000, after_seq: int = 0) -> list[AuditRow]:
         async with self._store.session() as s:
             rows = await s.execute(
@@ -104,3 +129,20 @@ class AuditLog:
                     return VerifyResult(False, count, row.seq, "entry was changed")
                 prev = row.hash
         return VerifyResult(True, count)
+
+
+def verify_chain(entries: Iterable[Mapping[str, Any]]) -> VerifyResult:
+    """Check exported entries (``verbund audit export``) without access to the store."""
+    prev = GENESIS
+    count = 0
+    for e in entries:
+        count += 1
+        if e["prev_hash"] != prev:
+            return VerifyResult(False, count, e["seq"], "previous hash does not match")
+        expected = entry_hash(
+            e["prev_hash"], e["ts"], e["actor"], e["action"], e["target"], e["before"], e["after"]
+        )
+        if expected != e["hash"]:
+            return VerifyResult(False, count, e["seq"], "entry was changed")
+        prev = e["hash"]
+    return VerifyResult(True, count)

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -249,7 +249,10 @@ def keys_list(
     typer.echo(_table(data["data"], ["id", "prefix", "institution", "name", "revoked"]))
 
 
-def _since(value: str | None) -> float | None:
+def _time(value: str | None, option: str = "--since") -> float | None:
+    """Unix seconds, an ISO date/time (UTC unless it names a zone) or a month ``YYYY-MM``."""
+    from verbund.accounting import parse_month
+
     if not value:
         return None
     try:
@@ -257,27 +260,66 @@ def _since(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(value).timestamp()
+        return parse_month(value)[0]
     except ValueError:
-        raise _fail(f"--since: expected an ISO date or Unix time, got {value!r}") from None
+        pass
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(
+            f"{option}: expected an ISO date, YYYY-MM or Unix time, got {value!r}"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        shown = [{k: "-" if v is None else v for k, v in r.items()} for r in rows]
+        typer.echo(_table(shown, columns))
+
+
+FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json")]
 
 
 @app.command()
 def usage(
-    group_by: Annotated[str, typer.Option("--group-by")] = "institution",
-    since: Annotated[str | None, typer.Option(help="ISO date/time or Unix seconds.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    group_by: Annotated[
+        str,
+        typer.Option(
+            "--group-by",
+            help="Comma-separated: month, day, institution, site, model, backend, key, "
+            "endpoint, status, access_point.",
+        ),
+    ] = "institution",
+    since: Annotated[
+        str | None, typer.Option(help="From (inclusive): ISO date/time (UTC), YYYY-MM or Unix s.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Until (exclusive): ISO date/time (UTC), YYYY-MM or Unix s.")
+    ] = None,
+    institution: Annotated[str | None, typer.Option(help="Only this institution.")] = None,
+    fmt: FormatOpt = "table",
     url: UrlOpt = None,
     admin_key: KeyOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
-    """Usage report: requests and tokens grouped by institution, site, model, ..."""
+    """Usage report: requests and tokens grouped by period, institution, site, model, ..."""
     if fmt not in ("table", "csv", "json"):
         raise _fail("--format must be table, csv or json")
     params: dict[str, Any] = {"group_by": group_by}
-    start = _since(since)
-    if start is not None:
-        params["since"] = start
+    for name, value in (("since", _time(since)), ("until", _time(until, "--until"))):
+        if value is not None:
+            params[name] = value
+    if institution:
+        params["institution"] = institution
     data = _call(_admin(url, admin_key, state_dir), "GET", "/admin/usage", params=params)
     columns = [
         *data["group_by"],
@@ -287,26 +329,105 @@ def usage(
         "completion_tokens",
         "total_tokens",
     ]
-    if fmt == "json":
-        typer.echo(json.dumps(data["data"], indent=2))
-    elif fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(data["data"])
-        sys.stdout.write(buf.getvalue())
-    else:
-        typer.echo(_table(data["data"], columns))
+    _emit(data["data"], columns, fmt)
 
 
-@audit_app.command("verify")
-def audit_verify(
+_SETTLEMENT_SECTIONS = {
+    "usage": [
+        "institution",
+        "partner_site",
+        "site",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+    ],
+    "delivered": [
+        "site",
+        "site_region",
+        "to_region",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "value",
+    ],
+    "balances": ["site_a", "site_b", "a_to_b", "b_to_a", "net", "payer", "payee", "amount"],
+    "sites": ["site", "delivered", "to_other_partners", "from_other_partners", "net"],
+}
+
+
+@app.command()
+def settle(
+    month: Annotated[str, typer.Option("--month", help="Calendar month (UTC), YYYY-MM.")],
+    fmt: FormatOpt = "table",
+    section: Annotated[
+        str, typer.Option(help="all | usage | delivered | balances | sites (csv: one section).")
+    ] = "all",
     url: UrlOpt = None,
     admin_key: KeyOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
-    """Check the hash chain of the audit log; names the first broken entry."""
-    data = _call(_admin(url, admin_key, state_dir), "GET", "/admin/audit/verify")
+    """Monthly settlement between partner sites, recomputed from the usage records."""
+    from verbund.accounting import parse_month
+
+    if fmt not in ("table", "csv", "json"):
+        raise _fail("--format must be table, csv or json")
+    if section != "all" and section not in _SETTLEMENT_SECTIONS:
+        raise _fail(f"--section must be all or one of {', '.join(_SETTLEMENT_SECTIONS)}")
+    try:
+        parse_month(month)
+    except ValueError:
+        raise _fail(f"--month: expected YYYY-MM, got {month!r}") from None
+    data = _call(
+        _admin(url, admin_key, state_dir), "GET", "/admin/settlement", params={"month": month}
+    )
+    sections = list(_SETTLEMENT_SECTIONS) if section == "all" else [section]
+    if fmt == "json":
+        typer.echo(json.dumps(data if section == "all" else data[section], indent=2))
+        return
+    if fmt == "table":
+        typer.echo(
+            f"Settlement {data['month']} ({data['period']['from']} to {data['period']['until']}),"
+            f" {data['currency']}; {data['inputs']['requests']} requests,"
+            f" inputs sha256 {data['inputs']['sha256'][:16]}"
+        )
+    for i, name in enumerate(sections):
+        if fmt == "csv" and len(sections) > 1:
+            sys.stdout.write(("\n" if i else "") + f"# {name}\n")
+        elif fmt == "table":
+            typer.echo(f"\n{name}:")
+        _emit(data[name], _SETTLEMENT_SECTIONS[name], fmt)
+    if fmt == "table" and data["unassigned"] and section in ("all", "balances"):
+        typer.echo(f"\nno partner site (not in balances): {', '.join(data['unassigned'])}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Verify an export (JSON lines) offline instead."),
+    ] = None,
+    url: UrlOpt = None,
+    admin_key: KeyOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Check the hash chain of the audit log; names the first broken entry (exit code 2)."""
+    if file is not None:
+        from verbund.audit import verify_chain
+
+        try:
+            with file.open(encoding="utf-8") as f:
+                result = verify_chain(json.loads(line) for line in f if line.strip())
+        except (OSError, ValueError, KeyError) as exc:
+            raise _fail(f"{file}: not an audit export ({type(exc).__name__}: {exc})") from None
+        data: dict[str, Any] = {
+            "ok": result.ok,
+            "entries": result.entries,
+            "first_broken": result.first_broken,
+            "reason": result.reason,
+        }
+    else:
+        data = _call(_admin(url, admin_key, state_dir), "GET", "/admin/audit/verify")
     if data["ok"]:
         typer.echo(f"audit log OK: {data['entries']} entries, chain intact")
     else:

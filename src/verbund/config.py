@@ -8,11 +8,14 @@ the TOML itself is broken), so ``verbund check`` can show them all.
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from verbund.errors import ConfigError
@@ -26,13 +29,18 @@ __all__ = [
     "InstitutionConfig",
     "LimitsConfig",
     "ModelConfig",
+    "ModelPrice",
+    "PriceList",
+    "RetentionConfig",
     "RoutingConfig",
     "SiteConfig",
     "SiteState",
     "StoreConfig",
     "TelemetryConfig",
+    "config_digest",
     "load_config",
     "parse_config",
+    "partner_site_of",
 ]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
@@ -179,6 +187,30 @@ class BackendConfig(_Strict):
         return v.rstrip("/")
 
 
+Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=8)]
+
+
+class ModelPrice(_Strict):
+    """What a site charges for one model; amounts in the price list's currency."""
+
+    input_per_million: Money = Decimal(0)
+    output_per_million: Money = Decimal(0)
+    per_inference: Money = Decimal(0)
+
+
+class PriceList(_Strict):
+    """A site's published prices, the basis of settlement between partners and of budgets.
+
+    ``models`` is keyed by public model name; the key ``"*"`` prices every model not listed.
+    ``gpu_hour`` and ``cpu_hour`` price compute time of jobs.
+    """
+
+    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
+    models: dict[str, ModelPrice] = {}
+    gpu_hour: Money = Decimal(0)
+    cpu_hour: Money = Decimal(0)
+
+
 class SiteConfig(_Strict):
     name: Name
     region: str = ""
@@ -187,6 +219,7 @@ class SiteConfig(_Strict):
     certifications: list[str] = []
     state: SiteState = SiteState.active
     backends: list[BackendConfig] = []
+    prices: PriceList | None = None
 
 
 class ModelConfig(_Strict):
@@ -209,6 +242,19 @@ class InstitutionConfig(_Strict):
     requests_per_minute: int = Field(0, ge=0)
     tokens_per_minute: int = Field(0, ge=0)
     tokens_per_month: int = Field(0, ge=0)
+    # accounting: the partner site that settles for this institution ("" = the one site
+    # in its home region) and monthly budgets (0 = none; money in the prices' currency)
+    partner_site: str = ""
+    budget_tokens_per_month: int = Field(0, ge=0)
+    budget_per_month: Money = Decimal(0)
+    budget_hard_stop: bool = False
+
+
+class RetentionConfig(_Strict):
+    """How long records are kept; 0 keeps them forever. The audit log is never purged."""
+
+    usage_days: int = Field(400, ge=0)
+    availability_days: int = Field(90, ge=0)
 
 
 class FederationConfig(_Strict):
@@ -221,6 +267,7 @@ class FederationConfig(_Strict):
     sites: list[SiteConfig] = []
     models: list[ModelConfig] = []
     institutions: list[InstitutionConfig] = []
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> FederationConfig:
@@ -251,6 +298,11 @@ class FederationConfig(_Strict):
             unknown = [s for s in inst.allowed_sites if s not in site_names]
             if unknown:
                 problems.append(f"institution {inst.id!r} allows unknown sites: {unknown}")
+            if inst.partner_site and inst.partner_site not in site_names:
+                problems.append(
+                    f"institution {inst.id!r} has unknown partner_site {inst.partner_site!r}"
+                )
+        problems += _price_problems(self.sites, model_names)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -263,6 +315,45 @@ class FederationConfig(_Strict):
 
     def admin_key(self) -> str | None:
         return os.environ.get(self.gateway.admin_key_env) or None
+
+    def partner_site(self, inst: InstitutionConfig) -> str | None:
+        return partner_site_of(inst, self.sites)
+
+    @property
+    def currency(self) -> str:
+        """The federation's currency: all price lists use the same one (validated)."""
+        return next((s.prices.currency for s in self.sites if s.prices), "EUR")
+
+
+def partner_site_of(inst: InstitutionConfig, sites: list[SiteConfig]) -> str | None:
+    """The institution's own ``partner_site``, else the only site in its home region."""
+    if inst.partner_site:
+        return inst.partner_site
+    local = [s.name for s in sites if inst.home_region and s.region == inst.home_region]
+    return local[0] if len(local) == 1 else None
+
+
+def _price_problems(sites: list[SiteConfig], model_names: list[str]) -> list[str]:
+    problems = []
+    for s in sites:
+        if s.prices is None:
+            continue
+        unknown = [m for m in s.prices.models if m != "*" and m not in model_names]
+        if unknown:
+            problems.append(f"site {s.name!r} prices undeclared models: {', '.join(unknown)}")
+    currencies = sorted({s.prices.currency for s in sites if s.prices})
+    if len(currencies) > 1:
+        problems.append(
+            "all sites must price in one currency (settlement nets them); found "
+            + ", ".join(currencies)
+        )
+    return problems
+
+
+def config_digest(config: FederationConfig) -> str:
+    """SHA-256 of what every access point of the federation shares (all but ``[gateway]``)."""
+    data = config.model_dump(mode="json", exclude={"gateway"})
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def parse_config(data: dict[str, Any], source: str = "") -> FederationConfig:

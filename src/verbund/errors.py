@@ -15,6 +15,7 @@ The tree::
         │   └── ModelNotFound         404 model_not_found
         ├── PayloadTooLarge           413
         ├── RateLimited               429
+        ├── BudgetExceeded            429 insufficient_quota: the monthly budget is used up
         ├── StoreUnavailable          503 the store is down and the answer needs it
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
@@ -130,6 +131,14 @@ class RateLimited(ApiError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(ApiError):
+    """The institution's monthly budget is used up and it asked for a hard stop."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class StoreUnavailable(ApiError):

@@ -1,6 +1,33 @@
-"""Usage records and reports."""
+"""Usage records, reports, prices, settlement, budgets, retention and site availability."""
 
+from verbund.accounting._availability import SiteAvailability
+from verbund.accounting._budget import BudgetService, Spend
+from verbund.accounting._lines import UsageLine, load_lines
+from verbund.accounting._period import UtcDay, UtcMonth, month_of, parse_month
+from verbund.accounting._prices import BILLABLE, PriceBook, money
 from verbund.accounting._report import GROUPS, usage_report
+from verbund.accounting._retention import Retention
+from verbund.accounting._settlement import merge_lines, settle
 from verbund.accounting._usage import UsageRecord, UsageRecorder
 
-__all__ = ["GROUPS", "UsageRecord", "UsageRecorder", "usage_report"]
+__all__ = [
+    "BILLABLE",
+    "GROUPS",
+    "BudgetService",
+    "PriceBook",
+    "Retention",
+    "SiteAvailability",
+    "Spend",
+    "UsageLine",
+    "UsageRecord",
+    "UsageRecorder",
+    "UtcDay",
+    "UtcMonth",
+    "load_lines",
+    "merge_lines",
+    "money",
+    "month_of",
+    "parse_month",
+    "settle",
+    "usage_report",
+]

@@ -1,14 +1,23 @@
-"""Usage reports: grouped sums over usage records."""
+"""Usage reports: grouped sums over usage records, by any mix of dimensions and periods.
+
+``day`` and ``month`` bucket by UTC calendar day (``YYYY-MM-DD``) and month (``YYYY-MM``).
+Every endpoint (chat, embeddings, OIP inference, jobs) is a value of ``endpoint``, so new
+kinds of usage appear in reports without changes here.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.orm import InstrumentedAttribute
 
+from verbund.accounting._period import UtcDay, UtcMonth
 from verbund.store import Store, UsageRow
 
-GROUPS = {
+GROUPS: dict[str, ColumnElement[Any] | InstrumentedAttribute[Any]] = {
+    "month": UtcMonth(UsageRow.ts),
+    "day": UtcDay(UsageRow.ts),
     "institution": UsageRow.institution_id,
     "site": UsageRow.site,
     "model": UsageRow.model,

@@ -58,6 +58,7 @@ class UsageRecorder:
         self._dir = spool_dir
         self._dir.mkdir(parents=True, exist_ok=True)
         self._interval = flush_interval
+        self._flushing = asyncio.Lock()  # the flush task, admin reports and budgets all flush
         self._seq = 0
         self._fd = -1
         self._written = 0
@@ -91,6 +92,10 @@ class UsageRecorder:
 
     async def flush(self) -> int:
         """Insert every sealed segment; returns how many records were inserted."""
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         self._rotate()
         total = 0
         for seg in sorted(self._dir.glob("*.ready")):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from enum import Enum
 
 import httpx
@@ -141,11 +142,13 @@ class Prober:
         pool: UpstreamPool,
         tracker: HealthTracker,
         routing: RoutingConfig,
+        on_round: Callable[[dict[str, bool]], None] | None = None,
     ) -> None:
         self._federation = federation
         self._pool = pool
         self._tracker = tracker
         self._cfg = routing
+        self._on_round = on_round  # site -> any backend answered (availability accounting)
         self.rounds = 0
         self.round_done = asyncio.Event()
 
@@ -167,6 +170,11 @@ class Prober:
         now = time.monotonic()
         for b, result in zip(backends, results, strict=True):
             self._tracker.on_probe(b, result, now)
+        if self._on_round is not None:
+            sites: dict[str, bool] = {}
+            for b, result in zip(backends, results, strict=True):
+                sites[b.site.name] = sites.get(b.site.name, False) or result is Probe.ok
+            self._on_round(sites)
         self.rounds += 1
         self.round_done.set()
         self.round_done = asyncio.Event()

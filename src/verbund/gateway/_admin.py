@@ -179,8 +179,14 @@ async def update_institution(request: Request) -> Response:
             f"allowed_sites names unknown sites: {', '.join(map(str, unknown))}",
             param="allowed_sites",
         )
+    _check_partner_site(svc, changes.get("partner_site"))
     inst = await svc.institutions.update(request.path_params["institution_id"], changes, actor)
     return JSONResponse(inst.model_dump(mode="json"))
+
+
+def _check_partner_site(svc: Services, site: object) -> None:
+    if site and site not in svc.federation.sites:
+        raise BadRequest(f"partner_site names an unknown site: {site}", param="partner_site")
 
 
 async def list_institutions(request: Request) -> Response:
@@ -196,6 +202,7 @@ async def create_institution(request: Request) -> Response:
         raise BadRequest(
             f"allowed_sites names unknown sites: {', '.join(unknown)}", param="allowed_sites"
         )
+    _check_partner_site(svc, inst.partner_site)
     await svc.institutions.create(inst, actor)
     return JSONResponse(inst.model_dump(mode="json"), status_code=201)
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
-from verbund.gateway import _admin, _openai, _ops
+from verbund.gateway import _accounting, _admin, _openai, _ops
 from verbund.gateway._services import Services
 from verbund.telemetry._tracing import Tracer
 
@@ -112,6 +112,9 @@ def create_app(
         Route("/admin/usage", _admin.usage, methods=["GET"]),
         Route("/admin/audit", _admin.audit_entries, methods=["GET"]),
         Route("/admin/audit/verify", _admin.audit_verify, methods=["GET"]),
+        # accounting: settlement between partners, budgets
+        Route("/admin/settlement", _accounting.settlement, methods=["GET"]),
+        Route("/admin/budgets", _accounting.budgets, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -181,6 +181,7 @@ def _make_handler(
             priority=priority,
         )
         prompt_estimate = estimate_prompt_tokens(body)
+        budget_headers = svc.budgets.check(inst)  # before admit: a refusal holds no quota
         reservation = await svc.quotas.admit(
             request_id,
             quota_limits(inst, principal.key),
@@ -216,6 +217,7 @@ def _make_handler(
             )
         )
         response.headers.update(reservation.headers)
+        response.headers.update(budget_headers)
         return response
 
     return handler

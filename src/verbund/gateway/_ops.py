@@ -50,6 +50,10 @@ async def readyz(request: Request) -> Response:
 async def status(request: Request) -> Response:
     svc = _svc(request)
     sites = site_view(svc, detail=False)
+    availability = await svc.availability.last_24h()
+    for site in sites:
+        a = availability.get(site["name"])
+        site["availability_24h"] = None if a is None else round(a, 5)
     body = {
         "access_point": svc.config.gateway.name,
         "access_points": [
@@ -64,7 +68,11 @@ async def status(request: Request) -> Response:
     return JSONResponse(body)
 
 
-_ROW = "<tr>" + "<td>{}</td>" * 5 + "<td class={}>{}</td><td>{}</td></tr>"
+_ROW = "<tr>" + "<td>{}</td>" * 5 + "<td class={}>{}</td><td>{}</td><td>{}</td></tr>"
+
+
+def _percent(value: object) -> str:
+    return "no data" if not isinstance(value, float | int) else f"{value * 100:.2f} %"
 
 
 def _status_html(access_point: object, sites: list[dict[str, object]]) -> str:
@@ -76,6 +84,7 @@ def _status_html(access_point: object, sites: list[dict[str, object]]) -> str:
             ),
             "up" if s["healthy"] else "down",
             "healthy" if s["healthy"] else "unavailable",
+            _percent(s.get("availability_24h")),
             html.escape(", ".join(s["models"])),  # type: ignore[arg-type]
         )
         for s in sites
@@ -86,7 +95,8 @@ def _status_html(access_point: object, sites: list[dict[str, object]]) -> str:
         ".up{color:#080}.down{color:#b00}</style></head><body>"
         f"<h1>Verbund status</h1><p>Access point {html.escape(str(access_point))}</p>"
         "<table><tr><th>site</th><th>region</th><th>jurisdiction</th><th>max data class</th>"
-        f"<th>state</th><th>health</th><th>models</th></tr>{rows}</table></body></html>"
+        "<th>state</th><th>health</th><th>availability (24 h)</th><th>models</th></tr>"
+        f"{rows}</table></body></html>"
     )
 
 

@@ -19,9 +19,16 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from verbund.accounting import UsageRecord, UsageRecorder
+from verbund.accounting import (
+    BudgetService,
+    PriceBook,
+    Retention,
+    SiteAvailability,
+    UsageRecord,
+    UsageRecorder,
+)
 from verbund.audit import AuditLog
-from verbund.config import FederationConfig, SiteState
+from verbund.config import FederationConfig, SiteState, config_digest
 from verbund.coordination import (
     EventBus,
     Limiter,
@@ -79,6 +86,9 @@ class Services:
     tracer_provider: object | None
     pseudonyms: Pseudonymizer
     on_usage: Callable[[UsageRecord], None]
+    budgets: BudgetService
+    availability: SiteAvailability
+    retention: Retention
     redis: Redis | None = None
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -120,12 +130,18 @@ class Services:
             tracer, tracer_provider = make_tracer(
                 config.telemetry.otlp_endpoint, config.gateway.name
             )
+        institutions = InstitutionRegistry(store, audit, bus)
+        budgets = BudgetService(
+            store, PriceBook(config.sites), flush=usage.flush, budgeted=institutions.all
+        )
+        availability = SiteAvailability(store, config.gateway.name)
 
         def on_usage(rec: UsageRecord) -> None:
             usage.record(rec)
             quotas.settle(rec)
             metrics.observe(rec)
             log_access(rec)
+            budgets.observe(rec)
 
         return cls(
             config=config,
@@ -135,18 +151,21 @@ class Services:
             federation=federation,
             pool=pool,
             tracker=tracker,
-            prober=Prober(federation, pool, tracker, config.routing),
+            prober=Prober(federation, pool, tracker, config.routing, on_round=availability.observe),
             router=Router(
                 federation, make_policy(config.routing.policy, config.routing), config.routing
             ),
             scraper=MetricsScraper(federation, pool, config.routing.metrics_interval),
             proxy=Proxy(pool, tracker, config.routing, on_usage, tracer=tracer),
             keys=KeyService(store, audit, bus),
-            institutions=InstitutionRegistry(store, audit, bus),
+            institutions=institutions,
             usage=usage,
             bus=bus,
             presence=presence,
             quotas=quotas,
+            budgets=budgets,
+            availability=availability,
+            retention=Retention(store, audit, config.retention),
             redis=redis,
             metrics=metrics,
             tracer=tracer,
@@ -159,9 +178,11 @@ class Services:
 
     async def start(self, background: bool = True) -> None:
         await self.store.migrate()
+        await self.audit.record_config_load(config_digest(self.config), self.config.gateway.name)
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
         await self._load_site_states()
+        await self.budgets.load()
         self.bus.subscribe(self.keys.on_event)
         self.bus.subscribe(self.institutions.on_event)
         self.bus.subscribe(self._on_site_event)
@@ -173,6 +194,9 @@ class Services:
                 asyncio.create_task(self.prober.run(), name="prober"),
                 asyncio.create_task(self.scraper.run(), name="metrics-scraper"),
                 asyncio.create_task(self.usage.run(), name="usage-flush"),
+                asyncio.create_task(self.budgets.run(), name="budgets"),
+                asyncio.create_task(self.availability.run(), name="availability"),
+                asyncio.create_task(self.retention.run(), name="retention"),
             ]
 
     async def stop(self) -> None:
@@ -183,6 +207,7 @@ class Services:
                 await t
         await self.quotas.drain()
         await self.usage.aclose()
+        await self.availability.flush()
         await self.pool.aclose()
         if self.redis is not None:
             await self.redis.aclose()

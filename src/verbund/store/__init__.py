@@ -1,11 +1,20 @@
 """Persistence: tables, the async engine and Alembic migrations."""
 
 from verbund.store._db import Store, alembic_config
-from verbund.store._tables import ApiKeyRow, AuditRow, Base, InstitutionRow, SiteStateRow, UsageRow
+from verbund.store._tables import (
+    ApiKeyRow,
+    AuditRow,
+    AvailabilityRow,
+    Base,
+    InstitutionRow,
+    SiteStateRow,
+    UsageRow,
+)
 
 __all__ = [
     "ApiKeyRow",
     "AuditRow",
+    "AvailabilityRow",
     "Base",
     "InstitutionRow",
     "SiteStateRow",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -24,6 +24,11 @@ class InstitutionRow(Base):
     requests_per_minute: Mapped[int] = mapped_column(Integer, default=0)
     tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0)
     tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)
+    # accounting (migration 0006_accounting); money as a decimal string, never a float
+    partner_site: Mapped[str] = mapped_column(String(128), default="")
+    budget_tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)
+    budget_per_month: Mapped[str] = mapped_column(String(32), default="0")
+    budget_hard_stop: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -89,3 +94,15 @@ class AuditRow(Base):
     after: Mapped[str] = mapped_column(Text, default="null")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AvailabilityRow(Base):
+    """Health probe rounds of one site seen by one access point in one UTC minute."""
+
+    __tablename__ = "site_availability"
+
+    site: Mapped[str] = mapped_column(String(128), primary_key=True)
+    access_point: Mapped[str] = mapped_column(String(128), primary_key=True)
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)  # Unix s
+    up: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)

@@ -27,6 +27,10 @@ _FIELDS = (
     "requests_per_minute",
     "tokens_per_minute",
     "tokens_per_month",
+    "partner_site",
+    "budget_tokens_per_month",
+    "budget_per_month",
+    "budget_hard_stop",
 )
 
 

@@ -1,0 +1,64 @@
+"""What usage costs: the sites' published price lists applied to usage.
+
+All arithmetic is :class:`~decimal.Decimal`; nothing is rounded here. Callers round
+once, at the end (see :func:`money`).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from verbund.config import ModelPrice, PriceList, SiteConfig
+
+MILLION = Decimal(1_000_000)
+HOUR = Decimal(3600)
+CENT = Decimal("0.01")
+ZERO = Decimal(0)
+_FREE = ModelPrice()
+
+# Usage records with these statuses were served (fully, or until a stream broke) and are
+# charged; ``error`` and ``rejected`` never reached a model or produced nothing.
+BILLABLE = ("ok", "incomplete")
+
+
+def money(value: Decimal) -> Decimal:
+    """Round to cents, half up (commercial rounding). Only for final figures."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+class PriceBook:
+    """The price lists of all sites, looked up by site and model."""
+
+    def __init__(self, sites: list[SiteConfig]) -> None:
+        self._lists: dict[str, PriceList] = {s.name: s.prices for s in sites if s.prices}
+        self.currency = next((p.currency for p in self._lists.values()), "EUR")
+
+    def model_price(self, site: str, model: str) -> ModelPrice:
+        prices = self._lists.get(site)
+        if prices is None:
+            return _FREE
+        return prices.models.get(model) or prices.models.get("*") or _FREE
+
+    def cost(
+        self,
+        site: str,
+        model: str,
+        *,
+        requests: int = 0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        gpu_seconds: float = 0.0,
+        cpu_seconds: float = 0.0,
+    ) -> Decimal:
+        """Exact cost of billable usage at ``site``; unpriced sites and models cost nothing."""
+        p = self.model_price(site, model)
+        total = (
+            prompt_tokens * p.input_per_million / MILLION
+            + completion_tokens * p.output_per_million / MILLION
+            + requests * p.per_inference
+        )
+        prices = self._lists.get(site)
+        if prices is not None and (gpu_seconds or cpu_seconds):
+            total += Decimal(str(gpu_seconds)) * prices.gpu_hour / HOUR
+            total += Decimal(str(cpu_seconds)) * prices.cpu_hour / HOUR
+        return total

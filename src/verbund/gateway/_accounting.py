@@ -1,0 +1,59 @@
+"""Admin routes for money: the monthly settlement between partners and budget status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from verbund.accounting import load_lines, money, parse_month, settle
+from verbund.errors import BadRequest, StoreUnavailable
+from verbund.gateway._auth import require_admin
+from verbund.gateway._services import Services
+
+
+def _admin(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    require_admin(request, svc)
+    return svc
+
+
+async def settlement(request: Request) -> Response:
+    """``GET /admin/settlement?month=YYYY-MM``: the statement, recomputed from usage records."""
+    svc = _admin(request)
+    month = request.query_params.get("month", "")
+    try:
+        start, end = parse_month(month)
+    except ValueError:
+        raise BadRequest("'month' must be given as YYYY-MM, e.g. 2025-01.", param="month") from None
+    try:
+        await svc.usage.flush()
+        lines = await load_lines(svc.store, start, end)
+    except (SQLAlchemyError, OSError):
+        raise StoreUnavailable("The settlement needs the store, which is unreachable.") from None
+    return JSONResponse(settle(month, lines, list(svc.config.sites), svc.institutions.all()))
+
+
+async def budgets(request: Request) -> Response:
+    """``GET /admin/budgets``: month-to-date spend of institutions that have a budget."""
+    svc = _admin(request)
+    data: list[dict[str, Any]] = []
+    for inst in svc.institutions.all():
+        if not (inst.budget_tokens_per_month or inst.budget_per_month):
+            continue
+        spend = svc.budgets.spend(inst.id)
+        used = svc.budgets.used(inst)
+        data.append(
+            {
+                "institution": inst.id,
+                "tokens": spend.tokens,
+                "cost": str(money(spend.cost)),
+                "budget_tokens_per_month": inst.budget_tokens_per_month,
+                "budget_per_month": str(inst.budget_per_month),
+                "budget_hard_stop": inst.budget_hard_stop,
+                "used": None if used is None else round(used, 4),
+            }
+        )
+    return JSONResponse({"currency": svc.config.currency, "data": data})

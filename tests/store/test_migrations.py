@@ -1,0 +1,27 @@
+"""The migrations form one line and produce exactly the tables the code declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from verbund.store import Base, Store, alembic_config
+
+
+def test_one_head() -> None:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    assert len(heads) == 1, heads
+
+
+async def test_migrated_schema_matches_the_tables(tmp_path: Path) -> None:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+    await store.migrate()
+    async with store.engine.connect() as conn:
+        diff = await conn.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+        )
+    await store.aclose()
+    assert diff == []
