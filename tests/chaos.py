@@ -48,7 +48,7 @@ def poll(cond: Callable[[], bool], what: str, within: float, every: float = 0.05
         time.sleep(every)
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     path = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep)}
 
@@ -92,10 +92,12 @@ class EngineProc:
         host: str = "127.0.0.1",
         port: int | None = None,
         prefix: Sequence[str] = (),
+        bind: tuple[str, int] | None = None,
     ) -> None:
         self.spec = spec
-        self.host = host
+        self.host = host  # where tests and the access point reach it
         self.port = port or free_port(host)
+        self.bind = bind or (self.host, self.port)  # where it listens (behind a relay: differs)
         self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", "ns1"]
         self.log = log_dir / f"engine-{spec.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -112,11 +114,11 @@ class EngineProc:
         cmd = [
             *self.prefix,
             sys.executable, "-m", "verbund.simengine",
-            "--host", self.host, "--port", str(self.port), *self.spec.args(),
+            "--host", self.bind[0], "--port", str(self.bind[1]), *self.spec.args(),
         ]  # fmt: skip
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT
             )
         self.stopped = False
         return self
@@ -308,7 +310,7 @@ class GatewayProc:
                 cmd,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**_env(), "VERBUND_ADMIN_KEY": ADMIN_KEY},
+                env={**child_env(), "VERBUND_ADMIN_KEY": ADMIN_KEY},
                 cwd=self.work,
             )
         poll(self._ready, f"the access point on {self.url} to be ready", within, every=0.1)
