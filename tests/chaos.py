@@ -300,6 +300,9 @@ class GatewayProc:
         self.url = f"http://{listen}"
 
     def start(self, within: float = 60.0) -> GatewayProc:
+        return self.launch().wait_ready(within)
+
+    def launch(self) -> GatewayProc:
         self.path.write_text(toml(self.config), encoding="utf-8")
         cmd = [
             sys.executable, "-m", "verbund.cli", "gateway",
@@ -313,10 +316,20 @@ class GatewayProc:
                 env={**child_env(), "VERBUND_ADMIN_KEY": ADMIN_KEY},
                 cwd=self.work,
             )
+        return self
+
+    def wait_ready(self, within: float = 60.0) -> GatewayProc:
+        """Until /readyz answers 200 and every backend is healthy; then make a key for uni-a."""
+        deadline = time.monotonic() + within
         poll(self._ready, f"the access point on {self.url} to be ready", within, every=0.1)
-        self.key = self.admin(
-            "POST", "/admin/keys", json={"institution": "uni-a", "name": "chaos"}
-        )["key"]
+        poll(
+            lambda: all(b["healthy"] for b in self.backends().values()),
+            "every backend to be healthy",
+            max(1.0, deadline - time.monotonic()),
+            every=0.1,
+        )
+        created = self.admin("POST", "/admin/keys", json={"institution": "uni-a", "name": "chaos"})
+        self.key = created["key"]
         return self
 
     def _ready(self) -> bool:
