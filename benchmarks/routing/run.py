@@ -151,12 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="verbund-bench-")
     try:
         for name in names:
-            engines = Engines(known[name], Path(tmp), restart)
+            # one folder a workload: the access points share its store (migrated once)
+            work = Path(tmp) / name
+            work.mkdir()
+            engines = Engines(known[name], work, restart)
             try:
                 for policy in policies:
                     wl = workloads()[name]  # fresh sessions for every policy
-                    work = Path(tmp) / f"{name}-{policy}"
-                    work.mkdir()
                     print(f"-- {name} / {policy} ...", end=" ", flush=True, file=sys.stderr)
                     t = time.monotonic()
                     result = run_one(wl, engines, policy, duration, tail, args.seed, work)
