@@ -357,6 +357,23 @@ async def test_stats_list_requests_received(sim: tuple[Engine, httpx.AsyncClient
     assert stats["received_log"][0]["time"] <= stats["received_log"][1]["time"]
 
 
+async def test_reset_forgets_cache_counters_and_fault_when_idle() -> None:
+    clock = Clock(open_=False)
+    engine, c = make(clock, slots=1)
+    async with c:
+        await c.post("/_sim/fault", json={"mode": "slow", "factor": 2})
+        busy = asyncio.create_task(c.post("/v1/chat/completions", json=chat(max_tokens=1)))
+        await poll(lambda: len(engine.running) == 1, "a running request")
+        assert (await c.post("/_sim/reset")).status_code == 409
+        clock.gate.set()
+        await busy
+        assert engine.stats.received == 1 and len(engine.cache) > 0
+        assert (await c.post("/_sim/reset")).json() == {"reset": True}
+        stats = (await c.get("/_sim/stats")).json()
+        assert stats["received"] == 0 and stats["prefix_cache_size"] == 0
+        assert (await c.get("/_sim/fault")).json()["mode"] == "none"
+
+
 def test_command_line_builds_the_spec() -> None:
     from verbund.simengine.__main__ import parse_args
 

@@ -2,7 +2,7 @@
 
 Routes: ``GET /v1/models``, ``GET /health``, ``POST /v1/chat/completions`` (streamed or
 not, with vLLM's ``continue_final_message``), ``GET /metrics`` (vLLM or SGLang names),
-``GET|POST /_sim/fault`` and ``GET /_sim/stats`` for tests.
+``GET|POST /_sim/fault``, ``GET /_sim/stats`` and ``POST /_sim/reset`` for tests.
 """
 
 from __future__ import annotations
@@ -312,6 +312,13 @@ async def stats(request: Request) -> Response:
     )
 
 
+async def reset(request: Request) -> Response:
+    engine = _engine(request)
+    if not engine.reset():
+        return _error(409, "The engine is busy; reset it when idle.", "ConflictError")
+    return JSONResponse({"reset": True})
+
+
 def create_app(spec: EngineSpec, engine: Engine | None = None) -> Starlette:
     """One simulated engine; pass ``engine`` to share or inspect its state in tests."""
     app = Starlette(
@@ -322,6 +329,7 @@ def create_app(spec: EngineSpec, engine: Engine | None = None) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Route("/_sim/fault", fault, methods=["GET", "POST"]),
             Route("/_sim/stats", stats, methods=["GET"]),
+            Route("/_sim/reset", reset, methods=["POST"]),
         ]
     )
     app.state.engine = engine or Engine(spec)

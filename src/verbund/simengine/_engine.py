@@ -119,6 +119,15 @@ class Engine:
         used = sum(g.context_tokens for g in self.running)
         return min(1.0, used / self.spec.kv_capacity)
 
+    def reset(self) -> bool:
+        """Forget the cache, the counters and any fault, as a fresh start would; idle only."""
+        if self.running or self._busy_slots or self.waiting:
+            return False
+        self.fault = Fault()
+        self.cache = PrefixCache(self.spec.prefix_cache_tokens)
+        self.stats = Stats()
+        return True
+
     def record_received(self, request_id: str, stream: bool) -> None:
         self.stats.received += 1
         self.stats.received_log.append((self._clock(), request_id, stream))

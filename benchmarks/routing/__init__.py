@@ -1,0 +1,1 @@
+"""Routing benchmark: policies compared on simulated engines (see ``run.py``)."""
