@@ -137,6 +137,7 @@ class RoutingConfig(_Strict):
     max_ejection_percent: float = Field(50.0, ge=0, le=100)
     slow_start_seconds: float = Field(10.0, ge=0)
     min_first_byte_timeout: float = Field(1.0, gt=0)
+    stall_seconds: float = Field(0.75, gt=0)
     retry_budget_ratio: float = Field(0.2, ge=0)
     retry_budget_min_per_second: float = Field(2.0, ge=0)
     metrics_interval: float = Field(1.0, gt=0)

@@ -82,3 +82,15 @@ def test_unknown_model(fed: Federation) -> None:
         Router(fed, LeastOutstanding()).plan(
             "gpt-5", RequestPolicy(DataClass.public), RouteContext()
         )
+
+
+def test_a_stalled_backend_is_routed_around_while_others_remain(fed: Federation) -> None:
+    west = fed.backends["west-1"]
+    west.outstanding, west.busy_since, west.last_progress = 2, 90.0, 98.0
+    assert "west-1" not in plan(fed)  # 2 s in flight without a byte back (floor 0.75 s)
+    west.last_progress = 99.5  # bytes came back half a second ago: busy, not stalled
+    assert "west-1" in plan(fed)
+    west.last_progress = 98.0
+    for b in ("sued-1", "ost-1"):
+        fed.backends[b].healthy = False
+    assert plan(fed) == ["west-1"]  # the only one left is still tried

@@ -66,7 +66,9 @@ class Backend:
     last_error: str = ""
     last_probe_ok: float = 0.0
     last_success: float = -1e9  # monotonic time of the last answered request
+    last_progress: float = -1e9  # the last byte received from it, of any request
     probe_failures: int = 0
+    busy_since: float = -1e9  # when outstanding last rose from zero
     served: int = 0
     failures: int = 0
     latency: LatencyStats = field(default_factory=LatencyStats)
@@ -90,6 +92,18 @@ class Backend:
 
     def serves(self, model: str) -> bool:
         return model in self.config.models
+
+    def stalled(self, now: float, floor: float) -> bool:
+        """Requests are in flight but nothing has come back for a while: a hung server.
+
+        The bound is ``floor`` or three times the usual time to first token, whichever is
+        longer. Busy servers making progress send bytes; a stalled one (SIGSTOP, a
+        partition) sends none.
+        """
+        if self.outstanding <= 0 or self.busy_since < 0:
+            return False
+        bound = max(floor, 3 * (self.latency.ttft or 0.0))
+        return now - max(self.last_progress, self.busy_since) > bound
 
     def available(self, now: float) -> bool:
         """Healthy, not ejected, not asked to back off: may receive new requests."""

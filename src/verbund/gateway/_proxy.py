@@ -115,6 +115,8 @@ class Proxy:
                 break
             tries += 1
             fwd.record.attempts = tries
+            if backend.outstanding == 0:
+                backend.busy_since = now
             backend.outstanding += 1
             try:
                 with span(
@@ -157,7 +159,8 @@ class Proxy:
         self._tracker.on_failure(backend, failure, time.monotonic())
 
     def succeed(self, backend: Backend) -> None:
-        self._tracker.on_success(backend)
+        backend.last_progress = time.monotonic()
+        self._tracker.on_success(backend, backend.last_progress)
 
     async def _try_once(
         self, backend: Backend, fwd: Forward, start: float, remaining: float

@@ -125,6 +125,7 @@ class StreamRelay:
                     if out:
                         yield out
                     async for chunk in chunks:
+                        current.last_progress = time.monotonic()
                         out = sse.feed(chunk)
                         if out:
                             yield out
@@ -195,6 +196,8 @@ class StreamRelay:
                 continue
             if now >= deadline or not self._p.budget.try_spend(now):
                 return None
+            if b.outstanding == 0:
+                b.busy_since = now
             b.outstanding += 1
             try:
                 opened = await self._connect(b, fwd, raw, deadline - now)

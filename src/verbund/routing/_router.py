@@ -61,6 +61,11 @@ class Router:
                 f"({describe_exclusions(excluded, unavailable)}). Try again later.",
                 headers={"retry-after": "5"},
             )
+        # a backend with requests in flight and no bytes back lately is probably hung:
+        # route around it while anything else is left (it is not down: no probe said so)
+        moving = [b for b in candidates if not b.stalled(now, self._cfg.stall_seconds)]
+        if moving:
+            candidates = moving
         if ctx.priority == "batch":
             candidates = self._spare_capacity(candidates, now)
             if not candidates:
