@@ -114,3 +114,20 @@ def test_one_slow_probe_does_not_mark_down_and_never_while_answering(fed: Federa
     assert not b.healthy
     t.on_probe(b, Probe.ok, now=111.0)
     assert b.healthy and b.probe_failures == 0
+
+
+async def test_a_failed_request_is_confirmed_by_an_immediate_probe(fed: Federation) -> None:
+    fakes = {name: FakeBackend(name) for name in fed.backends}
+    routing = RoutingConfig(probe_interval=60)
+    pool = UpstreamPool(fed, routing, transport_factory(fakes))
+    tracker = HealthTracker(routing, fed)
+    prober = Prober(fed, pool, tracker, routing)
+    west, sued = fed.backends["west-1"], fed.backends["sued-1"]
+    fakes["west-1"].mode = "refuse"  # the probe fails too: down at once
+    prober.suspect(west)
+    prober.suspect(sued)  # a keep-alive race: the probe passes, nothing changes
+    for task in list(prober._confirming.values()):
+        await task
+    assert not west.healthy and sued.healthy
+    assert fakes["sued-1"].probes == 1
+    await pool.aclose()

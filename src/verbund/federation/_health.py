@@ -103,10 +103,14 @@ class HealthTracker:
         log.warning("backend %s ejected for %.1fs", backend.name, seconds)
         return True
 
-    def on_probe(self, backend: Backend, result: Probe, now: float) -> None:
+    def on_probe(
+        self, backend: Backend, result: Probe, now: float, *, confirming: bool = False
+    ) -> None:
         """A probe that times out is weak evidence: a single-threaded server busy with
         requests (llama.cpp) answers probes late. It takes two in a row, and none while
-        the backend is answering real requests, to mark a backend down."""
+        the backend is answering real requests, to mark a backend down — unless the probe
+        was sent to confirm a request's failure (``confirming``): two failures at once are
+        enough."""
         if result is Probe.ok:
             backend.last_probe_ok = now
             backend.probe_failures = 0
@@ -125,8 +129,10 @@ class HealthTracker:
         busy_but_answering = since_success < 3 * self._cfg.probe_interval or (
             backend.outstanding > 0 and since_success < BUSY_GRACE_SECONDS
         )
-        if result is Probe.refused or (
-            backend.probe_failures >= PROBE_FAILURES and not busy_but_answering
+        if (
+            result is Probe.refused
+            or confirming
+            or (backend.probe_failures >= PROBE_FAILURES and not busy_but_answering)
         ):
             if backend.healthy:
                 log.warning("backend %s failed its health probe (%s)", backend.name, result.value)
@@ -151,11 +157,32 @@ class Prober:
         self._on_round = on_round  # site -> any backend answered (availability accounting)
         self.rounds = 0
         self.round_done = asyncio.Event()
+        self._confirming: dict[str, asyncio.Task[None]] = {}
 
-    async def probe(self, backend: Backend) -> Probe:
+    def suspect(self, backend: Backend) -> None:
+        """A request just failed there (reset, timeout): probe it now, not at the next round.
+
+        If the probe fails too the backend is marked down at once; a keep-alive race or a
+        single slow answer passes the probe and changes nothing. One probe per backend at
+        a time.
+        """
+        running = self._confirming.get(backend.name)
+        if running is not None and not running.done():
+            return
+        self._confirming[backend.name] = asyncio.get_running_loop().create_task(
+            self._confirm(backend)
+        )
+
+    async def _confirm(self, backend: Backend) -> None:
+        result = await self.probe(backend, within=min(self._cfg.probe_timeout, 1.0))
+        self._tracker.on_probe(backend, result, time.monotonic(), confirming=True)
+
+    async def probe(self, backend: Backend, within: float | None = None) -> Probe:
         path = PROBE_PATHS[backend.kind]
         try:
-            resp = await self._pool.client(backend).get(path, timeout=self._cfg.probe_timeout)
+            resp = await self._pool.client(backend).get(
+                path, timeout=within or self._cfg.probe_timeout
+            )
         except httpx.ConnectError:
             return Probe.refused
         except httpx.HTTPError:

@@ -60,12 +60,14 @@ class Proxy:
         on_usage: Callable[[UsageRecord], None],
         budget: RetryBudget | None = None,
         tracer: Tracer | None = None,
+        on_suspect: Callable[[Backend], None] | None = None,
     ) -> None:
         self._pool = pool
         self._tracker = tracker
         self._cfg = routing
         self._on_usage = on_usage
         self._tracer = tracer or NoOpTracer()
+        self._on_suspect = on_suspect
         self.budget = budget or RetryBudget(
             routing.retry_budget_ratio, routing.retry_budget_min_per_second
         )
@@ -157,6 +159,8 @@ class Proxy:
 
     def fail(self, backend: Backend, failure: Failure) -> None:
         self._tracker.on_failure(backend, failure, time.monotonic())
+        if failure is not Failure.refused and self._on_suspect is not None and backend.healthy:
+            self._on_suspect(backend)
 
     def succeed(self, backend: Backend) -> None:
         backend.last_progress = time.monotonic()

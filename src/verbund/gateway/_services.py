@@ -136,6 +136,8 @@ class Services:
         )
         availability = SiteAvailability(store, config.gateway.name)
 
+        prober = Prober(federation, pool, tracker, config.routing, on_round=availability.observe)
+
         def on_usage(rec: UsageRecord) -> None:
             usage.record(rec)
             quotas.settle(rec)
@@ -151,12 +153,14 @@ class Services:
             federation=federation,
             pool=pool,
             tracker=tracker,
-            prober=Prober(federation, pool, tracker, config.routing, on_round=availability.observe),
+            prober=prober,
             router=Router(
                 federation, make_policy(config.routing.policy, config.routing), config.routing
             ),
             scraper=MetricsScraper(federation, pool, config.routing.metrics_interval),
-            proxy=Proxy(pool, tracker, config.routing, on_usage, tracer=tracer),
+            proxy=Proxy(
+                pool, tracker, config.routing, on_usage, tracer=tracer, on_suspect=prober.suspect
+            ),
             keys=KeyService(store, audit, bus),
             institutions=institutions,
             usage=usage,
