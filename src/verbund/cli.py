@@ -280,6 +280,8 @@ def usage(
         "prompt_tokens",
         "completion_tokens",
         "total_tokens",
+        "cpu_seconds",
+        "gpu_seconds",
     ]
     if fmt == "json":
         typer.echo(json.dumps(data["data"], indent=2))

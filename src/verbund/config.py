@@ -27,9 +27,11 @@ __all__ = [
     "LimitsConfig",
     "ModelConfig",
     "RoutingConfig",
+    "RunnerConfig",
     "SiteConfig",
     "SiteState",
     "StoreConfig",
+    "TrainingConfig",
     "load_config",
     "parse_config",
 ]
@@ -156,6 +158,21 @@ class BackendConfig(_Strict):
         return v.rstrip("/")
 
 
+class RunnerConfig(_Strict):
+    """How a site runs training jobs (``[sites.runner]``); a site without one runs none."""
+
+    kind: Literal["local", "slurm"] = "local"
+    cpus: int = Field(1, ge=1)  # what one job may get at most (local: all jobs together)
+    memory_mb: int = Field(1024, ge=64)
+    gpus: int = Field(0, ge=0)
+    gpu_type: str = ""
+    partition: str = ""  # slurm: --partition; "" = the cluster's default
+    workdir: str = ""  # "" = <gateway.state_dir>/jobs/<site>
+    python: str = ""  # interpreter for recipes at the site; "" = the access point's own
+    slurm_conf: str = ""  # slurm: SLURM_CONF for sbatch/squeue/scontrol/scancel
+    max_time_minutes: int = Field(24 * 60, ge=1)
+
+
 class SiteConfig(_Strict):
     name: Name
     region: str = ""
@@ -164,6 +181,7 @@ class SiteConfig(_Strict):
     certifications: list[str] = []
     state: SiteState = SiteState.active
     backends: list[BackendConfig] = []
+    runner: RunnerConfig | None = None
 
 
 class ModelConfig(_Strict):
@@ -187,12 +205,23 @@ class InstitutionConfig(_Strict):
     tokens_per_month: int = Field(0, ge=0)
 
 
+class TrainingConfig(_Strict):
+    """Training jobs: how often runners are polled and where files and models live."""
+
+    poll_interval: float = Field(1.0, gt=0)
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    files_dir: str = ""  # "" = <gateway.state_dir>/files (until the Files API is wired)
+    models_dir: str = ""  # "" = <gateway.state_dir>/models
+    submit_attempts: int = Field(5, ge=1)
+
+
 class FederationConfig(_Strict):
     gateway: GatewayConfig = GatewayConfig()
     store: StoreConfig = StoreConfig()
     coordination: CoordinationConfig = CoordinationConfig()
     limits: LimitsConfig = LimitsConfig()
     routing: RoutingConfig = RoutingConfig()
+    training: TrainingConfig = TrainingConfig()
     sites: list[SiteConfig] = []
     models: list[ModelConfig] = []
     institutions: list[InstitutionConfig] = []

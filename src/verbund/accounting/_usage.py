@@ -47,6 +47,8 @@ class UsageRecord:
     priority: str = "interactive"
     attempts: int = 1
     usage_estimated: bool = False
+    cpu_seconds: float = 0.0  # training jobs: allocated CPUs x run time
+    gpu_seconds: float = 0.0  # training jobs: allocated GPUs x run time
     ts: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

@@ -21,6 +21,7 @@ from verbund.config import FederationConfig, SiteState
 from verbund.errors import NotFound
 from verbund.federation import Federation, HealthTracker, Prober, TransportFactory, UpstreamPool
 from verbund.gateway._proxy import Proxy
+from verbund.jobs import DirectoryFileSource, JobService
 from verbund.routing import PolicyName, Router, make_policy
 from verbund.store import SiteStateRow, Store
 from verbund.tenancy import InstitutionRegistry, KeyService
@@ -43,6 +44,7 @@ class Services:
     keys: KeyService
     institutions: InstitutionRegistry
     usage: UsageRecorder
+    jobs: JobService  # training jobs (issue 9)
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -61,6 +63,12 @@ class Services:
         usage = UsageRecorder(
             store, Path(config.gateway.state_dir) / "usage-spool" / config.gateway.name
         )
+        institutions = InstitutionRegistry(store, audit)
+        # training files: until the Files API is wired in, a folder per institution
+        files = DirectoryFileSource(
+            Path(config.training.files_dir or Path(config.gateway.state_dir) / "files")
+        )
+        jobs = JobService(config, store, federation, files, institutions.get, usage.record)
         return cls(
             config=config,
             admin_key=admin_key,
@@ -73,8 +81,9 @@ class Services:
             router=Router(federation, make_policy(PolicyName.least_outstanding)),
             proxy=Proxy(pool, tracker, config.routing, usage.record),
             keys=KeyService(store, audit),
-            institutions=InstitutionRegistry(store, audit),
+            institutions=institutions,
             usage=usage,
+            jobs=jobs,
         )
 
     async def start(self, background: bool = True) -> None:
@@ -82,10 +91,12 @@ class Services:
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
         await self._load_site_states()
+        await self.jobs.start()
         if background:
             self._tasks = [
                 asyncio.create_task(self.prober.run(), name="prober"),
                 asyncio.create_task(self.usage.run(), name="usage-flush"),
+                asyncio.create_task(self.jobs.run(), name="training-jobs"),
             ]
 
     async def stop(self) -> None:
@@ -94,6 +105,7 @@ class Services:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await self.jobs.aclose()
         await self.usage.aclose()
         await self.pool.aclose()
         await self.store.aclose()

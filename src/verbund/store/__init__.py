@@ -1,7 +1,16 @@
 """Persistence: tables, the async engine and Alembic migrations."""
 
 from verbund.store._db import Store, alembic_config
-from verbund.store._tables import ApiKeyRow, AuditRow, Base, InstitutionRow, SiteStateRow, UsageRow
+from verbund.store._tables import (
+    ApiKeyRow,
+    AuditRow,
+    Base,
+    InstitutionRow,
+    SiteStateRow,
+    TrainingEventRow,
+    TrainingJobRow,
+    UsageRow,
+)
 
 __all__ = [
     "ApiKeyRow",
@@ -10,6 +19,8 @@ __all__ = [
     "InstitutionRow",
     "SiteStateRow",
     "Store",
+    "TrainingEventRow",
+    "TrainingJobRow",
     "UsageRow",
     "alembic_config",
 ]
