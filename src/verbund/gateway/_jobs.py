@@ -3,6 +3,7 @@ OIP v2 inference for the ``ft:`` models that succeeded jobs registered."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,6 +24,8 @@ JOB_BODY_LIMIT = 64 * 1024
 FileId = Annotated[str, Field(min_length=1, max_length=128)]
 Auto = Literal["auto"]
 M = TypeVar("M", bound=BaseModel)
+_UNION_TAG = re.compile(r"[-\[]")
+_TYPE_TAGS = {"int", "float", "str", "bool", "dict", "list", "none"}
 
 
 def _svc(request: Request) -> Services:
@@ -91,7 +94,9 @@ def _validated(model: type[M], body: dict[str, Any]) -> M:
         return model.model_validate(body)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
+        # drop pydantic's union-member tags ("constrained-int", "literal['auto']")
+        parts = [str(p) for p in err["loc"] if not _UNION_TAG.search(str(p))]
+        field = ".".join(p for p in parts if p not in _TYPE_TAGS) or None
         raise BadRequest(
             f"{field}: {err['msg']}" if field else err["msg"], code="invalid_value", param=field
         ) from None

@@ -112,7 +112,13 @@ class Dispatcher:
         self, institution: InstitutionConfig, data_class: DataClass, demand: Resources
     ) -> Placement:
         policy = RequestPolicy.for_institution(institution, data_class)
-        return place(policy, demand, await self.slots())
+        return place(
+            policy,
+            demand,
+            await self.slots(),
+            home_region=institution.home_region,
+            home_site=self.federation.home_site,
+        )
 
     # -- one step for one job ----------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """Runs one recipe inside its job folder and leaves ``result.json`` behind.
 
 This file is copied into every job folder and run by the site's Python
-(``python jobwrap.py JOB_DIR``) directly or from a Slurm batch script, so it imports
-nothing from Verbund. It starts the recipe as a child process, forwards SIGTERM to it
-(cancel, ``scancel``), enforces the time limit, measures the child's CPU time and writes
-the outcome atomically. A job folder with ``wrapper.pid`` and no ``result.json`` whose
+(``python jobwrap.py JOB_DIR`` from a Slurm batch script, or ``python jobwrap.py --detach
+JOB_DIR`` by the local runner, which prints the detached wrapper's pid and start time and
+returns at once), so it imports nothing from Verbund. It starts the recipe as a child
+process, forwards SIGTERM to it (cancel, ``scancel``), enforces the time limit, measures
+the child's CPU time and writes the outcome atomically. A job folder with ``wrapper.pid`` and no ``result.json`` whose
 process is gone was killed hard (SIGKILL, node failure).
 """
 
@@ -124,5 +125,24 @@ def main(job_dir: Path) -> int:
     return code if code >= 0 else 128 + (sig or 0)
 
 
+def detach(job_dir: Path) -> None:
+    """Run :func:`main` in a new session that is no child of the caller (double fork).
+
+    The caller (an access point) may stop or restart while the job runs; the job is
+    reparented to init, which reaps it.
+    """
+    pid = os.fork()
+    if pid > 0:
+        print(pid, _start_ticks(pid), flush=True)
+        os._exit(0)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os._exit(main(job_dir))
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--detach":
+        detach(Path(sys.argv[2]).resolve())
     sys.exit(main(Path(sys.argv[1]).resolve()))

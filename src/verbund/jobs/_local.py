@@ -1,9 +1,9 @@
 """The local runner: each job is a process group on the site's own machine.
 
-Jobs run in their own session, so they outlive the access point: after a restart the
-runner finds them again by the pid and start time the wrapper wrote, and learns their
-outcome from ``result.json``. Holding back jobs beyond the site's CPUs is placement's
-business (:func:`verbund.jobs.place`), not the runner's.
+Jobs run detached, in their own session and as no child of the access point, so they
+outlive it: after a restart the runner finds them again by the pid and start time the
+wrapper wrote, and learns their outcome from ``result.json``. Holding back jobs beyond
+the site's CPUs is placement's business (:func:`verbund.jobs.place`), not the runner's.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from verbund.jobs._workdir import JobDir
 log = logging.getLogger("verbund.jobs")
 
 KILL_AFTER_SECONDS = 15.0  # a cancelled job still alive by then is killed
+START_TIMEOUT = 30.0
 
 
 class LocalRunner:
@@ -33,7 +34,6 @@ class LocalRunner:
         self.site = site
         self.workdir = workdir
         self.python = python
-        self._reapers: dict[str, asyncio.Task[int]] = {}
         self._cancelled_at: dict[str, float] = {}
 
     def _dir(self, job_id: str) -> JobDir:
@@ -46,18 +46,24 @@ class LocalRunner:
             proc = await asyncio.create_subprocess_exec(
                 self.python,
                 str(jd.path / "jobwrap.py"),
+                "--detach",
                 str(jd.path),
                 cwd=jd.path,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
+            out, err = await asyncio.wait_for(proc.communicate(), START_TIMEOUT)
         except OSError as exc:
             raise RunnerError(f"cannot start the job at {self.site}: {exc.strerror}") from exc
-        # reap it when it ends, so no zombie is left behind
-        self._reapers[spec.job_id] = asyncio.create_task(proc.wait())
-        return f"{proc.pid}:{_start_ticks(proc.pid)}"
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RunnerError(f"the job at {self.site} did not start in time") from None
+        pid, _, start = out.decode().strip().partition(" ")
+        if proc.returncode != 0 or not pid.isdigit():
+            raise RunnerError(f"cannot start the job at {self.site}: {err.decode()[-300:]}")
+        return f"{pid}:{start}"
 
     async def find(self, job_id: str) -> str | None:
         found = self._dir(job_id).wrapper_pid()
@@ -99,25 +105,12 @@ class LocalRunner:
         return 0
 
     async def aclose(self) -> None:
-        for task in self._reapers.values():
-            task.cancel()
-        for task in self._reapers.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._reapers.clear()
+        return None
 
 
 def _parse(handle: str) -> tuple[int, str]:
     pid, _, start = handle.partition(":")
     return int(pid), start
-
-
-def _start_ticks(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def _alive(pid: int, start: str) -> bool:

@@ -11,7 +11,8 @@ Order of the filters, each one hard:
    gets no new ones) and, for runners without a queue of their own (``local``), has the
    resources free right now.
 
-What is left is ordered by queue length relative to the site's size, then free CPUs.
+What is left is ordered by queue length relative to the site's size, then the
+institution's home region, the access point's home site and free CPUs.
 """
 
 from __future__ import annotations
@@ -83,7 +84,14 @@ def busy(slot: SiteSlot, demand: Resources) -> str | None:
     return None
 
 
-def place(policy: RequestPolicy, demand: Resources, slots: list[SiteSlot]) -> Placement:
+def place(
+    policy: RequestPolicy,
+    demand: Resources,
+    slots: list[SiteSlot],
+    *,
+    home_region: str = "",
+    home_site: str = "",
+) -> Placement:
     allowed, excluded = split_sites(slots, policy)
     unfit: dict[str, str] = {}
     waiting: dict[str, str] = {}
@@ -107,6 +115,8 @@ def place(policy: RequestPolicy, demand: Resources, slots: list[SiteSlot]) -> Pl
         ready,
         key=lambda s: (
             (s.queued + s.used_cpus / s.offer.cpus) / max(1, s.offer.cpus // demand.cpus),
+            s.region != home_region,
+            s.name != home_site,
             -(s.offer.cpus - s.used_cpus),
             s.name,
         ),
