@@ -5,8 +5,8 @@ This file is copied into every job folder and run by the site's Python
 JOB_DIR`` by the local runner, which prints the detached wrapper's pid and start time and
 returns at once), so it imports nothing from Verbund. It starts the recipe as a child
 process, forwards SIGTERM to it (cancel, ``scancel``), enforces the time limit, measures
-the child's CPU time and writes the outcome atomically. A job folder with ``wrapper.pid`` and no ``result.json`` whose
-process is gone was killed hard (SIGKILL, node failure).
+the child's CPU time and writes the outcome atomically. A job folder with ``wrapper.pid``
+and no ``result.json`` whose process is gone was killed hard (SIGKILL, node failure).
 """
 
 from __future__ import annotations
