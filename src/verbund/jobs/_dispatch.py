@@ -390,7 +390,8 @@ class Dispatcher:
             return summary
 
         summary = await asyncio.to_thread(check)
-        return {"artifacts": str(dest), **summary}
+        servable = recipe is not None and recipe.servable
+        return {**summary, "artifacts": str(dest), "servable": servable}
 
     def _record(self, row: TrainingJobRow, wall: float) -> None:
         self.record_usage(
@@ -415,7 +416,6 @@ class Dispatcher:
         )
 
     def register(self, row: TrainingJobRow) -> None:
-        recipe = self.recipes.recipes.get(row.recipe)
         path = self.models_dir / row.id
         if not row.fine_tuned_model or not path.is_dir():
             return
@@ -428,6 +428,6 @@ class Dispatcher:
                 recipe=row.recipe,
                 path=path,
                 created_at=row.finished_at or row.created_at,
-                servable=recipe is not None and recipe.servable,
+                servable=bool((row.result or {}).get("servable")),
             )
         )
