@@ -169,3 +169,19 @@ async def infer(
         ]
     }
     return await client.post(f"/v2/models/{model}/infer", json=body, headers=headers)
+
+
+def digits() -> tuple[str, list[list[float]], list[int]]:
+    """scikit-learn's digits (shipped inside the package): training CSV, held-out rows."""
+    import pytest
+
+    datasets = pytest.importorskip(
+        "sklearn.datasets", reason="scikit-learn comes with the demo extra"
+    )
+    x, y = datasets.load_digits(return_X_y=True)
+    header = ",".join(f"p{i}" for i in range(x.shape[1])) + ",label"
+    lines = [header] + [
+        ",".join(str(int(v)) for v in row) + f",{int(label)}"
+        for row, label in zip(x[:1400], y[:1400], strict=True)
+    ]
+    return "\n".join(lines) + "\n", x[1400:].tolist(), [int(v) for v in y[1400:]]

@@ -66,6 +66,8 @@ def slurm_state(fields: dict[str, str], jd: JobDir) -> RunState:
     state = fields.get("JobState", "")
     if state in _PENDING:
         return RunState(RunPhase.pending, fields.get("Reason", ""))
+    if state == "COMPLETING":  # ending; its final state (and so the reason) comes next
+        return RunState(RunPhase.running, started_at=_timestamp(fields.get("StartTime", "")))
     if state in _ENDED_BY_SLURM:
         done = jd.final_state(vanished_reason="")
         return RunState(
