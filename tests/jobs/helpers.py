@@ -37,6 +37,14 @@ CRASH = Recipe(
     base_models=("test-crash",),
 )
 
+ENV = Recipe(
+    name="test-env",
+    description="test: lists its environment",
+    script=HERE / "recipes" / "env.py",
+    data=DataFormat.any,
+    resources=Resources(cpus=1, memory_mb=64, time_limit_minutes=5),
+)
+
 
 def jobs_config(
     state_dir: Path, runner: dict[str, Any] | None = None, **overrides: Any

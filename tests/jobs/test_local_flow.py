@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import pytest
 from tests.conftest import Gateway, GatewayFactory
 from tests.jobs.helpers import (
     CRASH,
+    ENV,
     SLOW,
     blobs_csv,
     events_of,
@@ -40,6 +42,7 @@ async def jgw(gateway_factory: GatewayFactory, cfg: FederationConfig) -> AsyncIt
         async with gateway_factory(cfg) as g:
             g.services.jobs.recipes.register(SLOW)
             g.services.jobs.recipes.register(CRASH)
+            g.services.jobs.recipes.register(ENV)
             yield g
     finally:
         kill_leftovers(cfg)
@@ -302,3 +305,16 @@ async def test_listing_pages_newest_first(jgw: Gateway) -> None:
     assert [j["id"] for j in r.json()["data"]] == [ids[0]] and not r.json()["has_more"]
     bad = await jgw.client.get("/v1/training/jobs", params={"limit": 0}, headers=jgw.auth())
     assert bad.status_code == 400
+
+
+async def test_jobs_do_not_see_the_access_points_secrets(
+    jgw: Gateway, cfg: FederationConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERBUND_ADMIN_KEY", "vbadmin-secret")
+    monkeypatch.setenv("WEST_VLLM_KEY", "backend-secret")
+    job = await create(jgw, recipe="test-env")
+    done = await wait_job(jgw, job["id"], ("succeeded", "failed"))
+    assert done["status"] == "succeeded", done["error"]
+    seen = json.loads((job_dir(cfg, done["site"], job["id"]) / "output" / "env.json").read_text())
+    assert "PATH" in seen and "OMP_NUM_THREADS" in seen
+    assert "VERBUND_ADMIN_KEY" not in seen and "WEST_VLLM_KEY" not in seen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from tests.conftest import Gateway, GatewayFactory
 from tests.jobs.helpers import (
     CRASH,
+    ENV,
     SLOW,
     digits,
     events_of,
@@ -51,6 +53,7 @@ async def sgw(gateway_factory: GatewayFactory, cfg: FederationConfig) -> AsyncIt
     async with gateway_factory(cfg) as g:
         g.services.jobs.recipes.register(SLOW)
         g.services.jobs.recipes.register(CRASH)
+        g.services.jobs.recipes.register(ENV)
         yield g
 
 
@@ -169,3 +172,16 @@ async def test_a_restart_finds_slurm_jobs_again(
         gw.services.jobs.recipes.register(SLOW)
         done = await wait_job(gw, job["id"], ("succeeded", "failed"), within=120)
         assert done["status"] == "succeeded" and done["metrics"]["step"] == 30
+
+
+async def test_slurm_jobs_do_not_see_the_access_points_secrets(
+    sgw: Gateway, cfg: FederationConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VERBUND_ADMIN_KEY", "vbadmin-secret")
+    put_file(cfg, "uni-a", "file-any", "x\n")
+    job = await create(sgw, recipe="test-env", training_file="file-any")
+    done = await wait_job(sgw, job["id"], ("succeeded", "failed"), within=120)
+    assert done["status"] == "succeeded", done["error"]
+    seen = json.loads((job_dir(cfg, "west", job["id"]) / "output" / "env.json").read_text())
+    assert "PATH" in seen and any(k.startswith("SLURM_") for k in seen)
+    assert "VERBUND_ADMIN_KEY" not in seen

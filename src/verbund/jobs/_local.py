@@ -19,7 +19,7 @@ from typing import Any
 
 from verbund.errors import RunnerError
 from verbund.jobs._runner import JobSpec, RunPhase, RunState
-from verbund.jobs._workdir import JobDir
+from verbund.jobs._workdir import JobDir, job_environment
 
 log = logging.getLogger("verbund.jobs")
 
@@ -49,6 +49,7 @@ class LocalRunner:
                 "--detach",
                 str(jd.path),
                 cwd=jd.path,
+                env=job_environment(),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -18,7 +18,7 @@ from typing import Any
 
 from verbund.errors import RunnerError
 from verbund.jobs._runner import JobSpec, RunPhase, RunState
-from verbund.jobs._workdir import JobDir
+from verbund.jobs._workdir import JobDir, job_environment
 
 COMMAND_TIMEOUT = 30.0
 _FIELD = re.compile(r"(\S+?)=(\S*)")
@@ -164,7 +164,8 @@ class SlurmRunner:
             # one minute more than the wrapper's own limit, so its reason is the one shown
             f"--time={r.time_limit_minutes + 1}",
             "--no-requeue",
-            "--export=ALL",
+            # only harmless variables: the access point's secrets stay out of the job
+            "--export=" + (",".join(job_environment()) or "NONE"),
         ]
         if self.partition:
             args.append(f"--partition={self.partition}")

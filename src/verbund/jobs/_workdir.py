@@ -27,6 +27,14 @@ from typing import Any
 from verbund.jobs._runner import JobSpec, RunPhase, RunState
 
 WRAPPER = Path(__file__).with_name("_jobwrap.py")
+# what a job may see of the access point's environment: never its keys or other secrets
+SAFE_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "TZ", "USER", "LOGNAME")
+
+
+def job_environment() -> dict[str, str]:
+    return {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
+
+
 METRICS_READ_LIMIT = 256 * 1024  # bytes read per poll; the rest waits for the next poll
 
 
