@@ -200,6 +200,9 @@ class Dispatcher:
         if inst is None:
             await self.fail(row.id, "institution_removed", "The institution is no longer a member.")
             return
+        if row.recipe not in self.recipes.recipes:
+            await self.fail(row.id, "unknown_recipe", f"The recipe {row.recipe} is not registered.")
+            return
         demand = Resources(**row.resources)
         p = await self.placement(inst, DataClass(row.data_class), demand)
         if p.site is None:
@@ -316,7 +319,8 @@ class Dispatcher:
             if state.phase is RunPhase.running and r.status == "queued":
                 r.status = "running"
                 r.started_at = state.started_at or time.time()
-                add_event(s, r.id, "Fine-tuning job started")
+                kind = "Fine-tuning" if r.kind == "fine_tune" else "Training"
+                add_event(s, r.id, f"{kind} job started")
             elif state.phase is RunPhase.pending and r.status == "running":
                 r.status = "queued"  # requeued by the site
 
@@ -340,38 +344,45 @@ class Dispatcher:
         wall = state.wall_seconds
         if not wall and state.started_at and state.finished_at:
             wall = max(0.0, state.finished_at - state.started_at)
-        finished = state.finished_at or time.time()
+        if row.status in TERMINAL:
+            status = row.status  # cancelled by the user: the job stays cancelled
+        elif row.cancel_requested or phase is RunPhase.cancelled:
+            status = "cancelled"
+        elif phase is RunPhase.succeeded and artifacts is not None:
+            status = "succeeded"
+        else:
+            status = "failed"
+        finished = row.finished_at or state.finished_at or time.time()
+        row.status, row.finished_at = status, finished
+        row.cpu_seconds, row.gpu_seconds = res.cpus * wall, res.gpus * wall
+        # usage first (its id makes a repeat harmless), then the job: a crash between the
+        # two repeats this step after the restart and loses nothing
+        self._record(row, wall)
 
         def apply(s: AsyncSession, r: TrainingJobRow) -> None:
             r.runner_done = True
-            r.cpu_seconds, r.gpu_seconds = res.cpus * wall, res.gpus * wall
+            r.cpu_seconds, r.gpu_seconds = row.cpu_seconds, row.gpu_seconds
             r.started_at = r.started_at or state.started_at
-            if r.status in TERMINAL:  # cancelled by the user: the job stays cancelled
+            if r.status in TERMINAL:
                 return
-            r.finished_at = finished
-            if r.cancel_requested or phase is RunPhase.cancelled:
-                r.status = "cancelled"
+            r.status, r.finished_at = status, finished
+            if status == "cancelled":
                 add_event(s, r.id, "Job cancelled at the site")
-            elif phase is RunPhase.succeeded and artifacts is not None:
-                r.status = "succeeded"
+            elif status == "succeeded":
                 r.result = artifacts
                 add_event(s, r.id, f"New fine-tuned model created: {r.fine_tuned_model}")
                 add_event(s, r.id, "The job has successfully completed")
             else:
-                r.status = "failed"
                 r.error = {"code": "job_failed", "message": reason or "failed", "param": None}
                 add_event(s, r.id, f"Job failed: {reason or 'failed'}", level="error")
 
         await self._update(job_id, apply)
         async with self.store.session() as s:
             done = await s.get(TrainingJobRow, job_id)
-        if done is None:
-            return
-        self._record(done, wall)
-        if done.status == "succeeded" and done.fine_tuned_model:
+        if done is not None and done.status == "succeeded" and done.fine_tuned_model:
             self.register(done)
         self._cancel_sent.pop(job_id, None)
-        log.info("job %s ended: %s", job_id, done.status)
+        log.info("job %s ended: %s", job_id, status)
 
     async def _collect(self, row: TrainingJobRow) -> dict[str, Any]:
         runner = self.runners[row.site or ""]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.accounting import UsageRecord
 from verbund.config import DataClass, FederationConfig, InstitutionConfig, SiteConfig
@@ -150,14 +151,17 @@ class JobService:
             )
         for job_id in ids:
             async with self._lock:
-                await self.dispatcher.advance(job_id)
+                try:
+                    await self.dispatcher.advance(job_id)
+                except Exception:  # the loop's boundary: one broken job must not stop the rest
+                    log.exception("job %s: step failed; retrying next time", job_id)
 
     async def run(self) -> None:
         while True:
             try:
                 await self.tick()
-            except (RunnerError, OSError) as exc:
-                log.warning("job loop: %s", exc)
+            except (SQLAlchemyError, OSError) as exc:  # store unreachable: try again later
+                log.warning("job loop: %s", type(exc).__name__)
             await asyncio.sleep(self.config.training.poll_interval)
 
     async def aclose(self) -> None:
