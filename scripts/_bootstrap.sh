@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 PYTHON_BIN=${PYTHON:-python3}
-EXTRAS=${VERBUND_EXTRAS:-dev,demo,postgres}
+EXTRAS=${VERBUND_EXTRAS:-dev,demo,postgres,otel}
 
 if ! "$PYTHON_BIN" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "Verbund needs Python 3.11 or newer ($PYTHON_BIN is older)." >&2

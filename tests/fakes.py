@@ -6,6 +6,7 @@ OpenAI-compatible server and can be told to fail in the ways real servers fail.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,16 +18,19 @@ import httpx
 @dataclass
 class FakeBackend:
     name: str
-    mode: str = "ok"  # ok | refuse | timeout | status | break_stream | hang_first_byte
+    # ok | refuse | timeout | status | break_stream | hang_first_byte | hang
+    mode: str = "ok"
     status: int = 503
     error_body: bytes = b'{"error": {"message": "overloaded at http://10.0.0.5:8000/x"}}'
     text: str = "Hallo aus dem Rechenzentrum"
     chunks: int = 5
     usage_in_stream: bool = True
+    retry_after: str | None = None
+    hang_seconds: float = 30.0
     calls: list[dict[str, Any]] = field(default_factory=list)
     probes: int = 0
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx.Request) -> Any:
         if request.method == "GET":
             self.probes += 1
             if self.mode == "refuse":
@@ -40,10 +44,13 @@ class FakeBackend:
             raise httpx.ConnectError("refused", request=request)
         if self.mode == "timeout":
             raise httpx.ReadTimeout("timed out", request=request)
+        if self.mode == "hang":  # a stalled server: accepts, never answers
+            return self._hang(request)
         if self.mode == "status":
-            return httpx.Response(
-                self.status, content=self.error_body, headers={"content-type": "application/json"}
-            )
+            headers = {"content-type": "application/json"}
+            if self.retry_after is not None:
+                headers["retry-after"] = self.retry_after
+            return httpx.Response(self.status, content=self.error_body, headers=headers)
         if body.get("stream"):
             return httpx.Response(
                 200, headers={"content-type": "text/event-stream"}, stream=_Stream(self, body)
@@ -76,6 +83,10 @@ class FakeBackend:
             },
         )
 
+    async def _hang(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(self.hang_seconds)
+        raise httpx.ReadTimeout("stalled", request=request)
+
 
 class _Stream(httpx.AsyncByteStream):
     def __init__(self, backend: FakeBackend, body: dict[str, Any]) -> None:
@@ -86,7 +97,21 @@ class _Stream(httpx.AsyncByteStream):
         b = self.backend
         if b.mode == "hang_first_byte":
             raise httpx.ReadTimeout("no first byte")
-        for i in range(b.chunks):
+        role = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": self.body["model"],
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ],
+        }
+        yield b"data: " + json.dumps(role).encode() + b"\n\n"
+        first = 0
+        if self.body.get("continue_final_message"):
+            # vLLM semantics: continue the final assistant message where it stopped
+            first = self.body["messages"][-1]["content"].count(" ")
+        for i in range(first, b.chunks):
             if b.mode == "break_stream" and i == 2:
                 raise httpx.RemoteProtocolError("peer closed connection")
             chunk = {

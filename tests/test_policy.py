@@ -17,6 +17,7 @@ class FakeSite:
     region: str
     jurisdiction: str
     max_data_class: DataClass
+    certifications: tuple[str, ...] = ()
 
 
 def test_header_can_only_raise_the_data_class() -> None:
@@ -41,11 +42,24 @@ def test_reasons_name_the_constraint() -> None:
     )
     assert reason is not None and "jurisdiction DE" in reason
     assert exclusion_reason(site, RequestPolicy(DataClass.internal)) is None
+    reason = exclusion_reason(
+        site, RequestPolicy(DataClass.public, required_certifications=frozenset({"BSI-C5"}))
+    )
+    assert reason is not None and "BSI-C5" in reason
+    certified = FakeSite("west", "NW", "DE", DataClass.sensitive, ("BSI-C5", "ISO27001"))
+    assert (
+        exclusion_reason(
+            certified,
+            RequestPolicy(DataClass.sensitive, required_certifications=frozenset({"BSI-C5"})),
+        )
+        is None
+    )
 
 
 sites_st = st.lists(
     st.builds(
         FakeSite,
+        certifications=st.lists(st.sampled_from(["ISO27001", "BSI-C5"]), unique=True).map(tuple),
         name=st.uuids().map(str),
         region=st.sampled_from(["NW", "BY", "SN", "HE"]),
         jurisdiction=st.sampled_from(["DE", "AT", "NL"]),
@@ -58,6 +72,7 @@ policy_st = st.builds(
     data_class=st.sampled_from(list(DataClass)),
     allowed_regions=st.frozensets(st.sampled_from(["NW", "BY", "SN", "HE"])),
     allowed_jurisdictions=st.frozensets(st.sampled_from(["DE", "AT", "NL"])),
+    required_certifications=st.frozensets(st.sampled_from(["ISO27001", "BSI-C5"])),
 )
 
 
@@ -71,6 +86,7 @@ def test_no_allowed_site_violates_the_policy(sites: list[FakeSite], policy: Requ
         assert s.max_data_class.rank >= policy.data_class.rank
         assert not policy.allowed_regions or s.region in policy.allowed_regions
         assert not policy.allowed_jurisdictions or s.jurisdiction in policy.allowed_jurisdictions
+        assert policy.required_certifications <= set(s.certifications)
     for s in sites:
         if s.name in excluded:
             assert s not in allowed

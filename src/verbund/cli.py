@@ -86,16 +86,22 @@ def up(
 @app.command()
 def gateway(
     config: ConfigOpt,
+    name: Annotated[
+        str | None,
+        typer.Option(envvar="VERBUND_GATEWAY_NAME", help="Override [gateway] name (per replica)."),
+    ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run one access point for the federation in CONFIG."""
     from verbund.gateway import create_app
     from verbund.server import configure_logging, ensure_port_free, make_server, stop_on_sigterm
 
-    configure_logging(log_level)
     stop_on_sigterm()
     try:
         cfg = load_config(config)
+        configure_logging(log_level, cfg.telemetry.log_format)
+        if name:
+            cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"name": name})})
         ensure_port_free(cfg.gateway.host, cfg.gateway.port)
         admin_key = cfg.admin_key()
         if not admin_key:

@@ -31,6 +31,7 @@ __all__ = [
     "SiteConfig",
     "SiteState",
     "StoreConfig",
+    "TelemetryConfig",
     "TrainingConfig",
     "load_config",
     "parse_config",
@@ -114,8 +115,9 @@ class LimitsConfig(_Strict):
 
 
 class RoutingConfig(_Strict):
-    """Timeouts and failover of the proxy, and health probing of backends."""
+    """Routing policy, timeouts and failover of the proxy, health probing of backends."""
 
+    policy: Literal["score", "least_outstanding", "round_robin", "random"] = "score"
     connect_timeout: float = Field(2.0, gt=0)
     first_byte_timeout: float = Field(60.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)
@@ -126,6 +128,27 @@ class RoutingConfig(_Strict):
     eject_after_failures: int = Field(3, ge=1)
     eject_base_seconds: float = Field(2.0, gt=0)
     eject_max_seconds: float = Field(60.0, gt=0)
+    max_ejection_percent: float = Field(50.0, ge=0, le=100)
+    slow_start_seconds: float = Field(10.0, ge=0)
+    min_first_byte_timeout: float = Field(1.0, gt=0)
+    retry_budget_ratio: float = Field(0.2, ge=0)
+    retry_budget_min_per_second: float = Field(2.0, ge=0)
+    metrics_interval: float = Field(1.0, gt=0)
+    metrics_stale_after: float = Field(5.0, gt=0)
+    remote_site_penalty: float = Field(0.02, ge=0)
+    region_penalty: float = Field(0.05, ge=0)
+    affinity: bool = True
+    affinity_load_factor: float = Field(1.25, ge=1.0)
+    batch_utilisation_threshold: float = Field(0.8, gt=0, le=1.0)
+    default_max_tokens: int = Field(128, ge=1)
+
+
+class TelemetryConfig(_Strict):
+    """Logs, traces and pseudonyms."""
+
+    log_format: Literal["json", "text"] = "json"
+    otlp_endpoint: str = ""  # e.g. "http://127.0.0.1:4318/v1/traces"; "" = no tracing
+    pseudonym_key_env: EnvName = "VERBUND_PSEUDONYM_KEY"
 
 
 class LaunchConfig(_Strict):
@@ -200,6 +223,7 @@ class InstitutionConfig(_Strict):
     allowed_sites: list[str] = []
     allowed_regions: list[str] = []
     allowed_jurisdictions: list[str] = []
+    required_certifications: list[str] = []
     requests_per_minute: int = Field(0, ge=0)
     tokens_per_minute: int = Field(0, ge=0)
     tokens_per_month: int = Field(0, ge=0)
@@ -221,6 +245,7 @@ class FederationConfig(_Strict):
     coordination: CoordinationConfig = CoordinationConfig()
     limits: LimitsConfig = LimitsConfig()
     routing: RoutingConfig = RoutingConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     training: TrainingConfig = TrainingConfig()
     sites: list[SiteConfig] = []
     models: list[ModelConfig] = []

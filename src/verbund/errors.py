@@ -16,6 +16,7 @@ The tree::
         │   └── ModelNotFound         404 model_not_found
         ├── PayloadTooLarge           413
         ├── RateLimited               429
+        ├── StoreUnavailable          503 the store is down and the answer needs it
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
             └── UpstreamTimeout       504
@@ -134,6 +135,12 @@ class RateLimited(ApiError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class StoreUnavailable(ApiError):
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
 
 
 class UpstreamError(ApiError):

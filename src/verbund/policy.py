@@ -27,6 +27,8 @@ class SiteFacts(Protocol):
     def jurisdiction(self) -> str: ...
     @property
     def max_data_class(self) -> DataClass: ...
+    @property
+    def certifications(self) -> Sequence[str]: ...
 
 
 S = TypeVar("S", bound=SiteFacts)
@@ -40,6 +42,7 @@ class RequestPolicy:
     allowed_sites: frozenset[str] = frozenset()
     allowed_regions: frozenset[str] = frozenset()
     allowed_jurisdictions: frozenset[str] = frozenset()
+    required_certifications: frozenset[str] = frozenset()
 
     @classmethod
     def for_institution(cls, inst: InstitutionConfig, data_class: DataClass) -> RequestPolicy:
@@ -48,6 +51,7 @@ class RequestPolicy:
             allowed_sites=frozenset(inst.allowed_sites),
             allowed_regions=frozenset(inst.allowed_regions),
             allowed_jurisdictions=frozenset(inst.allowed_jurisdictions),
+            required_certifications=frozenset(inst.required_certifications),
         )
 
 
@@ -83,6 +87,9 @@ def exclusion_reason(site: SiteFacts, policy: RequestPolicy) -> str | None:
             f"jurisdiction {site.jurisdiction or '-'} not among the institution's "
             "allowed_jurisdictions"
         )
+    missing = policy.required_certifications.difference(site.certifications)
+    if missing:
+        return f"lacks the certification(s) the institution requires: {', '.join(sorted(missing))}"
     return None
 
 

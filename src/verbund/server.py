@@ -45,17 +45,28 @@ def make_server(app: Starlette, host: str, port: int, log_level: str = "info") -
         lifespan="on",
         access_log=False,
         log_level=log_level,
+        log_config=None,
         timeout_graceful_shutdown=30,
         server_header=False,
     )
     return uvicorn.Server(config)
 
 
-def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def configure_logging(level: str = "info", fmt: str = "text") -> None:
+    """Text for people at a terminal, JSON (one object a line) for log pipelines."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        from verbund.telemetry import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
 
 
 def stop_on_sigterm() -> None:

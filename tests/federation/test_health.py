@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import make_config
 from tests.fakes import FakeBackend, transport_factory
 from verbund.config import RoutingConfig
-from verbund.federation import Failure, Federation, HealthTracker, Prober, UpstreamPool
+from verbund.federation import Failure, Federation, HealthTracker, Probe, Prober, UpstreamPool
 
 
 @pytest.fixture
@@ -79,3 +79,38 @@ async def test_probe_uses_the_protocol_health_path(fed: Federation) -> None:
     await prober.probe_all()
     assert seen == ["/v1/models"] * 3
     await pool.aclose()
+
+
+def test_at_most_half_of_a_models_backends_are_ejected(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(eject_after_failures=1, max_ejection_percent=50), fed)
+    for name in ("west-1", "sued-1", "ost-1"):
+        t.on_failure(fed.backends[name], Failure.timeout, 0.0)
+    ejected = [b.name for b in fed.backends.values() if not b.available(0.5)]
+    assert ejected == ["west-1"]  # a second one would be 2 of 3 > 50 %
+    # a refused connection is different: nothing listens there, it is down regardless
+    t.on_failure(fed.backends["ost-1"], Failure.refused, 0.0)
+    assert not fed.backends["ost-1"].available(0.5)
+
+
+def test_returning_backends_start_slowly(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(eject_after_failures=1, eject_base_seconds=2), fed)
+    b = fed.backends["west-1"]
+    t.on_failure(b, Failure.timeout, 10.0)
+    assert b.returned_at == 12.0  # the ramp starts when the ejection ends
+    t.on_failure(fed.backends["sued-1"], Failure.refused, 10.0)
+    t.on_probe(fed.backends["sued-1"], Probe.ok, now=15.0)
+    assert fed.backends["sued-1"].returned_at == 15.0
+
+
+def test_one_slow_probe_does_not_mark_down_and_never_while_answering(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(probe_interval=1.0), fed)
+    b = fed.backends["west-1"]
+    t.on_probe(b, Probe.failed, now=100.0)
+    assert b.healthy  # one timeout is not enough
+    t.on_success(b, now=100.5)  # it is busy answering real requests
+    t.on_probe(b, Probe.failed, now=101.0)
+    assert b.healthy
+    t.on_probe(b, Probe.failed, now=110.0)  # silent for long: down
+    assert not b.healthy
+    t.on_probe(b, Probe.ok, now=111.0)
+    assert b.healthy and b.probe_failures == 0

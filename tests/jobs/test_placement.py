@@ -11,6 +11,7 @@ from verbund.policy import RequestPolicy, exclusion_reason
 
 REGIONS = ["NW", "BY", "SN"]
 GPU_TYPES = ["", "a100", "h100"]
+CERTS = ["ISO27001", "BSI-C5"]
 
 resources = st.builds(
     Resources,
@@ -41,6 +42,7 @@ def slots(draw: st.DrawFn) -> list[SiteSlot]:
                 used_memory_mb=draw(st.integers(0, offer.memory_mb)),
                 used_gpus=draw(st.integers(0, offer.gpus)),
                 queued=draw(st.integers(0, 5)),
+                certifications=tuple(draw(st.sets(st.sampled_from(CERTS), max_size=2))),
             )
         )
     return out
@@ -52,6 +54,7 @@ policies = st.builds(
     allowed_sites=st.frozensets(st.sampled_from([f"site-{i}" for i in range(6)]), max_size=3),
     allowed_regions=st.frozensets(st.sampled_from(REGIONS), max_size=2),
     allowed_jurisdictions=st.frozensets(st.sampled_from(["DE", "AT"]), max_size=1),
+    required_certifications=st.frozensets(st.sampled_from(CERTS), max_size=1),
 )
 
 

@@ -20,7 +20,7 @@ def fed(tmp_path: Path) -> Federation:
 def plan(fed: Federation, data_class: DataClass = DataClass.internal, **kw: object) -> list[str]:
     router = Router(fed, LeastOutstanding())
     policy = RequestPolicy(data_class, **kw)  # type: ignore[arg-type]
-    return [b.name for b in router.plan(MODEL, policy, RouteContext(home_site="west"), now=100.0)]
+    return [b.name for b in router.plan(MODEL, policy, RouteContext(home_site="west", now=100.0))]
 
 
 def test_home_site_wins_when_loads_are_equal(fed: Federation) -> None:

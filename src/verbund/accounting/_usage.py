@@ -47,6 +47,7 @@ class UsageRecord:
     priority: str = "interactive"
     attempts: int = 1
     usage_estimated: bool = False
+    user_hash: str = ""  # keyed hash of the OpenAI `user` field: for logs, not stored
     cpu_seconds: float = 0.0  # training jobs: allocated CPUs x run time
     gpu_seconds: float = 0.0  # training jobs: allocated GPUs x run time
     ts: float = field(default_factory=time.time)
@@ -112,6 +113,8 @@ class UsageRecorder:
         return total
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        columns = set(UsageRow.__table__.columns.keys())
+        rows = [{k: v for k, v in r.items() if k in columns} for r in rows]
         stmt = self._store.insert_ignoring_duplicates(UsageRow, ["id"])
         async with self._store.session() as s, s.begin():
             for i in range(0, len(rows), 500):

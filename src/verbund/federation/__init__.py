@@ -1,18 +1,24 @@
 """Sites, backends and models at run time, their upstream clients and their health."""
 
-from verbund.federation._backend import Backend
+from verbund.federation._backend import Backend, EngineLoad, LatencyStats
 from verbund.federation._federation import Federation
-from verbund.federation._health import Failure, HealthTracker, Prober
+from verbund.federation._health import Failure, HealthTracker, Probe, Prober
+from verbund.federation._metrics import MetricsScraper, parse_engine_metrics
 from verbund.federation._site import Site
 from verbund.federation._upstream import TransportFactory, UpstreamPool
 
 __all__ = [
     "Backend",
+    "EngineLoad",
     "Failure",
     "Federation",
     "HealthTracker",
+    "LatencyStats",
+    "MetricsScraper",
+    "Probe",
     "Prober",
     "Site",
     "TransportFactory",
     "UpstreamPool",
+    "parse_engine_metrics",
 ]

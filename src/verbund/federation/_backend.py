@@ -10,10 +10,48 @@ from verbund.config import BackendConfig
 if TYPE_CHECKING:
     from verbund.federation._site import Site
 
+EWMA_WEIGHT = 0.2
+
+
+@dataclass(slots=True)
+class EngineLoad:
+    """What the engine itself reports on /metrics (vLLM, SGLang), with when it was read."""
+
+    running: float = 0.0
+    waiting: float = 0.0
+    cache_usage: float = 0.0  # 0..1 of the KV cache in use
+    scraped_at: float = -1e9
+
+
+@dataclass(slots=True)
+class LatencyStats:
+    """Moving averages of what this access point observed at a backend."""
+
+    ttft: float | None = None  # seconds to the first streamed byte
+    ttft_dev: float = 0.0  # mean absolute deviation of ttft
+    tpot: float | None = None  # seconds per output token
+    samples: int = 0  # observations of either kind
+
+    def observe_ttft(self, seconds: float) -> None:
+        self.samples += 1
+        if self.ttft is None:
+            self.ttft, self.ttft_dev = seconds, seconds / 2
+            return
+        err = seconds - self.ttft
+        self.ttft += EWMA_WEIGHT * err
+        self.ttft_dev += EWMA_WEIGHT * (abs(err) - self.ttft_dev)
+
+    def observe_tpot(self, seconds_per_token: float) -> None:
+        self.samples += 1
+        prev = self.tpot
+        self.tpot = (
+            seconds_per_token if prev is None else prev + EWMA_WEIGHT * (seconds_per_token - prev)
+        )
+
 
 @dataclass(eq=False, slots=True)
 class Backend:
-    """Runtime view of one backend. Mutated only by the proxy and the health tracker."""
+    """Runtime view of one backend. Mutated only by the proxy, health checks and scraper."""
 
     config: BackendConfig
     site: Site
@@ -22,11 +60,17 @@ class Backend:
     consecutive_failures: int = 0
     ejected_until: float = 0.0
     ejections: int = 0
-    ttft_ewma: float | None = None
+    ejected_total: int = 0
+    returned_at: float = -1e9  # when it last came back from ejection or down (slow start)
+    busy_until: float = 0.0  # a 429 with Retry-After: no new requests before this
     last_error: str = ""
     last_probe_ok: float = 0.0
+    last_success: float = -1e9  # monotonic time of the last answered request
+    probe_failures: int = 0
     served: int = 0
-    failures: int = field(default=0)
+    failures: int = 0
+    latency: LatencyStats = field(default_factory=LatencyStats)
+    engine: EngineLoad = field(default_factory=EngineLoad)
 
     @property
     def name(self) -> str:
@@ -40,9 +84,13 @@ class Backend:
     def kind(self) -> str:
         return self.config.kind
 
+    @property
+    def ttft_ewma(self) -> float | None:
+        return self.latency.ttft
+
     def serves(self, model: str) -> bool:
         return model in self.config.models
 
     def available(self, now: float) -> bool:
-        """Healthy and not ejected: may receive new requests (site state aside)."""
-        return self.healthy and now >= self.ejected_until
+        """Healthy, not ejected, not asked to back off: may receive new requests."""
+        return self.healthy and now >= self.ejected_until and now >= self.busy_until

@@ -26,6 +26,16 @@ log = logging.getLogger("verbund.health")
 PROBE_PATHS = {"openai": "/v1/models", "oip": "/v2/health/ready"}
 
 
+class Probe(Enum):
+    ok = "ok"
+    refused = "refused"  # nothing listens: down at once
+    failed = "failed"  # timeout or error status: down after PROBE_FAILURES in a row
+
+
+PROBE_FAILURES = 2
+BUSY_GRACE_SECONDS = 30.0  # a backend with requests in flight that answered this recently
+
+
 class Failure(Enum):
     refused = "refused"
     timeout = "timeout"
@@ -33,13 +43,21 @@ class Failure(Enum):
 
 
 class HealthTracker:
-    """Pure bookkeeping of backend health; time is passed in so tests control it."""
+    """Bookkeeping of backend health; time is passed in so tests control it.
 
-    def __init__(self, routing: RoutingConfig) -> None:
+    Ejection is capped: at most ``max_ejection_percent`` of the backends of any model are
+    ejected at once (the cap never blocks marking a refused backend down: nothing listens
+    there). A backend that returns from ejection or from being down ramps up over
+    ``slow_start_seconds`` (see the router's score).
+    """
+
+    def __init__(self, routing: RoutingConfig, federation: Federation | None = None) -> None:
         self._cfg = routing
+        self._federation = federation
 
-    def on_success(self, backend: Backend) -> None:
+    def on_success(self, backend: Backend, now: float | None = None) -> None:
         backend.consecutive_failures = 0
+        backend.last_success = time.monotonic() if now is None else now
 
     def on_failure(self, backend: Backend, failure: Failure, now: float) -> None:
         backend.failures += 1
@@ -50,35 +68,67 @@ class HealthTracker:
                 log.warning("backend %s down: connection refused", backend.name)
             backend.healthy = False
             return
-        if backend.consecutive_failures >= self._cfg.eject_after_failures:
+        if backend.consecutive_failures >= self._cfg.eject_after_failures and now >= (
+            backend.ejected_until
+        ):
             self.eject(backend, now)
 
-    def eject(self, backend: Backend, now: float) -> None:
+    def may_eject(self, backend: Backend, now: float) -> bool:
+        if self._federation is None:
+            return True
+        limit = self._cfg.max_ejection_percent / 100
+        for model in backend.config.models:
+            peers = self._federation.backends_for(model)
+            ejected = sum(1 for b in peers if b is not backend and now < b.ejected_until)
+            if (ejected + 1) / len(peers) > limit and len(peers) > 1:
+                return False
+        return True
+
+    def eject(self, backend: Backend, now: float) -> bool:
+        if not self.may_eject(backend, now):
+            log.warning(
+                "backend %s failing but not ejected: max_ejection_percent reached", backend.name
+            )
+            return False
         seconds = min(
             self._cfg.eject_base_seconds * (2 ** min(backend.ejections, 16)),
             self._cfg.eject_max_seconds,
         )
         backend.ejected_until = now + seconds
+        backend.returned_at = backend.ejected_until
         backend.ejections += 1
+        backend.ejected_total += 1
         backend.consecutive_failures = 0
         log.warning("backend %s ejected for %.1fs", backend.name, seconds)
+        return True
 
-    def on_probe(self, backend: Backend, ok: bool, now: float) -> None:
-        if ok:
+    def on_probe(self, backend: Backend, result: Probe, now: float) -> None:
+        """A probe that times out is weak evidence: a single-threaded server busy with
+        requests (llama.cpp) answers probes late. It takes two in a row, and none while
+        the backend is answering real requests, to mark a backend down."""
+        if result is Probe.ok:
             backend.last_probe_ok = now
+            backend.probe_failures = 0
             if not backend.healthy:
                 log.info("backend %s healthy again", backend.name)
+                backend.returned_at = max(now, backend.ejected_until)
             backend.healthy = True
-            if (
-                now >= backend.ejected_until
-                and backend.ejections
-                and backend.consecutive_failures == 0
-            ):
-                # a clean probe after the ejection: forgive one step of the back-off
-                backend.ejections = max(0, backend.ejections - 1)
-        else:
+            calm_since = backend.ejected_until + self._cfg.eject_max_seconds
+            if backend.ejections and now >= calm_since and backend.consecutive_failures == 0:
+                # long enough without trouble: forget one step of the back-off
+                backend.ejections -= 1
+                backend.ejected_until = now  # the next step needs another calm period
+            return
+        backend.probe_failures += 1
+        since_success = now - backend.last_success
+        busy_but_answering = since_success < 3 * self._cfg.probe_interval or (
+            backend.outstanding > 0 and since_success < BUSY_GRACE_SECONDS
+        )
+        if result is Probe.refused or (
+            backend.probe_failures >= PROBE_FAILURES and not busy_but_answering
+        ):
             if backend.healthy:
-                log.warning("backend %s failed its health probe", backend.name)
+                log.warning("backend %s failed its health probe (%s)", backend.name, result.value)
             backend.healthy = False
 
 
@@ -99,13 +149,15 @@ class Prober:
         self.rounds = 0
         self.round_done = asyncio.Event()
 
-    async def probe(self, backend: Backend) -> bool:
+    async def probe(self, backend: Backend) -> Probe:
         path = PROBE_PATHS[backend.kind]
         try:
             resp = await self._pool.client(backend).get(path, timeout=self._cfg.probe_timeout)
+        except httpx.ConnectError:
+            return Probe.refused
         except httpx.HTTPError:
-            return False
-        return resp.status_code == 200
+            return Probe.failed
+        return Probe.ok if resp.status_code == 200 else Probe.failed
 
     async def probe_all(self) -> None:
         backends = [
@@ -113,8 +165,8 @@ class Prober:
         ]
         results = await asyncio.gather(*(self.probe(b) for b in backends))
         now = time.monotonic()
-        for b, ok in zip(backends, results, strict=True):
-            self._tracker.on_probe(b, ok, now)
+        for b, result in zip(backends, results, strict=True):
+            self._tracker.on_probe(b, result, now)
         self.rounds += 1
         self.round_done.set()
         self.round_done = asyncio.Event()

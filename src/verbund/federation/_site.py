@@ -31,5 +31,9 @@ class Site:
         return self.config.max_data_class
 
     @property
+    def certifications(self) -> list[str]:
+        return self.config.certifications
+
+    @property
     def accepts_new_requests(self) -> bool:
         return self.state is SiteState.active

@@ -66,7 +66,11 @@ def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
 async def list_sites(request: Request) -> Response:
     svc, _ = await _admin(request)
     return JSONResponse(
-        {"access_point": svc.config.gateway.name, "sites": site_view(svc, detail=True)}
+        {
+            "access_point": svc.config.gateway.name,
+            "access_points": await svc.presence.live(),
+            "sites": site_view(svc, detail=True),
+        }
     )
 
 
@@ -143,6 +147,40 @@ async def revoke_key(request: Request) -> Response:
     key_id = request.path_params["key_id"]
     await svc.keys.revoke(key_id, actor)
     return JSONResponse({"id": key_id, "revoked": True})
+
+
+class _KeyQuotas(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    requests_per_minute: int = Field(0, ge=0)
+    tokens_per_minute: int = Field(0, ge=0)
+
+
+async def update_key(request: Request) -> Response:
+    svc, actor = await _admin(request)
+    req = _validated(_KeyQuotas, parse_object(await read_body(request, ADMIN_BODY_LIMIT)))
+    row = await svc.keys.set_quotas(
+        request.path_params["key_id"], actor, req.requests_per_minute, req.tokens_per_minute
+    )
+    return JSONResponse(
+        {
+            "id": row.id,
+            "requests_per_minute": req.requests_per_minute,
+            "tokens_per_minute": req.tokens_per_minute,
+        }
+    )
+
+
+async def update_institution(request: Request) -> Response:
+    svc, actor = await _admin(request)
+    changes = parse_object(await read_body(request, ADMIN_BODY_LIMIT))
+    unknown = [s for s in changes.get("allowed_sites", []) if s not in svc.federation.sites]
+    if unknown:
+        raise BadRequest(
+            f"allowed_sites names unknown sites: {', '.join(map(str, unknown))}",
+            param="allowed_sites",
+        )
+    inst = await svc.institutions.update(request.path_params["institution_id"], changes, actor)
+    return JSONResponse(inst.model_dump(mode="json"))
 
 
 async def list_institutions(request: Request) -> Response:

@@ -20,6 +20,7 @@ from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
 from verbund.gateway import _admin, _jobs, _openai, _ops
 from verbund.gateway._services import Services
+from verbund.telemetry._tracing import Tracer
 
 log = logging.getLogger("verbund.gateway")
 
@@ -74,9 +75,10 @@ def create_app(
     admin_key: str | None = None,
     transport_factory: TransportFactory | None = None,
     background: bool = True,
+    tracer: Tracer | None = None,
 ) -> Starlette:
     """Build one access point. ``background=False`` skips probes and flushing (unit tests)."""
-    svc = Services.build(config, admin_key, transport_factory)
+    svc = Services.build(config, admin_key, transport_factory, tracer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -95,6 +97,7 @@ def create_app(
         Route("/healthz", _ops.healthz, methods=["GET"]),
         Route("/readyz", _ops.readyz, methods=["GET"]),
         Route("/status", _ops.status, methods=["GET"]),
+        Route("/metrics", _ops.metrics, methods=["GET"]),
         Route("/admin/sites", _admin.list_sites, methods=["GET"]),
         Route("/admin/sites/{name}/drain", _admin.drain_site, methods=["POST"]),
         Route("/admin/sites/{name}/maintenance", _admin.maintain_site, methods=["POST"]),
@@ -102,8 +105,10 @@ def create_app(
         Route("/admin/keys", _admin.create_key, methods=["POST"]),
         Route("/admin/keys", _admin.list_keys, methods=["GET"]),
         Route("/admin/keys/{key_id}", _admin.revoke_key, methods=["DELETE"]),
+        Route("/admin/keys/{key_id}", _admin.update_key, methods=["PATCH"]),
         Route("/admin/institutions", _admin.list_institutions, methods=["GET"]),
         Route("/admin/institutions", _admin.create_institution, methods=["POST"]),
+        Route("/admin/institutions/{institution_id}", _admin.update_institution, methods=["PATCH"]),
         Route("/admin/usage", _admin.usage, methods=["GET"]),
         Route("/admin/audit", _admin.audit_entries, methods=["GET"]),
         Route("/admin/audit/verify", _admin.audit_verify, methods=["GET"]),

@@ -10,12 +10,17 @@ from starlette.requests import Request
 from verbund.config import InstitutionConfig
 from verbund.errors import AuthenticationError, PermissionDenied
 from verbund.gateway._services import Services
+from verbund.tenancy import KeyEntry
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    key_id: str
+    key: KeyEntry
     institution: InstitutionConfig
+
+    @property
+    def key_id(self) -> str:
+        return self.key.id
 
 
 def bearer_token(request: Request) -> str:
@@ -50,7 +55,7 @@ async def authenticate(request: Request, services: Services) -> Principal:
     inst = services.institutions.get(entry.institution_id)
     if inst is None:
         raise PermissionDenied("The key's institution is no longer a member.")
-    return Principal(entry.id, inst)
+    return Principal(entry, inst)
 
 
 def require_admin(request: Request, services: Services) -> str:

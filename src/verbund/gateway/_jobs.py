@@ -13,12 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from verbund.accounting import UsageRecord
-from verbund.errors import BadRequest, ModelNotFound
+from verbund.errors import ApiError, BadRequest, ModelNotFound
 from verbund.gateway._auth import Principal, authenticate, require_admin
 from verbund.gateway._body import parse_object, read_body
 from verbund.gateway._services import Services
 from verbund.jobs import FT_PREFIX, NewJob, Resources, event, fine_tuning_job, training_job
 from verbund.policy import DATA_CLASS_HEADER, request_data_class
+from verbund.tenancy import quota_limits
 
 JOB_BODY_LIMIT = 64 * 1024
 FileId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -340,18 +341,24 @@ async def ft_model_infer(request: Request) -> Response:
     svc, principal, model = await _ft_model(request)
     started = time.perf_counter()
     body = parse_object(await read_body(request, svc.config.limits.max_body_bytes))
-    answer = await svc.jobs.predictors.infer(model, body)
-    svc.usage.record(
-        UsageRecord(
-            request_id=request.state.request_id,
-            access_point=svc.config.gateway.name,
-            institution_id=principal.institution.id,
-            key_id=principal.key_id,
-            endpoint="/v2/models/infer",
-            model=model.name,
-            site="",
-            backend="access-point",
-            latency_ms=(time.perf_counter() - started) * 1000.0,
-        )
+    request_id: str = request.state.request_id
+    await svc.quotas.admit(request_id, quota_limits(principal.institution, principal.key), 0)
+    record = UsageRecord(
+        request_id=request_id,
+        access_point=svc.config.gateway.name,
+        institution_id=principal.institution.id,
+        key_id=principal.key_id,
+        endpoint="/v2/models/infer",
+        model=model.name,
+        site="",
+        backend="access-point",
     )
+    try:
+        answer = await svc.jobs.predictors.infer(model, body)
+    except ApiError as exc:
+        record.status, record.http_status = "rejected", exc.status
+        raise
+    finally:
+        record.latency_ms = (time.perf_counter() - started) * 1000.0
+        svc.on_usage(record)
     return JSONResponse(answer)

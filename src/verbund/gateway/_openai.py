@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from verbund.accounting import UsageRecord
-from verbund.errors import ApiError, ModelNotFound
+from verbund.errors import ApiError, BadRequest, ModelNotFound
 from verbund.gateway._auth import Principal, authenticate
 from verbund.gateway._body import (
     check_chat,
@@ -22,15 +23,41 @@ from verbund.gateway._body import (
     read_body,
     require_model,
 )
-from verbund.gateway._proxy import Forward
+from verbund.gateway._forward import Forward
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class, split_sites
 from verbund.routing import RouteContext
+from verbund.telemetry._tracing import span
+from verbund.tenancy import quota_limits
 
 
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+PRIORITY_HEADER = "x-verbund-priority"
+
+
+def affinity_key(model: str, body: dict[str, Any]) -> str:
+    """What stays the same for a whole conversation: the system prompt and first user turn.
+
+    Engines cache the key-value state of prompt prefixes; sending every turn of a
+    conversation to the same backend lets them reuse it.
+    """
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        head = []
+        for m in messages:
+            head.append(m)
+            if isinstance(m, dict) and m.get("role") == "user":
+                break
+        seed = orjson.dumps([model, head])
+    elif isinstance(body.get("prompt"), str):
+        seed = orjson.dumps([model, body["prompt"][:1024]])
+    else:
+        return ""
+    return hashlib.blake2b(seed, digest_size=12).hexdigest()
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
@@ -116,7 +143,8 @@ def _make_handler(
     async def handler(request: Request) -> Response:
         svc = services(request)
         request_id: str = request.state.request_id
-        principal = await authenticate(request, svc)
+        with span(svc.tracer, "verbund.auth"):
+            principal = await authenticate(request, svc)
         raw = await read_body(request, svc.config.limits.max_body_bytes)
         body = parse_object(raw)
         model = require_model(body)
@@ -133,18 +161,40 @@ def _make_handler(
             institution_id=inst.id,
             key_id=principal.key_id,
             endpoint=endpoint,
-            model=model,
+            # a name the federation does not know is client text: never store it
+            model=model if model in svc.federation.models else "unknown",
             stream=stream,
         )
-        try:
-            plan = svc.router.plan(
-                model,
-                RequestPolicy.for_institution(inst, data_class),
-                RouteContext(home_site=svc.federation.home_site, home_region=inst.home_region),
+        priority = request.headers.get(PRIORITY_HEADER, "interactive")
+        if priority not in ("interactive", "batch"):
+            raise BadRequest(
+                "X-Verbund-Priority must be interactive or batch.",
+                code="invalid_priority",
+                param="X-Verbund-Priority",
             )
+        record.priority = priority
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        ctx = RouteContext(
+            home_site=svc.federation.home_site,
+            home_region=inst.home_region,
+            affinity_key=affinity_key(model, body),
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            priority=priority,
+        )
+        prompt_estimate = estimate_prompt_tokens(body)
+        reservation = await svc.quotas.admit(
+            request_id,
+            quota_limits(inst, principal.key),
+            prompt_estimate + (ctx.max_tokens or svc.config.routing.default_max_tokens),
+        )
+        if isinstance(body.get("user"), str) and body["user"]:
+            record.user_hash = svc.pseudonyms(body["user"])
+        try:
+            with span(svc.tracer, "verbund.route", {"verbund.model": record.model}):
+                plan = svc.router.plan(model, RequestPolicy.for_institution(inst, data_class), ctx)
         except ApiError as exc:
             record.status, record.http_status = "rejected", exc.status
-            svc.usage.record(record)
+            svc.on_usage(record)
             raise
         drop_usage = False
         if stream:
@@ -153,7 +203,7 @@ def _make_handler(
                 body["stream_options"] = {**opts, "include_usage": True}
                 drop_usage = True
                 raw = orjson.dumps(body)
-        return await svc.proxy.forward(
+        response = await svc.proxy.forward(
             Forward(
                 path=endpoint,
                 body=raw,
@@ -161,9 +211,13 @@ def _make_handler(
                 drop_usage_chunk=drop_usage,
                 plan=plan,
                 record=record,
-                prompt_estimate=estimate_prompt_tokens(body) if stream else 0,
+                ctx=ctx,
+                prompt_estimate=prompt_estimate,
+                parsed=body if stream else None,
             )
         )
+        response.headers.update(reservation.headers)
+        return response
 
     return handler
 

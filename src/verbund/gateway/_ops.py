@@ -30,9 +30,19 @@ async def readyz(request: Request) -> Response:
         for b in svc.federation.backends.values()
         if b.site.accepts_new_requests and b.available(now)
     )
-    ready = store_ok and backends_up > 0
+    degraded = svc.degraded
+    if not store_ok:
+        degraded.append("store")
+    # Without the store, cached keys and routing still work: stay in the load balancer's
+    # rotation, say so, and let requests that need the store fail closed themselves.
+    ready = backends_up > 0 and (store_ok or svc.keys.cached > 0)
     return JSONResponse(
-        {"ready": ready, "store": store_ok, "backends_available": backends_up},
+        {
+            "ready": ready,
+            "store": store_ok,
+            "backends_available": backends_up,
+            "degraded": degraded,
+        },
         status_code=200 if ready else 503,
     )
 
@@ -42,6 +52,9 @@ async def status(request: Request) -> Response:
     sites = site_view(svc, detail=False)
     body = {
         "access_point": svc.config.gateway.name,
+        "access_points": [
+            {"name": a["name"], "up_since": int(a["started"])} for a in await svc.presence.live()
+        ],
         "time": int(time.time()),
         "sites": sites,
         "models": sorted(svc.federation.models),
@@ -75,3 +88,8 @@ def _status_html(access_point: object, sites: list[dict[str, object]]) -> str:
         "<table><tr><th>site</th><th>region</th><th>jurisdiction</th><th>max data class</th>"
         f"<th>state</th><th>health</th><th>models</th></tr>{rows}</table></body></html>"
     )
+
+
+async def metrics(request: Request) -> Response:
+    svc = _svc(request)
+    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,25 +1,26 @@
 """The proxy: sends one request along a route plan, with failover, and streams the answer.
 
-A try fails over to the next backend on a refused or broken connection, a timeout before
-the first byte, or HTTP 429/502/503/504, inside one overall deadline and at most
-``max_attempts`` tries. Once the first byte has gone to the client there is no retry: a
-stream that breaks ends with an error event and no ``[DONE]``, and the usage record says
-``incomplete``.
+A try fails over to the next backend of the plan on a refused or broken connection, a
+timeout before the first byte, or HTTP 429/502/503/504, inside one overall deadline,
+at most ``max_attempts`` tries, and only while the retry budget allows (so mass failure
+does not multiply load). Each try's deadline is derived from the backend's observed
+latency (:func:`verbund.routing.try_deadline`), so a stalled backend costs about a
+second, not a minute. A 429 with ``Retry-After`` keeps new requests away from that
+backend for that long without counting as a failure. After the first byte has gone to
+the client there is no plain retry: see :mod:`verbund.gateway._stream`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from verbund.accounting import UsageRecord
 from verbund.config import RoutingConfig
@@ -31,57 +32,23 @@ from verbund.errors import (
     UpstreamTimeout,
 )
 from verbund.federation import Backend, Failure, HealthTracker, UpstreamPool
-from verbund.gateway._sse import SSEUsageFilter, Usage, error_event
+from verbund.gateway._forward import (
+    Answer,
+    Forward,
+    Retry,
+    client_headers,
+    sanitize_upstream_message,
+)
+from verbund.gateway._sse import Usage
+from verbund.gateway._stream import StreamRelay
+from verbund.routing import RetryBudget, try_deadline
+from verbund.telemetry._tracing import NoOpTracer, Tracer, span
 
 log = logging.getLogger("verbund.proxy")
 
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
-TTFT_WEIGHT = 0.2
-
-_URL = re.compile(r"(?i)\b(?:https?|unix|file)://\S+")
-_HOSTPORT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\b[\w.-]+:\d{2,5}\b")
-_PATH = re.compile(r"(?:/[\w.-]+){2,}")
-
-
-def sanitize_upstream_message(raw: bytes) -> str:
-    """A backend's error message without addresses, paths or excess length."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return ""
-    msg: object = None
-    if isinstance(body, dict):
-        err = body.get("error")
-        msg = err.get("message") if isinstance(err, dict) else err
-        if msg is None:
-            msg = body.get("detail") or body.get("message")
-    if not isinstance(msg, str):
-        return ""
-    for pattern in (_URL, _HOSTPORT, _PATH):
-        msg = pattern.sub("[redacted]", msg)
-    return msg[:300]
-
-
-@dataclass(slots=True)
-class Forward:
-    """One client request, ready to send upstream."""
-
-    path: str
-    body: bytes
-    stream: bool
-    drop_usage_chunk: bool
-    plan: list[Backend]
-    record: UsageRecord
-    prompt_estimate: int = 0
-
-
-@dataclass(slots=True)
-class Answer:
-    """A complete upstream answer (HTTP 200) and the backend that gave it."""
-
-    body: bytes
-    backend: Backend
+MAX_RETRY_AFTER = 30.0
 
 
 class Proxy:
@@ -91,22 +58,35 @@ class Proxy:
         tracker: HealthTracker,
         routing: RoutingConfig,
         on_usage: Callable[[UsageRecord], None],
+        budget: RetryBudget | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._pool = pool
         self._tracker = tracker
         self._cfg = routing
         self._on_usage = on_usage
+        self._tracer = tracer or NoOpTracer()
+        self.budget = budget or RetryBudget(
+            routing.retry_budget_ratio, routing.retry_budget_min_per_second
+        )
+
+    @property
+    def config(self) -> RoutingConfig:
+        return self._cfg
+
+    def client(self, backend: Backend) -> httpx.AsyncClient:
+        return self._pool.client(backend)
 
     async def forward(self, fwd: Forward) -> Response:
         """Answer a client: a streaming response, or the backend's JSON body as it came."""
         if fwd.stream:
-            return await self._run(fwd, self._try_stream)
+            return await self._run(fwd, StreamRelay(self).open)
         answer = await self._run(fwd, self._try_once)
         return Response(
             answer.body,
             status_code=200,
             media_type="application/json",
-            headers=_client_headers(answer.backend, fwd),
+            headers=client_headers(answer.backend, fwd),
         )
 
     async def call(self, fwd: Forward) -> Answer:
@@ -120,18 +100,35 @@ class Proxy:
     ) -> T:
         start = time.monotonic()
         deadline = start + self._cfg.request_deadline
+        self.budget.on_request(start)
         last_error: ApiError | None = None
         tries = 0
         for backend in fwd.plan[: self._cfg.max_attempts]:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
+                break
+            if not backend.available(now):
+                continue  # marked down by another request while this one was failing over
+            if tries and not self.budget.try_spend(now):
+                log.warning("request %s: retry budget spent, no failover", fwd.record.request_id)
                 break
             tries += 1
             fwd.record.attempts = tries
             backend.outstanding += 1
             try:
-                result = await attempt(backend, fwd, start, remaining)
-            except _Retry as retry:
+                with span(
+                    self._tracer,
+                    "verbund.upstream",
+                    {
+                        "verbund.site": backend.site.name,
+                        "verbund.backend": backend.name,
+                        "verbund.try": tries,
+                        "verbund.stream": fwd.stream,
+                    },
+                ):
+                    result = await attempt(backend, fwd, start, remaining)
+            except Retry as retry:
                 backend.outstanding -= 1
                 last_error = retry.error
                 log.info(
@@ -146,180 +143,87 @@ class Proxy:
                 raise
             return result
         error = last_error or NoBackendAvailable("No backend could take the request.")
-        self._finish(fwd.record, None, start, status="error", http_status=error.status)
+        self.finish(fwd.record, None, start, status="error", http_status=error.status)
         raise error
 
-    def _timeout(self, remaining: float, first_byte: bool) -> httpx.Timeout:
-        read = min(
-            self._cfg.first_byte_timeout if first_byte else self._cfg.read_timeout, remaining
-        )
-        return httpx.Timeout(read, connect=min(self._cfg.connect_timeout, remaining))
+    def try_timeout(self, backend: Backend, fwd: Forward, remaining: float) -> float:
+        derived = try_deadline(backend, fwd.ctx, self._cfg, time.monotonic(), stream=fwd.stream)
+        return max(0.001, min(derived, remaining))
 
-    def _headers(self, fwd: Forward) -> dict[str, str]:
+    def headers(self, fwd: Forward) -> dict[str, str]:
         return {"content-type": "application/json", "x-request-id": fwd.record.request_id}
 
-    def _fail(self, backend: Backend, failure: Failure) -> None:
+    def fail(self, backend: Backend, failure: Failure) -> None:
         self._tracker.on_failure(backend, failure, time.monotonic())
+
+    def succeed(self, backend: Backend) -> None:
+        self._tracker.on_success(backend)
 
     async def _try_once(
         self, backend: Backend, fwd: Forward, start: float, remaining: float
     ) -> Answer:
-        client = self._pool.client(backend)
+        budget = self.try_timeout(backend, fwd, remaining)
         try:
-            resp = await client.post(
-                fwd.path,
-                content=fwd.body,
-                headers=self._headers(fwd),
-                timeout=httpx.Timeout(
-                    min(self._cfg.read_timeout, remaining),
-                    connect=min(self._cfg.connect_timeout, remaining),
+            resp = await asyncio.wait_for(
+                self._pool.client(backend).post(
+                    fwd.path,
+                    content=fwd.body,
+                    headers=self.headers(fwd),
+                    timeout=httpx.Timeout(
+                        budget, connect=min(self._cfg.connect_timeout, remaining)
+                    ),
                 ),
+                budget,
             )
-        except httpx.HTTPError as exc:
-            raise self._transport_failure(backend, exc) from None
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise self.transport_failure(backend, exc) from None
         try:
-            self._check_status(backend, resp.status_code, resp.content)
-        except _Retry:
-            raise
+            self.check_status(backend, resp.status_code, resp.content, resp.headers)
         except ApiError as exc:
-            self._finish(fwd.record, backend, start, status="error", http_status=exc.status)
+            self.finish(fwd.record, backend, start, status="error", http_status=exc.status)
             raise
         backend.outstanding -= 1
-        self._tracker.on_success(backend)
-        elapsed = time.monotonic() - start
+        self.succeed(backend)
         try:
             usage = Usage.from_body(orjson.loads(resp.content))
         except orjson.JSONDecodeError:
             usage = None
-        self._finish(
+        elapsed = time.monotonic() - start
+        if usage is not None and usage.completion_tokens > 0:
+            backend.latency.observe_tpot(elapsed / (usage.completion_tokens + 1))
+        self.finish(
             fwd.record, backend, start, status="ok", http_status=200, usage=usage, ttft=elapsed
         )
         return Answer(resp.content, backend)
 
-    async def _try_stream(
-        self, backend: Backend, fwd: Forward, start: float, remaining: float
-    ) -> Response:
-        client = self._pool.client(backend)
-        request = client.build_request(
-            "POST",
-            fwd.path,
-            content=fwd.body,
-            headers=self._headers(fwd),
-            timeout=self._timeout(remaining, first_byte=True),
-        )
-        first_byte_budget = min(self._cfg.first_byte_timeout, remaining)
-        try:
-            resp = await asyncio.wait_for(client.send(request, stream=True), first_byte_budget)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise self._transport_failure(backend, exc) from None
-        chunks = resp.aiter_raw()
-        try:
-            if resp.status_code != 200:
-                body = await resp.aread()
-                self._check_status(backend, resp.status_code, body)
-            left = first_byte_budget - (time.monotonic() - start)
-            first = await asyncio.wait_for(anext(chunks), max(left, 0.001))
-        except _Retry:
-            await resp.aclose()
-            raise
-        except ApiError as exc:
-            await resp.aclose()
-            self._finish(fwd.record, backend, start, status="error", http_status=exc.status)
-            raise
-        except (httpx.HTTPError, TimeoutError, StopAsyncIteration) as exc:
-            await resp.aclose()
-            raise self._transport_failure(backend, exc) from None
-        ttft = time.monotonic() - start
-        self._tracker.on_success(backend)
-        return StreamingResponse(
-            self._relay(backend, fwd, resp, chunks, first, start, ttft),
-            media_type="text/event-stream",
-            headers={**_client_headers(backend, fwd), "cache-control": "no-cache"},
-        )
-
-    async def _relay(
-        self,
-        backend: Backend,
-        fwd: Forward,
-        resp: httpx.Response,
-        chunks: AsyncIterator[bytes],
-        first: bytes,
-        start: float,
-        ttft: float,
-    ) -> AsyncIterator[bytes]:
-        sse = SSEUsageFilter(drop_usage_chunk=fwd.drop_usage_chunk)
-        status = "incomplete"
-        try:
-            out = sse.feed(first)
-            if out:
-                yield out
-            try:
-                async for chunk in chunks:
-                    out = sse.feed(chunk)
-                    if out:
-                        yield out
-            except httpx.HTTPError as exc:
-                failure = (
-                    Failure.timeout
-                    if isinstance(exc, httpx.TimeoutException)
-                    else Failure.server_error
-                )
-                self._fail(backend, failure)
-                log.warning(
-                    "request %s: stream from %s broke (%s)",
-                    fwd.record.request_id,
-                    backend.name,
-                    type(exc).__name__,
-                )
-                yield error_event(
-                    "The model server stopped before the answer was complete.", "stream_interrupted"
-                )
-                return
-            tail = sse.tail()
-            if tail:
-                yield tail
-            if sse.done:
-                status = "ok"
-            else:
-                yield error_event(
-                    "The model server ended the stream before it was complete.",
-                    "stream_interrupted",
-                )
-        finally:
-            backend.outstanding -= 1
-            await resp.aclose()
-            usage = sse.usage
-            if usage is None:
-                # the backend sent no usage in the stream: count tokens, estimate the prompt
-                usage = Usage(fwd.prompt_estimate, sse.tokens)
-                fwd.record.usage_estimated = True
-            self._finish(
-                fwd.record, backend, start, status=status, http_status=200, usage=usage, ttft=ttft
-            )
-
-    def _transport_failure(self, backend: Backend, exc: BaseException) -> _Retry:
+    def transport_failure(self, backend: Backend, exc: BaseException) -> Retry:
         if isinstance(exc, httpx.ConnectError):
-            self._fail(backend, Failure.refused)
-            return _Retry(NoBackendAvailable("The model server could not be reached."))
+            self.fail(backend, Failure.refused)
+            return Retry(NoBackendAvailable("The model server could not be reached."))
         if isinstance(exc, httpx.TimeoutException | TimeoutError):
-            self._fail(backend, Failure.timeout)
-            return _Retry(UpstreamTimeout("The model server did not answer in time."))
-        self._fail(backend, Failure.server_error)
-        return _Retry(UpstreamError("The connection to the model server failed."))
+            self.fail(backend, Failure.timeout)
+            return Retry(UpstreamTimeout("The model server did not answer in time."))
+        self.fail(backend, Failure.server_error)
+        return Retry(UpstreamError("The connection to the model server failed."))
 
-    def _check_status(self, backend: Backend, status: int, body: bytes) -> None:
+    def check_status(
+        self, backend: Backend, status: int, body: bytes, headers: httpx.Headers | None = None
+    ) -> None:
+        """Raise :class:`Retry` for statuses worth another backend, ApiError for the rest."""
         if status == 200:
             return
-        if status in RETRYABLE_STATUS:
-            if status != 429:
-                self._fail(backend, Failure.server_error)
-            if status == 429:
-                raise _Retry(
-                    NoBackendAvailable(
-                        "Every model server for this model is busy.", headers={"retry-after": "2"}
-                    )
+        if status == 429:
+            retry_after = _retry_after(headers)
+            backend.busy_until = time.monotonic() + retry_after
+            raise Retry(
+                NoBackendAvailable(
+                    "Every model server for this model is busy.",
+                    headers={"retry-after": str(max(1, round(retry_after)))},
                 )
-            raise _Retry(UpstreamError(f"The model server failed (HTTP {status})."))
+            )
+        if status in RETRYABLE_STATUS:
+            self.fail(backend, Failure.server_error)
+            raise Retry(UpstreamError(f"The model server failed (HTTP {status})."))
         if 400 <= status < 500:
             detail = sanitize_upstream_message(body)
             err = BadRequest(
@@ -328,10 +232,10 @@ class Proxy:
             )
             err.status = status if status in (400, 404, 413, 422) else 400
             raise err
-        self._fail(backend, Failure.server_error)
+        self.fail(backend, Failure.server_error)
         raise UpstreamError(f"The model server failed (HTTP {status}).")
 
-    def _finish(
+    def finish(
         self,
         rec: UsageRecord,
         backend: Backend | None,
@@ -352,20 +256,15 @@ class Proxy:
                 backend.served += 1
             if ttft is not None:
                 rec.ttft_ms = round(ttft * 1000, 3)
-                if rec.stream:  # a non-streamed answer's latency is not a time to first token
-                    prev = backend.ttft_ewma
-                    backend.ttft_ewma = ttft if prev is None else prev + TTFT_WEIGHT * (ttft - prev)
         if usage is not None:
             rec.prompt_tokens = usage.prompt_tokens
             rec.completion_tokens = usage.completion_tokens
         self._on_usage(rec)
 
 
-class _Retry(Exception):
-    def __init__(self, error: ApiError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-def _client_headers(backend: Backend, fwd: Forward) -> dict[str, str]:
-    return {"x-verbund-site": backend.site.name, "x-request-id": fwd.record.request_id}
+def _retry_after(headers: httpx.Headers | None) -> float:
+    raw = headers.get("retry-after") if headers is not None else None
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(raw))) if raw else 1.0
+    except ValueError:
+        return 1.0

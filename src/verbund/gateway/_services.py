@@ -10,23 +10,50 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
-from verbund.accounting import UsageRecorder
+from verbund.accounting import UsageRecord, UsageRecorder
 from verbund.audit import AuditLog
 from verbund.config import FederationConfig, SiteState
+from verbund.coordination import (
+    EventBus,
+    Limiter,
+    LocalBus,
+    LocalLimiter,
+    LocalPresence,
+    Presence,
+    QuotaGate,
+    RedisBus,
+    RedisLimiter,
+    RedisPresence,
+)
 from verbund.errors import NotFound
-from verbund.federation import Federation, HealthTracker, Prober, TransportFactory, UpstreamPool
+from verbund.federation import (
+    Federation,
+    HealthTracker,
+    MetricsScraper,
+    Prober,
+    TransportFactory,
+    UpstreamPool,
+)
 from verbund.gateway._proxy import Proxy
 from verbund.jobs import DirectoryFileSource, JobService
-from verbund.routing import PolicyName, Router, make_policy
+from verbund.routing import Router, make_policy
 from verbund.store import SiteStateRow, Store
+from verbund.telemetry import Metrics, Pseudonymizer, log_access, make_tracer
+from verbund.telemetry._tracing import Tracer
 from verbund.tenancy import InstitutionRegistry, KeyService
 
 log = logging.getLogger("verbund.gateway")
+
+RESYNC_SECONDS = 30.0
 
 
 @dataclass
@@ -39,12 +66,22 @@ class Services:
     pool: UpstreamPool
     tracker: HealthTracker
     prober: Prober
+    scraper: MetricsScraper
     router: Router
     proxy: Proxy
     keys: KeyService
     institutions: InstitutionRegistry
     usage: UsageRecorder
     jobs: JobService  # training jobs (issue 9)
+    bus: EventBus
+    presence: Presence
+    quotas: QuotaGate
+    metrics: Metrics
+    tracer: Tracer
+    tracer_provider: object | None
+    pseudonyms: Pseudonymizer
+    on_usage: Callable[[UsageRecord], None]
+    redis: Redis | None = None
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -54,16 +91,45 @@ class Services:
         config: FederationConfig,
         admin_key: str | None,
         transport_factory: TransportFactory | None = None,
+        tracer: Tracer | None = None,
     ) -> Services:
         store = Store(config.store.url)
         audit = AuditLog(store)
         federation = Federation(config)
         pool = UpstreamPool(federation, config.routing, transport_factory)
-        tracker = HealthTracker(config.routing)
+        tracker = HealthTracker(config.routing, federation)
         usage = UsageRecorder(
             store, Path(config.gateway.state_dir) / "usage-spool" / config.gateway.name
         )
-        institutions = InstitutionRegistry(store, audit)
+        redis: Redis | None = None
+        bus: EventBus
+        presence: Presence
+        limiter: Limiter
+        if config.coordination.redis_url:
+            redis = Redis.from_url(
+                config.coordination.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+            bus = RedisBus(redis, config.gateway.name)
+            redis_presence = RedisPresence(redis, config.gateway.name)
+            presence = redis_presence
+            limiter = RedisLimiter(redis, lambda: redis_presence.last_count)
+        else:
+            bus, presence, limiter = LocalBus(), LocalPresence(config.gateway.name), LocalLimiter()
+        quotas = QuotaGate(limiter)
+        metrics = Metrics(federation)
+        tracer_provider: object | None = None
+        if tracer is None:
+            tracer, tracer_provider = make_tracer(
+                config.telemetry.otlp_endpoint, config.gateway.name
+            )
+
+        def on_usage(rec: UsageRecord) -> None:
+            usage.record(rec)
+            quotas.settle(rec)
+            metrics.observe(rec)
+            log_access(rec)
+
+        institutions = InstitutionRegistry(store, audit, bus)
         # training files: until the Files API is wired in, a folder per institution
         files = DirectoryFileSource(
             Path(config.training.files_dir or Path(config.gateway.state_dir) / "files")
@@ -78,12 +144,26 @@ class Services:
             pool=pool,
             tracker=tracker,
             prober=Prober(federation, pool, tracker, config.routing),
-            router=Router(federation, make_policy(PolicyName.least_outstanding)),
-            proxy=Proxy(pool, tracker, config.routing, usage.record),
-            keys=KeyService(store, audit),
+            router=Router(
+                federation, make_policy(config.routing.policy, config.routing), config.routing
+            ),
+            scraper=MetricsScraper(federation, pool, config.routing.metrics_interval),
+            proxy=Proxy(pool, tracker, config.routing, on_usage, tracer=tracer),
+            keys=KeyService(store, audit, bus),
             institutions=institutions,
             usage=usage,
             jobs=jobs,
+            bus=bus,
+            presence=presence,
+            quotas=quotas,
+            redis=redis,
+            metrics=metrics,
+            tracer=tracer,
+            tracer_provider=tracer_provider,
+            pseudonyms=Pseudonymizer(
+                config.telemetry.pseudonym_key_env, Path(config.gateway.state_dir)
+            ),
+            on_usage=on_usage,
         )
 
     async def start(self, background: bool = True) -> None:
@@ -92,9 +172,16 @@ class Services:
         await self.keys.load()
         await self._load_site_states()
         await self.jobs.start()
+        self.bus.subscribe(self.keys.on_event)
+        self.bus.subscribe(self.institutions.on_event)
+        self.bus.subscribe(self._on_site_event)
         if background:
             self._tasks = [
+                asyncio.create_task(self.bus.run(), name="event-bus"),
+                asyncio.create_task(self.presence.run(), name="presence"),
+                asyncio.create_task(self._resync(), name="resync"),
                 asyncio.create_task(self.prober.run(), name="prober"),
+                asyncio.create_task(self.scraper.run(), name="metrics-scraper"),
                 asyncio.create_task(self.usage.run(), name="usage-flush"),
                 asyncio.create_task(self.jobs.run(), name="training-jobs"),
             ]
@@ -106,9 +193,41 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.jobs.aclose()
+        await self.quotas.drain()
         await self.usage.aclose()
         await self.pool.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        shutdown = getattr(self.tracer_provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
         await self.store.aclose()
+
+    async def _on_site_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") != "site.state":
+            return
+        site, state = event.get("site"), event.get("state")
+        if site in self.federation.sites and state in SiteState.__members__:
+            self.federation.set_state(str(site), SiteState(str(state)))
+
+    async def _resync(self) -> None:
+        """Repair whatever events were missed (Redis down, a restart): reload from the store."""
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            try:
+                await self.keys.load()
+                await self.institutions.load()
+                await self._load_site_states()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("resync from the store failed: %s", type(exc).__name__)
+
+    @property
+    def degraded(self) -> list[str]:
+        """Shared parts this access point is running without, for /readyz."""
+        out = []
+        if self.quotas.limiter.degraded:
+            out.append("coordination")
+        return out
 
     async def _load_site_states(self) -> None:
         async with self.store.session() as s:
@@ -138,5 +257,6 @@ class Services:
                 after={"state": state.value},
             )
         self.federation.set_state(site, state)
+        await self.bus.publish({"type": "site.state", "site": site, "state": state.value})
         log.info("site %s: %s -> %s by %s", site, before.value, state.value, actor)
         return before

@@ -33,8 +33,18 @@ class Usage:
 
 
 class SSEUsageFilter:
-    def __init__(self, drop_usage_chunk: bool) -> None:
+    """Splits, filters and inspects one answer's events (across resumed segments too).
+
+    ``collect_text`` keeps the generated text (only for backends that can resume a broken
+    answer); :meth:`next_segment` prepares for the continuation from another backend,
+    whose leading role-only chunk is dropped so the client sees one stream.
+    """
+
+    def __init__(self, drop_usage_chunk: bool, collect_text: bool = False) -> None:
         self._drop = drop_usage_chunk
+        self._collect = collect_text
+        self._skip_role = False
+        self.text: list[str] = []
         self._buf = b""
         self.usage: Usage | None = None
         self.events = 0
@@ -67,7 +77,9 @@ class SSEUsageFilter:
             self.done = True
             return True
         self.events += 1
-        if b'"content"' in data or b'"text"' in data:
+        if self._collect or self._skip_role:
+            return self._inspect(data)
+        if _has_text(data):
             self.tokens += 1
         if b'"usage"' not in data:
             return True
@@ -83,6 +95,55 @@ class SSEUsageFilter:
             self.events -= 1  # the usage-only final chunk carries no tokens
             return not self._drop
         return True
+
+    def _inspect(self, data: bytes) -> bool:
+        """The slow path: parse the chunk to keep its text or drop a continuation's role."""
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True
+        usage = Usage.from_body(body)
+        if usage is not None:
+            self.usage = usage
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not choices:
+            if usage is not None:
+                self.events -= 1
+                return not self._drop
+            return True
+        delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str) and content:
+            self.tokens += 1
+            if self._collect:
+                self.text.append(content)
+            self._skip_role = False
+            return True
+        if self._skip_role and isinstance(delta, dict) and "role" in delta:
+            self._skip_role = False
+            return False
+        return True
+
+    @property
+    def collect_text_enabled(self) -> bool:
+        return self._collect
+
+    def next_segment(self) -> None:
+        """The answer continues on another backend: forget the partial event and usage."""
+        self._buf = b""
+        self.usage = None
+        self.done = False
+        self._skip_role = True
+
+
+_EMPTY_TEXT = (b'"content": ""', b'"content":""', b'"text": ""', b'"text":""')
+
+
+def _has_text(data: bytes) -> bool:
+    """A chunk that carries generated text (a cheap test on the raw bytes)."""
+    if b'"content"' not in data and b'"text"' not in data:
+        return False
+    return not any(e in data for e in _EMPTY_TEXT) or data.count(b'"content"') > 1
 
 
 def _data_of(event: bytes) -> bytes | None:

@@ -104,6 +104,7 @@ class Dispatcher:
                     used_memory_mb=sum(int(j.resources.get("memory_mb", 0)) for j in running),
                     used_gpus=sum(int(j.resources.get("gpus", 0)) for j in running),
                     queued=queued,
+                    certifications=tuple(sc.certifications),
                 )
             )
         return out

@@ -3,8 +3,9 @@
 Order of the filters, each one hard:
 
 1. policy — the data class of the training data and the institution's allowed sites,
-   regions and jurisdictions (:func:`verbund.policy.split_sites`): training data never
-   goes to a site that may not hold it;
+   regions, jurisdictions and required certifications
+   (:func:`verbund.policy.split_sites`): training data never goes to a site that may not
+   hold it;
 2. fit — the site's runner can give one job what it asks for (CPUs, memory, GPU type
    and count, time limit);
 3. availability — the site is ``active`` (a draining site keeps its running jobs but
@@ -39,6 +40,7 @@ class SiteSlot:
     used_memory_mb: int = 0
     used_gpus: int = 0
     queued: int = 0  # jobs waiting in the site's queue
+    certifications: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from verbund.store import Store, TrainingEventRow, TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
 
-MAX_LIMIT = 100
+MODEL_REFRESH_SECONDS = 10.0
 ID_PREFIX = {"fine_tune": "ftjob-", "training": "trjob-"}
 
 
@@ -114,6 +114,11 @@ class JobService:
 
     async def start(self) -> None:
         """Re-register the models of succeeded jobs; the loop then reconciles the rest."""
+        await self.load_models()
+
+    async def load_models(self) -> None:
+        """Register every succeeded job's model whose artifacts this access point can read
+        (with a shared ``models_dir``, also those other access points produced)."""
         async with self.store.session() as s:
             rows = (
                 await s.execute(
@@ -157,9 +162,13 @@ class JobService:
                     log.exception("job %s: step failed; retrying next time", job_id)
 
     async def run(self) -> None:
+        refreshed = time.monotonic()
         while True:
             try:
                 await self.tick()
+                if time.monotonic() - refreshed > MODEL_REFRESH_SECONDS:
+                    refreshed = time.monotonic()
+                    await self.load_models()
             except (SQLAlchemyError, OSError) as exc:  # store unreachable: try again later
                 log.warning("job loop: %s", type(exc).__name__)
             await asyncio.sleep(self.config.training.poll_interval)

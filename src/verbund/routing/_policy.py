@@ -7,6 +7,7 @@ not or cannot serve (policy, lifecycle, health); a policy only orders what is le
 from __future__ import annotations
 
 import enum
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +21,10 @@ class RouteContext:
 
     home_site: str = ""
     home_region: str = ""
+    affinity_key: str = ""  # hash of the conversation prefix; "" = no affinity
+    max_tokens: int | None = None
+    priority: str = "interactive"  # interactive | batch
+    now: float = 0.0  # monotonic time of the decision
 
 
 class RoutingPolicy(Protocol):
@@ -29,7 +34,10 @@ class RoutingPolicy(Protocol):
 
 
 class PolicyName(enum.StrEnum):
+    score = "score"
     least_outstanding = "least_outstanding"
+    round_robin = "round_robin"
+    random = "random"
 
 
 class LeastOutstanding:
@@ -50,5 +58,28 @@ class LeastOutstanding:
         return sorted(candidates, key=key)
 
 
-def make_policy(name: PolicyName) -> RoutingPolicy:
-    return {PolicyName.least_outstanding: LeastOutstanding}[name]()
+class RoundRobin:
+    """Each request starts one further along the list (a baseline for benchmarks)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def rank(self, candidates: Sequence[Backend], ctx: RouteContext) -> list[Backend]:
+        ordered = sorted(candidates, key=lambda b: b.name)
+        if not ordered:
+            return []
+        i = self._next % len(ordered)
+        self._next += 1
+        return ordered[i:] + ordered[:i]
+
+
+class Random:
+    """A random order (a baseline for benchmarks)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+
+    def rank(self, candidates: Sequence[Backend], ctx: RouteContext) -> list[Backend]:
+        ordered = list(candidates)
+        self._rng.shuffle(ordered)
+        return ordered

@@ -22,6 +22,7 @@ class InstitutionRow(Base):
     allowed_sites: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_regions: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_jurisdictions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    required_certifications: Mapped[list[str]] = mapped_column(JSON, default=list)
     requests_per_minute: Mapped[int] = mapped_column(Integer, default=0)
     tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0)
     tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)
@@ -39,6 +40,8 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(256), default="")
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class SiteStateRow(Base):

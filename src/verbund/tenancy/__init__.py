@@ -2,5 +2,14 @@
 
 from verbund.tenancy._institutions import InstitutionRegistry
 from verbund.tenancy._keys import CreatedKey, KeyEntry, KeyService, hash_key, new_secret
+from verbund.tenancy._quotas import quota_limits
 
-__all__ = ["CreatedKey", "InstitutionRegistry", "KeyEntry", "KeyService", "hash_key", "new_secret"]
+__all__ = [
+    "CreatedKey",
+    "InstitutionRegistry",
+    "KeyEntry",
+    "KeyService",
+    "hash_key",
+    "new_secret",
+    "quota_limits",
+]

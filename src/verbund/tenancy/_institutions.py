@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.audit import AuditLog
 from verbund.config import InstitutionConfig
-from verbund.errors import BadRequest
+from verbund.coordination import EventBus, LocalBus
+from verbund.errors import BadRequest, NotFound
 from verbund.store import InstitutionRow, Store
 
 _FIELDS = (
@@ -18,6 +23,7 @@ _FIELDS = (
     "allowed_sites",
     "allowed_regions",
     "allowed_jurisdictions",
+    "required_certifications",
     "requests_per_minute",
     "tokens_per_minute",
     "tokens_per_month",
@@ -34,9 +40,10 @@ def _from_row(row: InstitutionRow) -> InstitutionConfig:
 
 
 class InstitutionRegistry:
-    def __init__(self, store: Store, audit: AuditLog) -> None:
+    def __init__(self, store: Store, audit: AuditLog, bus: EventBus | None = None) -> None:
         self._store = store
         self._audit = audit
+        self._bus = bus or LocalBus()
         self._by_id: dict[str, InstitutionConfig] = {}
 
     def get(self, institution_id: str) -> InstitutionConfig | None:
@@ -93,4 +100,45 @@ class InstitutionRegistry:
                 s, actor=actor, action="institution.create", target=inst.id, after=values
             )
         self._by_id[inst.id] = inst
+        await self._bus.publish({"type": "institution.changed", "id": inst.id})
         return inst
+
+    async def update(
+        self, institution_id: str, changes: dict[str, Any], actor: str
+    ) -> InstitutionConfig:
+        """Change policy or quota fields of an institution (validated like the config)."""
+        current = self._by_id.get(institution_id)
+        if current is None:
+            raise NotFound(f"No institution '{institution_id}'.", param="id")
+        unknown = sorted(set(changes) - set(_FIELDS))
+        if unknown:
+            raise BadRequest(f"Unknown field(s): {', '.join(unknown)}.", param=unknown[0])
+        try:
+            updated = InstitutionConfig.model_validate({**current.model_dump(), **changes})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise BadRequest(f"{field}: {err['msg']}", param=field) from None
+        async with self._store.session() as s, s.begin():
+            row = await s.get(InstitutionRow, institution_id)
+            if row is None:
+                raise NotFound(f"No institution '{institution_id}'.", param="id")
+            before = {f: getattr(row, f) for f in _FIELDS}
+            for k, v in _to_row_values(updated).items():
+                setattr(row, k, v)
+            await self._audit.append(
+                s,
+                actor=actor,
+                action="institution.update",
+                target=institution_id,
+                before=before,
+                after=_to_row_values(updated),
+            )
+        self._by_id[institution_id] = updated
+        await self._bus.publish({"type": "institution.changed", "id": institution_id})
+        return updated
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "institution.changed":
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await self.load()

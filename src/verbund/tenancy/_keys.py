@@ -3,6 +3,11 @@
 A key looks like ``vb-<43 url-safe characters>`` (256 random bits), so a fast hash is
 enough: there is nothing to brute-force. Logs and the store only ever see the key id
 (``key_<16 hex>``) and a short display prefix.
+
+Every access point keeps all keys in memory. Changes made at one access point reach the
+others as events (see :mod:`verbund.coordination`) and, as a safety net, by a periodic
+reload. While the store is unreachable, cached keys keep working and unknown keys fail
+closed with 503.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.audit import AuditLog
-from verbund.errors import NotFound
+from verbund.coordination import EventBus, LocalBus
+from verbund.errors import NotFound, StoreUnavailable
 from verbund.store import ApiKeyRow, Store
 
 KEY_PREFIX = "vb-"
@@ -35,6 +43,8 @@ class KeyEntry:
     id: str
     institution_id: str
     revoked: bool
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,24 +56,37 @@ class CreatedKey:
     created_at: int
 
 
+def _entry(row: ApiKeyRow) -> KeyEntry:
+    return KeyEntry(
+        row.id,
+        row.institution_id,
+        row.revoked_at is not None,
+        row.requests_per_minute or 0,
+        row.tokens_per_minute or 0,
+    )
+
+
 class KeyService:
     """Creates, revokes and resolves keys. Resolution hits the store only on a cache miss."""
 
     NEGATIVE_TTL = 5.0
     NEGATIVE_MAX = 10_000
 
-    def __init__(self, store: Store, audit: AuditLog) -> None:
+    def __init__(self, store: Store, audit: AuditLog, bus: EventBus | None = None) -> None:
         self._store = store
         self._audit = audit
+        self._bus = bus or LocalBus()
         self._by_hash: dict[str, KeyEntry] = {}
         self._misses: OrderedDict[str, float] = OrderedDict()
+
+    @property
+    def cached(self) -> int:
+        return len(self._by_hash)
 
     async def load(self) -> int:
         async with self._store.session() as s:
             rows = (await s.execute(select(ApiKeyRow))).scalars().all()
-        self._by_hash = {
-            r.key_hash: KeyEntry(r.id, r.institution_id, r.revoked_at is not None) for r in rows
-        }
+        self._by_hash = {r.key_hash: _entry(r) for r in rows}
         return len(self._by_hash)
 
     async def resolve(self, secret: str) -> KeyEntry | None:
@@ -75,15 +98,21 @@ class KeyService:
         seen = self._misses.get(h)
         if seen is not None and now - seen < self.NEGATIVE_TTL:
             return None
-        async with self._store.session() as s:
-            row = (await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == h))).scalar()
+        try:
+            async with self._store.session() as s:
+                row = (await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == h))).scalar()
+        except (SQLAlchemyError, OSError):
+            # fail closed: the key may be valid, but nothing here can tell
+            raise StoreUnavailable(
+                "The key could not be checked: the federation store is unreachable."
+            ) from None
         if row is None:
             self._misses[h] = now
             self._misses.move_to_end(h)
             while len(self._misses) > self.NEGATIVE_MAX:
                 self._misses.popitem(last=False)
             return None
-        entry = KeyEntry(row.id, row.institution_id, row.revoked_at is not None)
+        entry = _entry(row)
         self._by_hash[h] = entry
         return None if entry.revoked else entry
 
@@ -108,29 +137,71 @@ class KeyService:
                 target=key_id,
                 after={"institution": institution_id, "name": name},
             )
-        self._by_hash[row.key_hash] = KeyEntry(key_id, institution_id, False)
-        self._misses.pop(row.key_hash, None)
+        self._cache(row.key_hash, _entry(row))
+        await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
         return CreatedKey(key_id, secret, institution_id, name, int(now))
 
     async def revoke(self, key_id: str, actor: str, institution_id: str | None = None) -> None:
+        row = await self._update(
+            key_id, actor, "key.revoke", institution_id, revoked_at=time.time()
+        )
+        await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
+
+    async def set_quotas(
+        self, key_id: str, actor: str, requests_per_minute: int, tokens_per_minute: int
+    ) -> ApiKeyRow:
+        row = await self._update(
+            key_id,
+            actor,
+            "key.quota",
+            None,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+        )
+        await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
+        return row
+
+    async def _update(
+        self, key_id: str, actor: str, action: str, institution_id: str | None, **values: Any
+    ) -> ApiKeyRow:
         async with self._store.session() as s, s.begin():
             row = await s.get(ApiKeyRow, key_id)
             if row is None or (institution_id is not None and row.institution_id != institution_id):
                 raise NotFound(f"No key with id '{key_id}'.", param="id")
-            if row.revoked_at is None:
-                await s.execute(
-                    update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(revoked_at=time.time())
-                )
-                await self._audit.append(
-                    s,
-                    actor=actor,
-                    action="key.revoke",
-                    target=key_id,
-                    before={"revoked": False},
-                    after={"revoked": True},
-                )
-            key_hash = row.key_hash
-        self._by_hash[key_hash] = KeyEntry(key_id, row.institution_id, True)
+            if action == "key.revoke" and row.revoked_at is not None:
+                return row
+            before = {k: getattr(row, k) for k in values}
+            for k, v in values.items():
+                setattr(row, k, v)
+            after = {k: ("set" if k == "revoked_at" else v) for k, v in values.items()}
+            if "revoked_at" in before:
+                before["revoked_at"] = None
+            await self._audit.append(
+                s, actor=actor, action=action, target=key_id, before=before, after=after
+            )
+        self._cache(row.key_hash, _entry(row))
+        return row
+
+    def _cache(self, key_hash: str, entry: KeyEntry) -> None:
+        self._by_hash[key_hash] = entry
+        self._misses.pop(key_hash, None)
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        """Another access point changed a key: read it again from the store."""
+        if event.get("type") != "key.changed" or not isinstance(event.get("hash"), str):
+            return
+        key_hash = event["hash"]
+        self._misses.pop(key_hash, None)
+        try:
+            async with self._store.session() as s:
+                row = (
+                    await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
+                ).scalar()
+        except (SQLAlchemyError, OSError):
+            self._by_hash.pop(key_hash, None)  # unknown now: fail closed until the store is back
+            return
+        if row is not None:
+            self._cache(key_hash, _entry(row))
 
     async def list(self, institution_id: str | None = None) -> list[ApiKeyRow]:
         async with self._store.session() as s:

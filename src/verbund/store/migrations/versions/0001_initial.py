@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("allowed_sites", sa.JSON(), nullable=False),
         sa.Column("allowed_regions", sa.JSON(), nullable=False),
         sa.Column("allowed_jurisdictions", sa.JSON(), nullable=False),
+        sa.Column("required_certifications", sa.JSON(), nullable=False),
         sa.Column("requests_per_minute", sa.Integer(), nullable=False),
         sa.Column("tokens_per_minute", sa.Integer(), nullable=False),
         sa.Column("tokens_per_month", sa.Integer(), nullable=False),

@@ -1,7 +1,7 @@
 """training jobs: jobs and their events; CPU and GPU seconds in usage records
 
 Revision ID: 0004_jobs
-Revises: 0001
+Revises: 0005_key_quotas
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_jobs"
-down_revision = "0001"
+down_revision = "0005_key_quotas"  # was "0001" on its own branch
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,70 @@
+"""What the proxy passes around: a request ready to send, a complete answer, a retry."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from verbund.accounting import UsageRecord
+from verbund.errors import ApiError
+from verbund.federation import Backend
+from verbund.routing import RouteContext
+
+_URL = re.compile(r"(?i)\b(?:https?|unix|file)://\S+")
+_HOSTPORT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\b[\w.-]+:\d{2,5}\b")
+_PATH = re.compile(r"(?:/[\w.-]+){2,}")
+
+
+def sanitize_upstream_message(raw: bytes) -> str:
+    """A backend's error message without addresses, paths or excess length."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ""
+    msg: object = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg is None:
+            msg = body.get("detail") or body.get("message")
+    if not isinstance(msg, str):
+        return ""
+    for pattern in (_URL, _HOSTPORT, _PATH):
+        msg = pattern.sub("[redacted]", msg)
+    return msg[:300]
+
+
+@dataclass(slots=True)
+class Forward:
+    """One client request, ready to send upstream."""
+
+    path: str
+    body: bytes
+    stream: bool
+    drop_usage_chunk: bool
+    plan: list[Backend]
+    record: UsageRecord
+    ctx: RouteContext = field(default_factory=RouteContext)
+    prompt_estimate: int = 0
+    parsed: dict[str, Any] | None = None  # the body as JSON, for resuming a broken stream
+
+
+@dataclass(slots=True)
+class Answer:
+    """A complete upstream answer (HTTP 200) and the backend that gave it."""
+
+    body: bytes
+    backend: Backend
+
+
+class Retry(Exception):
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def client_headers(backend: Backend, fwd: Forward) -> dict[str, str]:
+    return {"x-verbund-site": backend.site.name, "x-request-id": fwd.record.request_id}

@@ -1,0 +1,109 @@
+"""Prometheus metrics of one access point, in a registry of its own (no globals).
+
+Labels stay low-cardinality: site, model (only configured names), status, backend. No
+key, user or institution labels: those belong in usage reports, not in time series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from verbund.accounting import UsageRecord
+from verbund.config import SiteState
+from verbund.federation import Federation
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)
+
+
+class _FederationState(Collector):
+    """Read at scrape time from the live federation: nothing to update on the hot path."""
+
+    def __init__(self, federation: Federation) -> None:
+        self._fed = federation
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.monotonic()
+        up = GaugeMetricFamily(
+            "verbund_backend_up", "Backend can take new requests (1/0).", labels=["site", "backend"]
+        )
+        ejections = GaugeMetricFamily(
+            "verbund_ejections_total",
+            "Times a backend was ejected since start.",
+            labels=["backend"],
+        )
+        in_flight = GaugeMetricFamily(
+            "verbund_in_flight", "Requests in flight per site.", labels=["site"]
+        )
+        state = GaugeMetricFamily(
+            "verbund_site_state",
+            "Lifecycle state of a site (1 = current).",
+            labels=["site", "state"],
+        )
+        for site in self._fed:
+            for b in site.backends:
+                up.add_metric([site.name, b.name], 1.0 if b.available(now) else 0.0)
+                ejections.add_metric([b.name], float(b.ejected_total))
+            in_flight.add_metric([site.name], float(sum(b.outstanding for b in site.backends)))
+            for s in SiteState:
+                state.add_metric([site.name, s.value], 1.0 if site.state is s else 0.0)
+        yield from (up, ejections, in_flight, state)
+
+
+class Metrics:
+    def __init__(self, federation: Federation) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._models = set(federation.models)
+        self.requests = Counter(
+            "verbund_requests",
+            "Requests by site, model and outcome.",
+            ["site", "model", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "verbund_request_duration_seconds",
+            "Time from request to the end of the answer.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "verbund_ttft_seconds",
+            "Time to the first streamed byte.",
+            ["site", "model"],
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "verbund_tokens",
+            "Tokens by site, model and kind.",
+            ["site", "model", "kind"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "verbund_retries", "Extra upstream tries (failover).", registry=self.registry
+        )
+        self.registry.register(_FederationState(federation))
+
+    def observe(self, rec: UsageRecord) -> None:
+        model = rec.model if rec.model in self._models else "unknown"
+        site = rec.site or "none"
+        self.requests.labels(site, model, rec.status).inc()
+        if rec.status in ("ok", "incomplete"):
+            self.duration.labels(model).observe(rec.latency_ms / 1000)
+            if rec.stream and rec.ttft_ms is not None:
+                self.ttft.labels(site, model).observe(rec.ttft_ms / 1000)
+        if rec.prompt_tokens:
+            self.tokens.labels(site, model, "prompt").inc(rec.prompt_tokens)
+        if rec.completion_tokens:
+            self.tokens.labels(site, model, "completion").inc(rec.completion_tokens)
+        if rec.attempts > 1:
+            self.retries.inc(rec.attempts - 1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
