@@ -94,6 +94,11 @@ async def test_fine_tune_digits_on_slurm_and_serve_it(
     assert done["status"] == "succeeded", done["error"]
     assert done["verbund"]["runner"] == "slurm"
     row = await sgw.services.jobs.get(job["id"], None)
+    # the wrapper's result.json can be read a moment before Slurm calls the job COMPLETED
+    for _ in range(100):
+        if slurm_job(sgw, row, slurm)["JobState"] == "COMPLETED":
+            break
+        await asyncio.sleep(0.1)
     assert slurm_job(sgw, row, slurm)["JobState"] == "COMPLETED"
     events = await events_of(sgw, job["id"])
     metrics = [e["data"] for e in events if e["type"] == "metrics"]
