@@ -134,6 +134,10 @@ async def test_cancel_on_slurm(sgw: Gateway, cfg: FederationConfig, slurm: Slurm
             break
         await asyncio.sleep(0.1)
     assert row.runner_done and row.status == "cancelled"
+    for _ in range(100):
+        if slurm_job(sgw, row, slurm)["JobState"] == "CANCELLED":
+            break
+        await asyncio.sleep(0.1)
     assert slurm_job(sgw, row, slurm)["JobState"] == "CANCELLED"
     assert (job_dir(cfg, "west", job["id"]) / "result.json").exists()
 
