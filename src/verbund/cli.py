@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from verbund.admin_client import AdminClient, AdminError, resolve_target
+from verbund.admin_client import AdminClient, AdminError, Target, resolve_target
 from verbund.config import load_config
 from verbund.errors import ConfigError, VerbundError
 
@@ -22,6 +23,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API k
 audit_app = typer.Typer(no_args_is_help=True, help="Inspect and verify the audit log.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+jobs_app = typer.Typer(no_args_is_help=True, help="Training and fine-tuning jobs.")
+app.add_typer(jobs_app, name="jobs")
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="Access point URL [$VERBUND_URL].")]
 KeyOpt = Annotated[str | None, typer.Option("--admin-key", help="Admin key [$VERBUND_ADMIN_KEY].")]
@@ -328,6 +331,8 @@ def usage(
         "prompt_tokens",
         "completion_tokens",
         "total_tokens",
+        "cpu_seconds",
+        "gpu_seconds",
     ]
     _emit(data["data"], columns, fmt)
 
@@ -450,6 +455,124 @@ def audit_export(
         for r in rows:
             sys.stdout.write(json.dumps(r, sort_keys=True) + "\n")
         after = rows[-1]["seq"]
+
+
+# -- training jobs (issue 9) -------------------------------------------------------------
+
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="VERBUND_API_KEY",
+        help="An institution's key: its own jobs only [$VERBUND_API_KEY]. Default: admin key.",
+    ),
+]
+
+
+def _jobs_client(
+    url: str | None, admin_key: str | None, api_key: str | None, state_dir: Path | None
+) -> tuple[AdminClient, str]:
+    """With an institution key: /v1/training/jobs; with the admin key: /admin/jobs."""
+    if not api_key:
+        return _admin(url, admin_key, state_dir), "/admin/jobs"
+    url = url or os.environ.get("VERBUND_URL")
+    demo = (state_dir or Path(".verbund")) / "demo.json"
+    if not url and demo.exists():
+        url = json.loads(demo.read_text()).get("url")
+    if not url:
+        raise _fail("Which access point? Give --url or set VERBUND_URL.")
+    return AdminClient(Target(url.rstrip("/"), api_key)), "/v1/training/jobs"
+
+
+def _when(ts: Any) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    institution: Annotated[str | None, typer.Option("--institution")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    url: UrlOpt = None,
+    admin_key: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Jobs, newest first: status, site, model, CPU and GPU seconds."""
+    client, base = _jobs_client(url, admin_key, api_key, state_dir)
+    params: dict[str, Any] = {"limit": limit}
+    if institution:
+        params["institution"] = institution
+    if status:
+        params["status"] = status
+    data = _call(client, "GET", base, params=params)["data"]
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    rows = [
+        {
+            "id": j["id"],
+            "institution": j["institution"],
+            "recipe": j["recipe"],
+            "status": j["status"],
+            "site": j["site"] or "-",
+            "created": _when(j["created_at"]),
+            "model": j["result_model"] or "-",
+            "cpu_s": j["usage"]["cpu_seconds"],
+            "gpu_s": j["usage"]["gpu_seconds"],
+        }
+        for j in data
+    ]
+    typer.echo(
+        _table(
+            rows,
+            ["id", "institution", "recipe", "status", "site", "created", "model", "cpu_s", "gpu_s"],
+        )
+    )
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(help="Job id (ftjob-... or trjob-...).")],
+    url: UrlOpt = None,
+    admin_key: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """One job in full (JSON)."""
+    client, base = _jobs_client(url, admin_key, api_key, state_dir)
+    typer.echo(json.dumps(_call(client, "GET", f"{base}/{job_id}"), indent=2))
+
+
+@jobs_app.command("events")
+def jobs_events(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100)] = 100,
+    url: UrlOpt = None,
+    admin_key: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """The job's events, oldest first: placement, progress and metrics, outcome."""
+    client, base = _jobs_client(url, admin_key, api_key, state_dir)
+    data = _call(client, "GET", f"{base}/{job_id}/events", params={"limit": limit})["data"]
+    for e in reversed(data):
+        typer.echo(f"{_when(e['created_at'])}  {e['level']:<5}  {e['message']}")
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    url: UrlOpt = None,
+    admin_key: KeyOpt = None,
+    api_key: ApiKeyOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Cancel a job; a running one is stopped at its site."""
+    client, base = _jobs_client(url, admin_key, api_key, state_dir)
+    data = _call(client, "POST", f"{base}/{job_id}/cancel")
+    typer.echo(f"{data['id']}: {data['status']}")
 
 
 def main() -> None:

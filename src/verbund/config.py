@@ -33,10 +33,12 @@ __all__ = [
     "PriceList",
     "RetentionConfig",
     "RoutingConfig",
+    "RunnerConfig",
     "SiteConfig",
     "SiteState",
     "StoreConfig",
     "TelemetryConfig",
+    "TrainingConfig",
     "config_digest",
     "load_config",
     "parse_config",
@@ -212,6 +214,21 @@ class PriceList(_Strict):
     cpu_hour: Money = Decimal(0)
 
 
+class RunnerConfig(_Strict):
+    """How a site runs training jobs (``[sites.runner]``); a site without one runs none."""
+
+    kind: Literal["local", "slurm"] = "local"
+    cpus: int = Field(1, ge=1)  # what one job may get at most (local: all jobs together)
+    memory_mb: int = Field(1024, ge=64)
+    gpus: int = Field(0, ge=0)
+    gpu_type: str = ""
+    partition: str = ""  # slurm: --partition; "" = the cluster's default
+    workdir: str = ""  # "" = <gateway.state_dir>/jobs/<site>
+    python: str = ""  # interpreter for recipes at the site; "" = the access point's own
+    slurm_conf: str = ""  # slurm: SLURM_CONF for sbatch/squeue/scontrol/scancel
+    max_time_minutes: int = Field(24 * 60, ge=1)
+
+
 class SiteConfig(_Strict):
     name: Name
     region: str = ""
@@ -221,6 +238,7 @@ class SiteConfig(_Strict):
     state: SiteState = SiteState.active
     backends: list[BackendConfig] = []
     prices: PriceList | None = None
+    runner: RunnerConfig | None = None
 
 
 class ModelConfig(_Strict):
@@ -258,6 +276,16 @@ class RetentionConfig(_Strict):
     availability_days: int = Field(90, ge=0)
 
 
+class TrainingConfig(_Strict):
+    """Training jobs: how often runners are polled and where files and models live."""
+
+    poll_interval: float = Field(1.0, gt=0)
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    files_dir: str = ""  # "" = <gateway.state_dir>/files (until the Files API is wired)
+    models_dir: str = ""  # "" = <gateway.state_dir>/models
+    submit_attempts: int = Field(5, ge=1)
+
+
 class FederationConfig(_Strict):
     gateway: GatewayConfig = GatewayConfig()
     store: StoreConfig = StoreConfig()
@@ -265,6 +293,7 @@ class FederationConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     routing: RoutingConfig = RoutingConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    training: TrainingConfig = TrainingConfig()
     sites: list[SiteConfig] = []
     models: list[ModelConfig] = []
     institutions: list[InstitutionConfig] = []

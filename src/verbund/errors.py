@@ -5,6 +5,7 @@ The tree::
     VerbundError                      base; never raised itself
     ├── ConfigError                   the federation config is invalid (not an HTTP error)
     ├── StoreError                    the store could not be reached or refused a write
+    ├── RunnerError                   a site's job runner failed (command failed, unreachable)
     └── ApiError                      has an HTTP status and an OpenAI error body
         ├── BadRequest                400 invalid_request_error
         │   └── InvalidJSON           400 the body is not JSON / not an object
@@ -49,6 +50,10 @@ class ConfigError(VerbundError):
 
 class StoreError(VerbundError):
     """The store failed; callers decide whether to degrade or fail closed."""
+
+
+class RunnerError(VerbundError):
+    """A site's job runner failed; the job service retries or fails the job with the reason."""
 
 
 class ApiError(VerbundError):

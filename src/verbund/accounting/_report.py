@@ -46,6 +46,8 @@ async def usage_report(
         func.sum(case((UsageRow.status == "ok", 0), else_=1)).label("failed"),
         func.coalesce(func.sum(UsageRow.prompt_tokens), 0).label("prompt_tokens"),
         func.coalesce(func.sum(UsageRow.completion_tokens), 0).label("completion_tokens"),
+        func.coalesce(func.sum(UsageRow.cpu_seconds), 0.0).label("cpu_seconds"),
+        func.coalesce(func.sum(UsageRow.gpu_seconds), 0.0).label("gpu_seconds"),
     )
     if since is not None:
         q = q.where(UsageRow.ts >= since)
@@ -62,5 +64,7 @@ async def usage_report(
         row = dict(r)
         row["failed"] = int(row["failed"] or 0)
         row["total_tokens"] = int(row["prompt_tokens"]) + int(row["completion_tokens"])
+        row["cpu_seconds"] = round(float(row["cpu_seconds"]), 3)
+        row["gpu_seconds"] = round(float(row["gpu_seconds"]), 3)
         rows.append(row)
     return rows

@@ -48,6 +48,8 @@ class UsageRecord:
     attempts: int = 1
     usage_estimated: bool = False
     user_hash: str = ""  # keyed hash of the OpenAI `user` field: for logs, not stored
+    cpu_seconds: float = 0.0  # training jobs: allocated CPUs x run time
+    gpu_seconds: float = 0.0  # training jobs: allocated GPUs x run time
     ts: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

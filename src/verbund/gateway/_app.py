@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
-from verbund.gateway import _accounting, _admin, _openai, _ops
+from verbund.gateway import _accounting, _admin, _jobs, _openai, _ops
 from verbund.gateway._services import Services
 from verbund.telemetry._tracing import Tracer
 
@@ -115,6 +115,28 @@ def create_app(
         # accounting: settlement between partners, budgets
         Route("/admin/settlement", _accounting.settlement, methods=["GET"]),
         Route("/admin/budgets", _accounting.budgets, methods=["GET"]),
+        # training jobs (issue 9): fine-tuning, training, admin views, ft: model serving
+        Route("/v1/fine_tuning/jobs", _jobs.create_fine_tuning_job, methods=["POST"]),
+        Route("/v1/fine_tuning/jobs", _jobs.list_fine_tuning_jobs, methods=["GET"]),
+        Route("/v1/fine_tuning/jobs/{job_id}", _jobs.get_fine_tuning_job, methods=["GET"]),
+        Route(
+            "/v1/fine_tuning/jobs/{job_id}/cancel", _jobs.cancel_fine_tuning_job, methods=["POST"]
+        ),
+        Route("/v1/fine_tuning/jobs/{job_id}/events", _jobs.fine_tuning_events, methods=["GET"]),
+        Route("/v1/training/recipes", _jobs.list_recipes, methods=["GET"]),
+        Route("/v1/training/jobs", _jobs.create_training_job, methods=["POST"]),
+        Route("/v1/training/jobs", _jobs.list_training_jobs, methods=["GET"]),
+        Route("/v1/training/jobs/{job_id}", _jobs.get_training_job, methods=["GET"]),
+        Route("/v1/training/jobs/{job_id}/cancel", _jobs.cancel_training_job, methods=["POST"]),
+        Route("/v1/training/jobs/{job_id}/events", _jobs.training_events, methods=["GET"]),
+        Route("/admin/jobs", _jobs.admin_list_jobs, methods=["GET"]),
+        Route("/admin/jobs/{job_id}", _jobs.admin_get_job, methods=["GET"]),
+        Route("/admin/jobs/{job_id}/cancel", _jobs.admin_cancel_job, methods=["POST"]),
+        Route("/admin/jobs/{job_id}/events", _jobs.admin_job_events, methods=["GET"]),
+        # OIP v2 for ft: models only; must come before a general /v2/models/{name} route
+        Route("/v2/models/ft:{rest:path}/infer", _jobs.ft_model_infer, methods=["POST"]),
+        Route("/v2/models/ft:{rest:path}/ready", _jobs.ft_model_ready, methods=["GET"]),
+        Route("/v2/models/ft:{rest:path}", _jobs.ft_model_metadata, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -117,6 +117,7 @@ def _visible_models(svc: Services, principal: Principal) -> list[dict[str, Any]]
                 },
             }
         )
+    out += svc.jobs.models.entries(principal.institution.id)  # its own ft: models (issue 9)
     return out
 
 

@@ -51,6 +51,7 @@ from verbund.federation import (
     UpstreamPool,
 )
 from verbund.gateway._proxy import Proxy
+from verbund.jobs import DirectoryFileSource, JobService
 from verbund.routing import Router, make_policy
 from verbund.store import SiteStateRow, Store
 from verbund.telemetry import Metrics, Pseudonymizer, log_access, make_tracer
@@ -78,6 +79,7 @@ class Services:
     keys: KeyService
     institutions: InstitutionRegistry
     usage: UsageRecorder
+    jobs: JobService  # training jobs (issue 9)
     bus: EventBus
     presence: Presence
     quotas: QuotaGate
@@ -145,6 +147,12 @@ class Services:
             log_access(rec)
             budgets.observe(rec)
 
+        institutions = InstitutionRegistry(store, audit, bus)
+        # training files: until the Files API is wired in, a folder per institution
+        files = DirectoryFileSource(
+            Path(config.training.files_dir or Path(config.gateway.state_dir) / "files")
+        )
+        jobs = JobService(config, store, federation, files, institutions.get, usage.record)
         return cls(
             config=config,
             admin_key=admin_key,
@@ -164,6 +172,7 @@ class Services:
             keys=KeyService(store, audit, bus),
             institutions=institutions,
             usage=usage,
+            jobs=jobs,
             bus=bus,
             presence=presence,
             quotas=quotas,
@@ -187,6 +196,7 @@ class Services:
         await self.keys.load()
         await self._load_site_states()
         await self.budgets.load()
+        await self.jobs.start()
         self.bus.subscribe(self.keys.on_event)
         self.bus.subscribe(self.institutions.on_event)
         self.bus.subscribe(self._on_site_event)
@@ -201,6 +211,7 @@ class Services:
                 asyncio.create_task(self.budgets.run(), name="budgets"),
                 asyncio.create_task(self.availability.run(), name="availability"),
                 asyncio.create_task(self.retention.run(), name="retention"),
+                asyncio.create_task(self.jobs.run(), name="training-jobs"),
             ]
 
     async def stop(self) -> None:
@@ -209,6 +220,7 @@ class Services:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await self.jobs.aclose()
         await self.quotas.drain()
         await self.usage.aclose()
         await self.availability.flush()

@@ -8,6 +8,8 @@ from verbund.store._tables import (
     Base,
     InstitutionRow,
     SiteStateRow,
+    TrainingEventRow,
+    TrainingJobRow,
     UsageRow,
 )
 
@@ -19,6 +21,8 @@ __all__ = [
     "InstitutionRow",
     "SiteStateRow",
     "Store",
+    "TrainingEventRow",
+    "TrainingJobRow",
     "UsageRow",
     "alembic_config",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -80,6 +82,9 @@ class UsageRow(Base):
     priority: Mapped[str] = mapped_column(String(16), default="interactive")
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # training jobs (endpoint /v1/fine_tuning/jobs or /v1/training/jobs): allocated seconds
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class AuditRow(Base):
@@ -106,3 +111,56 @@ class AvailabilityRow(Base):
     minute: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)  # Unix s
     up: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TrainingJobRow(Base):
+    """A fine-tuning or training job; ``runner_job_id`` lets a restart find it at its site."""
+
+    __tablename__ = "training_jobs"
+    __table_args__ = (Index("ix_training_jobs_inst_created", "institution_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # fine_tune | training
+    institution_id: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(64))
+    access_point: Mapped[str] = mapped_column(String(128))
+    recipe: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(256))
+    training_file: Mapped[str] = mapped_column(String(128))
+    validation_file: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    data_class: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
+    suffix: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    site: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    runner: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    runner_job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    runner_done: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    submit_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    metrics_offset: Mapped[int] = mapped_column(Integer, default=0)
+    last_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(256), nullable=True, index=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class TrainingEventRow(Base):
+    __tablename__ = "training_job_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("training_jobs.id"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    level: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,59 @@
+"""Training across the federation: jobs, placement, site runners and fine-tuned models.
+
+A job (OpenAI fine-tuning, or a general training job running a registered recipe) is
+validated, placed on a site its data may go to, run there by the site's runner (local
+processes or Slurm), watched through the metrics its recipe writes, and, when it
+succeeds, its model is registered as ``ft:<base>:<institution>:<suffix>`` and served by
+the access point (OIP v2).
+"""
+
+from verbund.jobs._dispatch import TERMINAL, Dispatcher
+from verbund.jobs._files import DirectoryFileSource, TrainingFile, TrainingFileSource
+from verbund.jobs._local import LocalRunner
+from verbund.jobs._models import FT_PREFIX, FineTunedModel, ModelRegistry, fine_tuned_name
+from verbund.jobs._placement import Placement, SiteSlot, busy, misfit, place
+from verbund.jobs._recipes import DataFormat, Recipe, RecipeBook, builtin_recipes
+from verbund.jobs._runner import JobSpec, Resources, Runner, RunPhase, RunState
+from verbund.jobs._service import JobService, NewJob, make_runner
+from verbund.jobs._serving import LinearModel, Predictors, load_linear
+from verbund.jobs._slurm import SlurmRunner, parse_scontrol, slurm_state
+from verbund.jobs._views import event, fine_tuning_job, training_job
+
+__all__ = [
+    "FT_PREFIX",
+    "TERMINAL",
+    "DataFormat",
+    "DirectoryFileSource",
+    "Dispatcher",
+    "FineTunedModel",
+    "JobService",
+    "JobSpec",
+    "LinearModel",
+    "LocalRunner",
+    "ModelRegistry",
+    "NewJob",
+    "Placement",
+    "Predictors",
+    "Recipe",
+    "RecipeBook",
+    "Resources",
+    "RunPhase",
+    "RunState",
+    "Runner",
+    "SiteSlot",
+    "SlurmRunner",
+    "TrainingFile",
+    "TrainingFileSource",
+    "builtin_recipes",
+    "busy",
+    "event",
+    "fine_tuned_name",
+    "fine_tuning_job",
+    "load_linear",
+    "make_runner",
+    "misfit",
+    "parse_scontrol",
+    "place",
+    "slurm_state",
+    "training_job",
+]

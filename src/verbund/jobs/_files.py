@@ -1,0 +1,66 @@
+"""Where a job's training files come from: a small interface and a folder-backed default.
+
+The Files API (``POST /v1/files``) is the real source; until it is wired in, files are
+read from ``<files_dir>/<institution>/<file_id>`` with an optional ``<file_id>.json``
+beside it (``{"data_class": "confidential", "filename": "digits.csv"}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from verbund.config import DataClass
+from verbund.errors import NotFound
+
+_FILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingFile:
+    id: str
+    path: Path  # readable by the access point while the job is being staged
+    size: int
+    data_class: DataClass | None = None  # the class it was uploaded with, where known
+    filename: str = ""
+
+
+class TrainingFileSource(Protocol):
+    async def open(self, institution: str, file_id: str) -> TrainingFile:
+        """The institution's file; :class:`NotFound` if it has none by that id."""
+        ...
+
+
+class DirectoryFileSource:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def open(self, institution: str, file_id: str) -> TrainingFile:
+        return await asyncio.to_thread(self._open, institution, file_id)
+
+    def _open(self, institution: str, file_id: str) -> TrainingFile:
+        missing = NotFound(f"No file with id '{file_id}'.", param="training_file")
+        if not _FILE_ID.match(file_id) or file_id.endswith(".json"):
+            raise missing
+        path = self.root / institution / file_id
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise missing from None
+        if not path.is_file():
+            raise missing
+        meta: dict[str, str] = {}
+        try:
+            loaded = json.loads(path.with_name(file_id + ".json").read_text())
+            if isinstance(loaded, dict):
+                meta = {k: str(v) for k, v in loaded.items()}
+        except (OSError, ValueError):
+            pass
+        data_class = None
+        if meta.get("data_class") in DataClass.__members__:
+            data_class = DataClass(meta["data_class"])
+        return TrainingFile(file_id, path, size, data_class, meta.get("filename", ""))

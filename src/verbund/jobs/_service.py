@@ -1,0 +1,363 @@
+"""Training jobs of one access point: the API's operations and the background loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from verbund.accounting import UsageRecord
+from verbund.config import DataClass, FederationConfig, InstitutionConfig, SiteConfig
+from verbund.errors import BadRequest, NoBackendAvailable, NotFound, PolicyViolation, RunnerError
+from verbund.federation import Federation
+from verbund.jobs._dispatch import TERMINAL, Dispatcher
+from verbund.jobs._events import add_event
+from verbund.jobs._files import TrainingFileSource
+from verbund.jobs._local import LocalRunner
+from verbund.jobs._models import ModelRegistry, fine_tuned_name, valid_suffix
+from verbund.jobs._recipes import Recipe, RecipeBook
+from verbund.jobs._runner import Resources, Runner
+from verbund.jobs._serving import Predictors
+from verbund.jobs._slurm import SlurmRunner
+from verbund.policy import describe_exclusions
+from verbund.store import Store, TrainingEventRow, TrainingJobRow
+
+log = logging.getLogger("verbund.jobs")
+
+MODEL_REFRESH_SECONDS = 10.0
+ID_PREFIX = {"fine_tune": "ftjob-", "training": "trjob-"}
+
+
+def make_runner(site: SiteConfig, state_dir: Path) -> Runner | None:
+    rc = site.runner
+    if rc is None:
+        return None
+    workdir = Path(rc.workdir) if rc.workdir else state_dir / "jobs" / site.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    python = rc.python or sys.executable
+    if rc.kind == "slurm":
+        return SlurmRunner(site.name, workdir, python, rc.partition, rc.slurm_conf)
+    return LocalRunner(site.name, workdir, python)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated request for a job, from either API."""
+
+    kind: str  # fine_tune | training
+    institution: InstitutionConfig
+    key_id: str
+    data_class: DataClass  # of the request (key default raised by the header)
+    recipe: Recipe
+    model: str  # the base model (fine-tuning) or the recipe name (training)
+    training_file: str
+    validation_file: str | None
+    params: dict[str, Any]
+    resources: Resources
+    suffix: str | None = None
+    metadata: dict[str, str] | None = None
+    seed: int | None = None
+
+
+class JobService:
+    def __init__(
+        self,
+        config: FederationConfig,
+        store: Store,
+        federation: Federation,
+        files: TrainingFileSource,
+        institution: Callable[[str], InstitutionConfig | None],
+        record_usage: Callable[[UsageRecord], None],
+        runners: dict[str, Runner] | None = None,
+        recipes: RecipeBook | None = None,
+    ) -> None:
+        state_dir = Path(config.gateway.state_dir)
+        self.config = config
+        self.store = store
+        self.files = files
+        self.recipes = recipes or RecipeBook.builtin()
+        self.models = ModelRegistry()
+        self.predictors = Predictors()
+        if runners is None:
+            runners = {}
+            for site in config.sites:
+                runner = make_runner(site, state_dir)
+                if runner is not None:
+                    runners[site.name] = runner
+        self.runners = runners
+        models_dir = Path(config.training.models_dir or state_dir / "models")
+        self.dispatcher = Dispatcher(
+            config=config,
+            store=store,
+            federation=federation,
+            runners=runners,
+            files=files,
+            recipes=self.recipes,
+            models=self.models,
+            models_dir=models_dir,
+            institution=institution,
+            record_usage=record_usage,
+        )
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Re-register the models of succeeded jobs; the loop then reconciles the rest."""
+        await self.load_models()
+
+    async def load_models(self) -> None:
+        """Register every succeeded job's model whose artifacts this access point can read
+        (with a shared ``models_dir``, also those other access points produced)."""
+        async with self.store.session() as s:
+            rows = (
+                await s.execute(
+                    select(TrainingJobRow).where(
+                        TrainingJobRow.status == "succeeded",
+                        TrainingJobRow.fine_tuned_model.is_not(None),
+                    )
+                )
+            ).scalars()
+            for row in rows:
+                self.dispatcher.register(row)
+
+    async def tick(self) -> None:
+        """One step for every unfinished job this access point dispatched."""
+        async with self.store.session() as s:
+            ids = (
+                (
+                    await s.execute(
+                        select(TrainingJobRow.id)
+                        .where(
+                            TrainingJobRow.access_point == self.config.gateway.name,
+                            or_(
+                                TrainingJobRow.status.not_in(TERMINAL),
+                                and_(
+                                    TrainingJobRow.site.is_not(None),
+                                    TrainingJobRow.runner_done.is_(False),
+                                ),
+                            ),
+                        )
+                        .order_by(TrainingJobRow.created_at)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for job_id in ids:
+            async with self._lock:
+                try:
+                    await self.dispatcher.advance(job_id)
+                except Exception:  # the loop's boundary: one broken job must not stop the rest
+                    log.exception("job %s: step failed; retrying next time", job_id)
+
+    async def run(self) -> None:
+        refreshed = time.monotonic()
+        while True:
+            try:
+                await self.tick()
+                if time.monotonic() - refreshed > MODEL_REFRESH_SECONDS:
+                    refreshed = time.monotonic()
+                    await self.load_models()
+            except (SQLAlchemyError, OSError) as exc:  # store unreachable: try again later
+                log.warning("job loop: %s", type(exc).__name__)
+            await asyncio.sleep(self.config.training.poll_interval)
+
+    async def aclose(self) -> None:
+        for runner in self.runners.values():
+            with contextlib.suppress(RunnerError, OSError):
+                await runner.aclose()
+
+    # -- API operations ----------------------------------------------------------------
+
+    async def create(self, new: NewJob) -> TrainingJobRow:
+        inst = new.institution
+        data_class = new.data_class
+        for param, file_id in (
+            ("training_file", new.training_file),
+            ("validation_file", new.validation_file),
+        ):
+            if file_id is None:
+                continue
+            try:
+                f = await self.files.open(inst.id, file_id)
+            except NotFound:
+                raise BadRequest(
+                    f"invalid {param}: no file with id '{file_id}'.",
+                    code="invalid_file",
+                    param=param,
+                ) from None
+            if f.data_class is not None and f.data_class.rank > data_class.rank:
+                data_class = f.data_class
+        placement = await self.dispatcher.placement(inst, data_class, new.resources)
+        if not placement.possible:
+            if not self.runners:
+                raise NoBackendAvailable("No site of this federation runs training jobs.")
+            if not placement.unfit:
+                raise PolicyViolation(
+                    f"No site may hold {data_class.value} training data for this institution: "
+                    + describe_exclusions(placement.excluded, [])
+                )
+            raise BadRequest(
+                "No site can run this job: "
+                + describe_exclusions({**placement.excluded, **placement.unfit}, []),
+                code="unsatisfiable_resources",
+                param="resources",
+            )
+        job_id = ID_PREFIX[new.kind] + secrets.token_hex(12)
+        suffix = new.suffix or job_id[-8:]
+        if not valid_suffix(suffix):
+            raise BadRequest(
+                "'suffix' may hold letters, digits, '.', '_' and '-' (at most 64).",
+                code="invalid_value",
+                param="suffix",
+            )
+        name = fine_tuned_name(new.model, inst.id, suffix)
+        now = time.time()
+        async with self.store.session() as s, s.begin():
+            taken = await s.scalar(
+                select(TrainingJobRow.id).where(
+                    TrainingJobRow.fine_tuned_model == name,
+                    TrainingJobRow.status.not_in(("failed", "cancelled")),
+                )
+            )
+            if taken is not None:
+                raise BadRequest(
+                    f"The model name '{name}' is taken by job {taken}; choose another suffix.",
+                    code="suffix_in_use",
+                    param="suffix",
+                )
+            row = TrainingJobRow(
+                id=job_id,
+                kind=new.kind,
+                institution_id=inst.id,
+                key_id=new.key_id,
+                access_point=self.config.gateway.name,
+                recipe=new.recipe.name,
+                model=new.model,
+                training_file=new.training_file,
+                validation_file=new.validation_file,
+                data_class=data_class.value,
+                params=new.params,
+                resources=new.resources.as_dict(),
+                metadata_=new.metadata,
+                suffix=suffix,
+                seed=new.seed if new.seed is not None else secrets.randbelow(2**31),
+                status="validating_files",
+                runner_done=False,
+                cancel_requested=False,
+                submit_attempts=0,
+                metrics_offset=0,
+                fine_tuned_model=name,
+                created_at=now,
+                cpu_seconds=0.0,
+                gpu_seconds=0.0,
+            )
+            s.add(row)
+            await s.flush()
+            add_event(s, job_id, f"Created {new.kind.replace('_', '-')} job: {job_id}")
+            add_event(s, job_id, f"Validating training file: {new.training_file}")
+        log.info("job %s created for %s (%s)", job_id, inst.id, new.recipe.name)
+        return row
+
+    async def get(
+        self, job_id: str, institution: str | None, kind: str | None = None
+    ) -> TrainingJobRow:
+        async with self.store.session() as s:
+            row = await s.get(TrainingJobRow, job_id)
+        if (
+            row is None
+            or (institution is not None and row.institution_id != institution)
+            or (kind is not None and row.kind != kind)
+        ):
+            raise NotFound(f"No job with id '{job_id}'.", code="job_not_found", param="job_id")
+        return row
+
+    async def list_jobs(
+        self,
+        institution: str | None,
+        kind: str | None = None,
+        after: str | None = None,
+        limit: int = 20,
+        status: str | None = None,
+    ) -> tuple[list[TrainingJobRow], bool]:
+        q = select(TrainingJobRow)
+        if institution is not None:
+            q = q.where(TrainingJobRow.institution_id == institution)
+        if kind is not None:
+            q = q.where(TrainingJobRow.kind == kind)
+        if status is not None:
+            q = q.where(TrainingJobRow.status == status)
+        if after:
+            cursor = await self.get(after, institution)
+            q = q.where(
+                or_(
+                    TrainingJobRow.created_at < cursor.created_at,
+                    and_(
+                        TrainingJobRow.created_at == cursor.created_at,
+                        TrainingJobRow.id < cursor.id,
+                    ),
+                )
+            )
+        q = q.order_by(TrainingJobRow.created_at.desc(), TrainingJobRow.id.desc()).limit(limit + 1)
+        async with self.store.session() as s:
+            rows = list((await s.execute(q)).scalars().all())
+        return rows[:limit], len(rows) > limit
+
+    async def events(
+        self, job_id: str, institution: str | None, after: str | None = None, limit: int = 20
+    ) -> tuple[list[TrainingEventRow], bool]:
+        """Newest first, as OpenAI lists them; ``after`` pages towards older events."""
+        await self.get(job_id, institution)
+        q = select(TrainingEventRow).where(TrainingEventRow.job_id == job_id)
+        async with self.store.session() as s:
+            if after:
+                seq = await s.scalar(
+                    select(TrainingEventRow.seq).where(
+                        TrainingEventRow.id == after, TrainingEventRow.job_id == job_id
+                    )
+                )
+                if seq is None:
+                    raise NotFound(f"No event with id '{after}'.", param="after")
+                q = q.where(TrainingEventRow.seq < seq)
+            q = q.order_by(TrainingEventRow.seq.desc()).limit(limit + 1)
+            rows = list((await s.execute(q)).scalars().all())
+        return rows[:limit], len(rows) > limit
+
+    async def cancel(self, job_id: str, institution: str | None, actor: str) -> TrainingJobRow:
+        async with self._lock:
+            row = await self.get(job_id, institution)
+            if row.status == "cancelled":
+                return row
+            if row.status in TERMINAL:
+                raise BadRequest(
+                    f"The job has {row.status} already and cannot be cancelled.",
+                    code="job_not_cancellable",
+                    param="job_id",
+                )
+            runner = self.runners.get(row.site or "")
+            sent = ""
+            if row.runner_job_id and runner is not None:
+                try:
+                    await runner.cancel(row.id, row.runner_job_id)
+                except RunnerError as exc:
+                    sent = f" (the site did not answer: {exc}; retrying)"
+            async with self.store.session() as s, s.begin():
+                fresh = await s.get(TrainingJobRow, job_id)
+                assert fresh is not None
+                fresh.cancel_requested = True
+                fresh.status = "cancelled"
+                fresh.finished_at = time.time()
+                add_event(s, job_id, f"Job cancelled by {actor}{sent}")
+            log.info("job %s cancelled by %s", job_id, actor)
+            return await self.get(job_id, institution)
