@@ -280,6 +280,8 @@ def usage(
         "prompt_tokens",
         "completion_tokens",
         "total_tokens",
+        "request_bytes",
+        "response_bytes",
     ]
     if fmt == "json":
         typer.echo(json.dumps(data["data"], indent=2))

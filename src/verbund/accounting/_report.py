@@ -37,6 +37,8 @@ async def usage_report(
         func.sum(case((UsageRow.status == "ok", 0), else_=1)).label("failed"),
         func.coalesce(func.sum(UsageRow.prompt_tokens), 0).label("prompt_tokens"),
         func.coalesce(func.sum(UsageRow.completion_tokens), 0).label("completion_tokens"),
+        func.coalesce(func.sum(UsageRow.request_bytes), 0).label("request_bytes"),
+        func.coalesce(func.sum(UsageRow.response_bytes), 0).label("response_bytes"),
     )
     if since is not None:
         q = q.where(UsageRow.ts >= since)
@@ -53,5 +55,7 @@ async def usage_report(
         row = dict(r)
         row["failed"] = int(row["failed"] or 0)
         row["total_tokens"] = int(row["prompt_tokens"]) + int(row["completion_tokens"])
+        row["request_bytes"] = int(row["request_bytes"])
+        row["response_bytes"] = int(row["response_bytes"])
         rows.append(row)
     return rows

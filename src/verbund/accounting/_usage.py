@@ -47,6 +47,9 @@ class UsageRecord:
     priority: str = "interactive"
     attempts: int = 1
     usage_estimated: bool = False
+    # bytes of request and answer bodies; set for OIP v2 inference, which has no tokens
+    request_bytes: int | None = None
+    response_bytes: int | None = None
     ts: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
-from verbund.gateway import _admin, _openai, _ops
+from verbund.gateway import _admin, _oip, _openai, _ops
 from verbund.gateway._services import Services
 
 log = logging.getLogger("verbund.gateway")
@@ -107,6 +107,8 @@ def create_app(
         Route("/admin/usage", _admin.usage, methods=["GET"]),
         Route("/admin/audit", _admin.audit_entries, methods=["GET"]),
         Route("/admin/audit/verify", _admin.audit_verify, methods=["GET"]),
+        # Open Inference Protocol v2 (issue 7): health, model metadata/ready, infer, fallback
+        *_oip.routes(),
     ]
     app = Starlette(
         routes=routes,

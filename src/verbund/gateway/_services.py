@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from verbund.accounting import UsageRecorder
+from verbund.accounting import UsageRecord, UsageRecorder
 from verbund.audit import AuditLog
 from verbund.config import FederationConfig, SiteState
 from verbund.errors import NotFound
@@ -43,6 +43,9 @@ class Services:
     keys: KeyService
     institutions: InstitutionRegistry
     usage: UsageRecorder
+    # OIP v2 inference: the same pool, health and failover, but the OIP routes record
+    # usage themselves, once they know the answer's size
+    oip_proxy: Proxy
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -75,6 +78,7 @@ class Services:
             keys=KeyService(store, audit),
             institutions=InstitutionRegistry(store, audit),
             usage=usage,
+            oip_proxy=Proxy(pool, tracker, config.routing, _usage_recorded_by_caller),
         )
 
     async def start(self, background: bool = True) -> None:
@@ -128,3 +132,7 @@ class Services:
         self.federation.set_state(site, state)
         log.info("site %s: %s -> %s by %s", site, before.value, state.value, actor)
         return before
+
+
+def _usage_recorded_by_caller(record: UsageRecord) -> None:
+    """The proxy's usage hook for callers that complete and record usage themselves."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -72,6 +72,9 @@ class UsageRow(Base):
     priority: Mapped[str] = mapped_column(String(16), default="interactive")
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # added by migration 0003_oip: body sizes of OIP v2 inference (no tokens there)
+    request_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    response_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AuditRow(Base):
