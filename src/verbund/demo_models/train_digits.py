@@ -12,6 +12,7 @@ Usage: ``python train_digits.py OUT_DIR`` writes ``OUT_DIR/model.joblib`` and
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ def main(out: Path) -> None:
     model.fit(x[:TRAIN_SAMPLES], y[:TRAIN_SAMPLES])
     holdout = float(model.score(x[TRAIN_SAMPLES:], y[TRAIN_SAMPLES:]))
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "model.joblib.tmp"
+    tmp = out / f"model.joblib.{os.getpid()}.tmp"  # others may train into out at once
     joblib.dump(model, tmp)
     tmp.replace(out / "model.joblib")
     meta = {
@@ -45,7 +46,9 @@ def main(out: Path) -> None:
         "scikit_learn": sklearn.__version__,
         "train_seconds": round(time.monotonic() - start, 3),
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tmp_meta = out / f"meta.json.{os.getpid()}.tmp"
+    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp_meta.replace(out / "meta.json")
     print(json.dumps(meta))
 
 

@@ -25,6 +25,7 @@ from starlette.routing import Match, Route
 
 from verbund import __version__
 from verbund.accounting import UsageRecord
+from verbund.config import DataClass
 from verbund.errors import (
     ApiError,
     BadRequest,
@@ -95,9 +96,13 @@ def _backend_path(name: str, version: str, suffix: str = "") -> str:
     return f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + suffix
 
 
-def _plan(svc: Services, request: Request, principal: Principal, model: str) -> list[Backend]:
+def _data_class(request: Request, principal: Principal) -> DataClass:
+    default = principal.institution.default_data_class
+    return request_data_class(default, request.headers.get(DATA_CLASS_HEADER))
+
+
+def _plan(svc: Services, principal: Principal, model: str, data_class: DataClass) -> list[Backend]:
     inst = principal.institution
-    data_class = request_data_class(inst.default_data_class, request.headers.get(DATA_CLASS_HEADER))
     return svc.router.plan(
         model,
         RequestPolicy.for_institution(inst, data_class),
@@ -135,8 +140,9 @@ async def model_ready(request: Request) -> Response:
     svc = _services(request)
     principal = await authenticate(request, svc)
     name, _ = _target(request, svc)
+    data_class = _data_class(request, principal)
     try:
-        _plan(svc, request, principal, name)
+        _plan(svc, principal, name, data_class)
     except NoBackendAvailable:
         return JSONResponse({"name": name, "ready": False}, status_code=400)
     return JSONResponse({"name": name, "ready": True})
@@ -148,7 +154,7 @@ async def model_metadata(request: Request) -> Response:
     svc = _services(request)
     principal = await authenticate(request, svc)
     name, version = _target(request, svc)
-    plan = _plan(svc, request, principal, name)
+    plan = _plan(svc, principal, name, _data_class(request, principal))
     body, backend = await _get_with_failover(svc, plan, _backend_path(name, version))
     return Response(body, media_type="application/json", headers=_site_headers(backend, request))
 
@@ -160,6 +166,7 @@ async def infer(request: Request) -> Response:
     name, version = _target(request, svc)
     raw = await read_body(request, svc.config.limits.max_body_bytes)
     check_infer_request(parse_object(raw))
+    data_class = _data_class(request, principal)
     record = UsageRecord(
         request_id=request.state.request_id,
         access_point=svc.config.gateway.name,
@@ -170,7 +177,7 @@ async def infer(request: Request) -> Response:
         request_bytes=len(raw),
     )
     try:
-        plan = _plan(svc, request, principal, name)
+        plan = _plan(svc, principal, name, data_class)
     except ApiError as exc:
         record.status, record.http_status = "rejected", exc.status
         svc.usage.record(record)
@@ -271,4 +278,5 @@ def routes() -> list[Route]:
         Route(model + "/infer", infer, methods=["POST"]),
         Route(versioned + "/infer", infer, methods=["POST"]),
     ]
-    return [*known, Route("/v2/{path:path}", _fallback(known))]
+    every_method = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return [*known, Route("/v2/{path:path}", _fallback(known), methods=every_method)]
