@@ -259,14 +259,15 @@ def launch_backends(
 ) -> tuple[FederationConfig, list[ModelServer]]:
     """Start every backend with a ``launch`` table; return the config with their real URLs.
 
-    llama.cpp servers start first, so that they load while the OIP models train.
+    MLServers start first: they take longest to be ready (their imports alone take
+    seconds), and llama.cpp servers load while they do.
     """
     servers: list[ModelServer] = []
     data = config.model_dump(mode="json")
     launched = [b for site in data["sites"] for b in site["backends"] if b.get("launch")]
     trained: dict[tuple[str, str], Path] = {}
     try:
-        for b in sorted(launched, key=lambda b: b["launch"]["kind"] == "mlserver"):
+        for b in sorted(launched, key=lambda b: b["launch"]["kind"] != "mlserver"):
             backend = BackendConfig.model_validate(b)
             assert backend.launch is not None
             if backend.launch.kind == "llama-cpp":
