@@ -23,4 +23,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/pip" install -q -e "$ROOT[$EXTRAS]"
   echo "$want" > "$stamp"
 fi
+"$ROOT/scripts/_mlserver_env.sh"  # MLServer (OIP v2 demo model) in its own .venv-mlserver
 export PATH="$VENV/bin:$PATH"

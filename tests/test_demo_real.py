@@ -96,7 +96,7 @@ def test_completions(demo: Demo) -> None:
 
 
 def test_models_and_errors(demo: Demo) -> None:
-    assert [m.id for m in client(demo).models.list()] == [MODEL]
+    assert {m.id for m in client(demo).models.list()} == {MODEL, "smollm2-135m-embed", "digits"}
     with pytest.raises(openai.NotFoundError) as nf:
         client(demo).chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "x"}]
@@ -175,6 +175,7 @@ def test_busy_port_gives_a_clear_message(demo: Demo, tmp_path: Path) -> None:
 def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     d = start_demo(tmp_path / "state")
     pids = d.backend_pids()
-    assert len(pids) == 3 and all(pid_alive(p) for p in pids.values())
+    # three chat servers, one embedding server, two MLServers
+    assert len(pids) == 6 and all(pid_alive(p) for p in pids.values())
     assert d.stop() == 0
     assert not any(pid_alive(p) for p in pids.values())

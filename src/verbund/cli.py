@@ -333,6 +333,8 @@ def usage(
         "total_tokens",
         "cpu_seconds",
         "gpu_seconds",
+        "request_bytes",
+        "response_bytes",
     ]
     _emit(data["data"], columns, fmt)
 

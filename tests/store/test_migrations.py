@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
 
 from verbund.store import Base, Store, alembic_config
 
@@ -25,3 +26,17 @@ async def test_migrated_schema_matches_the_tables(tmp_path: Path) -> None:
         )
     await store.aclose()
     assert diff == []
+
+
+async def test_usage_records_have_byte_columns(tmp_path: Path) -> None:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+    try:
+        await store.migrate()
+        await store.migrate()  # idempotent
+        async with store.engine.connect() as conn:
+            cols = await conn.run_sync(
+                lambda c: {col["name"]: col for col in inspect(c).get_columns("usage_records")}
+            )
+        assert cols["request_bytes"]["nullable"] and cols["response_bytes"]["nullable"]
+    finally:
+        await store.aclose()

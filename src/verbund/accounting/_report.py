@@ -48,6 +48,8 @@ async def usage_report(
         func.coalesce(func.sum(UsageRow.completion_tokens), 0).label("completion_tokens"),
         func.coalesce(func.sum(UsageRow.cpu_seconds), 0.0).label("cpu_seconds"),
         func.coalesce(func.sum(UsageRow.gpu_seconds), 0.0).label("gpu_seconds"),
+        func.coalesce(func.sum(UsageRow.request_bytes), 0).label("request_bytes"),
+        func.coalesce(func.sum(UsageRow.response_bytes), 0).label("response_bytes"),
     )
     if since is not None:
         q = q.where(UsageRow.ts >= since)
@@ -66,5 +68,7 @@ async def usage_report(
         row["total_tokens"] = int(row["prompt_tokens"]) + int(row["completion_tokens"])
         row["cpu_seconds"] = round(float(row["cpu_seconds"]), 3)
         row["gpu_seconds"] = round(float(row["gpu_seconds"]), 3)
+        row["request_bytes"] = int(row["request_bytes"])
+        row["response_bytes"] = int(row["response_bytes"])
         rows.append(row)
     return rows

@@ -50,6 +50,9 @@ class UsageRecord:
     user_hash: str = ""  # keyed hash of the OpenAI `user` field: for logs, not stored
     cpu_seconds: float = 0.0  # training jobs: allocated CPUs x run time
     gpu_seconds: float = 0.0  # training jobs: allocated GPUs x run time
+    # bytes of request and answer bodies; set for OIP v2 inference, which has no tokens
+    request_bytes: int | None = None
+    response_bytes: int | None = None
     ts: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
-from verbund.gateway import _accounting, _admin, _jobs, _openai, _ops
+from verbund.gateway import _accounting, _admin, _jobs, _oip, _openai, _ops
 from verbund.gateway._services import Services
 from verbund.telemetry._tracing import Tracer
 
@@ -137,6 +137,8 @@ def create_app(
         Route("/v2/models/ft:{rest:path}/infer", _jobs.ft_model_infer, methods=["POST"]),
         Route("/v2/models/ft:{rest:path}/ready", _jobs.ft_model_ready, methods=["GET"]),
         Route("/v2/models/ft:{rest:path}", _jobs.ft_model_metadata, methods=["GET"]),
+        # Open Inference Protocol v2 (issue 7): health, model metadata/ready, infer, fallback
+        *_oip.routes(),
     ]
     app = Starlette(
         routes=routes,

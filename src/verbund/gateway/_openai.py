@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +22,10 @@ from verbund.gateway._body import (
     read_body,
     require_model,
 )
+from verbund.gateway._catalogue import catalogue
 from verbund.gateway._forward import Forward
 from verbund.gateway._services import Services
-from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class, split_sites
+from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class
 from verbund.routing import RouteContext
 from verbund.telemetry._tracing import span
 from verbund.tenancy import quota_limits
@@ -92,31 +92,7 @@ def _visible_models(svc: Services, principal: Principal) -> list[dict[str, Any]]
     policy = RequestPolicy.for_institution(
         principal.institution, principal.institution.default_data_class
     )
-    now = time.monotonic()
-    out = []
-    for name, model in svc.federation.models.items():
-        sites, _ = split_sites(svc.federation.sites_for(name), policy)
-        if not sites:
-            continue
-        available = any(
-            s.accepts_new_requests and any(b.serves(name) and b.available(now) for b in s.backends)
-            for s in sites
-        )
-        out.append(
-            {
-                "id": name,
-                "object": "model",
-                "created": int(svc.started),
-                "owned_by": model.owned_by,
-                "verbund": {
-                    "kind": model.kind,
-                    "description": model.description,
-                    "context_length": model.context_length,
-                    "available": available,
-                    "sites": [{"name": s.name, "state": s.state.value} for s in sites],
-                },
-            }
-        )
+    out = catalogue(svc.federation, policy, created=int(svc.started))
     out += svc.jobs.models.entries(principal.institution.id)  # its own ft: models (issue 9)
     return out
 
@@ -137,8 +113,28 @@ async def get_model(request: Request) -> Response:
     raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
 
 
+def check_kind(svc: Services, model: str, endpoint: str, kinds: frozenset[str]) -> None:
+    """A model of another kind (an OIP model on /v1, a chat model on /v1/embeddings) is 400."""
+    config = svc.federation.models.get(model)
+    if config is None or config.kind in kinds:
+        return  # unknown models are the router's 404
+    hint = (
+        f"use POST /v2/models/{model}/infer"
+        if config.kind == "oip"
+        else f"it cannot serve {endpoint}"
+    )
+    raise BadRequest(
+        f"The model '{model}' is a {config.kind} model; {hint}.",
+        code="unsupported_model",
+        param="model",
+    )
+
+
 def _make_handler(
-    endpoint: str, check: Callable[[dict[str, Any], Services], None], streams: bool
+    endpoint: str,
+    check: Callable[[dict[str, Any], Services], None],
+    streams: bool,
+    kinds: frozenset[str],
 ) -> Callable[[Request], Any]:
     async def handler(request: Request) -> Response:
         svc = services(request)
@@ -150,6 +146,7 @@ def _make_handler(
         model = require_model(body)
         check_common(body)
         check(body, svc)
+        check_kind(svc, model, endpoint, kinds)
         stream = streams and body.get("stream") is True
         data_class = request_data_class(
             principal.institution.default_data_class, request.headers.get(DATA_CLASS_HEADER)
@@ -228,8 +225,17 @@ chat_completions = _make_handler(
     "/v1/chat/completions",
     lambda body, svc: check_chat(body, svc.config.limits.max_messages),
     streams=True,
+    kinds=frozenset({"chat"}),
 )
 completions = _make_handler(
-    "/v1/completions", lambda body, svc: check_completion(body), streams=True
+    "/v1/completions",
+    lambda body, svc: check_completion(body),
+    streams=True,
+    kinds=frozenset({"chat", "completion"}),
 )
-embeddings = _make_handler("/v1/embeddings", lambda body, svc: check_embedding(body), streams=False)
+embeddings = _make_handler(
+    "/v1/embeddings",
+    lambda body, svc: check_embedding(body),
+    streams=False,
+    kinds=frozenset({"embedding"}),
+)

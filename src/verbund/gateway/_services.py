@@ -91,6 +91,9 @@ class Services:
     budgets: BudgetService
     availability: SiteAvailability
     retention: Retention
+    # OIP v2 inference: the same pool, health and failover, but the OIP routes record
+    # usage themselves, once they know the answer's size
+    oip_proxy: Proxy
     redis: Redis | None = None
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -187,6 +190,7 @@ class Services:
                 config.telemetry.pseudonym_key_env, Path(config.gateway.state_dir)
             ),
             on_usage=on_usage,
+            oip_proxy=Proxy(pool, tracker, config.routing, _usage_recorded_by_caller),
         )
 
     async def start(self, background: bool = True) -> None:
@@ -289,3 +293,7 @@ class Services:
         await self.bus.publish({"type": "site.state", "site": site, "state": state.value})
         log.info("site %s: %s -> %s by %s", site, before.value, state.value, actor)
         return before
+
+
+def _usage_recorded_by_caller(record: UsageRecord) -> None:
+    """The proxy's usage hook for callers that complete and record usage themselves."""

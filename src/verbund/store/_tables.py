@@ -85,6 +85,9 @@ class UsageRow(Base):
     # training jobs (endpoint /v1/fine_tuning/jobs or /v1/training/jobs): allocated seconds
     cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # added by migration 0003_oip: body sizes of OIP v2 inference (no tokens there)
+    request_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    response_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AuditRow(Base):

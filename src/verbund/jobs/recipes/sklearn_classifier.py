@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
 import tabular  # type: ignore[import-not-found]
-from sklearn.linear_model import SGDClassifier  # type: ignore[import-untyped]
-from sklearn.metrics import accuracy_score, log_loss  # type: ignore[import-untyped]
+from sklearn.linear_model import SGDClassifier
+from sklearn.metrics import accuracy_score, log_loss
 
 
 def _auto(value: Any, default: Any) -> Any:

@@ -1,0 +1,185 @@
+"""Start-up time of the embedded demo federation: `verbund up` until it is ready.
+
+Compares the demo as it ships (three SmolLM2 chat servers, one llama.cpp embedding server,
+two MLServers with the digits model) with its chat-only part (the demo before OIP and
+embeddings). Each run uses a fresh state dir; the trained digits model is cached beside
+the MLServer venv, so the first run of all may include training and the rest do not.
+
+    python -m benchmarks.demo_startup [--runs 3]
+
+Prints a table and writes benchmarks/results/demo_startup.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from verbund.demo import default_demo_config
+from verbund.demo_models import find_mlserver_python
+
+RESULTS = Path(__file__).parent / "results" / "demo_startup.md"
+
+
+def chat_only(config: dict[str, Any]) -> dict[str, Any]:
+    """The demo config with only the llama.cpp chat servers and the models they serve."""
+    out = json.loads(json.dumps(config))
+    for site in out["sites"]:
+        site["backends"] = [
+            b
+            for b in site["backends"]
+            if b.get("launch", {}).get("kind", "llama-cpp") == "llama-cpp"
+            and not b.get("launch", {}).get("embedding")
+        ]
+    served = {m for s in out["sites"] for b in s["backends"] for m in b["models"]}
+    out["models"] = [m for m in out["models"] if m["name"] in served]
+    return out
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Enough TOML for a federation config: tables, arrays of tables, inline values."""
+    lines: list[str] = []
+    nested: list[str] = []
+    for key, v in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(v, dict) and prefix == "":
+            nested.append(f"[{name}]\n" + to_toml(v, f"{name}."))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for item in v:
+                nested.append(f"[[{name}]]\n" + to_toml(item, f"{name}."))
+        else:
+            lines.append(f"{key} = {_value(v)}")
+    return "\n".join(lines) + "\n" + "\n".join(nested)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_once(config_file: Path | None, within: float = 300.0) -> dict[str, Any]:
+    state = Path(tempfile.mkdtemp(prefix="verbund-startup-")) / "state"
+    cmd = [sys.executable, "-m", "verbund.cli", "up", "--port", str(free_port())]
+    cmd += ["--state-dir", str(state)] + (["--config", str(config_file)] if config_file else [])
+    log = state.parent / "up.log"
+    start = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while time.monotonic() - start < within:
+            if proc.poll() is not None:
+                raise RuntimeError(f"verbund up exited {proc.returncode}: {log.read_text()}")
+            demo = state / "demo.json"
+            if demo.exists():
+                info = json.loads(demo.read_text())
+                if info.get("pid") == proc.pid:
+                    return {"total": time.monotonic() - start, "backends": info["backends"]}
+            time.sleep(0.1)
+        raise RuntimeError(f"not ready after {within}s")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def _versions() -> str:
+    parts = [f"Python {platform.python_version()}"]
+    for dist in ("llama_cpp_python", "verbund"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            parts.append(f"{dist} {metadata.version(dist)}")
+    python = find_mlserver_python()
+    if python is not None:
+        out = subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import mlserver, sklearn; print(mlserver.__version__, sklearn.__version__)",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode == 0:
+            ml, sk = out.stdout.split()
+            parts.append(f"mlserver {ml}, scikit-learn {sk}")
+    return ", ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="verbund-startup-cfg-"))
+    chat_file = base / "chat-only.toml"
+    chat_file.write_text(to_toml(chat_only(default_demo_config())))
+    rows = []
+    for run in range(args.runs):
+        for variant, cfg in (
+            ("chat only (3 llama.cpp)", chat_file),
+            ("full demo (6 servers)", None),
+        ):
+            r = start_once(cfg)
+            ready = {n: b.get("ready_seconds") for n, b in r["backends"].items()}
+            llama = [s for n, s in ready.items() if "digits" not in n and s is not None]
+            ml = [s for n, s in ready.items() if "digits" in n and s is not None]
+            rows.append(
+                (
+                    variant,
+                    run + 1,
+                    r["total"],
+                    max(llama),
+                    max(ml) if ml else None,
+                    os.getloadavg()[0],
+                )
+            )
+    header = (
+        "| variant | run | ready (s) | slowest llama.cpp (s) | slowest MLServer (s) | load avg |"
+    )
+    sep = "|---|---|---|---|---|---|"
+    table = [header, sep] + [
+        f"| {v} | {n} | {t:.1f} | {lmax:.1f} | {'-' if m is None else f'{m:.1f}'} | {load:.1f} |"
+        for v, n, t, lmax, m, load in rows
+    ]
+    print("\n".join(table))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        "# Demo start-up: `verbund up` until ready\n\n"
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: {os.cpu_count()} cores, "
+        f"{platform.machine()}, shared with other work (load average in the table). "
+        f"Versions: {_versions()}.\n\n"
+        "`ready` is from starting `verbund up` to its demo.json being written (every model "
+        "server answering, keys made, access point listening). Server columns are measured "
+        "from each server's own start; MLServers start after the digits model is trained "
+        "(or found trained).\n\n" + "\n".join(table) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The model catalogue: what a caller may use, where it runs, and whether it can serve now.
+
+``GET /v1/models`` shows every model at least one site may serve for the caller's
+institution (its data policy at the key's default data class). A model whose compliant
+sites are all drained, down or ejected stays in the list with ``available: false``: the
+caller learns it exists and is out of service, instead of guessing. The OpenAI fields
+(``id``, ``object``, ``created``, ``owned_by``) come first; Verbund's own go under
+``verbund``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from verbund.config import DataClass, ModelConfig
+from verbund.federation import Federation, Site
+from verbund.policy import RequestPolicy, exclusion_reason, split_sites
+
+__all__ = ["catalogue"]
+
+
+def _site_entry(site: Site, model: str, now: float) -> dict[str, Any]:
+    backends = [b for b in site.backends if b.serves(model)]
+    up = sum(1 for b in backends if b.available(now))
+    return {
+        "name": site.name,
+        "region": site.region,
+        "jurisdiction": site.jurisdiction,
+        "max_data_class": site.max_data_class.value,
+        "state": site.state.value,
+        "backends": len(backends),
+        "backends_available": up,
+        "available": site.accepts_new_requests and up > 0,
+    }
+
+
+def _data_classes(sites: list[Site], policy: RequestPolicy) -> list[str]:
+    """The data classes a request of this caller may carry to the model.
+
+    From the key's default class (a header can only raise it) up to the highest class
+    some site serving the model takes under the institution's other rules (allowed
+    sites, regions, jurisdictions).
+    """
+    return [
+        d.value
+        for d in DataClass
+        if d.rank >= policy.data_class.rank
+        and any(exclusion_reason(s, _with_class(policy, d)) is None for s in sites)
+    ]
+
+
+def _with_class(policy: RequestPolicy, data_class: DataClass) -> RequestPolicy:
+    return RequestPolicy(
+        data_class=data_class,
+        allowed_sites=policy.allowed_sites,
+        allowed_regions=policy.allowed_regions,
+        allowed_jurisdictions=policy.allowed_jurisdictions,
+    )
+
+
+def model_entry(
+    federation: Federation,
+    model: ModelConfig,
+    policy: RequestPolicy,
+    created: int,
+    now: float,
+) -> dict[str, Any] | None:
+    """One catalogue entry, or None when policy excludes the model at every site."""
+    all_sites = federation.sites_for(model.name)
+    sites, _ = split_sites(all_sites, policy)
+    if not sites:
+        return None
+    site_entries = [_site_entry(s, model.name, now) for s in sites]
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": created,
+        "owned_by": model.owned_by,
+        "verbund": {
+            "kind": model.kind,
+            "description": model.description,
+            "license": model.license or None,
+            "owner_site": model.owner_site or None,
+            "context_length": model.context_length,
+            "modalities": model.input_modalities,
+            "data_classes": _data_classes(all_sites, policy),
+            "available": any(e["available"] for e in site_entries),
+            "sites": site_entries,
+        },
+    }
+
+
+def catalogue(
+    federation: Federation, policy: RequestPolicy, created: int, now: float | None = None
+) -> list[dict[str, Any]]:
+    """Every model ``policy`` may use, in config order, with its sites and their state."""
+    now = time.monotonic() if now is None else now
+    out = []
+    for model in federation.models.values():
+        entry = model_entry(federation, model, policy, created, now)
+        if entry is not None:
+            out.append(entry)
+    return out
