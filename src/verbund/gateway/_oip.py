@@ -44,6 +44,7 @@ from verbund.gateway._proxy import RETRYABLE_STATUS
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class
 from verbund.routing import RouteContext
+from verbund.tenancy import quota_limits
 
 __all__ = ["INFER_ENDPOINT", "routes"]
 
@@ -177,11 +178,15 @@ async def infer(request: Request) -> Response:
         model=name,
         request_bytes=len(raw),
     )
+    budget_headers = svc.budgets.check(principal.institution)
+    reservation = await svc.quotas.admit(
+        record.request_id, quota_limits(principal.institution, principal.key), 0
+    )
     try:
         plan = _plan(svc, principal, name, data_class)
     except ApiError as exc:
         record.status, record.http_status = "rejected", exc.status
-        svc.usage.record(record)
+        svc.on_usage(record)
         raise
     fwd = Forward(
         path=_backend_path(name, version, "/infer"),
@@ -194,12 +199,18 @@ async def infer(request: Request) -> Response:
     try:
         answer = await svc.oip_proxy.call(fwd)
     except ApiError:
-        svc.usage.record(record)  # the proxy has filled in status, site and latency
+        svc.on_usage(record)  # the proxy has filled in status, site and latency
         raise
     record.response_bytes = len(answer.body)
-    svc.usage.record(record)
+    svc.on_usage(record)
     return Response(
-        answer.body, media_type="application/json", headers=_site_headers(answer.backend, request)
+        answer.body,
+        media_type="application/json",
+        headers={
+            **_site_headers(answer.backend, request),
+            **reservation.headers,
+            **budget_headers,
+        },
     )
 
 
