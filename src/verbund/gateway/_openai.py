@@ -39,11 +39,15 @@ def services(request: Request) -> Services:
 PRIORITY_HEADER = "x-verbund-priority"
 
 
+AFFINITY_MIN_CHARS = 2000  # a single prompt this long (a document) is worth caching
+
+
 def affinity_key(model: str, body: dict[str, Any]) -> str:
     """What stays the same for a whole conversation: the system prompt and first user turn.
 
     Engines cache the key-value state of prompt prefixes; sending every turn of a
-    conversation to the same backend lets them reuse it.
+    conversation to the same backend lets them reuse it. A short one-off question has no
+    prefix worth keeping, and pinning it would only cost balance: no key ("").
     """
     messages = body.get("messages")
     if isinstance(messages, list):
@@ -53,8 +57,10 @@ def affinity_key(model: str, body: dict[str, Any]) -> str:
             if isinstance(m, dict) and m.get("role") == "user":
                 break
         seed = orjson.dumps([model, head])
-    elif isinstance(body.get("prompt"), str):
-        seed = orjson.dumps([model, body["prompt"][:1024]])
+        if len(messages) == 1 and len(seed) < AFFINITY_MIN_CHARS:
+            return ""
+    elif isinstance(body.get("prompt"), str) and len(body["prompt"]) >= AFFINITY_MIN_CHARS:
+        seed = orjson.dumps([model, body["prompt"][:AFFINITY_MIN_CHARS]])
     else:
         return ""
     return hashlib.blake2b(seed, digest_size=12).hexdigest()

@@ -20,7 +20,8 @@ real difference in load.
 Affinity: requests with the same conversation prefix (``RouteContext.affinity_key``) go
 to the backend that rendezvous hashing picks for that key, as long as its utilisation is
 at most ``affinity_load_factor`` times the mean (plus one request) and its score is within
-one service time of the best; otherwise to the best score. This keeps engines' prefix
+one time to first token of the best (about what a warm prefix cache saves); otherwise to
+the best score. Short one-off prompts carry no key. This keeps engines' prefix
 caches warm without letting a hot conversation overload one backend.
 """
 
@@ -44,6 +45,7 @@ class Estimate:
     backend: Backend
     load: float
     slots: int
+    ttft: float
     service: float
     wait: float
     score: float
@@ -87,7 +89,7 @@ def estimate(
             score += cfg.remote_site_penalty
         if not ctx.home_region or b.site.region != ctx.home_region:
             score += cfg.region_penalty
-        out.append(Estimate(b, load, slots, service, wait, score))
+        out.append(Estimate(b, load, slots, ttft, service, wait, score))
     return out
 
 
@@ -117,6 +119,6 @@ class ScorePolicy:
         best = ests[0]
         for e in sorted(ests, key=lambda e: rendezvous_weight(key, e.backend.name), reverse=True):
             bound = self._cfg.affinity_load_factor * mean_util + 1 / e.slots
-            if e.utilisation <= bound and e.score <= best.score + best.service:
+            if e.utilisation <= bound and e.score <= best.score + best.ttft:
                 return e
         return None
