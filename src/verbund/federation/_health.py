@@ -25,6 +25,11 @@ from verbund.federation._upstream import UpstreamPool
 log = logging.getLogger("verbund.health")
 
 PROBE_PATHS = {"openai": "/v1/models", "oip": "/v2/health/ready"}
+# confirming probes only ask "is the process answering at all?": any HTTP status will do
+# (llama.cpp has no /health and answers 404 at once even while /v1/models waits for the
+# model lock; a stopped or cut-off server answers nothing)
+LIVENESS_PATHS = {"openai": "/health", "oip": "/v2/health/live"}
+CONFIRM_INTERVAL = 1.0
 
 
 class Probe(Enum):
@@ -158,6 +163,7 @@ class Prober:
         self.rounds = 0
         self.round_done = asyncio.Event()
         self._confirming: dict[str, asyncio.Task[None]] = {}
+        self._confirmed_at: dict[str, float] = {}
 
     def suspect(self, backend: Backend) -> None:
         """A request just failed there (reset, timeout): probe it now, not at the next round.
@@ -169,12 +175,25 @@ class Prober:
         running = self._confirming.get(backend.name)
         if running is not None and not running.done():
             return
+        now = time.monotonic()
+        if now - self._confirmed_at.get(backend.name, -1e9) < CONFIRM_INTERVAL:
+            return
+        self._confirmed_at[backend.name] = now
         self._confirming[backend.name] = asyncio.get_running_loop().create_task(
             self._confirm(backend)
         )
 
     async def _confirm(self, backend: Backend) -> None:
-        result = await self.probe(backend, within=min(self._cfg.probe_timeout, 1.0))
+        try:
+            await self._pool.client(backend).get(
+                LIVENESS_PATHS[backend.kind], timeout=min(self._cfg.probe_timeout, 1.0)
+            )
+        except httpx.ConnectError:
+            result = Probe.refused
+        except httpx.HTTPError:
+            result = Probe.failed
+        else:
+            return  # it answered: alive, whatever the status
         self._tracker.on_probe(backend, result, time.monotonic(), confirming=True)
 
     async def probe(self, backend: Backend, within: float | None = None) -> Probe:

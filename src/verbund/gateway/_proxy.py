@@ -40,7 +40,7 @@ from verbund.gateway._forward import (
     sanitize_upstream_message,
 )
 from verbund.gateway._sse import Usage
-from verbund.gateway._stream import StreamRelay
+from verbund.gateway._stream import Hung, StreamRelay
 from verbund.routing import RetryBudget, try_deadline
 from verbund.telemetry._tracing import NoOpTracer, Tracer, span
 
@@ -49,6 +49,7 @@ log = logging.getLogger("verbund.proxy")
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0
+WATCH_STEP = 0.25  # how often a waiting request looks whether its backend has hung
 
 
 class Proxy:
@@ -150,6 +151,30 @@ class Proxy:
         self.finish(fwd.record, None, start, status="error", http_status=error.status)
         raise error
 
+    async def watched(self, backend: Backend, work: Awaitable[T], budget: float) -> T:
+        """Await ``work`` (no byte has reached the client yet) within ``budget`` seconds,
+        giving up early when the backend turns out to be hung: requests in flight there and
+        no bytes back (``Backend.stalled``) trigger a confirming liveness probe, and once
+        that has marked the backend down the request goes elsewhere at once."""
+        task = asyncio.ensure_future(work)
+        deadline = time.monotonic() + budget
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({task}, timeout=min(WATCH_STEP, left))
+                if done:
+                    return task.result()
+                if not backend.healthy:
+                    raise Hung
+                now = time.monotonic()
+                if self._on_suspect is not None and backend.stalled(now, self._cfg.stall_seconds):
+                    self._on_suspect(backend)
+        finally:
+            if not task.done():
+                task.cancel()
+
     def try_timeout(self, backend: Backend, fwd: Forward, remaining: float) -> float:
         derived = try_deadline(backend, fwd.ctx, self._cfg, time.monotonic(), stream=fwd.stream)
         return max(0.001, min(derived, remaining))
@@ -171,7 +196,8 @@ class Proxy:
     ) -> Answer:
         budget = self.try_timeout(backend, fwd, remaining)
         try:
-            resp = await asyncio.wait_for(
+            resp = await self.watched(
+                backend,
                 self._pool.client(backend).post(
                     fwd.path,
                     content=fwd.body,
@@ -182,6 +208,8 @@ class Proxy:
                 ),
                 budget,
             )
+        except Hung:
+            raise Retry(UpstreamTimeout("The model server stopped answering.")) from None
         except (httpx.HTTPError, TimeoutError) as exc:
             raise self.transport_failure(backend, exc) from None
         try:

@@ -12,7 +12,6 @@ relays the rest: the client sees one uninterrupted stream.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,13 +22,18 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from verbund.errors import ApiError
+from verbund.errors import ApiError, UpstreamTimeout
 from verbund.federation import Backend, Failure
 from verbund.gateway._forward import Forward, Retry, client_headers
 from verbund.gateway._sse import SSEUsageFilter, Usage, error_event
 
 if TYPE_CHECKING:
     from verbund.gateway._proxy import Proxy
+
+
+class Hung(Exception):
+    """A confirming probe marked the backend down while a request waited on it."""
+
 
 log = logging.getLogger("verbund.proxy")
 
@@ -58,7 +62,9 @@ class StreamRelay:
             timeout=httpx.Timeout(cfg.read_timeout, connect=min(cfg.connect_timeout, remaining)),
         )
         try:
-            resp = await asyncio.wait_for(client.send(request, stream=True), budget)
+            resp = await self._p.watched(backend, client.send(request, stream=True), budget)
+        except Hung:
+            raise Retry(UpstreamTimeout("The model server stopped answering.")) from None
         except (httpx.HTTPError, TimeoutError) as exc:
             raise self._p.transport_failure(backend, exc) from None
         chunks = resp.aiter_raw()
@@ -67,10 +73,13 @@ class StreamRelay:
                 error_body = await resp.aread()
                 self._p.check_status(backend, resp.status_code, error_body, resp.headers)
             left = budget - (time.monotonic() - began)
-            first = await asyncio.wait_for(anext(chunks), max(left, 0.001))
+            first = await self._p.watched(backend, anext(chunks), max(left, 0.001))
         except (Retry, ApiError):
             await resp.aclose()
             raise
+        except Hung:
+            await resp.aclose()
+            raise Retry(UpstreamTimeout("The model server stopped answering.")) from None
         except (httpx.HTTPError, TimeoutError, StopAsyncIteration) as exc:
             await resp.aclose()
             raise self._p.transport_failure(backend, exc) from None
