@@ -70,10 +70,23 @@ def test_a_slow_backend_is_avoided(fed: Federation) -> None:
     assert order(fed)[-1] == "west-1"
 
 
-def test_slow_start_after_return(fed: Federation) -> None:
-    fed.backends["west-1"].returned_at = NOW - 1  # 10 % into a 10 s ramp
-    assert order(fed)[0] != "west-1"
-    fed.backends["west-1"].returned_at = NOW - 11
+def test_slow_start_offers_a_growing_share_of_slots(tmp_path: Path) -> None:
+    from verbund.config import parse_config
+
+    data = make_config(tmp_path).model_dump(mode="json")
+    for site in data["sites"]:
+        site["backends"][0]["max_concurrency"] = 10
+    fed = Federation(parse_config(data))
+    for b in fed.backends.values():
+        b.latency.observe_ttft(0.2)
+        b.outstanding = 2
+    west = fed.backends["west-1"]
+    west.returned_at = NOW - 1  # 10 % into a 10 s ramp: 1 of 10 slots
+    assert order(fed)[-1] == "west-1"
+    west.outstanding = 0  # ... yet an idle returning backend still takes requests
+    assert order(fed)[0] == "west-1"
+    west.outstanding = 2
+    west.returned_at = NOW - 11
     assert order(fed)[0] == "west-1"
 
 

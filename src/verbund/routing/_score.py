@@ -8,7 +8,9 @@ For each candidate backend ``b`` (all numbers in seconds)::
     svc    = ttft + tpot * n              one request's service time; n = max_tokens or default
     wait   = ttft + max(0, load + 1 - slots) * svc / slots       queueing behind the others
            + svc * 10 * max(0, cache_usage - 0.9)                KV cache nearly full
-           + svc * (1 - ramp)                                    slow start after an ejection
+
+A backend returning from ejection or from being down offers only a share of its slots,
+growing from 10 % to all over ``slow_start_seconds`` (slow start).
     score  = wait + (0 at the access point's home site, else remote_site_penalty)
                   + (0 in the institution's home region, else region_penalty)
 
@@ -76,14 +78,15 @@ def estimate(
         ttft = b.latency.ttft if b.latency.ttft is not None else prior_ttft
         tpot = b.latency.tpot if b.latency.tpot is not None else prior_tpot
         slots = b.config.max_concurrency or 1
+        if cfg.slow_start_seconds > 0:
+            # slow start: a returning backend offers a growing share of its slots
+            ramp = min(1.0, max(0.1, (now - b.returned_at) / cfg.slow_start_seconds))
+            slots = max(1, round(slots * ramp))
         load = load_of(b, now, cfg.metrics_stale_after)
         service = ttft + tpot * n_tokens
         wait = ttft + max(0.0, load + 1 - slots) * service / slots
         if now - b.engine.scraped_at < cfg.metrics_stale_after:
             wait += service * 10 * max(0.0, b.engine.cache_usage - 0.9)
-        if cfg.slow_start_seconds > 0:
-            ramp = min(1.0, max(0.0, (now - b.returned_at) / cfg.slow_start_seconds))
-            wait += service * (1 - ramp)
         score = wait
         if b.site.name != ctx.home_site:
             score += cfg.remote_site_penalty
