@@ -19,9 +19,11 @@ from verbund.errors import ConfigError
 
 __all__ = [
     "BackendConfig",
+    "BatchConfig",
     "CoordinationConfig",
     "DataClass",
     "FederationConfig",
+    "FilesConfig",
     "GatewayConfig",
     "InstitutionConfig",
     "LimitsConfig",
@@ -126,6 +128,28 @@ class RoutingConfig(_Strict):
     eject_max_seconds: float = Field(60.0, gt=0)
 
 
+class FilesConfig(_Strict):
+    """The file store behind the Files API (batch input and output, training data)."""
+
+    dir: str = ""  # empty: <gateway.state_dir>/files
+    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+
+
+class BatchConfig(_Strict):
+    """Batch execution: limits of an input file and how batch work takes spare capacity."""
+
+    enabled: bool = True  # run batch workers in this access point
+    max_requests: int = Field(50_000, ge=1)
+    max_line_bytes: int = Field(1024 * 1024, ge=1024)
+    # a batch item goes to a backend only while outstanding / max_concurrency is below this
+    utilisation_threshold: float = Field(0.875, gt=0, le=1)
+    max_attempts: int = Field(3, ge=1, le=20)
+    retry_backoff_seconds: float = Field(2.0, ge=0)
+    lease_seconds: float = Field(30.0, ge=1)
+    max_in_flight: int = Field(64, ge=1)  # batch requests in flight from this access point
+    poll_interval: float = Field(0.5, gt=0)
+
+
 class LaunchConfig(_Strict):
     """A model server the access point starts itself (the embedded demo)."""
 
@@ -193,6 +217,8 @@ class FederationConfig(_Strict):
     coordination: CoordinationConfig = CoordinationConfig()
     limits: LimitsConfig = LimitsConfig()
     routing: RoutingConfig = RoutingConfig()
+    files: FilesConfig = FilesConfig()
+    batch: BatchConfig = BatchConfig()
     sites: list[SiteConfig] = []
     models: list[ModelConfig] = []
     institutions: list[InstitutionConfig] = []

@@ -17,9 +17,12 @@ from sqlalchemy import select
 
 from verbund.accounting import UsageRecorder
 from verbund.audit import AuditLog
+from verbund.batch import BatchRunner, BatchService
 from verbund.config import FederationConfig, SiteState
 from verbund.errors import NotFound
 from verbund.federation import Federation, HealthTracker, Prober, TransportFactory, UpstreamPool
+from verbund.files import FileService, LocalBlobStore
+from verbund.gateway._dispatch import ProxyDispatch
 from verbund.gateway._proxy import Proxy
 from verbund.routing import PolicyName, Router, make_policy
 from verbund.store import SiteStateRow, Store
@@ -43,6 +46,9 @@ class Services:
     keys: KeyService
     institutions: InstitutionRegistry
     usage: UsageRecorder
+    files: FileService
+    batches: BatchService
+    batch_runner: BatchRunner = field(init=False)
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -61,7 +67,9 @@ class Services:
         usage = UsageRecorder(
             store, Path(config.gateway.state_dir) / "usage-spool" / config.gateway.name
         )
-        return cls(
+        files_dir = Path(config.files.dir or Path(config.gateway.state_dir) / "files")
+        files = FileService(store, LocalBlobStore(files_dir), config.files.max_upload_bytes)
+        svc = cls(
             config=config,
             admin_key=admin_key,
             store=store,
@@ -75,7 +83,18 @@ class Services:
             keys=KeyService(store, audit),
             institutions=InstitutionRegistry(store, audit),
             usage=usage,
+            files=files,
+            batches=BatchService(store, files, config.batch),
         )
+        svc.batch_runner = BatchRunner(
+            store=store,
+            files=files,
+            config=config.batch,
+            dispatch=ProxyDispatch(svc.router, svc.proxy, federation, svc.institutions),
+            access_point=config.gateway.name,
+        )
+        svc.batches.on_created = svc.batch_runner.wake
+        return svc
 
     async def start(self, background: bool = True) -> None:
         await self.store.migrate()
@@ -87,6 +106,10 @@ class Services:
                 asyncio.create_task(self.prober.run(), name="prober"),
                 asyncio.create_task(self.usage.run(), name="usage-flush"),
             ]
+            if self.config.batch.enabled:
+                self._tasks.append(
+                    asyncio.create_task(self.batch_runner.run(), name="batch-runner")
+                )
 
     async def stop(self) -> None:
         for t in self._tasks:
