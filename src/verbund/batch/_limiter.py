@@ -103,8 +103,8 @@ class AdaptiveLimiter:
         if sample > w.baseline * self._tolerance:
             self._decrease(w)
             return
-        # grow only while the window is actually used: an idle limit says nothing
-        if w.in_flight + 1 >= math.floor(w.limit):
+        # grow only while the window is used (half or more): an idle limit says nothing
+        if (w.in_flight + 1) * 2 >= w.limit:
             step = 1.0 if w.slow_start else 1.0 / w.limit
             w.limit = min(float(w.maximum), w.limit + step)
 
