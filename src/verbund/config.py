@@ -147,6 +147,7 @@ class BatchConfig(_Strict):
     retry_backoff_seconds: float = Field(2.0, ge=0)
     lease_seconds: float = Field(30.0, ge=1)
     max_in_flight: int = Field(64, ge=1)  # batch requests in flight from this access point
+    prefetch: int = Field(32, ge=0)  # items claimed ahead of free capacity, per batch
     poll_interval: float = Field(0.5, gt=0)
 
 

@@ -55,24 +55,30 @@ def test_overload_cuts_multiplicatively_once_per_cooldown() -> None:
     assert lim.limit("b") == 1  # never below the minimum
 
 
-def test_latency_growth_per_token_is_a_congestion_signal() -> None:
+def test_sustained_latency_growth_per_token_is_a_congestion_signal() -> None:
     clock = Clock()
-    lim = AdaptiveLimiter(initial=8, latency_tolerance=2.0, clock=clock)
+    lim = AdaptiveLimiter(initial=8, maximum=8, latency_tolerance=2.0, clock=clock)
+    for _ in range(5):  # 10 ms per token: the baseline
+        fill(lim)
+        lim.release("b", Signal.ok, latency=1.0, work=100)
     fill(lim)
-    lim.release("b", Signal.ok, latency=1.0, work=100)  # 10 ms per token: the baseline
-    lim.release("b", Signal.ok, latency=1.5, work=100)  # slower, inside the tolerance
-    assert lim.limit("b") >= 8
-    lim.release("b", Signal.ok, latency=3.0, work=100)  # 30 ms per token: queueing
+    lim.release("b", Signal.ok, latency=4.0, work=100)  # one slow answer is no signal
+    assert lim.limit("b") == 8
+    for _ in range(10):  # 40 ms per token, again and again: requests queue in the engine
+        fill(lim)
+        lim.release("b", Signal.ok, latency=4.0, work=100)
     assert lim.limit("b") < 8
     # a longer answer that is just as fast per token is no signal
-    clock.t += 5
-    before = lim.limit("b")
-    lim.release("b", Signal.ok, latency=5.0, work=500)
-    assert lim.limit("b") >= before
+    lim2 = AdaptiveLimiter(initial=8, maximum=8, clock=clock)
+    for work in (100, 500, 100, 500, 500, 500):
+        fill(lim2)
+        lim2.release("b", Signal.ok, latency=work / 100, work=work)
+    assert lim2.limit("b") == 8
 
 
 def test_idle_windows_do_not_grow_and_capacity_caps() -> None:
     lim = AdaptiveLimiter(initial=4, maximum=100)
+    assert lim.available("big", maximum=64) == 16  # slow start from a quarter of capacity
     for _ in range(50):  # one at a time: the window is never half used
         lim.acquire("b")
         lim.release("b", Signal.ok, latency=1.0)

@@ -28,7 +28,7 @@ __all__ = ["Finalizer", "part_key", "part_prefix"]
 
 log = logging.getLogger("verbund.batch")
 _I = BatchItemRow
-_PAGE = 1000
+_PAGE = 200
 _NEVER_RAN = {
     ItemStatus.cancelled: ("batch_cancelled", "The batch was cancelled before this request ran."),
     ItemStatus.expired: (

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from verbund.batch._objects import BatchCounts, ItemStatus
@@ -128,39 +128,89 @@ class ItemStore:
     async def record(
         self, outcomes: list[Outcome], parts: dict[int, tuple[str, int, int]], owner: str
     ) -> int:
-        """Write outcomes whose lease is still ``owner``'s; returns how many counted."""
+        """Write outcomes whose lease is still ``owner``'s; returns how many counted.
+
+        Two statements executed for many rows each, so the store's write lock is held
+        for a moment only.
+        """
+        t = cast(Table, BatchItemRow.__table__)
+        mine = and_(
+            t.c.id == bindparam("b_id"),
+            t.c.lease_owner == owner,
+            t.c.status == ItemStatus.running.value,
+        )
+        retries = [
+            {"b_id": o.item.id, "b_next": o.next_try_at} for o in outcomes if o.kind == "retry"
+        ]
+        results = [
+            {
+                "b_id": o.item.id,
+                "b_status": (ItemStatus.done if o.kind == "done" else ItemStatus.failed).value,
+                "b_part": parts[o.item.id][0],
+                "b_offset": parts[o.item.id][1],
+                "b_length": parts[o.item.id][2],
+                "b_prompt": o.prompt_tokens,
+                "b_completion": o.completion_tokens,
+            }
+            for o in outcomes
+            if o.kind != "retry"
+        ]
         applied = 0
         async with self._store.session() as s, s.begin():
-            for o in outcomes:
-                mine = and_(
-                    _I.id == o.item.id,
-                    _I.lease_owner == owner,
-                    _I.status == ItemStatus.running,
+            if results:
+                r = await s.execute(
+                    update(t)
+                    .where(mine)
+                    .values(
+                        status=bindparam("b_status"),
+                        lease_owner=None,
+                        lease_until=0.0,
+                        result_part=bindparam("b_part"),
+                        result_offset=bindparam("b_offset"),
+                        result_length=bindparam("b_length"),
+                        prompt_tokens=bindparam("b_prompt"),
+                        completion_tokens=bindparam("b_completion"),
+                    ),
+                    results,
                 )
-                if o.kind == "retry":
-                    values: dict[str, object] = {
-                        "status": ItemStatus.pending.value,
-                        "next_try_at": o.next_try_at,
-                        "lease_owner": None,
-                        "lease_until": 0.0,
-                    }
-                else:
-                    part, offset, length = parts[o.item.id]
-                    values = {
-                        "status": (
-                            ItemStatus.done if o.kind == "done" else ItemStatus.failed
-                        ).value,
-                        "lease_owner": None,
-                        "lease_until": 0.0,
-                        "result_part": part,
-                        "result_offset": offset,
-                        "result_length": length,
-                        "prompt_tokens": o.prompt_tokens,
-                        "completion_tokens": o.completion_tokens,
-                    }
-                result = await s.execute(update(_I).where(mine).values(**values))
-                applied += int(getattr(result, "rowcount", 0) or 0)
+                applied += int(getattr(r, "rowcount", 0) or 0)
+            if retries:
+                r = await s.execute(
+                    update(t)
+                    .where(mine)
+                    .values(
+                        status=ItemStatus.pending.value,
+                        next_try_at=bindparam("b_next"),
+                        lease_owner=None,
+                        lease_until=0.0,
+                    ),
+                    retries,
+                )
+                applied += int(getattr(r, "rowcount", 0) or 0)
         return applied
+
+    async def release(self, owner: str, ids: list[int] | None, status: ItemStatus) -> None:
+        """Give items held by ``owner`` up: all of them (``ids`` None) or the given ones.
+
+        Items given back as ``pending`` that never started (``ids`` given) do not count
+        as an attempt.
+        """
+        values: dict[str, object] = {
+            "status": status.value,
+            "lease_owner": None,
+            "lease_until": 0.0,
+        }
+        cond = and_(_I.lease_owner == owner, _I.status == ItemStatus.running)
+        async with self._store.session() as s, s.begin():
+            if ids is None:
+                await s.execute(update(_I).where(cond).values(**values))
+                return
+            if status == ItemStatus.pending:
+                values["attempts"] = _I.attempts - 1
+            for i in range(0, len(ids), 500):
+                await s.execute(
+                    update(_I).where(cond, _I.id.in_(ids[i : i + 500])).values(**values)
+                )
 
     async def counts(self, s: AsyncSession, batch_ids: list[str]) -> dict[str, dict[str, int]]:
         """Items per status of each batch (only statuses that occur)."""

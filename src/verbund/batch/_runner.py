@@ -2,12 +2,14 @@
 
 Loops (all owned by :meth:`BatchRunner.run`):
 
-- dispatcher: keeps the list of running batches fresh (expiry, cancellation, batches
-  ready to finalize) and starts items where a backend has spare capacity. An item goes
-  to a backend only while the backend's requests in flight stay below
+- housekeeping: keeps the list of running batches fresh (expiry, cancellation, batches
+  ready to finalize).
+- dispatcher: starts items where a backend has spare capacity. An item goes to a
+  backend only while the backend's requests in flight stay below
   ``batch.utilisation_threshold`` of its ``max_concurrency``, and within the adaptive
-  per-backend limit of :class:`AdaptiveLimiter`; items are claimed from the store with a
-  lease just before they start.
+  per-backend limit of :class:`AdaptiveLimiter`. Items are claimed from the store with a
+  lease, a few more than can start at once, so a freed slot is refilled without waiting
+  for the store.
 - item tasks: read the request from the input file, send it through the router's plan
   and the proxy like interactive traffic (usage recorded with priority ``batch``).
 - committer: appends result lines to this runner's result part of the batch (file store,
@@ -15,6 +17,8 @@ Loops (all owned by :meth:`BatchRunner.run`):
 - heartbeat: renews the leases of everything this runner holds.
 
 A runner that dies loses nothing: its leases run out and any runner takes the items over.
+On SQLite the runner's own writes are serialised by a lock (SQLite has one writer, and
+its busy wait sleeps in steps of up to 100 ms).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
@@ -42,7 +47,7 @@ from verbund.config import BatchConfig
 from verbund.errors import ApiError, NoBackendAvailable, StoreError, UpstreamError
 from verbund.federation import Backend
 from verbund.files import FileObject, FileService
-from verbund.store import BatchItemRow, BatchRow, FileRow, Store
+from verbund.store import BatchRow, FileRow, Store
 
 __all__ = ["BatchRunner", "Dispatch"]
 
@@ -74,7 +79,8 @@ class _Lane:
     endpoint: str
     model: str
     input: FileObject | None
-    has_work: bool = True
+    has_work: bool = True  # the store may have claimable items
+    buffer: deque[ClaimedItem] = field(default_factory=deque)  # claimed, not started
 
 
 class BatchRunner:
@@ -106,24 +112,34 @@ class BatchRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_batch: dict[str, int] = {}
         self._starting: dict[str, int] = {}
-        self._lanes: list[_Lane] = []
-        self._inputs: dict[str, FileObject | None] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._rr = 0
-        self._housekeeping_due = 0.0
+        self._housekeeping_now = asyncio.Event()
+        self._serial = store.engine.dialect.name == "sqlite"
+        self._write_lock = asyncio.Lock()
         self.dispatched = 0
 
     # -- public -----------------------------------------------------------------------
 
     def wake(self) -> None:
         """Something changed (a batch was created or cancelled): look now, not at the next poll."""
-        self._housekeeping_due = 0.0
+        self._housekeeping_now.set()
         self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        if self._serial:
+            async with self._write_lock:
+                yield
+        else:
+            yield
 
     async def run(self) -> None:
         """Run until cancelled; then stop at safe points and give unfinished items back."""
         self._stopping.clear()
         await self._sweep_parts()
         loops = [
+            asyncio.create_task(self._housekeeping_loop(), name="batch-housekeeping"),
             asyncio.create_task(self._dispatch_loop(), name="batch-dispatch"),
             asyncio.create_task(self._commit_loop(), name="batch-commit"),
             asyncio.create_task(self._heartbeat_loop(), name="batch-heartbeat"),
@@ -173,81 +189,96 @@ class BatchRunner:
 
     # -- dispatcher -------------------------------------------------------------------
 
-    async def _dispatch_loop(self) -> None:
+    async def _housekeeping_loop(self) -> None:
         while not self._stopping.is_set():
+            self._housekeeping_now.clear()
             try:
-                now = self._clock()
-                if now >= self._housekeeping_due:
-                    self._housekeeping_due = now + min(1.0, self._cfg.poll_interval)
-                    await self._housekeeping(now)
-                await self._dispatch(now)
+                await self._housekeeping(self._clock())
             except _STORE_ERRORS as exc:
                 log.warning("batch runner: store unavailable (%s); retrying", type(exc).__name__)
-                self._housekeeping_due = 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._housekeeping_now.wait(), self._cfg.poll_interval)
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                await self._dispatch(self._clock())
+            except _STORE_ERRORS as exc:
+                log.warning("batch runner: store unavailable (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._cfg.poll_interval)
-            self._wake.clear()
 
     async def _housekeeping(self, now: float) -> None:
-        async with self._store.session() as s, s.begin():
+        active = [BatchStatus.in_progress, BatchStatus.cancelling, BatchStatus.finalizing]
+        async with self._store.session() as s:
             rows = list(
-                (
-                    await s.execute(
-                        select(BatchRow).where(
-                            BatchRow.status.in_(
-                                [
-                                    BatchStatus.in_progress,
-                                    BatchStatus.cancelling,
-                                    BatchStatus.finalizing,
-                                ]
-                            )
-                        )
-                    )
-                ).scalars()
+                (await s.execute(select(BatchRow).where(BatchRow.status.in_(active)))).scalars()
             )
-            for row in rows:
-                if (
-                    row.status == BatchStatus.in_progress
-                    and row.final_status is None
-                    and now >= row.expires_at
-                ):
+            counts = await self._items.counts(s, [r.id for r in rows])
+        stops: dict[str, ItemStatus] = {}
+        expiring = [
+            r.id
+            for r in rows
+            if r.status == BatchStatus.in_progress
+            and r.final_status is None
+            and now >= r.expires_at
+        ]
+        for row in rows:
+            if row.id in expiring:
+                stops[row.id] = ItemStatus.expired
+            elif row.final_status and row.status != BatchStatus.finalizing:
+                stops[row.id] = (
+                    ItemStatus.expired
+                    if row.final_status == BatchStatus.expired
+                    else ItemStatus.cancelled
+                )
+        if stops:
+            async with self._writing(), self._store.session() as s, s.begin():
+                for batch_id in expiring:
                     await s.execute(
                         update(BatchRow)
-                        .where(BatchRow.id == row.id, BatchRow.final_status.is_(None))
+                        .where(BatchRow.id == batch_id, BatchRow.final_status.is_(None))
                         .values(final_status=BatchStatus.expired.value)
                     )
-                    row.final_status = BatchStatus.expired.value
-                    log.info("batch %s: completion window ended", row.id)
-                if row.final_status and row.status != BatchStatus.finalizing:
-                    stopped = (
-                        ItemStatus.expired
-                        if row.final_status == BatchStatus.expired
-                        else ItemStatus.cancelled
-                    )
-                    await self._items.stop_unstarted(s, row.id, stopped, now)
-            counts = await self._items.counts(s, [r.id for r in rows])
-        lanes: list[_Lane] = []
+                    log.info("batch %s: completion window ended", batch_id)
+                for batch_id, status in stops.items():
+                    await self._items.stop_unstarted(s, batch_id, status, now)
         ready: list[str] = []
+        running: set[str] = set()
         for row in rows:
             c = counts[row.id]
             unfinished = c.get(ItemStatus.pending, 0) + c.get(ItemStatus.running, 0)
             if row.status == BatchStatus.finalizing:
                 if row.lease_until < now:
                     ready.append(row.id)
-            elif not unfinished:
+            elif row.id in stops or not unfinished:
                 ready.append(row.id)
-            elif row.status == BatchStatus.in_progress and row.final_status is None:
-                lanes.append(await self._lane(row))
-        self._lanes = lanes
+            elif row.status == BatchStatus.in_progress:
+                running.add(row.id)
+        for batch_id in [b for b in self._lanes if b not in running]:
+            lane = self._lanes.pop(batch_id)
+            if lane.buffer:  # claimed here but never started: they stop with the batch
+                ids = [i.id for i in lane.buffer]
+                lane.buffer.clear()
+                async with self._writing():
+                    await self._items.release(
+                        self.owner, ids, stops.get(batch_id, ItemStatus.cancelled)
+                    )
+        for row in rows:
+            if row.id in running:
+                lane = self._lanes.get(row.id) or await self._lane(row)
+                lane.has_work = True  # retries may have become due
+                self._lanes[row.id] = lane
+        if self._lanes:
+            self._wake.set()
         for batch_id in ready:
             await self._finalizer.finalize(batch_id)
 
     async def _lane(self, row: BatchRow) -> _Lane:
-        if row.id not in self._inputs:
-            async with self._store.session() as s:
-                f = await s.get(FileRow, row.input_file_id)
-            self._inputs[row.id] = FileObject.from_row(f) if f else None
+        async with self._store.session() as s:
+            f = await s.get(FileRow, row.input_file_id)
         return _Lane(
             batch_id=row.id,
             institution_id=row.institution_id,
@@ -255,7 +286,7 @@ class BatchRunner:
             data_class=row.data_class,
             endpoint=row.endpoint,
             model=row.model,
-            input=self._inputs[row.id],
+            input=FileObject.from_row(f) if f else None,
         )
 
     def room(self, backend: Backend) -> int:
@@ -269,15 +300,14 @@ class BatchRunner:
         return max(0, min(by_limiter, by_utilisation))
 
     async def _dispatch(self, now: float) -> None:
-        lanes = self._lanes
+        lanes = list(self._lanes.values())
         if not lanes:
             return
         self._rr = (self._rr + 1) % len(lanes)
         for lane in lanes[self._rr :] + lanes[: self._rr]:
-            free = self._cfg.max_in_flight - len(self._tasks)
-            if free <= 0:
+            if self._cfg.max_in_flight - len(self._tasks) <= 0:
                 return
-            if not lane.has_work:
+            if not lane.buffer and not lane.has_work:
                 continue
             try:
                 plan = self._backends.plan(lane.model, lane.institution_id, lane.data_class)
@@ -290,26 +320,35 @@ class BatchRunner:
                 n = min(self.room(backend), self._cfg.max_in_flight - len(self._tasks))
                 if n <= 0:
                     continue
-                claimed = await self._items.claim(
-                    lane.batch_id, n, self.owner, now, self._cfg.lease_seconds
-                )
+                prefetch = self._cfg.prefetch
+                if lane.has_work and len(lane.buffer) < n + prefetch // 2:
+                    # claim ahead: the next free slots need no trip to the store
+                    want = min(n + prefetch, self._cfg.max_in_flight) - len(lane.buffer)
+                    async with self._writing():
+                        claimed = await self._items.claim(
+                            lane.batch_id, want, self.owner, now, self._cfg.lease_seconds
+                        )
+                    lane.buffer.extend(claimed)
+                    if len(claimed) < want:
+                        lane.has_work = False
                 ordered = [backend, *(b for b in plan if b is not backend)]
-                for item in claimed:
-                    self._start(lane, item, ordered)
-                if len(claimed) < n:
-                    lane.has_work = False
+                for _ in range(min(n, len(lane.buffer))):
+                    self._start(lane, lane.buffer.popleft(), ordered)
+                if not lane.buffer and not lane.has_work:
                     break
 
     async def _fail_lane(self, lane: _Lane, exc: ApiError, now: float) -> None:
         """The batch's model is no longer allowed or known: its remaining items fail."""
-        claimed = await self._items.claim(
-            lane.batch_id, 500, self.owner, now, self._cfg.lease_seconds
-        )
+        async with self._writing():
+            claimed = await self._items.claim(
+                lane.batch_id, 500, self.owner, now, self._cfg.lease_seconds
+            )
         if not claimed:
             lane.has_work = False
-        for item in claimed:
+        for item in [*lane.buffer, *claimed]:
             line = response_line(item.custom_id, exc.status, "", exc.body())
             self._results.put_nowait(Outcome(item, "failed", line))
+        lane.buffer.clear()
 
     def _start(self, lane: _Lane, item: ClaimedItem, plan: list[Backend]) -> None:
         name = plan[0].name
@@ -432,8 +471,15 @@ class BatchRunner:
                             self._results.put_nowait(o)
                         return
                     await asyncio.sleep(1.0)
-            if any(o.item.batch_id not in self._per_batch for o in outcomes):
-                self.wake()  # a batch may have no work left: finalize it soon
+            if any(self._maybe_done(o.item.batch_id) for o in outcomes):
+                self._housekeeping_now.set()  # finalize it soon
+
+    def _maybe_done(self, batch_id: str) -> bool:
+        """Nothing of the batch runs or waits here any more."""
+        if batch_id in self._per_batch:
+            return False
+        lane = self._lanes.get(batch_id)
+        return lane is None or (not lane.buffer and not lane.has_work)
 
     async def _commit(self, outcomes: list[Outcome]) -> None:
         parts: dict[int, tuple[str, int, int]] = {}
@@ -447,7 +493,8 @@ class BatchRunner:
             for o in group:
                 parts[o.item.id] = (key, offset, len(o.line))
                 offset += len(o.line)
-        applied = await self._items.record(outcomes, parts, self.owner)
+        async with self._writing():
+            applied = await self._items.record(outcomes, parts, self.owner)
         if applied != len(outcomes):
             log.info(
                 "%d batch results were for items whose lease had passed on", len(outcomes) - applied
@@ -461,7 +508,8 @@ class BatchRunner:
                 await asyncio.wait_for(self._stopping.wait(), self._cfg.lease_seconds / 3)
                 return
             try:
-                await self._items.renew(self.owner, self._clock(), self._cfg.lease_seconds)
+                async with self._writing():
+                    await self._items.renew(self.owner, self._clock(), self._cfg.lease_seconds)
             except _STORE_ERRORS as exc:
                 log.warning("batch leases not renewed (%s)", type(exc).__name__)
 
@@ -475,15 +523,12 @@ class BatchRunner:
         try:
             if outcomes:
                 await self._commit(outcomes)
-            async with self._store.session() as s, s.begin():
-                await s.execute(
-                    update(BatchItemRow)
-                    .where(
-                        BatchItemRow.lease_owner == self.owner,
-                        BatchItemRow.status == ItemStatus.running,
-                    )
-                    .values(status=ItemStatus.pending.value, lease_owner=None, lease_until=0.0)
-                )
+            unstarted = [i.id for lane in self._lanes.values() for i in lane.buffer]
+            for lane in self._lanes.values():
+                lane.buffer.clear()
+            if unstarted:
+                await self._items.release(self.owner, unstarted, ItemStatus.pending)
+            await self._items.release(self.owner, None, ItemStatus.pending)
         except _STORE_ERRORS as exc:
             log.warning("batch runner stopped without releasing leases (%s)", type(exc).__name__)
 

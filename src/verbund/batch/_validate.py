@@ -9,6 +9,7 @@ result is either the items (where each line is in the file) or the errors, by li
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,8 @@ async def validate_input(
     seen: set[str] = set()
     model_errors: dict[str, ApiError | None] = {}
     async for ln in split_lines(chunks, max_line_bytes):
+        if ln.number % 256 == 0:
+            await asyncio.sleep(0)  # a large file must not hold up interactive requests
         if ln.data is None:
             v.error(
                 BatchLineError(

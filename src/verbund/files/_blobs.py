@@ -23,6 +23,7 @@ __all__ = ["BlobStore", "BlobWriter", "LocalBlobStore", "check_key"]
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,159}$")
 _CHUNK = 1 << 20
+_INLINE_READ = 64 * 1024
 
 
 def check_key(key: str) -> str:
@@ -131,6 +132,8 @@ class LocalBlobStore:
             os.close(fd)
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if length <= _INLINE_READ:  # a small read from the page cache: no thread hop
+            return _pread(self._path(key), offset, length)
         return await asyncio.to_thread(_pread, self._path(key), offset, length)
 
     async def size(self, key: str) -> int:
