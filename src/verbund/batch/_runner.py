@@ -197,7 +197,7 @@ class BatchRunner:
             except _STORE_ERRORS as exc:
                 log.warning("batch runner: store unavailable (%s); retrying", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._housekeeping_now.wait(), self._cfg.poll_interval)
+                await asyncio.wait_for(self._housekeeping_now.wait(), 2 * self._cfg.poll_interval)
 
     async def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
