@@ -588,7 +588,12 @@ def main() -> None:
         f"arrivals at {p.interactive_rate:.0f}/s; batches of {p.batch_alone} (alone) and "
         f"{p.batch_mixed} (with interactive load) items. Capacity = slots x time; shares are "
         "busy slot-seconds measured by the engines.\n\n"
-        f"{out}\n\n" + "\n".join(lines) + f"\n\nParameters: `{json.dumps(asdict(p))}`\n"
+        f"{out}\n\n" + "\n".join(lines) + f"\n\nParameters: `{json.dumps(asdict(p))}`\n\n"
+        "How to read it: the batch fills slots up to the utilisation threshold, so interactive "
+        "requests seldom find an engine full (the 'found no free slot' count); what remains of "
+        "a TTFT rise is the access point's own event loop, which relays the batch requests "
+        "too, and CPU contention on the machine: compare the stall counts and the access "
+        "point's GET /healthz p99 between phases.\n"
     )
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 

@@ -148,6 +148,8 @@ class BatchConfig(_Strict):
     lease_seconds: float = Field(30.0, ge=1)
     max_in_flight: int = Field(64, ge=1)  # batch requests in flight from this access point
     prefetch: int = Field(32, ge=0)  # items claimed ahead of free capacity, per batch
+    # no new batch requests while this access point's event loop runs later than this (0: off)
+    max_loop_lag_ms: float = Field(10.0, ge=0)
     poll_interval: float = Field(0.5, gt=0)
 
 

@@ -167,3 +167,16 @@ async def test_concurrency_stays_within_capacity_and_a_stop_gives_items_back(
             assert sorted(x["custom_id"] for x in lines) == sorted(ids)
             assert all(f.peak <= 4 for f in fakes.values()), [f.peak for f in fakes.values()]
             assert sum(f.peak for f in fakes.values()) > 3  # it did use the spare capacity
+
+
+async def test_a_busy_event_loop_holds_batch_work_back(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    async with gateway_factory(capacity_config(tmp_path, 4, max_loop_lag_ms=10)) as gw:
+        runner = gw.services.batch_runner
+        assert not runner._loop_busy()
+        runner.loop_lag = 0.05  # the access point answers 50 ms late
+        assert runner._loop_busy()
+    async with gateway_factory(capacity_config(tmp_path / "off", 4, max_loop_lag_ms=0)) as gw:
+        gw.services.batch_runner.loop_lag = 5.0
+        assert not gw.services.batch_runner._loop_busy()

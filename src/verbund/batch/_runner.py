@@ -118,6 +118,7 @@ class BatchRunner:
         self._serial = store.engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock()
         self.dispatched = 0
+        self.loop_lag = 0.0
 
     # -- public -----------------------------------------------------------------------
 
@@ -143,6 +144,7 @@ class BatchRunner:
             asyncio.create_task(self._dispatch_loop(), name="batch-dispatch"),
             asyncio.create_task(self._commit_loop(), name="batch-commit"),
             asyncio.create_task(self._heartbeat_loop(), name="batch-heartbeat"),
+            asyncio.create_task(self._lag_loop(), name="batch-loop-lag"),
         ]
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
@@ -199,16 +201,36 @@ class BatchRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._housekeeping_now.wait(), 2 * self._cfg.poll_interval)
 
+    async def _lag_loop(self) -> None:
+        """Watch this process's event loop: the access point's own CPU is capacity too.
+
+        Interactive requests share the event loop with batch work; while it runs late,
+        starting more batch requests would make every interactive answer later.
+        """
+        tick = 0.02
+        while not self._stopping.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(tick)
+            late = max(0.0, time.monotonic() - t - tick)
+            self.loop_lag = max(late, self.loop_lag * 0.8)  # peak, fading in ~0.2 s
+
+    def _loop_busy(self) -> bool:
+        limit = self._cfg.max_loop_lag_ms / 1000
+        return limit > 0 and self.loop_lag > limit
+
     async def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
+            busy = self._loop_busy()
             try:
-                await self._dispatch(self._clock())
+                if not busy:
+                    await self._dispatch(self._clock())
             except _STORE_ERRORS as exc:
                 log.warning("batch runner: store unavailable (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._cfg.poll_interval)
+                wait = 0.02 if busy else self._cfg.poll_interval
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _housekeeping(self, now: float) -> None:
         active = [BatchStatus.in_progress, BatchStatus.cancelling, BatchStatus.finalizing]
