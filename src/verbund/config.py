@@ -22,9 +22,11 @@ from verbund.errors import ConfigError
 
 __all__ = [
     "BackendConfig",
+    "BatchConfig",
     "CoordinationConfig",
     "DataClass",
     "FederationConfig",
+    "FilesConfig",
     "GatewayConfig",
     "InstitutionConfig",
     "LimitsConfig",
@@ -158,6 +160,31 @@ class TelemetryConfig(_Strict):
     log_format: Literal["json", "text"] = "json"
     otlp_endpoint: str = ""  # e.g. "http://127.0.0.1:4318/v1/traces"; "" = no tracing
     pseudonym_key_env: EnvName = "VERBUND_PSEUDONYM_KEY"
+
+
+class FilesConfig(_Strict):
+    """The file store behind the Files API (batch input and output, training data)."""
+
+    dir: str = ""  # empty: <gateway.state_dir>/files
+    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+
+
+class BatchConfig(_Strict):
+    """Batch execution: limits of an input file and how batch work takes spare capacity."""
+
+    enabled: bool = True  # run batch workers in this access point
+    max_requests: int = Field(50_000, ge=1)
+    max_line_bytes: int = Field(1024 * 1024, ge=1024)
+    # a batch item goes to a backend only while outstanding / max_concurrency is below this
+    utilisation_threshold: float = Field(0.875, gt=0, le=1)
+    max_attempts: int = Field(3, ge=1, le=20)
+    retry_backoff_seconds: float = Field(2.0, ge=0)
+    lease_seconds: float = Field(30.0, ge=1)
+    max_in_flight: int = Field(64, ge=1)  # batch requests in flight from this access point
+    prefetch: int = Field(32, ge=0)  # items claimed ahead of free capacity, per batch
+    # no new batch requests while this access point's event loop runs later than this (0: off)
+    max_loop_lag_ms: float = Field(10.0, ge=0)
+    poll_interval: float = Field(0.5, gt=0)
 
 
 class LaunchConfig(_Strict):
@@ -324,6 +351,8 @@ class FederationConfig(_Strict):
     routing: RoutingConfig = RoutingConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     training: TrainingConfig = TrainingConfig()
+    files: FilesConfig = FilesConfig()
+    batch: BatchConfig = BatchConfig()
     sites: list[SiteConfig] = []
     models: list[ModelConfig] = []
     institutions: list[InstitutionConfig] = []

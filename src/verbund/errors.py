@@ -14,6 +14,7 @@ The tree::
         │   └── PolicyViolation       403 no site may take this request's data
         ├── NotFound                  404
         │   └── ModelNotFound         404 model_not_found
+        ├── Conflict                  409 the object's state does not allow this
         ├── PayloadTooLarge           413
         ├── RateLimited               429
         ├── BudgetExceeded            429 insufficient_quota: the monthly budget is used up
@@ -124,6 +125,12 @@ class NotFound(ApiError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(ApiError):

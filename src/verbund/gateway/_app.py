@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
-from verbund.gateway import _accounting, _admin, _jobs, _oip, _openai, _ops
+from verbund.gateway import _accounting, _admin, _batches, _files, _jobs, _oip, _openai, _ops
 from verbund.gateway._services import Services
 from verbund.telemetry._tracing import Tracer
 
@@ -94,6 +94,16 @@ def create_app(
         Route("/v1/chat/completions", _openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", _openai.completions, methods=["POST"]),
         Route("/v1/embeddings", _openai.embeddings, methods=["POST"]),
+        # Files and Batch API (issue 4)
+        Route("/v1/files", _files.create_file, methods=["POST"]),
+        Route("/v1/files", _files.list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", _files.get_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", _files.delete_file, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", _files.file_content, methods=["GET"]),
+        Route("/v1/batches", _batches.create_batch, methods=["POST"]),
+        Route("/v1/batches", _batches.list_batches, methods=["GET"]),
+        Route("/v1/batches/{batch_id}", _batches.get_batch, methods=["GET"]),
+        Route("/v1/batches/{batch_id}/cancel", _batches.cancel_batch, methods=["POST"]),
         Route("/healthz", _ops.healthz, methods=["GET"]),
         Route("/readyz", _ops.readyz, methods=["GET"]),
         Route("/status", _ops.status, methods=["GET"]),

@@ -28,6 +28,7 @@ from verbund.accounting import (
     UsageRecorder,
 )
 from verbund.audit import AuditLog
+from verbund.batch import BatchRunner, BatchService
 from verbund.config import FederationConfig, SiteState, config_digest
 from verbund.coordination import (
     EventBus,
@@ -50,6 +51,8 @@ from verbund.federation import (
     TransportFactory,
     UpstreamPool,
 )
+from verbund.files import FileService, LocalBlobStore
+from verbund.gateway._dispatch import ProxyDispatch
 from verbund.gateway._proxy import Proxy
 from verbund.jobs import DirectoryFileSource, JobService
 from verbund.routing import Router, make_policy
@@ -94,7 +97,10 @@ class Services:
     # OIP v2 inference: the same pool, health and failover, but the OIP routes record
     # usage themselves, once they know the answer's size
     oip_proxy: Proxy
+    files: FileService
+    batches: BatchService
     redis: Redis | None = None
+    batch_runner: BatchRunner = field(init=False)
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -150,13 +156,14 @@ class Services:
             log_access(rec)
             budgets.observe(rec)
 
-        institutions = InstitutionRegistry(store, audit, bus)
         # training files: until the Files API is wired in, a folder per institution
         files = DirectoryFileSource(
             Path(config.training.files_dir or Path(config.gateway.state_dir) / "files")
         )
-        jobs = JobService(config, store, federation, files, institutions.get, usage.record)
-        return cls(
+        jobs = JobService(config, store, federation, files, institutions.get, on_usage)
+        files_dir = Path(config.files.dir or Path(config.gateway.state_dir) / "files")
+        files_api = FileService(store, LocalBlobStore(files_dir), config.files.max_upload_bytes)
+        svc = cls(
             config=config,
             admin_key=admin_key,
             store=store,
@@ -191,7 +198,18 @@ class Services:
             ),
             on_usage=on_usage,
             oip_proxy=Proxy(pool, tracker, config.routing, _usage_recorded_by_caller),
+            files=files_api,
+            batches=BatchService(store, files_api, config.batch),
         )
+        svc.batch_runner = BatchRunner(
+            store=store,
+            files=files_api,
+            config=config.batch,
+            dispatch=ProxyDispatch(svc.router, svc.proxy, federation, svc.institutions),
+            access_point=config.gateway.name,
+        )
+        svc.batches.on_created = svc.batch_runner.wake
+        return svc
 
     async def start(self, background: bool = True) -> None:
         await self.store.migrate()
@@ -217,6 +235,10 @@ class Services:
                 asyncio.create_task(self.retention.run(), name="retention"),
                 asyncio.create_task(self.jobs.run(), name="training-jobs"),
             ]
+            if self.config.batch.enabled:
+                self._tasks.append(
+                    asyncio.create_task(self.batch_runner.run(), name="batch-runner")
+                )
 
     async def stop(self) -> None:
         for t in self._tasks:

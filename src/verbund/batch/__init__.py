@@ -1,0 +1,32 @@
+"""Batches (the OpenAI Batch API): validation, durable items, a runner that fills spare capacity."""
+
+from verbund.batch._finalize import Finalizer
+from verbund.batch._items import ClaimedItem, ItemStore, Outcome
+from verbund.batch._limiter import AdaptiveLimiter, Signal
+from verbund.batch._objects import BatchStatus, ItemStatus
+from verbund.batch._runner import BatchRunner, Dispatch
+from verbund.batch._service import BatchRequest, BatchService, BodyCheck, ModelCheck, parse_create
+from verbund.batch._validate import ENDPOINTS, BatchLineError, ItemRef, Validation, validate_input
+
+__all__ = [
+    "ENDPOINTS",
+    "AdaptiveLimiter",
+    "BatchLineError",
+    "BatchRequest",
+    "BatchRunner",
+    "BatchService",
+    "BatchStatus",
+    "BodyCheck",
+    "ClaimedItem",
+    "Dispatch",
+    "Finalizer",
+    "ItemRef",
+    "ItemStatus",
+    "ItemStore",
+    "ModelCheck",
+    "Outcome",
+    "Signal",
+    "Validation",
+    "parse_create",
+    "validate_input",
+]

@@ -1,0 +1,32 @@
+"""Files of institutions (the OpenAI Files API): metadata in the store, bytes in a file store.
+
+Used by the Files routes, by batches (input and output files) and by training jobs.
+"""
+
+from verbund.files._blobs import BlobStore, BlobWriter, LocalBlobStore
+from verbund.files._service import (
+    UPLOAD_PURPOSES,
+    DeleteGuard,
+    FileObject,
+    FilePage,
+    FilePurpose,
+    FileService,
+    Upload,
+    clean_filename,
+    new_file_id,
+)
+
+__all__ = [
+    "UPLOAD_PURPOSES",
+    "BlobStore",
+    "BlobWriter",
+    "DeleteGuard",
+    "FileObject",
+    "FilePage",
+    "FilePurpose",
+    "FileService",
+    "LocalBlobStore",
+    "Upload",
+    "clean_filename",
+    "new_file_id",
+]

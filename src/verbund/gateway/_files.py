@@ -1,0 +1,98 @@
+"""The Files API routes: upload, list, get, download, delete; scoped to the caller's institution."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from verbund.errors import BadRequest
+from verbund.files import UPLOAD_PURPOSES
+from verbund.gateway._auth import authenticate
+from verbund.gateway._openai import services
+from verbund.gateway._upload import receive_upload
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(
+            f"'{name}' must be an integer from {low} to {high}.", code="invalid_value", param=name
+        )
+    return int(raw)
+
+
+async def create_file(request: Request) -> Response:
+    svc = services(request)
+    principal = await authenticate(request, svc)
+    form = await receive_upload(request, svc.files)
+    upload = form.upload
+    try:
+        purpose = form.fields.get("purpose")
+        if upload is None:
+            raise BadRequest(
+                "Missing required parameter: 'file'.",
+                code="missing_required_parameter",
+                param="file",
+            )
+        if purpose not in UPLOAD_PURPOSES:
+            allowed = ", ".join(sorted(UPLOAD_PURPOSES))
+            raise BadRequest(
+                f"'purpose' must be one of {allowed}.", code="invalid_value", param="purpose"
+            )
+    except BaseException:
+        if upload is not None:
+            await upload.abort()
+        raise
+    f = await upload.finish(principal.institution.id, purpose, form.filename)
+    return JSONResponse(f.to_api())
+
+
+async def list_files(request: Request) -> Response:
+    svc = services(request)
+    principal = await authenticate(request, svc)
+    order = request.query_params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise BadRequest("'order' must be 'asc' or 'desc'.", code="invalid_value", param="order")
+    ordering: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
+    page = await svc.files.list(
+        principal.institution.id,
+        purpose=request.query_params.get("purpose") or None,
+        limit=query_int(request, "limit", 10_000, 1, 10_000),
+        order=ordering,
+        after=request.query_params.get("after") or None,
+    )
+    return JSONResponse(page.to_api())
+
+
+async def get_file(request: Request) -> Response:
+    svc = services(request)
+    principal = await authenticate(request, svc)
+    f = await svc.files.get(principal.institution.id, request.path_params["file_id"])
+    return JSONResponse(f.to_api())
+
+
+async def file_content(request: Request) -> Response:
+    svc = services(request)
+    principal = await authenticate(request, svc)
+    f = await svc.files.get(principal.institution.id, request.path_params["file_id"])
+    return StreamingResponse(
+        svc.files.read(f),
+        media_type="application/octet-stream",
+        headers={
+            "content-length": str(f.bytes),
+            "content-disposition": f"attachment; filename*=UTF-8''{quote(f.filename)}",
+        },
+    )
+
+
+async def delete_file(request: Request) -> Response:
+    svc = services(request)
+    principal = await authenticate(request, svc)
+    file_id = request.path_params["file_id"]
+    await svc.files.delete(principal.institution.id, file_id)
+    return JSONResponse({"id": file_id, "object": "file", "deleted": True})
