@@ -100,6 +100,10 @@ class LocalBlobStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def local_path(self, key: str) -> Path:
+        """Where the blob lies on this machine (for copying it to a job's site)."""
+        return self._path(key)
+
     def writer(self, key: str) -> BlobWriter:
         final = self._path(key)
         return _LocalWriter(final, self.root / f".tmp-{uuid.uuid4().hex}")

@@ -16,6 +16,7 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import and_, delete, or_, select
@@ -302,6 +303,11 @@ class FileService:
                 delete(FileRow).where(FileRow.id == f.id, FileRow.institution_id == institution_id)
             )
         await self.blobs.delete(f.blob_key)
+
+    def local_path(self, f: FileObject) -> Path | None:
+        """The file on local disk, where the blob store keeps files locally."""
+        local = getattr(self.blobs, "local_path", None)
+        return local(f.blob_key) if callable(local) else None
 
     def read(self, f: FileObject) -> AsyncIterator[bytes]:
         return self.blobs.read(f.blob_key)

@@ -54,7 +54,7 @@ from verbund.federation import (
 from verbund.files import FileService, LocalBlobStore
 from verbund.gateway._dispatch import ProxyDispatch
 from verbund.gateway._proxy import Proxy
-from verbund.jobs import DirectoryFileSource, JobService
+from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.routing import Router, make_policy
 from verbund.store import SiteStateRow, Store
 from verbund.telemetry import Metrics, Pseudonymizer, log_access, make_tracer
@@ -156,13 +156,16 @@ class Services:
             log_access(rec)
             budgets.observe(rec)
 
-        # training files: until the Files API is wired in, a folder per institution
-        files = DirectoryFileSource(
-            Path(config.training.files_dir or Path(config.gateway.state_dir) / "files")
-        )
-        jobs = JobService(config, store, federation, files, institutions.get, on_usage)
         files_dir = Path(config.files.dir or Path(config.gateway.state_dir) / "files")
         files_api = FileService(store, LocalBlobStore(files_dir), config.files.max_upload_bytes)
+        # training files: uploaded through the Files API, or placed by an operator
+        files = ChainedSource(
+            FileServiceSource(files_api),
+            DirectoryFileSource(
+                Path(config.training.files_dir or Path(config.gateway.state_dir) / "files")
+            ),
+        )
+        jobs = JobService(config, store, federation, files, institutions.get, on_usage)
         svc = cls(
             config=config,
             admin_key=admin_key,

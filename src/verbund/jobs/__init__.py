@@ -8,7 +8,13 @@ the access point (OIP v2).
 """
 
 from verbund.jobs._dispatch import TERMINAL, Dispatcher
-from verbund.jobs._files import DirectoryFileSource, TrainingFile, TrainingFileSource
+from verbund.jobs._files import (
+    ChainedSource,
+    DirectoryFileSource,
+    FileServiceSource,
+    TrainingFile,
+    TrainingFileSource,
+)
 from verbund.jobs._local import LocalRunner
 from verbund.jobs._models import FT_PREFIX, FineTunedModel, ModelRegistry, fine_tuned_name
 from verbund.jobs._placement import Placement, SiteSlot, busy, misfit, place
@@ -22,9 +28,11 @@ from verbund.jobs._views import event, fine_tuning_job, training_job
 __all__ = [
     "FT_PREFIX",
     "TERMINAL",
+    "ChainedSource",
     "DataFormat",
     "DirectoryFileSource",
     "Dispatcher",
+    "FileServiceSource",
     "FineTunedModel",
     "JobService",
     "JobSpec",

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 from verbund.config import DataClass
-from verbund.errors import NotFound
+from verbund.errors import BadRequest, NotFound
+from verbund.files import FileService
 
 _FILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -64,3 +65,39 @@ class DirectoryFileSource:
         if meta.get("data_class") in DataClass.__members__:
             data_class = DataClass(meta["data_class"])
         return TrainingFile(file_id, path, size, data_class, meta.get("filename", ""))
+
+
+class FileServiceSource:
+    """Training files uploaded through the Files API (``purpose = "fine-tune"``)."""
+
+    def __init__(self, files: FileService) -> None:
+        self._files = files
+
+    async def open(self, institution: str, file_id: str) -> TrainingFile:
+        f = await self._files.get(institution, file_id)  # NotFound for other tenants' ids
+        if f.purpose != "fine-tune":
+            raise BadRequest(
+                f"File '{file_id}' was uploaded with purpose '{f.purpose}', not 'fine-tune'.",
+                param="training_file",
+            )
+        path = self._files.local_path(f)
+        if path is None:
+            raise BadRequest("Training files must be in a local file store.", param="training_file")
+        return TrainingFile(id=f.id, path=path, size=f.bytes, filename=f.filename)
+
+
+class ChainedSource:
+    """The Files API first, then files an operator placed in the training folder by hand."""
+
+    def __init__(self, *sources: TrainingFileSource) -> None:
+        self._sources = sources
+
+    async def open(self, institution: str, file_id: str) -> TrainingFile:
+        missing: NotFound | None = None
+        for source in self._sources:
+            try:
+                return await source.open(institution, file_id)
+            except NotFound as exc:
+                missing = exc
+        assert missing is not None
+        raise missing
