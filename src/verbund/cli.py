@@ -84,13 +84,16 @@ def up(
 def gateway(
     config: ConfigOpt,
     log_level: Annotated[str, typer.Option()] = "info",
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Worker processes [default: gateway.workers]."),
+    ] = None,
 ) -> None:
     """Run one access point for the federation in CONFIG."""
     from verbund.gateway import create_app
     from verbund.server import configure_logging, ensure_port_free, make_server, stop_on_sigterm
 
     configure_logging(log_level)
-    stop_on_sigterm()
     try:
         cfg = load_config(config)
         ensure_port_free(cfg.gateway.host, cfg.gateway.port)
@@ -101,6 +104,14 @@ def gateway(
                 err=True,
                 fg=typer.colors.YELLOW,
             )
+        # several worker processes (uvicorn's factory mode), see verbund.gateway._factory
+        n_workers = workers if workers is not None else cfg.gateway.workers
+        if n_workers > 1:
+            from verbund.server import run_workers
+
+            run_workers(config, cfg, n_workers, log_level)
+            return
+        stop_on_sigterm()
         server = make_server(
             create_app(cfg, admin_key=admin_key), cfg.gateway.host, cfg.gateway.port, log_level
         )
