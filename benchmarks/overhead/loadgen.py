@@ -168,7 +168,12 @@ class _Client:
         async with self.sem:
             key = (tpl.host, tpl.port)
             pool = self.idle.setdefault(key, [])
-            conn = pool.pop() if pool else None
+            conn = None
+            while pool and conn is None:
+                conn = pool.pop()
+                if not conn.alive:  # the server closed it while it was idle
+                    self.all.discard(conn)
+                    conn = None
             try:
                 if conn is None:
                     loop = asyncio.get_running_loop()
@@ -185,7 +190,7 @@ class _Client:
                 if conn is not None:
                     conn.close()
                 return
-            except (OSError, ConnectionError):
+            except (OSError, ConnectionError, RuntimeError):  # RuntimeError: closed transport
                 res.error("connection")
                 if conn is not None:
                     conn.close()

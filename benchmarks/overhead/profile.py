@@ -1,10 +1,12 @@
 """Where an access point's CPU time goes: py-spy samples, summed by function and by layer.
 
-``py-spy record --format raw`` writes one line per distinct stack, ``root;...;leaf N``;
-only samples in which a thread was running are kept (idle waits in the event loop are
-left out), so the percentages are shares of the CPU the server actually used. Time
-spent in C code (uvloop, httptools, orjson, the kernel's socket calls) is charged to the
-Python function that called it.
+``py-spy record --gil --format raw`` writes one line per distinct stack,
+``root;...;leaf N``, and keeps only samples in which a thread held the GIL: the Python
+work of the server, without idle waits (event loop polling, the uvicorn supervisor's
+ping thread, aiosqlite's queue) and without time spent waiting for the GIL. Time spent
+in C code that keeps the GIL (uvloop, httptools, orjson, the socket calls) is charged to
+the Python function that called it. Samples whose leaf is a known blocking wait are
+dropped as well, should one slip through.
 """
 
 from __future__ import annotations
@@ -67,13 +69,51 @@ _ROOT_FRAMES = (
 )
 
 
+# where a request's time goes: inclusive share of samples under these functions
+BREAKDOWN: list[tuple[str, str]] = [
+    ("ASGI app, all of it (under uvicorn's run_asgi)", "RequestResponseCycle.run_asgi"),
+    ("route handler (_openai handler)", "_make_handler.<locals>.handler"),
+    ("  authentication (key hash + cache)", "authenticate"),
+    ("  body read + JSON parse + checks", "read_body"),
+    ("  body JSON parse", "parse_object"),
+    ("  routing plan (policy + router)", "Router.plan"),
+    ("  proxy (Proxy.forward)", "Proxy.forward"),
+    ("    upstream call (httpx AsyncClient.send)", "AsyncClient.send"),
+    ("    upstream body read (Response.aread)", "Response.aread"),
+    ("    usage record to spool (UsageRecorder.record)", "UsageRecorder.record"),
+    ("stream relay (Proxy._relay, after the first byte)", "Proxy._relay"),
+    ("  SSE usage filter (SSEUsageFilter.feed)", "SSEUsageFilter.feed"),
+    ("Starlette StreamingResponse", "StreamingResponse.__call__"),
+    ("usage flush to the store (background)", "UsageRecorder.flush"),
+    ("health probes (background)", "Prober.probe_all"),
+]
+
+# leaves of threads that wait (counted as idle, not as work)
+_IDLE_LEAVES = frozenset(
+    {
+        "Connection._recv",
+        "_ConnectionBase.recv",
+        "Condition.wait",
+        "Event.wait",
+        "_connection_worker_thread",
+        "_worker",
+        "Thread.join",
+        "Semaphore.acquire",
+    }
+)
+
+
 def py_spy() -> str:
-    found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(found).exists():
-        raise RuntimeError(
-            "py-spy is missing: /work/main/.venv/bin/pip install py-spy (or pip install py-spy)"
-        )
-    return found
+    """The py-spy program; installed into the running interpreter's venv when missing."""
+    here = Path(sys.executable).parent / "py-spy"
+    found = shutil.which("py-spy") or (str(here) if here.exists() else None)
+    if found:
+        return found
+    print("==> installing py-spy (pip)", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
+    if not here.exists():
+        raise RuntimeError("py-spy was installed but not found next to " + sys.executable)
+    return str(here)
 
 
 def record(pid: int, seconds: int, out: Path, rate: int = 200) -> subprocess.Popen[bytes]:
@@ -128,7 +168,8 @@ def summarize(raw: Path, top: int = 25) -> dict[str, object]:
     incl_fn: Counter[str] = Counter()
     self_layer: Counter[str] = Counter()
     incl_layer: Counter[str] = Counter()
-    total = 0
+    incl_name: Counter[str] = Counter()
+    total = idle = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -137,9 +178,12 @@ def summarize(raw: Path, top: int = 25) -> dict[str, object]:
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
-        total += n
         parsed = [_parse(f) for f in frames]
         func, file = parsed[-1]
+        if func in _IDLE_LEAVES or any(fn == "Process.always_pong" for fn, _ in parsed):
+            idle += n
+            continue
+        total += n
         self_fn[f"{func} ({_short(file)})"] += n
         self_layer[layer(file)] += n
         for key in {
@@ -150,14 +194,20 @@ def summarize(raw: Path, top: int = 25) -> dict[str, object]:
             incl_fn[key] += n
         for key in {layer(fl) for _, fl in parsed}:
             incl_layer[key] += n
+        for name in {fn for fn, _ in parsed}:
+            incl_name[name] += n
 
     def pct(c: Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)]
+        return [(k, round(100 * v / max(total, 1), 1)) for k, v in c.most_common(top)]
 
     return {
         "samples": total,
+        "idle_samples_dropped": idle,
         "self_by_layer": pct(self_layer),
         "inclusive_by_layer": pct(incl_layer),
         "self_by_function": pct(self_fn),
         "inclusive_by_function": pct(incl_fn),
+        "breakdown": [
+            (label, round(100 * incl_name[fn] / max(total, 1), 1)) for label, fn in BREAKDOWN
+        ],
     }

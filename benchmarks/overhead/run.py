@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ class Settings:
     soak: int
     soak_rate: int
     closed: bool
+    sweep: tuple[int, ...]
     out: Path
 
 
@@ -81,6 +83,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="py-spy profile of Verbund, S s per mode (default 15; 0 = off; quick: off)",
     )
     p.add_argument("--no-closed", action="store_true", help="skip the closed-loop probe")
+    p.add_argument(
+        "--sweep",
+        default=None,
+        metavar="C,C,...",
+        help="closed loop of litellm and verbund at these concurrencies "
+        "(default 1,4,16,64,256; quick: off)",
+    )
     p.add_argument("--soak", type=int, default=0, metavar="S", help="soak Verbund for S s")
     p.add_argument("--soak-rate", type=int, default=200, help="requests/s during the soak")
     p.add_argument("--out", type=Path, default=RESULTS / "overhead", help="results path stem")
@@ -103,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         soak=a.soak,
         soak_rate=a.soak_rate,
         closed=not a.no_closed,
+        sweep=tuple(
+            int(x)
+            for x in (
+                a.sweep if a.sweep is not None else ("" if a.quick else "1,4,16,64,256")
+            ).split(",")
+            if x
+        ),
         out=a.out,
     )
 
@@ -162,6 +178,7 @@ class Bench:
         self.pool: GeneratorPool | None = None
         self.rows: list[dict[str, Any]] = []
         self.closed: list[dict[str, Any]] = []
+        self.swept: list[dict[str, Any]] = []
         self.versions: dict[str, str] = {}
 
     # set-up
@@ -284,14 +301,41 @@ class Bench:
                 )
                 self.settle(t, hard=True)
 
+    def sweep(self) -> None:
+        """CPU per request and throughput against the number of concurrent clients."""
+        for name in ("litellm", "verbund"):
+            t = self.targets.get(name)
+            if t is None:
+                continue
+            for c in self.s.sweep:
+                if name == "litellm" and c > 16:
+                    continue  # minutes of time-outs, nothing new
+                job = Job((t.template(False),), (1.0,), self.s.closed_duration, concurrency=c)
+                res, meter = self.measure(t, job)
+                r = row(t, "chat", 0, res, meter, job)
+                r["achieved"] = round(res.ok / self.s.closed_duration, 1)
+                r["concurrency"] = c
+                self.swept.append(r)
+                print(
+                    f"sweep {name:8} c={c:<4} {r['achieved']:>7.0f}/s p50 "
+                    f"{r['p50_ms'] or 0:.1f} ms cpu {r['cpu_s_per_1k']:.2f} ms/req",
+                    flush=True,
+                )
+                self.settle(t, hard=True)
+
     def profile(self) -> dict[str, Any]:
         t = self.targets.get("verbund")
         if t is None or not self.s.profile_seconds:
             return {}
         out: dict[str, Any] = {}
-        # rates the access point sustains on a shared 2-core machine: the profile should show
-        # the cost of a request, not of a backlog
-        for mode, rate in (("chat", 150), ("stream", 60)):
+        # the profile should show the cost of a request, not of a backlog: stay well below
+        # what the closed-loop probe reached (the machine may be shared and busy)
+        for mode, rate in (("chat", 60), ("stream", 30)):
+            peak = [
+                r["achieved"] for r in self.closed if r["target"] == t.name and r["mode"] == mode
+            ]
+            if peak:
+                rate = int(max(10, min(rate, 0.4 * peak[0])))
             raw = self.workdir / f"profile-{mode}.txt"
             spy = profile.record(t.pids[0], self.s.profile_seconds, raw)
             time.sleep(1.0)  # py-spy attaches
@@ -541,6 +585,27 @@ def report(
         table(b.closed, CLOSED_COLS),
         "",
     ]
+    if b.swept:
+        lines += [
+            "## Closed loop by number of clients (non-streaming)",
+            "",
+            "CPU per request (ms) and throughput as concurrency grows.",
+            "",
+            table(
+                b.swept,
+                [
+                    ("target", "target"),
+                    ("clients", "concurrency"),
+                    ("req/s", "achieved"),
+                    ("p50 ms", "p50_ms"),
+                    ("p99 ms", "p99_ms"),
+                    ("errors", "errors"),
+                    ("CPU ms/req", "cpu_s_per_1k"),
+                    ("peak RSS MB", "peak_rss_mb"),
+                ],
+            ),
+            "",
+        ]
     if prof:
         lines += ["## Profile of Verbund under load (py-spy, share of CPU samples)", ""]
         for mode, p in prof.items():
@@ -558,6 +623,8 @@ def report(
                 la = a[i] if i < len(a) else ("", "")
                 lc = c[i] if i < len(c) else ("", "")
                 lines.append(f"| {la[0]} | {la[1]} | | `{lc[0]}` | {lc[1]} |")
+            lines += ["", "Where the time goes (inclusive share of samples):", ""]
+            lines += [f"- {pc} % {label}" for label, pc in p.get("breakdown", []) if pc]
             lines += ["", "Top self time by function:", ""]
             lines += [f"- {pc} % `{fn}`" for fn, pc in p.get("self_by_function", [])[:15]]
             lines.append("")
@@ -594,12 +661,18 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()},
     }
     b = Bench(s, workdir)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)  # the servers are stopped on the way out
     try:
         b.start()
         info["versions"] = b.versions
         b.open_loop()
         if s.closed:
             b.closed_loop()
+        b.sweep()
         prof = b.profile()
         soak = b.soak()
     finally:
@@ -614,6 +687,7 @@ def main(argv: list[str] | None = None) -> None:
                 **info,
                 "open_loop": b.rows,
                 "closed_loop": b.closed,
+                "sweep": b.swept,
                 "profile": prof,
                 "soak": soak,
                 "elapsed_s": round(elapsed),

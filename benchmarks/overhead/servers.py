@@ -114,6 +114,7 @@ def free_port() -> int:
 def wait_http(
     url: str, deadline: float, ok: tuple[int, ...] = (200,), proc: Proc | None = None
 ) -> None:
+    """Poll ``url`` until it answers; on failure ``proc`` is stopped before raising."""
     end = time.monotonic() + deadline
     last = ""
     while time.monotonic() < end:
@@ -127,6 +128,8 @@ def wait_http(
         except httpx.HTTPError as exc:
             last = type(exc).__name__
         time.sleep(0.2)
+    if proc is not None:
+        proc.stop()
     raise RuntimeError(f"{url} not ready after {deadline:.0f} s ({last})")
 
 
@@ -425,6 +428,8 @@ def start_litellm(workdir: Path, backend: int, workers: int) -> Target:
             str(workers),
             "--log_config",
             str(log_cfg),
+            "--timeout_worker_healthcheck",
+            "60",
         ],
         workdir,
         env,
@@ -448,7 +453,7 @@ def start_litellm(workdir: Path, backend: int, workers: int) -> Target:
         procs=[proc],
         version=version,
     )
-    wait_http(f"http://127.0.0.1:{port}/health/liveliness", 120, proc=proc)
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", 300, proc=proc)
     return target
 
 
@@ -524,15 +529,19 @@ default_data_class = "internal"
         env,
     )
     base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/readyz", 60, proc=proc)
+    wait_http(f"{base}/readyz", 180, proc=proc)
     # a real key, created through the admin API
-    r = httpx.post(
-        f"{base}/admin/keys",
-        json={"institution": "bench-uni", "name": "bench"},
-        headers={"authorization": f"Bearer {admin}"},
-        timeout=10,
-    )
-    r.raise_for_status()
+    try:
+        r = httpx.post(
+            f"{base}/admin/keys",
+            json={"institution": "bench-uni", "name": "bench"},
+            headers={"authorization": f"Bearer {admin}"},
+            timeout=30,
+        )
+        r.raise_for_status()
+    except httpx.HTTPError:
+        proc.stop()
+        raise
     key = r.json()["key"]
     target = Target(
         name,

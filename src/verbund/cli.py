@@ -86,7 +86,13 @@ def gateway(
     log_level: Annotated[str, typer.Option()] = "info",
     workers: Annotated[
         int | None,
-        typer.Option(min=1, max=64, help="Worker processes [default: gateway.workers]."),
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes [default: gateway.workers]. Each worker keeps its own "
+            "key cache and site states: a revocation or drain reaches the other workers "
+            "only after a restart.",
+        ),
     ] = None,
 ) -> None:
     """Run one access point for the federation in CONFIG."""
@@ -108,6 +114,13 @@ def gateway(
         n_workers = workers if workers is not None else cfg.gateway.workers
         if n_workers > 1:
             from verbund.server import run_workers
+
+            typer.secho(
+                f"{n_workers} workers: key revocations and site drains made through the admin "
+                "API reach only the worker that handled them until the workers restart.",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
 
             run_workers(config, cfg, n_workers, log_level)
             return

@@ -89,6 +89,10 @@ def run_workers(
         log_level=log_level,
         timeout_graceful_shutdown=30,
         server_header=False,
+        # uvicorn kills a worker that does not answer its supervisor's ping in time (5 s by
+        # default); a worker still importing on a busy host would be killed and restarted
+        # in a loop
+        timeout_worker_healthcheck=60,
     )
 
 
