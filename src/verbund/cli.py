@@ -91,6 +91,15 @@ def gateway(
         typer.Option(envvar="VERBUND_GATEWAY_NAME", help="Override [gateway] name (per replica)."),
     ] = None,
     log_level: Annotated[str, typer.Option()] = "info",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes [default: gateway.workers]. Workers share changes over "
+            "Redis ([coordination] redis_url) at once, otherwise by the 30 s reload.",
+        ),
+    ] = None,
 ) -> None:
     """Run one access point for the federation in CONFIG."""
     from verbund.gateway import create_app
@@ -110,6 +119,22 @@ def gateway(
                 err=True,
                 fg=typer.colors.YELLOW,
             )
+        # several worker processes (uvicorn's factory mode), see verbund.gateway._factory
+        n_workers = workers if workers is not None else cfg.gateway.workers
+        if n_workers > 1:
+            from verbund.server import run_workers
+
+            if not cfg.coordination.redis_url:
+                typer.secho(
+                    f"{n_workers} workers without [coordination] redis_url: key revocations and "
+                    "site drains reach the other workers only with the 30 s reload.",
+                    err=True,
+                    fg=typer.colors.YELLOW,
+                )
+
+            run_workers(config, cfg, n_workers, log_level)
+            return
+        stop_on_sigterm()
         server = make_server(
             create_app(cfg, admin_key=admin_key), cfg.gateway.host, cfg.gateway.port, log_level
         )

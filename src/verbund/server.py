@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 
+from verbund.config import FederationConfig
 from verbund.errors import VerbundError
 
-__all__ = ["PortBusy", "ensure_port_free", "make_server", "stop_on_sigterm"]
+__all__ = ["PortBusy", "ensure_port_free", "make_server", "run_workers", "stop_on_sigterm"]
 
 
 class PortBusy(VerbundError):
@@ -50,6 +54,47 @@ def make_server(app: Starlette, host: str, port: int, log_level: str = "info") -
         server_header=False,
     )
     return uvicorn.Server(config)
+
+
+def run_workers(
+    config_path: Path, config: FederationConfig, workers: int, log_level: str = "info"
+) -> None:
+    """Serve one access point from ``workers`` processes sharing one listening socket.
+
+    The store is migrated here, once, before the workers start, so they do not race to
+    create the schema. Each worker builds its app with
+    :func:`verbund.gateway._factory.app_from_env`.
+    """
+    from verbund.gateway._factory import CONFIG_ENV
+    from verbund.store import Store
+
+    async def migrate() -> None:
+        store = Store(config.store.url)
+        try:
+            await store.migrate()
+        finally:
+            await store.aclose()
+
+    asyncio.run(migrate())
+    os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
+    uvicorn.run(
+        "verbund.gateway._factory:app_from_env",
+        factory=True,
+        workers=workers,
+        host=config.gateway.host,
+        port=config.gateway.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+        # uvicorn kills a worker that does not answer its supervisor's ping in time (5 s by
+        # default); a worker still importing on a busy host would be killed and restarted
+        # in a loop
+        timeout_worker_healthcheck=60,
+    )
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
