@@ -1,10 +1,11 @@
 """Batches (the OpenAI Batch API): validation, durable items, a runner that fills spare capacity."""
 
+from verbund.batch._execute import Dispatch
 from verbund.batch._finalize import Finalizer
 from verbund.batch._items import ClaimedItem, ItemStore, Outcome
 from verbund.batch._limiter import AdaptiveLimiter, Signal
 from verbund.batch._objects import BatchStatus, ItemStatus
-from verbund.batch._runner import BatchRunner, Dispatch
+from verbund.batch._runner import BatchRunner
 from verbund.batch._service import BatchRequest, BatchService, BodyCheck, ModelCheck, parse_create
 from verbund.batch._validate import ENDPOINTS, BatchLineError, ItemRef, Validation, validate_input
 

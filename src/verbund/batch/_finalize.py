@@ -18,9 +18,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.batch._items import ItemStore, counts_from_rows
 from verbund.batch._objects import BatchStatus, ItemStatus, error_line
+from verbund.errors import StoreError
 from verbund.files import FilePurpose, FileService
 from verbund.store import BatchItemRow, BatchRow, Store
 
@@ -179,6 +181,36 @@ class Finalizer:
             counts.failed,
         )
         return True
+
+    async def sweep_parts(self) -> None:
+        """Delete result parts of batches that have ended (left by a crash at the very end)."""
+        try:
+            keys = await self._files.blobs.keys("part-")
+            if not keys:
+                return
+            ids = {k[len("part-") :].rsplit("-", 1)[0] for k in keys}
+            async with self._store.session() as s:
+                live = set(
+                    (
+                        await s.execute(
+                            select(BatchRow.id).where(
+                                BatchRow.id.in_(ids),
+                                BatchRow.status.in_(
+                                    [
+                                        BatchStatus.in_progress,
+                                        BatchStatus.cancelling,
+                                        BatchStatus.finalizing,
+                                    ]
+                                ),
+                            )
+                        )
+                    ).scalars()
+                )
+            for k in keys:
+                if k[len("part-") :].rsplit("-", 1)[0] not in live:
+                    await self._files.blobs.delete(k)
+        except (SQLAlchemyError, StoreError, OSError) as exc:
+            log.warning("could not sweep old batch result parts (%s)", type(exc).__name__)
 
     async def _lines(
         self, batch_id: str, which: Literal["output", "error"]

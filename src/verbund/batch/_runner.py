@@ -29,22 +29,18 @@ import logging
 import math
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
-import orjson
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from verbund.accounting import UsageRecord
+from verbund.batch._execute import Dispatch, Execution, Lane, execute
 from verbund.batch._finalize import Finalizer, part_key
 from verbund.batch._items import ClaimedItem, ItemStore, Outcome
 from verbund.batch._limiter import AdaptiveLimiter, Signal
-from verbund.batch._objects import BatchStatus, ItemStatus, error_line, response_line
+from verbund.batch._objects import BatchStatus, ItemStatus, response_line
 from verbund.config import BatchConfig
-from verbund.errors import ApiError, NoBackendAvailable, StoreError, UpstreamError
+from verbund.errors import ApiError, NoBackendAvailable, StoreError
 from verbund.federation import Backend
 from verbund.files import FileObject, FileService
 from verbund.store import BatchRow, FileRow, Store
@@ -54,33 +50,6 @@ __all__ = ["BatchRunner", "Dispatch"]
 log = logging.getLogger("verbund.batch")
 
 _STORE_ERRORS = (SQLAlchemyError, StoreError, OSError)
-
-
-class Dispatch(Protocol):
-    """How the runner reaches backends: the access point's router and proxy."""
-
-    def plan(self, model: str, institution_id: str, data_class: str) -> list[Backend]:
-        """Compliant backends, best first; raises ApiError like an interactive request."""
-        ...
-
-    async def send(self, plan: list[Backend], path: str, body: bytes, record: UsageRecord) -> bytes:
-        """A non-streamed request along ``plan``; the answer's body, or an ApiError."""
-        ...
-
-
-@dataclass(slots=True)
-class _Lane:
-    """A batch with work to hand out."""
-
-    batch_id: str
-    institution_id: str
-    key_id: str
-    data_class: str
-    endpoint: str
-    model: str
-    input: FileObject | None
-    has_work: bool = True  # the store may have claimable items
-    buffer: deque[ClaimedItem] = field(default_factory=deque)  # claimed, not started
 
 
 class BatchRunner:
@@ -112,7 +81,7 @@ class BatchRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_batch: dict[str, int] = {}
         self._starting: dict[str, int] = {}
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane] = {}
         self._rr = 0
         self._housekeeping_now = asyncio.Event()
         self._serial = store.engine.dialect.name == "sqlite"
@@ -138,7 +107,7 @@ class BatchRunner:
     async def run(self) -> None:
         """Run until cancelled; then stop at safe points and give unfinished items back."""
         self._stopping.clear()
-        await self._sweep_parts()
+        await self._finalizer.sweep_parts()
         loops = [
             asyncio.create_task(self._housekeeping_loop(), name="batch-housekeeping"),
             asyncio.create_task(self._dispatch_loop(), name="batch-dispatch"),
@@ -298,10 +267,10 @@ class BatchRunner:
         for batch_id in ready:
             await self._finalizer.finalize(batch_id)
 
-    async def _lane(self, row: BatchRow) -> _Lane:
+    async def _lane(self, row: BatchRow) -> Lane:
         async with self._store.session() as s:
             f = await s.get(FileRow, row.input_file_id)
-        return _Lane(
+        return Lane(
             batch_id=row.id,
             institution_id=row.institution_id,
             key_id=row.key_id,
@@ -359,7 +328,7 @@ class BatchRunner:
                 if not lane.buffer and not lane.has_work:
                     break
 
-    async def _fail_lane(self, lane: _Lane, exc: ApiError, now: float) -> None:
+    async def _fail_lane(self, lane: Lane, exc: ApiError, now: float) -> None:
         """The batch's model is no longer allowed or known: its remaining items fail."""
         async with self._writing():
             claimed = await self._items.claim(
@@ -372,7 +341,7 @@ class BatchRunner:
             self._results.put_nowait(Outcome(item, "failed", line))
         lane.buffer.clear()
 
-    def _start(self, lane: _Lane, item: ClaimedItem, plan: list[Backend]) -> None:
+    def _start(self, lane: Lane, item: ClaimedItem, plan: list[Backend]) -> None:
         name = plan[0].name
         self.limiter.acquire(name)
         self._starting[name] = self._starting.get(name, 0) + 1
@@ -392,81 +361,36 @@ class BatchRunner:
 
     # -- items ------------------------------------------------------------------------
 
-    async def _run_item(self, lane: _Lane, item: ClaimedItem, plan: list[Backend]) -> None:
+    async def _run_item(self, lane: Lane, item: ClaimedItem, plan: list[Backend]) -> None:
         name = plan[0].name
         started = False
-        signal = Signal.neutral
-        latency: float | None = None
-        work = 1
-        try:
-            if item.attempts > self._cfg.max_attempts:
-                line = error_line(
-                    item.custom_id,
-                    "max_attempts_exceeded",
-                    f"The request was tried {self._cfg.max_attempts} times without an answer.",
-                )
-                self._results.put_nowait(Outcome(item, "failed", line))
-                return
-            try:
-                if lane.input is None:
-                    raise KeyError(lane.batch_id)
-                raw = await self._files.read_range(lane.input, item.offset, item.length)
-                body = orjson.dumps(orjson.loads(raw)["body"])
-            except (KeyError, StoreError, OSError, orjson.JSONDecodeError):
-                line = error_line(
-                    item.custom_id, "input_unavailable", "The request could not be read."
-                )
-                self._results.put_nowait(Outcome(item, "failed", line))
-                return
-            record = UsageRecord(
-                request_id=str(uuid.uuid4()),
-                access_point=self._ap,
-                institution_id=lane.institution_id,
-                key_id=lane.key_id,
-                endpoint=lane.endpoint,
-                model=lane.model,
-                priority="batch",
-            )
+
+        def on_send() -> None:
+            nonlocal started
             self._starting[name] -= 1
             started = True
-            t0 = time.monotonic()
-            try:
-                answer = await self._backends.send(plan, lane.endpoint, body, record)
-            except ApiError as exc:
-                overload = isinstance(exc, UpstreamError)
-                signal = Signal.overload if overload else Signal.neutral
-                if overload and item.attempts < self._cfg.max_attempts:
-                    delay = self._cfg.retry_backoff_seconds * 2 ** (item.attempts - 1)
-                    self._results.put_nowait(
-                        Outcome(item, "retry", next_try_at=self._clock() + delay)
-                    )
-                else:
-                    line = response_line(item.custom_id, exc.status, record.request_id, exc.body())
-                    self._results.put_nowait(Outcome(item, "failed", line))
-                return
-            latency = time.monotonic() - t0
-            signal, work = Signal.ok, max(1, record.completion_tokens)
-            try:
-                parsed = orjson.loads(answer)
-            except orjson.JSONDecodeError:
-                err = UpstreamError("The model server's answer was not JSON.")
-                line = response_line(item.custom_id, err.status, record.request_id, err.body())
-                self._results.put_nowait(Outcome(item, "failed", line))
-                return
-            line = response_line(item.custom_id, 200, record.request_id, parsed)
-            self._results.put_nowait(
-                Outcome(
-                    item,
-                    "done",
-                    line,
-                    prompt_tokens=record.prompt_tokens,
-                    completion_tokens=record.completion_tokens,
-                )
+
+        result: Execution | None = None
+        try:
+            result = await execute(
+                item,
+                lane,
+                plan,
+                backends=self._backends,
+                files=self._files,
+                config=self._cfg,
+                access_point=self._ap,
+                clock=self._clock,
+                on_send=on_send,
             )
+            self._results.put_nowait(result.outcome)
         finally:
             if not started:
                 self._starting[name] -= 1
-            self.limiter.release(name, signal, latency, work)
+            if result is None:
+                self.limiter.release(name, Signal.neutral)
+            else:
+                self.limiter.release(name, result.signal, result.latency, result.work)
 
     # -- committer --------------------------------------------------------------------
 
@@ -553,33 +477,3 @@ class BatchRunner:
             await self._items.release(self.owner, None, ItemStatus.pending)
         except _STORE_ERRORS as exc:
             log.warning("batch runner stopped without releasing leases (%s)", type(exc).__name__)
-
-    async def _sweep_parts(self) -> None:
-        """Delete result parts of batches that have ended (left by a crash at the very end)."""
-        try:
-            keys = await self._files.blobs.keys("part-")
-            if not keys:
-                return
-            ids = {k[len("part-") :].rsplit("-", 1)[0] for k in keys}
-            async with self._store.session() as s:
-                live = set(
-                    (
-                        await s.execute(
-                            select(BatchRow.id).where(
-                                BatchRow.id.in_(ids),
-                                BatchRow.status.in_(
-                                    [
-                                        BatchStatus.in_progress,
-                                        BatchStatus.cancelling,
-                                        BatchStatus.finalizing,
-                                    ]
-                                ),
-                            )
-                        )
-                    ).scalars()
-                )
-            for k in keys:
-                if k[len("part-") :].rsplit("-", 1)[0] not in live:
-                    await self._files.blobs.delete(k)
-        except _STORE_ERRORS as exc:
-            log.warning("could not sweep old batch result parts (%s)", type(exc).__name__)
