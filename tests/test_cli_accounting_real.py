@@ -163,10 +163,11 @@ def test_usage_by_day_and_settlement(gateway: RunningGateway) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
-        "day,institution,requests,failed,prompt_tokens,completion_tokens,total_tokens",
-        "2025-01-05,uni-a,1,0,1000000,1000000,2000000",
-        "2025-01-06,uni-b,1,0,2000000,0,2000000",
-        "2025-01-31,uni-a,1,0,1000000,0,1000000",
+        "day,institution,requests,failed,prompt_tokens,completion_tokens,total_tokens,"
+        "cpu_seconds,gpu_seconds,request_bytes,response_bytes",
+        "2025-01-05,uni-a,1,0,1000000,1000000,2000000,0.0,0.0,0,0",
+        "2025-01-06,uni-b,1,0,2000000,0,2000000,0.0,0.0,0,0",
+        "2025-01-31,uni-a,1,0,1000000,0,1000000,0.0,0.0,0,0",
     ]
     r = gateway.cli("usage", "--group-by", "month", "--format", "json")
     assert [(x["month"], x["requests"]) for x in json.loads(r.stdout)] == [
