@@ -24,19 +24,29 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m"
 
 
-def ttft(client: httpx.Client, url: str, headers: dict[str, str], i: int) -> float:
-    body = {"model": MODEL, "stream": True, "max_tokens": 8,
-            "messages": [{"role": "user", "content": f"Say one word ({i})."}]}
+def ttft(client: httpx.Client, url: str, headers: dict[str, str], i: int, tag: str) -> float:
+    # a prompt of its own for every request: llama.cpp reuses the previous prompt's cache
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": f"Say one word ({tag}{i})."}],
+    }
     t0 = time.perf_counter()
     with client.stream("POST", url + "/v1/chat/completions", json=body, headers=headers) as r:
         r.raise_for_status()
+        first = None
         for line in r.iter_lines():
-            if line.startswith("data:") and '"content"' in line and '"content": ""' not in line:
+            if (
+                first is None
+                and line.startswith("data:")
+                and '"content"' in line
+                and ('"content": ""' not in line)
+            ):
                 first = time.perf_counter() - t0
-                for _ in r.iter_lines():
-                    pass
-                return first
-    raise RuntimeError("no content")
+    if first is None:
+        raise RuntimeError("no content")
+    return first
 
 
 def main() -> None:
@@ -52,11 +62,15 @@ def main() -> None:
         direct, via = [], []
         with httpx.Client(timeout=60, trust_env=False) as c:
             for i in range(2):  # warm-up
-                ttft(c, backend, {}, i)
-                ttft(c, demo.url, auth, i)
-            for i in range(args.requests):
-                direct.append(ttft(c, backend, {}, i))
-                via.append(ttft(c, demo.url, auth, i))
+                ttft(c, backend, {}, i, "w")
+                ttft(c, demo.url, auth, i, "x")
+            for i in range(args.requests):  # interleaved, alternating which goes first
+                if i % 2:
+                    direct.append(ttft(c, backend, {}, i, "d"))
+                    via.append(ttft(c, demo.url, auth, i, "v"))
+                else:
+                    via.append(ttft(c, demo.url, auth, i, "v"))
+                    direct.append(ttft(c, backend, {}, i, "d"))
     finally:
         demo.stop()
 
@@ -66,16 +80,22 @@ def main() -> None:
         return f"| {name} | {statistics.median(xs) * 1000:.1f} | {p90 * 1000:.1f} | {len(xs)} |"
 
     added = [v - d for v, d in zip(via, direct, strict=True)]
-    table = "\n".join([
-        "| path | TTFT p50 ms | TTFT p90 ms | n |", "|---|---|---|---|",
-        row("direct to llama.cpp (rz-west)", direct), row("through the access point", via),
-        f"| added by the access point (pairwise) | {statistics.median(added) * 1000:.1f} | "
-        f"{sorted(added)[int(0.9 * (len(added) - 1))] * 1000:.1f} | {len(added)} |",
-    ])
-    text = (f"# Time to first token: access point vs direct\n\n{time.strftime('%Y-%m-%d %H:%M')} "
-            f"UTC, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, Python "
-            f"{platform.python_version()}. Command: `.venv/bin/python -m benchmarks.first_token`"
-            f"\n\n`verbund up` ready after {ready:.1f} s (all demo model servers).\n\n{table}\n")
+    table = "\n".join(
+        [
+            "| path | TTFT p50 ms | TTFT p90 ms | n |",
+            "|---|---|---|---|",
+            row("direct to llama.cpp (rz-west)", direct),
+            row("through the access point", via),
+            f"| added by the access point (pairwise) | {statistics.median(added) * 1000:.1f} | "
+            f"{sorted(added)[int(0.9 * (len(added) - 1))] * 1000:.1f} | {len(added)} |",
+        ]
+    )
+    text = (
+        f"# Time to first token: access point vs direct\n\n{time.strftime('%Y-%m-%d %H:%M')} "
+        f"UTC, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, Python "
+        f"{platform.python_version()}. Command: `.venv/bin/python -m benchmarks.first_token`"
+        f"\n\n`verbund up` ready after {ready:.1f} s (all demo model servers).\n\n{table}\n"
+    )
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "first_token.md").write_text(text)
