@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from tests.realdemo import start_demo
 
 RESULTS = Path(__file__).resolve().parent / "results"
