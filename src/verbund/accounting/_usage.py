@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class UsageRecorder:
         path.rename(self._dir / f"{time.time_ns():020d}-{os.getpid()}-{self._seq}.ready")
 
     def record(self, rec: UsageRecord) -> None:
-        os.write(self._fd, orjson.dumps(asdict(rec)) + b"\n")
+        os.write(self._fd, orjson.dumps(rec) + b"\n")  # orjson serialises dataclasses itself
         self._written += 1
 
     def _rotate(self) -> None:
