@@ -61,6 +61,9 @@ class UsageRecorder:
         self._fd = -1
         self._written = 0
         self.flushed = 0
+        # the background task and GET /admin/usage both flush: one at a time, or both
+        # would insert the same segment and the second unlink would fail
+        self._flush_lock = asyncio.Lock()
         # a spool left by a crashed process becomes a segment to insert
         current = self._dir / "current.jsonl"
         if current.exists():
@@ -90,6 +93,10 @@ class UsageRecorder:
 
     async def flush(self) -> int:
         """Insert every sealed segment; returns how many records were inserted."""
+        async with self._flush_lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         self._rotate()
         total = 0
         for seg in sorted(self._dir.glob("*.ready")):
