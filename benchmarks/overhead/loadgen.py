@@ -272,7 +272,7 @@ def run_job(job: Job) -> Result:
         try:
             if job.rate > 0:
                 await _open_loop(job, client, raws, res)
-            else:
+            elif job.concurrency > 0:
                 await _closed_loop(job, client, raws, res)
         finally:
             client.close()
@@ -326,7 +326,8 @@ class GeneratorPool:
                 weights=job.weights,
                 duration=job.duration,
                 rate=job.rate / n,
-                concurrency=max(1, job.concurrency // n) if job.concurrency else 0,
+                # closed loop: the clients spread over the processes (some may get none)
+                concurrency=job.concurrency // n + (1 if i < job.concurrency % n else 0),
                 t0=t0,
                 phase=i / n,
                 max_connections=max(1, job.max_connections // n),

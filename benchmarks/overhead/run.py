@@ -367,7 +367,7 @@ class Bench:
         print(
             f"==> soak: verbund, {self.s.soak} s at {self.s.soak_rate}/s, 1/3 streams", flush=True
         )
-        before = self._flushed_usage(t, None)
+        before = self._settled_usage(t)
         pids = [p for r in t.pids for p in procs.tree(r)]
         chunk = 30.0
         timeline = []
@@ -387,6 +387,7 @@ class Bench:
                     "ok": res.ok,
                     "errors": sum(res.errors.values()),
                     "p99_ms": pct(res.latency, 0.99),
+                    "loadavg_1m": round(os.getloadavg()[0], 2),
                 }
             )
             print(
@@ -414,6 +415,18 @@ class Bench:
             "usage_records": after - before,
             "timeline": timeline,
         }
+
+    def _settled_usage(self, t: Target) -> int:
+        """The store's request count once it stops changing: every worker flushes its own
+        spool in the background, the admin call only the spool of the worker it reached."""
+        n = self.usage_count(t)
+        for _ in range(20):
+            time.sleep(1.0)
+            m = self.usage_count(t)
+            if m == n:
+                break
+            n = m
+        return n
 
     def _flushed_usage(self, t: Target, expect: int | None) -> int:
         """The store's request count; with ``expect``, wait (10 s at most) until flushed."""
@@ -639,10 +652,11 @@ def report(
             f"{soak['cpu_s_per_1k']} s/1k req; usage records in the store: "
             f"{soak['usage_records']} for {soak['sent']} requests.",
             "",
-            "| t s | RSS MB | answered | errors | p99 ms |",
-            "|---:|---:|---:|---:|---:|",
+            "| t s | RSS MB | answered | errors | p99 ms | machine load (1 min) |",
+            "|---:|---:|---:|---:|---:|---:|",
             *(
-                f"| {x['t_s']} | {x['rss_mb']} | {x['ok']} | {x['errors']} | {_ms(x['p99_ms'])} |"
+                f"| {x['t_s']} | {x['rss_mb']} | {x['ok']} | {x['errors']} "
+                f"| {_ms(x['p99_ms'])} | {x.get('loadavg_1m', '-')} |"
                 for x in soak["timeline"]
             ),
             "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -97,5 +98,21 @@ async def test_report_sums(tmp_path: Path) -> None:
     assert [
         (r["institution"], r["requests"], r["prompt_tokens"], r["total_tokens"]) for r in rows
     ] == [("uni-a", 2, 15, 17), ("uni-b", 1, 7, 8)]
+    await usage.aclose()
+    await store.aclose()
+
+
+async def test_concurrent_flushes_insert_each_record_once(tmp_path: Path) -> None:
+    # the background flush and GET /admin/usage both flush; they must not race on segments
+    store = await make_store(tmp_path)
+    usage = UsageRecorder(store, tmp_path / "spool")
+    for batch in range(4):
+        for i in range(50):
+            usage.record(rec(batch * 50 + i))
+        usage._rotate()
+    results = await asyncio.gather(*(usage.flush() for _ in range(4)))
+    assert sum(results) == 200
+    assert await count(store) == 200
+    assert not list((tmp_path / "spool").glob("*.ready"))
     await usage.aclose()
     await store.aclose()

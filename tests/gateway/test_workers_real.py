@@ -1,4 +1,4 @@
-"""`verbund gateway --workers 2`: two real worker processes, one port, one usage ledger."""
+"""`verbund gateway` with one and with two real worker processes: one port, one usage ledger."""
 
 from __future__ import annotations
 
@@ -66,7 +66,13 @@ def backend() -> Iterator[int]:
 
 
 @pytest.mark.real
-def test_two_workers_serve_and_account_every_request(tmp_path: Path, backend: int) -> None:
+@pytest.mark.parametrize(
+    ("workers", "spool"),
+    [(1, ["ap-w"]), (2, ["ap-w.w0", "ap-w.w0.lock", "ap-w.w1", "ap-w.w1.lock"])],
+)
+def test_workers_serve_and_account_every_request(
+    tmp_path: Path, backend: int, workers: int, spool: list[str]
+) -> None:
     port = free_port()
     state = tmp_path / "state"
     cfg = tmp_path / "federation.toml"
@@ -76,7 +82,7 @@ def test_two_workers_serve_and_account_every_request(tmp_path: Path, backend: in
 name = "ap-w"
 listen = "127.0.0.1:{port}"
 state_dir = "{state}"
-workers = 2
+workers = {workers}
 
 [store]
 url = "sqlite+aiosqlite:///{state / "verbund.db"}"
@@ -142,13 +148,7 @@ home_region = "NW"
             )
             assert r.status_code == 200, r.text
             assert r.json()["choices"][0]["message"]["content"] == "hi"
-        spool = state / "usage-spool"
-        assert sorted(p.name for p in spool.iterdir()) == [
-            "ap-w.w0",
-            "ap-w.w0.lock",
-            "ap-w.w1",
-            "ap-w.w1.lock",
-        ]
+        assert sorted(p.name for p in (state / "usage-spool").iterdir()) == spool
         deadline = time.monotonic() + 30
         while True:  # both workers' spools end up in the one store
             rows = httpx.get(
