@@ -165,7 +165,7 @@ class Prober:
         self._confirming: dict[str, asyncio.Task[None]] = {}
         self._confirmed_at: dict[str, float] = {}
 
-    def suspect(self, backend: Backend) -> None:
+    def suspect(self, backend: Backend, failed: bool = True) -> None:
         """A request just failed there (reset, timeout): probe it now, not at the next round.
 
         If the probe fails too the backend is marked down at once; a keep-alive race or a
@@ -176,7 +176,9 @@ class Prober:
         if running is not None and not running.done():
             return
         now = time.monotonic()
-        if now - self._confirmed_at.get(backend.name, -1e9) < CONFIRM_INTERVAL:
+        # a request that just failed there is always worth a probe; a mere stall (no bytes
+        # back for a while) at most once a second
+        if not failed and now - self._confirmed_at.get(backend.name, -1e9) < CONFIRM_INTERVAL:
             return
         self._confirmed_at[backend.name] = now
         self._confirming[backend.name] = asyncio.get_running_loop().create_task(

@@ -61,7 +61,7 @@ class Proxy:
         on_usage: Callable[[UsageRecord], None],
         budget: RetryBudget | None = None,
         tracer: Tracer | None = None,
-        on_suspect: Callable[[Backend], None] | None = None,
+        on_suspect: Callable[[Backend, bool], None] | None = None,
     ) -> None:
         self._pool = pool
         self._tracker = tracker
@@ -170,7 +170,7 @@ class Proxy:
                     raise Hung
                 now = time.monotonic()
                 if self._on_suspect is not None and backend.stalled(now, self._cfg.stall_seconds):
-                    self._on_suspect(backend)
+                    self._on_suspect(backend, False)
         finally:
             if not task.done():
                 task.cancel()
@@ -185,7 +185,7 @@ class Proxy:
     def fail(self, backend: Backend, failure: Failure) -> None:
         self._tracker.on_failure(backend, failure, time.monotonic())
         if failure is not Failure.refused and self._on_suspect is not None and backend.healthy:
-            self._on_suspect(backend)
+            self._on_suspect(backend, True)
 
     def succeed(self, backend: Backend) -> None:
         backend.last_progress = time.monotonic()
