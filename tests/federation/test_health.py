@@ -131,3 +131,14 @@ async def test_a_failed_request_is_confirmed_by_an_immediate_probe(fed: Federati
     assert not west.healthy and sued.healthy
     assert fakes["sued-1"].probes == 1
     await pool.aclose()
+
+
+def test_a_probe_sent_before_the_backend_went_down_cannot_revive_it(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(), fed)
+    b = fed.backends["west-1"]
+    t.on_probe(b, Probe.failed, now=10.0, confirming=True)  # a failed request, confirmed
+    assert not b.healthy
+    t.on_probe(b, Probe.ok, now=10.2, sent_at=9.9)  # that probe left before the fault
+    assert not b.healthy
+    t.on_probe(b, Probe.ok, now=11.0, sent_at=10.5)
+    assert b.healthy

@@ -69,6 +69,7 @@ class Backend:
     last_progress: float = -1e9  # the last byte received from it, of any request
     probe_failures: int = 0
     busy_since: float = -1e9  # when outstanding last rose from zero
+    down_since: float = -1e9  # when it was last marked down
     served: int = 0
     failures: int = 0
     latency: LatencyStats = field(default_factory=LatencyStats)

@@ -72,6 +72,7 @@ class HealthTracker:
         if failure is Failure.refused:
             if backend.healthy:
                 log.warning("backend %s down: connection refused", backend.name)
+                backend.down_since = now
             backend.healthy = False
             return
         if backend.consecutive_failures >= self._cfg.eject_after_failures and now >= (
@@ -109,7 +110,13 @@ class HealthTracker:
         return True
 
     def on_probe(
-        self, backend: Backend, result: Probe, now: float, *, confirming: bool = False
+        self,
+        backend: Backend,
+        result: Probe,
+        now: float,
+        *,
+        confirming: bool = False,
+        sent_at: float | None = None,
     ) -> None:
         """A probe that times out is weak evidence: a single-threaded server busy with
         requests (llama.cpp) answers probes late. It takes two in a row, and none while
@@ -117,6 +124,8 @@ class HealthTracker:
         was sent to confirm a request's failure (``confirming``): two failures at once are
         enough."""
         if result is Probe.ok:
+            if sent_at is not None and sent_at < backend.down_since:
+                return  # it answered before it went down: old news
             backend.last_probe_ok = now
             backend.probe_failures = 0
             if not backend.healthy:
@@ -141,6 +150,7 @@ class HealthTracker:
         ):
             if backend.healthy:
                 log.warning("backend %s failed its health probe (%s)", backend.name, result.value)
+                backend.down_since = now
             backend.healthy = False
 
 
@@ -214,10 +224,11 @@ class Prober:
         backends = [
             b for b in self._federation.backends.values() if b.site.state.value != "maintenance"
         ]
+        sent_at = time.monotonic()
         results = await asyncio.gather(*(self.probe(b) for b in backends))
         now = time.monotonic()
         for b, result in zip(backends, results, strict=True):
-            self._tracker.on_probe(b, result, now)
+            self._tracker.on_probe(b, result, now, sent_at=sent_at)
         if self._on_round is not None:
             sites: dict[str, bool] = {}
             for b, result in zip(backends, results, strict=True):
