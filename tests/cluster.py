@@ -20,6 +20,20 @@ ADMIN_KEY = "vbadmin-cluster-test-0123456789abcdef"
 MODEL = "sim-model"
 
 
+def gateway_argv(config: Path) -> list[str]:
+    """The command line of one access point process (``verbund gateway``) in tests."""
+    return [
+        sys.executable,
+        "-m",
+        "verbund.cli",
+        "gateway",
+        "--config",
+        str(config),
+        "--log-level",
+        "warning",
+    ]
+
+
 def wait_http(url: str, within: float = 30.0, status: int = 200) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -154,16 +168,7 @@ class Cluster:
         log = state / "gateway.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "verbund.cli",
-                    "gateway",
-                    "--config",
-                    str(cfg),
-                    "--log-level",
-                    "warning",
-                ],
+                gateway_argv(cfg),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "VERBUND_ADMIN_KEY": ADMIN_KEY},

@@ -134,7 +134,6 @@ def gateway(
 
             run_workers(config, cfg, n_workers, log_level)
             return
-        stop_on_sigterm()
         server = make_server(
             create_app(cfg, admin_key=admin_key), cfg.gateway.host, cfg.gateway.port, log_level
         )

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cluster import gateway_argv
 from tests.realdemo import free_port
 
 ADMIN = "vbadmin-workers-test-0123456789"
@@ -107,16 +107,7 @@ home_region = "NW"
     )
     log = (tmp_path / "gateway.log").open("wb")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "verbund.cli",
-            "gateway",
-            "--config",
-            str(cfg),
-            "--log-level",
-            "warning",
-        ],
+        gateway_argv(cfg),
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "VERBUND_ADMIN_KEY": ADMIN},
