@@ -5,7 +5,16 @@ from verbund.federation._federation import Federation
 from verbund.federation._health import Failure, HealthTracker, Probe, Prober
 from verbund.federation._metrics import MetricsScraper, parse_engine_metrics
 from verbund.federation._site import Site
-from verbund.federation._upstream import TransportFactory, UpstreamPool
+from verbund.federation._upstream import (
+    TransportFactory,
+    Upstream,
+    UpstreamBroken,
+    UpstreamFailed,
+    UpstreamPool,
+    UpstreamRefused,
+    UpstreamResponse,
+    UpstreamTimedOut,
+)
 
 __all__ = [
     "Backend",
@@ -19,6 +28,12 @@ __all__ = [
     "Prober",
     "Site",
     "TransportFactory",
+    "Upstream",
+    "UpstreamBroken",
+    "UpstreamFailed",
     "UpstreamPool",
+    "UpstreamRefused",
+    "UpstreamResponse",
+    "UpstreamTimedOut",
     "parse_engine_metrics",
 ]

@@ -1,11 +1,28 @@
-"""One pooled HTTP client per backend, built once and shared by proxy and probes."""
+"""The HTTP clients of the access point: one request client and one side client per backend.
+
+Every inference request goes through :class:`Upstream` (``UpstreamPool.upstream``): on
+aiohttp, with a bounded keep-alive pool per backend. aiohttp costs about a fifth of the
+CPU per call that httpx does and takes idle connections from a queue, so its cost stays
+flat with the number of requests in flight (``docs/performance.md``). Failures below
+HTTP come out as :class:`UpstreamFailed` subclasses, whatever the client.
+
+Probes, metrics scrapes and metadata reads use a small httpx client of their own
+(``UpstreamPool.client``): a full request pool never delays a probe into a false "down".
+
+Tests pass ``transport_factory`` (an ``httpx`` transport per backend); both clients then
+go through it, requests by way of :class:`HttpxUpstream`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
 
+import aiohttp
 import httpx
+from yarl import URL
 
 from verbund.config import RoutingConfig
 from verbund.errors import ConfigError
@@ -14,9 +31,240 @@ from verbund.federation._federation import Federation
 
 TransportFactory = Callable[[Backend], httpx.AsyncBaseTransport | None]
 
+DEFAULT_POOL = 256  # connections per backend when its max_concurrency is unknown
+SIDE_POOL = 8  # connections per backend for probes, scrapes and metadata
+KEEPALIVE_SECONDS = 30.0
+
+
+class UpstreamFailed(Exception):
+    """An upstream call failed below HTTP."""
+
+
+class UpstreamRefused(UpstreamFailed):
+    """Nothing accepted the connection (or the name did not resolve)."""
+
+
+class UpstreamTimedOut(UpstreamFailed):
+    """Connecting or reading took longer than allowed."""
+
+
+class UpstreamBroken(UpstreamFailed):
+    """The connection broke, or the answer was not valid HTTP."""
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, raw; raises :class:`UpstreamFailed` when it breaks."""
+        ...
+
+    async def aclose(self) -> None:
+        """Give the connection back (or close it if the body was not read to the end)."""
+        ...
+
+
+class Upstream(Protocol):
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, read_timeout: float
+    ) -> UpstreamResponse:
+        """Send a POST; returns once the status line and headers are in."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# --- aiohttp: the request path in production ------------------------------------------
+
+
+class _AiohttpResponse:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._resp.close()
+            raise _aiohttp_failure(exc) from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        it = self._resp.content.iter_any().__aiter__()
+        while True:
+            try:
+                chunk = await it.__anext__()
+            except StopAsyncIteration:
+                return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._resp.close()
+                raise _aiohttp_failure(exc) from None
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._resp.release()
+
+
+def _aiohttp_failure(exc: BaseException) -> BaseException:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamRefused(type(exc).__name__)
+    if isinstance(exc, TimeoutError):  # aiohttp's time-outs are TimeoutErrors too
+        return UpstreamTimedOut(type(exc).__name__)
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamBroken(type(exc).__name__)
+    return exc  # cancellation and the like pass through
+
+
+class AiohttpUpstream:
+    """One backend's request client: a keep-alive pool of at most ``limit`` connections.
+
+    The session is made on first use, inside the running event loop. Requests ask for
+    ``identity`` encoding, because the bytes are relayed as they come."""
+
+    def __init__(
+        self, base_url: str, headers: Mapping[str, str], *, limit: int, connect_timeout: float
+    ) -> None:
+        self._base = base_url
+        self._headers = {**headers, "accept-encoding": "identity"}
+        self._limit = limit
+        self._connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._limit, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS
+                ),
+                headers=self._headers,
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = URL(self._base + path, encoded=True)
+            if len(self._urls) < 1024:  # paths are per model: bounded, but be safe
+                self._urls[path] = url
+        return url
+
+    def _timeout(self, read_timeout: float) -> aiohttp.ClientTimeout:
+        # waiting for a free pooled connection is bounded by the caller's deadline, not
+        # here: a full pool is load, not a sign that the backend is down
+        t = self._timeouts.get(read_timeout)
+        if t is None:
+            t = aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
+            )
+            if len(self._timeouts) < 64:
+                self._timeouts[read_timeout] = t
+        return t
+
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, read_timeout: float
+    ) -> UpstreamResponse:
+        try:
+            resp = await self._session_now().post(
+                self._url(path),
+                data=body,
+                headers=headers,
+                timeout=self._timeout(read_timeout),
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _aiohttp_failure(exc) from None
+        return _AiohttpResponse(resp)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+# --- httpx: the request path over an in-process transport (tests, fakes) ---------------
+
+
+class _HttpxResponse:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: httpx.Response) -> None:
+        self._resp = resp
+        self.status = resp.status_code
+        self.headers: Mapping[str, str] = resp.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.aread()
+        except httpx.HTTPError as exc:
+            await self._resp.aclose()
+            raise _httpx_failure(exc) from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise _httpx_failure(exc) from None
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()
+
+
+def _httpx_failure(exc: httpx.HTTPError) -> UpstreamFailed:
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamRefused(type(exc).__name__)
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimedOut(type(exc).__name__)
+    return UpstreamBroken(type(exc).__name__)
+
+
+class HttpxUpstream:
+    """The request path over an httpx client (used with a test transport)."""
+
+    def __init__(self, client: httpx.AsyncClient, connect_timeout: float) -> None:
+        self._client = client
+        self._connect_timeout = connect_timeout
+
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, read_timeout: float
+    ) -> UpstreamResponse:
+        request = self._client.build_request(
+            "POST",
+            path,
+            content=body,
+            headers=headers,
+            timeout=httpx.Timeout(read_timeout, connect=self._connect_timeout),
+        )
+        try:
+            resp = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _httpx_failure(exc) from None
+        return _HttpxResponse(resp)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+# --- the pool ----------------------------------------------------------------------------
+
 
 class UpstreamPool:
-    """Keep-alive clients per backend. Tests pass ``transport_factory`` to fake the network."""
+    """The clients of every backend, built once and shared by the proxy and the probes."""
 
     def __init__(
         self,
@@ -25,6 +273,7 @@ class UpstreamPool:
         transport_factory: TransportFactory | None = None,
     ) -> None:
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._upstreams: dict[str, Upstream] = {}
         missing: list[tuple[str, str]] = []
         for b in federation.backends.values():
             headers: dict[str, str] = {}
@@ -37,25 +286,40 @@ class UpstreamPool:
                     continue
                 headers["authorization"] = f"Bearer {secret}"
             transport = transport_factory(b) if transport_factory else None
+            limit = b.config.max_concurrency * 2 if b.config.max_concurrency else DEFAULT_POOL
             self._clients[b.name] = httpx.AsyncClient(
                 base_url=b.url,
                 headers=headers,
                 transport=transport,
-                timeout=httpx.Timeout(
-                    routing.read_timeout,
-                    connect=routing.connect_timeout,
-                    pool=routing.connect_timeout,
+                timeout=httpx.Timeout(routing.probe_timeout, connect=routing.connect_timeout),
+                limits=httpx.Limits(
+                    max_connections=limit if transport else SIDE_POOL,
+                    max_keepalive_connections=SIDE_POOL,
                 ),
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
                 follow_redirects=False,
                 trust_env=False,
             )
+            if transport is not None:
+                self._upstreams[b.name] = HttpxUpstream(
+                    self._clients[b.name], routing.connect_timeout
+                )
+            else:
+                self._upstreams[b.name] = AiohttpUpstream(
+                    b.url, headers, limit=limit, connect_timeout=routing.connect_timeout
+                )
         if missing:
             raise ConfigError(missing)
 
+    def upstream(self, backend: Backend) -> Upstream:
+        """The request client: inference and everything else sent on a client's behalf."""
+        return self._upstreams[backend.name]
+
     def client(self, backend: Backend) -> httpx.AsyncClient:
+        """The side client: probes, metrics scrapes, model metadata."""
         return self._clients[backend.name]
 
     async def aclose(self) -> None:
-        for c in self._clients.values():
-            await c.aclose()
+        await asyncio.gather(
+            *(u.aclose() for u in self._upstreams.values() if not isinstance(u, HttpxUpstream)),
+            *(c.aclose() for c in self._clients.values()),
+        )

@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-import httpx
 import orjson
 from starlette.responses import Response
 
@@ -31,7 +30,16 @@ from verbund.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from verbund.federation import Backend, Failure, HealthTracker, UpstreamPool
+from verbund.federation import (
+    Backend,
+    Failure,
+    HealthTracker,
+    Upstream,
+    UpstreamFailed,
+    UpstreamPool,
+    UpstreamRefused,
+    UpstreamTimedOut,
+)
 from verbund.gateway._forward import (
     Answer,
     Forward,
@@ -77,8 +85,8 @@ class Proxy:
     def config(self) -> RoutingConfig:
         return self._cfg
 
-    def client(self, backend: Backend) -> httpx.AsyncClient:
-        return self._pool.client(backend)
+    def upstream(self, backend: Backend) -> Upstream:
+        return self._pool.upstream(backend)
 
     async def forward(self, fwd: Forward) -> Response:
         """Answer a client: a streaming response, or the backend's JSON body as it came."""
@@ -196,31 +204,22 @@ class Proxy:
     ) -> Answer:
         budget = self.try_timeout(backend, fwd, remaining)
         try:
-            resp = await self.watched(
-                backend,
-                self._pool.client(backend).post(
-                    fwd.path,
-                    content=fwd.body,
-                    headers=self.headers(fwd),
-                    timeout=httpx.Timeout(
-                        budget, connect=min(self._cfg.connect_timeout, remaining)
-                    ),
-                ),
-                budget,
+            status, headers, body = await self.watched(
+                backend, self._exchange(backend, fwd, budget), budget
             )
         except Hung:
             raise Retry(UpstreamTimeout("The model server stopped answering.")) from None
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except (UpstreamFailed, TimeoutError) as exc:
             raise self.transport_failure(backend, exc) from None
         try:
-            self.check_status(backend, resp.status_code, resp.content, resp.headers)
+            self.check_status(backend, status, body, headers)
         except ApiError as exc:
             self.finish(fwd.record, backend, start, status="error", http_status=exc.status)
             raise
         backend.outstanding -= 1
         self.succeed(backend)
         try:
-            usage = Usage.from_body(orjson.loads(resp.content))
+            usage = Usage.from_body(orjson.loads(body))
         except orjson.JSONDecodeError:
             usage = None
         elapsed = time.monotonic() - start
@@ -229,20 +228,33 @@ class Proxy:
         self.finish(
             fwd.record, backend, start, status="ok", http_status=200, usage=usage, ttft=elapsed
         )
-        return Answer(resp.content, backend)
+        return Answer(body, backend)
 
-    def transport_failure(self, backend: Backend, exc: BaseException) -> Retry:
-        if isinstance(exc, httpx.ConnectError):
+    async def _exchange(
+        self, backend: Backend, fwd: Forward, budget: float
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        resp = await self._pool.upstream(backend).post(
+            fwd.path, fwd.body, self.headers(fwd), read_timeout=budget
+        )
+        try:
+            return resp.status, resp.headers, await resp.read()
+        finally:
+            await resp.aclose()
+
+    def transport_failure(self, backend: Backend, exc: Exception) -> Retry:
+        """Map a failure below HTTP (:class:`UpstreamFailed`, or our own deadline's
+        ``TimeoutError``) to a retry, and tell the health tracker."""
+        if isinstance(exc, UpstreamRefused):
             self.fail(backend, Failure.refused)
             return Retry(NoBackendAvailable("The model server could not be reached."))
-        if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        if isinstance(exc, UpstreamTimedOut | TimeoutError):
             self.fail(backend, Failure.timeout)
             return Retry(UpstreamTimeout("The model server did not answer in time."))
         self.fail(backend, Failure.server_error)
         return Retry(UpstreamError("The connection to the model server failed."))
 
     def check_status(
-        self, backend: Backend, status: int, body: bytes, headers: httpx.Headers | None = None
+        self, backend: Backend, status: int, body: bytes, headers: Mapping[str, str] | None = None
     ) -> None:
         """Raise :class:`Retry` for statuses worth another backend, ApiError for the rest."""
         if status == 200:
@@ -297,7 +309,7 @@ class Proxy:
         self._on_usage(rec)
 
 
-def _retry_after(headers: httpx.Headers | None) -> float:
+def _retry_after(headers: Mapping[str, str] | None) -> float:
     raw = headers.get("retry-after") if headers is not None else None
     try:
         return min(MAX_RETRY_AFTER, max(0.0, float(raw))) if raw else 1.0

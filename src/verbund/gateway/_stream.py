@@ -17,13 +17,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from verbund.errors import ApiError, UpstreamTimeout
-from verbund.federation import Backend, Failure
+from verbund.federation import (
+    Backend,
+    Failure,
+    UpstreamBroken,
+    UpstreamFailed,
+    UpstreamResponse,
+    UpstreamTimedOut,
+)
 from verbund.gateway._forward import Forward, Retry, client_headers
 from verbund.gateway._sse import SSEUsageFilter, Usage, error_event
 
@@ -39,7 +45,7 @@ log = logging.getLogger("verbund.proxy")
 
 RESUME = "continue_final_message"
 
-_Open = tuple[httpx.Response, AsyncIterator[bytes], bytes]
+_Open = tuple[UpstreamResponse, AsyncIterator[bytes], bytes]
 
 
 class StreamRelay:
@@ -50,28 +56,25 @@ class StreamRelay:
         self, backend: Backend, fwd: Forward, body: bytes, remaining: float
     ) -> _Open:
         """Open the upstream stream and read its first chunk inside the try's deadline."""
-        client = self._p.client(backend)
         budget = self._p.try_timeout(backend, fwd, remaining)
         began = time.monotonic()
-        cfg = self._p.config
-        request = client.build_request(
-            "POST",
-            fwd.path,
-            content=body,
-            headers=self._p.headers(fwd),
-            timeout=httpx.Timeout(cfg.read_timeout, connect=min(cfg.connect_timeout, remaining)),
-        )
         try:
-            resp = await self._p.watched(backend, client.send(request, stream=True), budget)
+            resp = await self._p.watched(
+                backend,
+                self._p.upstream(backend).post(
+                    fwd.path, body, self._p.headers(fwd), read_timeout=self._p.config.read_timeout
+                ),
+                budget,
+            )
         except Hung:
             raise Retry(UpstreamTimeout("The model server stopped answering.")) from None
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except (UpstreamFailed, TimeoutError) as exc:
             raise self._p.transport_failure(backend, exc) from None
-        chunks = resp.aiter_raw()
+        chunks = resp.chunks()
         try:
-            if resp.status_code != 200:
-                error_body = await resp.aread()
-                self._p.check_status(backend, resp.status_code, error_body, resp.headers)
+            if resp.status != 200:
+                error_body = await resp.read()
+                self._p.check_status(backend, resp.status, error_body, resp.headers)
             left = budget - (time.monotonic() - began)
             first = await self._p.watched(backend, anext(chunks), max(left, 0.001))
         except (Retry, ApiError):
@@ -80,9 +83,12 @@ class StreamRelay:
         except Hung:
             await resp.aclose()
             raise Retry(UpstreamTimeout("The model server stopped answering.")) from None
-        except (httpx.HTTPError, TimeoutError, StopAsyncIteration) as exc:
+        except (UpstreamFailed, TimeoutError) as exc:
             await resp.aclose()
             raise self._p.transport_failure(backend, exc) from None
+        except StopAsyncIteration:
+            await resp.aclose()
+            raise self._p.transport_failure(backend, UpstreamBroken("empty stream")) from None
         backend.latency.observe_ttft(time.monotonic() - began)
         self._p.succeed(backend)
         return resp, chunks, first
@@ -141,8 +147,8 @@ class StreamRelay:
                     tail = sse.tail()
                     if tail:
                         yield tail
-                except httpx.HTTPError as exc:
-                    timeout = isinstance(exc, httpx.TimeoutException)
+                except UpstreamFailed as exc:
+                    timeout = isinstance(exc, UpstreamTimedOut)
                     self._p.fail(current, Failure.timeout if timeout else Failure.server_error)
                     log.warning(
                         "request %s: stream from %s broke (%s)",
