@@ -84,6 +84,9 @@ class GatewayConfig(_Strict):
     admin_key_env: EnvName = "VERBUND_ADMIN_KEY"
     state_dir: str = ".verbund"
     workers: int = Field(1, ge=1, le=64)
+    # load shedding, per process: above either bound new API requests get 503 at once
+    max_in_flight: int = Field(4096, ge=0)  # requests and open streams; 0 = no bound
+    shed_after_lag: float = Field(0.25, ge=0)  # event-loop lag in seconds; 0 = never
 
     @field_validator("listen")
     @classmethod

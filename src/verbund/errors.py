@@ -19,6 +19,7 @@ The tree::
         ├── RateLimited               429
         ├── BudgetExceeded            429 insufficient_quota: the monthly budget is used up
         ├── StoreUnavailable          503 the store is down and the answer needs it
+        ├── Overloaded                503 this access point sheds load (Retry-After)
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
             └── UpstreamTimeout       504
@@ -157,6 +158,14 @@ class StoreUnavailable(ApiError):
     status = 503
     type = "server_error"
     code = "store_unavailable"
+
+
+class Overloaded(ApiError):
+    """This access point is at its limit; another one (or a retry shortly) will serve."""
+
+    status = 503
+    type = "server_error"
+    code = "overloaded"
 
 
 class UpstreamError(ApiError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import signal
@@ -16,7 +17,14 @@ from starlette.applications import Starlette
 from verbund.config import FederationConfig
 from verbund.errors import VerbundError
 
-__all__ = ["PortBusy", "ensure_port_free", "make_server", "run_workers", "stop_on_sigterm"]
+__all__ = [
+    "PortBusy",
+    "ensure_port_free",
+    "make_server",
+    "run_workers",
+    "stop_on_sigterm",
+    "tune_gc",
+]
 
 
 class PortBusy(VerbundError):
@@ -112,6 +120,17 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def tune_gc() -> None:
+    """Once a server process has started: move everything alive now (modules, config,
+    federation, caches) out of the cyclic collector's sight, and collect the young
+    generation less often. Requests allocate many short-lived containers; with the
+    default threshold (700) the collector runs every few requests and its full passes
+    walk every long-lived object again."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, 10, 10)
 
 
 def stop_on_sigterm() -> None:

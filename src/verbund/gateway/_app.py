@@ -19,7 +19,9 @@ from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
 from verbund.gateway import _accounting, _admin, _batches, _files, _jobs, _oip, _openai, _ops
+from verbund.gateway._overload import OverloadMiddleware
 from verbund.gateway._services import Services
+from verbund.server import tune_gc
 from verbund.telemetry._tracing import Tracer
 
 log = logging.getLogger("verbund.gateway")
@@ -83,6 +85,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.start(background=background)
+        if background:  # a serving process, not a unit test
+            tune_gc()
         try:
             yield
         finally:
@@ -152,7 +156,10 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(OverloadMiddleware, overload=svc.overload),
+        ],
         lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error,

@@ -53,6 +53,7 @@ from verbund.federation import (
 )
 from verbund.files import FileService, LocalBlobStore
 from verbund.gateway._dispatch import ProxyDispatch
+from verbund.gateway._overload import Overload, OverloadCollector
 from verbund.gateway._proxy import Proxy
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.routing import Router, make_policy
@@ -99,6 +100,7 @@ class Services:
     oip_proxy: Proxy
     files: FileService
     batches: BatchService
+    overload: Overload
     redis: Redis | None = None
     batch_runner: BatchRunner = field(init=False)
     started: float = field(default_factory=time.time)
@@ -136,6 +138,8 @@ class Services:
             bus, presence, limiter = LocalBus(), LocalPresence(config.gateway.name), LocalLimiter()
         quotas = QuotaGate(limiter)
         metrics = Metrics(federation)
+        overload = Overload(config.gateway.max_in_flight, config.gateway.shed_after_lag)
+        metrics.registry.register(OverloadCollector(overload))
         tracer_provider: object | None = None
         if tracer is None:
             tracer, tracer_provider = make_tracer(
@@ -203,6 +207,7 @@ class Services:
             oip_proxy=Proxy(pool, tracker, config.routing, _usage_recorded_by_caller),
             files=files_api,
             batches=BatchService(store, files_api, config.batch),
+            overload=overload,
         )
         svc.batch_runner = BatchRunner(
             store=store,
@@ -237,6 +242,7 @@ class Services:
                 asyncio.create_task(self.availability.run(), name="availability"),
                 asyncio.create_task(self.retention.run(), name="retention"),
                 asyncio.create_task(self.jobs.run(), name="training-jobs"),
+                asyncio.create_task(self.overload.watch(), name="overload-watch"),
             ]
             if self.config.batch.enabled:
                 self._tasks.append(
