@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -71,12 +70,12 @@ def up(
 ) -> None:
     """Run the embedded demo federation: sites with real model servers and one access point."""
     from verbund.demo import run_demo
-    from verbund.server import configure_logging, stop_on_sigterm
+    from verbund.server import configure_logging, run_on_uvloop, stop_on_sigterm
 
     configure_logging("warning")
     stop_on_sigterm()
     try:
-        asyncio.run(run_demo(port, state_dir, config))
+        run_on_uvloop(run_demo(port, state_dir, config))
     except VerbundError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -103,7 +102,13 @@ def gateway(
 ) -> None:
     """Run one access point for the federation in CONFIG."""
     from verbund.gateway import create_app
-    from verbund.server import configure_logging, ensure_port_free, make_server, stop_on_sigterm
+    from verbund.server import (
+        configure_logging,
+        ensure_port_free,
+        make_server,
+        run_on_uvloop,
+        stop_on_sigterm,
+    )
 
     stop_on_sigterm()
     try:
@@ -137,7 +142,7 @@ def gateway(
         server = make_server(
             create_app(cfg, admin_key=admin_key), cfg.gateway.host, cfg.gateway.port, log_level
         )
-        asyncio.run(server.serve())
+        run_on_uvloop(server.serve())
     except VerbundError as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:

@@ -9,9 +9,12 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
+import uvloop
 from starlette.applications import Starlette
 
 from verbund.config import FederationConfig
@@ -21,10 +24,14 @@ __all__ = [
     "PortBusy",
     "ensure_port_free",
     "make_server",
+    "run_on_uvloop",
     "run_workers",
     "stop_on_sigterm",
     "tune_gc",
 ]
+
+
+T = TypeVar("T")
 
 
 class PortBusy(VerbundError):
@@ -120,6 +127,16 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a server's main coroutine on uvloop, as uvicorn's own runner would.
+
+    ``asyncio.run(server.serve())`` ignores ``uvicorn.Config(loop="uvloop")``: uvicorn sets
+    up the loop only in ``Server.run``. The pure-Python loop costs about a third more CPU
+    per proxied request."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def tune_gc() -> None:

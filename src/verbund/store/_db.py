@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -54,7 +54,9 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"store migration failed: {type(exc).__name__}") from exc
 
-    def insert_ignoring_duplicates(self, table: type[Any], keys: list[str]) -> Executable:
+    def insert_ignoring_duplicates(
+        self, table: type[Any] | Table, keys: list[str]
+    ) -> Executable:
         """An INSERT that skips rows whose ``keys`` exist already (replays are harmless)."""
         if self.engine.dialect.name == "postgresql":
             return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
