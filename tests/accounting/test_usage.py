@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 from sqlalchemy import func, select
 
 from verbund.accounting import UsageRecord, UsageRecorder, usage_report
@@ -114,5 +115,43 @@ async def test_concurrent_flushes_insert_each_record_once(tmp_path: Path) -> Non
     assert sum(results) == 200
     assert await count(store) == 200
     assert not list((tmp_path / "spool").glob("*.ready"))
+    await usage.aclose()
+    await store.aclose()
+
+
+async def test_segments_of_an_older_version_are_inserted_with_defaults(tmp_path: Path) -> None:
+    """A spool written before a column existed (here the OIP byte counts, the job seconds
+    and the retry count) still goes in, next to current records, with the columns' defaults."""
+    store = await make_store(tmp_path)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    old = {
+        "id": "old-1",
+        "ts": 1.0,
+        "request_id": "r-old",
+        "access_point": "ap",
+        "institution_id": "uni-a",
+        "key_id": "key_1",
+        "endpoint": "/v1/chat/completions",
+        "model": "m",
+        "status": "ok",
+        "http_status": 200,
+        "latency_ms": 3.0,
+        "prompt_tokens": 5,
+        "retired_field": "ignored",
+    }
+    (spool / "00000000000000000001-1-1.ready").write_bytes(orjson.dumps(old) + b"\n")
+    usage = UsageRecorder(store, spool)
+    usage.record(rec(1))
+    assert await usage.flush() == 2
+    async with store.session() as s:
+        row = (await s.execute(select(UsageRow).where(UsageRow.id == "old-1"))).scalar_one()
+    assert (row.prompt_tokens, row.attempts, row.cpu_seconds, row.request_bytes) == (
+        5,
+        1,
+        0.0,
+        None,
+    )
+    assert await count(store) == 2
     await usage.aclose()
     await store.aclose()
