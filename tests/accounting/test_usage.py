@@ -38,8 +38,7 @@ async def make_store(tmp_path: Path) -> Store:
     return store
 
 
-async def test_records_are_flushed_in_batches(tmp_path: Path) -> None:
-    store = await make_store(tmp_path)
+async def test_records_are_flushed_in_batches(tmp_path: Path, store: Store) -> None:
     usage = UsageRecorder(store, tmp_path / "spool")
     for i in range(1200):
         usage.record(rec(i))
@@ -48,11 +47,11 @@ async def test_records_are_flushed_in_batches(tmp_path: Path) -> None:
     assert await count(store) == 1200
     assert not list((tmp_path / "spool").glob("*.ready"))
     await usage.aclose()
-    await store.aclose()
 
 
-async def test_a_crash_loses_nothing_and_a_replay_duplicates_nothing(tmp_path: Path) -> None:
-    store = await make_store(tmp_path)
+async def test_a_crash_loses_nothing_and_a_replay_duplicates_nothing(
+    tmp_path: Path, store: Store
+) -> None:
     spool = tmp_path / "spool"
     crashed = UsageRecorder(store, spool)
     for i in range(5):
@@ -73,7 +72,6 @@ async def test_a_crash_loses_nothing_and_a_replay_duplicates_nothing(tmp_path: P
     await restarted.flush()
     assert await count(store) == 8
     await restarted.aclose()
-    await store.aclose()
 
 
 async def test_store_down_keeps_segments_on_disk(tmp_path: Path) -> None:
@@ -119,10 +117,11 @@ async def test_concurrent_flushes_insert_each_record_once(tmp_path: Path) -> Non
     await store.aclose()
 
 
-async def test_segments_of_an_older_version_are_inserted_with_defaults(tmp_path: Path) -> None:
+async def test_segments_of_an_older_version_are_inserted_with_defaults(
+    tmp_path: Path, store: Store
+) -> None:
     """A spool written before a column existed (here the OIP byte counts, the job seconds
     and the retry count) still goes in, next to current records, with the columns' defaults."""
-    store = await make_store(tmp_path)
     spool = tmp_path / "spool"
     spool.mkdir()
     old = {
@@ -154,4 +153,18 @@ async def test_segments_of_an_older_version_are_inserted_with_defaults(tmp_path:
     )
     assert await count(store) == 2
     await usage.aclose()
-    await store.aclose()
+
+
+async def test_a_mangled_line_costs_only_itself(tmp_path: Path, store: Store) -> None:
+    """A partial write (disk full) can leave half a record with the next one appended to
+    it: that line is dropped, the rest of the segment still goes in."""
+    spool = tmp_path / "spool"
+    usage = UsageRecorder(store, spool)
+    usage.record(rec(1))
+    with (spool / "current.jsonl").open("ab") as f:
+        f.write(b'{"id": "half", "ts": 1.0, "reque')
+    usage.record(rec(2))
+    usage.record(rec(3))
+    assert await usage.flush() == 2
+    assert await count(store) == 2
+    await usage.aclose()

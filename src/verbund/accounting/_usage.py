@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import orjson
 from sqlalchemy import Table
@@ -56,6 +56,9 @@ class UsageRecord:
     response_bytes: int | None = None
     ts: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+_USAGE_TABLE = cast(Table, UsageRow.__table__)
 
 
 class UsageRecorder:
@@ -105,37 +108,36 @@ class UsageRecorder:
         self._rotate()
         total = 0
         for seg in sorted(self._dir.glob("*.ready")):
-            rows = _read_segment(seg)
-            if rows:
+            lines = _read_segment(seg)
+            if lines:
                 try:
-                    await self._insert(rows)
+                    await self._insert(lines)
                 except (SQLAlchemyError, OSError) as exc:
-                    log.warning(
-                        "usage flush failed (%s); %d segments kept on disk",
-                        type(exc).__name__,
-                        len(list(self._dir.glob("*.ready"))),
-                    )
-                    break
+                    # a line mangled by a partial write makes the whole array invalid:
+                    # check each line (costly, hence only now) and retry without it
+                    good = _valid_lines(lines, seg.name)
+                    try:
+                        if len(good) == len(lines):
+                            raise
+                        lines = good
+                        await self._insert(lines)
+                    except (SQLAlchemyError, OSError):
+                        log.warning(
+                            "usage flush failed (%s); %d segments kept on disk",
+                            type(exc).__name__,
+                            len(list(self._dir.glob("*.ready"))),
+                        )
+                        break
             seg.unlink()
-            total += len(rows)
+            total += len(lines)
         self.flushed += total
         return total
 
-    async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        # Core executemany, not the ORM's bulk path: the ORM builds parameters row by row
-        # in Python on the event loop (most of the flush's cost). Rows are grouped by
-        # their fields, since segments written by an older version may lack newer ones.
-        table = cast(Table, UsageRow.__table__)
-        columns = set(table.columns.keys())
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for r in rows:
-            row = {k: v for k, v in r.items() if k in columns}
-            groups.setdefault(tuple(row), []).append(row)
-        stmt = self._store.insert_ignoring_duplicates(table, ["id"])
-        async with self._store.engine.begin() as conn:
-            for group in groups.values():
-                for i in range(0, len(group), 500):
-                    await conn.execute(stmt, group[i : i + 500])
+    async def _insert(self, lines: list[bytes]) -> None:
+        """One JSON array per segment; the database parses it (the event loop does not)."""
+        if lines:
+            array = b"[" + b",".join(lines) + b"]"
+            await self._store.insert_json_ignoring_duplicates(_USAGE_TABLE, "id", array)
 
     async def run(self) -> None:
         while True:
@@ -149,13 +151,24 @@ class UsageRecorder:
             self._fd = -1
 
 
-def _read_segment(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                # a torn last line after a crash mid-write: the request never completed
-                log.warning("skipped a torn usage line in %s", path.name)
-    return rows
+def _read_segment(path: Path) -> list[bytes]:
+    """The records of a segment, unparsed. Each was written with its newline in one
+    ``os.write``, so a last line without one is torn (the process died mid-write; that
+    request never completed) and is dropped."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines[-1]:
+        log.warning("skipped a torn usage line in %s", path.name)
+    return [ln for ln in lines[:-1] if ln.strip()]
+
+
+def _valid_lines(lines: list[bytes], name: str) -> list[bytes]:
+    good = []
+    for line in lines:
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("skipped a mangled usage line in %s", name)
+            continue
+        good.append(line)
+    return good
