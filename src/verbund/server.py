@@ -67,6 +67,7 @@ def make_server(app: Starlette, host: str, port: int, log_level: str = "info") -
         log_config=None,
         timeout_graceful_shutdown=30,
         server_header=False,
+        proxy_headers=False,  # client addresses are never used (nor logged)
     )
     return uvicorn.Server(config)
 
@@ -105,6 +106,7 @@ def run_workers(
         log_level=log_level,
         timeout_graceful_shutdown=30,
         server_header=False,
+        proxy_headers=False,
         # uvicorn kills a worker that does not answer its supervisor's ping in time (5 s by
         # default); a worker still importing on a busy host would be killed and restarted
         # in a loop

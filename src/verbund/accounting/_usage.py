@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -55,7 +54,7 @@ class UsageRecord:
     request_bytes: int | None = None
     response_bytes: int | None = None
     ts: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: os.urandom(16).hex())  # 128 random bits
 
 
 _USAGE_TABLE = cast(Table, UsageRow.__table__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
+import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -27,6 +27,15 @@ from verbund.telemetry._tracing import Tracer
 log = logging.getLogger("verbund.gateway")
 
 
+def random_uuid() -> str:
+    """A random (version 4) UUID in its usual text form, at a fifth of ``uuid.uuid4()``'s
+    cost. A plain UUID because some model servers (llama-cpp-python) refuse other
+    ``X-Request-Id`` forms."""
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+
+
 class RequestIdMiddleware:
     """Gives every request an id (``request.state.request_id``) and echoes it as a header."""
 
@@ -37,8 +46,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # a plain UUID: some model servers (llama-cpp-python) refuse other X-Request-Id forms
-        request_id = str(uuid.uuid4())
+        request_id = random_uuid()
         scope.setdefault("state", {})["request_id"] = request_id
         raw_id = request_id.encode()
 

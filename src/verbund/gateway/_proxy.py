@@ -163,25 +163,47 @@ class Proxy:
         """Await ``work`` (no byte has reached the client yet) within ``budget`` seconds,
         giving up early when the backend turns out to be hung: requests in flight there and
         no bytes back (``Backend.stalled``) trigger a confirming liveness probe, and once
-        that has marked the backend down the request goes elsewhere at once."""
-        task = asyncio.ensure_future(work)
-        deadline = time.monotonic() + budget
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                done, _ = await asyncio.wait({task}, timeout=min(WATCH_STEP, left))
-                if done:
-                    return task.result()
-                if not backend.healthy:
-                    raise Hung
-                now = time.monotonic()
-                if self._on_suspect is not None and backend.stalled(now, self._cfg.stall_seconds):
-                    self._on_suspect(backend, False)
-        finally:
-            if not task.done():
+        that has marked the backend down the request goes elsewhere at once (:class:`Hung`).
+
+        ``work`` runs in the calling task; one timer looks every ``WATCH_STEP`` seconds and
+        cancels the task on a verdict (a task and ``asyncio.wait`` per request cost more
+        than everything else the proxy does)."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = loop.time() + budget
+        verdict: type[Exception] | None = None
+        handle: asyncio.TimerHandle
+
+        def look() -> None:
+            nonlocal handle, verdict
+            now = loop.time()
+            if now >= deadline:
+                verdict = TimeoutError
+            elif not backend.healthy:
+                verdict = Hung
+            if verdict is not None:
                 task.cancel()
+                return
+            if self._on_suspect is not None and backend.stalled(
+                time.monotonic(), self._cfg.stall_seconds
+            ):
+                self._on_suspect(backend, False)
+            handle = loop.call_at(min(now + WATCH_STEP, deadline), look)
+
+        handle = loop.call_at(min(loop.time() + WATCH_STEP, deadline), look)
+        try:
+            result = await work
+        except asyncio.CancelledError:
+            # our own cancel becomes the verdict; anyone else's stays a cancellation
+            if verdict is not None and task.uncancel() == 0:
+                raise verdict from None
+            raise
+        finally:
+            handle.cancel()
+        if verdict is not None:
+            task.uncancel()  # the work swallowed our cancel and finished anyway
+        return result
 
     def try_timeout(self, backend: Backend, fwd: Forward, remaining: float) -> float:
         derived = try_deadline(backend, fwd.ctx, self._cfg, time.monotonic(), stream=fwd.stream)

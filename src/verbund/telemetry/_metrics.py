@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -89,21 +90,32 @@ class Metrics:
             "verbund_retries", "Extra upstream tries (failover).", registry=self.registry
         )
         self.registry.register(_FederationState(federation))
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def observe(self, rec: UsageRecord) -> None:
         model = rec.model if rec.model in self._models else "unknown"
         site = rec.site or "none"
-        self.requests.labels(site, model, rec.status).inc()
+        self._child(self.requests, site, model, rec.status).inc()
         if rec.status in ("ok", "incomplete"):
-            self.duration.labels(model).observe(rec.latency_ms / 1000)
+            self._child(self.duration, model).observe(rec.latency_ms / 1000)
             if rec.stream and rec.ttft_ms is not None:
-                self.ttft.labels(site, model).observe(rec.ttft_ms / 1000)
+                self._child(self.ttft, site, model).observe(rec.ttft_ms / 1000)
         if rec.prompt_tokens:
-            self.tokens.labels(site, model, "prompt").inc(rec.prompt_tokens)
+            self._child(self.tokens, site, model, "prompt").inc(rec.prompt_tokens)
         if rec.completion_tokens:
-            self.tokens.labels(site, model, "completion").inc(rec.completion_tokens)
+            self._child(self.tokens, site, model, "completion").inc(rec.completion_tokens)
         if rec.attempts > 1:
             self.retries.inc(rec.attempts - 1)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: ``labels()`` costs a lock and a few
+        microseconds per call, on every request. Label values are few (configured sites
+        and models, statuses)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
