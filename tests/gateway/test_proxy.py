@@ -172,3 +172,21 @@ async def test_usage_record_has_no_content_and_no_key(gw: Gateway) -> None:
     assert canary not in dumped and gw.keys["uni-a"] not in dumped
     assert "Hallo aus dem Rechenzentrum" not in dumped
     assert {r.key_id for r in rows} == {rows[0].key_id} and rows[0].key_id.startswith("key_")
+
+
+async def test_waiting_for_a_busy_pool_is_not_held_against_the_backend(gw: Gateway) -> None:
+    """A time-out while this access point had more requests out to a backend than it has
+    connections there is queueing on our side: the request moves on, the backend keeps
+    its health. The same time-out with a free connection counts as the backend's."""
+    proxy = gw.services.proxy
+    west = gw.services.federation.backends["west-1"]
+    limit = gw.services.pool.limit(west)
+    west.outstanding = limit + 1
+    retry = proxy.transport_failure(west, TimeoutError())
+    assert retry.error.code == "no_backend_available"
+    assert west.failures == 0 and west.healthy
+    west.outstanding = 1
+    retry = proxy.transport_failure(west, TimeoutError())
+    assert retry.error.code == "upstream_timeout"
+    assert west.failures == 1
+    west.outstanding = 0

@@ -31,7 +31,7 @@ from verbund.federation._federation import Federation
 
 TransportFactory = Callable[[Backend], httpx.AsyncBaseTransport | None]
 
-DEFAULT_POOL = 256  # connections per backend when its max_concurrency is unknown
+DEFAULT_POOL = 1024  # connections per backend when its max_concurrency is unknown
 SIDE_POOL = 8  # connections per backend for probes, scrapes and metadata
 KEEPALIVE_SECONDS = 30.0
 
@@ -274,6 +274,7 @@ class UpstreamPool:
     ) -> None:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._upstreams: dict[str, Upstream] = {}
+        self._limits: dict[str, int] = {}
         missing: list[tuple[str, str]] = []
         for b in federation.backends.values():
             headers: dict[str, str] = {}
@@ -286,7 +287,10 @@ class UpstreamPool:
                     continue
                 headers["authorization"] = f"Bearer {secret}"
             transport = transport_factory(b) if transport_factory else None
-            limit = b.config.max_concurrency * 2 if b.config.max_concurrency else DEFAULT_POOL
+            limit = (
+                max(16, b.config.max_concurrency * 2) if b.config.max_concurrency else DEFAULT_POOL
+            )
+            self._limits[b.name] = limit
             self._clients[b.name] = httpx.AsyncClient(
                 base_url=b.url,
                 headers=headers,
@@ -313,6 +317,10 @@ class UpstreamPool:
     def upstream(self, backend: Backend) -> Upstream:
         """The request client: inference and everything else sent on a client's behalf."""
         return self._upstreams[backend.name]
+
+    def limit(self, backend: Backend) -> int:
+        """Connections this process opens to the backend at most; more requests queue."""
+        return self._limits[backend.name]
 
     def client(self, backend: Backend) -> httpx.AsyncClient:
         """The side client: probes, metrics scrapes, model metadata."""

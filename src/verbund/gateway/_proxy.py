@@ -270,6 +270,10 @@ class Proxy:
             self.fail(backend, Failure.refused)
             return Retry(NoBackendAvailable("The model server could not be reached."))
         if isinstance(exc, UpstreamTimedOut | TimeoutError):
+            if backend.outstanding > self._pool.limit(backend):
+                # it waited for one of this access point's connections, all busy: that is
+                # load from our side, not a sign that the backend is failing
+                return Retry(NoBackendAvailable("Every model server for this model is busy."))
             self.fail(backend, Failure.timeout)
             return Retry(UpstreamTimeout("The model server did not answer in time."))
         self.fail(backend, Failure.server_error)
