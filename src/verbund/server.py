@@ -33,6 +33,12 @@ __all__ = [
 
 T = TypeVar("T")
 
+# How long an idle client connection stays open: nginx's default, not uvicorn's 5 s. The
+# side that closes an idle connection races the other side sending a request on it (the
+# request fails); clients and load balancers (idle timeouts of 60 s are usual) should be
+# the ones to close, so the server waits longer than they do.
+KEEP_ALIVE_SECONDS = 75
+
 
 class PortBusy(VerbundError):
     """The address the access point should listen on is taken."""
@@ -68,6 +74,7 @@ def make_server(app: Starlette, host: str, port: int, log_level: str = "info") -
         timeout_graceful_shutdown=30,
         server_header=False,
         proxy_headers=False,  # client addresses are never used (nor logged)
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return uvicorn.Server(config)
 
@@ -107,6 +114,7 @@ def run_workers(
         timeout_graceful_shutdown=30,
         server_header=False,
         proxy_headers=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # uvicorn kills a worker that does not answer its supervisor's ping in time (5 s by
         # default); a worker still importing on a busy host would be killed and restarted
         # in a loop
