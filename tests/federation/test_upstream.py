@@ -29,6 +29,16 @@ def _head(status: str, extra: str = "") -> bytes:
     return f"HTTP/1.1 {status}\r\n{extra}".encode()
 
 
+async def _event(writer: asyncio.StreamWriter, data: bytes, *, first: bool) -> None:
+    """One chunk of a chunked event stream, after the response head if it is the first."""
+    if first:
+        writer.write(
+            _head("200 OK", "content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        )
+    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+    await writer.drain()
+
+
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -54,43 +64,19 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                     _head("429 Too Many Requests", "retry-after: 7\r\ncontent-length: 2\r\n\r\n{}")
                 )
             elif path.endswith("/stream"):
-                writer.write(
-                    _head(
-                        "200 OK",
-                        "content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
-                    )
-                )
                 for i in range(3):
-                    data = f"data: {i}\n\n".encode()
-                    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-                    await writer.drain()
+                    await _event(writer, f"data: {i}\n\n".encode(), first=i == 0)
                     await asyncio.sleep(0.01)
                 writer.write(b"0\r\n\r\n")
             elif path.endswith("/cut"):
-                writer.write(
-                    _head(
-                        "200 OK",
-                        "content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
-                    )
-                )
-                data = b"data: 0\n\n"
-                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-                await writer.drain()
+                await _event(writer, b"data: 0\n\n", first=True)
                 await asyncio.sleep(0.05)
                 writer.transport.abort()  # a crash mid-stream: no final chunk
                 return
             elif path.endswith("/silent"):
                 await asyncio.sleep(30)
             elif path.endswith("/stall"):
-                writer.write(
-                    _head(
-                        "200 OK",
-                        "content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
-                    )
-                )
-                data = b"data: 0\n\n"
-                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-                await writer.drain()
+                await _event(writer, b"data: 0\n\n", first=True)
                 await asyncio.sleep(30)
             elif path.endswith("/garbage"):
                 writer.write(b"NOT HTTP AT ALL\r\n\r\n")
