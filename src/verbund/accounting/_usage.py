@@ -112,21 +112,15 @@ class UsageRecorder:
                 try:
                     await self._insert(lines)
                 except (SQLAlchemyError, OSError) as exc:
-                    # a line mangled by a partial write makes the whole array invalid:
-                    # check each line (costly, hence only now) and retry without it
-                    good = _valid_lines(lines, seg.name)
-                    try:
-                        if len(good) == len(lines):
-                            raise
-                        lines = good
-                        await self._insert(lines)
-                    except (SQLAlchemyError, OSError):
+                    rest = await self._insert_parsable(lines, seg.name)
+                    if rest is None:
                         log.warning(
                             "usage flush failed (%s); %d segments kept on disk",
                             type(exc).__name__,
                             len(list(self._dir.glob("*.ready"))),
                         )
                         break
+                    lines = rest
             seg.unlink()
             total += len(lines)
         self.flushed += total
@@ -137,6 +131,19 @@ class UsageRecorder:
         if lines:
             array = b"[" + b",".join(lines) + b"]"
             await self._store.insert_json_ignoring_duplicates(_USAGE_TABLE, "id", array)
+
+    async def _insert_parsable(self, lines: list[bytes], name: str) -> list[bytes] | None:
+        """After a failed insert: a line mangled by a partial write makes the whole array
+        invalid, so check each line (costly, hence only now) and insert the others. None
+        if every line parses (the store itself failed) or the second insert fails too."""
+        good = _valid_lines(lines, name)
+        if len(good) == len(lines):
+            return None
+        try:
+            await self._insert(good)
+        except (SQLAlchemyError, OSError):
+            return None
+        return good
 
     async def run(self) -> None:
         while True:

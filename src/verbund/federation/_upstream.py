@@ -138,7 +138,6 @@ class AiohttpUpstream:
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, URL] = {}
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -166,14 +165,9 @@ class AiohttpUpstream:
     def _timeout(self, read_timeout: float) -> aiohttp.ClientTimeout:
         # waiting for a free pooled connection is bounded by the caller's deadline, not
         # here: a full pool is load, not a sign that the backend is down
-        t = self._timeouts.get(read_timeout)
-        if t is None:
-            t = aiohttp.ClientTimeout(
-                total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
-            )
-            if len(self._timeouts) < 64:
-                self._timeouts[read_timeout] = t
-        return t
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
+        )
 
     async def post(
         self, path: str, body: bytes, headers: Mapping[str, str], *, read_timeout: float

@@ -8,8 +8,6 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Table, event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -18,7 +16,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from verbund.errors import StoreError
@@ -89,12 +86,6 @@ class Store:
         )
         async with self.engine.begin() as conn:
             await conn.exec_driver_sql(sql, (rows.decode(),))
-
-    def insert_ignoring_duplicates(self, table: type[Any] | Table, keys: list[str]) -> Executable:
-        """An INSERT that skips rows whose ``keys`` exist already (replays are harmless)."""
-        if self.engine.dialect.name == "postgresql":
-            return pg_insert(table).on_conflict_do_nothing(index_elements=keys)
-        return sqlite_insert(table).on_conflict_do_nothing(index_elements=keys)
 
     async def ping(self) -> bool:
         try:
