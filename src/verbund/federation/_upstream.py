@@ -113,14 +113,12 @@ class _AiohttpResponse:
         self._resp.release()
 
 
-def _aiohttp_failure(exc: BaseException) -> BaseException:
+def _aiohttp_failure(exc: aiohttp.ClientError | TimeoutError) -> UpstreamFailed:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamRefused(type(exc).__name__)
     if isinstance(exc, TimeoutError):  # aiohttp's time-outs are TimeoutErrors too
         return UpstreamTimedOut(type(exc).__name__)
-    if isinstance(exc, aiohttp.ClientError):
-        return UpstreamBroken(type(exc).__name__)
-    return exc  # cancellation and the like pass through
+    return UpstreamBroken(type(exc).__name__)
 
 
 class AiohttpUpstream:
