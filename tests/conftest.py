@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from tests.fakes import FakeBackend, transport_factory
 from verbund.config import FederationConfig, parse_config
@@ -75,11 +76,13 @@ class Gateway:
         services: Services,
         fakes: dict[str, FakeBackend],
         keys: dict[str, str],
+        app: Starlette,
     ) -> None:
         self.client = client
         self.services = services
         self.fakes = fakes
         self.keys = keys
+        self.app = app  # for calls that need the raw ASGI interface
 
     def auth(self, institution: str = "uni-a") -> dict[str, str]:
         return {"authorization": f"Bearer {self.keys[institution]}"}
@@ -119,7 +122,7 @@ def gateway_factory(tmp_path: Path) -> GatewayFactory:
             }
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://ap") as client:
-                yield Gateway(client, svc, fakes, keys)
+                yield Gateway(client, svc, fakes, keys, app)
 
     return factory
 

@@ -17,6 +17,7 @@ The tree::
         ├── Conflict                  409 the object's state does not allow this
         ├── PayloadTooLarge           413
         ├── RateLimited               429
+        ├── ClientClosed              499 the client left before its answer was ready
         ├── BudgetExceeded            429 insufficient_quota: the monthly budget is used up
         ├── StoreUnavailable          503 the store is down and the answer needs it
         ├── Overloaded                503 this access point sheds load (Retry-After)
@@ -138,6 +139,14 @@ class PayloadTooLarge(ApiError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class ClientClosed(ApiError):
+    """The client disconnected while its request waited for a backend; nobody reads this."""
+
+    status = 499  # nginx's "client closed request"
+    type = "invalid_request_error"
+    code = "client_closed_request"
 
 
 class RateLimited(ApiError):

@@ -143,7 +143,7 @@ async def test_concurrency_stays_within_capacity_and_a_stop_gives_items_back(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://ap"
         ) as client:
-            gw = Gateway(client, svc, dict(fakes), {"uni-a": key})
+            gw = Gateway(client, svc, dict(fakes), {"uni-a": key}, app)
             ids = [f"s{i}" for i in range(60)]
             batch = await start_batch(gw, [chat_line(i) for i in ids])
             runner = svc.batch_runner

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +192,56 @@ async def test_waiting_for_a_busy_pool_is_not_held_against_the_backend(gw: Gatew
     assert retry.error.code == "upstream_timeout"
     assert west.failures == 1
     west.outstanding = 0
+
+
+async def test_a_client_that_leaves_cancels_its_upstream_call(gw: Gateway) -> None:
+    """The client disconnects while its answer is still being computed: the upstream call
+    is cancelled at once (the backend may stop generating), the usage record says
+    "cancelled", and the backend is not blamed."""
+    for fake in gw.fakes.values():
+        fake.mode, fake.hang_seconds = "hang", 30.0
+    body = json.dumps({"model": "smol", "messages": [{"role": "user", "content": "Hallo"}]})
+    leave = asyncio.Event()
+    sent: list[Any] = []
+    messages = [{"type": "http.request", "body": body.encode(), "more_body": False}]
+
+    async def receive() -> Any:
+        if messages:
+            return messages.pop()
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", gw.auth()["authorization"].encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8080),
+        "state": {},
+    }
+    call = asyncio.ensure_future(gw.app(scope, receive, send))
+    await asyncio.sleep(0.6)
+    assert not call.done()
+    began = time.monotonic()
+    leave.set()
+    await asyncio.wait_for(call, 2.0)
+    assert time.monotonic() - began < 1.0  # not the 30 s hang, nor the try's deadline
+    rows = await usage_rows(gw)
+    assert (rows[-1].status, rows[-1].http_status) == ("cancelled", 499)
+    backend = gw.services.federation.backends[rows[-1].backend]
+    assert backend.outstanding == 0 and backend.healthy and backend.failures == 0
+    assert gw.upstream_calls() == 1  # not retried elsewhere

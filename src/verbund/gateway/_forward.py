@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from starlette.types import Receive
 
 from verbund.accounting import UsageRecord
 from verbund.errors import ApiError
@@ -37,6 +39,10 @@ def sanitize_upstream_message(raw: bytes) -> str:
     return msg[:300]
 
 
+# completes when the client has disconnected
+ClientGone = Callable[[], Coroutine[Any, Any, None]]
+
+
 @dataclass(slots=True)
 class Forward:
     """One client request, ready to send upstream."""
@@ -50,6 +56,8 @@ class Forward:
     ctx: RouteContext = field(default_factory=RouteContext)
     prompt_estimate: int = 0
     parsed: dict[str, Any] | None = None  # the body as JSON, for resuming a broken stream
+    # completes when the client disconnects (None: a caller inside the access point)
+    client_gone: ClientGone | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +72,19 @@ class Retry(Exception):
     def __init__(self, error: ApiError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def until_disconnect(receive: Receive) -> ClientGone:
+    """Wait for the client to go away, once the request body has been read.
+
+    After the body, the server's ``receive`` has nothing more to give until the client
+    disconnects; then it returns ``http.disconnect``."""
+
+    async def wait() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    return wait
 
 
 def client_headers(backend: Backend, fwd: Forward) -> dict[str, str]:

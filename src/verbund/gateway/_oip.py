@@ -38,7 +38,7 @@ from verbund.errors import (
 from verbund.federation import Backend, Failure
 from verbund.gateway._auth import Principal, authenticate
 from verbund.gateway._body import parse_object, read_body
-from verbund.gateway._forward import Forward, sanitize_upstream_message
+from verbund.gateway._forward import Forward, sanitize_upstream_message, until_disconnect
 from verbund.gateway._oip_body import check_infer_request
 from verbund.gateway._proxy import RETRYABLE_STATUS
 from verbund.gateway._services import Services
@@ -195,6 +195,7 @@ async def infer(request: Request) -> Response:
         drop_usage_chunk=False,
         plan=plan,
         record=record,
+        client_gone=until_disconnect(request.receive),
     )
     try:
         answer = await svc.oip_proxy.call(fwd)

@@ -23,7 +23,7 @@ from verbund.gateway._body import (
     require_model,
 )
 from verbund.gateway._catalogue import catalogue
-from verbund.gateway._forward import Forward
+from verbund.gateway._forward import Forward, until_disconnect
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class
 from verbund.routing import RouteContext
@@ -218,6 +218,7 @@ def _make_handler(
                 ctx=ctx,
                 prompt_estimate=prompt_estimate,
                 parsed=body if stream else None,
+                client_gone=until_disconnect(request.receive),
             )
         )
         response.headers.update(reservation.headers)

@@ -26,6 +26,7 @@ from verbund.config import RoutingConfig
 from verbund.errors import (
     ApiError,
     BadRequest,
+    ClientClosed,
     NoBackendAvailable,
     UpstreamError,
     UpstreamTimeout,
@@ -42,6 +43,7 @@ from verbund.federation import (
 )
 from verbund.gateway._forward import (
     Answer,
+    ClientGone,
     Forward,
     Retry,
     client_headers,
@@ -141,6 +143,10 @@ class Proxy:
                     },
                 ):
                     result = await attempt(backend, fwd, start, remaining)
+            except ClientClosed:
+                backend.outstanding -= 1
+                self.finish(fwd.record, backend, start, status="cancelled", http_status=499)
+                raise
             except Retry as retry:
                 backend.outstanding -= 1
                 last_error = retry.error
@@ -159,7 +165,13 @@ class Proxy:
         self.finish(fwd.record, None, start, status="error", http_status=error.status)
         raise error
 
-    async def watched(self, backend: Backend, work: Awaitable[T], budget: float) -> T:
+    async def watched(
+        self,
+        backend: Backend,
+        work: Awaitable[T],
+        budget: float,
+        client_gone: ClientGone | None = None,
+    ) -> T:
         """Await ``work`` (no byte has reached the client yet) within ``budget`` seconds,
         giving up early when the backend turns out to be hung: requests in flight there and
         no bytes back (``Backend.stalled``) trigger a confirming liveness probe, and once
@@ -167,16 +179,32 @@ class Proxy:
 
         ``work`` runs in the calling task; one timer looks every ``WATCH_STEP`` seconds and
         cancels the task on a verdict (a task and ``asyncio.wait`` per request cost more
-        than everything else the proxy does)."""
+        than everything else the proxy does).
+
+        A request still waiting after the first look also watches its client
+        (``client_gone``): if the client disconnects, the upstream call is cancelled
+        (:class:`ClientClosed`), which closes the connection to the backend, and engines
+        stop generating for requests whose connection closed. Quick answers never start
+        that watcher."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         deadline = loop.time() + budget
         verdict: type[Exception] | None = None
         handle: asyncio.TimerHandle
+        watcher: asyncio.Task[None] | None = None
+
+        def gone(t: asyncio.Task[None]) -> None:
+            nonlocal verdict
+            if t.cancelled() or t.exception() is not None or verdict is not None:
+                return
+            verdict = ClientClosed
+            task.cancel()
 
         def look() -> None:
-            nonlocal handle, verdict
+            nonlocal handle, verdict, watcher
+            if verdict is not None:
+                return
             now = loop.time()
             if now >= deadline:
                 verdict = TimeoutError
@@ -189,6 +217,9 @@ class Proxy:
                 time.monotonic(), self._cfg.stall_seconds
             ):
                 self._on_suspect(backend, False)
+            if client_gone is not None and watcher is None:
+                watcher = loop.create_task(client_gone())
+                watcher.add_done_callback(gone)
             handle = loop.call_at(min(now + WATCH_STEP, deadline), look)
 
         handle = loop.call_at(min(loop.time() + WATCH_STEP, deadline), look)
@@ -197,10 +228,14 @@ class Proxy:
         except asyncio.CancelledError:
             # our own cancel becomes the verdict; anyone else's stays a cancellation
             if verdict is not None and task.uncancel() == 0:
+                if verdict is ClientClosed:
+                    raise ClientClosed("The client closed the connection.") from None
                 raise verdict from None
             raise
         finally:
             handle.cancel()
+            if watcher is not None:
+                watcher.cancel()
         if verdict is not None:
             task.uncancel()  # the work swallowed our cancel and finished anyway
         return result
@@ -227,7 +262,7 @@ class Proxy:
         budget = self.try_timeout(backend, fwd, remaining)
         try:
             status, headers, body = await self.watched(
-                backend, self._exchange(backend, fwd, budget), budget
+                backend, self._exchange(backend, fwd, budget), budget, fwd.client_gone
             )
         except Hung:
             raise Retry(UpstreamTimeout("The model server stopped answering.")) from None

@@ -21,7 +21,7 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from verbund.errors import ApiError, UpstreamTimeout
+from verbund.errors import ApiError, ClientClosed, UpstreamTimeout
 from verbund.federation import (
     Backend,
     Failure,
@@ -30,7 +30,7 @@ from verbund.federation import (
     UpstreamResponse,
     UpstreamTimedOut,
 )
-from verbund.gateway._forward import Forward, Retry, client_headers
+from verbund.gateway._forward import ClientGone, Forward, Retry, client_headers
 from verbund.gateway._sse import SSEUsageFilter, Usage, error_event
 
 if TYPE_CHECKING:
@@ -53,9 +53,17 @@ class StreamRelay:
         self._p = proxy
 
     async def _connect(
-        self, backend: Backend, fwd: Forward, body: bytes, remaining: float
+        self,
+        backend: Backend,
+        fwd: Forward,
+        body: bytes,
+        remaining: float,
+        client_gone: ClientGone | None = None,
     ) -> _Open:
-        """Open the upstream stream and read its first chunk inside the try's deadline."""
+        """Open the upstream stream and read its first chunk inside the try's deadline.
+
+        ``client_gone`` only before the response has started: after that the streaming
+        response itself listens for the client's disconnect."""
         budget = self._p.try_timeout(backend, fwd, remaining)
         began = time.monotonic()
         try:
@@ -65,6 +73,7 @@ class StreamRelay:
                     fwd.path, body, self._p.headers(fwd), read_timeout=self._p.config.read_timeout
                 ),
                 budget,
+                client_gone,
             )
         except Hung:
             raise Retry(UpstreamTimeout("The model server stopped answering.")) from None
@@ -76,7 +85,7 @@ class StreamRelay:
                 error_body = await resp.read()
                 self._p.check_status(backend, resp.status, error_body, resp.headers)
             left = budget - (time.monotonic() - began)
-            first = await self._p.watched(backend, anext(chunks), max(left, 0.001))
+            first = await self._p.watched(backend, anext(chunks), max(left, 0.001), client_gone)
         except (Retry, ApiError):
             await resp.aclose()
             raise
@@ -97,7 +106,9 @@ class StreamRelay:
         self, backend: Backend, fwd: Forward, start: float, remaining: float
     ) -> StreamingResponse:
         try:
-            opened = await self._connect(backend, fwd, fwd.body, remaining)
+            opened = await self._connect(backend, fwd, fwd.body, remaining, fwd.client_gone)
+        except ClientClosed:
+            raise  # the proxy records it
         except ApiError as exc:
             self._p.finish(fwd.record, backend, start, status="error", http_status=exc.status)
             raise
