@@ -115,6 +115,14 @@ async def wait_job(
         await asyncio.sleep(0.05)
 
 
+async def create_training(gw: Gateway, institution: str = "uni-a", **body: Any) -> dict[str, Any]:
+    """``POST /v1/training/jobs`` with ``body``; the job as created (HTTP 200 asserted)."""
+    r = await gw.client.post("/v1/training/jobs", json=body, headers=gw.auth(institution))
+    assert r.status_code == 200, r.text
+    job: dict[str, Any] = r.json()
+    return job
+
+
 async def wait_training(gw: Gateway, job_id: str, within: float = 60.0) -> dict[str, Any]:
     """Until the recipe has reported its first step (it runs, not only its wrapper)."""
     deadline = time.monotonic() + within

@@ -14,6 +14,7 @@ from tests.conftest import Gateway, GatewayFactory
 from tests.jobs.helpers import (
     SLOW,
     blobs_csv,
+    create_training,
     events_of,
     infer,
     job_dir,
@@ -41,11 +42,8 @@ def _no_leftovers(cfg: FederationConfig) -> Any:
 
 
 async def create(gw: Gateway, institution: str = "uni-a", **body: Any) -> dict[str, Any]:
-    payload = {"recipe": "test-slow", "training_file": "file-blobs", **body}
-    r = await gw.client.post("/v1/training/jobs", json=payload, headers=gw.auth(institution))
-    assert r.status_code == 200, r.text
-    job: dict[str, Any] = r.json()
-    return job
+    body = {"recipe": "test-slow", "training_file": "file-blobs", **body}
+    return await create_training(gw, institution, **body)
 
 
 async def wait_file(path: Path, within: float = 60.0) -> None:

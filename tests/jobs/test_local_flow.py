@@ -18,6 +18,7 @@ from tests.jobs.helpers import (
     ENV,
     SLOW,
     blobs_csv,
+    create_training,
     events_of,
     infer,
     job_dir,
@@ -56,11 +57,8 @@ def process_gone(pid: int) -> bool:
 
 
 async def create(gw: Gateway, institution: str = "uni-a", **body: Any) -> dict[str, Any]:
-    payload = {"recipe": "centroid-classifier", "training_file": "file-blobs", **body}
-    r = await gw.client.post("/v1/training/jobs", json=payload, headers=gw.auth(institution))
-    assert r.status_code == 200, r.text
-    job: dict[str, Any] = r.json()
-    return job
+    body = {"recipe": "centroid-classifier", "training_file": "file-blobs", **body}
+    return await create_training(gw, institution, **body)
 
 
 async def test_fine_tune_to_inference(jgw: Gateway) -> None:

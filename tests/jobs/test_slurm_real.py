@@ -6,7 +6,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +14,7 @@ from tests.jobs.helpers import (
     CRASH,
     ENV,
     SLOW,
+    create_training,
     digits,
     events_of,
     infer,
@@ -55,13 +55,6 @@ async def sgw(gateway_factory: GatewayFactory, cfg: FederationConfig) -> AsyncIt
         g.services.jobs.recipes.register(CRASH)
         g.services.jobs.recipes.register(ENV)
         yield g
-
-
-async def create(gw: Gateway, **body: Any) -> dict[str, Any]:
-    r = await gw.client.post("/v1/training/jobs", json=body, headers=gw.auth())
-    assert r.status_code == 200, r.text
-    job: dict[str, Any] = r.json()
-    return job
 
 
 def slurm_job(gw: Gateway, row: TrainingJobRow, slurm: SlurmCluster) -> dict[str, str]:
@@ -120,7 +113,7 @@ async def test_fine_tune_digits_on_slurm_and_serve_it(
 
 async def test_cancel_on_slurm(sgw: Gateway, cfg: FederationConfig, slurm: SlurmCluster) -> None:
     put_file(cfg, "uni-a", "file-any", "x\n")
-    job = await create(
+    job = await create_training(
         sgw, recipe="test-slow", training_file="file-any", params={"steps": 600, "delay": 0.05}
     )
     await wait_training(sgw, job["id"], within=120)
@@ -144,7 +137,7 @@ async def test_cancel_on_slurm(sgw: Gateway, cfg: FederationConfig, slurm: Slurm
 
 async def test_a_failing_job_on_slurm(sgw: Gateway, cfg: FederationConfig) -> None:
     put_file(cfg, "uni-a", "file-any", "x\n")
-    job = await create(sgw, recipe="test-crash", training_file="file-any")
+    job = await create_training(sgw, recipe="test-crash", training_file="file-any")
     done = await wait_job(sgw, job["id"], ("failed", "succeeded"), within=120)
     assert done["status"] == "failed"
     assert done["error"]["message"] == "RuntimeError: loss is NaN at step 2"
@@ -154,7 +147,7 @@ async def test_scancel_by_the_operator_fails_the_job(
     sgw: Gateway, cfg: FederationConfig, slurm: SlurmCluster
 ) -> None:
     put_file(cfg, "uni-a", "file-any", "x\n")
-    job = await create(
+    job = await create_training(
         sgw, recipe="test-slow", training_file="file-any", params={"steps": 600, "delay": 0.05}
     )
     await wait_training(sgw, job["id"], within=120)
@@ -171,7 +164,7 @@ async def test_a_restart_finds_slurm_jobs_again(
     put_file(cfg, "uni-a", "file-any", "x\n")
     async with gateway_factory(cfg) as gw:
         gw.services.jobs.recipes.register(SLOW)
-        job = await create(
+        job = await create_training(
             gw, recipe="test-slow", training_file="file-any", params={"steps": 30, "delay": 0.05}
         )
         await wait_training(gw, job["id"], within=120)
@@ -188,7 +181,7 @@ async def test_slurm_jobs_do_not_see_the_access_points_secrets(
 ) -> None:
     monkeypatch.setenv("VERBUND_ADMIN_KEY", "vbadmin-secret")
     put_file(cfg, "uni-a", "file-any", "x\n")
-    job = await create(sgw, recipe="test-env", training_file="file-any")
+    job = await create_training(sgw, recipe="test-env", training_file="file-any")
     done = await wait_job(sgw, job["id"], ("succeeded", "failed"), within=120)
     assert done["status"] == "succeeded", done["error"]
     seen = json.loads((job_dir(cfg, "west", job["id"]) / "output" / "env.json").read_text())

@@ -189,14 +189,7 @@ class BatchService:
     async def _row(self, institution_id: str, batch_id: str) -> BatchRow:
         if not _ID.fullmatch(batch_id):
             raise _not_found(batch_id)
-        async with self._store.session() as s:
-            row = (
-                await s.execute(
-                    select(BatchRow).where(
-                        BatchRow.id == batch_id, BatchRow.institution_id == institution_id
-                    )
-                )
-            ).scalar_one_or_none()
+        row = await self._store.owned(BatchRow, batch_id, institution_id)
         if row is None:
             raise _not_found(batch_id)
         return row

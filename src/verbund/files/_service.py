@@ -245,14 +245,7 @@ class FileService:
     async def get(self, institution_id: str, file_id: str) -> FileObject:
         if not _ID.fullmatch(file_id):
             raise _not_found(file_id)
-        async with self._store.session() as s:
-            row = (
-                await s.execute(
-                    select(FileRow).where(
-                        FileRow.id == file_id, FileRow.institution_id == institution_id
-                    )
-                )
-            ).scalar_one_or_none()
+        row = await self._store.owned(FileRow, file_id, institution_id)
         if row is None:
             raise _not_found(file_id)
         return FileObject.from_row(row)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -21,6 +21,9 @@ from sqlalchemy.sql.schema import ScalarElementColumnDefault
 from verbund.errors import StoreError
 
 _HERE = Path(__file__).parent
+
+
+T = TypeVar("T")
 
 
 class Store:
@@ -43,6 +46,20 @@ class Store:
 
     def session(self) -> AsyncSession:
         return self.sessions()
+
+    async def owned(self, row_type: type[T], row_id: str, institution_id: str) -> T | None:
+        """The row with this id if it belongs to the institution, else None: another
+        institution's id reads exactly like one that does not exist."""
+        table: Any = row_type
+        async with self.session() as s:
+            found: T | None = (
+                await s.execute(
+                    select(row_type).where(
+                        table.id == row_id, table.institution_id == institution_id
+                    )
+                )
+            ).scalar_one_or_none()
+        return found
 
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
