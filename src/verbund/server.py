@@ -21,6 +21,7 @@ from verbund.config import FederationConfig
 from verbund.errors import VerbundError
 
 __all__ = [
+    "CONFIG_ENV",
     "PortBusy",
     "ensure_port_free",
     "make_server",
@@ -32,6 +33,7 @@ __all__ = [
 
 
 T = TypeVar("T")
+CONFIG_ENV = "VERBUND_CONFIG"  # worker processes read the federation config file named here
 
 # How long an idle client connection stays open: nginx's default, not uvicorn's 5 s. The
 # side that closes an idle connection races the other side sending a request on it (the
@@ -60,6 +62,15 @@ def ensure_port_free(host: str, port: int) -> None:
         sock.close()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, tuning the garbage collector once the app has started."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            tune_gc()
+
+
 def make_server(app: Starlette, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
     config = uvicorn.Config(
         app,
@@ -76,7 +87,7 @@ def make_server(app: Starlette, host: str, port: int, log_level: str = "info") -
         proxy_headers=False,  # client addresses are never used (nor logged)
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 def run_workers(
@@ -88,7 +99,6 @@ def run_workers(
     create the schema. Each worker builds its app with
     :func:`verbund.gateway._factory.app_from_env`.
     """
-    from verbund.gateway._factory import CONFIG_ENV
     from verbund.store import Store
 
     async def migrate() -> None:
@@ -101,7 +111,7 @@ def run_workers(
     asyncio.run(migrate())
     os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
     uvicorn.run(
-        "verbund.gateway._factory:app_from_env",
+        "verbund.gateway._factory:app_from_env",  # calls tune_gc once started
         factory=True,
         workers=workers,
         host=config.gateway.host,

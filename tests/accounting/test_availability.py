@@ -90,10 +90,10 @@ async def test_status_shows_availability_without_tenant_data(gw: Gateway) -> Non
     assert all(s["availability_24h"] is None for s in body["sites"])
     gw.fakes["ost-1"].mode = "refuse"
     for _ in range(4):
-        await gw.services.prober.probe_all()
+        await gw.services.health.prober.probe_all()
     gw.fakes["ost-1"].mode = "ok"
-    await gw.services.prober.probe_all()
-    gw.services.availability._stored_at = -1e18  # skip the 10 s cache
+    await gw.services.health.prober.probe_all()
+    gw.services.accounting.availability._stored_at = -1e18  # skip the 10 s cache
     r = await gw.client.get("/status")
     sites = {s["name"]: s for s in r.json()["sites"]}
     assert sites["west"]["availability_24h"] == 1.0
@@ -105,6 +105,6 @@ async def test_status_shows_availability_without_tenant_data(gw: Gateway) -> Non
 
 async def test_sites_in_maintenance_are_not_counted(gw: Gateway) -> None:
     await gw.client.post("/admin/sites/ost/maintenance", headers=gw.admin())
-    await gw.services.prober.probe_all()
-    counted = {site for site, _ in gw.services.availability._pending}
+    await gw.services.health.prober.probe_all()
+    counted = {site for site, _ in gw.services.accounting.availability._pending}
     assert counted == {"west", "sued"}

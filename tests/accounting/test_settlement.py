@@ -184,7 +184,7 @@ async def test_admin_settlement_route(gateway_factory: GatewayFactory, tmp_path:
                     ln.completion_tokens // ln.requests
                     + (ln.completion_tokens % ln.requests if i == 0 else 0),
                 )
-                gw.services.usage.record(
+                gw.services.accounting.spool.record(
                     usage(
                         jan,
                         ln.institution,

@@ -66,11 +66,14 @@ async def test_a_batch_runs_to_completion(gw: Gateway) -> None:
         f"Hallo {i}" for i in ids
     )
     assert all(c["path"] == "/v1/chat/completions" for c in calls)
-    # usage: one record per item, flagged as batch
-    await gw.services.usage.flush()
+    # usage: one record for creating the batch, one per item, flagged as batch
+    await gw.services.accounting.spool.flush()
     async with gw.services.store.session() as s:
         rows = (await s.execute(select(UsageRow))).scalars().all()
-    assert len(rows) == 25 and {r.priority for r in rows} == {"batch"}
+    created = [r for r in rows if r.endpoint == "/v1/batches"]
+    items = [r for r in rows if r.endpoint == "/v1/chat/completions"]
+    assert len(created) == 1 and created[0].status == "ok" and len(rows) == 26
+    assert len(items) == 25 and {r.priority for r in items} == {"batch"}
     assert {r.institution_id for r in rows} == {"uni-a"}
     # no items and no result parts are left behind
     async with gw.services.store.session() as s:

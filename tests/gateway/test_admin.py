@@ -80,7 +80,7 @@ async def test_drain_persists_and_routes_around(gw: Gateway) -> None:
     west = next(s for s in status["sites"] if s["name"] == "west")
     assert west["state"] == "draining"
     # a restart reads the state back from the store
-    await gw.services._load_site_states()
+    await gw.services.lifecycle.load()
     assert gw.services.federation.sites["west"].state.value == "draining"
     await gw.client.post("/admin/sites/west/resume", headers=gw.admin())
     assert (await gw.chat()).headers["x-verbund-site"] == "west"

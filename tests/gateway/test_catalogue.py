@@ -65,8 +65,8 @@ async def test_unavailable_models_are_shown_not_hidden(og: Gateway) -> None:
 
 
 async def test_site_state_is_shown(og: Gateway) -> None:
-    await og.services.set_site_state("west", SiteState.draining, "test")
-    await og.services.set_site_state("sued", SiteState.maintenance, "test")
+    await og.services.lifecycle.set_state("west", SiteState.draining, "test")
+    await og.services.lifecycle.set_state("sued", SiteState.maintenance, "test")
     d = (await catalogue(og))[DIGITS]["verbund"]
     assert [(s["state"], s["available"]) for s in d["sites"]] == [
         ("draining", False),

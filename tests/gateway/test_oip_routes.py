@@ -66,7 +66,7 @@ def assert_oip_error(resp: httpx.Response, status: int) -> str:
 
 
 async def usage_rows(gw: Gateway) -> list[UsageRow]:
-    await gw.services.usage.flush()
+    await gw.services.accounting.spool.flush()
     async with gw.services.store.session() as s:
         return list((await s.execute(select(UsageRow).order_by(UsageRow.ts))).scalars())
 
@@ -261,7 +261,7 @@ async def test_policy_is_a_hard_filter(og: Gateway) -> None:
     resp = await og.client.post(INFER, json=GOOD, headers=og.auth("uni-b"))
     assert resp.headers["x-verbund-site"] == "sued"
     # sensitive data may go to west only; with west drained nothing compliant is left
-    await og.services.set_site_state("west", SiteState.draining, "test")
+    await og.services.lifecycle.set_state("west", SiteState.draining, "test")
     resp = await og.client.post(
         INFER, json=GOOD, headers={**og.auth(), "x-verbund-data-class": "sensitive"}
     )
@@ -326,5 +326,5 @@ async def test_server_metadata(og: Gateway) -> None:
 
 
 async def test_prober_uses_the_oip_health_route(og: Gateway) -> None:
-    await og.services.prober.probe_all()
+    await og.services.health.prober.probe_all()
     assert og.fakes["west-oip"].probes == 1 and og.fakes["sued-oip"].probes == 1

@@ -162,7 +162,7 @@ async def test_institution_region_policy_fails_closed(gw: Gateway) -> None:
     # uni-b may only use region BY; with sued in maintenance nothing compliant is left
     from verbund.config import SiteState
 
-    await gw.services.set_site_state("sued", SiteState.maintenance, "test")
+    await gw.services.lifecycle.set_state("sued", SiteState.maintenance, "test")
     resp = await gw.chat("uni-b")
     err = assert_openai_error(resp, 503, "no_backend_available")
     assert "west: region NW not among the institution's allowed_regions" in str(err["message"])

@@ -16,7 +16,7 @@ from verbund.store import UsageRow
 
 
 async def usage_rows(gw: Gateway) -> list[UsageRow]:
-    await gw.services.usage.flush()
+    await gw.services.accounting.spool.flush()
     async with gw.services.store.session() as s:
         return list((await s.execute(select(UsageRow).order_by(UsageRow.ts))).scalars())
 
@@ -182,13 +182,13 @@ async def test_waiting_for_a_busy_pool_is_not_held_against_the_backend(gw: Gatew
     its health. The same time-out with a free connection counts as the backend's."""
     proxy = gw.services.proxy
     west = gw.services.federation.backends["west-1"]
-    limit = gw.services.pool.limit(west)
+    limit = gw.services.health.pool.limit(west)
     west.outstanding = limit + 1
-    retry = proxy.transport_failure(west, TimeoutError())
+    retry = proxy.attempts.transport_failure(west, TimeoutError())
     assert retry.error.code == "no_backend_available"
     assert west.failures == 0 and west.healthy
     west.outstanding = 1
-    retry = proxy.transport_failure(west, TimeoutError())
+    retry = proxy.attempts.transport_failure(west, TimeoutError())
     assert retry.error.code == "upstream_timeout"
     assert west.failures == 1
     west.outstanding = 0

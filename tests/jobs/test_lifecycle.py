@@ -123,7 +123,7 @@ async def test_sensitive_data_waits_for_the_only_site_that_may_hold_it(
     put_file(cfg, "uni-a", "file-patients", blobs_csv(), data_class="sensitive")
     async with gateway_factory(cfg) as gw:
         gw.services.jobs.recipes.register(SLOW)
-        await gw.services.set_site_state("west", SiteState.maintenance, "test")
+        await gw.services.lifecycle.set_state("west", SiteState.maintenance, "test")
         job = await create(gw, training_file="file-patients")
         assert job["data_class"] == "sensitive"
         for _ in range(5):
@@ -132,7 +132,7 @@ async def test_sensitive_data_waits_for_the_only_site_that_may_hold_it(
         assert waiting["site"] is None  # not sued (confidential), not ost (internal)
         messages = [e["message"] for e in await events_of(gw, job["id"])]
         assert "Waiting for a site: west: site is in state maintenance" in messages
-        await gw.services.set_site_state("west", SiteState.active, "test")
+        await gw.services.lifecycle.set_state("west", SiteState.active, "test")
         done = await wait_job(gw, job["id"], ("succeeded", "failed"))
         assert done["site"] == "west" and done["status"] == "succeeded"
 

@@ -125,9 +125,14 @@ async def test_fine_tune_to_inference(jgw: Gateway) -> None:
     usage = await jgw.client.get(
         "/admin/usage", params={"group_by": "institution,site,endpoint"}, headers=jgw.admin()
     )
-    rows_u = [r for r in usage.json()["data"] if r["endpoint"] == "/v1/fine_tuning/jobs"]
-    assert len(rows_u) == 1 and rows_u[0]["site"] == "west" and rows_u[0]["institution"] == "uni-a"
-    assert rows_u[0]["cpu_seconds"] > 0 and rows_u[0]["gpu_seconds"] == 0
+    rows_u = {
+        r["site"]: r for r in usage.json()["data"] if r["endpoint"] == "/v1/fine_tuning/jobs"
+    }
+    # the request that created the job (at the access point), and the job's run at west
+    assert sorted(rows_u) == ["", "west"]
+    assert rows_u[""]["requests"] == 1 and rows_u[""]["cpu_seconds"] == 0
+    run = rows_u["west"]
+    assert run["institution"] == "uni-a" and run["cpu_seconds"] > 0 and run["gpu_seconds"] == 0
 
 
 async def test_a_failing_recipe_fails_the_job_with_its_reason(jgw: Gateway) -> None:

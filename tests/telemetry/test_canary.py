@@ -89,7 +89,7 @@ async def test_no_content_or_key_anywhere(tmp_path: Path, captured_logs: io.Stri
                 "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}x"}
             )
             metrics = (await client.get("/metrics")).text
-        await svc.usage.flush()
+        await svc.accounting.spool.flush()
     provider.force_flush()
 
     spans = exporter.get_finished_spans()

@@ -8,6 +8,7 @@ from verbund.accounting._prices import BILLABLE, PriceBook, money
 from verbund.accounting._report import GROUPS, usage_report
 from verbund.accounting._retention import Retention
 from verbund.accounting._settlement import merge_lines, settle
+from verbund.accounting._sink import Recording, UsageSink, outcome_of
 from verbund.accounting._usage import UsageRecord, UsageRecorder
 
 __all__ = [
@@ -15,18 +16,21 @@ __all__ = [
     "GROUPS",
     "BudgetService",
     "PriceBook",
+    "Recording",
     "Retention",
     "SiteAvailability",
     "Spend",
     "UsageLine",
     "UsageRecord",
     "UsageRecorder",
+    "UsageSink",
     "UtcDay",
     "UtcMonth",
     "load_lines",
     "merge_lines",
     "money",
     "month_of",
+    "outcome_of",
     "parse_month",
     "settle",
     "usage_report",

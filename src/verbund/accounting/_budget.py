@@ -11,6 +11,14 @@ twice until the next refresh: an error on the safe side).
 :meth:`BudgetService.check` answers in memory: headers that tell the client how much of
 the budget is used, a warning from :data:`WARN_AT`, and :class:`BudgetExceeded` at 100 %
 when the institution asked for a hard stop. Months are UTC calendar months.
+
+Training jobs spend long after they are admitted, so they are admitted against what
+they ask for: ``check(..., planned=cost)`` refuses a job whose requested resources, at
+the dearest site's compute prices, would pass a hard stop, and :meth:`hold` keeps that
+cost counted as spent until the job's own usage record arrives (then the hold is
+replaced by what the job really used) or the hold expires (a job that never ran).
+Holds live in this access point's memory: a restart forgets them, and the job's usage
+record still counts in full when it comes.
 """
 
 from __future__ import annotations
@@ -69,6 +77,8 @@ class BudgetService:
         # (seq, institution, tokens, cost) observed since the last load began
         self._recent: deque[tuple[int, str, int, Decimal]] = deque(maxlen=MAX_RECENT)
         self._month, self._month_start, self._month_end = "", 0.0, 0.0
+        # job id -> (institution, cost, expires at): admitted jobs that have not reported
+        self._holds: dict[str, tuple[str, Decimal, float]] = {}
         self._roll(clock())
 
     def _roll(self, now: float) -> None:
@@ -90,9 +100,30 @@ class BudgetService:
         s.tokens += tokens
         s.cost += cost
 
+    def job_cost(self, *, cpus: int, gpus: int, minutes: int) -> Decimal:
+        """What a job's requested resources may cost at the dearest site's prices."""
+        seconds = minutes * 60.0
+        return self._prices.compute_ceiling(cpu_seconds=cpus * seconds, gpu_seconds=gpus * seconds)
+
+    def hold(self, job_id: str, institution_id: str, cost: Decimal, seconds: float) -> None:
+        """Count ``cost`` as spent until the job's usage record arrives, or ``seconds``."""
+        if cost > 0:
+            self._holds[job_id] = (institution_id, cost, self._clock() + seconds)
+
+    def held(self, institution_id: str) -> Decimal:
+        """Cost held for admitted jobs of the institution that have not reported yet."""
+        if not self._holds:
+            return ZERO
+        now = self._clock()
+        for job_id, (_, _, until) in list(self._holds.items()):
+            if until <= now:
+                del self._holds[job_id]
+        return sum((cost for inst, cost, _ in self._holds.values() if inst == institution_id), ZERO)
+
     def observe(self, rec: UsageRecord) -> None:
-        """Count one usage record of this access point (called from the usage callback)."""
+        """Count one usage record of this access point (a subscriber of the usage sink)."""
         self._roll(self._clock())
+        self._holds.pop(rec.request_id, None)  # a job reported: its real use replaces the hold
         if rec.status not in BILLABLE or not rec.site:
             return
         if not self._month_start <= rec.ts < self._month_end:
@@ -103,6 +134,8 @@ class BudgetService:
             requests=1,
             prompt_tokens=rec.prompt_tokens,
             completion_tokens=rec.completion_tokens,
+            gpu_seconds=rec.gpu_seconds,
+            cpu_seconds=rec.cpu_seconds,
         )
         tokens = rec.prompt_tokens + rec.completion_tokens
         self._seq += 1
@@ -144,8 +177,9 @@ class BudgetService:
         for _, inst, tokens, cost in self._recent:
             self._add(inst, tokens, cost)
 
-    def used(self, inst: InstitutionConfig) -> float | None:
-        """Fraction of the budget used (the larger of tokens and money), None without one."""
+    def used(self, inst: InstitutionConfig, planned: Decimal = ZERO) -> float | None:
+        """Fraction of the budget used (the larger of tokens and money), None without one;
+        held job costs and ``planned`` count as money spent."""
         if not (inst.budget_tokens_per_month or inst.budget_per_month):
             return None
         s = self.spend(inst.id)
@@ -153,15 +187,28 @@ class BudgetService:
         if inst.budget_tokens_per_month:
             fractions.append(s.tokens / inst.budget_tokens_per_month)
         if inst.budget_per_month:
-            fractions.append(float(s.cost / inst.budget_per_month))
+            cost = s.cost + self.held(inst.id) + planned
+            fractions.append(float(cost / inst.budget_per_month))
         return max(fractions)
 
-    def check(self, institution: InstitutionConfig) -> dict[str, str]:
-        """Response headers about the budget; raises BudgetExceeded at 100 % with a hard stop."""
+    def check(self, institution: InstitutionConfig, planned: Decimal = ZERO) -> dict[str, str]:
+        """Response headers about the budget; raises BudgetExceeded at 100 % with a hard stop.
+
+        ``planned``: the cost of what is being admitted (a training job's requested
+        resources); it is refused if that cost would pass a hard stop."""
         used = self.used(institution)
         if used is None:
             return {}
         headers = {USED_HEADER: f"{used:.2f}"}
+        if planned and institution.budget_hard_stop:
+            after = self.used(institution, planned)
+            if after is not None and after > 1.0:
+                raise BudgetExceeded(
+                    f"Institution '{institution.id}' cannot start this job: its requested "
+                    f"resources may cost {planned:.2f} {self._prices.currency}, more than is "
+                    f"left of its monthly budget ({self._describe(institution)}).",
+                    headers=headers,
+                )
         if used >= 1.0:
             headers[WARNING_HEADER] = f"monthly budget used up ({used:.0%})"
             if institution.budget_hard_stop:
@@ -182,6 +229,9 @@ class BudgetService:
             parts.append(f"{s.tokens} of {inst.budget_tokens_per_month} tokens")
         if inst.budget_per_month:
             parts.append(f"{s.cost:.2f} of {inst.budget_per_month:.2f} {self._prices.currency}")
+            held = self.held(inst.id)
+            if held:
+                parts.append(f"{held:.2f} held for jobs not finished")
         return ", ".join(parts)
 
     async def run(self) -> None:

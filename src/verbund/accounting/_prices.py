@@ -62,3 +62,15 @@ class PriceBook:
             total += Decimal(str(gpu_seconds)) * prices.gpu_hour / HOUR
             total += Decimal(str(cpu_seconds)) * prices.cpu_hour / HOUR
         return total
+
+    def compute_ceiling(self, *, cpu_seconds: float, gpu_seconds: float) -> Decimal:
+        """The most that compute time can cost at any site: what a job is admitted
+        against before it is placed (the site that runs it may be cheaper)."""
+        return max(
+            (
+                Decimal(str(gpu_seconds)) * p.gpu_hour / HOUR
+                + Decimal(str(cpu_seconds)) * p.cpu_hour / HOUR
+                for p in self._lists.values()
+            ),
+            default=ZERO,
+        )

@@ -20,7 +20,7 @@ from verbund.batch._items import ClaimedItem, Outcome
 from verbund.batch._limiter import Signal
 from verbund.batch._objects import error_line, response_line
 from verbund.config import BatchConfig
-from verbund.errors import ApiError, StoreError, UpstreamError
+from verbund.errors import ApiError, RateLimited, StoreError, UpstreamError
 from verbund.federation import Backend
 from verbund.files import FileObject, FileService
 
@@ -35,7 +35,10 @@ class Dispatch(Protocol):
         ...
 
     async def send(self, plan: list[Backend], path: str, body: bytes, record: UsageRecord) -> bytes:
-        """A non-streamed request along ``plan``; the answer's body, or an ApiError."""
+        """A non-streamed request along ``plan``; the answer's body, or an ApiError.
+
+        Raises :class:`RateLimited` before sending when the batch's institution or key
+        has no tokens left in the current quota window: the item then waits."""
         ...
 
 
@@ -103,6 +106,10 @@ async def execute(
     t0 = time.monotonic()
     try:
         answer = await backends.send(plan, lane.endpoint, body, record)
+    except RateLimited as exc:
+        # a token quota's window is full: batch work waits for the next one, it never fails
+        wait = float(exc.headers.get("retry-after", "1"))
+        return Execution(Outcome(item, "wait", next_try_at=clock() + wait))
     except ApiError as exc:
         if not isinstance(exc, UpstreamError):  # the request itself was refused: no retry
             line = response_line(item.custom_id, exc.status, record.request_id, exc.body())

@@ -42,11 +42,18 @@ class Outcome:
     """What became of one claimed item; ``line`` is its line for the output or error file."""
 
     item: ClaimedItem
-    kind: Literal["done", "failed", "retry"]
+    # retry: another attempt later; wait: later, and this one did not count as an attempt
+    # (a token quota's window was full; the item was never sent)
+    kind: Literal["done", "failed", "retry", "wait"]
     line: bytes = b""
     next_try_at: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    @property
+    def final(self) -> bool:
+        """The item is finished (done or failed) and has a line for a result file."""
+        return self.kind in ("done", "failed")
 
 
 def counts_from_rows(total: int, rows: Iterable[tuple[str, int, int, int]]) -> BatchCounts:
@@ -140,7 +147,9 @@ class ItemStore:
             t.c.status == ItemStatus.running.value,
         )
         retries = [
-            {"b_id": o.item.id, "b_next": o.next_try_at} for o in outcomes if o.kind == "retry"
+            {"b_id": o.item.id, "b_next": o.next_try_at, "b_uncount": int(o.kind == "wait")}
+            for o in outcomes
+            if not o.final
         ]
         results = [
             {
@@ -153,7 +162,7 @@ class ItemStore:
                 "b_completion": o.completion_tokens,
             }
             for o in outcomes
-            if o.kind != "retry"
+            if o.final
         ]
         applied = 0
         async with self._store.session() as s, s.begin():
@@ -181,6 +190,7 @@ class ItemStore:
                     .values(
                         status=ItemStatus.pending.value,
                         next_try_at=bindparam("b_next"),
+                        attempts=t.c.attempts - bindparam("b_uncount"),
                         lease_owner=None,
                         lease_until=0.0,
                     ),

@@ -431,7 +431,7 @@ class BatchRunner:
         parts: dict[int, tuple[str, int, int]] = {}
         by_batch: dict[str, list[Outcome]] = {}
         for o in outcomes:
-            if o.kind != "retry":
+            if o.final:
                 by_batch.setdefault(o.item.batch_id, []).append(o)
         for batch_id, group in by_batch.items():
             key = part_key(batch_id, self.token)

@@ -1,8 +1,9 @@
 """Sites, backends and models at run time, their upstream clients and their health."""
 
-from verbund.federation._backend import Backend, EngineLoad, LatencyStats
+from verbund.federation._backend import Backend, EngineLoad, InFlight, LatencyStats
 from verbund.federation._federation import Federation
 from verbund.federation._health import Failure, HealthTracker, Probe, Prober
+from verbund.federation._lifecycle import SiteLifecycle
 from verbund.federation._metrics import MetricsScraper, parse_engine_metrics
 from verbund.federation._site import Site
 from verbund.federation._upstream import (
@@ -22,11 +23,13 @@ __all__ = [
     "Failure",
     "Federation",
     "HealthTracker",
+    "InFlight",
     "LatencyStats",
     "MetricsScraper",
     "Probe",
     "Prober",
     "Site",
+    "SiteLifecycle",
     "TransportFactory",
     "Upstream",
     "UpstreamBroken",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 from verbund.config import BackendConfig
@@ -106,6 +108,56 @@ class Backend:
         bound = max(floor, 3 * (self.latency.ttft or 0.0))
         return now - max(self.last_progress, self.busy_since) > bound
 
+    def claim(self, now: float | None = None) -> InFlight:
+        """Count one request in flight here until the returned claim is released."""
+        return InFlight(self, time.monotonic() if now is None else now)
+
     def available(self, now: float) -> bool:
         """Healthy, not ejected, not asked to back off: may receive new requests."""
         return self.healthy and now >= self.ejected_until and now >= self.busy_until
+
+
+class InFlight:
+    """One request's claim on a backend's capacity (``Backend.outstanding``).
+
+    Released exactly once: by leaving its ``with`` block, or by :meth:`release` from
+    whoever it was handed to. A streamed answer outlives the attempt that opened it, so
+    the attempt hands its claim on (:meth:`hand_over`) and the stream's relay releases it
+    when the last byte is out. Nobody writes ``outstanding += 1`` by hand.
+    """
+
+    __slots__ = ("_held", "backend")
+
+    def __init__(self, backend: Backend, now: float) -> None:
+        if backend.outstanding == 0:
+            backend.busy_since = now
+        backend.outstanding += 1
+        self.backend = backend
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self.backend.outstanding -= 1
+
+    def hand_over(self) -> InFlight:
+        """A new owner of the same claim; this one no longer releases it."""
+        new = object.__new__(InFlight)
+        new.backend, new._held = self.backend, self._held
+        self._held = False
+        return new
+
+    def __enter__(self) -> InFlight:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

@@ -76,6 +76,12 @@ class Upstream(Protocol):
         """Send a POST; returns once the status line and headers are in."""
         ...
 
+    async def get(
+        self, path: str, headers: Mapping[str, str], *, read_timeout: float
+    ) -> UpstreamResponse:
+        """Send a GET (model metadata); returns once the status line and headers are in."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -182,6 +188,20 @@ class AiohttpUpstream:
             raise _aiohttp_failure(exc) from None
         return _AiohttpResponse(resp)
 
+    async def get(
+        self, path: str, headers: Mapping[str, str], *, read_timeout: float
+    ) -> UpstreamResponse:
+        try:
+            resp = await self._session_now().get(
+                self._url(path),
+                headers=headers,
+                timeout=self._timeout(read_timeout),
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _aiohttp_failure(exc) from None
+        return _AiohttpResponse(resp)
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -235,8 +255,23 @@ class HttpxUpstream:
     async def post(
         self, path: str, body: bytes, headers: Mapping[str, str], *, read_timeout: float
     ) -> UpstreamResponse:
+        return await self._send("POST", path, body, headers, read_timeout)
+
+    async def get(
+        self, path: str, headers: Mapping[str, str], *, read_timeout: float
+    ) -> UpstreamResponse:
+        return await self._send("GET", path, None, headers, read_timeout)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        read_timeout: float,
+    ) -> UpstreamResponse:
         request = self._client.build_request(
-            "POST",
+            method,
             path,
             content=body,
             headers=headers,

@@ -10,14 +10,13 @@ from starlette.responses import JSONResponse, Response
 
 from verbund.accounting import load_lines, money, parse_month, settle
 from verbund.errors import BadRequest, StoreUnavailable
-from verbund.gateway._auth import require_admin
+from verbund.gateway._deps import admin, services
 from verbund.gateway._services import Services
 
 
 def _admin(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    require_admin(request, svc)
-    return svc
+    admin(request)
+    return services(request)
 
 
 async def settlement(request: Request) -> Response:
@@ -29,7 +28,7 @@ async def settlement(request: Request) -> Response:
     except ValueError:
         raise BadRequest("'month' must be given as YYYY-MM, e.g. 2025-01.", param="month") from None
     try:
-        await svc.usage.flush()
+        await svc.accounting.spool.flush()
         lines = await load_lines(svc.store, start, end)
     except (SQLAlchemyError, OSError):
         raise StoreUnavailable("The settlement needs the store, which is unreachable.") from None
@@ -43,8 +42,8 @@ async def budgets(request: Request) -> Response:
     for inst in svc.institutions.all():
         if not (inst.budget_tokens_per_month or inst.budget_per_month):
             continue
-        spend = svc.budgets.spend(inst.id)
-        used = svc.budgets.used(inst)
+        spend = svc.accounting.budgets.spend(inst.id)
+        used = svc.accounting.budgets.used(inst)
         data.append(
             {
                 "institution": inst.id,

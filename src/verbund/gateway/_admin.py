@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from verbund.accounting import GROUPS, usage_report
 from verbund.config import InstitutionConfig, SiteState
 from verbund.errors import BadRequest, NotFound
-from verbund.gateway._auth import require_admin
-from verbund.gateway._body import parse_object, read_body
+from verbund.gateway._deps import admin, json_body, services, validated
 from verbund.gateway._services import Services
 
 ADMIN_BODY_LIMIT = 64 * 1024
-M = TypeVar("M", bound=BaseModel)
-
-
-def _svc(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
 
 
 async def _admin(request: Request) -> tuple[Services, str]:
-    svc = _svc(request)
-    return svc, require_admin(request, svc)
+    actor = admin(request)
+    return services(request), actor
 
 
 def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
@@ -68,7 +61,7 @@ async def list_sites(request: Request) -> Response:
     return JSONResponse(
         {
             "access_point": svc.config.gateway.name,
-            "access_points": await svc.presence.live(),
+            "access_points": await svc.coordination.presence.live(),
             "sites": site_view(svc, detail=True),
         }
     )
@@ -78,7 +71,7 @@ def _lifecycle(state: SiteState) -> Any:
     async def handler(request: Request) -> Response:
         svc, actor = await _admin(request)
         name = request.path_params["name"]
-        before = await svc.set_site_state(name, state, actor)
+        before = await svc.lifecycle.set_state(name, state, actor)
         return JSONResponse({"site": name, "state": state.value, "previous": before.value})
 
     return handler
@@ -95,18 +88,9 @@ class _KeyCreate(BaseModel):
     name: str = Field("", max_length=256)
 
 
-def _validated(model: type[M], body: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or None
-        raise BadRequest(f"{field}: {err['msg']}" if field else err["msg"], param=field) from None
-
-
 async def create_key(request: Request) -> Response:
     svc, actor = await _admin(request)
-    req = _validated(_KeyCreate, parse_object(await read_body(request, ADMIN_BODY_LIMIT)))
+    req = validated(_KeyCreate, (await json_body(request, ADMIN_BODY_LIMIT))[1])
     if svc.institutions.get(req.institution) is None:
         raise NotFound(f"No institution '{req.institution}'.", param="institution")
     created = await svc.keys.create(req.institution, req.name, actor)
@@ -157,7 +141,7 @@ class _KeyQuotas(BaseModel):
 
 async def update_key(request: Request) -> Response:
     svc, actor = await _admin(request)
-    req = _validated(_KeyQuotas, parse_object(await read_body(request, ADMIN_BODY_LIMIT)))
+    req = validated(_KeyQuotas, (await json_body(request, ADMIN_BODY_LIMIT))[1])
     row = await svc.keys.set_quotas(
         request.path_params["key_id"], actor, req.requests_per_minute, req.tokens_per_minute
     )
@@ -172,7 +156,7 @@ async def update_key(request: Request) -> Response:
 
 async def update_institution(request: Request) -> Response:
     svc, actor = await _admin(request)
-    changes = parse_object(await read_body(request, ADMIN_BODY_LIMIT))
+    changes = (await json_body(request, ADMIN_BODY_LIMIT))[1]
     unknown = [s for s in changes.get("allowed_sites", []) if s not in svc.federation.sites]
     if unknown:
         raise BadRequest(
@@ -196,7 +180,7 @@ async def list_institutions(request: Request) -> Response:
 
 async def create_institution(request: Request) -> Response:
     svc, actor = await _admin(request)
-    inst = _validated(InstitutionConfig, parse_object(await read_body(request, ADMIN_BODY_LIMIT)))
+    inst = validated(InstitutionConfig, (await json_body(request, ADMIN_BODY_LIMIT))[1])
     unknown = [s for s in inst.allowed_sites if s not in svc.federation.sites]
     if unknown:
         raise BadRequest(
@@ -225,7 +209,7 @@ async def usage(request: Request) -> Response:
         raise BadRequest(
             f"Unknown group_by {unknown}; choose from {', '.join(GROUPS)}.", param="group_by"
         )
-    await svc.usage.flush()
+    await svc.accounting.spool.flush()
     rows = await usage_report(
         svc.store,
         group_by,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,7 +21,6 @@ from verbund.federation import TransportFactory
 from verbund.gateway import _accounting, _admin, _batches, _files, _jobs, _oip, _openai, _ops
 from verbund.gateway._overload import OverloadMiddleware
 from verbund.gateway._services import Services
-from verbund.server import tune_gc
 from verbund.telemetry._tracing import Tracer
 
 log = logging.getLogger("verbund.gateway")
@@ -86,15 +85,17 @@ def create_app(
     transport_factory: TransportFactory | None = None,
     background: bool = True,
     tracer: Tracer | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> Starlette:
-    """Build one access point. ``background=False`` skips probes and flushing (unit tests)."""
+    """Build one access point. ``background=False`` skips probes and flushing (unit tests);
+    ``on_started`` is the process runner's hook, called once the services are up."""
     svc = Services.build(config, admin_key, transport_factory, tracer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.start(background=background)
-        if background:  # a serving process, not a unit test
-            tune_gc()
+        if on_started is not None:
+            on_started()
         try:
             yield
         finally:
@@ -106,7 +107,6 @@ def create_app(
         Route("/v1/chat/completions", _openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", _openai.completions, methods=["POST"]),
         Route("/v1/embeddings", _openai.embeddings, methods=["POST"]),
-        # Files and Batch API (issue 4)
         Route("/v1/files", _files.create_file, methods=["POST"]),
         Route("/v1/files", _files.list_files, methods=["GET"]),
         Route("/v1/files/{file_id}", _files.get_file, methods=["GET"]),
@@ -137,7 +137,7 @@ def create_app(
         # accounting: settlement between partners, budgets
         Route("/admin/settlement", _accounting.settlement, methods=["GET"]),
         Route("/admin/budgets", _accounting.budgets, methods=["GET"]),
-        # training jobs (issue 9): fine-tuning, training, admin views, ft: model serving
+        # training jobs: fine-tuning, training, admin views, ft: model serving
         Route("/v1/fine_tuning/jobs", _jobs.create_fine_tuning_job, methods=["POST"]),
         Route("/v1/fine_tuning/jobs", _jobs.list_fine_tuning_jobs, methods=["GET"]),
         Route("/v1/fine_tuning/jobs/{job_id}", _jobs.get_fine_tuning_job, methods=["GET"]),
@@ -159,7 +159,7 @@ def create_app(
         Route("/v2/models/ft:{rest:path}/infer", _jobs.ft_model_infer, methods=["POST"]),
         Route("/v2/models/ft:{rest:path}/ready", _jobs.ft_model_ready, methods=["GET"]),
         Route("/v2/models/ft:{rest:path}", _jobs.ft_model_metadata, methods=["GET"]),
-        # Open Inference Protocol v2 (issue 7): health, model metadata/ready, infer, fallback
+        # Open Inference Protocol v2: health, model metadata/ready, infer, fallback
         *_oip.routes(),
     ]
     app = Starlette(

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from verbund.config import InstitutionConfig
 from verbund.errors import AuthenticationError, PermissionDenied
 from verbund.gateway._services import Services
-from verbund.tenancy import KeyEntry
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    key: KeyEntry
-    institution: InstitutionConfig
-
-    @property
-    def key_id(self) -> str:
-        return self.key.id
+from verbund.tenancy import Principal
 
 
 def bearer_token(request: Request) -> str:

@@ -8,23 +8,29 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from verbund.admission import Ask
 from verbund.batch import parse_create
 from verbund.errors import BadRequest, NoBackendAvailable
-from verbund.gateway._auth import authenticate
 from verbund.gateway._body import (
     check_chat,
     check_common,
     check_completion,
     check_embedding,
-    parse_object,
-    read_body,
     require_model,
 )
-from verbund.gateway._files import query_int
-from verbund.gateway._openai import services
+from verbund.gateway._deps import (
+    data_class,
+    json_body,
+    principal,
+    query_int,
+    request_id,
+    services,
+)
 from verbund.gateway._services import Services
-from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class
+from verbund.policy import RequestPolicy
 from verbund.routing import RouteContext
+
+BATCHES_ENDPOINT = "/v1/batches"
 
 _MODEL_KINDS = {
     "/v1/chat/completions": ("chat", "completion"),
@@ -49,13 +55,15 @@ def _body_check(svc: Services, endpoint: str) -> Any:
 
 
 async def create_batch(request: Request) -> Response:
+    """Admitted like one request (budget, requests per minute); its items are charged
+    against the token quotas as they run (:class:`verbund.admission.BatchDispatch`)."""
     svc = services(request)
-    principal = await authenticate(request, svc)
-    body = parse_object(await read_body(request, svc.config.limits.max_body_bytes))
-    inst = principal.institution
-    data_class = request_data_class(inst.default_data_class, request.headers.get(DATA_CLASS_HEADER))
-    req = parse_create(body, inst.id, principal.key_id, data_class.value)
-    policy = RequestPolicy.for_institution(inst, data_class)
+    who = await principal(request)
+    _, body = await json_body(request)
+    inst = who.institution
+    klass = data_class(request, who)
+    req = parse_create(body, inst.id, who.key_id, klass.value)
+    policy = RequestPolicy.for_institution(inst, klass)
     ctx = RouteContext(home_site=svc.federation.home_site, home_region=inst.home_region)
 
     def check_model(model: str) -> None:
@@ -70,15 +78,17 @@ async def create_batch(request: Request) -> Response:
                 param="model",
             )
 
-    batch = await svc.batches.create(req, _body_check(svc, req.endpoint), check_model)
-    return JSONResponse(batch)
+    ask = Ask(endpoint=BATCHES_ENDPOINT, model="", data_class=klass)
+    async with svc.admission(who, ask, request_id(request)) as admitted:
+        batch = await svc.batches.create(req, _body_check(svc, req.endpoint), check_model)
+        return admitted.respond(JSONResponse(batch))
 
 
 async def list_batches(request: Request) -> Response:
     svc = services(request)
-    principal = await authenticate(request, svc)
+    who = await principal(request)
     page = await svc.batches.list(
-        principal.institution.id,
+        who.institution.id,
         after=request.query_params.get("after") or None,
         limit=query_int(request, "limit", 20, 1, 100),
     )
@@ -87,15 +97,13 @@ async def list_batches(request: Request) -> Response:
 
 async def get_batch(request: Request) -> Response:
     svc = services(request)
-    principal = await authenticate(request, svc)
-    return JSONResponse(
-        await svc.batches.get(principal.institution.id, request.path_params["batch_id"])
-    )
+    who = await principal(request)
+    return JSONResponse(await svc.batches.get(who.institution.id, request.path_params["batch_id"]))
 
 
 async def cancel_batch(request: Request) -> Response:
     svc = services(request)
-    principal = await authenticate(request, svc)
+    who = await principal(request)
     return JSONResponse(
-        await svc.batches.cancel(principal.institution.id, request.path_params["batch_id"])
+        await svc.batches.cancel(who.institution.id, request.path_params["batch_id"])
     )

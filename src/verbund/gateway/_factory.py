@@ -24,10 +24,10 @@ from starlette.applications import Starlette
 from verbund.config import FederationConfig, load_config
 from verbund.errors import ConfigError
 from verbund.gateway._app import create_app
+from verbund.server import CONFIG_ENV, tune_gc
 
 __all__ = ["CONFIG_ENV", "app_from_env", "claim_worker_slot", "for_worker"]
 
-CONFIG_ENV = "VERBUND_CONFIG"
 MAX_SLOTS = 64
 
 
@@ -59,7 +59,7 @@ def app_from_env() -> Starlette:
     config = load_config(Path(path))
     spool_root = Path(config.gateway.state_dir) / "usage-spool"
     slot, lock_fd = claim_worker_slot(spool_root, config.gateway.name)
-    app = create_app(for_worker(config, slot), admin_key=config.admin_key())
+    app = create_app(for_worker(config, slot), admin_key=config.admin_key(), on_started=tune_gc)
     app.state.worker_slot = slot
     app.state.worker_lock_fd = lock_fd  # held open for the life of the process
     return app

@@ -10,25 +10,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from verbund.errors import BadRequest
 from verbund.files import UPLOAD_PURPOSES
-from verbund.gateway._auth import authenticate
-from verbund.gateway._openai import services
+from verbund.gateway._deps import principal, query_int, services
 from verbund.gateway._upload import receive_upload
-
-
-def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise BadRequest(
-            f"'{name}' must be an integer from {low} to {high}.", code="invalid_value", param=name
-        )
-    return int(raw)
 
 
 async def create_file(request: Request) -> Response:
     svc = services(request)
-    principal = await authenticate(request, svc)
+    who = await principal(request)
     form = await receive_upload(request, svc.files)
     upload = form.upload
     try:
@@ -48,19 +36,19 @@ async def create_file(request: Request) -> Response:
         if upload is not None:
             await upload.abort()
         raise
-    f = await upload.finish(principal.institution.id, purpose, form.filename)
+    f = await upload.finish(who.institution.id, purpose, form.filename)
     return JSONResponse(f.to_api())
 
 
 async def list_files(request: Request) -> Response:
     svc = services(request)
-    principal = await authenticate(request, svc)
+    who = await principal(request)
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise BadRequest("'order' must be 'asc' or 'desc'.", code="invalid_value", param="order")
     ordering: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
     page = await svc.files.list(
-        principal.institution.id,
+        who.institution.id,
         purpose=request.query_params.get("purpose") or None,
         limit=query_int(request, "limit", 10_000, 1, 10_000),
         order=ordering,
@@ -71,15 +59,15 @@ async def list_files(request: Request) -> Response:
 
 async def get_file(request: Request) -> Response:
     svc = services(request)
-    principal = await authenticate(request, svc)
-    f = await svc.files.get(principal.institution.id, request.path_params["file_id"])
+    who = await principal(request)
+    f = await svc.files.get(who.institution.id, request.path_params["file_id"])
     return JSONResponse(f.to_api())
 
 
 async def file_content(request: Request) -> Response:
     svc = services(request)
-    principal = await authenticate(request, svc)
-    f = await svc.files.get(principal.institution.id, request.path_params["file_id"])
+    who = await principal(request)
+    f = await svc.files.get(who.institution.id, request.path_params["file_id"])
     return StreamingResponse(
         svc.files.read(f),
         media_type="application/octet-stream",
@@ -92,7 +80,7 @@ async def file_content(request: Request) -> Response:
 
 async def delete_file(request: Request) -> Response:
     svc = services(request)
-    principal = await authenticate(request, svc)
+    who = await principal(request)
     file_id = request.path_params["file_id"]
-    await svc.files.delete(principal.institution.id, file_id)
+    await svc.files.delete(who.institution.id, file_id)
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})

@@ -3,35 +3,36 @@ OIP v2 inference for the ``ft:`` models that succeeded jobs registered."""
 
 from __future__ import annotations
 
-import re
-import time
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from verbund.accounting import UsageRecord
-from verbund.errors import ApiError, BadRequest, ModelNotFound
-from verbund.gateway._auth import Principal, authenticate, require_admin
-from verbund.gateway._body import parse_object, read_body
+from verbund.admission import Ask
+from verbund.errors import BadRequest, ModelNotFound
+from verbund.gateway._deps import (
+    admin,
+    data_class,
+    json_body,
+    principal,
+    query_int,
+    request_id,
+    services,
+    validated,
+)
+from verbund.gateway._oip import INFER_ENDPOINT
 from verbund.gateway._services import Services
 from verbund.jobs import FT_PREFIX, NewJob, Resources, event, fine_tuning_job, training_job
-from verbund.policy import DATA_CLASS_HEADER, request_data_class
-from verbund.tenancy import quota_limits
+from verbund.store import TrainingJobRow
+from verbund.tenancy import Principal
 
 JOB_BODY_LIMIT = 64 * 1024
+HOLD_GRACE_SECONDS = 3600.0  # a job's budget hold outlives its time limit by this much
 FileId = Annotated[str, Field(min_length=1, max_length=128)]
 Auto = Literal["auto"]
-M = TypeVar("M", bound=BaseModel)
-_UNION_TAG = re.compile(r"[-\[]")
-_TYPE_TAGS = {"int", "float", "str", "bool", "dict", "list", "none"}
-
-
-def _svc(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
 
 
 class _Strict(BaseModel):
@@ -90,24 +91,8 @@ class _TrainingCreate(_Strict):
     metadata: Metadata | None = None
 
 
-def _validated(model: type[M], body: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        # drop pydantic's union-member tags ("constrained-int", "literal['auto']")
-        parts = [str(p) for p in err["loc"] if not _UNION_TAG.search(str(p))]
-        field = ".".join(p for p in parts if p not in _TYPE_TAGS) or None
-        raise BadRequest(
-            f"{field}: {err['msg']}" if field else err["msg"], code="invalid_value", param=field
-        ) from None
-
-
 def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
-        raise BadRequest("'limit' must be an integer from 1 to 100.", param="limit")
-    return int(raw)
+    return query_int(request, "limit", 20, 1, 100)
 
 
 def _list(data: list[dict[str, Any]], has_more: bool) -> JSONResponse:
@@ -115,23 +100,37 @@ def _list(data: list[dict[str, Any]], has_more: bool) -> JSONResponse:
 
 
 async def _principal(request: Request) -> tuple[Services, Principal]:
-    svc = _svc(request)
-    return svc, await authenticate(request, svc)
+    return services(request), await principal(request)
 
 
-def _data_class(request: Request, principal: Principal) -> Any:
-    return request_data_class(
-        principal.institution.default_data_class, request.headers.get(DATA_CLASS_HEADER)
-    )
+async def _start(
+    request: Request,
+    who: Principal,
+    endpoint: str,
+    new: NewJob,
+    view: Callable[[TrainingJobRow], dict[str, Any]],
+) -> Response:
+    """Admit a new job against the budget with what it asks for, then create it; the
+    cost stays held until the job reports what it used."""
+    svc = services(request)
+    res = new.resources
+    budgets = svc.accounting.budgets
+    cost = budgets.job_cost(cpus=res.cpus, gpus=res.gpus, minutes=res.time_limit_minutes)
+    ask = Ask(endpoint=endpoint, model=new.model, data_class=new.data_class, cost=cost)
+    async with svc.admission(who, ask, request_id(request)) as admitted:
+        row = await svc.jobs.create(new)
+        hold = res.time_limit_minutes * 60.0 + HOLD_GRACE_SECONDS
+        budgets.hold(row.id, who.institution.id, cost, hold)
+        return admitted.respond(JSONResponse(view(row)))
 
 
 # -- OpenAI fine-tuning ------------------------------------------------------------------
 
 
 async def create_fine_tuning_job(request: Request) -> Response:
-    svc, principal = await _principal(request)
-    body = parse_object(await read_body(request, JOB_BODY_LIMIT))
-    req = _validated(_FineTuneCreate, body)
+    svc, who = await _principal(request)
+    _, body = await json_body(request, JOB_BODY_LIMIT)
+    req = validated(_FineTuneCreate, body)
     if req.integrations:
         raise BadRequest("Integrations are not supported.", param="integrations")
     recipe = svc.jobs.recipes.for_base_model(req.model)
@@ -139,12 +138,15 @@ async def create_fine_tuning_job(request: Request) -> Response:
     if req.method is not None and req.method.supervised is not None:
         hyper = req.method.supervised.hyperparameters or hyper
     params = {k: v for k, v in (hyper.model_dump() if hyper else {}).items() if v is not None}
-    row = await svc.jobs.create(
+    return await _start(
+        request,
+        who,
+        "/v1/fine_tuning/jobs",
         NewJob(
             kind="fine_tune",
-            institution=principal.institution,
-            key_id=principal.key_id,
-            data_class=_data_class(request, principal),
+            institution=who.institution,
+            key_id=who.key_id,
+            data_class=data_class(request, who),
             recipe=recipe,
             model=req.model,
             training_file=req.training_file,
@@ -154,30 +156,30 @@ async def create_fine_tuning_job(request: Request) -> Response:
             suffix=req.suffix,
             metadata=req.metadata,
             seed=req.seed,
-        )
+        ),
+        fine_tuning_job,
     )
-    return JSONResponse(fine_tuning_job(row))
 
 
 async def list_fine_tuning_jobs(request: Request) -> Response:
-    svc, principal = await _principal(request)
+    svc, who = await _principal(request)
     rows, more = await svc.jobs.list_jobs(
-        principal.institution.id, "fine_tune", request.query_params.get("after"), _limit(request)
+        who.institution.id, "fine_tune", request.query_params.get("after"), _limit(request)
     )
     return _list([fine_tuning_job(r) for r in rows], more)
 
 
 async def get_fine_tuning_job(request: Request) -> Response:
-    svc, principal = await _principal(request)
-    row = await svc.jobs.get(request.path_params["job_id"], principal.institution.id, "fine_tune")
+    svc, who = await _principal(request)
+    row = await svc.jobs.get(request.path_params["job_id"], who.institution.id, "fine_tune")
     return JSONResponse(fine_tuning_job(row))
 
 
 async def cancel_fine_tuning_job(request: Request) -> Response:
-    svc, principal = await _principal(request)
+    svc, who = await _principal(request)
     job_id = request.path_params["job_id"]
-    await svc.jobs.get(job_id, principal.institution.id, "fine_tune")
-    row = await svc.jobs.cancel(job_id, principal.institution.id, principal.key_id)
+    await svc.jobs.get(job_id, who.institution.id, "fine_tune")
+    row = await svc.jobs.cancel(job_id, who.institution.id, who.key_id)
     return JSONResponse(fine_tuning_job(row))
 
 
@@ -192,28 +194,31 @@ async def _events(request: Request, svc: Services, institution: str | None) -> R
 
 
 async def fine_tuning_events(request: Request) -> Response:
-    svc, principal = await _principal(request)
-    await svc.jobs.get(request.path_params["job_id"], principal.institution.id, "fine_tune")
-    return await _events(request, svc, principal.institution.id)
+    svc, who = await _principal(request)
+    await svc.jobs.get(request.path_params["job_id"], who.institution.id, "fine_tune")
+    return await _events(request, svc, who.institution.id)
 
 
 # -- general training jobs ---------------------------------------------------------------
 
 
 async def create_training_job(request: Request) -> Response:
-    svc, principal = await _principal(request)
-    body = parse_object(await read_body(request, JOB_BODY_LIMIT))
-    req = _validated(_TrainingCreate, body)
+    svc, who = await _principal(request)
+    _, body = await json_body(request, JOB_BODY_LIMIT)
+    req = validated(_TrainingCreate, body)
     recipe = svc.jobs.recipes.get(req.recipe)
     if len(orjson.dumps(req.params)) > 16 * 1024:
         raise BadRequest("'params' is larger than 16 KiB.", param="params")
     asked = req.resources.model_dump(exclude_none=True) if req.resources else {}
-    row = await svc.jobs.create(
+    return await _start(
+        request,
+        who,
+        "/v1/training/jobs",
         NewJob(
             kind="training",
-            institution=principal.institution,
-            key_id=principal.key_id,
-            data_class=_data_class(request, principal),
+            institution=who.institution,
+            key_id=who.key_id,
+            data_class=data_class(request, who),
             recipe=recipe,
             model=recipe.name,
             training_file=req.training_file,
@@ -223,15 +228,15 @@ async def create_training_job(request: Request) -> Response:
             suffix=req.suffix,
             metadata=req.metadata,
             seed=req.seed,
-        )
+        ),
+        training_job,
     )
-    return JSONResponse(training_job(row))
 
 
 async def list_training_jobs(request: Request) -> Response:
-    svc, principal = await _principal(request)
+    svc, who = await _principal(request)
     rows, more = await svc.jobs.list_jobs(
-        principal.institution.id,
+        who.institution.id,
         None,
         request.query_params.get("after"),
         _limit(request),
@@ -241,22 +246,20 @@ async def list_training_jobs(request: Request) -> Response:
 
 
 async def get_training_job(request: Request) -> Response:
-    svc, principal = await _principal(request)
-    row = await svc.jobs.get(request.path_params["job_id"], principal.institution.id)
+    svc, who = await _principal(request)
+    row = await svc.jobs.get(request.path_params["job_id"], who.institution.id)
     return JSONResponse(training_job(row))
 
 
 async def cancel_training_job(request: Request) -> Response:
-    svc, principal = await _principal(request)
-    row = await svc.jobs.cancel(
-        request.path_params["job_id"], principal.institution.id, principal.key_id
-    )
+    svc, who = await _principal(request)
+    row = await svc.jobs.cancel(request.path_params["job_id"], who.institution.id, who.key_id)
     return JSONResponse(training_job(row))
 
 
 async def training_events(request: Request) -> Response:
-    svc, principal = await _principal(request)
-    return await _events(request, svc, principal.institution.id)
+    svc, who = await _principal(request)
+    return await _events(request, svc, who.institution.id)
 
 
 async def list_recipes(request: Request) -> Response:
@@ -283,8 +286,8 @@ async def list_recipes(request: Request) -> Response:
 
 
 async def admin_list_jobs(request: Request) -> Response:
-    svc = _svc(request)
-    require_admin(request, svc)
+    svc = services(request)
+    admin(request)
     rows, more = await svc.jobs.list_jobs(
         request.query_params.get("institution") or None,
         None,
@@ -296,21 +299,21 @@ async def admin_list_jobs(request: Request) -> Response:
 
 
 async def admin_get_job(request: Request) -> Response:
-    svc = _svc(request)
-    require_admin(request, svc)
+    svc = services(request)
+    admin(request)
     return JSONResponse(training_job(await svc.jobs.get(request.path_params["job_id"], None)))
 
 
 async def admin_cancel_job(request: Request) -> Response:
-    svc = _svc(request)
-    actor = require_admin(request, svc)
+    svc = services(request)
+    actor = admin(request)
     row = await svc.jobs.cancel(request.path_params["job_id"], None, actor)
     return JSONResponse(training_job(row))
 
 
 async def admin_job_events(request: Request) -> Response:
-    svc = _svc(request)
-    require_admin(request, svc)
+    svc = services(request)
+    admin(request)
     return await _events(request, svc, None)
 
 
@@ -318,12 +321,12 @@ async def admin_job_events(request: Request) -> Response:
 
 
 async def _ft_model(request: Request) -> tuple[Services, Principal, Any]:
-    svc, principal = await _principal(request)
+    svc, who = await _principal(request)
     name = FT_PREFIX + request.path_params["rest"]
-    model = svc.jobs.models.get(name, principal.institution.id)
+    model = svc.jobs.models.get(name, who.institution.id)
     if model is None or not model.servable:
         raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
-    return svc, principal, model
+    return svc, who, model
 
 
 async def ft_model_metadata(request: Request) -> Response:
@@ -338,27 +341,17 @@ async def ft_model_ready(request: Request) -> Response:
 
 
 async def ft_model_infer(request: Request) -> Response:
-    svc, principal, model = await _ft_model(request)
-    started = time.perf_counter()
-    body = parse_object(await read_body(request, svc.config.limits.max_body_bytes))
-    request_id: str = request.state.request_id
-    await svc.quotas.admit(request_id, quota_limits(principal.institution, principal.key), 0)
-    record = UsageRecord(
-        request_id=request_id,
-        access_point=svc.config.gateway.name,
-        institution_id=principal.institution.id,
-        key_id=principal.key_id,
-        endpoint="/v2/models/infer",
+    svc, who, model = await _ft_model(request)
+    raw, body = await json_body(request)
+    ask = Ask(
+        endpoint=INFER_ENDPOINT,
         model=model.name,
-        site="",
-        backend="access-point",
+        data_class=data_class(request, who),
+        request_bytes=len(raw),
     )
-    try:
+    async with svc.admission(who, ask, request_id(request)) as admitted:
+        admitted.record.backend = "access-point"  # served here, from the job's artefacts
         answer = await svc.jobs.predictors.infer(model, body)
-    except ApiError as exc:
-        record.status, record.http_status = "rejected", exc.status
-        raise
-    finally:
-        record.latency_ms = (time.perf_counter() - started) * 1000.0
-        svc.on_usage(record)
-    return JSONResponse(answer)
+        response = JSONResponse(answer)
+        admitted.record.response_bytes = len(response.body)
+        return admitted.respond(response)

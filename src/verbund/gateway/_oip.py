@@ -6,9 +6,10 @@ serve each model under its public name. Errors use the protocol's shape,
 ``{"error": "<message>"}``: every :class:`ApiError` raised on the way (by the key check,
 the body check, the router or the proxy) is converted here.
 
-Usage: one record per inference, with ``endpoint = "/v2/infer"``, no tokens, and the sizes
-of the request and answer bodies. The proxy used for inference (``Services.oip_proxy``)
-leaves usage to this module, which adds the answer's size before recording it.
+Usage: one record per inference, with ``endpoint = "/v2/infer"`` (for site models and
+``ft:`` models alike), no tokens, and the sizes of the request and answer bodies.
+Inference goes through the same admission as the OpenAI routes; model metadata through
+the same failover loop, but it spends no capacity and leaves no usage record.
 """
 
 from __future__ import annotations
@@ -18,33 +19,21 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from verbund import __version__
-from verbund.accounting import UsageRecord
-from verbund.config import DataClass
-from verbund.errors import (
-    ApiError,
-    BadRequest,
-    ModelNotFound,
-    NoBackendAvailable,
-    NotFound,
-    UpstreamError,
-    UpstreamTimeout,
-)
-from verbund.federation import Backend, Failure
-from verbund.gateway._auth import Principal, authenticate
-from verbund.gateway._body import parse_object, read_body
-from verbund.gateway._forward import Forward, sanitize_upstream_message, until_disconnect
+from verbund.admission import Ask
+from verbund.errors import ApiError, BadRequest, ModelNotFound, NoBackendAvailable, NotFound
+from verbund.federation import Backend
+from verbund.gateway._deps import data_class, json_body, principal, request_id, services
 from verbund.gateway._oip_body import check_infer_request
-from verbund.gateway._proxy import RETRYABLE_STATUS
 from verbund.gateway._services import Services
-from verbund.policy import DATA_CLASS_HEADER, RequestPolicy, request_data_class
+from verbund.policy import RequestPolicy
+from verbund.proxy import until_disconnect
 from verbund.routing import RouteContext
-from verbund.tenancy import quota_limits
+from verbund.tenancy import Principal
 
 __all__ = ["INFER_ENDPOINT", "routes"]
 
@@ -52,11 +41,6 @@ INFER_ENDPOINT = "/v2/infer"
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
 
 
 def oip_error(exc: ApiError) -> Response:
@@ -98,22 +82,17 @@ def _backend_path(name: str, version: str, suffix: str = "") -> str:
     return f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + suffix
 
 
-def _data_class(request: Request, principal: Principal) -> DataClass:
-    default = principal.institution.default_data_class
-    return request_data_class(default, request.headers.get(DATA_CLASS_HEADER))
+def _route(svc: Services, who: Principal) -> RouteContext:
+    return RouteContext(home_site=svc.federation.home_site, home_region=who.institution.home_region)
 
 
-def _plan(svc: Services, principal: Principal, model: str, data_class: DataClass) -> list[Backend]:
-    inst = principal.institution
-    return svc.router.plan(
-        model,
-        RequestPolicy.for_institution(inst, data_class),
-        RouteContext(home_site=svc.federation.home_site, home_region=inst.home_region),
-    )
+def _plan(svc: Services, who: Principal, model: str, request: Request) -> list[Backend]:
+    policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
+    return svc.router.plan(model, policy, _route(svc, who))
 
 
 def _site_headers(backend: Backend, request: Request) -> dict[str, str]:
-    return {"x-verbund-site": backend.site.name, "x-request-id": request.state.request_id}
+    return {"x-verbund-site": backend.site.name, "x-request-id": request_id(request)}
 
 
 async def server_metadata(request: Request) -> Response:
@@ -126,7 +105,7 @@ async def health_live(request: Request) -> Response:
 
 async def health_ready(request: Request) -> Response:
     """Ready when some OIP model has an available backend at an active site."""
-    svc = _services(request)
+    svc = services(request)
     now = time.monotonic()
     ready = any(
         b.kind == "oip" and b.site.accepts_new_requests and b.available(now)
@@ -139,12 +118,11 @@ async def health_ready(request: Request) -> Response:
 @_oip_errors
 async def model_ready(request: Request) -> Response:
     """The federation's answer: may this caller's request be served by some backend now?"""
-    svc = _services(request)
-    principal = await authenticate(request, svc)
+    svc = services(request)
+    who = await principal(request)
     name, _ = _target(request, svc)
-    data_class = _data_class(request, principal)
     try:
-        _plan(svc, principal, name, data_class)
+        _plan(svc, who, name, request)
     except NoBackendAvailable:
         return JSONResponse({"name": name, "ready": False}, status_code=400)
     return JSONResponse({"name": name, "ready": True})
@@ -153,109 +131,45 @@ async def model_ready(request: Request) -> Response:
 @_oip_errors
 async def model_metadata(request: Request) -> Response:
     """The model's inputs and outputs, as a backend that serves it describes them."""
-    svc = _services(request)
-    principal = await authenticate(request, svc)
+    svc = services(request)
+    who = await principal(request)
     name, version = _target(request, svc)
-    plan = _plan(svc, principal, name, _data_class(request, principal))
-    body, backend = await _get_with_failover(svc, plan, _backend_path(name, version))
-    return Response(body, media_type="application/json", headers=_site_headers(backend, request))
+    plan = _plan(svc, who, name, request)
+    answer = await svc.proxy.fetch(plan, _backend_path(name, version), request_id(request))
+    return Response(
+        answer.body, media_type="application/json", headers=_site_headers(answer.backend, request)
+    )
 
 
 @_oip_errors
 async def infer(request: Request) -> Response:
-    svc = _services(request)
-    principal = await authenticate(request, svc)
+    svc = services(request)
+    who = await principal(request)
     name, version = _target(request, svc)
-    raw = await read_body(request, svc.config.limits.max_body_bytes)
-    check_infer_request(parse_object(raw))
-    data_class = _data_class(request, principal)
-    record = UsageRecord(
-        request_id=request.state.request_id,
-        access_point=svc.config.gateway.name,
-        institution_id=principal.institution.id,
-        key_id=principal.key_id,
+    raw, body = await json_body(request)
+    check_infer_request(body)
+    ask = Ask(
         endpoint=INFER_ENDPOINT,
         model=name,
+        data_class=data_class(request, who),
+        route=_route(svc, who),
         request_bytes=len(raw),
     )
-    budget_headers = svc.budgets.check(principal.institution)
-    reservation = await svc.quotas.admit(
-        record.request_id, quota_limits(principal.institution, principal.key), 0
-    )
-    try:
-        plan = _plan(svc, principal, name, data_class)
-    except ApiError as exc:
-        record.status, record.http_status = "rejected", exc.status
-        svc.on_usage(record)
-        raise
-    fwd = Forward(
-        path=_backend_path(name, version, "/infer"),
-        body=raw,
-        stream=False,
-        drop_usage_chunk=False,
-        plan=plan,
-        record=record,
-        client_gone=until_disconnect(request.receive),
-    )
-    try:
-        answer = await svc.oip_proxy.call(fwd)
-    except ApiError:
-        svc.on_usage(record)  # the proxy has filled in status, site and latency
-        raise
-    record.response_bytes = len(answer.body)
-    svc.on_usage(record)
-    return Response(
-        answer.body,
-        media_type="application/json",
-        headers={
-            **_site_headers(answer.backend, request),
-            **reservation.headers,
-            **budget_headers,
-        },
-    )
-
-
-async def _get_with_failover(
-    svc: Services, plan: list[Backend], path: str
-) -> tuple[bytes, Backend]:
-    """A GET along the plan: the next backend on connection errors, timeouts and 5xx."""
-    cfg = svc.config.routing
-    deadline = time.monotonic() + cfg.request_deadline
-    error: ApiError = NoBackendAvailable("No backend could take the request.")
-    for backend in plan[: cfg.max_attempts]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        timeout = httpx.Timeout(
-            min(cfg.first_byte_timeout, remaining), connect=min(cfg.connect_timeout, remaining)
+    async with svc.admission(who, ask, request_id(request)) as admitted:
+        fwd = admitted.forward(
+            _backend_path(name, version, "/infer"),
+            raw,
+            client_gone=until_disconnect(request.receive),
         )
-        try:
-            resp = await svc.pool.client(backend).get(path, timeout=timeout)
-        except httpx.ConnectError:
-            svc.tracker.on_failure(backend, Failure.refused, time.monotonic())
-            error = NoBackendAvailable("The model server could not be reached.")
-            continue
-        except httpx.TimeoutException:
-            svc.tracker.on_failure(backend, Failure.timeout, time.monotonic())
-            error = UpstreamTimeout("The model server did not answer in time.")
-            continue
-        except httpx.HTTPError:
-            svc.tracker.on_failure(backend, Failure.server_error, time.monotonic())
-            error = UpstreamError("The connection to the model server failed.")
-            continue
-        status = resp.status_code
-        if status == 200:
-            svc.tracker.on_success(backend)
-            return resp.content, backend
-        if status in RETRYABLE_STATUS or status >= 500:
-            if status != 429:
-                svc.tracker.on_failure(backend, Failure.server_error, time.monotonic())
-            error = UpstreamError(f"The model server failed (HTTP {status}).")
-            continue
-        detail = sanitize_upstream_message(resp.content)
-        message = "The model server rejected the request" + (f": {detail}" if detail else ".")
-        raise NotFound(message) if status == 404 else BadRequest(message, code="upstream_rejected")
-    raise error
+        answer = await svc.proxy.call(fwd)
+        admitted.record.response_bytes = len(answer.body)
+        return admitted.respond(
+            Response(
+                answer.body,
+                media_type="application/json",
+                headers=_site_headers(answer.backend, request),
+            )
+        )
 
 
 async def _not_found(request: Request) -> Response:

@@ -9,12 +9,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from verbund.gateway._admin import site_view
-from verbund.gateway._services import Services
-
-
-def _svc(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
+from verbund.gateway._deps import services
 
 
 async def healthz(request: Request) -> Response:
@@ -22,7 +17,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    svc = _svc(request)
+    svc = services(request)
     now = time.monotonic()
     store_ok = await svc.store.ping()
     backends_up = sum(
@@ -48,16 +43,17 @@ async def readyz(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    svc = _svc(request)
+    svc = services(request)
     sites = site_view(svc, detail=False)
-    availability = await svc.availability.last_24h()
+    availability = await svc.accounting.availability.last_24h()
     for site in sites:
         a = availability.get(site["name"])
         site["availability_24h"] = None if a is None else round(a, 5)
     body = {
         "access_point": svc.config.gateway.name,
         "access_points": [
-            {"name": a["name"], "up_since": int(a["started"])} for a in await svc.presence.live()
+            {"name": a["name"], "up_since": int(a["started"])}
+            for a in await svc.coordination.presence.live()
         ],
         "time": int(time.time()),
         "sites": sites,
@@ -101,5 +97,7 @@ def _status_html(access_point: object, sites: list[dict[str, object]]) -> str:
 
 
 async def metrics(request: Request) -> Response:
-    svc = _svc(request)
-    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    svc = services(request)
+    return Response(
+        svc.telemetry.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

@@ -77,6 +77,7 @@ class KeyService:
         self._audit = audit
         self._bus = bus or LocalBus()
         self._by_hash: dict[str, KeyEntry] = {}
+        self._by_id: dict[str, KeyEntry] = {}
         self._misses: OrderedDict[str, float] = OrderedDict()
 
     @property
@@ -87,7 +88,12 @@ class KeyService:
         async with self._store.session() as s:
             rows = (await s.execute(select(ApiKeyRow))).scalars().all()
         self._by_hash = {r.key_hash: _entry(r) for r in rows}
+        self._by_id = {e.id: e for e in self._by_hash.values()}
         return len(self._by_hash)
+
+    def by_id(self, key_id: str) -> KeyEntry | None:
+        """A known key by its id (batch work charges the key that created the batch)."""
+        return self._by_id.get(key_id)
 
     async def resolve(self, secret: str) -> KeyEntry | None:
         h = hash_key(secret)
@@ -113,7 +119,7 @@ class KeyService:
                 self._misses.popitem(last=False)
             return None
         entry = _entry(row)
-        self._by_hash[h] = entry
+        self._cache(h, entry)
         return None if entry.revoked else entry
 
     async def create(self, institution_id: str, name: str, actor: str) -> CreatedKey:
@@ -184,6 +190,7 @@ class KeyService:
 
     def _cache(self, key_hash: str, entry: KeyEntry) -> None:
         self._by_hash[key_hash] = entry
+        self._by_id[entry.id] = entry
         self._misses.pop(key_hash, None)
 
     async def on_event(self, event: dict[str, Any]) -> None:
@@ -198,7 +205,9 @@ class KeyService:
                     await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
                 ).scalar()
         except (SQLAlchemyError, OSError):
-            self._by_hash.pop(key_hash, None)  # unknown now: fail closed until the store is back
+            gone = self._by_hash.pop(key_hash, None)  # unknown: fail closed until the store is back
+            if gone is not None:
+                self._by_id.pop(gone.id, None)
             return
         if row is not None:
             self._cache(key_hash, _entry(row))

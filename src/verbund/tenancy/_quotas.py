@@ -17,3 +17,11 @@ def quota_limits(institution: InstitutionConfig, key: KeyEntry) -> list[Limit]:
         Limit(f"key:{key.id}", "tpm", key.tokens_per_minute),
     ]
     return [lim for lim in candidates if lim.limit > 0]
+
+
+def token_limits(institution: InstitutionConfig, key: KeyEntry | None) -> list[Limit]:
+    """The token limits alone: what batch items are charged against as they run (the
+    batch was one request when it was created)."""
+    if key is None:
+        key = KeyEntry("", institution.id, False)
+    return [lim for lim in quota_limits(institution, key) if lim.kind != "rpm"]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from verbund.gateway._sse import SSEUsageFilter
+from verbund.proxy import SSEUsageFilter
 
 
 def events(*bodies: object, sep: bytes = b"\n\n") -> bytes:

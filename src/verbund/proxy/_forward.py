@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 import orjson
 from starlette.types import Receive
 
-from verbund.accounting import UsageRecord
+from verbund.accounting import Recording, UsageRecord
 from verbund.errors import ApiError
 from verbund.federation import Backend
+from verbund.proxy._sse import Usage
 from verbund.routing import RouteContext
 
 _URL = re.compile(r"(?i)\b(?:https?|unix|file)://\S+")
@@ -50,14 +52,18 @@ class Forward:
     path: str
     body: bytes
     stream: bool
-    drop_usage_chunk: bool
     plan: list[Backend]
-    record: UsageRecord
+    recording: Recording  # the proxy fills in its record; a stream takes it over
+    drop_usage_chunk: bool = False
     ctx: RouteContext = field(default_factory=RouteContext)
     prompt_estimate: int = 0
     parsed: dict[str, Any] | None = None  # the body as JSON, for resuming a broken stream
     # completes when the client disconnects (None: a caller inside the access point)
     client_gone: ClientGone | None = None
+
+    @property
+    def record(self) -> UsageRecord:
+        return self.recording.record
 
 
 @dataclass(slots=True)
@@ -69,6 +75,8 @@ class Answer:
 
 
 class Retry(Exception):
+    """This try failed in a way another backend may not: the failover loop goes on."""
+
     def __init__(self, error: ApiError) -> None:
         super().__init__(error.message)
         self.error = error
@@ -89,3 +97,29 @@ def until_disconnect(receive: Receive) -> ClientGone:
 
 def client_headers(backend: Backend, fwd: Forward) -> dict[str, str]:
     return {"x-verbund-site": backend.site.name, "x-request-id": fwd.record.request_id}
+
+
+def fill_record(
+    rec: UsageRecord,
+    backend: Backend | None,
+    start: float,
+    *,
+    status: str,
+    http_status: int,
+    usage: Usage | None = None,
+    ttft: float | None = None,
+) -> None:
+    """Write what became of a request into its usage record (the recording emits it)."""
+    rec.latency_ms = round((time.monotonic() - start) * 1000, 3)
+    rec.status = status
+    rec.http_status = http_status
+    if backend is not None:
+        rec.site = backend.site.name
+        rec.backend = backend.name
+        if status == "ok":
+            backend.served += 1
+        if ttft is not None:
+            rec.ttft_ms = round(ttft * 1000, 3)
+    if usage is not None:
+        rec.prompt_tokens = usage.prompt_tokens
+        rec.completion_tokens = usage.completion_tokens

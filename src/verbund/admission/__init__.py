@@ -1,0 +1,23 @@
+"""Admission: budget, quotas, policy and route plan for every request that spends capacity.
+
+Routes call the :class:`Admitter`; batch workers reach backends through
+:class:`BatchDispatch`. Both record usage through the one usage sink.
+"""
+
+from verbund.admission._admission import Admission, Admitter, Ask
+from verbund.admission._batch import BatchDispatch
+from verbund.admission._tokens import (
+    affinity_key,
+    estimate_prompt_tokens,
+    max_tokens,
+)
+
+__all__ = [
+    "Admission",
+    "Admitter",
+    "Ask",
+    "BatchDispatch",
+    "affinity_key",
+    "estimate_prompt_tokens",
+    "max_tokens",
+]

@@ -1,0 +1,170 @@
+"""Admission: the one gate every request that spends capacity passes.
+
+In this order, for chat, completions, embeddings, OIP inference (site models and
+``ft:`` models), batch creation and training-job creation alike:
+
+1. a usage record is opened (:meth:`UsageSink.recording`): from here on, whatever
+   happens, the request leaves exactly one record;
+2. the budget: an institution at its hard stop is refused (429 ``insufficient_quota``),
+   a training job also when its requested resources would pass the stop;
+3. quotas: requests and tokens per minute and tokens per month of the institution and
+   the key are charged up front (429 ``rate_limit_exceeded``), and settled from the
+   usage record when the answer is in;
+4. the route plan: compliant backends, best first (403 when policy excludes every
+   site, 404 for an unknown model, 503 when none can serve now) — only for requests
+   the proxy will send somewhere.
+
+The budget comes before quotas so that a refusal holds no quota. What a route gets back
+is one :class:`Admission`; it hands that to the proxy (:meth:`Admission.forward`) and
+adds its headers to the answer (:meth:`Admission.respond`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from starlette.responses import Response
+
+from verbund.accounting import BudgetService, Recording, UsageRecord, UsageSink
+from verbund.config import DataClass
+from verbund.coordination import QuotaGate
+from verbund.errors import ApiError
+from verbund.federation import Backend, Federation
+from verbund.policy import RequestPolicy
+from verbund.proxy import ClientGone, Forward
+from verbund.routing import RouteContext, Router
+from verbund.telemetry import Pseudonymizer
+from verbund.telemetry._tracing import Tracer, span
+from verbund.tenancy import Principal, quota_limits
+
+__all__ = ["Admission", "Admitter", "Ask"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What a request asks for, as admission needs to know it."""
+
+    endpoint: str  # the usage record's endpoint: one name per route
+    model: str  # the public model name asked for; resolved by the route if not routed
+    data_class: DataClass
+    tokens: int = 0  # reserved against token quotas until the usage record settles it
+    route: RouteContext | None = None  # None: nothing for the router (batches, jobs, ft:)
+    stream: bool = False
+    priority: str = "interactive"
+    cost: Decimal = Decimal(0)  # what a training job's requested resources may cost
+    user: str = ""  # the OpenAI ``user`` field, kept only as a keyed hash
+    request_bytes: int | None = None
+
+
+@dataclass(slots=True)
+class Admission:
+    """An admitted request: who, under which policy, along which plan, with which headers."""
+
+    principal: Principal
+    policy: RequestPolicy
+    recording: Recording
+    plan: list[Backend]
+    ctx: RouteContext
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def record(self) -> UsageRecord:
+        return self.recording.record
+
+    def forward(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        stream: bool = False,
+        drop_usage_chunk: bool = False,
+        prompt_estimate: int = 0,
+        parsed: dict[str, object] | None = None,
+        client_gone: ClientGone | None = None,
+    ) -> Forward:
+        """The request as the proxy takes it."""
+        return Forward(
+            path=path,
+            body=body,
+            stream=stream,
+            plan=self.plan,
+            recording=self.recording,
+            drop_usage_chunk=drop_usage_chunk,
+            ctx=self.ctx,
+            prompt_estimate=prompt_estimate,
+            parsed=parsed,
+            client_gone=client_gone,
+        )
+
+    def respond(self, response: Response) -> Response:
+        """The answer with the quota and budget headers of this admission."""
+        response.headers.update(self.headers)
+        return response
+
+
+class Admitter:
+    def __init__(
+        self,
+        *,
+        access_point: str,
+        federation: Federation,
+        router: Router,
+        budgets: BudgetService,
+        quotas: QuotaGate,
+        usage: UsageSink,
+        pseudonyms: Pseudonymizer,
+        tracer: Tracer,
+    ) -> None:
+        self._access_point = access_point
+        self._federation = federation
+        self._router = router
+        self._budgets = budgets
+        self._quotas = quotas
+        self._usage = usage
+        self._pseudonyms = pseudonyms
+        self._tracer = tracer
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, who: Principal, ask: Ask, request_id: str) -> AsyncIterator[Admission]:
+        """Admit the request, or raise the refusal; the record is emitted on leaving."""
+        inst = who.institution
+        record = UsageRecord(
+            request_id=request_id,
+            access_point=self._access_point,
+            institution_id=inst.id,
+            key_id=who.key_id,
+            endpoint=ask.endpoint,
+            model=self._stored_name(ask),
+            stream=ask.stream,
+            priority=ask.priority,
+            request_bytes=ask.request_bytes,
+        )
+        if ask.user:
+            record.user_hash = self._pseudonyms(ask.user)
+        with self._usage.recording(record) as recording:
+            try:
+                headers = self._budgets.check(inst, ask.cost)
+                reservation = await self._quotas.admit(
+                    request_id, quota_limits(inst, who.key), ask.tokens
+                )
+                policy = RequestPolicy.for_institution(inst, ask.data_class)
+                ctx = ask.route or RouteContext()
+                plan: list[Backend] = []
+                if ask.route is not None:
+                    with span(self._tracer, "verbund.route", {"verbund.model": record.model}):
+                        plan = self._router.plan(ask.model, policy, ctx)
+            except ApiError as exc:  # refused before anything was sent anywhere
+                record.status, record.http_status = "rejected", exc.status
+                raise
+            yield Admission(who, policy, recording, plan, ctx, {**reservation.headers, **headers})
+
+    def _stored_name(self, ask: Ask) -> str:
+        """A name the federation does not know is client text: never store it. Asks that
+        are not routed carry names their route has already resolved (a recipe, an
+        ``ft:`` model of the institution)."""
+        if ask.route is None or ask.model in self._federation.models:
+            return ask.model
+        return "unknown"

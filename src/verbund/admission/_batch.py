@@ -1,0 +1,86 @@
+"""How batch items reach backends: the same router, policy, proxy and usage sink as
+interactive traffic, and the same token quotas.
+
+A batch is admitted once, when it is created (budget, requests per minute, policy). Its
+items are then charged one by one against the institution's and the key's token quotas
+as they are sent, at batch priority: when a window is full the item waits for the next
+window (:class:`RateLimited` before anything is sent; the runner puts the item back
+without counting an attempt) instead of failing. Each item leaves one usage record.
+
+The budget is not checked per item: a batch admitted before its institution reached a
+hard stop runs to its end. Cutting it off half-way would leave an output file with holes
+for work the institution asked for while it was within budget and whose first half it
+has already paid for; the overshoot is bounded by one batch, and no new batch starts.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from verbund.accounting import UsageRecord, UsageSink
+from verbund.admission._tokens import estimate_prompt_tokens, max_tokens
+from verbund.config import DataClass
+from verbund.coordination import QuotaGate
+from verbund.errors import PermissionDenied
+from verbund.federation import Backend, Federation
+from verbund.policy import RequestPolicy
+from verbund.proxy import Forward, Proxy
+from verbund.routing import RouteContext, Router
+from verbund.tenancy import InstitutionRegistry, KeyService, token_limits
+
+__all__ = ["BatchDispatch"]
+
+
+class BatchDispatch:
+    """Implements :class:`verbund.batch.Dispatch` with the access point's own components."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        proxy: Proxy,
+        federation: Federation,
+        institutions: InstitutionRegistry,
+        keys: KeyService,
+        quotas: QuotaGate,
+        usage: UsageSink,
+        default_max_tokens: int,
+    ) -> None:
+        self._router = router
+        self._proxy = proxy
+        self._federation = federation
+        self._institutions = institutions
+        self._keys = keys
+        self._quotas = quotas
+        self._usage = usage
+        self._default_max_tokens = default_max_tokens
+
+    def plan(self, model: str, institution_id: str, data_class: str) -> list[Backend]:
+        inst = self._institutions.get(institution_id)
+        if inst is None:
+            raise PermissionDenied("The batch's institution is no longer a member.")
+        return self._router.plan(
+            model,
+            RequestPolicy.for_institution(inst, DataClass(data_class)),
+            RouteContext(
+                home_site=self._federation.home_site,
+                home_region=inst.home_region,
+                priority="batch",  # only backends below the utilisation threshold
+            ),
+        )
+
+    async def send(self, plan: list[Backend], path: str, body: bytes, record: UsageRecord) -> bytes:
+        inst = self._institutions.get(record.institution_id)
+        if inst is None:
+            raise PermissionDenied("The batch's institution is no longer a member.")
+        limits = token_limits(inst, self._keys.by_id(record.key_id))
+        if limits:
+            parsed = orjson.loads(body)
+            answer_tokens = 0 if path == "/v1/embeddings" else self._default_max_tokens
+            tokens = estimate_prompt_tokens(parsed) + (max_tokens(parsed) or answer_tokens)
+            await self._quotas.admit(record.request_id, limits, tokens)  # may wait: RateLimited
+        with self._usage.recording(record) as recording:
+            answer = await self._proxy.call(
+                Forward(path=path, body=body, stream=False, plan=plan, recording=recording)
+            )
+        return answer.body

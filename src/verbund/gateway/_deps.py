@@ -1,0 +1,108 @@
+"""What routes take from a request, each written once: the services, the caller, the
+request's data class and priority, the body (size-limited, parsed, validated) and query
+parameters. Every route uses these; none reaches into ``request.app.state`` itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from verbund.config import DataClass
+from verbund.errors import BadRequest
+from verbund.gateway._auth import authenticate, require_admin
+from verbund.gateway._body import parse_object, read_body
+from verbund.gateway._services import Services
+from verbund.policy import DATA_CLASS_HEADER, request_data_class
+from verbund.tenancy import Principal
+
+__all__ = [
+    "PRIORITY_HEADER",
+    "admin",
+    "data_class",
+    "json_body",
+    "principal",
+    "priority",
+    "query_int",
+    "request_id",
+    "services",
+    "validated",
+]
+
+PRIORITY_HEADER = "x-verbund-priority"
+M = TypeVar("M", bound=BaseModel)
+_UNION_TAG = re.compile(r"[-\[]")
+_TYPE_TAGS = {"int", "float", "str", "bool", "dict", "list", "none"}
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def request_id(request: Request) -> str:
+    rid: str = request.state.request_id
+    return rid
+
+
+async def principal(request: Request) -> Principal:
+    """The institution's key that signs the request (401/403 otherwise)."""
+    return await authenticate(request, services(request))
+
+
+def admin(request: Request) -> str:
+    """The federation admin (403 otherwise); returns the actor name for the audit log."""
+    return require_admin(request, services(request))
+
+
+def data_class(request: Request, who: Principal) -> DataClass:
+    """The higher of the key's default and the ``X-Verbund-Data-Class`` header."""
+    default = who.institution.default_data_class
+    return request_data_class(default, request.headers.get(DATA_CLASS_HEADER))
+
+
+def priority(request: Request) -> str:
+    value = request.headers.get(PRIORITY_HEADER, "interactive")
+    if value not in ("interactive", "batch"):
+        raise BadRequest(
+            "X-Verbund-Priority must be interactive or batch.",
+            code="invalid_priority",
+            param="X-Verbund-Priority",
+        )
+    return value
+
+
+async def json_body(request: Request, limit: int | None = None) -> tuple[bytes, dict[str, Any]]:
+    """The body as bytes and as a JSON object; ``limit`` defaults to ``limits.max_body_bytes``."""
+    if limit is None:
+        limit = services(request).config.limits.max_body_bytes
+    raw = await read_body(request, limit)
+    return raw, parse_object(raw)
+
+
+def validated(model: type[M], body: dict[str, Any]) -> M:
+    """``body`` as ``model``, or a 400 that names the first wrong field by its path."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        # drop pydantic's union-member tags ("constrained-int", "literal['auto']")
+        parts = [str(p) for p in err["loc"] if not _UNION_TAG.search(str(p))]
+        field = ".".join(p for p in parts if p not in _TYPE_TAGS) or None
+        raise BadRequest(
+            f"{field}: {err['msg']}" if field else err["msg"], code="invalid_value", param=field
+        ) from None
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(
+            f"'{name}' must be an integer from {low} to {high}.", code="invalid_value", param=name
+        )
+    return int(raw)

@@ -1,0 +1,221 @@
+"""Relaying a streamed answer, and resuming it on another backend when it breaks.
+
+The client's response starts only after the first upstream chunk has arrived, so every
+failure before that is an ordinary failover. After it, a broken stream normally ends
+with an error event and no ``[DONE]`` (usage status ``incomplete``). If the backend and
+another backend of the plan declare ``resume = "continue_final_message"`` (vLLM
+semantics), the access point instead sends the conversation plus the partial answer as a
+final assistant message with ``continue_final_message: true`` and
+``add_generation_prompt: false`` to the other backend, through the same failover loop,
+drops its leading role chunk and relays the rest: the client sees one uninterrupted
+stream.
+
+The relay owns two things handed over by the try that opened the stream: the backend's
+in-flight claim and the request's usage recording. It releases and closes both when the
+stream ends, however it ends (also when the client left before the first byte).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from verbund.accounting import Recording
+from verbund.errors import ApiError
+from verbund.federation import Backend, Failure, InFlight, UpstreamFailed, UpstreamTimedOut
+from verbund.proxy._attempt import Attempts, Opened
+from verbund.proxy._failover import Failover
+from verbund.proxy._forward import Forward, Retry, client_headers, fill_record
+from verbund.proxy._sse import SSEUsageFilter, Usage, error_event
+
+__all__ = ["RESUME", "StreamRelay"]
+
+log = logging.getLogger("verbund.proxy")
+
+RESUME = "continue_final_message"
+
+
+class StreamRelay:
+    def __init__(self, attempts: Attempts, failover: Failover) -> None:
+        self._tries = attempts
+        self._failover = failover
+
+    async def open(
+        self,
+        backend: Backend,
+        claim: InFlight,
+        remaining: float,
+        fwd: Forward,
+        start: float,
+        deadline: float,
+    ) -> StreamingResponse:
+        """The stream try of the failover loop: a response once the first chunk is in."""
+        try:
+            opened = await self._tries.open(
+                backend, claim, remaining, fwd, fwd.body, fwd.client_gone
+            )
+        except ApiError as exc:
+            fill_record(fwd.record, backend, start, status="error", http_status=exc.status)
+            raise
+        ttft = time.monotonic() - start
+        recording = fwd.recording.hand_over()
+        started = [False]
+
+        async def abandoned() -> None:
+            # the client left before the first byte was sent: the relay never ran
+            if not started[0]:
+                await opened.aclose()
+                fill_record(fwd.record, backend, start, status="incomplete", http_status=200)
+                recording.close()
+
+        return _GuardedStream(
+            self._relay(fwd, opened, recording, start, deadline, ttft, started),
+            abandoned,
+            media_type="text/event-stream",
+            headers={**client_headers(backend, fwd), "cache-control": "no-cache"},
+        )
+
+    async def _relay(
+        self,
+        fwd: Forward,
+        opened: Opened,
+        recording: Recording,
+        start: float,
+        deadline: float,
+        ttft: float,
+        started: list[bool],
+    ) -> AsyncIterator[bytes]:
+        started[0] = True
+        sse = SSEUsageFilter(fwd.drop_usage_chunk, collect_text=_resumable(opened.backend, fwd))
+        status = "incomplete"
+        current: Opened | None = opened
+        last = opened.backend
+        resumed = False
+        try:
+            while current is not None:
+                last = current.backend
+                try:
+                    out = sse.feed(current.first)
+                    if out:
+                        yield out
+                    async for chunk in current.chunks:
+                        last.last_progress = time.monotonic()
+                        out = sse.feed(chunk)
+                        if out:
+                            yield out
+                    tail = sse.tail()
+                    if tail:
+                        yield tail
+                except UpstreamFailed as exc:
+                    timeout = isinstance(exc, UpstreamTimedOut)
+                    self._tries.fail(last, Failure.timeout if timeout else Failure.server_error)
+                    log.warning(
+                        "request %s: stream from %s broke (%s)",
+                        fwd.record.request_id,
+                        last.name,
+                        type(exc).__name__,
+                    )
+                finally:
+                    await current.aclose()
+                if sse.done:
+                    status = "ok"
+                    break
+                current = None
+                if sse.collect_text_enabled:
+                    current = await self._resume(fwd, last, sse, start, deadline)
+                    if current is not None:
+                        resumed = True
+                        sse.next_segment()
+                        continue
+                yield error_event(
+                    "The model server stopped before the answer was complete.",
+                    "stream_interrupted",
+                )
+        finally:
+            if current is not None:  # the client left mid-stream
+                await current.aclose()
+            usage = sse.usage
+            if usage is None or resumed:
+                # no usage from the backend, or only for the last segment: count the stream
+                prompt = usage.prompt_tokens if usage and not resumed else fwd.prompt_estimate
+                usage = Usage(prompt, sse.tokens)
+                fwd.record.usage_estimated = True
+            fill_record(
+                fwd.record, last, start, status=status, http_status=200, usage=usage, ttft=ttft
+            )
+            recording.close()
+
+    async def _resume(
+        self, fwd: Forward, failed: Backend, sse: SSEUsageFilter, start: float, deadline: float
+    ) -> Opened | None:
+        """The answer so far, continued on another resumable backend of the plan."""
+        assert fwd.parsed is not None
+        body: dict[str, Any] = dict(fwd.parsed)
+        messages = list(body.get("messages") or [])
+        body["messages"] = [*messages, {"role": "assistant", "content": "".join(sse.text)}]
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
+        for field in ("max_tokens", "max_completion_tokens"):
+            if isinstance(body.get(field), int):
+                body[field] = max(1, body[field] - sse.tokens)
+        raw = orjson.dumps(body)
+
+        async def attempt(backend: Backend, claim: InFlight, remaining: float) -> Opened:
+            try:
+                return await self._tries.open(backend, claim, remaining, fwd, raw)
+            except ApiError as exc:  # this backend refused the continuation: try another
+                raise Retry(exc) from None
+
+        candidates = (b for b in fwd.plan if b is not failed and b.config.resume == RESUME)
+        try:
+            opened = await self._failover.run(
+                candidates,
+                attempt,
+                record=fwd.record,
+                start=start,
+                deadline=deadline,
+                retrying=True,
+                stream=True,
+            )
+        except ApiError:
+            return None
+        log.info(
+            "request %s: resumed on %s after %s broke",
+            fwd.record.request_id,
+            opened.backend.name,
+            failed.name,
+        )
+        return opened
+
+
+class _GuardedStream(StreamingResponse):
+    """A streaming response that runs ``cleanup`` even if its body was never iterated."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        cleanup: Callable[[], Awaitable[None]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
+
+
+def _resumable(backend: Backend, fwd: Forward) -> bool:
+    if backend.config.resume != RESUME or fwd.parsed is None:
+        return False
+    if fwd.path != "/v1/chat/completions" or fwd.parsed.get("n", 1) not in (1, None):
+        return False
+    return any(b is not backend and b.config.resume == RESUME for b in fwd.plan)
