@@ -125,9 +125,7 @@ async def test_fine_tune_to_inference(jgw: Gateway) -> None:
     usage = await jgw.client.get(
         "/admin/usage", params={"group_by": "institution,site,endpoint"}, headers=jgw.admin()
     )
-    rows_u = {
-        r["site"]: r for r in usage.json()["data"] if r["endpoint"] == "/v1/fine_tuning/jobs"
-    }
+    rows_u = {r["site"]: r for r in usage.json()["data"] if r["endpoint"] == "/v1/fine_tuning/jobs"}
     # the request that created the job (at the access point), and the job's run at west
     assert sorted(rows_u) == ["", "west"]
     assert rows_u[""]["requests"] == 1 and rows_u[""]["cpu_seconds"] == 0

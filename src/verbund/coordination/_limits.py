@@ -126,9 +126,12 @@ class LocalLimiter:
 
     degraded = False
 
-    def __init__(self, share: Callable[[], float] = lambda: 1.0) -> None:
+    def __init__(
+        self, share: Callable[[], float] = lambda: 1.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self._counts: dict[str, int] = {}
         self._share = share
+        self._clock = clock
         self._minute = 0
 
     def _gc(self, now: float) -> None:
@@ -140,8 +143,12 @@ class LocalLimiter:
                 k: v for k, v in self._counts.items() if ":tpmonth:" in k or k.endswith(keep)
             }
 
+    def counted(self, limit: Limit, now: float | None = None) -> int:
+        """The counter of ``limit`` in the window of ``now`` (default: the current one)."""
+        return self._counts.get(counter_key(limit, self._clock() if now is None else now), 0)
+
     async def acquire(self, limits: list[Limit], tokens: int) -> Reservation:
-        now = time.time()
+        now = self._clock()
         self._gc(now)
         share = self._share()
         scaled = [Limit(lim.scope, lim.kind, max(1, int(lim.limit * share))) for lim in limits]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -66,17 +66,22 @@ class StreamRelay:
         ttft = time.monotonic() - start
         recording = fwd.recording.hand_over()
         started = [False]
+        relay = self._relay(fwd, opened, recording, start, deadline, ttft, started)
 
-        async def abandoned() -> None:
+        async def finished() -> None:
+            if started[0]:
+                # however the response ended (a client gone mid-stream makes ``send``
+                # fail), the relay's clean-up runs now, not when the generator is collected
+                await relay.aclose()
+                return
             # the client left before the first byte was sent: the relay never ran
-            if not started[0]:
-                await opened.aclose()
-                fill_record(fwd.record, backend, start, status="incomplete", http_status=200)
-                recording.close()
+            await opened.aclose()
+            fill_record(fwd.record, backend, start, status="incomplete", http_status=200)
+            recording.close()
 
         return _GuardedStream(
-            self._relay(fwd, opened, recording, start, deadline, ttft, started),
-            abandoned,
+            relay,
+            finished,
             media_type="text/event-stream",
             headers={**client_headers(backend, fwd), "cache-control": "no-cache"},
         )
@@ -90,7 +95,7 @@ class StreamRelay:
         deadline: float,
         ttft: float,
         started: list[bool],
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         started[0] = True
         sse = SSEUsageFilter(fwd.drop_usage_chunk, collect_text=_resumable(opened.backend, fwd))
         status = "incomplete"
