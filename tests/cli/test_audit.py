@@ -9,14 +9,16 @@ from verbund.audit import GENESIS, entry_hash
 
 
 def chain(n: int) -> list[dict[str, Any]]:
-    out, prev = [], GENESIS
+    """N entries linked like the audit log links them."""
+    out: list[dict[str, Any]] = []
+    prev = GENESIS
     for seq in range(1, n + 1):
-        e = {"seq": seq, "ts": 1700000000.0 + seq, "actor": "admin", "action": "key.create",
-             "target": f"key_{seq}", "before": "", "after": "{}", "prev_hash": prev}  # fmt: skip
-        e["hash"] = prev = entry_hash(
-            prev, e["ts"], e["actor"], e["action"], e["target"], e["before"], e["after"]
-        )
-        out.append(e)
+        ts, target = 1700000000.0 + seq, f"key_{seq}"
+        hash_ = entry_hash(prev, ts, "admin", "key.create", target, "", "{}")
+        out.append({"seq": seq, "ts": ts, "actor": "admin", "action": "key.create",
+                    "target": target, "before": "", "after": "{}", "prev_hash": prev,
+                    "hash": hash_})  # fmt: skip
+        prev = hash_
     return out
 
 

@@ -11,7 +11,7 @@ from tests.cli.conftest import TARGET, Cli
 from verbund.admin_client import AdminError
 from verbund.cli._target import Target, TargetOptions, resolve
 
-SITES = {"sites": []}
+SITES: dict[str, list[object]] = {"sites": []}
 
 
 def demo(state_dir: Path, url: str = "http://demo.test/", key: str = "vbadmin-demo") -> Path:
