@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from verbund.cli._output import fail
+from verbund.cli._target import DEFAULT_STATE_DIR
 from verbund.config import load_config
 from verbund.errors import ConfigError, VerbundError
 
@@ -16,7 +17,7 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Federation conf
 
 def up(
     port: Annotated[int, typer.Option(help="Port of the access point.")] = 8080,
-    state_dir: Annotated[Path, typer.Option("--state-dir")] = Path(".verbund"),
+    state_dir: Annotated[Path, typer.Option("--state-dir")] = DEFAULT_STATE_DIR,
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
 ) -> None:
     """Run the embedded demo federation: sites with real model servers and one access point."""

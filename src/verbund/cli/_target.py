@@ -30,6 +30,7 @@ __all__ = [
     "Target",
     "TargetCommand",
     "TargetOptions",
+    "open_session",
     "resolve",
     "session",
 ]
