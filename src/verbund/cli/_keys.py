@@ -1,0 +1,50 @@
+"""``verbund keys``: create, list and revoke API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from verbund.cli._output import echo_json, emit
+from verbund.cli._target import TargetCommand, session
+
+COLUMNS = ["id", "prefix", "institution", "name", "revoked"]
+
+
+def create(
+    ctx: typer.Context,
+    institution: Annotated[str, typer.Option("--institution", help="Institution id.")],
+    name: Annotated[str, typer.Option("--name")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create a key; it is shown only this once."""
+    data = session(ctx).call("POST", "/admin/keys", json={"institution": institution, "name": name})
+    if as_json:
+        echo_json(data, indent=None)
+    else:
+        typer.echo(f"id:  {data['id']}\nkey: {data['key']}\n(store it now: it is not shown again)")
+
+
+def revoke(
+    ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id (key_...).")]
+) -> None:
+    """Revoke a key by its id."""
+    session(ctx).call("DELETE", f"/admin/keys/{key_id}")
+    typer.echo(f"revoked {key_id}")
+
+
+def list_keys(
+    ctx: typer.Context, institution: Annotated[str | None, typer.Option("--institution")] = None
+) -> None:
+    """List keys (ids and prefixes only)."""
+    params = {"institution": institution} if institution else {}
+    emit(session(ctx).call("GET", "/admin/keys", params=params)["data"], COLUMNS)
+
+
+def register(app: typer.Typer) -> None:
+    keys = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+    keys.command("create", cls=TargetCommand)(create)
+    keys.command("revoke", cls=TargetCommand)(revoke)
+    keys.command("list", cls=TargetCommand)(list_keys)
+    app.add_typer(keys, name="keys")

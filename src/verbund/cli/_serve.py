@@ -1,0 +1,122 @@
+"""Commands that run Verbund locally: ``up``, ``gateway`` and ``check``. No target needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from verbund.cli._output import fail
+from verbund.cli._target import DEFAULT_STATE_DIR
+from verbund.config import load_config
+from verbund.errors import ConfigError, VerbundError
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Federation config (TOML).")]
+
+
+def up(
+    port: Annotated[int, typer.Option(help="Port of the access point.")] = 8080,
+    state_dir: Annotated[Path, typer.Option("--state-dir")] = DEFAULT_STATE_DIR,
+    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+) -> None:
+    """Run the embedded demo federation: sites with real model servers and one access point."""
+    from verbund.demo import run_demo
+    from verbund.server import configure_logging, run_on_uvloop, stop_on_sigterm
+
+    configure_logging("warning")
+    stop_on_sigterm()
+    try:
+        run_on_uvloop(run_demo(port, state_dir, config))
+    except VerbundError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def gateway(
+    config: ConfigOpt,
+    name: Annotated[
+        str | None,
+        typer.Option(envvar="VERBUND_GATEWAY_NAME", help="Override [gateway] name (per replica)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option()] = "info",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes [default: gateway.workers]. Workers share changes over "
+            "Redis ([coordination] redis_url) at once, otherwise by the 30 s reload.",
+        ),
+    ] = None,
+) -> None:
+    """Run one access point for the federation in CONFIG."""
+    from verbund.gateway import create_app
+    from verbund.server import (
+        configure_logging,
+        ensure_port_free,
+        make_server,
+        run_on_uvloop,
+        stop_on_sigterm,
+    )
+
+    stop_on_sigterm()
+    try:
+        cfg = load_config(config)
+        configure_logging(log_level, cfg.telemetry.log_format)
+        if name:
+            cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"name": name})})
+        ensure_port_free(cfg.gateway.host, cfg.gateway.port)
+        admin_key = cfg.admin_key()
+        if not admin_key:
+            typer.secho(
+                f"${cfg.gateway.admin_key_env} is not set: the admin API is closed.",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
+        # several worker processes (uvicorn's factory mode), see verbund.gateway._factory
+        n_workers = workers if workers is not None else cfg.gateway.workers
+        if n_workers > 1:
+            from verbund.server import run_workers
+
+            if not cfg.coordination.redis_url:
+                typer.secho(
+                    f"{n_workers} workers without [coordination] redis_url: key revocations and "
+                    "site drains reach the other workers only with the 30 s reload.",
+                    err=True,
+                    fg=typer.colors.YELLOW,
+                )
+
+            run_workers(config, cfg, n_workers, log_level)
+            return
+        server = make_server(
+            create_app(cfg, admin_key=admin_key), cfg.gateway.host, cfg.gateway.port, log_level
+        )
+        run_on_uvloop(server.serve())
+    except VerbundError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def check(config: ConfigOpt) -> None:
+    """Validate a federation config; every problem is listed with its field path."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.secho(f"{config}: {len(exc.problems)} problem(s)", err=True, fg=typer.colors.RED)
+        for path, msg in exc.problems:
+            typer.echo(f"  {path or '<file>'}: {msg}", err=True)
+        raise typer.Exit(1) from None
+    backends = sum(len(s.backends) for s in cfg.sites)
+    typer.echo(
+        f"{config}: OK - {len(cfg.sites)} sites, {backends} backends, {len(cfg.models)} models, "
+        f"{len(cfg.institutions)} institutions"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(gateway)
+    app.command()(check)
