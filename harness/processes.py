@@ -133,6 +133,10 @@ class Process:
             raise
         return self
 
+    def wait(self, within: float) -> int:
+        """Until the process ends by itself; its exit status (TimeoutExpired after ``within``)."""
+        return self.popen.wait(within)
+
     def send(self, sig: signal.Signals) -> float:
         """Send ``sig`` (to the group with ``new_session``); the wall time it was sent."""
         if self.new_session:

@@ -47,15 +47,10 @@ class EngineSpec:
         return out
 
     def backend(self, url: str, **fields: Any) -> fed.Section:
-        """This engine as a backend of a federation config, reached at ``url``."""
-        return fed.backend(
-            self.name,
-            url,
-            self.models,
-            metrics_url=url + "/metrics",
-            max_concurrency=self.slots,
-            **fields,
-        )
+        """This engine as a backend of a federation config, reached at ``url``; ``fields``
+        add to or override its metrics URL and capacity (the engine's slots)."""
+        defaults = {"metrics_url": url + "/metrics", "max_concurrency": self.slots}
+        return fed.backend(self.name, url, self.models, **{**defaults, **fields})
 
 
 class EngineProcess:

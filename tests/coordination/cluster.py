@@ -42,7 +42,7 @@ class Cluster:
             fed.site(
                 f"site-{i}",
                 f"R{i}",
-                [e.spec.backend(e.url, max_concurrency=16)],
+                [e.spec.backend(e.url)],
                 max_data_class="sensitive",
             )
             for i, e in enumerate(self.engines)
