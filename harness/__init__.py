@@ -12,6 +12,7 @@ writes:
 - :mod:`harness.demo`: the embedded demo federation (``verbund up``, llama.cpp);
 - :mod:`harness.services`: PostgreSQL and Redis servers;
 - :mod:`harness.slurm`: a single-node Slurm cluster;
+- :mod:`harness.load`: closed-loop chat load, recorded request by request;
 - :mod:`harness.netns`, :mod:`harness.tcprelay`: sites behind a WAN delay, TCP faults;
 - :mod:`harness.training`: training data and uploaded files for job runs.
 """
