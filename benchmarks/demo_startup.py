@@ -17,10 +17,7 @@ import contextlib
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -28,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.demo import start_demo
+from harness.federation import write_toml
 from verbund.demo import default_demo_config
 from verbund.demo_models import find_mlserver_python
 
@@ -49,64 +48,16 @@ def chat_only(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(type(v))
-
-
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for a federation config: tables, arrays of tables, inline values."""
-    lines: list[str] = []
-    nested: list[str] = []
-    for key, v in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(v, dict) and prefix == "":
-            nested.append(f"[{name}]\n" + to_toml(v, f"{name}."))
-        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            for item in v:
-                nested.append(f"[[{name}]]\n" + to_toml(item, f"{name}."))
-        else:
-            lines.append(f"{key} = {_value(v)}")
-    return "\n".join(lines) + "\n" + "\n".join(nested)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_once(config_file: Path | None, within: float = 300.0) -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="verbund-startup-")) / "state"
-    cmd = [sys.executable, "-m", "verbund.cli", "up", "--port", str(free_port())]
-    cmd += ["--state-dir", str(state)] + (["--config", str(config_file)] if config_file else [])
-    log = state.parent / "up.log"
     start = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    demo = start_demo(
+        state, within=within, extra=["--config", str(config_file)] if config_file else []
+    )
     try:
-        while time.monotonic() - start < within:
-            if proc.poll() is not None:
-                raise RuntimeError(f"verbund up exited {proc.returncode}: {log.read_text()}")
-            demo = state / "demo.json"
-            if demo.exists():
-                info = json.loads(demo.read_text())
-                if info.get("pid") == proc.pid:
-                    return {"total": time.monotonic() - start, "backends": info["backends"]}
-            time.sleep(0.1)
-        raise RuntimeError(f"not ready after {within}s")
+        return {"total": time.monotonic() - start, "backends": demo.info["backends"]}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        demo.stop()
 
 
 def _versions() -> str:
@@ -138,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="verbund-startup-cfg-"))
     chat_file = base / "chat-only.toml"
-    chat_file.write_text(to_toml(chat_only(default_demo_config())))
+    write_toml(chat_only(default_demo_config()), chat_file)
     rows = []
     for run in range(args.runs):
         for variant, cfg in (

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import httpx
-from tests.realdemo import start_demo
+
+from harness.demo import start_demo
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m"

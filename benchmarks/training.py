@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.jobs.helpers import blobs_csv, put_file
 
+from harness.training import blobs_csv, put_file
 from verbund.config import parse_config
 from verbund.gateway import Services, create_app
 
@@ -128,7 +128,7 @@ def main() -> None:
     args = p.parse_args()
     rows = [asyncio.run(run({"kind": "local"}, args.jobs, args.requests))]
     if args.slurm:
-        from tests.jobs.slurm import start_slurm
+        from harness.slurm import start_slurm
 
         cluster = start_slurm()
         try:

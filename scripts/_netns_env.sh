@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tools for the network-namespace tests (tests/netns.py): iproute2 (ip netns, veth, tc)
+# Tools for the network-namespace tests (harness/netns.py): iproute2 (ip netns, veth, tc)
 # and nftables (to partition a site). Idempotent: installs only what is missing, via apt.
 # Needs root (namespaces need it anyway); does nothing and says why otherwise.
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs a single-node Slurm (Debian's packages) for the tests of the Slurm job runner,
 # when it is not there yet. Idempotent: a no-op once slurmctld, slurmd and sbatch exist.
-# Needs root (apt-get). Used by tests/jobs/slurm.py and callable by hand.
+# Needs root (apt-get). Used by harness/slurm.py and callable by hand.
 set -euo pipefail
 need=()
 for cmd in slurmctld slurmd sbatch munged; do

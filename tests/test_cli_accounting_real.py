@@ -12,115 +12,77 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.cluster import wait_http
-from tests.realdemo import free_port
+from harness import federation as fed
+from harness.gateway import GatewayProcess
+from harness.ports import free_port
 
 pytestmark = pytest.mark.real
 
-ADMIN_KEY = "vbadmin-cli-test-0123456789abcdef"
 
-CONFIG = """
-[gateway]
-name = "ap-cli"
-listen = "127.0.0.1:{port}"
-state_dir = "{state}"
-[store]
-url = "sqlite+aiosqlite:///{state}/verbund.db"
+def prices(input_per_million: float, output_per_million: float) -> dict[str, Any]:
+    per_token = {"input_per_million": input_per_million, "output_per_million": output_per_million}
+    return {"currency": "EUR", "models": {"smol": per_token}}
 
-[[sites]]
-name = "west"
-region = "NW"
-  [sites.prices]
-  currency = "EUR"
-  [sites.prices.models.smol]
-  input_per_million = 0.5
-  output_per_million = 1.5
-  [[sites.backends]]
-  name = "west-1"
-  url = "http://127.0.0.1:9"
-  models = ["smol"]
 
-[[sites]]
-name = "sued"
-region = "BY"
-  [sites.prices]
-  currency = "EUR"
-  [sites.prices.models.smol]
-  input_per_million = 0.4
-  output_per_million = 1.2
-  [[sites.backends]]
-  name = "sued-1"
-  url = "http://127.0.0.1:9"
-  models = ["smol"]
-
-[[models]]
-name = "smol"
-
-[[institutions]]
-id = "uni-a"
-home_region = "NW"
-[[institutions]]
-id = "uni-b"
-home_region = "BY"
-"""
+def config(state: Path, port: int) -> dict[str, Any]:
+    nowhere = "http://127.0.0.1:9"
+    return fed.federation(
+        "ap-cli",
+        state,
+        [
+            fed.site(
+                "west", "NW", [fed.backend("west-1", nowhere, ["smol"])], prices=prices(0.5, 1.5)
+            ),
+            fed.site(
+                "sued", "BY", [fed.backend("sued-1", nowhere, ["smol"])], prices=prices(0.4, 1.2)
+            ),
+        ],
+        port=port,
+        models=["smol"],
+        institutions=[
+            fed.institution("uni-a", home_region="NW"),
+            fed.institution("uni-b", home_region="BY"),
+        ],
+    )
 
 
 @dataclass
 class RunningGateway:
-    url: str
-    db: Path
-    process: subprocess.Popen[bytes]
+    process: GatewayProcess
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def db(self) -> Path:
+        return Path(self.process.config["gateway"]["state_dir"]) / "verbund.db"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "verbund.cli",
-                *args,
-                "--url",
-                self.url,
-                "--admin-key",
-                ADMIN_KEY,
+                sys.executable, "-m", "verbund.cli", *args,
+                "--url", self.url, "--admin-key", self.process.admin_key,
             ],
             capture_output=True,
             text=True,
             timeout=60,
             env={**os.environ, "NO_COLOR": "1"},
-        )
+        )  # fmt: skip
 
     def admin(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url,
-            trust_env=False,
-            timeout=30,
-            headers={"authorization": f"Bearer {ADMIN_KEY}"},
-        )
+        return self.process.client()
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[RunningGateway]:
-    port = free_port()
-    cfg = tmp_path / "federation.toml"
-    cfg.write_text(CONFIG.format(port=port, state=tmp_path))
-    with (tmp_path / "gateway.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "verbund.cli", "gateway", "--config", str(cfg)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "VERBUND_ADMIN_KEY": ADMIN_KEY},
-        )
-    gw = RunningGateway(f"http://127.0.0.1:{port}", tmp_path / "verbund.db", proc)
-    try:
-        wait_http(gw.url + "/healthz", within=60)
-        yield gw
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with GatewayProcess(config(tmp_path, free_port()), tmp_path).start(path="/healthz") as gw:
+        yield RunningGateway(gw)
 
 
 def ts(iso: str) -> float:

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.realdemo import Demo, pid_alive, start_demo
+from harness.demo import Demo, pid_alive, start_demo
 from verbund.demo_models import find_mlserver_python
 from verbund.demo_models.train_digits import TRAIN_SAMPLES
 

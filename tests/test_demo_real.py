@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.realdemo import Demo, pid_alive, start_demo
+from harness.demo import Demo, pid_alive, start_demo
 
 pytestmark = pytest.mark.real
 MODEL = "smollm2-135m"

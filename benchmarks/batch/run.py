@@ -28,18 +28,22 @@ import os
 import platform
 import random
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvloop
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness import federation as fed
+from harness.gateway import GatewayProcess
+from harness.ports import free_port
+from harness.processes import ROOT, Process
+
 RESULTS = ROOT / "benchmarks" / "results" / "batch.md"
 
 
@@ -93,66 +97,30 @@ class Phase:
         return s[min(len(s) - 1, int(q * len(s)))] * 1000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def config_text(state: Path, gw_port: int, ports: list[int], p: Params) -> str:
-    sites = []
-    for i, port in enumerate(ports, 1):
-        sites.append(
-            f"""
-[[sites]]
-name = "site-{i}"
-region = "NW"
-jurisdiction = "DE"
-max_data_class = "internal"
-
-  [[sites.backends]]
-  name = "engine-{i}"
-  url = "http://127.0.0.1:{port}"
-  models = ["synth"]
-  max_concurrency = {p.slots}
-"""
+def config(state: Path, gw_port: int, ports: list[int], p: Params) -> dict[str, Any]:
+    sites = [
+        fed.site(
+            f"site-{i}",
+            "NW",
+            [
+                fed.backend(
+                    f"engine-{i}", f"http://127.0.0.1:{port}", ["synth"], max_concurrency=p.slots
+                )
+            ],
+            max_data_class="internal",
         )
-    return f"""
-[gateway]
-name = "ap-bench"
-listen = "127.0.0.1:{gw_port}"
-state_dir = "{state}"
-
-[store]
-url = "sqlite+aiosqlite:///{state}/verbund.db"
-
-[batch]
-utilisation_threshold = {p.threshold}
-max_in_flight = 512
-
-[files]
-max_upload_bytes = 104857600
-{"".join(sites)}
-[[models]]
-name = "synth"
-kind = "chat"
-
-[[institutions]]
-id = "bench"
-home_region = "NW"
-"""
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0, trust_env=False).status_code < 500:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready after {within}s")
+        for i, port in enumerate(ports, 1)
+    ]
+    return fed.federation(
+        "ap-bench",
+        state,
+        sites,
+        port=gw_port,
+        batch={"utilisation_threshold": p.threshold, "max_in_flight": 512},
+        files={"max_upload_bytes": 104857600},
+        models=["synth"],
+        institutions=[fed.institution("bench", home_region="NW")],
+    )
 
 
 async def engine_stats(client: httpx.AsyncClient, ports: list[int]) -> dict[str, float]:
@@ -315,79 +283,46 @@ async def run_batch(
     return before, after, int(b["request_counts"]["completed"])
 
 
+def engine_argv(port: int, p: Params) -> list[str]:
+    return [
+        sys.executable, "-m", "benchmarks.batch.engine", "--port", str(port),
+        "--slots", str(p.slots), "--prefill-ms", str(p.prefill_ms),
+        "--decode-ms", str(p.decode_ms), "--tokens-per-event", str(p.tokens_per_event),
+    ]  # fmt: skip
+
+
 def bench(p: Params, state: Path) -> list[Phase]:
     """Start the engines and the access point, measure, stop them."""
     ports = [free_port() for _ in range(p.engines)]
-    gw_port = free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "VERBUND_ADMIN_KEY": ""}
-    admin = "vbadmin-" + secrets.token_urlsafe(24)
-    env["VERBUND_ADMIN_KEY"] = admin
-    log = (state / "processes.log").open("wb")
-    try:
-        for port in ports:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "benchmarks.batch.engine",
-                        "--port",
-                        str(port),
-                        "--slots",
-                        str(p.slots),
-                        "--prefill-ms",
-                        str(p.prefill_ms),
-                        "--decode-ms",
-                        str(p.decode_ms),
-                        "--tokens-per-event",
-                        str(p.tokens_per_event),
-                    ],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        cfg = state / "bench.toml"
-        cfg.write_text(config_text(state, gw_port, ports, p))
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    *(
-                        ["-m", "cProfile", "-o", prof]
-                        if (prof := os.environ.get("BENCH_GW_PROFILE"))
-                        else []
-                    ),
-                    "-m",
-                    "verbund.cli",
-                    "gateway",
-                    "--config",
-                    str(cfg),
-                    "--log-level",
-                    os.environ.get("BENCH_GW_LOG", "warning"),
-                ],
-                env=env,
-                cwd=state,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    engines = [
+        Process(
+            f"engine-{i}",
+            engine_argv(port, p),
+            state / f"engine-{i}.log",
+            cwd=ROOT,
         )
-        for port in ports:
-            wait_http(f"http://127.0.0.1:{port}/v1/models", procs[0])
-        url = f"http://127.0.0.1:{gw_port}"
-        wait_http(url + "/healthz", procs[-1])
-        return uvloop.run(measure(p, url, admin, ports))
+        for i, port in enumerate(ports, 1)
+    ]
+    profile = os.environ.get("BENCH_GW_PROFILE")
+    gateway = GatewayProcess(
+        config(state, free_port(), ports, p),
+        state,
+        admin_key="vbadmin-" + secrets.token_urlsafe(24),
+        log_level=os.environ.get("BENCH_GW_LOG", "warning"),
+        python=["-m", "cProfile", "-o", profile] if profile else [],
+    )
+    try:
+        for engine in engines:
+            engine.start()
+        gateway.launch()
+        for engine, port in zip(engines, ports, strict=True):
+            engine.wait_http(f"http://127.0.0.1:{port}/v1/models")
+        gateway.wait_ready(30, "/healthz")
+        return uvloop.run(measure(p, gateway.url, gateway.admin_key, ports))
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        gateway.stop(15)
+        for engine in engines:
+            engine.stop(15)
 
 
 class Noise:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from tests.realdemo import start_demo
+
+from harness.demo import start_demo
 
 MODEL = "smollm2-135m"
 RESULTS = Path(__file__).resolve().parents[1] / "results"

@@ -11,12 +11,15 @@ dropped as well, should one slip through.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+
+from harness.processes import Process
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -120,29 +123,13 @@ def py_spy() -> str:
     return str(here)
 
 
-def record(pid: int, seconds: int, out: Path, rate: int = 200) -> subprocess.Popen[bytes]:
+def record(pid: int, seconds: int, out: Path, rate: int = 200) -> Process:
     """Start sampling ``pid`` and its worker processes; returns the running py-spy."""
-    log = out.with_suffix(".log").open("wb")
-    return subprocess.Popen(
-        [
-            py_spy(),
-            "record",
-            "--pid",
-            str(pid),
-            "--subprocesses",
-            "--nonblocking",
-            "--format",
-            "raw",
-            "--rate",
-            str(rate),
-            "--duration",
-            str(seconds),
-            "--output",
-            str(out),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    argv = [
+        py_spy(), "record", "--pid", str(pid), "--subprocesses", "--nonblocking",
+        "--format", "raw", "--rate", str(rate), "--duration", str(seconds), "--output", str(out),
+    ]  # fmt: skip
+    return Process("py-spy", argv, out.with_suffix(".log"), env=dict(os.environ)).start()
 
 
 def _parse(frame: str) -> tuple[str, str]:

@@ -7,23 +7,22 @@ pid) when the benchmark ends.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from benchmarks.overhead.loadgen import Template
+from harness import federation as fed
+from harness.gateway import GatewayProcess
+from harness.ports import free_port
+from harness.processes import ROOT, Process
 
-ROOT = Path(__file__).resolve().parents[2]
 LITELLM_VENV = ROOT / ".venv-litellm"
 LITELLM_SPEC = "litellm[proxy]==1.108.7"
 
@@ -105,76 +104,15 @@ def chat_stream() -> str:
     return "".join(events)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(
-    url: str, deadline: float, ok: tuple[int, ...] = (200,), proc: Proc | None = None
-) -> None:
-    """Poll ``url`` until it answers; on failure ``proc`` is stopped before raising."""
-    end = time.monotonic() + deadline
-    last = ""
-    while time.monotonic() < end:
-        if proc is not None and proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}; see {proc.log}")
-        try:
-            r = httpx.get(url, timeout=2)
-            if r.status_code in ok:
-                return
-            last = f"HTTP {r.status_code}"
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
-        time.sleep(0.2)
-    if proc is not None:
-        proc.stop()
-    raise RuntimeError(f"{url} not ready after {deadline:.0f} s ({last})")
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.popen.poll() is not None:
-            return
-        # each server leads its own process group (start_new_session): stop the group
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(5)
-
-
 def spawn(
     name: str, argv: list[str], workdir: Path, env: dict[str, str | None] | None = None
-) -> Proc:
-    """Start a server in its own session; ``env`` entries set to None are removed."""
-    log = workdir / f"{name}.log"
-    full = {**os.environ, **(env or {})}
-    f = log.open("wb")
-    popen = subprocess.Popen(
-        argv,
-        stdout=f,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={k: v for k, v in full.items() if v is not None},
-        cwd=workdir,
-        start_new_session=True,
-    )
-    f.close()
-    return Proc(name, popen, log)
+) -> Process:
+    """Start a server in its own session (stopped as a group); ``env`` entries set to None
+    are removed."""
+    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return Process(
+        name, argv, workdir / f"{name}.log", env=full, cwd=workdir, new_session=True
+    ).start()
 
 
 @dataclass
@@ -186,7 +124,7 @@ class Target:
     chat_path: str
     stream_path: str
     headers: tuple[tuple[str, str], ...] = ()
-    procs: list[Proc] = field(default_factory=list)
+    procs: list[Process] = field(default_factory=list)
     version: str = ""
     admin_key: str = ""  # Verbund only: for reading its usage report
 
@@ -208,7 +146,7 @@ class Target:
         return [p.pid for p in self.procs]
 
     def alive(self) -> bool:
-        return all(p.popen.poll() is None for p in self.procs)
+        return all(p.running for p in self.procs)
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -267,7 +205,7 @@ http {{
 """
 
 
-def start_nginx(nginx: str, name: str, workdir: Path, conf: str) -> Proc:
+def start_nginx(nginx: str, name: str, workdir: Path, conf: str) -> Process:
     prefix = workdir / name
     for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "tmp" / k).mkdir(parents=True, exist_ok=True)
@@ -312,7 +250,7 @@ def start_mock(nginx: str, workdir: Path) -> Target:
     location = /health {{ default_type text/plain; }}"""
     proc = start_nginx(nginx, "mock", workdir, _nginx_conf(workdir / "mock", 1, server))
     target = Target("direct", port, "/v1/chat/completions", "/s/v1/chat/completions", procs=[proc])
-    wait_http(f"http://127.0.0.1:{port}/health", 15, proc=proc)
+    proc.wait_http(f"http://127.0.0.1:{port}/health", 15)
     return target
 
 
@@ -333,7 +271,7 @@ def start_nginx_proxy(nginx: str, workdir: Path, backend: int, workers: int) -> 
         _nginx_conf(workdir / "nginx-proxy", workers, server, upstream),
     )
     target = Target("nginx", port, "/v1/chat/completions", "/s/v1/chat/completions", procs=[proc])
-    wait_http(f"http://127.0.0.1:{port}/health", 15, proc=proc)
+    proc.wait_http(f"http://127.0.0.1:{port}/health", 15)
     return target
 
 
@@ -453,7 +391,7 @@ def start_litellm(workdir: Path, backend: int, workers: int) -> Target:
         procs=[proc],
         version=version,
     )
-    wait_http(f"http://127.0.0.1:{port}/health/liveliness", 300, proc=proc)
+    proc.wait_http(f"http://127.0.0.1:{port}/health/liveliness", 300)
     return target
 
 
@@ -461,95 +399,53 @@ def start_litellm(workdir: Path, backend: int, workers: int) -> Target:
 
 
 def start_verbund(workdir: Path, backend: int, workers: int, name: str = "verbund") -> Target:
-    port = free_port()
     state = workdir / name
-    state.mkdir(parents=True, exist_ok=True)
-    admin = "vbadmin-bench-" + os.urandom(12).hex()
-    cfg = state / "federation.toml"
-    cfg.write_text(f"""[gateway]
-name = "bench"
-listen = "127.0.0.1:{port}"
-home_site = "bench"
-admin_key_env = "VERBUND_BENCH_ADMIN_KEY"
-state_dir = "{state}"
-workers = {workers}
-
-[store]
-url = "sqlite+aiosqlite:///{state / "verbund.db"}"
-
-[[sites]]
-name = "bench"
-region = "NW"
-jurisdiction = "DE"
-max_data_class = "sensitive"
-
-  [[sites.backends]]
-  name = "mock"
-  url = "http://127.0.0.1:{backend}"
-  models = ["{MODEL}"]
-
-  [[sites.backends]]
-  name = "mock-stream"
-  url = "http://127.0.0.1:{backend}/s"
-  models = ["{STREAM_MODEL}"]
-
-[[models]]
-name = "{MODEL}"
-kind = "chat"
-
-[[models]]
-name = "{STREAM_MODEL}"
-kind = "chat"
-
-[[institutions]]
-id = "bench-uni"
-name = "Benchmark University"
-home_region = "NW"
-default_data_class = "internal"
-""")
-    env: dict[str, str | None] = {
-        "VERBUND_BENCH_ADMIN_KEY": admin,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = spawn(
-        name,
+    mock = f"http://127.0.0.1:{backend}"
+    config = fed.federation(
+        "bench",
+        state,
         [
-            sys.executable,
-            "-m",
-            "verbund.cli",
-            "gateway",
-            "--config",
-            str(cfg),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
+            fed.site(
+                "bench",
+                "NW",
+                [
+                    fed.backend("mock", mock, [MODEL]),
+                    fed.backend("mock-stream", mock + "/s", [STREAM_MODEL]),
+                ],
+                max_data_class="sensitive",
+            )
         ],
-        workdir,
-        env,
+        port=free_port(),
+        gateway={"home_site": "bench", "workers": workers},
+        models=[MODEL, STREAM_MODEL],
+        institutions=[
+            fed.institution(
+                "bench-uni",
+                name="Benchmark University",
+                home_region="NW",
+                default_data_class="internal",
+            )
+        ],
     )
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/readyz", 180, proc=proc)
-    # a real key, created through the admin API
+    gateway = GatewayProcess(
+        config,
+        state,
+        admin_key="vbadmin-bench-" + os.urandom(12).hex(),
+        args=["--workers", str(workers)],
+        name=name,
+    )
+    gateway.start(180)
     try:
-        r = httpx.post(
-            f"{base}/admin/keys",
-            json={"institution": "bench-uni", "name": "bench"},
-            headers={"authorization": f"Bearer {admin}"},
-            timeout=30,
-        )
-        r.raise_for_status()
+        key = gateway.create_key("bench-uni", "bench")["key"]  # a real key, as clients have
     except httpx.HTTPError:
-        proc.stop()
+        gateway.stop()
         raise
-    key = r.json()["key"]
-    target = Target(
+    return Target(
         name,
-        port,
+        int(config["gateway"]["listen"].rpartition(":")[2]),
         "/v1/chat/completions",
         "/v1/chat/completions",
         headers=(("Authorization", f"Bearer {key}"),),
-        procs=[proc],
-        admin_key=admin,
+        procs=[gateway.process],
+        admin_key=gateway.admin_key,
     )
-    return target

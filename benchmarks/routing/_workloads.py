@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.chaos import EngineSpec
+from harness.simengine import EngineSpec
 
 _WORD_TEXT = (
     "Hochschule Rechenzentrum Modell Anfrage Antwort Forschung Lehre Daten Netz Knoten "

@@ -25,11 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.chaos import EngineProc, GatewayProc, Site, federation, free_port, poll
 
 from benchmarks.routing._load import run_open_loop, summarise
 from benchmarks.routing._report import check_targets, environment, render_markdown, table
 from benchmarks.routing._workloads import Workload, workloads
+from harness.gateway import GatewayProcess
+from harness.polling import poll
+from harness.ports import free_port
+from harness.simengine import EngineProcess, Site, engine_federation
 
 POLICIES = ["round_robin", "random", "least_outstanding", "score"]
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -40,21 +43,18 @@ class Engines:
 
     def __init__(self, workload: Workload, work: Path, restart: bool) -> None:
         self.restart = restart
-        self.procs = {e.spec.name: EngineProc(e.spec, work) for e in workload.engines}
+        self.procs = {e.spec.name: EngineProcess(e.spec, work) for e in workload.engines}
         self.sites: dict[str, Site] = {}
         for e in workload.engines:
             site = self.sites.setdefault(e.site, Site(e.site, e.region, []))
             site.engines.append((e.spec, self.procs[e.spec.name].url))
 
-    def _alive(self, proc: EngineProc) -> bool:
-        return proc.process is not None and proc.process.poll() is None
-
     def fresh(self) -> None:
         """Empty queues and caches: a restart, or ``POST /_sim/reset`` once idle."""
         for proc in self.procs.values():
-            if self.restart and self._alive(proc):
-                proc.close()
-            if not self._alive(proc):
+            if self.restart and proc.running:
+                proc.stop()
+            if not proc.running:
                 proc.launch()
         for proc in self.procs.values():
             proc.wait_ready()
@@ -69,7 +69,7 @@ class Engines:
     def prefix_hit_rate(self) -> float:
         cached = prompt = 0
         for proc in self.procs.values():
-            if self._alive(proc):
+            if proc.running:
                 stats = proc.stats()
                 cached += stats["cached_tokens"]
                 prompt += stats["prompt_tokens"]
@@ -77,7 +77,7 @@ class Engines:
 
     def close(self) -> None:
         for proc in self.procs.values():
-            proc.close()
+            proc.stop()
 
 
 def run_one(
@@ -90,14 +90,14 @@ def run_one(
     work: Path,
 ) -> dict[str, Any]:
     """One policy on one workload: fresh engines, an access point started for it alone."""
-    cfg = federation(
+    cfg = engine_federation(
         work, free_port(), list(engines.sites.values()), policy=policy,
         models=workload.models, home_site="west",
     )  # fmt: skip
-    gateway = GatewayProc(cfg, work)
+    gateway = GatewayProcess(cfg, work)
     try:
         engines.fresh()
-        gateway.start()
+        gateway.serve()
         rate = workload.capacity() * workload.load
         events = []
         if workload.kill:
@@ -111,7 +111,7 @@ def run_one(
             run_open_loop(gateway.url, gateway.key, workload, rate, duration, tail, seed, events)
         )
     finally:
-        gateway.close()
+        gateway.stop()
     result = summarise(outcomes, rate, duration)
     result["prefix_hit_rate"] = engines.prefix_hit_rate()
     return result

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.services import Postgres
+from harness.services import Postgres
 from verbund.accounting import UsageRecord
 from verbund.store import Store, UsageRow
 

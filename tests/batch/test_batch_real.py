@@ -17,7 +17,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.realdemo import Demo, pid_alive, start_demo
+from harness.demo import Demo, pid_alive, start_demo
 
 pytestmark = pytest.mark.real
 MODEL = "smollm2-135m"
@@ -135,7 +135,6 @@ def test_batch_survives_a_killed_access_point(tmp_path: Path) -> None:
         wait_for(c, batch.id, 120, lambda b: b.request_counts and b.request_counts.completed >= 3)
     finally:
         first.process.kill()  # SIGKILL: no clean-up runs; llama servers die with it
-        first.process.wait(30)
     deadline = time.monotonic() + 30
     while any(pid_alive(p) for p in first.backend_pids().values()):
         assert time.monotonic() < deadline, "model servers outlived their parent"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster import Cluster, chat, in_one_minute, poll, start_engine
-from tests.services import Postgres, RedisServer
+from harness.polling import poll
+from harness.services import Postgres, RedisServer
+from tests.coordination.cluster import Cluster, chat, in_one_minute, start_engine
 
 pytestmark = pytest.mark.real
 
@@ -42,29 +42,31 @@ def cluster(tmp_path: Path, pg: Postgres, redis_server: RedisServer) -> Iterator
 def test_keys_and_lifecycle_propagate_within_a_second(cluster: Cluster) -> None:
     a = cluster.start_gateway("ap-a")
     b = cluster.start_gateway("ap-b")
-    key = cluster.create_key(a, "uni-a")
-    took = poll(lambda: chat(b.url, key["key"]).status_code == 200, within=1.0)
+    key = a.create_key("uni-a")
+    took = poll(lambda: chat(b.url, key["key"]).status_code == 200, "the key at ap-b", 1.0, 0.02)
     assert took < 1.0
-    with cluster.admin(b) as admin:
+    with b.client() as admin:
         assert admin.delete(f"/admin/keys/{key['id']}").status_code == 200
-    took = poll(lambda: chat(a.url, key["key"]).status_code == 401, within=1.0)
+    took = poll(
+        lambda: chat(a.url, key["key"]).status_code == 401, "the revocation at ap-a", 1.0, 0.02
+    )
     assert took < 1.0
 
-    with cluster.admin(a) as admin:
+    with a.client() as admin:
         admin.post("/admin/sites/site-0/drain").raise_for_status()
 
     def drained_at_b() -> bool:
         sites = httpx.get(b.url + "/status", trust_env=False).json()["sites"]
         return next(s for s in sites if s["name"] == "site-0")["state"] == "draining"
 
-    assert poll(drained_at_b, within=1.0) < 1.0
+    assert poll(drained_at_b, "the drain at ap-b", 1.0, 0.02) < 1.0
     status = httpx.get(b.url + "/status", trust_env=False).json()
     assert {ap["name"] for ap in status["access_points"]} == {"ap-a", "ap-b"}
 
 
 def test_quota_holds_across_access_points(cluster: Cluster) -> None:
     gws = [cluster.start_gateway("ap-a"), cluster.start_gateway("ap-b")]
-    key = cluster.create_key(gws[0], "uni-q")["key"]  # uni-q: 40 requests per minute
+    key = gws[0].create_key("uni-q")["key"]  # uni-q: 40 requests per minute
 
     def burst() -> list[httpx.Response]:
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -85,11 +87,11 @@ def test_quota_holds_across_access_points(cluster: Cluster) -> None:
 
 def test_token_quota_overshoot_stays_within_the_bound(cluster: Cluster) -> None:
     gws = [cluster.start_gateway("ap-a"), cluster.start_gateway("ap-b")]
-    key = cluster.create_key(gws[0], "uni-a")
+    key = gws[0].create_key("uni-a")
     tpm = 400
-    with cluster.admin(gws[0]) as admin:
+    with gws[0].client() as admin:
         admin.patch(f"/admin/keys/{key['id']}", json={"tokens_per_minute": tpm}).raise_for_status()
-    poll(lambda: chat(gws[1].url, key["key"]).status_code == 200, within=2.0)
+    poll(lambda: chat(gws[1].url, key["key"]).status_code == 200, "the key at ap-b", 2.0)
 
     def burst() -> list[httpx.Response]:
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -112,10 +114,11 @@ def test_redis_down_falls_back_to_a_local_share(
 ) -> None:
     a = cluster.start_gateway("ap-a")
     b = cluster.start_gateway("ap-b")
-    key = cluster.create_key(a, "uni-q")["key"]  # 40 per minute: 20 per access point alone
+    key = a.create_key("uni-q")["key"]  # 40 per minute: 20 per access point alone
     poll(
         lambda: len(httpx.get(a.url + "/status", trust_env=False).json()["access_points"]) == 2,
-        within=5,
+        "both access points in /status",
+        5,
     )
     redis_server.stop()
     codes = in_one_minute(lambda: [chat(a.url, key).status_code for _ in range(30)])
@@ -128,7 +131,7 @@ def test_redis_down_falls_back_to_a_local_share(
 
 def test_postgres_down_keeps_cached_keys_and_loses_no_usage(cluster: Cluster, pg: Postgres) -> None:
     a = cluster.start_gateway("ap-a")
-    key = cluster.create_key(a, "uni-a")["key"]
+    key = a.create_key("uni-a")["key"]
     assert chat(a.url, key).status_code == 200
     pg.stop()
     served = sum(chat(a.url, key).status_code == 200 for _ in range(10))
@@ -139,17 +142,17 @@ def test_postgres_down_keeps_cached_keys_and_loses_no_usage(cluster: Cluster, pg
     ready = httpx.get(a.url + "/readyz", trust_env=False).json()
     assert ready["ready"] and "store" in ready["degraded"]
     spool = cluster.tmp / "ap-a" / "usage-spool" / "ap-a"
-    poll(lambda: any(spool.glob("*.ready")), within=5)
+    poll(lambda: any(spool.glob("*.ready")), "a spooled usage file", 5)
     pg.start()
-    with cluster.admin(a) as admin:
+    with a.client() as admin:
 
         def counted() -> bool:
             rows = admin.get("/admin/usage", params={"group_by": "institution"}).json()["data"]
             return sum(r["requests"] for r in rows if r["institution"] == "uni-a") == 11
 
-        poll(counted, within=15, step=0.5)
+        poll(counted, "the spooled usage in the store", 15, 0.5)
     time.sleep(1.5)  # a further flush must not write anything twice
-    with cluster.admin(a) as admin:
+    with a.client() as admin:
         rows = admin.get("/admin/usage", params={"group_by": "institution"}).json()["data"]
     assert sum(r["requests"] for r in rows if r["institution"] == "uni-a") == 11
 
@@ -158,11 +161,11 @@ def test_killing_an_access_point_is_invisible_to_the_others_clients(cluster: Clu
     a = cluster.start_gateway("ap-a")
     b = cluster.start_gateway("ap-b")
     c = cluster.start_gateway("ap-c")
-    key = cluster.create_key(a, "uni-a")["key"]
-    poll(lambda: chat(c.url, key).status_code == 200, within=2)
+    key = a.create_key("uni-a")["key"]
+    poll(lambda: chat(c.url, key).status_code == 200, "the key at ap-c", 2)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(chat, (b, c)[i % 2].url, key) for i in range(60)]
-        a.kill(signal.SIGKILL)
+        a.kill()
         codes = [f.result().status_code for f in futures]
     assert codes == [200] * 60
     poll(
@@ -173,6 +176,7 @@ def test_killing_an_access_point_is_invisible_to_the_others_clients(cluster: Clu
             }
             == {"ap-b", "ap-c"}
         ),
-        within=10,
-        step=0.5,
+        "ap-a to leave /status",
+        10,
+        0.5,
     )

@@ -7,13 +7,13 @@ stream cut off in the middle, a server that never answers, a closed port.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from harness.ports import free_port
 from verbund.federation import (
     UpstreamBroken,
     UpstreamRefused,
@@ -99,13 +99,6 @@ async def server() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/prefix"
     finally:
         srv.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _aiohttp(url: str) -> Upstream:
@@ -228,7 +221,7 @@ async def test_no_answer_times_out(server: str, make: Make) -> None:
 
 @CLIENTS
 async def test_closed_port_is_refused(make: Make) -> None:
-    up = make(f"http://127.0.0.1:{_free_port()}")
+    up = make(f"http://127.0.0.1:{free_port()}")
     try:
         with pytest.raises(UpstreamRefused):
             await _post(up, "/v1/ok")

@@ -16,16 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import (
-    MODEL,
-    EngineProc,
-    EngineSpec,
-    GatewayProc,
-    Site,
-    federation,
-    free_port,
-    poll,
-)
+from harness.gateway import GatewayProcess
+from harness.polling import poll
+from harness.ports import free_port
+from harness.simengine import MODEL, EngineProcess, EngineSpec, Site, engine_federation
 
 pytestmark = pytest.mark.real
 
@@ -34,16 +28,16 @@ PROMPT = "x" * 4000  # about 1,000 tokens: 8 s of prefill
 
 
 def test_a_stream_abandoned_before_its_first_token_stops_at_the_engine(tmp_path: Path) -> None:
-    engine = EngineProc(
+    engine = EngineProcess(
         EngineSpec("slow-1", slots=1, prefill_ms_per_token=PREFILL_MS_PER_TOKEN),
         tmp_path,
         port=free_port(),
     ).start()
     port = free_port()
     sites = [Site("west", "NW", [(engine.spec, engine.url)])]
-    gateway = GatewayProc(federation(tmp_path, port, sites, home_site="west"), tmp_path)
+    gateway = GatewayProcess(engine_federation(tmp_path, port, sites, home_site="west"), tmp_path)
     try:
-        gateway.start()
+        gateway.serve()
         body = json.dumps(
             {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
         ).encode()
@@ -65,5 +59,5 @@ def test_a_stream_abandoned_before_its_first_token_stops_at_the_engine(tmp_path:
         )
         assert time.monotonic() - left < 2.5  # the prefill alone would take about 7 s more
     finally:
-        gateway.close()
-        engine.close()
+        gateway.stop()
+        engine.stop()

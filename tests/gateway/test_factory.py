@@ -7,37 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from harness import federation as fed
 from tests.conftest import make_config
 from verbund.errors import ConfigError
 from verbund.gateway._factory import CONFIG_ENV, app_from_env, claim_worker_slot, for_worker
 
 
 def write_config(tmp_path: Path) -> Path:
-    path = tmp_path / "federation.toml"
-    path.write_text(
-        f"""
-[gateway]
-name = "ap-x"
-state_dir = "{tmp_path / "state"}"
-
-[store]
-url = "sqlite+aiosqlite:///{tmp_path / "state" / "verbund.db"}"
-
-[[sites]]
-name = "west"
-region = "NW"
-jurisdiction = "DE"
-
-  [[sites.backends]]
-  name = "west-1"
-  url = "http://127.0.0.1:9"
-  models = ["smol"]
-
-[[models]]
-name = "smol"
-"""
-    )
-    return path
+    west = fed.site("west", "NW", [fed.backend("west-1", "http://127.0.0.1:9", ["smol"])])
+    config = fed.federation("ap-x", tmp_path / "state", [west], models=["smol"])
+    return fed.write_toml(config, tmp_path / "federation.toml")
 
 
 def test_slots_are_exclusive_and_reused_after_release(tmp_path: Path) -> None:

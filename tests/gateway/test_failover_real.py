@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.realdemo import Demo, start_demo
+from harness.demo import Demo, start_demo
 
 pytestmark = pytest.mark.real
 MODEL = "smollm2-135m"

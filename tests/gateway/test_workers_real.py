@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,10 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster import gateway_argv
-from tests.realdemo import free_port
+from harness import federation as fed
+from harness.gateway import GatewayProcess
+from harness.polling import poll
+from harness.ports import free_port
 
-ADMIN = "vbadmin-workers-test-0123456789"
 ANSWER = {
     "id": "chatcmpl-1",
     "object": "chat.completion",
@@ -73,62 +70,21 @@ def backend() -> Iterator[int]:
 def test_workers_serve_and_account_every_request(
     tmp_path: Path, backend: int, workers: int, spool: list[str]
 ) -> None:
-    port = free_port()
     state = tmp_path / "state"
-    cfg = tmp_path / "federation.toml"
-    cfg.write_text(
-        f"""
-[gateway]
-name = "ap-w"
-listen = "127.0.0.1:{port}"
-state_dir = "{state}"
-workers = {workers}
-
-[store]
-url = "sqlite+aiosqlite:///{state / "verbund.db"}"
-
-[[sites]]
-name = "west"
-region = "NW"
-jurisdiction = "DE"
-
-  [[sites.backends]]
-  name = "west-1"
-  url = "http://127.0.0.1:{backend}"
-  models = ["smol"]
-
-[[models]]
-name = "smol"
-
-[[institutions]]
-id = "uni-a"
-home_region = "NW"
-"""
+    config = fed.federation(
+        "ap-w",
+        state,
+        [fed.site("west", "NW", [fed.backend("west-1", f"http://127.0.0.1:{backend}", ["smol"])])],
+        port=free_port(),
+        gateway={"workers": workers},
+        models=["smol"],
+        institutions=[fed.institution("uni-a", home_region="NW")],
     )
-    log = (tmp_path / "gateway.log").open("wb")
-    proc = subprocess.Popen(
-        gateway_argv(cfg),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "VERBUND_ADMIN_KEY": ADMIN},
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    gw = GatewayProcess(config, tmp_path)
+    base = gw.url
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "gateway not ready"
-            time.sleep(0.1)
-        admin = {"authorization": f"Bearer {ADMIN}"}
-        key = httpx.post(f"{base}/admin/keys", json={"institution": "uni-a"}, headers=admin).json()[
-            "key"
-        ]
+        gw.start()
+        key = gw.create_key("uni-a")["key"]
         body = {"model": "smol", "messages": [{"role": "user", "content": "hi"}]}
         for _ in range(30):  # a new connection each time: either worker may accept it
             r = httpx.post(
@@ -140,17 +96,12 @@ home_region = "NW"
             assert r.status_code == 200, r.text
             assert r.json()["choices"][0]["message"]["content"] == "hi"
         assert sorted(p.name for p in (state / "usage-spool").iterdir()) == spool
-        deadline = time.monotonic() + 30
-        while True:  # both workers' spools end up in the one store
-            rows = httpx.get(
-                f"{base}/admin/usage", params={"group_by": "institution"}, headers=admin
-            ).json()["data"]
-            if sum(r["requests"] for r in rows) == 30:
-                break
-            assert time.monotonic() < deadline, rows
-            time.sleep(0.2)
+
+        def accounted() -> bool:  # both workers' spools end up in the one store
+            rows = gw.admin("GET", "/admin/usage", params={"group_by": "institution"})["data"]
+            return sum(r["requests"] for r in rows) == 30
+
+        poll(accounted, "all 30 requests in the usage report", 30, every=0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        rc = proc.wait(30)
-        log.close()
-    assert rc == 0, (tmp_path / "gateway.log").read_text()
+        rc = gw.stop(30)
+    assert rc == 0, gw.process.log_tail()

@@ -10,17 +10,16 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from harness.training import blobs_csv, put_file
 from tests.conftest import Gateway, GatewayFactory
 from tests.jobs.helpers import (
     SLOW,
-    blobs_csv,
     create_training,
     events_of,
     infer,
     job_dir,
     jobs_config,
     kill_leftovers,
-    put_file,
     wait_job,
     wait_training,
 )

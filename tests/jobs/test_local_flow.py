@@ -12,19 +12,18 @@ from typing import Any
 
 import pytest
 
+from harness.training import blobs_csv, put_file
 from tests.conftest import Gateway, GatewayFactory
 from tests.jobs.helpers import (
     CRASH,
     ENV,
     SLOW,
-    blobs_csv,
     create_training,
     events_of,
     infer,
     job_dir,
     jobs_config,
     kill_leftovers,
-    put_file,
     wait_job,
     wait_training,
 )

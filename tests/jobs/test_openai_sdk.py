@@ -10,8 +10,9 @@ import httpx
 import openai
 import pytest
 
+from harness.training import blobs_csv, put_file
 from tests.conftest import Gateway, GatewayFactory
-from tests.jobs.helpers import SLOW, blobs_csv, jobs_config, kill_leftovers, put_file
+from tests.jobs.helpers import SLOW, jobs_config, kill_leftovers
 from verbund.config import FederationConfig
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.slurm import SlurmCluster, start_slurm
+from harness.training import put_file
 from tests.conftest import Gateway, GatewayFactory
 from tests.jobs.helpers import (
     CRASH,
@@ -20,11 +22,9 @@ from tests.jobs.helpers import (
     infer,
     job_dir,
     jobs_config,
-    put_file,
     wait_job,
     wait_training,
 )
-from tests.jobs.slurm import SlurmCluster, start_slurm
 from verbund.config import FederationConfig
 from verbund.store import TrainingJobRow
 

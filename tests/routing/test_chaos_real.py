@@ -24,26 +24,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.chaos import (
+from harness.gateway import GatewayProcess
+from harness.load import (
     BackendWatcher,
-    EngineProc,
-    EngineSpec,
-    Federation,
-    GatewayProc,
     Load,
     Result,
-    Site,
     describe,
     failed_before_streaming,
-    federation,
-    free_port,
     percentile,
 )
-from tests.tcprelay import RelayThread
+from harness.ports import free_port
+from harness.simengine import EngineProcess, EngineSpec, Site, engine_federation
+from harness.tcprelay import RelayThread
 
 pytestmark = pytest.mark.real
 
@@ -61,18 +58,28 @@ SPECS = {
 }
 REGIONS = {"west": "NW", "sued": "BY", "ost": "SN"}
 
+
+@dataclass
+class Federation:
+    """The processes of one chaos test (stopped by the fixture that started them)."""
+
+    engines: dict[str, EngineProcess]
+    gateway: GatewayProcess
+    extra: list[RelayThread] = field(default_factory=list)
+
+
 Build = Callable[..., Federation]
 
 
 @pytest.fixture
 def build(tmp_path: Path) -> Iterator[Build]:
-    to_close: list[EngineProc | RelayThread | GatewayProc] = []
+    to_stop: list[EngineProcess | RelayThread | GatewayProcess] = []
 
     def factory(relay_sites: tuple[str, ...] = ()) -> Federation:
         engines = {}
         for s, spec in SPECS.items():
-            engines[s] = EngineProc(spec, tmp_path, port=free_port()).launch()
-            to_close.append(engines[s])
+            engines[s] = EngineProcess(spec, tmp_path, port=free_port()).launch()
+            to_stop.append(engines[s])
         for e in engines.values():
             e.wait_ready()
         sites, relays = [], []
@@ -80,25 +87,25 @@ def build(tmp_path: Path) -> Iterator[Build]:
             url = e.url
             if name in relay_sites:
                 relay = RelayThread(("127.0.0.1", e.port))
-                to_close.append(relay)
+                to_stop.append(relay)
                 relays.append(relay)
                 url = f"http://127.0.0.1:{relay.port}"
             sites.append(Site(name, REGIONS[name], [(e.spec, url)]))
-        gateway = GatewayProc(federation(tmp_path, free_port(), sites, home_site="west"), tmp_path)
-        to_close.insert(0, gateway)
-        return Federation(engines, gateway.start(), relays)
+        config = engine_federation(tmp_path, free_port(), sites, home_site="west")
+        gateway = GatewayProcess(config, tmp_path)
+        to_stop.insert(0, gateway)
+        return Federation(engines, gateway.serve(), relays)
 
     yield factory
-    for x in to_close:
-        x.close()
+    for x in to_stop:
+        x.stop()
 
 
 def run_for(load: Load, fed: Federation, seconds: float) -> None:
     """Let the experiment run ``seconds`` (a duration, not a wait for an event)."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        gw = fed.gateway.process
-        assert gw is not None and gw.poll() is None, "the access point died"
+        assert fed.gateway.process.running, "the access point died"
         time.sleep(0.1)
 
 
@@ -134,7 +141,7 @@ def test_kill9_of_an_engine_under_load(build: Build) -> None:
     run_for(load, fed, AFTER_RECOVERY)
     load.stop()
     results = load.join(120)
-    watch.close()
+    watch.stop()
     print(summary(results, killed_at))
 
     lost = failed_before_streaming(results)

@@ -19,18 +19,11 @@ from typing import Any
 
 import pytest
 
-from tests.chaos import (
-    EngineSpec,
-    GatewayProc,
-    Load,
-    Site,
-    describe,
-    failed_before_streaming,
-    federation,
-    free_port,
-    percentile,
-)
-from tests.netns import Lab, unavailable
+from harness.gateway import GatewayProcess
+from harness.load import Load, describe, failed_before_streaming, percentile
+from harness.netns import Lab, unavailable
+from harness.ports import free_port
+from harness.simengine import EngineSpec, Site, engine_federation
 
 pytestmark = pytest.mark.real
 
@@ -67,9 +60,10 @@ def test_a_partitioned_site_does_not_fail_requests(lab: Lab, tmp_path: Path) -> 
         net = lab.add_site(rtt)
         engines[name] = (net, lab.start_engine(net, spec))
         sites.append(Site(name, region, [(spec, lab.url(net))]))
-    gateway = GatewayProc(federation(tmp_path, free_port(), sites, home_site="west"), tmp_path)
+    config = engine_federation(tmp_path, free_port(), sites, home_site="west")
+    gateway = GatewayProcess(config, tmp_path)
     try:
-        gateway.start()
+        gateway.serve()
         load = Load(gateway.url, gateway.key, total=900, concurrency=8).start()
         load.wait_completed(16, 60)
         victim_net, victim = engines["west"]
@@ -82,7 +76,7 @@ def test_a_partitioned_site_does_not_fail_requests(lab: Lab, tmp_path: Path) -> 
         load.stop()
         results = load.join(150)
     finally:
-        gateway.close()
+        gateway.stop()
     during = [
         r
         for r in results

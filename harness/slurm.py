@@ -1,4 +1,4 @@
-"""A real single-node Slurm cluster for tests: munged, slurmctld and slurmd on 127.0.0.1.
+"""A real single-node Slurm cluster: munged, slurmctld and slurmd on 127.0.0.1.
 
 Everything lives in a fresh folder under /tmp (munge's own socket included, so nothing
 system-wide is touched) and stops with :meth:`SlurmCluster.stop`. Debian's packages are
@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness.polling import poll
+from harness.ports import free_port
+from harness.processes import ROOT, Process
+
 COMMANDS = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "munged")
 
 
@@ -26,17 +28,11 @@ def ensure_slurm() -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / "_slurm_env.sh")], check=True, timeout=900)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class SlurmCluster:
     dir: Path
     conf: Path
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[Process] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
@@ -48,27 +44,17 @@ class SlurmCluster:
         )
 
     def wait_idle(self, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+        def idle() -> bool:
             for p in self.procs:
-                if p.poll() is not None:
-                    raise RuntimeError(f"{p.args} exited early; see {self.dir}/log")
-            if self.run("sinfo", "-h", "-o", "%T").stdout.strip() == "idle":
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"the Slurm node did not become idle; see {self.dir}/log")
+                p.check()
+            return self.run("sinfo", "-h", "-o", "%T").stdout.strip() == "idle"
+
+        poll(idle, f"the Slurm node to become idle (see {self.dir}/log)", within, every=0.2)
 
     def stop(self) -> None:
         self.run("scancel", "--user=root")  # this private cluster's jobs only
         for p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            p.stop(15)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -87,8 +73,8 @@ def start_slurm() -> SlurmCluster:
 SlurmctldHost=localhost
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={sock}
@@ -119,22 +105,13 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
     )
     cluster = SlurmCluster(d, conf)
 
-    def spawn(args: list[str], log: str, **kw: object) -> None:
-        with (d / "log" / log).open("wb") as out:
-            cluster.procs.append(
-                subprocess.Popen(
-                    args,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=cluster.env,
-                    start_new_session=True,
-                    **kw,  # type: ignore[arg-type]
-                )
-            )
+    def spawn(args: list[str], log: str, **kw: Any) -> Process:
+        proc = Process(args[0], args, d / "log" / log, env=cluster.env, new_session=True, **kw)
+        cluster.procs.append(proc)
+        return proc.start()
 
     try:
-        spawn(
+        munged = spawn(
             [
                 "munged",
                 "--foreground",
@@ -148,11 +125,12 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             group="munge",
             extra_groups=[],
         )
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            if time.monotonic() > deadline or cluster.procs[0].poll() is not None:
-                raise RuntimeError(f"munged did not start; see {d}/log/munged.out")
-            time.sleep(0.05)
+
+        def listening() -> bool:
+            munged.check()
+            return sock.exists()
+
+        poll(listening, f"munged's socket {sock}", 30)
         spawn(["slurmctld", "-D"], "slurmctld.out")
         spawn(["slurmd", "-D", "-N", "localhost"], "slurmd.out")
         cluster.wait_idle()

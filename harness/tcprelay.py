@@ -11,7 +11,7 @@ It sits between the access point and one engine and
 - delays every chunk by ``delay`` seconds each way (a WAN, where ``tc netem`` is missing).
 
 In-process use: :class:`RelayThread`. As a process (inside a network namespace):
-``python -m tests.tcprelay --listen 10.0.0.2:8000 --target 127.0.0.1:8001 --delay-ms 15``.
+``python -m harness.tcprelay --listen 10.0.0.2:8000 --target 127.0.0.1:8001 --delay-ms 15``.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class RelayThread:
 
         self._run(switch())
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self._run(self.relay.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

@@ -8,7 +8,7 @@ open connections and new ones hang, as when a WAN link fails; ``heal`` undoes it
 
 WAN delay uses ``tc netem`` where the kernel has it. Where it does not
 (``CONFIG_NET_SCH_NETEM`` unset, as on some VM kernels), a userspace relay
-(:mod:`tests.tcprelay`) inside the namespace delays every chunk each way instead; the
+(:mod:`harness.tcprelay`) inside the namespace delays every chunk each way instead; the
 engines then listen on the namespace's loopback behind it. :attr:`Lab.delay_method` says
 which is in use. Needs root, ``ip`` (iproute2) and ``nft`` (nftables):
 ``scripts/_netns_env.sh`` installs the tools.
@@ -16,7 +16,6 @@ which is in use. Needs root, ``ip`` (iproute2) and ``nft`` (nftables):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -24,7 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.chaos import ROOT, EngineProc, EngineSpec, child_env
+from harness.processes import ROOT, Process
+from harness.simengine import EngineProcess, EngineSpec
 
 ENGINE_PORT = 8000  # where the access point reaches each site's engine
 
@@ -81,8 +81,8 @@ class NetSite:
     host_ip: str
     ns_ip: str
     delay_ms: float
-    engines: list[EngineProc] = field(default_factory=list)
-    relays: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    engines: list[EngineProcess] = field(default_factory=list)
+    relays: list[Process] = field(default_factory=list)
     partitioned: bool = False
 
     @property
@@ -128,28 +128,29 @@ class Lab:
         self.delay_method = "tc netem" if netem.returncode == 0 else "userspace relay"
         return site
 
-    def start_engine(self, site: NetSite, spec: EngineSpec) -> EngineProc:
+    def start_engine(self, site: NetSite, spec: EngineSpec) -> EngineProcess:
         """Run an engine inside ``site``; the access point reaches it at ns_ip:ENGINE_PORT."""
         if self.delay_method == "tc netem":
-            engine = EngineProc(spec, self.log_dir, site.ns_ip, ENGINE_PORT, site.exec_prefix)
+            engine = EngineProcess(spec, self.log_dir, site.ns_ip, ENGINE_PORT, site.exec_prefix)
             site.engines.append(engine)
             return engine.start()
         inner = ("127.0.0.1", ENGINE_PORT + 1)  # the namespace's own loopback
-        engine = EngineProc(
+        engine = EngineProcess(
             spec, self.log_dir, site.ns_ip, ENGINE_PORT, site.exec_prefix, bind=inner
         )
         site.engines.append(engine)
         engine.launch()
-        with (self.log_dir / f"relay-{site.ns}.log").open("ab") as log:
-            relay = subprocess.Popen(
-                [
-                    *site.exec_prefix, sys.executable, "-m", "tests.tcprelay",
-                    "--listen", f"{site.ns_ip}:{ENGINE_PORT}",
-                    "--target", f"{inner[0]}:{inner[1]}",
-                    "--delay-ms", str(site.delay_ms / 2),  # each way: the RTT is delay_ms
-                ],
-                stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT,
-            )  # fmt: skip
+        relay = Process(
+            f"relay {site.ns}",
+            [
+                *site.exec_prefix, sys.executable, "-m", "harness.tcprelay",
+                "--listen", f"{site.ns_ip}:{ENGINE_PORT}",
+                "--target", f"{inner[0]}:{inner[1]}",
+                "--delay-ms", str(site.delay_ms / 2),  # each way: the RTT is delay_ms
+            ],
+            self.log_dir / f"relay-{site.ns}.log",
+            cwd=ROOT,
+        ).start()  # fmt: skip
         site.relays.append(relay)
         return engine.wait_ready()
 
@@ -181,15 +182,8 @@ class Lab:
     def close(self) -> None:
         for site in self.sites:
             for engine in site.engines:
-                with contextlib.suppress(Exception):
-                    engine.close()
+                engine.stop()
             for relay in site.relays:
-                if relay.poll() is None:
-                    relay.terminate()
-                    try:
-                        relay.wait(10)
-                    except subprocess.TimeoutExpired:
-                        relay.kill()
-                        relay.wait(10)
+                relay.stop(10)
             _run("ip", "link", "del", site.host_if, check=False)
             _run("ip", "netns", "del", site.ns, check=False)
