@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from verbund.errors import VerbundError
 
-__all__ = ["AdminClient", "AdminError", "resolve_target"]
+__all__ = ["AdminClient", "AdminError", "Target"]
 
 
 class AdminError(VerbundError):
@@ -23,27 +20,6 @@ class AdminError(VerbundError):
 class Target:
     url: str
     admin_key: str
-
-
-def resolve_target(url: str | None, admin_key: str | None, state_dir: Path | None) -> Target:
-    """--url/--admin-key, then $VERBUND_URL/$VERBUND_ADMIN_KEY, then the demo's demo.json."""
-    url = url or os.environ.get("VERBUND_URL")
-    admin_key = admin_key or os.environ.get("VERBUND_ADMIN_KEY")
-    if not (url and admin_key):
-        demo = (state_dir or Path(".verbund")) / "demo.json"
-        if demo.exists():
-            try:
-                info = json.loads(demo.read_text())
-            except ValueError:
-                raise AdminError(f"{demo} is not valid JSON.") from None
-            url = url or info.get("url")
-            admin_key = admin_key or info.get("admin_key")
-    if not url or not admin_key:
-        raise AdminError(
-            "Which access point? Give --url and --admin-key, set VERBUND_URL and "
-            "VERBUND_ADMIN_KEY, or --state-dir of a running `verbund up`."
-        )
-    return Target(url.rstrip("/"), admin_key)
 
 
 class AdminClient:
