@@ -25,14 +25,16 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 # first match wins; checked against the frame's file path
 LAYERS: list[tuple[str, str]] = [
-    ("verbund/gateway/_proxy.py", "verbund proxy (_proxy.py)"),
-    ("verbund/gateway/_sse.py", "verbund SSE filter (_sse.py)"),
-    ("verbund/gateway/_stream.py", "verbund stream relay (_stream.py)"),
+    ("verbund/proxy/_sse.py", "verbund SSE filter (proxy/_sse.py)"),
+    ("verbund/proxy/_relay.py", "verbund stream relay (proxy/_relay.py)"),
+    ("verbund/proxy/", "verbund proxy (proxy/)"),
+    ("verbund/admission/", "verbund admission (admission/)"),
     ("verbund/gateway/_overload.py", "verbund load shedding (_overload.py)"),
     ("verbund/gateway/_openai.py", "verbund route handler (_openai.py)"),
     ("verbund/gateway/_body.py", "verbund body checks (_body.py)"),
     ("verbund/gateway/_auth.py", "verbund auth (_auth.py)"),
     ("verbund/gateway/_app.py", "verbund middleware (_app.py)"),
+    ("verbund/gateway/_deps.py", "verbund route dependencies (_deps.py)"),
     ("verbund/accounting/", "verbund usage spool (accounting/)"),
     ("verbund/routing/", "verbund router (routing/)"),
     ("verbund/policy.py", "verbund policy (policy.py)"),
