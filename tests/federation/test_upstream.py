@@ -49,7 +49,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
             }
             peer = str(writer.get_extra_info("peername"))
-            seen.append({"path": path, "peer": peer, **headers})
+            seen.append({"path": path, "peer": peer, "method": lines[0].split()[0], **headers})
             await reader.readexactly(int(headers.get("content-length", "0")))
             if path.endswith("/ok"):
                 writer.write(
@@ -154,6 +154,22 @@ async def test_aiohttp_asks_for_identity(server: str) -> None:
     assert seen[0]["accept-encoding"] == "identity"  # relayed bytes must not be compressed
     assert "user-agent" not in seen[0]
     assert len(seen) == 5
+
+
+@CLIENTS
+async def test_get_for_model_metadata(server: str, make: Make) -> None:
+    up = make(server)
+    try:
+        resp = await up.get("/v2/models/digits/ok", {"x-request-id": "r1"}, read_timeout=5.0)
+        assert resp.status == 200 and await resp.read() == BODY
+        await resp.aclose()
+        with pytest.raises(UpstreamTimedOut):
+            resp = await up.get("/v2/models/digits/silent", {}, read_timeout=0.2)
+            await resp.read()
+    finally:
+        await up.aclose()
+    assert seen[0]["method"] == "GET" and seen[0]["path"] == "/prefix/v2/models/digits/ok"
+    assert seen[0]["x-request-id"] == "r1" and seen[0]["authorization"] == "Bearer sk-backend"
 
 
 @CLIENTS

@@ -82,7 +82,7 @@ class Admission:
         stream: bool = False,
         drop_usage_chunk: bool = False,
         prompt_estimate: int = 0,
-        parsed: dict[str, object] | None = None,
+        parsed: dict[str, Any] | None = None,
         client_gone: ClientGone | None = None,
     ) -> Forward:
         """The request as the proxy takes it."""

@@ -1,12 +1,13 @@
 """The HTTP clients of the access point: one request client and one side client per backend.
 
-Every inference request goes through :class:`Upstream` (``UpstreamPool.upstream``): on
-aiohttp, with a bounded keep-alive pool per backend. aiohttp costs about a fifth of the
+Every request sent on a client's behalf — inference, and the model metadata OIP clients
+read — goes through :class:`Upstream` (``UpstreamPool.upstream``): on aiohttp, with a
+bounded keep-alive pool per backend. aiohttp costs about a fifth of the
 CPU per call that httpx does and takes idle connections from a queue, so its cost stays
 flat with the number of requests in flight (``docs/performance.md``). Failures below
 HTTP come out as :class:`UpstreamFailed` subclasses, whatever the client.
 
-Probes, metrics scrapes and metadata reads use a small httpx client of their own
+Probes and metrics scrapes use a small httpx client of their own
 (``UpstreamPool.client``): a full request pool never delays a probe into a false "down".
 
 Tests pass ``transport_factory`` (an ``httpx`` transport per backend); both clients then
@@ -350,7 +351,7 @@ class UpstreamPool:
         return self._limits[backend.name]
 
     def client(self, backend: Backend) -> httpx.AsyncClient:
-        """The side client: probes, metrics scrapes, model metadata."""
+        """The side client: probes and metrics scrapes."""
         return self._clients[backend.name]
 
     async def aclose(self) -> None:
