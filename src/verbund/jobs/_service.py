@@ -20,15 +20,20 @@ from verbund.accounting import UsageRecord
 from verbund.config import DataClass, FederationConfig, InstitutionConfig, SiteConfig
 from verbund.errors import BadRequest, NoBackendAvailable, NotFound, PolicyViolation, RunnerError
 from verbund.federation import Federation
-from verbund.jobs._dispatch import TERMINAL, Dispatcher
+from verbund.jobs._artefacts import Artefacts
+from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFileSource
 from verbund.jobs._local import LocalRunner
 from verbund.jobs._models import ModelRegistry, fine_tuned_name, valid_suffix
 from verbund.jobs._recipes import Recipe, RecipeBook
+from verbund.jobs._rows import JobRows
 from verbund.jobs._runner import Resources, Runner
 from verbund.jobs._serving import Predictors
+from verbund.jobs._slots import SiteSlots
 from verbund.jobs._slurm import SlurmRunner
+from verbund.jobs._status import INITIAL, TERMINAL, JobStatus, move
+from verbund.jobs._submit import Submitter
 from verbund.policy import describe_exclusions
 from verbund.store import Store, TrainingEventRow, TrainingJobRow
 
@@ -96,16 +101,16 @@ class JobService:
                     runners[site.name] = runner
         self.runners = runners
         models_dir = Path(config.training.models_dir or state_dir / "models")
+        rows = JobRows(store)
+        self.sites = SiteSlots(config, store, federation, runners)
+        self.artefacts = Artefacts(models_dir, self.recipes, self.models)
         self.dispatcher = Dispatcher(
             config=config,
-            store=store,
-            federation=federation,
-            runners=runners,
+            rows=rows,
+            submitter=Submitter(config, rows, self.sites, files, self.recipes, institution),
+            artefacts=self.artefacts,
             files=files,
             recipes=self.recipes,
-            models=self.models,
-            models_dir=models_dir,
-            institution=institution,
             record_usage=record_usage,
         )
         self._lock = asyncio.Lock()
@@ -123,13 +128,13 @@ class JobService:
             rows = (
                 await s.execute(
                     select(TrainingJobRow).where(
-                        TrainingJobRow.status == "succeeded",
+                        TrainingJobRow.status == JobStatus.succeeded,
                         TrainingJobRow.fine_tuned_model.is_not(None),
                     )
                 )
             ).scalars()
             for row in rows:
-                self.dispatcher.register(row)
+                self.artefacts.register(row)
 
     async def tick(self) -> None:
         """One step for every unfinished job this access point dispatched."""
@@ -199,7 +204,7 @@ class JobService:
                 ) from None
             if f.data_class is not None and f.data_class.rank > data_class.rank:
                 data_class = f.data_class
-        placement = await self.dispatcher.placement(inst, data_class, new.resources)
+        placement = await self.sites.placement(inst, data_class, new.resources)
         if not placement.possible:
             if not self.runners:
                 raise NoBackendAvailable("No site of this federation runs training jobs.")
@@ -228,7 +233,7 @@ class JobService:
             taken = await s.scalar(
                 select(TrainingJobRow.id).where(
                     TrainingJobRow.fine_tuned_model == name,
-                    TrainingJobRow.status.not_in(("failed", "cancelled")),
+                    TrainingJobRow.status.not_in((JobStatus.failed, JobStatus.cancelled)),
                 )
             )
             if taken is not None:
@@ -253,7 +258,7 @@ class JobService:
                 metadata_=new.metadata,
                 suffix=suffix,
                 seed=new.seed if new.seed is not None else secrets.randbelow(2**31),
-                status="validating_files",
+                status=INITIAL,
                 runner_done=False,
                 cancel_requested=False,
                 submit_attempts=0,
@@ -337,14 +342,10 @@ class JobService:
     async def cancel(self, job_id: str, institution: str | None, actor: str) -> TrainingJobRow:
         async with self._lock:
             row = await self.get(job_id, institution)
-            if row.status == "cancelled":
+            if row.status == JobStatus.cancelled:
                 return row
             if row.status in TERMINAL:
-                raise BadRequest(
-                    f"The job has {row.status} already and cannot be cancelled.",
-                    code="job_not_cancellable",
-                    param="job_id",
-                )
+                raise _not_cancellable(row.status)
             runner = self.runners.get(row.site or "")
             sent = ""
             if row.runner_job_id and runner is not None:
@@ -353,11 +354,22 @@ class JobService:
                 except RunnerError as exc:
                     sent = f" (the site did not answer: {exc}; retrying)"
             async with self.store.session() as s, s.begin():
-                fresh = await s.get(TrainingJobRow, job_id)
+                fresh = await s.get(TrainingJobRow, job_id, with_for_update=True)
                 assert fresh is not None
-                fresh.cancel_requested = True
-                fresh.status = "cancelled"
-                fresh.finished_at = time.time()
-                add_event(s, job_id, f"Job cancelled by {actor}{sent}")
+                if fresh.status not in TERMINAL:
+                    fresh.cancel_requested = True
+                    move(fresh, JobStatus.cancelled)
+                    fresh.finished_at = time.time()
+                    add_event(s, job_id, f"Job cancelled by {actor}{sent}")
+                elif fresh.status != JobStatus.cancelled:  # ended meanwhile elsewhere
+                    raise _not_cancellable(fresh.status)
             log.info("job %s cancelled by %s", job_id, actor)
             return await self.get(job_id, institution)
+
+
+def _not_cancellable(status: str) -> BadRequest:
+    return BadRequest(
+        f"The job has {status} already and cannot be cancelled.",
+        code="job_not_cancellable",
+        param="job_id",
+    )
