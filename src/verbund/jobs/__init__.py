@@ -18,10 +18,11 @@ from verbund.jobs._files import (
 )
 from verbund.jobs._local import LocalRunner
 from verbund.jobs._models import FT_PREFIX, FineTunedModel, ModelRegistry, fine_tuned_name
+from verbund.jobs._newjob import NewJob
 from verbund.jobs._placement import Placement, SiteSlot, busy, misfit, place
 from verbund.jobs._recipes import DataFormat, Recipe, RecipeBook, builtin_recipes
 from verbund.jobs._runner import JobSpec, Resources, Runner, RunPhase, RunState
-from verbund.jobs._service import JobService, NewJob, make_runner
+from verbund.jobs._service import JobService, make_runner
 from verbund.jobs._serving import LinearModel, Predictors, load_linear
 from verbund.jobs._slots import SiteSlots
 from verbund.jobs._slurm import SlurmRunner, parse_scontrol, slurm_state

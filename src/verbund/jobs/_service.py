@@ -5,42 +5,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.accounting import UsageRecord
-from verbund.config import DataClass, FederationConfig, InstitutionConfig, SiteConfig
-from verbund.errors import BadRequest, NoBackendAvailable, NotFound, PolicyViolation, RunnerError
+from verbund.config import FederationConfig, InstitutionConfig, SiteConfig
+from verbund.errors import BadRequest, NotFound, RunnerError
 from verbund.federation import Federation
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFileSource
 from verbund.jobs._local import LocalRunner
-from verbund.jobs._models import ModelRegistry, fine_tuned_name, valid_suffix
-from verbund.jobs._recipes import Recipe, RecipeBook
+from verbund.jobs._models import ModelRegistry
+from verbund.jobs._newjob import NewJob, create_job
+from verbund.jobs._recipes import RecipeBook
 from verbund.jobs._rows import JobRows
-from verbund.jobs._runner import Resources, Runner
+from verbund.jobs._runner import Runner
 from verbund.jobs._serving import Predictors
 from verbund.jobs._slots import SiteSlots
 from verbund.jobs._slurm import SlurmRunner
-from verbund.jobs._status import INITIAL, TERMINAL, JobStatus, move
+from verbund.jobs._status import TERMINAL, JobStatus, move
 from verbund.jobs._submit import Submitter
-from verbund.policy import describe_exclusions
 from verbund.store import Store, TrainingEventRow, TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
 
 MODEL_REFRESH_SECONDS = 10.0
-ID_PREFIX = {"fine_tune": "ftjob-", "training": "trjob-"}
 
 
 def make_runner(site: SiteConfig, state_dir: Path) -> Runner | None:
@@ -53,25 +49,6 @@ def make_runner(site: SiteConfig, state_dir: Path) -> Runner | None:
     if rc.kind == "slurm":
         return SlurmRunner(site.name, workdir, python, rc.partition, rc.slurm_conf)
     return LocalRunner(site.name, workdir, python)
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """A validated request for a job, from either API."""
-
-    kind: str  # fine_tune | training
-    institution: InstitutionConfig
-    key_id: str
-    data_class: DataClass  # of the request (key default raised by the header)
-    recipe: Recipe
-    model: str  # the base model (fine-tuning) or the recipe name (training)
-    training_file: str
-    validation_file: str | None
-    params: dict[str, Any]
-    resources: Resources
-    suffix: str | None = None
-    metadata: dict[str, str] | None = None
-    seed: int | None = None
 
 
 class JobService:
@@ -186,94 +163,9 @@ class JobService:
     # -- API operations ----------------------------------------------------------------
 
     async def create(self, new: NewJob) -> TrainingJobRow:
-        inst = new.institution
-        data_class = new.data_class
-        for param, file_id in (
-            ("training_file", new.training_file),
-            ("validation_file", new.validation_file),
-        ):
-            if file_id is None:
-                continue
-            try:
-                f = await self.files.open(inst.id, file_id)
-            except NotFound:
-                raise BadRequest(
-                    f"invalid {param}: no file with id '{file_id}'.",
-                    code="invalid_file",
-                    param=param,
-                ) from None
-            if f.data_class is not None and f.data_class.rank > data_class.rank:
-                data_class = f.data_class
-        placement = await self.sites.placement(inst, data_class, new.resources)
-        if not placement.possible:
-            if not self.runners:
-                raise NoBackendAvailable("No site of this federation runs training jobs.")
-            if not placement.unfit:
-                raise PolicyViolation(
-                    f"No site may hold {data_class.value} training data for this institution: "
-                    + describe_exclusions(placement.excluded, [])
-                )
-            raise BadRequest(
-                "No site can run this job: "
-                + describe_exclusions({**placement.excluded, **placement.unfit}, []),
-                code="unsatisfiable_resources",
-                param="resources",
-            )
-        job_id = ID_PREFIX[new.kind] + secrets.token_hex(12)
-        suffix = new.suffix or job_id[-8:]
-        if not valid_suffix(suffix):
-            raise BadRequest(
-                "'suffix' may hold letters, digits, '.', '_' and '-' (at most 64).",
-                code="invalid_value",
-                param="suffix",
-            )
-        name = fine_tuned_name(new.model, inst.id, suffix)
-        now = time.time()
-        async with self.store.session() as s, s.begin():
-            taken = await s.scalar(
-                select(TrainingJobRow.id).where(
-                    TrainingJobRow.fine_tuned_model == name,
-                    TrainingJobRow.status.not_in((JobStatus.failed, JobStatus.cancelled)),
-                )
-            )
-            if taken is not None:
-                raise BadRequest(
-                    f"The model name '{name}' is taken by job {taken}; choose another suffix.",
-                    code="suffix_in_use",
-                    param="suffix",
-                )
-            row = TrainingJobRow(
-                id=job_id,
-                kind=new.kind,
-                institution_id=inst.id,
-                key_id=new.key_id,
-                access_point=self.config.gateway.name,
-                recipe=new.recipe.name,
-                model=new.model,
-                training_file=new.training_file,
-                validation_file=new.validation_file,
-                data_class=data_class.value,
-                params=new.params,
-                resources=new.resources.as_dict(),
-                metadata_=new.metadata,
-                suffix=suffix,
-                seed=new.seed if new.seed is not None else secrets.randbelow(2**31),
-                status=INITIAL,
-                runner_done=False,
-                cancel_requested=False,
-                submit_attempts=0,
-                metrics_offset=0,
-                fine_tuned_model=name,
-                created_at=now,
-                cpu_seconds=0.0,
-                gpu_seconds=0.0,
-            )
-            s.add(row)
-            await s.flush()
-            add_event(s, job_id, f"Created {new.kind.replace('_', '-')} job: {job_id}")
-            add_event(s, job_id, f"Validating training file: {new.training_file}")
-        log.info("job %s created for %s (%s)", job_id, inst.id, new.recipe.name)
-        return row
+        return await create_job(
+            new, self.store, self.files, self.sites, self.config.gateway.name, bool(self.runners)
+        )
 
     async def get(
         self, job_id: str, institution: str | None, kind: str | None = None
