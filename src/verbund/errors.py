@@ -6,6 +6,7 @@ The tree::
     ├── ConfigError                   the federation config is invalid (not an HTTP error)
     ├── StoreError                    the store could not be reached or refused a write
     ├── RunnerError                   a site's job runner failed (command failed, unreachable)
+    ├── JobStateError                 a job was to move to a status its own does not lead to
     └── ApiError                      has an HTTP status and an OpenAI error body
         ├── BadRequest                400 invalid_request_error
         │   └── InvalidJSON           400 the body is not JSON / not an object
@@ -57,6 +58,10 @@ class StoreError(VerbundError):
 
 class RunnerError(VerbundError):
     """A site's job runner failed; the job service retries or fails the job with the reason."""
+
+
+class JobStateError(VerbundError):
+    """A status change the job's transition table does not allow: a bug or a lost race."""
 
 
 class ApiError(VerbundError):

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from harness.training import blobs_csv, put_file
 from tests.batch.helpers import chat_line, jsonl, upload
 from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict
 from tests.gateway.test_oip_routes import DIGITS, GOOD, fakes_for
-from harness.training import blobs_csv, put_file
 from verbund.accounting import UsageRecord
 from verbund.config import FederationConfig, parse_config
 from verbund.jobs import FineTunedModel

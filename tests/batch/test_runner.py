@@ -102,17 +102,17 @@ async def test_batch_items_only_take_capacity_below_the_threshold(
     async with gateway_factory(cfg) as gw:
         runner = gw.services.batch_runner
         west = gw.services.federation.backends["west-1"]
-        assert runner.room(west) == 2  # the limiter's first window
+        assert runner.capacity.room(west) == 2  # the limiter's first window
         runner.limiter.acquire("west-1")
         runner.limiter.acquire("west-1")
         runner.limiter.release("west-1", Signal.ok, 1.0)
         runner.limiter.release("west-1", Signal.ok, 1.0)
         assert runner.limiter.limit("west-1") > 2
-        assert runner.room(west) == 3  # 0.75 * 4 = 3 may be busy
+        assert runner.capacity.room(west) == 3  # 0.75 * 4 = 3 may be busy
         west.outstanding = 2  # interactive requests in flight
-        assert runner.room(west) == 1
+        assert runner.capacity.room(west) == 1
         west.outstanding = 3
-        assert runner.room(west) == 0
+        assert runner.capacity.room(west) == 0
         # with every backend busy, a batch waits and nothing is sent
         for b in gw.services.federation.backends.values():
             b.outstanding = 3
@@ -174,9 +174,9 @@ async def test_a_busy_event_loop_holds_batch_work_back(
 ) -> None:
     async with gateway_factory(capacity_config(tmp_path, 4, max_loop_lag_ms=10)) as gw:
         runner = gw.services.batch_runner
-        assert not runner._loop_busy()
-        runner.loop_lag = 0.05  # the access point answers 50 ms late
-        assert runner._loop_busy()
+        assert not runner.capacity.loop_busy()
+        runner.capacity.loop_lag = 0.05  # the access point answers 50 ms late
+        assert runner.capacity.loop_busy()
     async with gateway_factory(capacity_config(tmp_path / "off", 4, max_loop_lag_ms=0)) as gw:
-        gw.services.batch_runner.loop_lag = 5.0
-        assert not gw.services.batch_runner._loop_busy()
+        gw.services.batch_runner.capacity.loop_lag = 5.0
+        assert not gw.services.batch_runner.capacity.loop_busy()

@@ -17,6 +17,14 @@ def test_one_head() -> None:
     assert len(heads) == 1, heads
 
 
+def test_file_names_follow_the_chain() -> None:
+    """Sorted by file name, the migrations run in order (revision ids need not match)."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    chain = [Path(r.path).name for r in reversed(list(scripts.walk_revisions()))]
+    assert chain == sorted(chain)
+    assert [name[:4] for name in chain] == [f"{i:04d}" for i in range(1, len(chain) + 1)]
+
+
 async def test_migrated_schema_matches_the_tables(tmp_path: Path) -> None:
     store = Store(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
     await store.migrate()

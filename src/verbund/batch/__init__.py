@@ -1,5 +1,6 @@
 """Batches (the OpenAI Batch API): validation, durable items, a runner that fills spare capacity."""
 
+from verbund.batch._capacity import Capacity
 from verbund.batch._execute import Dispatch
 from verbund.batch._finalize import Finalizer
 from verbund.batch._items import ClaimedItem, ItemStore, Outcome
@@ -18,6 +19,7 @@ __all__ = [
     "BatchService",
     "BatchStatus",
     "BodyCheck",
+    "Capacity",
     "ClaimedItem",
     "Dispatch",
     "Finalizer",

@@ -18,7 +18,7 @@ from typing import Literal, cast
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from verbund.batch._objects import BatchCounts, ItemStatus
+from verbund.batch._objects import TERMINAL, BatchCounts, BatchStatus, ItemStatus
 from verbund.store import BatchItemRow, BatchRow, Store
 
 __all__ = ["ClaimedItem", "ItemStore", "Outcome", "counts_from_rows"]
@@ -128,7 +128,7 @@ class ItemStore:
             )
             await s.execute(
                 update(BatchRow)
-                .where(BatchRow.lease_owner == owner, BatchRow.status == "finalizing")
+                .where(BatchRow.lease_owner == owner, BatchRow.status == BatchStatus.finalizing)
                 .values(lease_until=now + lease)
             )
 
@@ -238,7 +238,7 @@ class ItemStore:
 
     async def batch_counts(self, s: AsyncSession, row: BatchRow) -> BatchCounts:
         """Live counts of a batch that still has items; stored counts once it has ended."""
-        if row.status in ("completed", "failed", "expired", "cancelled"):
+        if row.status in TERMINAL:
             return BatchCounts(
                 row.total, row.completed, row.failed, row.input_tokens, row.output_tokens
             )

@@ -7,7 +7,8 @@ succeeds, its model is registered as ``ft:<base>:<institution>:<suffix>`` and se
 the access point (OIP v2).
 """
 
-from verbund.jobs._dispatch import TERMINAL, Dispatcher
+from verbund.jobs._artefacts import Artefacts
+from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._files import (
     ChainedSource,
     DirectoryFileSource,
@@ -17,17 +18,23 @@ from verbund.jobs._files import (
 )
 from verbund.jobs._local import LocalRunner
 from verbund.jobs._models import FT_PREFIX, FineTunedModel, ModelRegistry, fine_tuned_name
+from verbund.jobs._newjob import NewJob
 from verbund.jobs._placement import Placement, SiteSlot, busy, misfit, place
 from verbund.jobs._recipes import DataFormat, Recipe, RecipeBook, builtin_recipes
 from verbund.jobs._runner import JobSpec, Resources, Runner, RunPhase, RunState
-from verbund.jobs._service import JobService, NewJob, make_runner
+from verbund.jobs._service import JobService, make_runner
 from verbund.jobs._serving import LinearModel, Predictors, load_linear
+from verbund.jobs._slots import SiteSlots
 from verbund.jobs._slurm import SlurmRunner, parse_scontrol, slurm_state
+from verbund.jobs._status import INITIAL, TERMINAL, TRANSITIONS, JobStatus, allowed, move
 from verbund.jobs._views import event, fine_tuning_job, training_job
 
 __all__ = [
     "FT_PREFIX",
+    "INITIAL",
     "TERMINAL",
+    "TRANSITIONS",
+    "Artefacts",
     "ChainedSource",
     "DataFormat",
     "DirectoryFileSource",
@@ -36,6 +43,7 @@ __all__ = [
     "FineTunedModel",
     "JobService",
     "JobSpec",
+    "JobStatus",
     "LinearModel",
     "LocalRunner",
     "ModelRegistry",
@@ -49,9 +57,11 @@ __all__ = [
     "RunState",
     "Runner",
     "SiteSlot",
+    "SiteSlots",
     "SlurmRunner",
     "TrainingFile",
     "TrainingFileSource",
+    "allowed",
     "builtin_recipes",
     "busy",
     "event",
@@ -60,6 +70,7 @@ __all__ = [
     "load_linear",
     "make_runner",
     "misfit",
+    "move",
     "parse_scontrol",
     "place",
     "slurm_state",

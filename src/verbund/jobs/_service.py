@@ -5,37 +5,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.accounting import UsageRecord
-from verbund.config import DataClass, FederationConfig, InstitutionConfig, SiteConfig
-from verbund.errors import BadRequest, NoBackendAvailable, NotFound, PolicyViolation, RunnerError
+from verbund.config import FederationConfig, InstitutionConfig, SiteConfig
+from verbund.errors import BadRequest, NotFound, RunnerError
 from verbund.federation import Federation
-from verbund.jobs._dispatch import TERMINAL, Dispatcher
+from verbund.jobs._artefacts import Artefacts
+from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFileSource
 from verbund.jobs._local import LocalRunner
-from verbund.jobs._models import ModelRegistry, fine_tuned_name, valid_suffix
-from verbund.jobs._recipes import Recipe, RecipeBook
-from verbund.jobs._runner import Resources, Runner
+from verbund.jobs._models import ModelRegistry
+from verbund.jobs._newjob import NewJob, create_job
+from verbund.jobs._recipes import RecipeBook
+from verbund.jobs._rows import JobRows
+from verbund.jobs._runner import Runner
 from verbund.jobs._serving import Predictors
+from verbund.jobs._slots import SiteSlots
 from verbund.jobs._slurm import SlurmRunner
-from verbund.policy import describe_exclusions
+from verbund.jobs._status import TERMINAL, JobStatus, move
+from verbund.jobs._submit import Submitter
 from verbund.store import Store, TrainingEventRow, TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
 
 MODEL_REFRESH_SECONDS = 10.0
-ID_PREFIX = {"fine_tune": "ftjob-", "training": "trjob-"}
 
 
 def make_runner(site: SiteConfig, state_dir: Path) -> Runner | None:
@@ -48,25 +49,6 @@ def make_runner(site: SiteConfig, state_dir: Path) -> Runner | None:
     if rc.kind == "slurm":
         return SlurmRunner(site.name, workdir, python, rc.partition, rc.slurm_conf)
     return LocalRunner(site.name, workdir, python)
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """A validated request for a job, from either API."""
-
-    kind: str  # fine_tune | training
-    institution: InstitutionConfig
-    key_id: str
-    data_class: DataClass  # of the request (key default raised by the header)
-    recipe: Recipe
-    model: str  # the base model (fine-tuning) or the recipe name (training)
-    training_file: str
-    validation_file: str | None
-    params: dict[str, Any]
-    resources: Resources
-    suffix: str | None = None
-    metadata: dict[str, str] | None = None
-    seed: int | None = None
 
 
 class JobService:
@@ -96,16 +78,16 @@ class JobService:
                     runners[site.name] = runner
         self.runners = runners
         models_dir = Path(config.training.models_dir or state_dir / "models")
+        rows = JobRows(store)
+        self.sites = SiteSlots(config, store, federation, runners)
+        self.artefacts = Artefacts(models_dir, self.recipes, self.models)
         self.dispatcher = Dispatcher(
             config=config,
-            store=store,
-            federation=federation,
-            runners=runners,
+            rows=rows,
+            submitter=Submitter(config, rows, self.sites, files, self.recipes, institution),
+            artefacts=self.artefacts,
             files=files,
             recipes=self.recipes,
-            models=self.models,
-            models_dir=models_dir,
-            institution=institution,
             record_usage=record_usage,
         )
         self._lock = asyncio.Lock()
@@ -123,13 +105,13 @@ class JobService:
             rows = (
                 await s.execute(
                     select(TrainingJobRow).where(
-                        TrainingJobRow.status == "succeeded",
+                        TrainingJobRow.status == JobStatus.succeeded,
                         TrainingJobRow.fine_tuned_model.is_not(None),
                     )
                 )
             ).scalars()
             for row in rows:
-                self.dispatcher.register(row)
+                self.artefacts.register(row)
 
     async def tick(self) -> None:
         """One step for every unfinished job this access point dispatched."""
@@ -181,94 +163,9 @@ class JobService:
     # -- API operations ----------------------------------------------------------------
 
     async def create(self, new: NewJob) -> TrainingJobRow:
-        inst = new.institution
-        data_class = new.data_class
-        for param, file_id in (
-            ("training_file", new.training_file),
-            ("validation_file", new.validation_file),
-        ):
-            if file_id is None:
-                continue
-            try:
-                f = await self.files.open(inst.id, file_id)
-            except NotFound:
-                raise BadRequest(
-                    f"invalid {param}: no file with id '{file_id}'.",
-                    code="invalid_file",
-                    param=param,
-                ) from None
-            if f.data_class is not None and f.data_class.rank > data_class.rank:
-                data_class = f.data_class
-        placement = await self.dispatcher.placement(inst, data_class, new.resources)
-        if not placement.possible:
-            if not self.runners:
-                raise NoBackendAvailable("No site of this federation runs training jobs.")
-            if not placement.unfit:
-                raise PolicyViolation(
-                    f"No site may hold {data_class.value} training data for this institution: "
-                    + describe_exclusions(placement.excluded, [])
-                )
-            raise BadRequest(
-                "No site can run this job: "
-                + describe_exclusions({**placement.excluded, **placement.unfit}, []),
-                code="unsatisfiable_resources",
-                param="resources",
-            )
-        job_id = ID_PREFIX[new.kind] + secrets.token_hex(12)
-        suffix = new.suffix or job_id[-8:]
-        if not valid_suffix(suffix):
-            raise BadRequest(
-                "'suffix' may hold letters, digits, '.', '_' and '-' (at most 64).",
-                code="invalid_value",
-                param="suffix",
-            )
-        name = fine_tuned_name(new.model, inst.id, suffix)
-        now = time.time()
-        async with self.store.session() as s, s.begin():
-            taken = await s.scalar(
-                select(TrainingJobRow.id).where(
-                    TrainingJobRow.fine_tuned_model == name,
-                    TrainingJobRow.status.not_in(("failed", "cancelled")),
-                )
-            )
-            if taken is not None:
-                raise BadRequest(
-                    f"The model name '{name}' is taken by job {taken}; choose another suffix.",
-                    code="suffix_in_use",
-                    param="suffix",
-                )
-            row = TrainingJobRow(
-                id=job_id,
-                kind=new.kind,
-                institution_id=inst.id,
-                key_id=new.key_id,
-                access_point=self.config.gateway.name,
-                recipe=new.recipe.name,
-                model=new.model,
-                training_file=new.training_file,
-                validation_file=new.validation_file,
-                data_class=data_class.value,
-                params=new.params,
-                resources=new.resources.as_dict(),
-                metadata_=new.metadata,
-                suffix=suffix,
-                seed=new.seed if new.seed is not None else secrets.randbelow(2**31),
-                status="validating_files",
-                runner_done=False,
-                cancel_requested=False,
-                submit_attempts=0,
-                metrics_offset=0,
-                fine_tuned_model=name,
-                created_at=now,
-                cpu_seconds=0.0,
-                gpu_seconds=0.0,
-            )
-            s.add(row)
-            await s.flush()
-            add_event(s, job_id, f"Created {new.kind.replace('_', '-')} job: {job_id}")
-            add_event(s, job_id, f"Validating training file: {new.training_file}")
-        log.info("job %s created for %s (%s)", job_id, inst.id, new.recipe.name)
-        return row
+        return await create_job(
+            new, self.store, self.files, self.sites, self.config.gateway.name, bool(self.runners)
+        )
 
     async def get(
         self, job_id: str, institution: str | None, kind: str | None = None
@@ -337,14 +234,10 @@ class JobService:
     async def cancel(self, job_id: str, institution: str | None, actor: str) -> TrainingJobRow:
         async with self._lock:
             row = await self.get(job_id, institution)
-            if row.status == "cancelled":
+            if row.status == JobStatus.cancelled:
                 return row
             if row.status in TERMINAL:
-                raise BadRequest(
-                    f"The job has {row.status} already and cannot be cancelled.",
-                    code="job_not_cancellable",
-                    param="job_id",
-                )
+                raise _not_cancellable(row.status)
             runner = self.runners.get(row.site or "")
             sent = ""
             if row.runner_job_id and runner is not None:
@@ -353,11 +246,22 @@ class JobService:
                 except RunnerError as exc:
                     sent = f" (the site did not answer: {exc}; retrying)"
             async with self.store.session() as s, s.begin():
-                fresh = await s.get(TrainingJobRow, job_id)
+                fresh = await s.get(TrainingJobRow, job_id, with_for_update=True)
                 assert fresh is not None
-                fresh.cancel_requested = True
-                fresh.status = "cancelled"
-                fresh.finished_at = time.time()
-                add_event(s, job_id, f"Job cancelled by {actor}{sent}")
+                if fresh.status not in TERMINAL:
+                    fresh.cancel_requested = True
+                    move(fresh, JobStatus.cancelled)
+                    fresh.finished_at = time.time()
+                    add_event(s, job_id, f"Job cancelled by {actor}{sent}")
+                elif fresh.status != JobStatus.cancelled:  # ended meanwhile elsewhere
+                    raise _not_cancellable(fresh.status)
             log.info("job %s cancelled by %s", job_id, actor)
             return await self.get(job_id, institution)
+
+
+def _not_cancellable(status: str) -> BadRequest:
+    return BadRequest(
+        f"The job has {status} already and cannot be cancelled.",
+        code="job_not_cancellable",
+        param="job_id",
+    )

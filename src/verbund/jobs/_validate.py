@@ -2,11 +2,55 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from verbund.jobs._recipes import DataFormat
+from verbund.errors import NotFound
+from verbund.jobs._files import TrainingFileSource
+from verbund.jobs._recipes import DataFormat, RecipeBook
 from verbund.jobs.recipes.tabular import TableError, read_table
+from verbund.store import TrainingJobRow
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a job cannot run, as its OpenAI-shaped error: code, message, parameter."""
+
+    code: str
+    message: str
+    param: str | None = None
+
+
+async def job_problem(
+    row: TrainingJobRow, files: TrainingFileSource, recipes: RecipeBook, max_bytes: int
+) -> Problem | None:
+    """What stops the job from being queued (its recipe, its files), or None.
+
+    Checked again after creation, off the request path: the files may have gone, and
+    reading a large table takes longer than a client should wait.
+    """
+    recipe = recipes.recipes.get(row.recipe)
+    if recipe is None:
+        return Problem("unknown_recipe", f"The recipe {row.recipe} is no longer registered.")
+    label = str(row.params.get("label_column", "label"))
+    for param, file_id in (
+        ("training_file", row.training_file),
+        ("validation_file", row.validation_file),
+    ):
+        if file_id is None:
+            continue
+        try:
+            f = await files.open(row.institution_id, file_id)
+        except NotFound:
+            return Problem("invalid_file", f"The file {file_id} no longer exists.", param)
+        if f.size > max_bytes:
+            return Problem("invalid_file", f"The file {file_id} exceeds {max_bytes} bytes.", param)
+        problem = await asyncio.to_thread(file_problem, f.path, recipe.data, label)
+        if problem is not None:
+            return Problem("invalid_file", f"{file_id}: {problem}", param)
+    return None
 
 
 def file_problem(path: Path, data: DataFormat, label_column: str = "label") -> str | None:

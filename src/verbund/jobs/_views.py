@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from verbund.jobs._status import JobStatus
 from verbund.store import TrainingEventRow, TrainingJobRow
 
 _HYPER = ("n_epochs", "batch_size", "learning_rate_multiplier")
@@ -23,7 +24,7 @@ def _hyperparameters(row: TrainingJobRow) -> dict[str, Any]:
 def estimated_finish(row: TrainingJobRow) -> int | None:
     m = row.last_metrics or {}
     step, total = m.get("step"), m.get("total_steps")
-    if row.status != "running" or row.started_at is None:
+    if row.status != JobStatus.running or row.started_at is None:
         return None
     if not isinstance(step, int | float) or not isinstance(total, int | float) or step <= 0:
         return None
@@ -44,7 +45,7 @@ def fine_tuning_job(row: TrainingJobRow) -> dict[str, Any]:
         "model": row.model,
         "created_at": int(row.created_at),
         "finished_at": _int(row.finished_at),
-        "fine_tuned_model": row.fine_tuned_model if row.status == "succeeded" else None,
+        "fine_tuned_model": row.fine_tuned_model if row.status == JobStatus.succeeded else None,
         "organization_id": row.institution_id,
         "result_files": [],
         "status": row.status,
@@ -94,7 +95,7 @@ def training_job(row: TrainingJobRow) -> dict[str, Any]:
         "finished_at": _int(row.finished_at),
         "estimated_finish": estimated_finish(row),
         "error": row.error,
-        "result_model": row.fine_tuned_model if row.status == "succeeded" else None,
+        "result_model": row.fine_tuned_model if row.status == JobStatus.succeeded else None,
         "result": row.result,
         "metrics": row.last_metrics,
         "usage": usage_view(row),
