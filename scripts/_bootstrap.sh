@@ -16,10 +16,24 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON_BIN" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
 fi
+# llama.cpp is built for the x86-64 baseline with AVX2, not for this machine's own CPU:
+# its native build enables the AMX kernels on Sapphire/Granite Rapids, which segfault on
+# the first inference in virtual machines (ggml-org/llama.cpp#20824); a portable build
+# also runs on whatever CPU the next (CI) machine has.
+LLAMA="llama-cpp-python[server]==0.3.36"
+LLAMA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+llama_stamp="$VENV/.llama-build"
+if [[ ",$EXTRAS," == *",demo,"* ]] && [ "$(cat "$llama_stamp" 2>/dev/null)" != "$LLAMA $LLAMA_CMAKE" ]; then
+  echo "==> building $LLAMA for the portable x86-64 baseline (~8 min the first time)"
+  rebuild=()  # an existing build is replaced, its dependencies left as they are
+  "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null && rebuild=(--force-reinstall --no-deps)
+  CMAKE_ARGS="$LLAMA_CMAKE" "$VENV/bin/pip" install -q --no-cache-dir "${rebuild[@]}" "$LLAMA"
+  echo "$LLAMA $LLAMA_CMAKE" > "$llama_stamp"
+fi
 stamp="$VENV/.verbund-install"
 want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16) $EXTRAS"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "==> installing verbund[$EXTRAS] into .venv (the first time compiles llama.cpp: ~8 min)"
+  echo "==> installing verbund[$EXTRAS] into .venv"
   "$VENV/bin/pip" install -q -e "$ROOT[$EXTRAS]"
   echo "$want" > "$stamp"
 fi

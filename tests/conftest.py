@@ -96,6 +96,28 @@ class Gateway:
             "/v1/chat/completions", json=payload, headers=self.auth(institution)
         )
 
+    def asgi_scope(self, path: str, body: bytes, institution: str = "uni-a") -> dict[str, Any]:
+        """The scope of a POST as a server hands it to the app (for raw ASGI calls)."""
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"authorization", self.auth(institution)["authorization"].encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8080),
+            "state": {},
+        }
+
     def upstream_calls(self) -> int:
         return sum(len(f.calls) for f in self.fakes.values())
 

@@ -19,6 +19,7 @@ from harness.training import blobs_csv, put_file
 from tests.batch.helpers import chat_line, jsonl, upload
 from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict
 from tests.gateway.test_oip_routes import DIGITS, GOOD, fakes_for
+from tests.jobs.test_serving import TINY
 from verbund.accounting import UsageRecord
 from verbund.config import FederationConfig, parse_config
 from verbund.jobs import FineTunedModel
@@ -26,14 +27,6 @@ from verbund.store import UsageRow
 from verbund.tenancy import quota_limits
 
 FT_MODEL = "ft:centroid-classifier:uni-a:tiny"
-TINY = {
-    "format": "verbund-linear-v1",
-    "classes": [0, 1],
-    "coef": [[-1.0, 0.0], [1.0, 0.0]],
-    "intercept": [0.0, 0.0],
-    "mean": [0.0, 0.0],
-    "scale": [1.0, 1.0],
-}
 FT_INPUT = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 0.0]}]}
 
 

@@ -214,25 +214,7 @@ async def test_a_client_that_leaves_cancels_its_upstream_call(gw: Gateway) -> No
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"authorization", gw.auth()["authorization"].encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8080),
-        "state": {},
-    }
+    scope = gw.asgi_scope("/v1/chat/completions", body.encode())
     call = asyncio.ensure_future(gw.app(scope, receive, send))
     await asyncio.sleep(0.6)
     assert not call.done()

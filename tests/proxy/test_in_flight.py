@@ -43,25 +43,7 @@ def asgi_call(
         if fail_send and message["type"] == "http.response.body" and message.get("body"):
             raise OSError("connection reset by peer")
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"authorization", gw.auth()["authorization"].encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(raw)).encode()),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8080),
-        "state": {},
-    }
+    scope = gw.asgi_scope("/v1/chat/completions", raw)
 
     async def run() -> None:
         call = asyncio.ensure_future(gw.app(scope, receive, send))

@@ -177,24 +177,26 @@ class AiohttpUpstream:
     async def post(
         self, path: str, body: bytes, headers: Mapping[str, str], *, read_timeout: float
     ) -> UpstreamResponse:
-        try:
-            resp = await self._session_now().post(
-                self._url(path),
-                data=body,
-                headers=headers,
-                timeout=self._timeout(read_timeout),
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _aiohttp_failure(exc) from None
-        return _AiohttpResponse(resp)
+        return await self._send("POST", path, body, headers, read_timeout)
 
     async def get(
         self, path: str, headers: Mapping[str, str], *, read_timeout: float
     ) -> UpstreamResponse:
+        return await self._send("GET", path, None, headers, read_timeout)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        read_timeout: float,
+    ) -> UpstreamResponse:
         try:
-            resp = await self._session_now().get(
+            resp = await self._session_now().request(
+                method,
                 self._url(path),
+                data=body,
                 headers=headers,
                 timeout=self._timeout(read_timeout),
                 allow_redirects=False,
