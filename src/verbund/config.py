@@ -125,6 +125,17 @@ class LimitsConfig(_Strict):
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_messages: int = Field(2048, ge=1)
+    # requests open at once (a stream counts until it ends), across all access points;
+    # 0 = no limit. An institution's own `max_concurrent_requests` replaces the default.
+    max_concurrent_per_key: int = Field(64, ge=0)
+    max_concurrent_per_institution: int = Field(256, ge=0)
+    # a request body must be complete within `body_timeout`, and after `body_grace` arrive
+    # at `min_body_rate` bytes/s at least: slow uploads cannot hold a slot for long
+    body_timeout: float = Field(60.0, gt=0)
+    body_grace: float = Field(5.0, ge=0)
+    min_body_rate: int = Field(16 * 1024, ge=0)
+    # a streamed answer whose reader takes no bytes for this long is ended
+    stream_write_timeout: float = Field(30.0, gt=0)
 
 
 class RoutingConfig(_Strict):
@@ -321,6 +332,7 @@ class InstitutionConfig(_Strict):
     requests_per_minute: int = Field(0, ge=0)
     tokens_per_minute: int = Field(0, ge=0)
     tokens_per_month: int = Field(0, ge=0)
+    max_concurrent_requests: int = Field(0, ge=0)  # 0 = limits.max_concurrent_per_institution
     # accounting: the partner site that settles for this institution ("" = the one site
     # in its home region) and monthly budgets (0 = none; money in the prices' currency)
     partner_site: str = ""

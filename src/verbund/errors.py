@@ -17,7 +17,9 @@ The tree::
         │   └── ModelNotFound         404 model_not_found
         ├── Conflict                  409 the object's state does not allow this
         ├── PayloadTooLarge           413
+        ├── RequestTimeout            408 the body did not arrive in time or fast enough
         ├── RateLimited               429
+        │   └── TooManyConcurrent     429 the key or institution has its limit of requests open
         ├── ClientClosed              499 the client left before its answer was ready
         ├── BudgetExceeded            429 insufficient_quota: the monthly budget is used up
         ├── StoreUnavailable          503 the store is down and the answer needs it
@@ -154,10 +156,20 @@ class ClientClosed(ApiError):
     code = "client_closed_request"
 
 
+class RequestTimeout(ApiError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class RateLimited(ApiError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class TooManyConcurrent(RateLimited):
+    code = "concurrency_limit_exceeded"
 
 
 class BudgetExceeded(ApiError):

@@ -273,7 +273,12 @@ async def test_policy_is_a_hard_filter(og: Gateway) -> None:
     )
     assert_oip_error(bad_class, 400)
     rows = await usage_rows(og)
-    assert [r.status for r in rows] == ["ok", "rejected"]
+    # every authenticated request leaves a record: the refused one, the bad header
+    assert [(r.status, r.http_status) for r in rows] == [
+        ("ok", 200),
+        ("rejected", 503),
+        ("rejected", 400),
+    ]
 
 
 async def test_policy_violation_is_403(gateway_factory: GatewayFactory, tmp_path: Path) -> None:

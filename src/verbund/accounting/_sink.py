@@ -11,6 +11,11 @@ is taken from it (:func:`outcome_of`) unless the proxy already set one.
 A streamed answer outlives the route's block: the proxy takes the recording over
 (:meth:`Recording.hand_over`) and closes it when the stream ends. A recording that was
 handed over is not emitted by the block that opened it.
+
+What a request holds for as long as it runs (its place in the process's count, its
+seats in the concurrency limits) is given back when its recording closes
+(:meth:`Recording.on_close`): the one moment every outcome, streamed or not, passes
+exactly once.
 """
 
 from __future__ import annotations
@@ -46,27 +51,37 @@ def outcome_of(exc: BaseException) -> tuple[str, int]:
 class Recording:
     """One request's usage record on its way to the sink; emitted exactly once."""
 
-    __slots__ = ("_emit", "_open", "record", "started")
+    __slots__ = ("_after", "_emit", "_open", "record", "started")
 
     def __init__(self, record: UsageRecord, emit: Callable[[UsageRecord], None]) -> None:
         self.record = record
         self.started = time.monotonic()
         self._emit = emit
         self._open = True
+        self._after: list[Callable[[], None]] = []
+
+    def on_close(self, release: Callable[[], None]) -> None:
+        """Call ``release`` when the record is emitted (what the request held)."""
+        self._after.append(release)
 
     def close(self) -> None:
-        """Emit the record (once; later calls do nothing)."""
+        """Emit the record and release what the request held (once; later calls do
+        nothing)."""
         if self._open:
             self._open = False
             if not self.record.latency_ms:
                 self.record.latency_ms = round((time.monotonic() - self.started) * 1000, 3)
-            self._emit(self.record)
+            try:
+                self._emit(self.record)
+            finally:
+                for release in self._after:
+                    release()
 
     def hand_over(self) -> Recording:
         """A new owner (a stream that outlives the route); this one will not emit."""
         new = Recording(self.record, self._emit)
-        new.started, new._open = self.started, self._open
-        self._open = False
+        new.started, new._open, new._after = self.started, self._open, self._after
+        self._open, self._after = False, []
         return new
 
 

@@ -4,8 +4,9 @@ Routes call the :class:`Admitter`; batch workers reach backends through
 :class:`BatchDispatch`. Both record usage through the one usage sink.
 """
 
-from verbund.admission._admission import Admission, Admitter, Ask
+from verbund.admission._admission import Admission, Admitter, Ask, Entry
 from verbund.admission._batch import BatchDispatch
+from verbund.admission._shedding import Claim, Overload
 from verbund.admission._tokens import (
     affinity_key,
     estimate_prompt_tokens,
@@ -17,6 +18,9 @@ __all__ = [
     "Admitter",
     "Ask",
     "BatchDispatch",
+    "Claim",
+    "Entry",
+    "Overload",
     "affinity_key",
     "estimate_prompt_tokens",
     "max_tokens",

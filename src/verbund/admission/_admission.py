@@ -1,22 +1,32 @@
 """Admission: the one gate every request that spends capacity passes.
 
-In this order, for chat, completions, embeddings, OIP inference (site models and
-``ft:`` models), batch creation and training-job creation alike:
+For chat, completions, embeddings, OIP inference (site models and ``ft:`` models),
+batch creation and training-job creation alike, in two steps.
+
+Before the body is read (:meth:`Admitter.enter`), so that a slow or huge upload cannot
+hold capacity it was never entitled to:
 
 1. a usage record is opened (:meth:`UsageSink.recording`): from here on, whatever
    happens, the request leaves exactly one record;
-2. the budget: an institution at its hard stop is refused (429 ``insufficient_quota``),
+2. its place in this process's count (:class:`Overload`: fair shedding by institution);
+3. requests per minute of the institution and the key (429 ``rate_limit_exceeded``);
+4. a seat in the key's and the institution's concurrency limits (429
+   ``concurrency_limit_exceeded``), held until the answer has ended.
+
+Once the body is known (:meth:`Entry.admit`):
+
+5. the budget: an institution at its hard stop is refused (429 ``insufficient_quota``),
    a training job also when its requested resources would pass the stop;
-3. quotas: requests and tokens per minute and tokens per month of the institution and
-   the key are charged up front (429 ``rate_limit_exceeded``), and settled from the
-   usage record when the answer is in;
-4. the route plan: compliant backends, best first (403 when policy excludes every
+6. token quotas (per minute, per month) reserve the expected tokens up front, settled
+   from the usage record when the answer is in;
+7. the route plan: compliant backends, best first (403 when policy excludes every
    site, 404 for an unknown model, 503 when none can serve now) — only for requests
    the proxy will send somewhere.
 
-The budget comes before quotas so that a refusal holds no quota. What a route gets back
-is one :class:`Admission`; it hands that to the proxy (:meth:`Admission.forward`) and
-adds its headers to the answer (:meth:`Admission.respond`).
+The budget comes before token quotas so that a refusal reserves no tokens. What a route
+gets back is one :class:`Admission`; it hands that to the proxy
+(:meth:`Admission.forward`) and adds its headers to the answer (:meth:`Admission.respond`).
+Everything held (the process count, the seats) is given back when the record is emitted.
 """
 
 from __future__ import annotations
@@ -30,8 +40,9 @@ from typing import Any
 from starlette.responses import Response
 
 from verbund.accounting import BudgetService, Recording, UsageRecord, UsageSink
-from verbund.config import DataClass
-from verbund.coordination import QuotaGate
+from verbund.admission._shedding import Overload
+from verbund.config import DataClass, LimitsConfig
+from verbund.coordination import QuotaGate, Seats
 from verbund.errors import ApiError
 from verbund.federation import Backend, Federation
 from verbund.policy import RequestPolicy
@@ -39,16 +50,15 @@ from verbund.proxy import ClientGone, Forward
 from verbund.routing import RouteContext, Router
 from verbund.telemetry import Pseudonymizer
 from verbund.telemetry._tracing import Tracer, span
-from verbund.tenancy import Principal, quota_limits
+from verbund.tenancy import Principal, request_limits, seat_limits, token_limits
 
-__all__ = ["Admission", "Admitter", "Ask"]
+__all__ = ["Admission", "Admitter", "Ask", "Entry"]
 
 
 @dataclass(frozen=True, slots=True)
 class Ask:
     """What a request asks for, as admission needs to know it."""
 
-    endpoint: str  # the usage record's endpoint: one name per route
     model: str  # the public model name asked for; resolved by the route if not routed
     data_class: DataClass
     tokens: int = 0  # reserved against token quotas until the usage record settles it
@@ -106,6 +116,28 @@ class Admission:
         return response
 
 
+class Entry:
+    """A request past its first step (caller known, seats taken), its body not yet read."""
+
+    __slots__ = ("_admitter", "headers", "recording", "who")
+
+    def __init__(
+        self, admitter: Admitter, who: Principal, recording: Recording, headers: dict[str, str]
+    ) -> None:
+        self._admitter = admitter
+        self.who = who
+        self.recording = recording
+        self.headers = headers  # the request quota's, for the answer
+
+    @property
+    def record(self) -> UsageRecord:
+        return self.recording.record
+
+    async def admit(self, ask: Ask) -> Admission:
+        """Budget, token quotas and route plan for what the body asks; or the refusal."""
+        return await self._admitter.admit(self, ask)
+
+
 class Admitter:
     def __init__(
         self,
@@ -115,6 +147,9 @@ class Admitter:
         router: Router,
         budgets: BudgetService,
         quotas: QuotaGate,
+        seats: Seats,
+        overload: Overload,
+        limits: LimitsConfig,
         usage: UsageSink,
         pseudonyms: Pseudonymizer,
         tracer: Tracer,
@@ -124,43 +159,61 @@ class Admitter:
         self._router = router
         self._budgets = budgets
         self._quotas = quotas
+        self._seats = seats
+        self._overload = overload
+        self._limits = limits
         self._usage = usage
         self._pseudonyms = pseudonyms
         self._tracer = tracer
 
     @contextlib.asynccontextmanager
-    async def __call__(self, who: Principal, ask: Ask, request_id: str) -> AsyncIterator[Admission]:
-        """Admit the request, or raise the refusal; the record is emitted on leaving."""
+    async def enter(self, who: Principal, endpoint: str, request_id: str) -> AsyncIterator[Entry]:
+        """The steps before the body; the record is emitted, and what the request holds
+        given back, when the answer has ended (a stream hands this over to the proxy)."""
         inst = who.institution
         record = UsageRecord(
             request_id=request_id,
             access_point=self._access_point,
             institution_id=inst.id,
             key_id=who.key_id,
-            endpoint=ask.endpoint,
-            model=self._stored_name(ask),
-            stream=ask.stream,
-            priority=ask.priority,
-            request_bytes=ask.request_bytes,
+            endpoint=endpoint,
+            model="",
         )
-        if ask.user:
-            record.user_hash = self._pseudonyms(ask.user)
         with self._usage.recording(record) as recording:
             try:
-                headers = self._budgets.check(inst, ask.cost)
-                reservation = await self._quotas.admit(
-                    request_id, quota_limits(inst, who.key), ask.tokens
-                )
-                policy = RequestPolicy.for_institution(inst, ask.data_class)
-                ctx = ask.route or RouteContext()
-                plan: list[Backend] = []
-                if ask.route is not None:
-                    with span(self._tracer, "verbund.route", {"verbund.model": record.model}):
-                        plan = self._router.plan(ask.model, policy, ctx)
+                recording.on_close(self._overload.claim(inst.id).release)
+                charged = await self._quotas.charge(request_limits(inst, who.key))
+                taken = await self._seats.take(seat_limits(inst, who.key, self._limits))
+                recording.on_close(taken.release)
             except ApiError as exc:  # refused before anything was sent anywhere
                 record.status, record.http_status = "rejected", exc.status
                 raise
-            yield Admission(who, policy, recording, plan, ctx, {**reservation.headers, **headers})
+            yield Entry(self, who, recording, charged.headers)
+
+    async def admit(self, entry: Entry, ask: Ask) -> Admission:
+        who, record = entry.who, entry.record
+        inst = who.institution
+        record.model = self._stored_name(ask)
+        record.stream, record.priority = ask.stream, ask.priority
+        record.request_bytes = ask.request_bytes
+        if ask.user:
+            record.user_hash = self._pseudonyms(ask.user)
+        try:
+            headers = self._budgets.check(inst, ask.cost)
+            reservation = await self._quotas.admit(
+                record.request_id, token_limits(inst, who.key), ask.tokens
+            )
+            policy = RequestPolicy.for_institution(inst, ask.data_class)
+            ctx = ask.route or RouteContext()
+            plan: list[Backend] = []
+            if ask.route is not None:
+                with span(self._tracer, "verbund.route", {"verbund.model": record.model}):
+                    plan = self._router.plan(ask.model, policy, ctx)
+        except ApiError as exc:  # refused before anything was sent anywhere
+            record.status, record.http_status = "rejected", exc.status
+            raise
+        headers = {**entry.headers, **reservation.headers, **headers}
+        return Admission(who, policy, entry.recording, plan, ctx, headers)
 
     def _stored_name(self, ask: Ask) -> str:
         """A name the federation does not know is client text: never store it. Asks that

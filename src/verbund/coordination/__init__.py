@@ -13,6 +13,7 @@ from verbund.coordination._limits import (
     Reservation,
 )
 from verbund.coordination._presence import LocalPresence, Presence, RedisPresence
+from verbund.coordination._seats import LocalSeats, RedisSeats, Seat, Seats, Taken
 
 __all__ = [
     "EventBus",
@@ -21,10 +22,15 @@ __all__ = [
     "LocalBus",
     "LocalLimiter",
     "LocalPresence",
+    "LocalSeats",
     "Presence",
     "QuotaGate",
     "RedisBus",
     "RedisLimiter",
     "RedisPresence",
+    "RedisSeats",
     "Reservation",
+    "Seat",
+    "Seats",
+    "Taken",
 ]

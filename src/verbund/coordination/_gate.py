@@ -17,8 +17,14 @@ class QuotaGate:
         self._held: dict[str, Reservation] = {}
         self._pending: set[asyncio.Task[None]] = set()
 
+    async def charge(self, limits: list[Limit]) -> Reservation:
+        """Count one request against request limits (nothing to settle later); raises
+        RateLimited when one is used up. Done before the body is read."""
+        return await self.limiter.acquire(limits, 0)
+
     async def admit(self, request_id: str, limits: list[Limit], tokens: int) -> Reservation:
-        """Charge the request up front; raises RateLimited when a quota is used up."""
+        """Reserve ``tokens`` up front; raises RateLimited when a quota is used up. The
+        reservation is settled from the request's usage record."""
         res = await self.limiter.acquire(limits, tokens)
         if res.counters:
             self._held[request_id] = res

@@ -59,27 +59,27 @@ async def create_batch(request: Request) -> Response:
     against the token quotas as they run (:class:`verbund.admission.BatchDispatch`)."""
     svc = services(request)
     who = await principal(request)
-    _, body = await json_body(request)
-    inst = who.institution
-    klass = data_class(request, who)
-    req = parse_create(body, inst.id, who.key_id, klass.value)
-    policy = RequestPolicy.for_institution(inst, klass)
-    ctx = RouteContext(home_site=svc.federation.home_site, home_region=inst.home_region)
+    async with svc.admission.enter(who, BATCHES_ENDPOINT, request_id(request)) as entry:
+        _, body = await json_body(request)
+        inst = who.institution
+        klass = data_class(request, who)
+        req = parse_create(body, inst.id, who.key_id, klass.value)
+        policy = RequestPolicy.for_institution(inst, klass)
+        ctx = RouteContext(home_site=svc.federation.home_site, home_region=inst.home_region)
 
-    def check_model(model: str) -> None:
-        # allowed but not available right now is fine: the batch waits
-        with contextlib.suppress(NoBackendAvailable):
-            svc.router.plan(model, policy, ctx)
-        kind = svc.federation.models[model].kind
-        if kind not in _MODEL_KINDS[req.endpoint]:
-            raise BadRequest(
-                f"The model '{model}' is a {kind} model and cannot serve {req.endpoint}.",
-                code="invalid_model",
-                param="model",
-            )
+        def check_model(model: str) -> None:
+            # allowed but not available right now is fine: the batch waits
+            with contextlib.suppress(NoBackendAvailable):
+                svc.router.plan(model, policy, ctx)
+            kind = svc.federation.models[model].kind
+            if kind not in _MODEL_KINDS[req.endpoint]:
+                raise BadRequest(
+                    f"The model '{model}' is a {kind} model and cannot serve {req.endpoint}.",
+                    code="invalid_model",
+                    param="model",
+                )
 
-    ask = Ask(endpoint=BATCHES_ENDPOINT, model="", data_class=klass)
-    async with svc.admission(who, ask, request_id(request)) as admitted:
+        admitted = await entry.admit(Ask(model="", data_class=klass))
         batch = await svc.batches.create(req, _body_check(svc, req.endpoint), check_model)
         return admitted.respond(JSONResponse(batch))
 

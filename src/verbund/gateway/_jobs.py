@@ -3,7 +3,7 @@ OIP v2 inference for the ``ft:`` models that succeeded jobs registered."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -103,33 +103,38 @@ async def _principal(request: Request) -> tuple[Services, Principal]:
     return services(request), await principal(request)
 
 
-async def _start(
-    request: Request,
-    who: Principal,
-    endpoint: str,
-    new: NewJob,
-    view: Callable[[TrainingJobRow], dict[str, Any]],
-) -> Response:
-    """Admit a new job against the budget with what it asks for, then create it; the
-    cost stays held until the job reports what it used."""
-    svc = services(request)
-    res = new.resources
-    budgets = svc.accounting.budgets
-    cost = budgets.job_cost(cpus=res.cpus, gpus=res.gpus, minutes=res.time_limit_minutes)
-    ask = Ask(endpoint=endpoint, model=new.model, data_class=new.data_class, cost=cost)
-    async with svc.admission(who, ask, request_id(request)) as admitted:
-        row = await svc.jobs.create(new)
-        hold = res.time_limit_minutes * 60.0 + HOLD_GRACE_SECONDS
-        budgets.hold(row.id, who.institution.id, cost, hold)
-        return admitted.respond(JSONResponse(view(row)))
+# reads a job request's body: what the job would be (or a 400)
+JobReader = Callable[[Services, Request, Principal, dict[str, Any]], NewJob]
+
+
+def _creator(
+    endpoint: str, read: JobReader, view: Callable[[TrainingJobRow], dict[str, Any]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """A job-creating route: admitted like any request that spends capacity, and against
+    the budget with what the job asks for; the cost stays held until the job reports
+    what it used."""
+
+    async def create(request: Request) -> Response:
+        svc, who = await _principal(request)
+        async with svc.admission.enter(who, endpoint, request_id(request)) as entry:
+            _, body = await json_body(request, JOB_BODY_LIMIT)
+            new = read(svc, request, who, body)
+            res = new.resources
+            budgets = svc.accounting.budgets
+            cost = budgets.job_cost(cpus=res.cpus, gpus=res.gpus, minutes=res.time_limit_minutes)
+            admitted = await entry.admit(Ask(model=new.model, data_class=new.data_class, cost=cost))
+            row = await svc.jobs.create(new)
+            hold = res.time_limit_minutes * 60.0 + HOLD_GRACE_SECONDS
+            budgets.hold(row.id, who.institution.id, cost, hold)
+            return admitted.respond(JSONResponse(view(row)))
+
+    return create
 
 
 # -- OpenAI fine-tuning ------------------------------------------------------------------
 
 
-async def create_fine_tuning_job(request: Request) -> Response:
-    svc, who = await _principal(request)
-    _, body = await json_body(request, JOB_BODY_LIMIT)
+def _fine_tune(svc: Services, request: Request, who: Principal, body: dict[str, Any]) -> NewJob:
     req = validated(_FineTuneCreate, body)
     if req.integrations:
         raise BadRequest("Integrations are not supported.", param="integrations")
@@ -138,27 +143,24 @@ async def create_fine_tuning_job(request: Request) -> Response:
     if req.method is not None and req.method.supervised is not None:
         hyper = req.method.supervised.hyperparameters or hyper
     params = {k: v for k, v in (hyper.model_dump() if hyper else {}).items() if v is not None}
-    return await _start(
-        request,
-        who,
-        "/v1/fine_tuning/jobs",
-        NewJob(
-            kind="fine_tune",
-            institution=who.institution,
-            key_id=who.key_id,
-            data_class=data_class(request, who),
-            recipe=recipe,
-            model=req.model,
-            training_file=req.training_file,
-            validation_file=req.validation_file,
-            params=params,
-            resources=recipe.resources,
-            suffix=req.suffix,
-            metadata=req.metadata,
-            seed=req.seed,
-        ),
-        fine_tuning_job,
+    return NewJob(
+        kind="fine_tune",
+        institution=who.institution,
+        key_id=who.key_id,
+        data_class=data_class(request, who),
+        recipe=recipe,
+        model=req.model,
+        training_file=req.training_file,
+        validation_file=req.validation_file,
+        params=params,
+        resources=recipe.resources,
+        suffix=req.suffix,
+        metadata=req.metadata,
+        seed=req.seed,
     )
+
+
+create_fine_tuning_job = _creator("/v1/fine_tuning/jobs", _fine_tune, fine_tuning_job)
 
 
 async def list_fine_tuning_jobs(request: Request) -> Response:
@@ -202,35 +204,30 @@ async def fine_tuning_events(request: Request) -> Response:
 # -- general training jobs ---------------------------------------------------------------
 
 
-async def create_training_job(request: Request) -> Response:
-    svc, who = await _principal(request)
-    _, body = await json_body(request, JOB_BODY_LIMIT)
+def _training(svc: Services, request: Request, who: Principal, body: dict[str, Any]) -> NewJob:
     req = validated(_TrainingCreate, body)
     recipe = svc.jobs.recipes.get(req.recipe)
     if len(orjson.dumps(req.params)) > 16 * 1024:
         raise BadRequest("'params' is larger than 16 KiB.", param="params")
     asked = req.resources.model_dump(exclude_none=True) if req.resources else {}
-    return await _start(
-        request,
-        who,
-        "/v1/training/jobs",
-        NewJob(
-            kind="training",
-            institution=who.institution,
-            key_id=who.key_id,
-            data_class=data_class(request, who),
-            recipe=recipe,
-            model=recipe.name,
-            training_file=req.training_file,
-            validation_file=req.validation_file,
-            params=req.params,
-            resources=Resources(**{**recipe.resources.as_dict(), **asked}),
-            suffix=req.suffix,
-            metadata=req.metadata,
-            seed=req.seed,
-        ),
-        training_job,
+    return NewJob(
+        kind="training",
+        institution=who.institution,
+        key_id=who.key_id,
+        data_class=data_class(request, who),
+        recipe=recipe,
+        model=recipe.name,
+        training_file=req.training_file,
+        validation_file=req.validation_file,
+        params=req.params,
+        resources=Resources(**{**recipe.resources.as_dict(), **asked}),
+        suffix=req.suffix,
+        metadata=req.metadata,
+        seed=req.seed,
     )
+
+
+create_training_job = _creator("/v1/training/jobs", _training, training_job)
 
 
 async def list_training_jobs(request: Request) -> Response:
@@ -342,14 +339,10 @@ async def ft_model_ready(request: Request) -> Response:
 
 async def ft_model_infer(request: Request) -> Response:
     svc, who, model = await _ft_model(request)
-    raw, body = await json_body(request)
-    ask = Ask(
-        endpoint=INFER_ENDPOINT,
-        model=model.name,
-        data_class=data_class(request, who),
-        request_bytes=len(raw),
-    )
-    async with svc.admission(who, ask, request_id(request)) as admitted:
+    async with svc.admission.enter(who, INFER_ENDPOINT, request_id(request)) as entry:
+        raw, body = await json_body(request)
+        ask = Ask(model=model.name, data_class=data_class(request, who), request_bytes=len(raw))
+        admitted = await entry.admit(ask)
         admitted.record.backend = "access-point"  # served here, from the job's artefacts
         answer = await svc.jobs.predictors.infer(model, body)
         response = JSONResponse(answer)

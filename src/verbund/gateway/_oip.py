@@ -146,16 +146,16 @@ async def infer(request: Request) -> Response:
     svc = services(request)
     who = await principal(request)
     name, version = _target(request, svc)
-    raw, body = await json_body(request)
-    check_infer_request(body)
-    ask = Ask(
-        endpoint=INFER_ENDPOINT,
-        model=name,
-        data_class=data_class(request, who),
-        route=_route(svc, who),
-        request_bytes=len(raw),
-    )
-    async with svc.admission(who, ask, request_id(request)) as admitted:
+    async with svc.admission.enter(who, INFER_ENDPOINT, request_id(request)) as entry:
+        raw, body = await json_body(request)
+        check_infer_request(body)
+        ask = Ask(
+            model=name,
+            data_class=data_class(request, who),
+            route=_route(svc, who),
+            request_bytes=len(raw),
+        )
+        admitted = await entry.admit(ask)
         fwd = admitted.forward(
             _backend_path(name, version, "/infer"),
             raw,

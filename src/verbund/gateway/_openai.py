@@ -83,32 +83,33 @@ def _make_handler(
         svc = services(request)
         with span(svc.telemetry.tracer, "verbund.auth"):
             who = await principal(request)
-        raw, body = await json_body(request)
-        model = require_model(body)
-        check_common(body)
-        check(body, svc)
-        check_kind(svc, model, endpoint, kinds)
-        stream = streams and body.get("stream") is True
-        limit = max_tokens(body)
-        urgency = priority(request)
-        prompt_estimate = estimate_prompt_tokens(body)
-        ask = Ask(
-            endpoint=endpoint,
-            model=model,
-            data_class=data_class(request, who),
-            tokens=prompt_estimate + (limit or svc.config.routing.default_max_tokens),
-            route=RouteContext(
-                home_site=svc.federation.home_site,
-                home_region=who.institution.home_region,
-                affinity_key=affinity_key(model, body),
-                max_tokens=limit,
-                priority=urgency,
-            ),
-            stream=stream,
-            priority=urgency,
-            user=body["user"] if isinstance(body.get("user"), str) else "",
-        )
-        async with svc.admission(who, ask, request_id(request)) as admitted:
+        async with svc.admission.enter(who, endpoint, request_id(request)) as entry:
+            raw, body = await json_body(request)
+            model = require_model(body)
+            check_common(body)
+            check(body, svc)
+            check_kind(svc, model, endpoint, kinds)
+            stream = streams and body.get("stream") is True
+            limit = max_tokens(body)
+            urgency = priority(request)
+            prompt_estimate = estimate_prompt_tokens(body)
+            admitted = await entry.admit(
+                Ask(
+                    model=model,
+                    data_class=data_class(request, who),
+                    tokens=prompt_estimate + (limit or svc.config.routing.default_max_tokens),
+                    route=RouteContext(
+                        home_site=svc.federation.home_site,
+                        home_region=who.institution.home_region,
+                        affinity_key=affinity_key(model, body),
+                        max_tokens=limit,
+                        priority=urgency,
+                    ),
+                    stream=stream,
+                    priority=urgency,
+                    user=body["user"] if isinstance(body.get("user"), str) else "",
+                )
+            )
             drop_usage = False
             if stream:
                 opts = body.get("stream_options") or {}

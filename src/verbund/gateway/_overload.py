@@ -1,26 +1,12 @@
-"""Load shedding: when this process cannot keep up, new API requests get 503 at once.
+"""Load shedding at the edge of the app, and its metrics.
 
-Queueing work a process cannot do makes every request slow and, past a point, the process
-slower still: buffers pile up, timers fire late, and answers are computed for clients
-that gave up long ago. An access point does better to say "not me, not now" quickly: 503
-``overloaded`` with ``Retry-After: 1`` in OpenAI's error shape, which the OpenAI SDKs retry
-and load balancers understand. A refusal costs a tenth of a proxied request, so a
-shedding process keeps serving what it admitted at full speed.
-
-Two signals, both per process:
-
-- requests in flight (answers being computed and streams still open) above
-  ``gateway.max_in_flight``;
-- event-loop lag above ``gateway.shed_after_lag``: a timer that should fire every
-  ``TICK`` seconds is late by that much, so the loop is behind on everything.
-
-Only ``/v1/`` and ``/v2/`` are shed; health, readiness, metrics, status and admin routes
-always answer, so operators can see what is going on.
+The decision (who is refused when this process cannot keep up, and why) is
+:class:`verbund.admission.Overload`; this middleware applies its one check that comes
+before the caller is known, and the collector shows its state on ``/metrics``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import orjson
@@ -28,46 +14,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from verbund.errors import Overloaded
+from verbund.admission import Overload
 
-TICK = 0.05
 SHED_PREFIXES = ("/v1/", "/v2/")
 
 
-class Overload:
-    """What the shedding decision reads: in-flight count and the loop's lag."""
-
-    def __init__(self, max_in_flight: int, max_lag: float) -> None:
-        self.max_in_flight = max_in_flight
-        self.max_lag = max_lag
-        self.in_flight = 0
-        self.lag = 0.0  # seconds the last tick was late
-        self.shed_total = 0
-
-    def refusal(self) -> Overloaded | None:
-        if self.max_in_flight and self.in_flight >= self.max_in_flight:
-            return Overloaded(
-                f"This access point has {self.in_flight} requests in flight, its limit; "
-                "retry shortly.",
-                headers={"retry-after": "1"},
-            )
-        if self.max_lag and self.lag > self.max_lag:
-            return Overloaded(
-                "This access point is overloaded; retry shortly.", headers={"retry-after": "1"}
-            )
-        return None
-
-    async def watch(self) -> None:
-        """Measure the event loop's lag, forever (a background task)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(TICK)
-            self.lag = max(0.0, loop.time() - before - TICK)
-
-
 class OverloadMiddleware:
-    """Counts API requests in flight and refuses new ones while :class:`Overload` says so."""
+    """Refuses every new API request while the event loop is far behind (before the
+    caller is known); fair shedding by tenant happens at admission."""
 
     def __init__(self, app: ASGIApp, overload: Overload) -> None:
         self.app = app
@@ -77,24 +31,18 @@ class OverloadMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(SHED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        ov = self.overload
-        refusal = ov.refusal()
-        if refusal is not None:
-            ov.shed_total += 1
-            body = orjson.dumps(refusal.body())
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *((k.encode(), v.encode()) for k, v in refusal.headers.items()),
-            ]
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        ov.in_flight += 1
-        try:
+        refusal = self.overload.refusal()
+        if refusal is None:
             await self.app(scope, receive, send)
-        finally:
-            ov.in_flight -= 1
+            return
+        body = orjson.dumps(refusal.body())
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.encode(), v.encode()) for k, v in refusal.headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class OverloadCollector(Collector):

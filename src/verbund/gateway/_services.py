@@ -28,7 +28,7 @@ from verbund.accounting import (
     UsageRecorder,
     UsageSink,
 )
-from verbund.admission import Admitter, BatchDispatch
+from verbund.admission import Admitter, BatchDispatch, Overload
 from verbund.audit import AuditLog
 from verbund.batch import BatchRunner, BatchService
 from verbund.config import FederationConfig, config_digest
@@ -38,11 +38,14 @@ from verbund.coordination import (
     LocalBus,
     LocalLimiter,
     LocalPresence,
+    LocalSeats,
     Presence,
     QuotaGate,
     RedisBus,
     RedisLimiter,
     RedisPresence,
+    RedisSeats,
+    Seats,
 )
 from verbund.federation import (
     Federation,
@@ -54,7 +57,7 @@ from verbund.federation import (
     UpstreamPool,
 )
 from verbund.files import FileService, LocalBlobStore
-from verbund.gateway._overload import Overload, OverloadCollector
+from verbund.gateway._overload import OverloadCollector
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
 from verbund.routing import Router, make_policy
@@ -75,6 +78,7 @@ class Coordination:
     bus: EventBus
     presence: Presence
     quotas: QuotaGate
+    seats: Seats
     redis: Redis | None = None
 
 
@@ -158,15 +162,16 @@ class Services:
         router = Router(
             federation, make_policy(config.routing.policy, config.routing), config.routing
         )
+        overload = Overload(config.gateway.max_in_flight, config.gateway.shed_after_lag)
+        telemetry.metrics.registry.register(OverloadCollector(overload))
         proxy = Proxy(
             health.pool,
             health.tracker,
             config.routing,
             tracer=telemetry.tracer,
             on_suspect=health.prober.suspect,
+            stream_write_timeout=config.limits.stream_write_timeout,
         )
-        overload = Overload(config.gateway.max_in_flight, config.gateway.shed_after_lag)
-        telemetry.metrics.registry.register(OverloadCollector(overload))
         files = FileService(
             store,
             LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files")),
@@ -216,6 +221,9 @@ class Services:
                 router=router,
                 budgets=accounting.budgets,
                 quotas=coordination.quotas,
+                seats=coordination.seats,
+                overload=overload,
+                limits=config.limits,
                 usage=accounting.usage,
                 pseudonyms=telemetry.pseudonyms,
                 tracer=telemetry.tracer,
@@ -238,6 +246,7 @@ class Services:
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
         await self.lifecycle.load()
+        await self._prune_seats(keep_own=False)
         await self.accounting.budgets.load()
         await self.jobs.start()
         bus = self.coordination.bus
@@ -270,6 +279,8 @@ class Services:
                 await t
         await self.jobs.aclose()
         await self.coordination.quotas.drain()
+        if isinstance(self.coordination.seats, RedisSeats):
+            await self.coordination.seats.drain()
         await self.accounting.spool.aclose()
         await self.accounting.availability.flush()
         await self.health.pool.aclose()
@@ -288,8 +299,19 @@ class Services:
                 await self.keys.load()
                 await self.institutions.load()
                 await self.lifecycle.load()
+                await self._prune_seats(keep_own=True)
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("resync from the store failed: %s", type(exc).__name__)
+
+    async def _prune_seats(self, *, keep_own: bool) -> None:
+        """Seats held by access points that are gone (or by this one before a restart)
+        are given back."""
+        seats = self.coordination.seats
+        if not isinstance(seats, RedisSeats):
+            return
+        alive = {str(a.get("name")) for a in await self.coordination.presence.live()}
+        own = self.config.gateway.name
+        await seats.prune(alive if keep_own else alive - {own})
 
     @property
     def degraded(self) -> list[str]:
@@ -298,16 +320,18 @@ class Services:
 
 
 def _coordination(config: FederationConfig) -> Coordination:
+    name = config.gateway.name
     if not config.coordination.redis_url:
         return Coordination(
-            LocalBus(), LocalPresence(config.gateway.name), QuotaGate(LocalLimiter())
+            LocalBus(), LocalPresence(name), QuotaGate(LocalLimiter()), LocalSeats()
         )
     redis = Redis.from_url(
         config.coordination.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
     )
-    presence = RedisPresence(redis, config.gateway.name)
+    presence = RedisPresence(redis, name)
     limiter: Limiter = RedisLimiter(redis, lambda: presence.last_count)
-    return Coordination(RedisBus(redis, config.gateway.name), presence, QuotaGate(limiter), redis)
+    seats = RedisSeats(redis, name, lambda: presence.last_count)
+    return Coordination(RedisBus(redis, name), presence, QuotaGate(limiter), seats, redis)
 
 
 def _telemetry(

@@ -38,6 +38,7 @@ class Proxy:
         budget: RetryBudget | None = None,
         tracer: Tracer | None = None,
         on_suspect: Callable[[Backend, bool], None] | None = None,
+        stream_write_timeout: float = 30.0,
     ) -> None:
         self.config = routing
         self.budget = budget or RetryBudget(
@@ -45,7 +46,7 @@ class Proxy:
         )
         self.failover = Failover(routing, self.budget, tracer or NoOpTracer())
         self.attempts = Attempts(pool, tracker, routing, Watch(routing, on_suspect))
-        self._relay = StreamRelay(self.attempts, self.failover)
+        self._relay = StreamRelay(self.attempts, self.failover, stream_write_timeout)
 
     async def forward(self, fwd: Forward) -> Response:
         """Answer a client: a streaming response, or the backend's JSON body as it came."""

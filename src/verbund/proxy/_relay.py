@@ -17,6 +17,7 @@ stream ends, however it ends (also when the client left before the first byte).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from verbund.accounting import Recording
 from verbund.errors import ApiError
@@ -42,9 +43,10 @@ RESUME = "continue_final_message"
 
 
 class StreamRelay:
-    def __init__(self, attempts: Attempts, failover: Failover) -> None:
+    def __init__(self, attempts: Attempts, failover: Failover, write_timeout: float) -> None:
         self._tries = attempts
         self._failover = failover
+        self._write_timeout = write_timeout
 
     async def open(
         self,
@@ -82,6 +84,7 @@ class StreamRelay:
         return _GuardedStream(
             relay,
             finished,
+            self._write_timeout,
             media_type="text/event-stream",
             headers={**client_headers(backend, fwd), "cache-control": "no-cache"},
         )
@@ -200,22 +203,44 @@ class StreamRelay:
 
 
 class _GuardedStream(StreamingResponse):
-    """A streaming response that runs ``cleanup`` even if its body was never iterated."""
+    """A streaming response that runs ``cleanup`` however it ends (also when its body was
+    never iterated), and ends itself when its reader stops taking bytes.
+
+    A client reading at a byte a second would otherwise hold its backend's slot, its
+    seats and its place in the process's count for ever: a write that cannot complete
+    within ``write_timeout`` (the connection's buffers are full) ends the stream."""
 
     def __init__(
         self,
         content: AsyncIterator[bytes],
         cleanup: Callable[[], Awaitable[None]],
+        write_timeout: float,
         **kwargs: Any,
     ) -> None:
         super().__init__(content, **kwargs)
         self._cleanup = cleanup
+        self._write_timeout = write_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self._write_timeout
+
+        async def send_in_time(message: Message) -> None:
+            try:
+                async with asyncio.timeout(limit):
+                    await send(message)
+            except TimeoutError:
+                raise ReaderStalled from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_in_time)
+        except ReaderStalled:
+            log.info("a client stopped reading its stream for %.0f s; ended it", limit)
         finally:
             await self._cleanup()
+
+
+class ReaderStalled(Exception):
+    """The client took no bytes of its stream for ``write_timeout`` seconds."""
 
 
 def _resumable(backend: Backend, fwd: Forward) -> bool:

@@ -37,6 +37,7 @@ class InstitutionRow(Base):
     requests_per_minute: Mapped[int] = mapped_column(Integer, default=0)
     tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0)
     tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)
+    max_concurrent_requests: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # accounting (migration 0006_accounting); money as a decimal string, never a float
     partner_site: Mapped[str] = mapped_column(String(128), default="")
     budget_tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)

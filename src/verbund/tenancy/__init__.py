@@ -3,7 +3,7 @@
 from verbund.tenancy._institutions import InstitutionRegistry
 from verbund.tenancy._keys import CreatedKey, KeyEntry, KeyService, hash_key, new_secret
 from verbund.tenancy._principal import Principal
-from verbund.tenancy._quotas import quota_limits, token_limits
+from verbund.tenancy._quotas import quota_limits, request_limits, seat_limits, token_limits
 
 __all__ = [
     "CreatedKey",
@@ -14,5 +14,7 @@ __all__ = [
     "hash_key",
     "new_secret",
     "quota_limits",
+    "request_limits",
+    "seat_limits",
     "token_limits",
 ]

@@ -27,6 +27,7 @@ _FIELDS = (
     "requests_per_minute",
     "tokens_per_minute",
     "tokens_per_month",
+    "max_concurrent_requests",
     "partner_site",
     "budget_tokens_per_month",
     "budget_per_month",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from verbund.config import InstitutionConfig
-from verbund.coordination import Limit
+from verbund.config import InstitutionConfig, LimitsConfig
+from verbund.coordination import Limit, Seat
 from verbund.tenancy._keys import KeyEntry
 
 
@@ -25,3 +25,20 @@ def token_limits(institution: InstitutionConfig, key: KeyEntry | None) -> list[L
     if key is None:
         key = KeyEntry("", institution.id, False)
     return [lim for lim in quota_limits(institution, key) if lim.kind != "rpm"]
+
+
+def request_limits(institution: InstitutionConfig, key: KeyEntry) -> list[Limit]:
+    """The requests-per-minute limits alone: charged before the request's body is read."""
+    return [lim for lim in quota_limits(institution, key) if lim.kind == "rpm"]
+
+
+def seat_limits(institution: InstitutionConfig, key: KeyEntry, limits: LimitsConfig) -> list[Seat]:
+    """How many requests the key and the institution may have open at once (0 = any)."""
+    candidates = [
+        Seat(f"key:{key.id}", limits.max_concurrent_per_key),
+        Seat(
+            f"institution:{institution.id}",
+            institution.max_concurrent_requests or limits.max_concurrent_per_institution,
+        ),
+    ]
+    return [s for s in candidates if s.limit > 0]
