@@ -129,11 +129,6 @@ class LimitsConfig(_Strict):
     # 0 = no limit. An institution's own `max_concurrent_requests` replaces the default.
     max_concurrent_per_key: int = Field(64, ge=0)
     max_concurrent_per_institution: int = Field(256, ge=0)
-    # a request body must be complete within `body_timeout`, and after `body_grace` arrive
-    # at `min_body_rate` bytes/s at least: slow uploads cannot hold a slot for long
-    body_timeout: float = Field(60.0, gt=0)
-    body_grace: float = Field(5.0, ge=0)
-    min_body_rate: int = Field(16 * 1024, ge=0)
     # a streamed answer whose reader takes no bytes for this long is ended
     stream_write_timeout: float = Field(30.0, gt=0)
 

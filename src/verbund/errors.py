@@ -17,7 +17,6 @@ The tree::
         │   └── ModelNotFound         404 model_not_found
         ├── Conflict                  409 the object's state does not allow this
         ├── PayloadTooLarge           413
-        ├── RequestTimeout            408 the body did not arrive in time or fast enough
         ├── RateLimited               429
         │   └── TooManyConcurrent     429 the key or institution has its limit of requests open
         ├── ClientClosed              499 the client left before its answer was ready
@@ -154,12 +153,6 @@ class ClientClosed(ApiError):
     status = 499  # nginx's "client closed request"
     type = "invalid_request_error"
     code = "client_closed_request"
-
-
-class RequestTimeout(ApiError):
-    status = 408
-    type = "invalid_request_error"
-    code = "request_timeout"
 
 
 class RateLimited(ApiError):

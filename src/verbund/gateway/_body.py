@@ -6,68 +6,33 @@ of the body itself. What is checked gets a clear 4xx naming the field.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import orjson
 from starlette.requests import Request
 
-from verbund.errors import BadRequest, InvalidJSON, PayloadTooLarge, RequestTimeout
+from verbund.errors import BadRequest, InvalidJSON, PayloadTooLarge
 
 
-@dataclass(frozen=True, slots=True)
-class Pace:
-    """How fast a body must arrive: all of it within ``timeout`` seconds, and after a
-    ``grace`` period at ``min_rate`` bytes a second at least (0: no rate).
-
-    A client that trickles its upload holds a seat, a place in the process's count and
-    memory for as long as it likes unless something says when enough is enough; a slow
-    but honest network still manages a few kilobytes a second."""
-
-    timeout: float = 60.0
-    grace: float = 5.0
-    min_rate: int = 16 * 1024
-
-    def due(self, start: float, received: int) -> float:
-        """When more bytes must have come, ``received`` bytes having come so far."""
-        due = start + self.timeout
-        if self.min_rate:
-            due = min(due, start + self.grace + received / self.min_rate)
-        return due
-
-
-async def read_body(request: Request, limit: int, pace: Pace | None = None) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused as soon as it passes ``limit``. How fast it must arrive is
+    the server's business (``gateway.body_timeout``, ``body_min_rate``): a trickling
+    client is cut off below the app, whatever route it calls."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise BadRequest("Invalid Content-Length header.", code="invalid_content_length")
         if int(declared) > limit:
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-    pace = pace or Pace()
-    loop = asyncio.get_running_loop()
-    start = loop.time()
     parts: list[bytes] = []
     size = 0
-    chunks = request.stream().__aiter__()
-    while True:
-        try:
-            async with asyncio.timeout_at(pace.due(start, size)):
-                chunk = await anext(chunks)
-        except StopAsyncIteration:
-            return b"".join(parts)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"The request body arrived too slowly ({size} bytes in "
-                f"{loop.time() - start:.0f} s); it must be complete within "
-                f"{pace.timeout:.0f} s and, after {pace.grace:.0f} s, arrive at "
-                f"{pace.min_rate} bytes/s at least."
-            ) from None
+    async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
         parts.append(chunk)
+    return b"".join(parts)
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:

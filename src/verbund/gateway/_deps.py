@@ -14,7 +14,7 @@ from starlette.requests import Request
 from verbund.config import DataClass
 from verbund.errors import BadRequest
 from verbund.gateway._auth import authenticate, require_admin
-from verbund.gateway._body import Pace, parse_object, read_body
+from verbund.gateway._body import parse_object, read_body
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, request_data_class
 from verbund.tenancy import Principal
@@ -76,11 +76,11 @@ def priority(request: Request) -> str:
 
 
 async def json_body(request: Request, limit: int | None = None) -> tuple[bytes, dict[str, Any]]:
-    """The body as bytes and as a JSON object, read at the configured pace; ``limit``
-    defaults to ``limits.max_body_bytes``."""
-    limits = services(request).config.limits
-    pace = Pace(limits.body_timeout, limits.body_grace, limits.min_body_rate)
-    raw = await read_body(request, limits.max_body_bytes if limit is None else limit, pace)
+    """The body as bytes and as a JSON object; ``limit`` defaults to
+    ``limits.max_body_bytes``."""
+    if limit is None:
+        limit = services(request).config.limits.max_body_bytes
+    raw = await read_body(request, limit)
     return raw, parse_object(raw)
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.audit import AuditLog
 from verbund.coordination import EventBus, LocalBus
-from verbund.errors import NotFound, StoreUnavailable
+from verbund.errors import NotFound, Overloaded, StoreUnavailable
 from verbund.store import ApiKeyRow, Store
 
 KEY_PREFIX = "vb-"
@@ -71,6 +71,10 @@ class KeyService:
 
     NEGATIVE_TTL = 5.0
     NEGATIVE_MAX = 10_000
+    # store lookups of keys not in the cache at once; more are refused (every valid key
+    # is loaded at start and announced when created, so a miss is rare unless someone
+    # is trying random keys, and that must not take the store's connections)
+    MAX_LOOKUPS = 16
 
     def __init__(self, store: Store, audit: AuditLog, bus: EventBus | None = None) -> None:
         self._store = store
@@ -79,6 +83,7 @@ class KeyService:
         self._by_hash: dict[str, KeyEntry] = {}
         self._by_id: dict[str, KeyEntry] = {}
         self._misses: OrderedDict[str, float] = OrderedDict()
+        self._lookups = 0
 
     @property
     def cached(self) -> int:
@@ -104,6 +109,12 @@ class KeyService:
         seen = self._misses.get(h)
         if seen is not None and now - seen < self.NEGATIVE_TTL:
             return None
+        if self._lookups >= self.MAX_LOOKUPS:
+            raise Overloaded(
+                "Too many unknown keys are being checked at once; retry shortly.",
+                headers={"retry-after": "1"},
+            )
+        self._lookups += 1
         try:
             async with self._store.session() as s:
                 row = (await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == h))).scalar()
@@ -112,6 +123,8 @@ class KeyService:
             raise StoreUnavailable(
                 "The key could not be checked: the federation store is unreachable."
             ) from None
+        finally:
+            self._lookups -= 1
         if row is None:
             self._misses[h] = now
             self._misses.move_to_end(h)
