@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.accounting import (
     BudgetService,
@@ -58,7 +57,7 @@ from verbund.gateway._overload import Overload, OverloadCollector
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
 from verbund.routing import Router, make_policy
-from verbund.store import Store
+from verbund.store import STORE_FAILURES, Store
 from verbund.telemetry import Metrics, Pseudonymizer, log_access, make_tracer
 from verbund.telemetry._tracing import Tracer
 from verbund.tenancy import InstitutionRegistry, KeyService
@@ -255,6 +254,7 @@ class Services:
             "budgets": self.accounting.budgets.run(),
             "availability": self.accounting.availability.run(),
             "retention": self.accounting.retention.run(),
+            "file-sweep": self.files.run_sweeper(),
             "training-jobs": self.jobs.run(),
             "overload-watch": self.overload.watch(),
         }
@@ -288,7 +288,7 @@ class Services:
                 await self.keys.load()
                 await self.institutions.load()
                 await self.lifecycle.load()
-            except (SQLAlchemyError, OSError) as exc:
+            except STORE_FAILURES as exc:
                 log.warning("resync from the store failed: %s", type(exc).__name__)
 
     @property

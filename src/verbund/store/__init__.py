@@ -1,6 +1,12 @@
 """Persistence: tables, the async engine and Alembic migrations."""
 
 from verbund.store._db import Store, alembic_config
+from verbund.store._errors import (
+    RETRY_AFTER_SECONDS,
+    STORE_FAILURES,
+    store_unavailable,
+    unavailable_error,
+)
 from verbund.store._tables import (
     ApiKeyRow,
     AuditRow,
@@ -17,6 +23,8 @@ from verbund.store._tables import (
 )
 
 __all__ = [
+    "RETRY_AFTER_SECONDS",
+    "STORE_FAILURES",
     "ApiKeyRow",
     "AuditRow",
     "AvailabilityRow",
@@ -31,4 +39,6 @@ __all__ = [
     "TrainingJobRow",
     "UsageRow",
     "alembic_config",
+    "store_unavailable",
+    "unavailable_error",
 ]
