@@ -1,5 +1,6 @@
 """Persistence: tables, the async engine and Alembic migrations."""
 
+from verbund.store._clock import StoreClock, store_now
 from verbund.store._db import Store, alembic_config
 from verbund.store._errors import (
     RETRY_AFTER_SECONDS,
@@ -35,10 +36,12 @@ __all__ = [
     "InstitutionRow",
     "SiteStateRow",
     "Store",
+    "StoreClock",
     "TrainingEventRow",
     "TrainingJobRow",
     "UsageRow",
     "alembic_config",
+    "store_now",
     "store_unavailable",
     "unavailable_error",
 ]

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from verbund.errors import StoreError
+from verbund.store._clock import store_now
 from verbund.store._errors import store_unavailable
 
 _HERE = Path(__file__).parent
@@ -87,6 +88,16 @@ class Store:
                 )
             ).scalar_one_or_none()
         return found
+
+    def now_sql(self) -> Any:
+        """The store's current Unix time as an SQL expression (for leases and windows)."""
+        return store_now(self.engine.dialect.name)
+
+    async def now(self) -> float:
+        """The store's current Unix time."""
+        async with self.session() as s:
+            value: Any = await s.scalar(select(self.now_sql()))
+        return float(value)
 
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
