@@ -134,6 +134,7 @@ def _refusal(lim: Limit, now: float) -> RateLimited:
 
 class Limiter(Protocol):
     degraded: bool
+    skew: float | None  # how far this host's clock is ahead of the counters' clock
 
     async def acquire(self, limits: list[Limit], tokens: int) -> Reservation: ...
     async def settle(self, res: Reservation, actual_tokens: int) -> None: ...
@@ -143,6 +144,7 @@ class LocalLimiter:
     """In-memory counters for one access point (or a degraded share of the federation's)."""
 
     degraded = False
+    skew: float | None = None  # the local clock is the only clock
 
     def __init__(
         self, share: Callable[[], float] = lambda: 1.0, clock: Callable[[], float] = time.time
