@@ -2,6 +2,8 @@
 # Tools for the network-namespace tests (harness/netns.py): iproute2 (ip netns, veth, tc)
 # and nftables (to partition a site). Idempotent: installs only what is missing, via apt.
 # Needs root (namespaces need it anyway); does nothing and says why otherwise.
+# scripts/test installs the same tools through _services_env.sh; this is for running the
+# netns tests or benchmarks by hand.
 set -euo pipefail
 missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)

@@ -1,11 +1,14 @@
-# Sourced by scripts/test: the Debian packages the tests start for real
-# (PostgreSQL, Redis, nginx for benchmarks, iproute2 for network namespaces).
-# Installs only what is missing; needs root (CI and these machines run as root).
+# Sourced by scripts/test: the Debian packages the tests start for real (PostgreSQL,
+# Redis, nginx for benchmarks) and the network tools of the netns tests (iproute2 for
+# namespaces, veth and tc; nftables to partition a site), so that on a new machine no
+# test skips for a missing package. Installs only what is missing; needs root (CI and
+# these machines run as root).
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v ip >/dev/null 2>&1 || need+=(iproute2)
+{ command -v ip && command -v tc; } >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -5,6 +5,7 @@ The tree::
     VerbundError                      base; never raised itself
     ├── ConfigError                   the federation config is invalid (not an HTTP error)
     ├── StoreError                    the store could not be reached or refused a write
+    │   └── StoreUnavailable          (also an ApiError, below) the store is away
     ├── RunnerError                   a site's job runner failed (command failed, unreachable)
     ├── JobStateError                 a job was to move to a status its own does not lead to
     └── ApiError                      has an HTTP status and an OpenAI error body
@@ -21,13 +22,14 @@ The tree::
         │   └── TooManyConcurrent     429 the key or institution has its limit of requests open
         ├── ClientClosed              499 the client left before its answer was ready
         ├── BudgetExceeded            429 insufficient_quota: the monthly budget is used up
-        ├── StoreUnavailable          503 the store is down and the answer needs it
+        ├── StoreUnavailable          503 store_unavailable, Retry-After: the store is away
         ├── Overloaded                503 this access point sheds load (Retry-After)
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
             └── UpstreamTimeout       504
 
-Foreign exceptions (httpx, SQLAlchemy) are converted where they enter; the single
+Foreign exceptions (httpx, SQLAlchemy) are converted where they enter (the store's
+sessions turn connection errors into :class:`StoreUnavailable`); the single
 handler in :mod:`verbund.gateway` turns :class:`ApiError` into
 ``{"error": {"message", "type", "code", "param"}}`` and anything else into a generic 500
 that carries no detail.
@@ -173,7 +175,9 @@ class BudgetExceeded(ApiError):
     code = "insufficient_quota"
 
 
-class StoreUnavailable(ApiError):
+class StoreUnavailable(ApiError, StoreError):
+    """The store is away: a route answers 503 and a background loop retries later."""
+
     status = 503
     type = "server_error"
     code = "store_unavailable"

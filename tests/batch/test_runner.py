@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.batch.helpers import chat_line, output_lines, start_batch
 from tests.conftest import ADMIN_KEY, Gateway, GatewayFactory, federation_dict
 from tests.fakes import FakeBackend
-from verbund.batch import ItemStore, Outcome, Signal
+from verbund.batch import BatchRunner, ItemStore, Outcome, Signal
 from verbund.batch._finalize import part_key
 from verbund.config import parse_config
 from verbund.gateway import create_app
 from verbund.store import BatchItemRow
+
+
+async def wait_for(condition: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 class SlowFake(FakeBackend):
@@ -52,19 +61,28 @@ async def items(gw: Gateway) -> list[BatchItemRow]:
         return list((await s.execute(select(BatchItemRow).order_by(BatchItemRow.id))).scalars())
 
 
+async def age_leases(gw: Gateway, owner: str, seconds: float) -> None:
+    """Let ``seconds`` pass for the leases of ``owner`` (leases go by the store's clock)."""
+    async with gw.services.store.session() as s, s.begin():
+        await s.execute(
+            update(BatchItemRow)
+            .where(BatchItemRow.lease_owner == owner)
+            .values(lease_until=BatchItemRow.lease_until - seconds)
+        )
+
+
 async def test_claims_are_exclusive_and_leases_pass_on(gw: Gateway) -> None:
     batch = await start_batch(gw, [chat_line(f"i{i}") for i in range(5)])
     a, b = ItemStore(gw.services.store), ItemStore(gw.services.store)
-    now = time.time()
-    got_a = await a.claim(batch["id"], 3, "ap-a/1", now, lease=30)
-    got_b = await b.claim(batch["id"], 5, "ap-b/1", now, lease=30)
+    got_a = await a.claim(batch["id"], 3, "ap-a/1", lease=30)
+    got_b = await b.claim(batch["id"], 5, "ap-b/1", lease=30)
     assert len(got_a) == 3 and len(got_b) == 2
     assert not {i.id for i in got_a} & {i.id for i in got_b}
-    assert await b.claim(batch["id"], 5, "ap-b/1", now, lease=30) == []
+    assert await b.claim(batch["id"], 5, "ap-b/1", lease=30) == []
     # b renews its leases; a's run out: b takes a's items over, and a's late results don't count
-    await b.renew("ap-b/1", now + 20, lease=30)
-    later = now + 31
-    taken = await b.claim(batch["id"], 5, "ap-b/1", later, lease=30)
+    await b.renew("ap-b/1", lease=30)
+    await age_leases(gw, "ap-a/1", 31)
+    taken = await b.claim(batch["id"], 5, "ap-b/1", lease=30)
     assert sorted(i.id for i in taken) == sorted(i.id for i in got_a)
     assert all(i.attempts == 2 for i in taken)
     late = [Outcome(i, "done", b"x\n") for i in got_a]
@@ -76,12 +94,53 @@ async def test_claims_are_exclusive_and_leases_pass_on(gw: Gateway) -> None:
     assert all(rows[i.id].lease_owner == "ap-b/1" for i in taken[1:])
 
 
+async def test_an_access_point_whose_clock_runs_ahead_does_not_take_live_leases(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """Two runners on one store; the second's clock is 40 s ahead (more than a lease).
+    Items the first runs stay its own: nothing is sent twice, nothing billed twice."""
+    cfg = parse_config(federation_dict(tmp_path, batch={"lease_seconds": 30}))
+    fakes = {
+        b.name: FakeBackend(b.name, mode="hang", hang_seconds=60)
+        for s in cfg.sites
+        for b in s.backends
+    }
+    async with gateway_factory(cfg, fakes) as gw:
+        await start_batch(gw, [chat_line(f"s{i}") for i in range(4)])
+        first = gw.services.batch_runner
+        running = asyncio.create_task(first.run())
+        try:
+            await wait_for(lambda: sum(len(f.calls) for f in fakes.values()) >= 4, within=10)
+            ahead = BatchRunner(
+                store=gw.services.store,
+                files=gw.services.files,
+                config=cfg.batch,
+                dispatch=first._feeder._backends,
+                access_point="ap-ahead",
+                clock=lambda: time.time() + 40,
+            )
+            feeder = ahead._feeder
+            found = await ahead._housekeeping.look(ahead._clock())
+            await feeder.sync(found.running, found.stops)
+            await feeder.feed(ahead._clock())
+            assert ahead.dispatched == 0
+            assert not any(lane.buffer for lane in feeder.lanes.values())
+            rows = await items(gw)
+            assert {r.lease_owner for r in rows} == {first.owner}
+            assert all(r.attempts == 1 and r.status == "running" for r in rows)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+
+
 async def test_a_dead_runners_items_are_taken_over_exactly_once(gw: Gateway) -> None:
     ids = [f"d{i}" for i in range(8)]
     batch = await start_batch(gw, [chat_line(i) for i in ids])
     store = ItemStore(gw.services.store)
     dead = "ap-dead/0123456789abcdef"
-    claimed = await store.claim(batch["id"], 3, dead, time.time() - 100, lease=30)
+    claimed = await store.claim(batch["id"], 3, dead, lease=30)
+    await age_leases(gw, dead, 100)
     # the dead runner had appended a result for one item but died before recording it
     stray = json.dumps({"custom_id": claimed[0].custom_id, "stray": True}).encode() + b"\n"
     await gw.services.files.blobs.append(part_key(batch["id"], "0123456789abcdef"), stray)

@@ -22,9 +22,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
 
-from verbund.store import AvailabilityRow, Store
+from verbund.store import STORE_FAILURES, AvailabilityRow, Store
 
 log = logging.getLogger("verbund.availability")
 
@@ -89,7 +88,7 @@ class SiteAvailability:
             try:
                 async with self._store.session() as s, s.begin():
                     await s.execute(self._upsert(), rows)
-            except (SQLAlchemyError, OSError) as exc:
+            except STORE_FAILURES as exc:
                 log.warning("availability write failed (%s); kept in memory", type(exc).__name__)
                 for key, (up, total) in batch.items():
                     counts = self._pending.setdefault(key, [0, 0])
@@ -119,7 +118,7 @@ class SiteAvailability:
         if now - self._stored_at >= self._cache_seconds:
             try:
                 self._stored = await self._read_stored(since)
-            except (SQLAlchemyError, OSError) as exc:
+            except STORE_FAILURES as exc:
                 log.warning("availability read failed: %s", type(exc).__name__)
             self._stored_at = now
         totals = {site: list(c) for site, c in self._stored.items()}

@@ -31,15 +31,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from verbund.accounting._lines import load_lines
 from verbund.accounting._period import iso_utc, month_of, parse_month
 from verbund.accounting._prices import BILLABLE, ZERO, PriceBook
 from verbund.accounting._usage import UsageRecord
 from verbund.config import InstitutionConfig
 from verbund.errors import BudgetExceeded
-from verbund.store import Store
+from verbund.store import STORE_FAILURES, Store
 
 log = logging.getLogger("verbund.budget")
 
@@ -239,5 +237,5 @@ class BudgetService:
             await asyncio.sleep(self._refresh)
             try:
                 await self.load()
-            except (SQLAlchemyError, OSError) as exc:
+            except STORE_FAILURES as exc:
                 log.warning("budget refresh from the store failed: %s", type(exc).__name__)

@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.audit import AuditLog
 from verbund.config import RetentionConfig
-from verbund.store import AvailabilityRow, Store, UsageRow
+from verbund.store import STORE_FAILURES, AvailabilityRow, Store, UsageRow
 
 log = logging.getLogger("verbund.retention")
 
@@ -85,6 +84,6 @@ class Retention:
         while True:
             try:
                 await self.purge()
-            except (SQLAlchemyError, OSError) as exc:
+            except STORE_FAILURES as exc:
                 log.warning("retention purge failed: %s", type(exc).__name__)
             await asyncio.sleep(self._interval)

@@ -20,9 +20,8 @@ from typing import cast
 
 import orjson
 from sqlalchemy import Table
-from sqlalchemy.exc import SQLAlchemyError
 
-from verbund.store import Store, UsageRow
+from verbund.store import STORE_FAILURES, Store, UsageRow
 
 log = logging.getLogger("verbund.usage")
 
@@ -111,7 +110,7 @@ class UsageRecorder:
             if lines:
                 try:
                     await self._insert(lines)
-                except (SQLAlchemyError, OSError) as exc:
+                except STORE_FAILURES as exc:
                     rest = await self._insert_parsable(lines, seg.name)
                     if rest is None:
                         log.warning(
@@ -141,7 +140,7 @@ class UsageRecorder:
             return None
         try:
             await self._insert(good)
-        except (SQLAlchemyError, OSError):
+        except STORE_FAILURES:
             return None
         return good
 

@@ -137,7 +137,7 @@ class Feeder:
                     want = min(n + prefetch, self._cfg.max_in_flight) - len(lane.buffer)
                     async with self._writes.turn():
                         claimed = await self._items.claim(
-                            lane.batch_id, want, self._owner, now, self._cfg.lease_seconds
+                            lane.batch_id, want, self._owner, self._cfg.lease_seconds
                         )
                     lane.buffer.extend(claimed)
                     if len(claimed) < want:
@@ -152,7 +152,7 @@ class Feeder:
         """The batch's model is no longer allowed or known: its remaining items fail."""
         async with self._writes.turn():
             claimed = await self._items.claim(
-                lane.batch_id, 500, self._owner, now, self._cfg.lease_seconds
+                lane.batch_id, 500, self._owner, self._cfg.lease_seconds
             )
         if not claimed:
             lane.has_work = False

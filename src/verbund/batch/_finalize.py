@@ -70,7 +70,7 @@ class Finalizer:
         self._items = ItemStore(store)
 
     async def _take(self, batch_id: str) -> BatchRow | None:
-        now = self._clock()
+        now = self._store.now_sql()  # the lease goes by the store's clock, as items' do
         unfinished = exists().where(
             _I.batch_id == BatchRow.id,
             _I.status.in_([ItemStatus.pending.value, ItemStatus.running.value]),

@@ -92,10 +92,10 @@ class Housekeeping:
             counts = await self._items.counts(s, [r.id for r in rows])
         found = survey(rows, counts, now)
         if found.stops:
-            await self._stop(found, now)
+            await self._stop(found)
         return found
 
-    async def _stop(self, found: Survey, now: float) -> None:
+    async def _stop(self, found: Survey) -> None:
         async with self._writes.turn(), self._store.session() as s, s.begin():
             for batch_id in found.expiring:
                 await s.execute(
@@ -105,4 +105,4 @@ class Housekeeping:
                 )
                 log.info("batch %s: completion window ended", batch_id)
             for batch_id, status in found.stops.items():
-                await self._items.stop_unstarted(s, batch_id, status, now)
+                await self._items.stop_unstarted(s, batch_id, status)

@@ -7,6 +7,10 @@ runner died is taken over when its lease ends. On PostgreSQL the candidates are 
 with ``SELECT ... FOR UPDATE SKIP LOCKED``; on SQLite, where writers are serialised, a
 conditional ``UPDATE ... RETURNING`` does the same. A result counts only if the lease
 is still the recorder's when it is written.
+
+Leases are set and judged by the store's clock (:func:`verbund.store.store_now`), never
+by an access point's: one whose clock runs ahead would otherwise see live leases as
+expired and run (and bill) their items a second time.
 """
 
 from __future__ import annotations
@@ -73,9 +77,8 @@ class ItemStore:
         self._store = store
         self._pg = store.engine.dialect.name == "postgresql"
 
-    async def claim(
-        self, batch_id: str, n: int, owner: str, now: float, lease: float
-    ) -> list[ClaimedItem]:
+    async def claim(self, batch_id: str, n: int, owner: str, lease: float) -> list[ClaimedItem]:
+        now = self._store.now_sql()
         claimable = and_(
             _I.batch_id == batch_id,
             or_(
@@ -119,7 +122,8 @@ class ItemStore:
             key=lambda c: c.id,
         )
 
-    async def renew(self, owner: str, now: float, lease: float) -> None:
+    async def renew(self, owner: str, lease: float) -> None:
+        now = self._store.now_sql()
         async with self._store.session() as s, s.begin():
             await s.execute(
                 update(_I)
@@ -254,10 +258,9 @@ class ItemStore:
         )
         return counts_from_rows(row.total, [(r[0], r[1], r[2], r[3]) for r in rows])
 
-    async def stop_unstarted(
-        self, s: AsyncSession, batch_id: str, status: ItemStatus, now: float
-    ) -> None:
+    async def stop_unstarted(self, s: AsyncSession, batch_id: str, status: ItemStatus) -> None:
         """Items that will not run any more (cancel, expiry): pending ones and dead leases."""
+        now = self._store.now_sql()
         await s.execute(
             update(_I)
             .where(

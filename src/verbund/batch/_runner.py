@@ -197,7 +197,7 @@ class BatchRunner:
                 return
             try:
                 async with self._writes.turn():
-                    await self._items.renew(self.owner, self._clock(), self._cfg.lease_seconds)
+                    await self._items.renew(self.owner, self._cfg.lease_seconds)
             except STORE_ERRORS as exc:
                 log.warning("batch leases not renewed (%s)", type(exc).__name__)
 

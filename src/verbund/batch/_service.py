@@ -240,7 +240,7 @@ class BatchService:
                 )
             )
             if getattr(result, "rowcount", 0) == 1:
-                await self._items.stop_unstarted(s, row.id, ItemStatus.cancelled, now)
+                await self._items.stop_unstarted(s, row.id, ItemStatus.cancelled)
         row = await self._row(institution_id, batch_id)
         if row.status not in (BatchStatus.cancelling, BatchStatus.cancelled):
             raise Conflict(

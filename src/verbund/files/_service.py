@@ -4,11 +4,20 @@ Every lookup is scoped to an institution: another institution's file id is "not 
 indistinguishable from an id that never existed. File names from clients are kept only
 as metadata (cleaned of directories and control characters); the blob key on disk is
 always generated here.
+
+Writes are ordered so that a row never points to a missing blob: a new blob is complete
+and durable before its row is written, and a row is deleted before its blob. When the
+row cannot be written (the store is away, the request was cancelled) the blob is removed
+at once; a blob left behind anyway (the process died in between, or removing failed) has
+no row, and :meth:`FileService.sweep` removes it once two sweeps in a row found it so.
 """
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import enum
+import logging
 import re
 import secrets
 import time
@@ -20,11 +29,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import and_, delete, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from verbund.errors import BadRequest, NotFound, PayloadTooLarge, StoreError
+from verbund.errors import BadRequest, NotFound, PayloadTooLarge
 from verbund.files._blobs import BlobStore, BlobWriter
-from verbund.store import FileRow, Store
+from verbund.store import STORE_FAILURES, FileRow, Store
 
 __all__ = [
     "UPLOAD_PURPOSES",
@@ -40,6 +48,12 @@ __all__ = [
 
 _ID = re.compile(r"^file-[A-Za-z0-9]{1,64}$")
 MAX_FILENAME_BYTES = 255
+_BLOB_PREFIX = "f-"
+SWEEP_SECONDS = 600.0
+"""How often leftover blobs are looked for; one is removed after two sweeps without a row,
+so an upload between writing its blob and its row is never taken for a leftover."""
+
+log = logging.getLogger("verbund.files")
 
 
 class FilePurpose(enum.StrEnum):
@@ -175,6 +189,7 @@ class FileService:
         self.blobs = blobs
         self.max_upload_bytes = max_upload_bytes
         self._guards: list[DeleteGuard] = []
+        self._suspects: set[str] = set()  # blobs without a row at the last sweep
 
     def add_delete_guard(self, guard: DeleteGuard) -> None:
         """Let another feature refuse deleting a file it still needs (e.g. a batch's input)."""
@@ -235,9 +250,11 @@ class FileService:
                     await s.delete(old)
                     await s.flush()
                 s.add(row)
-        except SQLAlchemyError as exc:
-            await self.blobs.delete(key)
-            raise StoreError(f"could not record file: {type(exc).__name__}") from exc
+        except BaseException:
+            # no row: the blob must not stay (StoreUnavailable, cancelled, a bug alike);
+            # shielded, so that a cancellation does not stop the clean-up itself
+            await asyncio.shield(self._discard(key))
+            raise
         if old_key is not None:
             await self.blobs.delete(old_key)
         return FileObject.from_row(row)
@@ -297,6 +314,39 @@ class FileService:
             )
         await self.blobs.delete(f.blob_key)
 
+    async def _discard(self, key: str) -> None:
+        try:
+            await self.blobs.delete(key)
+        except OSError as exc:  # the sweep removes it later
+            log.warning("could not remove blob %s of an unrecorded file: %s", key, exc)
+
+    async def sweep(self) -> builtins.list[str]:
+        """Remove blobs that have no row now and had none at the previous sweep; returns
+        the removed keys. Blobs without a row this time are remembered for the next."""
+        keys = await self.blobs.keys(_BLOB_PREFIX)
+        referenced: set[str] = set()
+        async with self._store.session() as s:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                found = await s.execute(select(FileRow.blob_key).where(FileRow.blob_key.in_(chunk)))
+                referenced.update(found.scalars())
+        orphans = set(keys) - referenced
+        removed = sorted(orphans & self._suspects)
+        for key in removed:
+            await self.blobs.delete(key)
+        self._suspects = orphans - set(removed)
+        if removed:
+            log.warning("removed %d file blob(s) without a file row", len(removed))
+        return removed
+
+    async def run_sweeper(self, interval: float = SWEEP_SECONDS) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except STORE_FAILURES as exc:
+                log.warning("file sweep: store unavailable (%s); next time", type(exc).__name__)
+            await asyncio.sleep(interval)
+
     def local_path(self, f: FileObject) -> Path | None:
         """The file on local disk, where the blob store keeps files locally."""
         local = getattr(self.blobs, "local_path", None)
@@ -310,7 +360,7 @@ class FileService:
 
 
 def _blob_key() -> str:
-    return "f-" + uuid.uuid4().hex
+    return _BLOB_PREFIX + uuid.uuid4().hex
 
 
 def _not_found(file_id: str) -> NotFound:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -12,6 +11,7 @@ from verbund.accounting import load_lines, money, parse_month, settle
 from verbund.errors import BadRequest, StoreUnavailable
 from verbund.gateway._deps import admin, services
 from verbund.gateway._services import Services
+from verbund.store import RETRY_AFTER_SECONDS, STORE_FAILURES
 
 
 def _admin(request: Request) -> Services:
@@ -30,8 +30,11 @@ async def settlement(request: Request) -> Response:
     try:
         await svc.accounting.spool.flush()
         lines = await load_lines(svc.store, start, end)
-    except (SQLAlchemyError, OSError):
-        raise StoreUnavailable("The settlement needs the store, which is unreachable.") from None
+    except STORE_FAILURES:
+        raise StoreUnavailable(
+            "The settlement needs the store, which is unreachable.",
+            headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+        ) from None
     return JSONResponse(settle(month, lines, list(svc.config.sites), svc.institutions.all()))
 
 

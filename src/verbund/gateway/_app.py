@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
@@ -86,10 +87,12 @@ def create_app(
     background: bool = True,
     tracer: Tracer | None = None,
     on_started: Callable[[], None] | None = None,
+    local_clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """Build one access point. ``background=False`` skips probes and flushing (unit tests);
-    ``on_started`` is the process runner's hook, called once the services are up."""
-    svc = Services.build(config, admin_key, transport_factory, tracer)
+    ``on_started`` is the process runner's hook, called once the services are up;
+    ``local_clock`` stands in for this host's clock (tests of clock skew)."""
+    svc = Services.build(config, admin_key, transport_factory, tracer, local_clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -37,6 +37,11 @@ async def readyz(request: Request) -> Response:
             "store": store_ok,
             "backends_available": backends_up,
             "degraded": degraded,
+            # this host's clock minus the store's and Redis's (leases, quota windows and
+            # budget months go by those); None until measured
+            "clock_skew_seconds": {
+                k: None if v is None else round(v, 3) for k, v in svc.clock_skew.items()
+            },
         },
         status_code=200 if ready else 503,
     )

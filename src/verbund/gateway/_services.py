@@ -12,13 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.accounting import (
     BudgetService,
@@ -61,8 +60,8 @@ from verbund.gateway._overload import OverloadCollector
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
 from verbund.routing import Router, make_policy
-from verbund.store import Store
-from verbund.telemetry import Metrics, Pseudonymizer, log_access, make_tracer
+from verbund.store import STORE_FAILURES, Store, StoreClock
+from verbund.telemetry import ClockSkewCollector, Metrics, Pseudonymizer, log_access, make_tracer
 from verbund.telemetry._tracing import Tracer
 from verbund.tenancy import InstitutionRegistry, KeyService
 
@@ -116,6 +115,7 @@ class Services:
     config: FederationConfig
     admin_key: str | None
     store: Store
+    clock: StoreClock  # the store's clock: batch leases' and budget months' time
     audit: AuditLog
     # the federation and its sites
     federation: Federation
@@ -149,15 +149,21 @@ class Services:
         admin_key: str | None,
         transport_factory: TransportFactory | None = None,
         tracer: Tracer | None = None,
+        local_clock: Callable[[], float] = time.time,
     ) -> Services:
+        """``local_clock`` is this host's clock (tests inject one that is off); what access
+        points decide together by time goes by the store's or Redis's clock instead."""
         store = Store(config.store.url)
+        clock = StoreClock(store, local_clock)
         audit = AuditLog(store)
         federation = Federation(config)
-        coordination = _coordination(config)
+        coordination = _coordination(config, local_clock)
         telemetry = _telemetry(config, federation, tracer)
         institutions = InstitutionRegistry(store, audit, coordination.bus)
         keys = KeyService(store, audit, coordination.bus)
-        accounting = _accounting(config, store, audit, institutions, coordination, telemetry)
+        accounting = _accounting(
+            config, store, audit, institutions, coordination, telemetry, clock.now
+        )
         health = _health(config, federation, transport_factory, accounting.availability)
         router = Router(
             federation, make_policy(config.routing.policy, config.routing), config.routing
@@ -193,6 +199,7 @@ class Services:
                 default_max_tokens=config.routing.default_max_tokens,
             ),
             access_point=config.gateway.name,
+            clock=clock.now,
         )
         batches.on_created = batch_runner.wake
         # training files: uploaded through the Files API, or placed by an operator
@@ -205,10 +212,14 @@ class Services:
         jobs = JobService(
             config, store, federation, training_files, institutions.get, accounting.usage.emit
         )
+        telemetry.metrics.registry.register(
+            ClockSkewCollector(lambda: _clock_skew(clock, coordination))
+        )
         return cls(
             config=config,
             admin_key=admin_key,
             store=store,
+            clock=clock,
             audit=audit,
             federation=federation,
             lifecycle=SiteLifecycle(federation, store, audit, coordination.bus.publish),
@@ -242,6 +253,7 @@ class Services:
 
     async def start(self, background: bool = True) -> None:
         await self.store.migrate()
+        await self.clock.sync()
         await self.audit.record_config_load(config_digest(self.config), self.config.gateway.name)
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
@@ -264,6 +276,8 @@ class Services:
             "budgets": self.accounting.budgets.run(),
             "availability": self.accounting.availability.run(),
             "retention": self.accounting.retention.run(),
+            "file-sweep": self.files.run_sweeper(),
+            "store-clock": self.clock.run(),
             "training-jobs": self.jobs.run(),
             "overload-watch": self.overload.watch(),
         }
@@ -300,7 +314,7 @@ class Services:
                 await self.institutions.load()
                 await self.lifecycle.load()
                 await self._prune_seats(keep_own=True)
-            except (SQLAlchemyError, OSError) as exc:
+            except STORE_FAILURES as exc:
                 log.warning("resync from the store failed: %s", type(exc).__name__)
 
     async def _prune_seats(self, *, keep_own: bool) -> None:
@@ -314,12 +328,24 @@ class Services:
         await seats.prune(alive if keep_own else alive - {own})
 
     @property
+    def clock_skew(self) -> dict[str, float | None]:
+        """How far this host's clock is ahead of the store's and Redis's (None: unknown)."""
+        return _clock_skew(self.clock, self.coordination)
+
+    @property
     def degraded(self) -> list[str]:
         """Shared parts this access point is running without, for /readyz."""
         return ["coordination"] if self.coordination.quotas.limiter.degraded else []
 
 
-def _coordination(config: FederationConfig) -> Coordination:
+def _clock_skew(clock: StoreClock, coordination: Coordination) -> dict[str, float | None]:
+    skew: dict[str, float | None] = {"store": clock.skew}
+    if coordination.redis is not None:
+        skew["redis"] = coordination.quotas.limiter.skew
+    return skew
+
+
+def _coordination(config: FederationConfig, local_clock: Callable[[], float]) -> Coordination:
     name = config.gateway.name
     if not config.coordination.redis_url:
         return Coordination(
@@ -329,7 +355,7 @@ def _coordination(config: FederationConfig) -> Coordination:
         config.coordination.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
     )
     presence = RedisPresence(redis, name)
-    limiter: Limiter = RedisLimiter(redis, lambda: presence.last_count)
+    limiter: Limiter = RedisLimiter(redis, lambda: presence.last_count, clock=local_clock)
     seats = RedisSeats(redis, name, lambda: presence.last_count)
     return Coordination(RedisBus(redis, name), presence, QuotaGate(limiter), seats, redis)
 
@@ -357,12 +383,17 @@ def _accounting(
     institutions: InstitutionRegistry,
     coordination: Coordination,
     telemetry: Telemetry,
+    clock: Callable[[], float],
 ) -> Accounting:
     spool = UsageRecorder(
         store, Path(config.gateway.state_dir) / "usage-spool" / config.gateway.name
     )
     budgets = BudgetService(
-        store, PriceBook(config.sites), flush=spool.flush, budgeted=institutions.all
+        store,
+        PriceBook(config.sites),
+        flush=spool.flush,
+        budgeted=institutions.all,
+        clock=clock,  # months turn by the store's clock at every access point alike
     )
     usage = UsageSink(
         [

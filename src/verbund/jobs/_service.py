@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.accounting import UsageRecord
 from verbund.config import FederationConfig, InstitutionConfig, SiteConfig
@@ -32,7 +31,7 @@ from verbund.jobs._slots import SiteSlots
 from verbund.jobs._slurm import SlurmRunner
 from verbund.jobs._status import TERMINAL, JobStatus, move
 from verbund.jobs._submit import Submitter
-from verbund.store import Store, TrainingEventRow, TrainingJobRow
+from verbund.store import STORE_FAILURES, Store, TrainingEventRow, TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
 
@@ -151,7 +150,7 @@ class JobService:
                 if time.monotonic() - refreshed > MODEL_REFRESH_SECONDS:
                     refreshed = time.monotonic()
                     await self.load_models()
-            except (SQLAlchemyError, OSError) as exc:  # store unreachable: try again later
+            except STORE_FAILURES as exc:  # store unreachable: try again later
                 log.warning("job loop: %s", type(exc).__name__)
             await asyncio.sleep(self.config.training.poll_interval)
 

@@ -1,6 +1,13 @@
 """Persistence: tables, the async engine and Alembic migrations."""
 
+from verbund.store._clock import StoreClock, store_now
 from verbund.store._db import Store, alembic_config
+from verbund.store._errors import (
+    RETRY_AFTER_SECONDS,
+    STORE_FAILURES,
+    store_unavailable,
+    unavailable_error,
+)
 from verbund.store._tables import (
     ApiKeyRow,
     AuditRow,
@@ -17,6 +24,8 @@ from verbund.store._tables import (
 )
 
 __all__ = [
+    "RETRY_AFTER_SECONDS",
+    "STORE_FAILURES",
     "ApiKeyRow",
     "AuditRow",
     "AvailabilityRow",
@@ -27,8 +36,12 @@ __all__ = [
     "InstitutionRow",
     "SiteStateRow",
     "Store",
+    "StoreClock",
     "TrainingEventRow",
     "TrainingJobRow",
     "UsageRow",
     "alembic_config",
+    "store_now",
+    "store_unavailable",
+    "unavailable_error",
 ]

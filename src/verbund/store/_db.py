@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 from alembic import command
@@ -19,11 +20,37 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from verbund.errors import StoreError
+from verbund.store._clock import store_now
+from verbund.store._errors import store_unavailable
 
 _HERE = Path(__file__).parent
 
 
 T = TypeVar("T")
+
+
+class _Session(AsyncSession):
+    """A session whose block turns "the store is away" into :class:`StoreUnavailable`, so
+    that every caller gets the 503 without catching SQLAlchemy's exceptions itself."""
+
+    async def __aexit__(
+        self,
+        type_: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(type_, value, traceback)
+        except Exception as closing:
+            if value is None:  # closing failed on its own
+                mapped = store_unavailable(closing)
+                if mapped is None:
+                    raise
+                raise mapped from closing
+        if value is not None and not isinstance(value, StoreError):
+            mapped = store_unavailable(value)
+            if mapped is not None:
+                raise mapped from value
 
 
 class Store:
@@ -42,9 +69,10 @@ class Store:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(self.engine, class_=_Session, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
+        """A session; used as ``async with``, a store that is away raises StoreUnavailable."""
         return self.sessions()
 
     async def owned(self, row_type: type[T], row_id: str, institution_id: str) -> T | None:
@@ -60,6 +88,16 @@ class Store:
                 )
             ).scalar_one_or_none()
         return found
+
+    def now_sql(self) -> Any:
+        """The store's current Unix time as an SQL expression (for leases and windows)."""
+        return store_now(self.engine.dialect.name)
+
+    async def now(self) -> float:
+        """The store's current Unix time."""
+        async with self.session() as s:
+            value: Any = await s.scalar(select(self.now_sql()))
+        return float(value)
 
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
@@ -101,8 +139,14 @@ class Store:
             f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
             f"SELECT {', '.join(values)} FROM {source} ON CONFLICT ({key}) DO NOTHING"
         )
-        async with self.engine.begin() as conn:
-            await conn.exec_driver_sql(sql, (rows.decode(),))
+        try:
+            async with self.engine.begin() as conn:
+                await conn.exec_driver_sql(sql, (rows.decode(),))
+        except Exception as exc:
+            mapped = store_unavailable(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def ping(self) -> bool:
         try:

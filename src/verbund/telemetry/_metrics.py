@@ -7,7 +7,7 @@ key, user or institution labels: those belong in usage reports, not in time seri
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -54,6 +54,25 @@ class _FederationState(Collector):
             for s in SiteState:
                 state.add_metric([site.name, s.value], 1.0 if site.state is s else 0.0)
         yield from (up, ejections, in_flight, state)
+
+
+class ClockSkewCollector(Collector):
+    """How far this host's clock is ahead of the store's and Redis's, read at scrape time."""
+
+    def __init__(self, skew: Callable[[], dict[str, float | None]]) -> None:
+        self._skew = skew
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "verbund_clock_skew_seconds",
+            "This host's clock minus the shared clock (store, redis); leases, quota windows "
+            "and budget months use the shared one.",
+            labels=["reference"],
+        )
+        for reference, seconds in self._skew().items():
+            if seconds is not None:
+                gauge.add_metric([reference], seconds)
+        yield gauge
 
 
 class Metrics:

@@ -8,13 +8,12 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.audit import AuditLog
 from verbund.config import InstitutionConfig
 from verbund.coordination import EventBus, LocalBus
 from verbund.errors import BadRequest, NotFound
-from verbund.store import InstitutionRow, Store
+from verbund.store import STORE_FAILURES, InstitutionRow, Store
 
 _FIELDS = (
     "name",
@@ -145,5 +144,5 @@ class InstitutionRegistry:
 
     async def on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == "institution.changed":
-            with contextlib.suppress(SQLAlchemyError, OSError):
+            with contextlib.suppress(*STORE_FAILURES):
                 await self.load()

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.audit import AuditLog
 from verbund.coordination import EventBus, LocalBus
 from verbund.errors import NotFound, Overloaded, StoreUnavailable
-from verbund.store import ApiKeyRow, Store
+from verbund.store import RETRY_AFTER_SECONDS, STORE_FAILURES, ApiKeyRow, Store
 
 KEY_PREFIX = "vb-"
 
@@ -118,10 +117,11 @@ class KeyService:
         try:
             async with self._store.session() as s:
                 row = (await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == h))).scalar()
-        except (SQLAlchemyError, OSError):
+        except STORE_FAILURES:
             # fail closed: the key may be valid, but nothing here can tell
             raise StoreUnavailable(
-                "The key could not be checked: the federation store is unreachable."
+                "The key could not be checked: the federation store is unreachable.",
+                headers={"retry-after": str(RETRY_AFTER_SECONDS)},
             ) from None
         finally:
             self._lookups -= 1
@@ -217,7 +217,7 @@ class KeyService:
                 row = (
                     await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
                 ).scalar()
-        except (SQLAlchemyError, OSError):
+        except STORE_FAILURES:
             gone = self._by_hash.pop(key_hash, None)  # unknown: fail closed until the store is back
             if gone is not None:
                 self._by_id.pop(gone.id, None)
