@@ -58,6 +58,7 @@ from verbund.gateway._overload import Overload, OverloadCollector
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
 from verbund.routing import Router, make_policy
+from verbund.server import Drain
 from verbund.store import Store
 from verbund.telemetry import Metrics, Pseudonymizer, log_access, make_tracer
 from verbund.telemetry._tracing import Tracer
@@ -125,6 +126,7 @@ class Services:
     router: Router
     proxy: Proxy
     overload: Overload
+    drain: Drain  # this access point leaving service (SIGTERM, POST /admin/drain)
     # accounting
     accounting: Accounting
     # work that outlives a request
@@ -223,6 +225,7 @@ class Services:
             router=router,
             proxy=proxy,
             overload=overload,
+            drain=Drain(config.gateway.drain_grace),
             accounting=accounting,
             files=files,
             batches=batches,
