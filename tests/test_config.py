@@ -77,3 +77,23 @@ def test_production_example_serves_one_model_at_two_sites() -> None:
             for m in b.models:
                 served_at.setdefault(m, set()).add(s.name)
     assert any(len(sites) >= 2 for sites in served_at.values())
+
+
+def test_edge_bounds_are_checked_with_their_field_paths(tmp_path: Path) -> None:
+    data = federation_dict(tmp_path)
+    data["gateway"] = {
+        **data.get("gateway", {}),
+        "max_header_bytes": 10,
+        "header_timeout": 0,
+        "max_connections": -1,
+        "drain_grace": -1,
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    paths = {p for p, _ in err.value.problems}
+    assert {
+        "gateway.max_header_bytes",
+        "gateway.header_timeout",
+        "gateway.max_connections",
+        "gateway.drain_grace",
+    } <= paths

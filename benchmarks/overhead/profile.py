@@ -72,7 +72,7 @@ _ROOT_FRAMES = (
     "<string>",
     "uvicorn/main.py",
     "verbund/cli.py",
-    "verbund/server.py",
+    "verbund/server/",
     "typer/",
     "click/",
     "runpy.py",

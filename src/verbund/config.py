@@ -87,6 +87,19 @@ class GatewayConfig(_Strict):
     # load shedding, per process: above either bound new API requests get 503 at once
     max_in_flight: int = Field(4096, ge=0)  # requests and open streams; 0 = no bound
     shed_after_lag: float = Field(0.25, ge=0)  # event-loop lag in seconds; 0 = never
+    # the HTTP edge, per process: what a client may send and how slowly (431, 408, 503)
+    max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)  # request line + headers
+    max_headers: int = Field(100, ge=8, le=10_000)
+    header_timeout: float = Field(10.0, gt=0, le=600)  # first byte of a request to its last header
+    body_timeout: float = Field(30.0, gt=0, le=3600)  # window in which a body must progress
+    body_min_rate: int = Field(1024, ge=0)  # bytes/s a body must average over each window
+    keep_alive_timeout: float = Field(
+        75.0, gt=0, le=3600
+    )  # idle connection, before or between requests
+    max_connections: int = Field(8192, ge=0)  # open client connections; 0 = no bound
+    # taking the access point out of service (SIGTERM, POST /admin/drain)
+    drain_grace: float = Field(10.0, ge=0, le=3600)  # /readyz 503 but still serving, for balancers
+    shutdown_timeout: float = Field(30.0, gt=0, le=3600)  # then: requests and streams in flight
 
     @field_validator("listen")
     @classmethod

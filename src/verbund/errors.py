@@ -17,7 +17,9 @@ The tree::
         ├── NotFound                  404
         │   └── ModelNotFound         404 model_not_found
         ├── Conflict                  409 the object's state does not allow this
+        ├── RequestTimeout            408 the client sent its request too slowly
         ├── PayloadTooLarge           413
+        ├── HeadersTooLarge           431 too many or too large request headers
         ├── RateLimited               429
         │   └── TooManyConcurrent     429 the key or institution has its limit of requests open
         ├── ClientClosed              499 the client left before its answer was ready
@@ -147,6 +149,20 @@ class PayloadTooLarge(ApiError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RequestTimeout(ApiError):
+    """The request's headers or body came too slowly; the connection is closed after this."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class HeadersTooLarge(ApiError):
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
 
 
 class ClientClosed(ApiError):

@@ -1,9 +1,14 @@
-"""The app's own middleware: request ids."""
+"""The app's own middleware and handlers: request ids, no redirects, clients gone."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
+import pytest
+from starlette.types import Message
+
+from tests.conftest import Gateway
 from verbund.gateway._app import random_uuid
 
 
@@ -14,3 +19,29 @@ def test_request_ids_are_random_version_4_uuids() -> None:
         u = uuid.UUID(text)
         assert u.version == 4 and u.variant == uuid.RFC_4122
         assert str(u) == text  # the canonical form llama-cpp-python accepts
+
+
+async def test_a_trailing_slash_is_not_redirected_to_the_clients_host(gw: Gateway) -> None:
+    r = await gw.client.post("/v1/chat/completions/", headers={"host": "evil.example:666"})
+    assert r.status_code == 404
+    assert "location" not in r.headers
+    assert r.json()["error"]["code"] == "not_found"
+
+
+async def test_a_client_gone_during_the_body_is_one_debug_line(
+    gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    scope = gw.asgi_scope("/v1/chat/completions", b'{"model": "x"}')
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.DEBUG):
+        await gw.app(scope, receive, send)
+    ours = [r for r in caplog.records if r.name.startswith(("verbund", "uvicorn"))]
+    assert [r.levelno for r in ours] == [logging.DEBUG], [r.getMessage() for r in ours]
+    assert sent[0]["status"] == 499

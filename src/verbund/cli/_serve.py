@@ -58,6 +58,7 @@ def gateway(
         ensure_port_free,
         make_server,
         run_on_uvloop,
+        serving,
         stop_on_sigterm,
     )
 
@@ -90,9 +91,8 @@ def gateway(
 
             run_workers(config, cfg, n_workers, log_level)
             return
-        server = make_server(
-            create_app(cfg, admin_key=admin_key), cfg.gateway.host, cfg.gateway.port, log_level
-        )
+        app = create_app(cfg, admin_key=admin_key, on_started=serving)
+        server = make_server(app, cfg.gateway.host, cfg.gateway.port, log_level, cfg.gateway)
         run_on_uvloop(server.serve())
     except VerbundError as exc:
         raise fail(str(exc)) from None

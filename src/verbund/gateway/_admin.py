@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from verbund.gateway._deps import admin, json_body, services, validated
 from verbund.gateway._services import Services
 
 ADMIN_BODY_LIMIT = 64 * 1024
+log = logging.getLogger("verbund.gateway")
 
 
 async def _admin(request: Request) -> tuple[Services, str]:
@@ -80,6 +82,35 @@ def _lifecycle(state: SiteState) -> Any:
 drain_site = _lifecycle(SiteState.draining)
 maintain_site = _lifecycle(SiteState.maintenance)
 resume_site = _lifecycle(SiteState.active)
+
+
+async def drain_access_point(request: Request) -> Response:
+    """Take this access point out of service as SIGTERM would: ``/readyz`` 503 at once,
+    serving on for ``gateway.drain_grace`` seconds, then stopping once what is in flight
+    has finished. Audited like a site's lifecycle change."""
+    svc, actor = await _admin(request)
+    name = svc.config.gateway.name
+    before = "draining" if svc.drain.draining else "serving"
+    async with svc.store.session() as s, s.begin():
+        await svc.audit.append(
+            s,
+            actor=actor,
+            action="access_point.drain",
+            target=name,
+            before={"state": before},
+            after={"state": "draining"},
+        )
+    svc.drain.request()
+    log.info("access point %s: %s -> draining by %s", name, before, actor)
+    return JSONResponse(
+        {
+            "access_point": name,
+            "state": "draining",
+            "previous": before,
+            "grace_seconds": svc.drain.grace,
+        },
+        status_code=202,
+    )
 
 
 class _KeyCreate(BaseModel):

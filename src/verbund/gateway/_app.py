@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +22,7 @@ from verbund.federation import TransportFactory
 from verbund.gateway import _accounting, _admin, _batches, _files, _jobs, _oip, _openai, _ops
 from verbund.gateway._overload import OverloadMiddleware
 from verbund.gateway._services import Services
+from verbund.server import Drain
 from verbund.telemetry._tracing import Tracer
 
 log = logging.getLogger("verbund.gateway")
@@ -37,10 +38,15 @@ def random_uuid() -> str:
 
 
 class RequestIdMiddleware:
-    """Gives every request an id (``request.state.request_id``) and echoes it as a header."""
+    """Gives every request an id (``request.state.request_id``) and echoes it as a header.
 
-    def __init__(self, app: ASGIApp) -> None:
+    While the access point drains, every answer also says ``Connection: close``: clients
+    and load balancers then open their next connection, to another access point, rather
+    than reuse one that is about to be closed."""
+
+    def __init__(self, app: ASGIApp, drain: Drain) -> None:
         self.app = app
+        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,6 +61,8 @@ class RequestIdMiddleware:
                 headers = list(message.get("headers", []))
                 if not any(k == b"x-request-id" for k, _ in headers):
                     headers.append((b"x-request-id", raw_id))
+                if self.drain.draining:
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)
 
@@ -74,6 +82,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A client that left while its request body was read: nothing to answer, nothing
+    worth more than a debug line (one per such client would flood the log at ERROR)."""
+    log.debug("client disconnected while sending %s %s", request.method, request.url.path)
+    return Response(status_code=499)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error in %s %s", request.method, request.url.path)
     return JSONResponse(internal_error_body(), status_code=500)
@@ -86,19 +101,20 @@ def create_app(
     transport_factory: TransportFactory | None = None,
     background: bool = True,
     tracer: Tracer | None = None,
-    on_started: Callable[[], None] | None = None,
+    on_started: Callable[[Drain], None] | None = None,
     local_clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """Build one access point. ``background=False`` skips probes and flushing (unit tests);
-    ``on_started`` is the process runner's hook, called once the services are up;
-    ``local_clock`` stands in for this host's clock (tests of clock skew)."""
+    ``on_started`` is the process runner's hook, called with the access point's drain once
+    the services are up (:func:`verbund.server.serving`); ``local_clock`` stands in for
+    this host's clock (tests of clock skew)."""
     svc = Services.build(config, admin_key, transport_factory, tracer, local_clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.start(background=background)
         if on_started is not None:
-            on_started()
+            on_started(svc.drain)
         try:
             yield
         finally:
@@ -123,6 +139,7 @@ def create_app(
         Route("/readyz", _ops.readyz, methods=["GET"]),
         Route("/status", _ops.status, methods=["GET"]),
         Route("/metrics", _ops.metrics, methods=["GET"]),
+        Route("/admin/drain", _admin.drain_access_point, methods=["POST"]),
         Route("/admin/sites", _admin.list_sites, methods=["GET"]),
         Route("/admin/sites/{name}/drain", _admin.drain_site, methods=["POST"]),
         Route("/admin/sites/{name}/maintenance", _admin.maintain_site, methods=["POST"]),
@@ -168,15 +185,20 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(RequestIdMiddleware),
+            Middleware(RequestIdMiddleware, drain=svc.drain),
             Middleware(OverloadMiddleware, overload=svc.overload),
         ],
         lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
     )
+    # Starlette would answer /v1/models/ with a redirect built from the client's Host
+    # header (an open redirect, before authentication); here it is a 404 like any
+    # unknown path.
+    app.router.redirect_slashes = False
     app.state.services = svc
     return app

@@ -16,6 +16,7 @@ predecessor left in that spool, so a killed worker loses no accepted record.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from starlette.applications import Starlette
 from verbund.config import FederationConfig, load_config
 from verbund.errors import ConfigError
 from verbund.gateway._app import create_app
-from verbund.server import CONFIG_ENV, tune_gc
+from verbund.server import CONFIG_ENV, serving
 
 __all__ = ["CONFIG_ENV", "app_from_env", "claim_worker_slot", "for_worker"]
 
@@ -59,7 +60,9 @@ def app_from_env() -> Starlette:
     config = load_config(Path(path))
     spool_root = Path(config.gateway.state_dir) / "usage-spool"
     slot, lock_fd = claim_worker_slot(spool_root, config.gateway.name)
-    app = create_app(for_worker(config, slot), admin_key=config.admin_key(), on_started=tune_gc)
+    # the parent of a worker is uvicorn's supervisor: an admin drain asks it to drain all
+    started = functools.partial(serving, supervisor=os.getppid())
+    app = create_app(for_worker(config, slot), admin_key=config.admin_key(), on_started=started)
     app.state.worker_slot = slot
     app.state.worker_lock_fd = lock_fd  # held open for the life of the process
     return app

@@ -18,6 +18,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     svc = services(request)
+    if svc.drain.draining:
+        # the load balancer's cue to send no more: this access point is leaving service
+        return JSONResponse({"ready": False, "draining": True}, status_code=503)
     now = time.monotonic()
     store_ok = await svc.store.ping()
     backends_up = sum(

@@ -60,6 +60,7 @@ from verbund.gateway._overload import OverloadCollector
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
 from verbund.routing import Router, make_policy
+from verbund.server import Drain
 from verbund.store import STORE_FAILURES, Store, StoreClock
 from verbund.telemetry import ClockSkewCollector, Metrics, Pseudonymizer, log_access, make_tracer
 from verbund.telemetry._tracing import Tracer
@@ -129,6 +130,7 @@ class Services:
     router: Router
     proxy: Proxy
     overload: Overload
+    drain: Drain  # this access point leaving service (SIGTERM, POST /admin/drain)
     # accounting
     accounting: Accounting
     # work that outlives a request
@@ -242,6 +244,7 @@ class Services:
             router=router,
             proxy=proxy,
             overload=overload,
+            drain=Drain(config.gateway.drain_grace),
             accounting=accounting,
             files=files,
             batches=batches,

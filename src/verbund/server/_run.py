@@ -1,4 +1,5 @@
-"""Running an access point under uvicorn (uvloop + httptools)."""
+"""Running an access point under uvicorn (uvloop + httptools, with the edge of
+:mod:`verbund.server._edge`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import errno
 import gc
 import logging
+import math
 import os
 import signal
 import socket
@@ -17,8 +19,9 @@ import uvicorn
 import uvloop
 from starlette.applications import Starlette
 
-from verbund.config import FederationConfig
+from verbund.config import FederationConfig, GatewayConfig
 from verbund.errors import VerbundError
+from verbund.server._edge import EdgeConfig
 
 __all__ = [
     "CONFIG_ENV",
@@ -34,12 +37,6 @@ __all__ = [
 
 T = TypeVar("T")
 CONFIG_ENV = "VERBUND_CONFIG"  # worker processes read the federation config file named here
-
-# How long an idle client connection stays open: nginx's default, not uvicorn's 5 s. The
-# side that closes an idle connection races the other side sending a request on it (the
-# request fails); clients and load balancers (idle timeouts of 60 s are usual) should be
-# the ones to close, so the server waits longer than they do.
-KEEP_ALIVE_SECONDS = 75
 
 
 class PortBusy(VerbundError):
@@ -62,32 +59,39 @@ def ensure_port_free(host: str, port: int) -> None:
         sock.close()
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, tuning the garbage collector once the app has started."""
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            tune_gc()
-
-
-def make_server(app: Starlette, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
-    config = uvicorn.Config(
+def _edge_config(app: Any, gateway: GatewayConfig, log_level: str, **kwargs: Any) -> uvicorn.Config:
+    """One uvicorn config for both runners. Idle connections close after
+    ``gateway.keep_alive_timeout`` (75 s, nginx's default rather than uvicorn's 5 s): the
+    side that closes an idle connection races the other side sending a request on it, so
+    clients and load balancers (idle timeouts of 60 s are usual) should be the ones to
+    close."""
+    return EdgeConfig(
         app,
-        host=host,
-        port=port,
+        gateway=gateway,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         access_log=False,
         log_level=log_level,
-        log_config=None,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=math.ceil(gateway.shutdown_timeout),
         server_header=False,
         proxy_headers=False,  # client addresses are never used (nor logged)
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_keep_alive=math.ceil(gateway.keep_alive_timeout),  # the edge uses the float
+        **kwargs,
     )
-    return _Server(config)
+
+
+def make_server(
+    app: Starlette,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    gateway: GatewayConfig | None = None,
+) -> uvicorn.Server:
+    """A single-process server; ``gateway`` gives the edge's bounds (defaults otherwise)."""
+    config = _edge_config(
+        app, gateway or GatewayConfig(), log_level, host=host, port=port, log_config=None
+    )
+    return uvicorn.Server(config)
 
 
 def run_workers(
@@ -110,26 +114,23 @@ def run_workers(
 
     asyncio.run(migrate())
     os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
-    uvicorn.run(
-        "verbund.gateway._factory:app_from_env",  # calls tune_gc once started
+    from uvicorn.supervisors import Multiprocess
+
+    uv = _edge_config(
+        "verbund.gateway._factory:app_from_env",  # drains on SIGTERM and tunes GC once started
+        config.gateway,
+        log_level,
         factory=True,
         workers=workers,
         host=config.gateway.host,
         port=config.gateway.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level=log_level,
-        timeout_graceful_shutdown=30,
-        server_header=False,
-        proxy_headers=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # uvicorn kills a worker that does not answer its supervisor's ping in time (5 s by
         # default); a worker still importing on a busy host would be killed and restarted
         # in a loop
         timeout_worker_healthcheck=60,
     )
+    # uvicorn.run(), less its own config: the edge's bounds travel in EdgeConfig
+    Multiprocess(uv, sockets=[uv.bind_socket()]).run()
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
