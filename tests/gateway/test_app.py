@@ -6,10 +6,12 @@ import logging
 import uuid
 
 import pytest
+from sqlalchemy import select
 from starlette.types import Message
 
 from tests.conftest import Gateway
 from verbund.gateway._app import random_uuid
+from verbund.store import UsageRow
 
 
 def test_request_ids_are_random_version_4_uuids() -> None:
@@ -43,5 +45,11 @@ async def test_a_client_gone_during_the_body_is_one_debug_line(
     with caplog.at_level(logging.DEBUG):
         await gw.app(scope, receive, send)
     ours = [r for r in caplog.records if r.name.startswith(("verbund", "uvicorn"))]
-    assert [r.levelno for r in ours] == [logging.DEBUG], [r.getMessage() for r in ours]
+    # the access log's one line for the request, and nothing at warning or above
+    assert [r.name for r in ours if r.levelno >= logging.INFO] == ["verbund.access"]
+    assert all(r.levelno < logging.WARNING for r in ours), [r.getMessage() for r in ours]
     assert sent[0]["status"] == 499
+    await gw.services.accounting.spool.flush()
+    async with gw.services.store.session() as s:
+        rows = (await s.execute(select(UsageRow))).scalars().all()
+    assert [(r.status, r.http_status) for r in rows] == [("cancelled", 499)]

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any, TypeGuard
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from verbund.errors import BadRequest, InvalidJSON, PayloadTooLarge
+from verbund.errors import BadRequest, ClientClosed, InvalidJSON, PayloadTooLarge
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -27,11 +27,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-        parts.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+            parts.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosed("The client left while sending its request body.") from None
     return b"".join(parts)
 
 
