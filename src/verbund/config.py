@@ -125,6 +125,12 @@ class LimitsConfig(_Strict):
 
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_messages: int = Field(2048, ge=1)
+    # levels of arrays and objects in a body (the body itself is one); at most 200 so that
+    # a batch line (one level more) and every re-encoding stay within orjson's 254
+    max_json_depth: int = Field(64, ge=2, le=200)
+    # max_tokens / max_completion_tokens at most (and at most the model's context_length)
+    max_output_tokens: int = Field(131072, ge=1, le=2**31 - 1)
+    max_n: int = Field(16, ge=1, le=128)  # choices per request
 
 
 class RoutingConfig(_Strict):

@@ -16,6 +16,7 @@ from verbund.gateway._body import (
     check_common,
     check_completion,
     check_embedding,
+    context_length,
     require_model,
 )
 from verbund.gateway._catalogue import catalogue
@@ -85,7 +86,7 @@ def _make_handler(
             who = await principal(request)
         raw, body = await json_body(request)
         model = require_model(body)
-        check_common(body)
+        check_common(body, svc.config.limits, context_length(svc.federation.models, model))
         check(body, svc)
         check_kind(svc, model, endpoint, kinds)
         stream = streams and body.get("stream") is True
