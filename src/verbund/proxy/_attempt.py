@@ -10,6 +10,7 @@ the request.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from verbund.proxy._forward import (
     Forward,
     Retry,
     fill_record,
+    loggable_upstream_message,
     sanitize_upstream_message,
 )
 from verbund.proxy._sse import Usage
@@ -51,6 +53,7 @@ from verbund.routing import try_deadline
 
 __all__ = ["RETRYABLE_STATUS", "Attempts", "Opened"]
 
+log = logging.getLogger("verbund.proxy")
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0
@@ -250,11 +253,13 @@ class Attempts:
             self.fail(backend, Failure.server_error)
             raise Retry(UpstreamError(f"The model server failed (HTTP {status})."))
         if 400 <= status < 500:
-            detail = sanitize_upstream_message(body)
-            err = BadRequest(
-                "The model server rejected the request" + (f": {detail}" if detail else "."),
-                code="upstream_rejected",
+            log.warning(
+                "backend %s rejected a request: HTTP %d: %s",
+                backend.name,
+                status,
+                loggable_upstream_message(body),
             )
+            err = BadRequest(sanitize_upstream_message(body, status), code="upstream_rejected")
             err.status = status if status in (400, 404, 413, 422) else 400
             raise err
         self.fail(backend, Failure.server_error)
