@@ -281,6 +281,9 @@ class RunnerConfig(_Strict):
     python: str = ""  # interpreter for recipes at the site; "" = the access point's own
     slurm_conf: str = ""  # slurm: SLURM_CONF for sbatch/squeue/scontrol/scancel
     max_time_minutes: int = Field(24 * 60, ge=1)
+    # base models a recipe may load (lora-sft), by name: the folder of each at the site.
+    # A job names one of these; no client ever names a path.
+    base_models: dict[Name, str] = {}
 
 
 class SiteConfig(_Strict):
