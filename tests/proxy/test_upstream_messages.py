@@ -55,6 +55,10 @@ def test_unknown_messages_become_the_statuses_fixed_message(message: str, status
             "longer than the model's context length",
         ),
         ("The model `smol-on-gpu-node-17` does not exist.", "does not serve the requested model"),
+        (  # MLServer
+            "Model digits-gpu-node-17 with version v9 not found",
+            "does not serve the requested model version",
+        ),
     ],
 )
 def test_known_engine_phrases_are_told_in_our_words(message: str, expected: str) -> None:

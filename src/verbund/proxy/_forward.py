@@ -38,6 +38,10 @@ _KNOWN_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
         "The request is longer than the model's context length: shorten the messages or "
         "lower max_tokens.",
     ),
+    (  # MLServer, KServe, Triton
+        re.compile(r"(?i)\bmodel\b.{0,200}\bversion\b.{0,200}\b(?:not found|does not exist)"),
+        "The model server does not serve the requested model version.",
+    ),
     (
         re.compile(r"(?i)\bmodel\b.{0,200}\b(?:does not exist|not found)"),
         "The model server does not serve the requested model.",
