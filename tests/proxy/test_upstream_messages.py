@@ -79,6 +79,10 @@ def test_the_log_keeps_the_message_but_not_what_the_client_sent() -> None:
     echoed = loggable_upstream_message(body("Invalid prompt 'Patientin Erika M.' for model x"))
     assert "Erika" not in echoed and "Invalid prompt" in echoed
     assert len(loggable_upstream_message(body("x" * 10_000))) <= 300
+    sent = b'{"messages": [{"role": "user", "content": "Befund Erika Mustermann, geb. 1961"}]}'
+    unquoted = loggable_upstream_message(body("cannot tokenize Erika Mustermann, geb."), sent)
+    assert "cannot tokenize" in unquoted
+    assert "Erika" not in unquoted and "Mustermann" not in unquoted
 
 
 async def test_a_rejection_reaches_the_client_clean_and_the_operator_in_full(

@@ -75,6 +75,8 @@ _BY_STATUS = {
 }
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`|input_value=.*?(?=, input_type|$)", re.S)
 _LOGGED_CHARS = 300
+_WORD = re.compile(r"[^\s'\"`,;:()\[\]{}<>]+")
+_ECHO_MIN = 4  # shorter words ("the", "max") say nothing of a prompt
 
 
 def upstream_message(raw: bytes) -> str:
@@ -104,10 +106,15 @@ def sanitize_upstream_message(raw: bytes, status: int) -> str:
     return _BY_STATUS.get(status, _BY_STATUS[400])
 
 
-def loggable_upstream_message(raw: bytes) -> str:
-    """A backend's message for the operator's log: quoted values (where engines echo the
-    client's input) removed, and short."""
-    return _QUOTED.sub("'…'", upstream_message(raw))[:_LOGGED_CHARS]
+def loggable_upstream_message(raw: bytes, sent: bytes = b"") -> str:
+    """A backend's message for the operator's log, short and without what the client sent:
+    quoted values (where engines echo input) go, and so does every word of the message
+    that occurs in the request body ``sent``."""
+    msg = _QUOTED.sub("'…'", upstream_message(raw))[:_LOGGED_CHARS]
+    if not sent:
+        return msg
+    words = {w for w in _WORD.findall(msg) if len(w) >= _ECHO_MIN and w.encode() in sent}
+    return _WORD.sub(lambda m: "…" if m.group() in words else m.group(), msg)
 
 
 # completes when the client has disconnected
