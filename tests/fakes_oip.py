@@ -66,7 +66,9 @@ class FakeOipBackend:
             return httpx.Response(404, json={"error": f"Model {path} not found"})
         model, version, action = m.group(1), m.group(2), m.group(3)
         if version is not None and version not in self.versions:
-            return httpx.Response(404, json={"error": f"Model {model} with version {version}"})
+            return httpx.Response(
+                404, json={"error": f"Model {model} with version {version} not found"}
+            )
         if action is None and request.method == "GET":
             return httpx.Response(
                 200,

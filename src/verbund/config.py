@@ -144,6 +144,12 @@ class LimitsConfig(_Strict):
     max_concurrent_per_institution: int = Field(256, ge=0)
     # a streamed answer whose reader takes no bytes for this long is ended
     stream_write_timeout: float = Field(30.0, gt=0)
+    # levels of arrays and objects in a body (the body itself is one); at most 200 so that
+    # a batch line (one level more) and every re-encoding stay within orjson's 254
+    max_json_depth: int = Field(64, ge=2, le=200)
+    # max_tokens / max_completion_tokens at most (and at most the model's context_length)
+    max_output_tokens: int = Field(131072, ge=1, le=2**31 - 1)
+    max_n: int = Field(16, ge=1, le=128)  # choices per request
 
 
 class RoutingConfig(_Strict):
@@ -294,6 +300,9 @@ class RunnerConfig(_Strict):
     python: str = ""  # interpreter for recipes at the site; "" = the access point's own
     slurm_conf: str = ""  # slurm: SLURM_CONF for sbatch/squeue/scontrol/scancel
     max_time_minutes: int = Field(24 * 60, ge=1)
+    # base models a recipe may load (lora-sft), by name: the folder of each at the site.
+    # A job names one of these; no client ever names a path.
+    base_models: dict[Name, str] = {}
 
 
 class SiteConfig(_Strict):

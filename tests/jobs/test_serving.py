@@ -98,3 +98,46 @@ def test_load_refuses_what_it_cannot_serve() -> None:
         load_linear({**TINY, "format": "pickle"})
     with pytest.raises(ValueError, match="do not match"):
         load_linear({**TINY, "coef": [[1.0, 0.0]]})
+
+
+async def test_repeated_outputs_are_computed_and_returned_once(tmp_path: Path) -> None:
+    """A 118 KB request listing its outputs thousands of times made a 14 MB answer."""
+    model = registered(tmp_path, TINY)
+    body = {
+        "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[3, 0], [-3, 0]]}],
+        "outputs": [{"name": "predict_proba"}, {"name": "predict"}] * 5000,
+    }
+    out = await Predictors().infer(model, body)
+    assert [o["name"] for o in out["outputs"]] == ["predict_proba", "predict"]
+
+
+async def test_an_answer_beyond_the_bound_is_refused_before_any_work(tmp_path: Path) -> None:
+    from verbund.jobs._serving import MAX_ANSWER_VALUES, MAX_ROWS
+
+    classes = MAX_ANSWER_VALUES // MAX_ROWS + 1  # probabilities for every row are too many
+    wide = {
+        "format": "verbund-linear-v1",
+        "classes": list(range(classes)),
+        "coef": [[float(i)] for i in range(classes)],
+        "intercept": [0.0] * classes,
+        "mean": [0.0],
+        "scale": [1.0],
+    }
+    model = registered(tmp_path, wide)
+    rows = {"name": "x", "shape": [MAX_ROWS, 1], "datatype": "FP64", "data": [0.5] * MAX_ROWS}
+    p = Predictors()
+    with pytest.raises(BadRequest) as err:
+        await p.infer(model, {"inputs": [rows], "outputs": [{"name": "predict_proba"}]})
+    assert err.value.code == "answer_too_large" and str(MAX_ANSWER_VALUES) in err.value.message
+    labels = await p.infer(model, {"inputs": [rows], "outputs": [{"name": "predict"}]})
+    assert len(labels["outputs"][0]["data"]) == MAX_ROWS
+
+
+async def test_deeply_nested_data_is_read_without_recursion(tmp_path: Path) -> None:
+    model = registered(tmp_path, TINY)
+    data: Any = [1.0, 0.0]
+    for _ in range(5000):
+        data = [data]
+    body = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": data}]}
+    out = await Predictors().infer(model, body)  # nesting says nothing of the shape
+    assert out["outputs"][0]["data"] == [1]

@@ -77,8 +77,16 @@ async def test_no_content_or_key_anywhere(tmp_path: Path, captured_logs: io.Stri
             assert streamed.status_code == 200
             for f in fakes.values():
                 f.mode, f.status = "status", 400
-                f.error_body = b'{"error": {"message": "bad: ' + ERROR.encode() + b'"}}'
-            await client.post("/v1/chat/completions", json=body, headers=auth)
+                # an engine that echoes the prompt, unquoted, next to its own words
+                f.error_body = (
+                    b'{"error": {"message": "bad: '
+                    + ERROR.encode()
+                    + b" near "
+                    + PROMPT.encode()
+                    + b'"}}'
+                )
+            rejected = await client.post("/v1/chat/completions", json=body, headers=auth)
+            assert rejected.status_code == 400 and ERROR not in rejected.text
             for f in fakes.values():
                 f.mode, f.status = "status", 500
             await client.post("/v1/chat/completions", json=body, headers=auth)
@@ -110,8 +118,12 @@ async def test_no_content_or_key_anywhere(tmp_path: Path, captured_logs: io.Stri
     assert '"logger":"verbund.access"' in logs  # the access log did run
     assert "verbund_requests_total" in metrics
     assert "u_" in logs  # the pseudonym of the user is logged ...
+    # the operator's log has what the backend said, without what the client sent; the
+    # client, the store, metrics and spans never see it
+    assert ERROR in logs
     for canary in (PROMPT, SYSTEM, ANSWER, USER, ERROR, key, key[3:20]):
-        assert canary not in logs, canary
+        if canary != ERROR:
+            assert canary not in logs, canary
         assert canary.encode() not in store_bytes, canary
         assert canary not in metrics, canary
         assert canary not in span_text, canary

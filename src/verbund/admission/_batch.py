@@ -11,9 +11,14 @@ The budget is not checked per item: a batch admitted before its institution reac
 hard stop runs to its end. Cutting it off half-way would leave an output file with holes
 for work the institution asked for while it was within budget and whose first half it
 has already paid for; the overshoot is bounded by one batch, and no new batch starts.
+
+An item's OpenAI ``user`` goes to backends as the keyed pseudonym the logs use, as for
+interactive requests.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import orjson
 
@@ -45,7 +50,9 @@ class BatchDispatch:
         quotas: QuotaGate,
         usage: UsageSink,
         default_max_tokens: int,
+        pseudonyms: Callable[[str], str],
     ) -> None:
+        self._pseudonyms = pseudonyms
         self._router = router
         self._proxy = proxy
         self._federation = federation
@@ -74,8 +81,12 @@ class BatchDispatch:
         if inst is None:
             raise PermissionDenied("The batch's institution is no longer a member.")
         limits = token_limits(inst, self._keys.by_id(record.key_id))
+        parsed = orjson.loads(body)
+        user = parsed.get("user")
+        if isinstance(user, str) and user:
+            record.user_hash = parsed["user"] = self._pseudonyms(user)
+            body = orjson.dumps(parsed)
         if limits:
-            parsed = orjson.loads(body)
             answer_tokens = 0 if path == "/v1/embeddings" else self._default_max_tokens
             tokens = estimate_prompt_tokens(parsed) + (max_tokens(parsed) or answer_tokens)
             await self._quotas.admit(record.request_id, limits, tokens)  # may wait: RateLimited

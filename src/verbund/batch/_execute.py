@@ -1,11 +1,14 @@
 """Running one batch item: read its request, send it like an interactive one, make its line.
 
 The runner decides when and where; this module does one item and says what became of it
-(an :class:`Outcome` for the store, and what the adaptive limiter should learn).
+(an :class:`Outcome` for the store, and what the adaptive limiter should learn). Whatever
+goes wrong with one item fails that item with an error line: an item left without an
+outcome would stay ``running`` with its lease renewed, and its batch never finish.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import deque
@@ -25,6 +28,8 @@ from verbund.federation import Backend
 from verbund.files import FileObject, FileService
 
 __all__ = ["Dispatch", "Execution", "Lane", "execute"]
+
+log = logging.getLogger("verbund.batch")
 
 
 class Dispatch(Protocol):
@@ -78,6 +83,36 @@ async def execute(
     on_send: Callable[[], None],
 ) -> Execution:
     """``on_send`` is called just before the request goes to the proxy."""
+    try:
+        return await _execute(
+            item,
+            lane,
+            plan,
+            backends=backends,
+            files=files,
+            config=config,
+            access_point=access_point,
+            clock=clock,
+            on_send=on_send,
+        )
+    except Exception:  # the item's boundary: one bad item must not hang its batch
+        log.exception("batch %s item %d failed", lane.batch_id, item.id)
+        line = error_line(item.custom_id, "internal_error", "The request could not be processed.")
+        return Execution(Outcome(item, "failed", line))
+
+
+async def _execute(
+    item: ClaimedItem,
+    lane: Lane,
+    plan: list[Backend],
+    *,
+    backends: Dispatch,
+    files: FileService,
+    config: BatchConfig,
+    access_point: str,
+    clock: Callable[[], float],
+    on_send: Callable[[], None],
+) -> Execution:
     if item.attempts > config.max_attempts:
         line = error_line(
             item.custom_id,
@@ -90,7 +125,12 @@ async def execute(
             raise KeyError(lane.batch_id)
         raw = await files.read_range(lane.input, item.offset, item.length)
         body = orjson.dumps(orjson.loads(raw)["body"])
-    except (KeyError, StoreError, OSError, orjson.JSONDecodeError):
+    except orjson.JSONEncodeError:  # a TypeError: before the next clause
+        line = error_line(
+            item.custom_id, "invalid_request", "The request's body is nested too deeply to send."
+        )
+        return Execution(Outcome(item, "failed", line))
+    except (KeyError, TypeError, StoreError, OSError, orjson.JSONDecodeError):
         line = error_line(item.custom_id, "input_unavailable", "The request could not be read.")
         return Execution(Outcome(item, "failed", line))
     record = UsageRecord(

@@ -74,9 +74,15 @@ def new_file_id() -> str:
     return "file-" + secrets.token_hex(12)
 
 
+# bidirectional controls make a name show other than it is ("invoice\u202egpj.exe")
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e")
+_BIDI_CONTROLS |= frozenset("\u2066\u2067\u2068\u2069")
+
+
 def clean_filename(raw: str) -> str:
-    """The name a client gave, without directories; control characters are refused."""
-    if any(unicodedata.category(ch) == "Cc" for ch in raw):
+    """The name a client gave, without directories; control characters are refused, and
+    so are bidirectional controls, which would show others a name other than the file's."""
+    if any(unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS for ch in raw):
         raise BadRequest(
             "The filename contains control characters.", code="invalid_filename", param="file"
         )

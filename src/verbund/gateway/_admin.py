@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from verbund.accounting import GROUPS, usage_report
 from verbund.config import InstitutionConfig, SiteState
 from verbund.errors import BadRequest, NotFound
-from verbund.gateway._deps import admin, json_body, services, validated
+from verbund.gateway._deps import admin, json_body, query_int, services, validated
 from verbund.gateway._services import Services
 
 ADMIN_BODY_LIMIT = 64 * 1024
@@ -188,7 +189,14 @@ async def update_key(request: Request) -> Response:
 async def update_institution(request: Request) -> Response:
     svc, actor = await _admin(request)
     changes = (await json_body(request, ADMIN_BODY_LIMIT))[1]
-    unknown = [s for s in changes.get("allowed_sites", []) if s not in svc.federation.sites]
+    sites = changes.get("allowed_sites", [])
+    if not isinstance(sites, list) or not all(isinstance(s, str) for s in sites):
+        raise BadRequest(
+            "'allowed_sites' must be an array of site names.",
+            code="invalid_type",
+            param="allowed_sites",
+        )
+    unknown = [s for s in sites if s not in svc.federation.sites]
     if unknown:
         raise BadRequest(
             f"allowed_sites names unknown sites: {', '.join(map(str, unknown))}",
@@ -200,6 +208,10 @@ async def update_institution(request: Request) -> Response:
 
 
 def _check_partner_site(svc: Services, site: object) -> None:
+    if site is not None and not isinstance(site, str):
+        raise BadRequest(
+            "'partner_site' must be a site name.", code="invalid_type", param="partner_site"
+        )
     if site and site not in svc.federation.sites:
         raise BadRequest(f"partner_site names an unknown site: {site}", param="partner_site")
 
@@ -227,9 +239,12 @@ def _float_param(request: Request, name: str) -> float | None:
     if raw is None or raw == "":
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise BadRequest(f"'{name}' must be a Unix time in seconds.", param=name) from None
+        value = math.nan
+    if not math.isfinite(value):  # nan and inf parse as floats but name no time
+        raise BadRequest(f"'{name}' must be a Unix time in seconds.", param=name)
+    return value
 
 
 async def usage(request: Request) -> Response:
@@ -253,7 +268,7 @@ async def usage(request: Request) -> Response:
 
 async def audit_entries(request: Request) -> Response:
     svc, _ = await _admin(request)
-    after = int(_float_param(request, "after") or 0)
+    after = query_int(request, "after", 0, 0, 2**62)  # a sequence number, not a time
     rows = await svc.audit.entries(after_seq=after)
     return JSONResponse(
         {

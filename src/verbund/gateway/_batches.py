@@ -16,7 +16,10 @@ from verbund.gateway._body import (
     check_common,
     check_completion,
     check_embedding,
+    context_length,
+    nested_deeper,
     require_model,
+    too_deep,
 )
 from verbund.gateway._deps import (
     data_class,
@@ -41,8 +44,10 @@ _MODEL_KINDS = {
 
 def _body_check(svc: Services, endpoint: str) -> Any:
     def check(body: dict[str, Any]) -> str:
+        if nested_deeper(body, svc.config.limits.max_json_depth):
+            raise too_deep(svc.config.limits.max_json_depth)
         model = require_model(body)
-        check_common(body)
+        check_common(body, svc.config.limits, context_length(svc.federation.models, model))
         if endpoint == "/v1/chat/completions":
             check_chat(body, svc.config.limits.max_messages)
         elif endpoint == "/v1/completions":

@@ -2,17 +2,27 @@
 
 Only the fields routing and accounting need are checked; the backend validates the rest
 of the body itself. What is checked gets a clear 4xx naming the field.
+
+The nesting of a body is bounded when it is read: orjson reads 1024 levels but writes
+only 254, so a body nested deeper than that would pass the reader and then fail every
+re-encoding (a 500 with its quota still reserved), and recursive code on the data would
+hit Python's recursion limit. Numbers the access point itself acts on (``max_tokens``
+reserves quota, ``n`` multiplies the work) are bounded too, so no value can reserve an
+institution's whole quota or overflow a counter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
+from verbund.config import LimitsConfig, ModelConfig
 from verbund.errors import BadRequest, ClientClosed, InvalidJSON, PayloadTooLarge
+
+_CONTAINERS = (dict, list)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -38,15 +48,53 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def parse_object(raw: bytes) -> dict[str, Any]:
+def nested_deeper(value: object, limit: int, raw: bytes | None = None) -> bool:
+    """Whether ``value`` has more than ``limit`` levels of arrays and objects.
+
+    ``raw``, the bytes ``value`` was read from, allows a shortcut: a text with no more
+    opening brackets than ``limit`` cannot be nested deeper (a large tensor has a few)."""
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    level: list[Any] = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for c in level:
+            items = c.values() if type(c) is dict else c
+            below.extend([v for v in items if type(v) in _CONTAINERS])
+        level = below
+    return False
+
+
+def context_length(models: Mapping[str, ModelConfig], model: str) -> int | None:
+    config = models.get(model)
+    return config.context_length if config is not None else None
+
+
+def too_deep(limit: int) -> InvalidJSON:
+    return InvalidJSON(
+        f"The request body is nested deeper than the limit of {limit} levels.",
+        code="json_too_deep",
+    )
+
+
+def parse_object(raw: bytes, max_depth: int) -> dict[str, Any]:
+    """``raw`` as a JSON object of at most ``max_depth`` levels (the object is one)."""
     if not raw:
         raise InvalidJSON("The request body is empty; expected a JSON object.")
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson stops reading at 1024 levels
+            raise too_deep(max_depth) from None
         raise InvalidJSON("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise InvalidJSON("The request body must be a JSON object.")
+    if nested_deeper(body, max_depth, raw):
+        raise too_deep(max_depth)
     return body
 
 
@@ -88,17 +136,37 @@ _OPTIONAL_FIELDS = {
 }
 
 
-def check_common(body: dict[str, Any]) -> None:
-    """Types of the optional fields the access point itself reads; null means absent."""
+def _out_of_range(field: str, low: float, high: float, why: str = "") -> BadRequest:
+    return BadRequest(
+        f"'{field}' must be from {low:g} to {high:g}{why}.", code="invalid_value", param=field
+    )
+
+
+def check_common(body: dict[str, Any], limits: LimitsConfig, context_length: int | None) -> None:
+    """Types and ranges of the optional fields the access point itself reads; null means
+    absent. ``max_tokens`` is bounded by the model's context length where the catalogue
+    gives one (no answer can be longer) and always by ``limits.max_output_tokens``;
+    ``temperature`` and ``top_p`` by the ranges OpenAI's API documents."""
     for field, kind in _OPTIONAL_FIELDS.items():
         value = body.get(field)
         expected, ok = _KINDS[kind]
         if value is not None and not ok(value):
             raise _type_error(field, expected)
-    for field in ("max_tokens", "max_completion_tokens", "n"):
+    most = limits.max_output_tokens
+    why = " (limits.max_output_tokens)"
+    if context_length is not None and context_length < most:
+        most, why = context_length, " (the model's context length)"
+    for field in ("max_tokens", "max_completion_tokens"):
         value = body.get(field)
-        if _is_int(value) and value < 1:
-            raise BadRequest(f"'{field}' must be at least 1.", code="invalid_value", param=field)
+        if value is not None and not 1 <= value <= most:
+            raise _out_of_range(field, 1, most, why)
+    n = body.get("n")
+    if n is not None and not 1 <= n <= limits.max_n:
+        raise _out_of_range("n", 1, limits.max_n)
+    for field, high in (("temperature", 2), ("top_p", 1)):
+        value = body.get(field)
+        if value is not None and not 0 <= value <= high:
+            raise _out_of_range(field, 0, high)
 
 
 def check_chat(body: dict[str, Any], max_messages: int) -> None:

@@ -78,10 +78,9 @@ def priority(request: Request) -> str:
 async def json_body(request: Request, limit: int | None = None) -> tuple[bytes, dict[str, Any]]:
     """The body as bytes and as a JSON object; ``limit`` defaults to
     ``limits.max_body_bytes``."""
-    if limit is None:
-        limit = services(request).config.limits.max_body_bytes
-    raw = await read_body(request, limit)
-    return raw, parse_object(raw)
+    limits = services(request).config.limits
+    raw = await read_body(request, limits.max_body_bytes if limit is None else limit)
+    return raw, parse_object(raw, limits.max_json_depth)
 
 
 def validated(model: type[M], body: dict[str, Any]) -> M:

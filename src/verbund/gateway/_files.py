@@ -13,6 +13,8 @@ from verbund.files import UPLOAD_PURPOSES
 from verbund.gateway._deps import principal, query_int, services
 from verbund.gateway._upload import receive_upload
 
+EXPIRES_MIN, EXPIRES_MAX = 3600, 30 * 24 * 3600
+
 
 async def create_file(request: Request) -> Response:
     svc = services(request)
@@ -32,12 +34,42 @@ async def create_file(request: Request) -> Response:
             raise BadRequest(
                 f"'purpose' must be one of {allowed}.", code="invalid_value", param="purpose"
             )
+        _check_expires_after(form.fields)
     except BaseException:
         if upload is not None:
             await upload.abort()
         raise
     f = await upload.finish(who.institution.id, purpose, form.filename)
     return JSONResponse(f.to_api())
+
+
+def _check_expires_after(fields: dict[str, str]) -> None:
+    """OpenAI's ``expires_after`` (sent as ``expires_after[anchor]`` and
+    ``expires_after[seconds]``) needs both: anchor ``created_at`` and 3600..2592000 seconds.
+    An incomplete policy is refused rather than silently read as none."""
+    given = {k for k in fields if k == "expires_after" or k.startswith("expires_after[")}
+    if not given:
+        return
+    if fields.get("expires_after[anchor]") != "created_at":
+        raise BadRequest(
+            "'expires_after.anchor' is required and must be 'created_at'.",
+            code="invalid_value",
+            param="expires_after.anchor",
+        )
+    seconds = fields.get("expires_after[seconds]", "")
+    if not seconds.isdigit() or not EXPIRES_MIN <= int(seconds) <= EXPIRES_MAX:
+        raise BadRequest(
+            f"'expires_after.seconds' is required: an integer from {EXPIRES_MIN} to {EXPIRES_MAX}.",
+            code="invalid_value",
+            param="expires_after.seconds",
+        )
+    unknown = sorted(given - {"expires_after[anchor]", "expires_after[seconds]"})
+    if unknown:
+        raise BadRequest(
+            f"Unknown field '{unknown[0]}'; expires_after has anchor and seconds.",
+            code="invalid_value",
+            param="expires_after",
+        )
 
 
 async def list_files(request: Request) -> Response:

@@ -204,11 +204,33 @@ async def fine_tuning_events(request: Request) -> Response:
 # -- general training jobs ---------------------------------------------------------------
 
 
+def _check_base_model(svc: Services, params: dict[str, Any]) -> None:
+    """A recipe that loads a base model loads one the sites list, by name; a path from the
+    client would let it read any folder the site's runner can."""
+    if "base_model_path" in params:
+        raise BadRequest(
+            "'params.base_model_path' is not accepted: name a base model the sites list "
+            "in 'params.base_model'.",
+            code="invalid_value",
+            param="params.base_model_path",
+        )
+    listed = sorted({m for s in svc.config.sites if s.runner for m in s.runner.base_models})
+    if params.get("base_model") not in listed:
+        raise BadRequest(
+            "'params.base_model' must name a base model a site lists; listed: "
+            f"{', '.join(listed) or 'none'}.",
+            code="invalid_value",
+            param="params.base_model",
+        )
+
+
 def _training(svc: Services, request: Request, who: Principal, body: dict[str, Any]) -> NewJob:
     req = validated(_TrainingCreate, body)
     recipe = svc.jobs.recipes.get(req.recipe)
     if len(orjson.dumps(req.params)) > 16 * 1024:
         raise BadRequest("'params' is larger than 16 KiB.", param="params")
+    if recipe.site_model:
+        _check_base_model(svc, req.params)
     asked = req.resources.model_dump(exclude_none=True) if req.resources else {}
     return NewJob(
         kind="training",

@@ -1,4 +1,10 @@
-"""The OpenAI-compatible routes: models, chat completions, completions, embeddings."""
+"""The OpenAI-compatible routes: models, chat completions, completions, embeddings.
+
+The OpenAI ``user`` field (an institution's id for its end user) reaches the sites, which
+may be other institutions' computing centres, only as the keyed pseudonym the access logs
+use: a site can still tell users apart and report abuse in terms the federation can
+trace back, but learns no one's identity.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from verbund.gateway._body import (
     check_common,
     check_completion,
     check_embedding,
+    context_length,
     require_model,
 )
 from verbund.gateway._catalogue import catalogue
@@ -86,7 +93,7 @@ def _make_handler(
         async with svc.admission.enter(who, endpoint, request_id(request)) as entry:
             raw, body = await json_body(request)
             model = require_model(body)
-            check_common(body)
+            check_common(body, svc.config.limits, context_length(svc.federation.models, model))
             check(body, svc)
             check_kind(svc, model, endpoint, kinds)
             stream = streams and body.get("stream") is True
@@ -111,12 +118,18 @@ def _make_handler(
                 )
             )
             drop_usage = False
+            rewrite = False
+            if admitted.record.user_hash:
+                # sites see the keyed pseudonym the logs use, never the institution's own id
+                body["user"] = admitted.record.user_hash
+                rewrite = True
             if stream:
                 opts = body.get("stream_options") or {}
                 if not opts.get("include_usage"):
                     body["stream_options"] = {**opts, "include_usage": True}
-                    drop_usage = True
-                    raw = orjson.dumps(body)
+                    drop_usage = rewrite = True
+            if rewrite:
+                raw = orjson.dumps(body)
             response = await svc.proxy.forward(
                 admitted.forward(
                     endpoint,

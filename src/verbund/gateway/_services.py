@@ -199,6 +199,7 @@ class Services:
                 quotas=coordination.quotas,
                 usage=accounting.usage,
                 default_max_tokens=config.routing.default_max_tokens,
+                pseudonyms=telemetry.pseudonyms,
             ),
             access_point=config.gateway.name,
             clock=clock.now,

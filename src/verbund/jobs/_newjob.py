@@ -80,7 +80,9 @@ async def create_job(
             ) from None
         if f.data_class is not None and f.data_class.rank > data_class.rank:
             data_class = f.data_class
-    placement = await sites.placement(inst, data_class, new.resources)
+    placement = await sites.placement(
+        inst, data_class, new.resources, new.recipe.base_model(new.params)
+    )
     if not placement.possible:
         if not has_runners:
             raise NoBackendAvailable("No site of this federation runs training jobs.")

@@ -7,7 +7,7 @@ Order of the filters, each one hard:
    (:func:`verbund.policy.split_sites`): training data never goes to a site that may not
    hold it;
 2. fit — the site's runner can give one job what it asks for (CPUs, memory, GPU type
-   and count, time limit);
+   and count, time limit) and lists the base model the job loads, if it loads one;
 3. availability — the site is ``active`` (a draining site keeps its running jobs but
    gets no new ones) and, for runners without a queue of their own (``local``), has the
    resources free right now.
@@ -41,6 +41,7 @@ class SiteSlot:
     used_gpus: int = 0
     queued: int = 0  # jobs waiting in the site's queue
     certifications: tuple[str, ...] = ()
+    base_models: frozenset[str] = frozenset()  # the runner's [sites.runner] base_models
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ def place(
     *,
     home_region: str = "",
     home_site: str = "",
+    base_model: str = "",
 ) -> Placement:
     allowed, excluded = split_sites(slots, policy)
     unfit: dict[str, str] = {}
@@ -100,6 +102,8 @@ def place(
     ready: list[SiteSlot] = []
     for slot in allowed:
         why = misfit(slot.offer, demand)
+        if why is None and base_model and base_model not in slot.base_models:
+            why = f"does not list the base model {base_model}"
         if why is not None:
             unfit[slot.name] = why
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from verbund.errors import BadRequest
 from verbund.jobs._runner import Resources
@@ -29,6 +30,16 @@ class Recipe:
     support: tuple[Path, ...] = ()  # files staged next to the script
     servable: bool = False  # the access point serves its model.json itself (OIP v2)
     tested: bool = True
+    # the job names a base model in params.base_model, one the site's runner lists in
+    # base_models; the access point hands the recipe its folder as params.base_model_path
+    site_model: bool = False
+
+    def base_model(self, params: dict[str, Any]) -> str:
+        """The site-listed base model a job of this recipe needs ("" for none)."""
+        if not self.site_model:
+            return ""
+        name = params.get("base_model")
+        return name if isinstance(name, str) else ""
 
 
 def builtin_recipes() -> list[Recipe]:
@@ -61,6 +72,7 @@ def builtin_recipes() -> list[Recipe]:
             data=DataFormat.chat,
             resources=Resources(cpus=8, memory_mb=65536, gpus=1, time_limit_minutes=12 * 60),
             tested=False,
+            site_model=True,
         ),
     ]
 

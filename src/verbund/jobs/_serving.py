@@ -3,6 +3,10 @@
 The artifact is ``model.json`` (format ``verbund-linear-v1``): plain weights, no pickle,
 so loading what a site sent runs no code. Prediction is pure Python in a worker thread;
 loaded models are cached (a few, least recently used first out).
+
+What a request may ask for is bounded before any work: each output at most once (a
+repeated name would recompute and repeat the whole result) and an answer of at most
+``MAX_ANSWER_VALUES`` numbers, so a small request cannot make a large answer.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from verbund.errors import BadRequest, NotFound
 from verbund.jobs._models import FineTunedModel
 
 MAX_ROWS = 10_000
+MAX_ANSWER_VALUES = 200_000
 CACHE_SIZE = 16
 _NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16"}
 _NUMERIC |= {"UINT32", "UINT64"}
@@ -118,6 +123,14 @@ class Predictors:
         lm = await self._load(model)
         rows = _rows(body, lm.n_features)
         wanted = _wanted_outputs(body)
+        values = sum(len(rows) * (len(lm.classes) if w == "predict_proba" else 1) for w in wanted)
+        if values > MAX_ANSWER_VALUES:
+            raise BadRequest(
+                f"The answer would hold {values} values; at most {MAX_ANSWER_VALUES} per "
+                "request: send fewer rows.",
+                code="answer_too_large",
+                param="inputs",
+            )
         outputs: list[dict[str, Any]] = []
 
         def run() -> None:
@@ -163,9 +176,16 @@ def _label_type(classes: list[Any]) -> str:
 
 
 def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [v for item in data for v in _flatten(item)]
-    return [data]
+    """The leaves of nested lists in order, without recursion (nesting is the client's)."""
+    out: list[Any] = []
+    stack: list[Any] = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            out.append(item)
+    return out
 
 
 def _rows(body: dict[str, Any], width: int) -> list[list[float]]:
@@ -203,12 +223,13 @@ def _wanted_outputs(body: dict[str, Any]) -> list[str]:
         return ["predict"]
     if not isinstance(requested, list) or not requested:
         raise BadRequest("'outputs' must be a non-empty list.", param="outputs")
-    names = []
+    names: list[str] = []
     for item in requested:
         name = item.get("name") if isinstance(item, dict) else None
         if name not in ("predict", "predict_proba"):
             raise BadRequest(
                 "outputs: known names are 'predict' and 'predict_proba'.", param="outputs"
             )
-        names.append(name)
+        if name not in names:  # each output once, however often it is asked for
+            names.append(name)
     return names

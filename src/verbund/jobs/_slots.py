@@ -77,12 +77,17 @@ class SiteSlots:
                     used_gpus=sum(int(j.resources.get("gpus", 0)) for j in running),
                     queued=queued,
                     certifications=tuple(sc.certifications),
+                    base_models=frozenset(rc.base_models),
                 )
             )
         return out
 
     async def placement(
-        self, institution: InstitutionConfig, data_class: DataClass, demand: Resources
+        self,
+        institution: InstitutionConfig,
+        data_class: DataClass,
+        demand: Resources,
+        base_model: str = "",
     ) -> Placement:
         """Where a job of this institution, data class and size would go now."""
         policy = RequestPolicy.for_institution(institution, data_class)
@@ -92,4 +97,5 @@ class SiteSlots:
             await self.slots(),
             home_region=institution.home_region,
             home_site=self.federation.home_site,
+            base_model=base_model,
         )

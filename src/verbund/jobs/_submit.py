@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,7 +55,13 @@ class Submitter:
                 row.id, "unknown_recipe", f"The recipe {row.recipe} is not registered."
             )
             return
-        p = await self.sites.placement(inst, DataClass(row.data_class), Resources(**row.resources))
+        recipe = self.recipes.recipes[row.recipe]
+        p = await self.sites.placement(
+            inst,
+            DataClass(row.data_class),
+            Resources(**row.resources),
+            recipe.base_model(row.params),
+        )
         if p.site is None:
             if not p.possible:
                 why = describe_exclusions({**p.excluded, **p.unfit}, [])
@@ -73,7 +80,7 @@ class Submitter:
 
         await self.rows.update(row.id, choose)  # before submitting: a crash now is recoverable
         try:
-            handle = await runner.submit(await self._spec(row))
+            handle = await runner.submit(await self._spec(row, site))
         except (RunnerError, NotFound) as exc:
             message = str(exc) if isinstance(exc, RunnerError) else exc.message
             attempts = row.submit_attempts + 1
@@ -101,21 +108,34 @@ class Submitter:
         await self.rows.update(row.id, submitted)
         log.info("job %s submitted to %s (%s %s)", row.id, site, runner.kind, handle)
 
-    async def _spec(self, row: TrainingJobRow) -> JobSpec:
+    async def _spec(self, row: TrainingJobRow, site: str) -> JobSpec:
         recipe = self.recipes.get(row.recipe)
         inputs = {"training": (await self.files.open(row.institution_id, row.training_file)).path}
         if row.validation_file:
             inputs["validation"] = (
                 await self.files.open(row.institution_id, row.validation_file)
             ).path
+        params = {**row.params, "seed": row.seed}
+        if recipe.site_model:
+            params["base_model_path"] = self._base_model_path(site, params)
         return JobSpec(
             job_id=row.id,
             recipe_script=recipe.script,
             support=recipe.support,
             inputs=inputs,
-            params={**row.params, "seed": row.seed},
+            params=params,
             resources=Resources(**row.resources),
         )
+
+    def _base_model_path(self, site: str, params: dict[str, Any]) -> str:
+        """The folder of the job's base model as the site lists it: never a client's path."""
+        name = params.get("base_model")
+        for sc in self.config.sites:
+            if sc.name == site and sc.runner is not None and isinstance(name, str):
+                path = sc.runner.base_models.get(name)
+                if path is not None:
+                    return path
+        raise RunnerError(f"site {site} does not list the base model {name}")
 
     async def recover(self, row: TrainingJobRow) -> None:
         """Placed but no runner id stored: the access point died while submitting."""

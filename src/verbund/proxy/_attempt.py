@@ -10,6 +10,7 @@ the request.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from verbund.proxy._forward import (
     Forward,
     Retry,
     fill_record,
+    loggable_upstream_message,
     sanitize_upstream_message,
 )
 from verbund.proxy._sse import Usage
@@ -51,6 +53,7 @@ from verbund.routing import try_deadline
 
 __all__ = ["RETRYABLE_STATUS", "Attempts", "Opened"]
 
+log = logging.getLogger("verbund.proxy")
 T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0
@@ -102,7 +105,7 @@ class Attempts:
 
         status, headers, body = await self._watched(backend, exchange(), budget, fwd.client_gone)
         try:
-            self.check_status(backend, status, body, headers)
+            self.check_status(backend, status, body, headers, sent=fwd.body)
         except ApiError as exc:
             fill_record(fwd.record, backend, start, status="error", http_status=exc.status)
             raise
@@ -147,7 +150,7 @@ class Attempts:
         chunks = resp.chunks()
         try:
             if resp.status != 200:
-                self.check_status(backend, resp.status, await resp.read(), resp.headers)
+                self.check_status(backend, resp.status, await resp.read(), resp.headers, sent=body)
             left = max(budget - (time.monotonic() - began), 0.001)
             try:
                 first = await self._watched(backend, anext(chunks), left, client_gone)
@@ -232,9 +235,17 @@ class Attempts:
         return Retry(UpstreamError("The connection to the model server failed."))
 
     def check_status(
-        self, backend: Backend, status: int, body: bytes, headers: Mapping[str, str] | None = None
+        self,
+        backend: Backend,
+        status: int,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        sent: bytes = b"",
     ) -> None:
-        """Raise :class:`Retry` for statuses worth another backend, ApiError for the rest."""
+        """Raise :class:`Retry` for statuses worth another backend, ApiError for the rest.
+
+        ``sent`` is the request's body: none of it goes into the log of a rejection."""
         if status == 200:
             return
         if status == 429:
@@ -250,11 +261,13 @@ class Attempts:
             self.fail(backend, Failure.server_error)
             raise Retry(UpstreamError(f"The model server failed (HTTP {status})."))
         if 400 <= status < 500:
-            detail = sanitize_upstream_message(body)
-            err = BadRequest(
-                "The model server rejected the request" + (f": {detail}" if detail else "."),
-                code="upstream_rejected",
+            log.warning(
+                "backend %s rejected a request: HTTP %d: %s",
+                backend.name,
+                status,
+                loggable_upstream_message(body, sent),
             )
+            err = BadRequest(sanitize_upstream_message(body, status), code="upstream_rejected")
             err.status = status if status in (400, 404, 413, 422) else 400
             raise err
         self.fail(backend, Failure.server_error)

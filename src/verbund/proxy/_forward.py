@@ -17,13 +17,70 @@ from verbund.federation import Backend
 from verbund.proxy._sse import Usage
 from verbund.routing import RouteContext
 
-_URL = re.compile(r"(?i)\b(?:https?|unix|file)://\S+")
-_HOSTPORT = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\b[\w.-]+:\d{2,5}\b")
-_PATH = re.compile(r"(?:/[\w.-]+){2,}")
+# What a backend's 4xx says goes to the operator's log only: engines put host names, paths,
+# user names and connection strings into their messages, and no redaction catches all of
+# them. The client gets a known engine phrase, rewritten in our words with only its numbers
+# kept, or a fixed message for the status.
+_KNOWN_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (  # vLLM, SGLang, TGI: the context length and what was asked for
+        re.compile(
+            r"(?i)maximum context length is (?P<n>\d+) tokens|context length \((?P<n2>\d+) "
+            r"tokens\)|must be <= (?P<n3>\d+)\b"
+        ),
+        "The request is longer than the model's context length ({n} tokens): shorten the "
+        "messages or lower max_tokens.",
+    ),
+    (  # llama.cpp, others without the number
+        re.compile(
+            r"(?i)exceeds? (?:the )?(?:available )?context(?: size)?|context(?: size| length| "
+            r"window)? (?:is )?(?:too long|exceeded)|input is too large|prompt is too long"
+        ),
+        "The request is longer than the model's context length: shorten the messages or "
+        "lower max_tokens.",
+    ),
+    (  # MLServer, KServe, Triton
+        re.compile(r"(?i)\bmodel\b.{0,200}\bversion\b.{0,200}\b(?:not found|does not exist)"),
+        "The model server does not serve the requested model version.",
+    ),
+    (
+        re.compile(r"(?i)\bmodel\b.{0,200}\b(?:does not exist|not found)"),
+        "The model server does not serve the requested model.",
+    ),
+    (
+        re.compile(r"(?i)chat template|does not support (?:chat|the chat)"),
+        "The model cannot take chat messages; use /v1/completions.",
+    ),
+    (
+        re.compile(r"(?i)\b(?:logprobs?|top_logprobs)\b"),
+        "The model server does not accept the request's logprobs parameters.",
+    ),
+    (
+        re.compile(r"(?i)\b(?:tools?|tool_choice|function calling)\b"),
+        "The model server does not accept the request's tools or tool_choice.",
+    ),
+    (
+        re.compile(r"(?i)\b(?:response_format|json_schema|grammar|guided)"),
+        "The model server does not accept the request's response_format.",
+    ),
+    (
+        re.compile(r"(?i)\b(?:image|multimodal|multi-modal|vision)\b"),
+        "The model server does not accept the request's images.",
+    ),
+)
+_BY_STATUS = {
+    400: "The model server rejected the request as invalid.",
+    404: "The model server does not know the requested model or route.",
+    413: "The request is too large for the model server.",
+    422: "The model server could not process the request's parameters.",
+}
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`|input_value=.*?(?=, input_type|$)", re.S)
+_LOGGED_CHARS = 300
+_WORD = re.compile(r"[^\s'\"`,;:()\[\]{}<>]+")
+_ECHO_MIN = 4  # shorter words ("the", "max") say nothing of a prompt
 
 
-def sanitize_upstream_message(raw: bytes) -> str:
-    """A backend's error message without addresses, paths or excess length."""
+def upstream_message(raw: bytes) -> str:
+    """The message of a backend's error body (``""`` if it has none), unfiltered."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -34,11 +91,30 @@ def sanitize_upstream_message(raw: bytes) -> str:
         msg = err.get("message") if isinstance(err, dict) else err
         if msg is None:
             msg = body.get("detail") or body.get("message")
-    if not isinstance(msg, str):
-        return ""
-    for pattern in (_URL, _HOSTPORT, _PATH):
-        msg = pattern.sub("[redacted]", msg)
-    return msg[:300]
+    return msg if isinstance(msg, str) else ""
+
+
+def sanitize_upstream_message(raw: bytes, status: int) -> str:
+    """What a client is told of a backend's 4xx: an allow-listed phrase or the status's
+    fixed message, never the backend's own text."""
+    msg = upstream_message(raw)[:4096]
+    for pattern, phrase in _KNOWN_PHRASES:
+        found = pattern.search(msg)
+        if found is not None:
+            numbers = [v for v in found.groupdict().values() if v is not None]
+            return phrase.format(n=numbers[0]) if numbers else phrase
+    return _BY_STATUS.get(status, _BY_STATUS[400])
+
+
+def loggable_upstream_message(raw: bytes, sent: bytes = b"") -> str:
+    """A backend's message for the operator's log, short and without what the client sent:
+    quoted values (where engines echo input) go, and so does every word of the message
+    that occurs in the request body ``sent``."""
+    msg = _QUOTED.sub("'…'", upstream_message(raw))[:_LOGGED_CHARS]
+    if not sent:
+        return msg
+    words = {w for w in _WORD.findall(msg) if len(w) >= _ECHO_MIN and w.encode() in sent}
+    return _WORD.sub(lambda m: "…" if m.group() in words else m.group(), msg)
 
 
 # completes when the client has disconnected

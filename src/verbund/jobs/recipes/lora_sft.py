@@ -2,15 +2,19 @@
 
 NOT TESTED in this repository (its machines have no GPU): a definition to start from.
 Needs ``torch``, ``transformers`` and ``peft`` in the site's recipe Python, and the base
-model's weights in a folder at the site (``params.base_model_path``; nothing is
-downloaded). Training data: chat JSON lines, ``{"messages": [{"role", "content"}, ...]}``.
+model's weights in a folder at the site. The job names the model (``params.base_model``),
+one of those the site's runner lists in ``[sites.runner] base_models``; the access point
+writes that entry's folder into ``params.base_model_path`` (a client cannot: a path it
+chose would let the recipe read any folder the runner can). Nothing is downloaded and no
+code from the model folder runs. Training data: chat JSON lines,
+``{"messages": [{"role", "content"}, ...]}``.
 
 Writes the adapter to ``output/adapter/`` (``adapter_config.json``,
 ``adapter_model.safetensors``): vLLM started with ``--enable-lora`` and
 ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` loads it at run time through
 ``POST /v1/load_lora_adapter {"lora_name": "<ft:...>", "lora_path": "<folder>"}``.
 
-Parameters: ``base_model_path`` (required), ``n_epochs`` (2), ``batch_size`` (4),
+Parameters: ``base_model`` (required), ``n_epochs`` (2), ``batch_size`` (4),
 ``learning_rate_multiplier`` (scales 2e-4), ``lora_r`` (16), ``lora_alpha`` (32),
 ``max_length`` (1024), ``seed``.
 """
@@ -41,13 +45,14 @@ def main(job_dir: Path) -> None:
     params = json.loads((job_dir / "params.json").read_text())
     base = params.get("base_model_path")
     if not base or not Path(base).is_dir():
-        raise ValueError("params.base_model_path must name a model folder at the site")
+        raise ValueError("the site's folder for params.base_model is missing")
     epochs = int(_auto(params.get("n_epochs"), 2))
     batch = int(_auto(params.get("batch_size"), 4))
     lr = 2e-4 * float(_auto(params.get("learning_rate_multiplier"), 1.0))
     max_length = int(params.get("max_length", 1024))
 
-    tok = AutoTokenizer.from_pretrained(base)
+    local = {"local_files_only": True, "trust_remote_code": False}
+    tok = AutoTokenizer.from_pretrained(base, **local)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     examples = []
@@ -58,7 +63,7 @@ def main(job_dir: Path) -> None:
                 ids = tok(text, truncation=True, max_length=max_length)["input_ids"]
                 examples.append({"input_ids": ids, "labels": list(ids)})
 
-    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.bfloat16, **local)
     model = get_peft_model(
         model,
         LoraConfig(
