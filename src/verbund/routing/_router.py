@@ -3,19 +3,32 @@
 Steps: backends serving the model -> sites the data policy allows (hard filter) ->
 sites accepting new requests (lifecycle) -> backends available (health) -> ranked by the
 routing policy. When nothing is left the error names why each site was excluded.
+
+Panic routing (Envoy's panic threshold): when fewer than ``routing.panic_threshold`` of
+the backends left after policy and lifecycle look healthy, the access point's view of
+health is more likely wrong than most of the federation broken (probes time out when the
+access point itself is starved, a stalled peer makes others look slow). Then the plan
+holds all of them: the healthy ones first, then the rest, so a request is tried rather
+than refused. Policy and lifecycle are never relaxed, and backends that refused a
+connection (nothing listens) or asked to be left alone (429) stay out.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
 from verbund.config import RoutingConfig
 from verbund.errors import ModelNotFound, NoBackendAvailable, PolicyViolation
-from verbund.federation import Backend, Federation
+from verbund.federation import Backend, Federation, Site
 from verbund.policy import RequestPolicy, describe_exclusions, split_sites
 from verbund.routing._policy import RouteContext, RoutingPolicy
 from verbund.routing._score import load_of
+
+log = logging.getLogger("verbund.routing")
+
+PANIC_LOG_SECONDS = 10.0
 
 
 class Router:
@@ -25,6 +38,7 @@ class Router:
         self._federation = federation
         self._policy = policy
         self._cfg = cfg or RoutingConfig()
+        self._panic_logged: dict[str, float] = {}
 
     def plan(
         self,
@@ -47,20 +61,37 @@ class Router:
             )
         unavailable: list[tuple[str, str]] = []
         candidates: list[Backend] = []
+        serving = 0
         for site in sites:
             if not site.accepts_new_requests:
                 unavailable.append((site.name, f"site is in state {site.state.value}"))
                 continue
-            up = [b for b in site.backends if b.serves(model) and b.available(now)]
+            up = []
+            for b in site.backends:
+                if b.serves(model):
+                    serving += 1
+                    if b.available(now):
+                        up.append(b)
             if not up:
                 unavailable.append((site.name, "no healthy backend"))
             candidates += up
+        if len(candidates) < self._cfg.panic_threshold * serving:
+            panic = self._panic(model, sites, candidates, serving, now)
+            if panic:
+                return self._rank(candidates, ctx, now, model) + self._rank(panic, ctx, now, model)
         if not candidates:
             raise NoBackendAvailable(
                 f"No compliant backend for model '{model}' is available now "
                 f"({describe_exclusions(excluded, unavailable)}). Try again later.",
                 headers={"retry-after": "5"},
             )
+        return self._rank(candidates, ctx, now, model)
+
+    def _rank(
+        self, candidates: list[Backend], ctx: RouteContext, now: float, model: str = ""
+    ) -> list[Backend]:
+        if not candidates:
+            return []
         # a backend with requests in flight and no bytes back lately is probably hung:
         # route around it while anything else is left (it is not down: no probe said so)
         moving = [b for b in candidates if not b.stalled(now, self._cfg.stall_seconds)]
@@ -76,6 +107,35 @@ class Router:
                     headers={"retry-after": "1"},
                 )
         return self._policy.rank(candidates, ctx)
+
+    def _panic(
+        self,
+        model: str,
+        sites: list[Site],
+        healthy: list[Backend],
+        serving: int,
+        now: float,
+    ) -> list[Backend]:
+        """The backends panic routing adds: not healthy by our view, but worth a try."""
+        extra = [
+            b
+            for site in sites
+            if site.accepts_new_requests
+            for b in site.backends
+            if b.serves(model) and not b.available(now) and not b.refused and now >= b.busy_until
+        ]
+        if extra and now - self._panic_logged.get(model, -1e9) >= PANIC_LOG_SECONDS:
+            self._panic_logged[model] = now
+            log.warning(
+                "panic routing for model %s: %d of %d backends healthy, below "
+                "panic_threshold %g; routing to all %d not known dead",
+                model,
+                len(healthy),
+                serving,
+                self._cfg.panic_threshold,
+                len(healthy) + len(extra),
+            )
+        return extra
 
     def _spare_capacity(self, candidates: list[Backend], now: float) -> list[Backend]:
         """Batch work only takes backends below the utilisation threshold."""
