@@ -105,7 +105,13 @@ class Prober:
         except UpstreamFailed:
             result = Probe.failed
         else:
-            return  # it answered: alive, whatever the status
+            # it answered: alive, whatever the status; but if enough 5xx answers came in
+            # meanwhile to eject it, the full health probe decides that now
+            if self._tracker.awaiting_confirmation(backend):
+                sent_at = time.monotonic()
+                result = await self.probe(backend, min(self._cfg.probe_timeout, 1.0))
+                self._tracker.on_probe(backend, result, time.monotonic(), sent_at=sent_at)
+            return
         self._tracker.on_probe(backend, result, time.monotonic(), confirming=True)
 
     # -- probes -----------------------------------------------------------------------------

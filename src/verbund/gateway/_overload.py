@@ -15,12 +15,17 @@ Two signals, both per process:
   ``TICK`` seconds is late by that much, so the loop is behind on everything.
 
 Only ``/v1/`` and ``/v2/`` are shed; health, readiness, metrics, status and admin routes
-always answer, so operators can see what is going on.
+always answer, so operators can see what is going on. Shedding is logged at warning level
+with its reason and the numbers behind it, at most once per ``LOG_EVERY`` seconds (with
+how many requests were shed since the last line), so a shedding process says so without
+flooding its log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Iterator
 
 import orjson
@@ -30,7 +35,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from verbund.errors import Overloaded
 
+log = logging.getLogger("verbund.overload")
+
 TICK = 0.05
+LOG_EVERY = 10.0
 SHED_PREFIXES = ("/v1/", "/v2/")
 
 
@@ -43,19 +51,41 @@ class Overload:
         self.in_flight = 0
         self.lag = 0.0  # seconds the last tick was late
         self.shed_total = 0
+        self._logged_at = -1e9
+        self._logged_total = 0
 
     def refusal(self) -> Overloaded | None:
         if self.max_in_flight and self.in_flight >= self.max_in_flight:
+            self._shed(
+                "%d requests in flight, gateway.max_in_flight is %d",
+                self.in_flight,
+                self.max_in_flight,
+            )
             return Overloaded(
                 f"This access point has {self.in_flight} requests in flight, its limit; "
                 "retry shortly.",
                 headers={"retry-after": "1"},
             )
         if self.max_lag and self.lag > self.max_lag:
+            self._shed(
+                "event loop %.3fs late, gateway.shed_after_lag is %gs", self.lag, self.max_lag
+            )
             return Overloaded(
                 "This access point is overloaded; retry shortly.", headers={"retry-after": "1"}
             )
         return None
+
+    def _shed(self, why: str, *args: object) -> None:
+        self.shed_total += 1
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY:
+            return
+        log.warning(
+            "shedding new API requests with 503 overloaded: " + why + " (%d shed since last)",
+            *args,
+            self.shed_total - self._logged_total,
+        )
+        self._logged_at, self._logged_total = now, self.shed_total
 
     async def watch(self) -> None:
         """Measure the event loop's lag, forever (a background task)."""
@@ -80,7 +110,6 @@ class OverloadMiddleware:
         ov = self.overload
         refusal = ov.refusal()
         if refusal is not None:
-            ov.shed_total += 1
             body = orjson.dumps(refusal.body())
             headers = [
                 (b"content-type", b"application/json"),
