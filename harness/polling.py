@@ -54,9 +54,7 @@ def wait_http(
         raise TimeoutError(f"{url} not ready within {within}s (last: {last})") from None
 
 
-async def apoll(
-    cond: Callable[[], object], what: str, within: float, every: float = 0.01
-) -> float:
+async def apoll(cond: Callable[[], object], what: str, within: float, every: float = 0.01) -> float:
     """:func:`poll` inside an event loop: the loop keeps running while it waits."""
     import asyncio
 

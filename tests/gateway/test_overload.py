@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
+import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from tests.conftest import GatewayFactory, federation_dict
@@ -111,3 +113,22 @@ async def test_zero_disables_both_bounds() -> None:
     ov = Overload(max_in_flight=0, max_lag=0)
     ov.in_flight, ov.lag = 10**6, 60.0
     assert ov.refusal() is None
+
+
+def test_shedding_says_why_in_the_log_once_in_a_while(caplog: pytest.LogCaptureFixture) -> None:
+    ov = Overload(max_in_flight=2, max_lag=0.1)
+    ov.in_flight = 2
+    with caplog.at_level(logging.WARNING, logger="verbund.overload"):
+        for _ in range(50):
+            assert ov.refusal() is not None
+    lines = [r.getMessage() for r in caplog.records if r.name == "verbund.overload"]
+    assert len(lines) == 1  # rate-limited
+    assert "2 requests in flight" in lines[0] and "gateway.max_in_flight is 2" in lines[0]
+    assert ov.shed_total == 50
+    caplog.clear()
+    lagging = Overload(max_in_flight=0, max_lag=0.1)
+    lagging.lag = 0.5
+    with caplog.at_level(logging.WARNING, logger="verbund.overload"):
+        assert lagging.refusal() is not None
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "verbund.overload"]
+    assert "0.500s late" in line and "gateway.shed_after_lag is 0.1s" in line
