@@ -123,3 +123,25 @@ def test_panic_routes_to_all_when_too_few_look_healthy(fed: Federation) -> None:
     fed.set_state("sued", SiteState.active)
     with pytest.raises(NoBackendAvailable):
         plan(fed, DataClass.sensitive, cfg=cfg)
+
+
+def test_a_large_federation_ranks_a_sample(tmp_path: Path) -> None:
+    """Scoring every one of hundreds of candidates per request made routing cost grow
+    with the federation; a sample is ranked: the home site, the affinity window, random."""
+    from tests.federation.test_prober import big_federation
+
+    fed = big_federation(tmp_path, 100, 4)
+    router = Router(fed, LeastOutstanding(), RoutingConfig(max_ranked=32))
+    policy = RequestPolicy(DataClass.internal)
+    seen: set[str] = set()
+    for _ in range(50):
+        names = [b.name for b in router.plan("m", policy, RouteContext(home_site="s7", now=1.0))]
+        assert len(names) == 32 and len(set(names)) == 32
+        assert {"s7-b0", "s7-b1", "s7-b2", "s7-b3"} <= set(names)  # the home site, always
+        seen |= set(names)
+    assert len(seen) > 200  # the rest spreads over the federation
+    ctx = RouteContext(home_site="s7", affinity_key="conversation-1", now=1.0)
+    window = set.intersection(*({b.name for b in router.plan("m", policy, ctx)} for _ in range(20)))
+    assert len(window) >= 4 + 8  # home site and the same affinity window every time
+    everyone = Router(fed, LeastOutstanding(), RoutingConfig(max_ranked=0))
+    assert len(everyone.plan("m", policy, RouteContext(now=1.0))) == 400

@@ -314,6 +314,8 @@ class AiohttpSide:
         self._headers = headers
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[str, str], URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -328,14 +330,21 @@ class AiohttpSide:
         return self._session
 
     async def get(self, backend: Backend, target: str, *, within: float) -> tuple[int, bytes]:
-        url = target if "://" in target else backend.url + target
+        url = self._urls.get((backend.name, target))
+        if url is None:  # built once per backend and path: probes repeat forever
+            url = URL(target if "://" in target else backend.url + target, encoded=True)
+            self._urls[(backend.name, target)] = url
+        timeout = self._timeouts.get(within)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=within, sock_connect=min(within, self._connect_timeout)
+            )
+            self._timeouts[within] = timeout
         try:
             async with self._session_now().get(
-                URL(url, encoded=True),
+                url,
                 headers=self._headers.get(backend.name),
-                timeout=aiohttp.ClientTimeout(
-                    total=within, sock_connect=min(within, self._connect_timeout)
-                ),
+                timeout=timeout,
                 allow_redirects=False,
             ) as resp:
                 return resp.status, await resp.read()
