@@ -177,7 +177,7 @@ class ChunkWatch:
             return  # the next wait arms a new timer
         due = self._since + self._bound
         if self._loop.time() >= due:
-            return  # BROKEN
+            self._fired = True
             self._task.cancel()
             return
         self._handle = self._loop.call_at(due, self._look)
