@@ -81,7 +81,7 @@ def one_request(
                 if r.status_code != 200:
                     res.error = r.read().decode(errors="replace")[:300]
                 else:
-                    _read_stream(r, res)
+                    read_stream(r, res)
         else:
             r = client.post(url + "/v1/chat/completions", json=payload, headers=headers)
             res.status = r.status_code
@@ -99,7 +99,7 @@ def one_request(
     return res
 
 
-def _read_stream(r: httpx.Response, res: Result) -> None:
+def read_stream(r: httpx.Response, res: Result) -> None:
     for line in r.iter_lines():
         if not line.startswith("data:"):
             continue

@@ -52,3 +52,15 @@ def wait_http(
         poll(answers, url, within, every=0.1)
     except TimeoutError:
         raise TimeoutError(f"{url} not ready within {within}s (last: {last})") from None
+
+
+async def apoll(cond: Callable[[], object], what: str, within: float, every: float = 0.01) -> float:
+    """:func:`poll` inside an event loop: the loop keeps running while it waits."""
+    import asyncio
+
+    began = time.monotonic()
+    while not cond():
+        if time.monotonic() - began > within:
+            raise TimeoutError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(every)
+    return time.monotonic() - began

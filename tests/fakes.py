@@ -18,7 +18,8 @@ import httpx
 @dataclass
 class FakeBackend:
     name: str
-    # ok | refuse | timeout | status | break_stream | hang_first_byte | hang
+    # ok | refuse | timeout | status | break_stream | stall_stream | hang_first_byte | hang
+    # (stall_stream: two tokens, then nothing for hang_seconds, connection open)
     mode: str = "ok"
     status: int = 503
     error_body: bytes = b'{"error": {"message": "overloaded at http://10.0.0.5:8000/x"}}'
@@ -29,13 +30,15 @@ class FakeBackend:
     hang_seconds: float = 30.0
     calls: list[dict[str, Any]] = field(default_factory=list)
     probes: int = 0
+    probe_status: int = 200
+    poison: str | None = None  # requests containing this text get ``status``, others an answer
 
     def __call__(self, request: httpx.Request) -> Any:
         if request.method == "GET":
             self.probes += 1
             if self.mode == "refuse":
                 raise httpx.ConnectError("refused", request=request)
-            return httpx.Response(200, json={"object": "list", "data": []})
+            return httpx.Response(self.probe_status, json={"object": "list", "data": []})
         body = json.loads(request.content)
         self.calls.append(
             {"path": request.url.path, "body": body, "headers": dict(request.headers)}
@@ -46,7 +49,9 @@ class FakeBackend:
             raise httpx.ReadTimeout("timed out", request=request)
         if self.mode == "hang":  # a stalled server: accepts, never answers
             return self._hang(request)
-        if self.mode == "status":
+        if self.mode == "status" or (
+            self.poison is not None and self.poison in request.content.decode()
+        ):
             headers = {"content-type": "application/json"}
             if self.retry_after is not None:
                 headers["retry-after"] = self.retry_after
@@ -114,6 +119,9 @@ class _Stream(httpx.AsyncByteStream):
         for i in range(first, b.chunks):
             if b.mode == "break_stream" and i == 2:
                 raise httpx.RemoteProtocolError("peer closed connection")
+            if b.mode == "stall_stream" and i == 2:
+                await asyncio.sleep(b.hang_seconds)
+                raise httpx.ReadTimeout("stalled")
             chunk = {
                 "id": "c1",
                 "object": "chat.completion.chunk",

@@ -2,7 +2,8 @@
 90 chat requests at concurrency 4, one backend killed (SIGKILL) or stalled (SIGSTOP,
 connections accepted but never answered) after the first dozen. Prints failures, latency
 percentiles and how long the faulty backend kept receiving new requests; writes
-benchmarks/results/chaos.md.
+benchmarks/results/chaos.md. Target (no longer asserted in CI, where a loaded machine
+makes it flaky): p99 latency during the fault at most ``P99_TARGET_S`` (3 s).
 
     .venv/bin/python -m benchmarks.chaos.stall_kill [--requests 90] [--concurrency 4]
 """
@@ -27,6 +28,7 @@ import httpx
 from harness.demo import start_demo
 
 MODEL = "smollm2-135m"
+P99_TARGET_S = 3.0
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
@@ -103,6 +105,8 @@ def run(fault: str, n: int, concurrency: int, max_tokens: int) -> dict[str, obje
         "p50_s": round(statistics.median(lat), 3),
         "p99_s": round(lat[int(0.99 * (len(lat) - 1))], 3),
         "p99_during_fault_s": round(during[int(0.99 * (len(during) - 1))], 3),
+        f"p99_during_fault_within_{P99_TARGET_S:g}s": during[int(0.99 * (len(during) - 1))]
+        <= P99_TARGET_S,
         "max_s": round(lat[-1], 3),
         "served_by_faulty_after_1s": len(to_victim_after),
         "faulty_backend_failures_seen": west["failures"],

@@ -170,6 +170,16 @@ class RoutingConfig(_Strict):
     slow_start_seconds: float = Field(10.0, ge=0)
     min_first_byte_timeout: float = Field(1.0, gt=0)
     stall_seconds: float = Field(0.75, gt=0)
+    # a stream that has started ends (or resumes elsewhere) after this many times the
+    # backend's usual time per token without a chunk, and never before the floor
+    stream_stall_factor: float = Field(20.0, ge=1)
+    stream_stall_floor: float = Field(5.0, gt=0)
+    # fewer than this share of a model's backends healthy: route to all of them (0 = off)
+    panic_threshold: float = Field(0.5, ge=0, le=1)
+    # more candidates than this: the policy ranks a sample (home site, affinity, random)
+    max_ranked: int = Field(32, ge=0)
+    # probes per second at most, all backends together (0 = every probe_interval)
+    max_probe_rate: float = Field(20.0, ge=0)
     retry_budget_ratio: float = Field(0.2, ge=0)
     retry_budget_min_per_second: float = Field(2.0, ge=0)
     metrics_interval: float = Field(1.0, gt=0)

@@ -142,3 +142,30 @@ def test_a_probe_sent_before_the_backend_went_down_cannot_revive_it(fed: Federat
     assert not b.healthy
     t.on_probe(b, Probe.ok, now=11.0, sent_at=10.5)
     assert b.healthy
+
+
+def test_probe_driven_down_is_capped_too_but_refused_is_not(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(max_ejection_percent=50), fed)
+    for name in ("west-1", "sued-1", "ost-1"):  # every probe times out (a starved AP)
+        t.on_probe(fed.backends[name], Probe.failed, now=1000.0, confirming=True)
+    assert [b.name for b in fed.backends.values() if not b.healthy] == ["west-1"]
+    t.on_probe(fed.backends["ost-1"], Probe.refused, now=1000.0)  # nothing listens
+    assert not fed.backends["ost-1"].healthy and fed.backends["ost-1"].refused
+    t.on_probe(fed.backends["ost-1"], Probe.ok, now=1001.0)
+    assert fed.backends["ost-1"].healthy and not fed.backends["ost-1"].refused
+
+
+def test_5xx_ejection_waits_for_a_probe_and_repeats_count_once(fed: Federation) -> None:
+    t = HealthTracker(RoutingConfig(eject_after_failures=2), fed)
+    b = fed.backends["west-1"]
+    for _ in range(5):  # one request content failing again and again
+        t.on_failure(b, Failure.server_error, 10.0, key=b"same")
+    assert b.consecutive_failures == 1 and not t.awaiting_confirmation(b)
+    t.on_failure(b, Failure.server_error, 10.0, key=b"other")
+    assert t.awaiting_confirmation(b) and b.available(10.0)  # not ejected yet
+    t.on_probe(b, Probe.ok, now=10.5, sent_at=10.1)  # the backend is fine: the requests
+    assert not t.awaiting_confirmation(b) and b.ejections == 0 and b.consecutive_failures == 0
+    for key in (b"a", b"b"):
+        t.on_failure(b, Failure.server_error, 20.0, key=key)
+    t.on_probe(b, Probe.failed, now=20.5, sent_at=20.1)  # it is the backend
+    assert b.ejections == 1 and not b.available(20.5)

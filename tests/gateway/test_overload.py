@@ -41,7 +41,7 @@ async def test_over_the_bound_the_tenant_over_its_share_is_shed(
         ov = gw.services.overload
         await _until(lambda: ov.in_flight == 2)
         calls = gw.upstream_calls()
-        with caplog.at_level(logging.WARNING, "verbund.gateway"):
+        with caplog.at_level(logging.WARNING, "verbund.overload"):
             r = await gw.chat()
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1"
@@ -147,3 +147,25 @@ async def test_zero_disables_both_bounds() -> None:
     ov.in_flight, ov.lag = 10**6, 60.0
     assert ov.refusal() is None
     ov.claim("a").release()
+
+
+def test_shedding_says_why_in_the_log_once_in_a_while(caplog: pytest.LogCaptureFixture) -> None:
+    ov = Overload(max_in_flight=2, max_lag=0.1)
+    held = [ov.claim("a"), ov.claim("a")]
+    with caplog.at_level(logging.WARNING, logger="verbund.overload"):
+        for _ in range(50):
+            with pytest.raises(Overloaded):
+                ov.claim("a")
+    lines = [r.getMessage() for r in caplog.records if r.name == "verbund.overload"]
+    assert len(lines) == 1  # rate-limited
+    assert "2 requests in flight (bound 2)" in lines[0] and "a holds 2" in lines[0]
+    assert ov.shed_total == 50
+    for claim in held:
+        claim.release()
+    caplog.clear()
+    lagging = Overload(max_in_flight=0, max_lag=0.1)
+    lagging.lag = 0.5
+    with caplog.at_level(logging.WARNING, logger="verbund.overload"):
+        assert lagging.refusal() is not None
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "verbund.overload"]
+    assert "event loop 500 ms late" in line

@@ -84,9 +84,10 @@ async def test_all_down_is_503_with_reasons(gw: Gateway) -> None:
 
 
 async def test_repeated_timeouts_eject(gw: Gateway) -> None:
+    """Timeouts of distinct requests eject (one request timing out twice counts once)."""
     gw.fakes["west-1"].mode = "timeout"
-    await gw.chat()
-    await gw.chat()
+    for i in range(2):
+        await gw.chat(messages=[{"role": "user", "content": f"Frage {i}"}])
     backend = gw.services.federation.backends["west-1"]
     assert backend.ejections == 1
     before = len(gw.fakes["west-1"].calls)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MODEL, make_config
-from verbund.config import DataClass, SiteState
+from verbund.config import DataClass, RoutingConfig, SiteState
 from verbund.errors import ModelNotFound, NoBackendAvailable, PolicyViolation
 from verbund.federation import Federation
 from verbund.policy import RequestPolicy
@@ -17,8 +17,13 @@ def fed(tmp_path: Path) -> Federation:
     return Federation(make_config(tmp_path))
 
 
-def plan(fed: Federation, data_class: DataClass = DataClass.internal, **kw: object) -> list[str]:
-    router = Router(fed, LeastOutstanding())
+def plan(
+    fed: Federation,
+    data_class: DataClass = DataClass.internal,
+    cfg: RoutingConfig | None = None,
+    **kw: object,
+) -> list[str]:
+    router = Router(fed, LeastOutstanding(), cfg)
     policy = RequestPolicy(data_class, **kw)  # type: ignore[arg-type]
     return [b.name for b in router.plan(MODEL, policy, RouteContext(home_site="west", now=100.0))]
 
@@ -53,7 +58,7 @@ def test_drained_and_unhealthy_and_ejected_are_skipped(fed: Federation) -> None:
     assert plan(fed) == ["ost-1"]
     fed.backends["ost-1"].ejected_until = 200.0
     with pytest.raises(NoBackendAvailable) as err:
-        plan(fed)
+        plan(fed, cfg=RoutingConfig(panic_threshold=0))
     msg = err.value.message
     assert "west: site is in state draining" in msg
     assert "sued: no healthy backend" in msg
@@ -93,4 +98,50 @@ def test_a_stalled_backend_is_routed_around_while_others_remain(fed: Federation)
     west.last_progress = 98.0
     for b in ("sued-1", "ost-1"):
         fed.backends[b].healthy = False
+        fed.backends[b].refused = True
     assert plan(fed) == ["west-1"]  # the only one left is still tried
+
+
+def test_panic_routes_to_all_when_too_few_look_healthy(fed: Federation) -> None:
+    """Below the panic threshold the plan holds every backend not known dead, healthy ones
+    first, instead of none; a refused connection or a 429 back-off keeps a backend out."""
+    cfg = RoutingConfig(panic_threshold=0.5)
+    west, sued, ost = (fed.backends[n] for n in ("west-1", "sued-1", "ost-1"))
+    west.healthy = False  # one of three down: 2/3 healthy, no panic
+    assert plan(fed, cfg=cfg) == ["ost-1", "sued-1"]
+    sued.ejected_until = 200.0  # 1/3 healthy: panic
+    assert plan(fed, cfg=cfg) == ["ost-1", "west-1", "sued-1"]
+    ost.healthy = False  # none healthy: still a plan, not a 503
+    assert set(plan(fed, cfg=cfg)) == {"west-1", "sued-1", "ost-1"}
+    west.refused = True  # nothing listens there: not worth a try even in panic
+    ost.busy_until = 200.0  # asked us to back off
+    assert plan(fed, cfg=cfg) == ["sued-1"]
+    fed.set_state("sued", SiteState.draining)  # lifecycle is never relaxed
+    with pytest.raises(NoBackendAvailable):
+        plan(fed, cfg=cfg)
+    # policy is never relaxed either: sensitive data only ever goes to west
+    fed.set_state("sued", SiteState.active)
+    with pytest.raises(NoBackendAvailable):
+        plan(fed, DataClass.sensitive, cfg=cfg)
+
+
+def test_a_large_federation_ranks_a_sample(tmp_path: Path) -> None:
+    """Scoring every one of hundreds of candidates per request made routing cost grow
+    with the federation; a sample is ranked: the home site, the affinity window, random."""
+    from tests.federation.test_prober import big_federation
+
+    fed = big_federation(tmp_path, 100, 4)
+    router = Router(fed, LeastOutstanding(), RoutingConfig(max_ranked=32))
+    policy = RequestPolicy(DataClass.internal)
+    seen: set[str] = set()
+    for _ in range(50):
+        names = [b.name for b in router.plan("m", policy, RouteContext(home_site="s7", now=1.0))]
+        assert len(names) == 32 and len(set(names)) == 32
+        assert {"s7-b0", "s7-b1", "s7-b2", "s7-b3"} <= set(names)  # the home site, always
+        seen |= set(names)
+    assert len(seen) > 200  # the rest spreads over the federation
+    ctx = RouteContext(home_site="s7", affinity_key="conversation-1", now=1.0)
+    window = set.intersection(*({b.name for b in router.plan("m", policy, ctx)} for _ in range(20)))
+    assert len(window) >= 4 + 8  # home site and the same affinity window every time
+    everyone = Router(fed, LeastOutstanding(), RoutingConfig(max_ranked=0))
+    assert len(everyone.plan("m", policy, RouteContext(now=1.0))) == 400

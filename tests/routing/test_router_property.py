@@ -52,6 +52,7 @@ def scenarios(draw: st.DrawFn) -> tuple[Federation, RequestPolicy, RouteContext,
         site.state = draw(st.sampled_from(list(SiteState)))
         for b in site.backends:
             b.healthy = draw(st.booleans())
+            b.refused = not b.healthy and draw(st.booleans())
             b.ejected_until = draw(st.sampled_from([0.0, 50.0, 200.0]))
             b.outstanding = draw(st.integers(0, 10))
             b.engine = EngineLoad(
@@ -106,9 +107,14 @@ def test_no_routing_decision_violates_policy(
         return
     assert plan, "a plan is never empty"
     assert len({id(b) for b in plan}) == len(plan)
+    serving = [b for s in compliant if s.state is SiteState.active for b in s.backends]
+    panic = len(usable) < fed.config.routing.panic_threshold * len(serving)
     for b in plan:
         assert exclusion_reason(b.site, policy) is None
         assert b.site.state is SiteState.active
-        assert b.available(ctx.now)
+        assert b.available(ctx.now) or (panic and not b.refused)
     if ctx.priority == "interactive":
-        assert {id(b) for b in plan} == {id(b) for b in usable}
+        if panic:  # every healthy one, and healthy ones first
+            assert {id(b) for b in plan[: len(usable)]} == {id(b) for b in usable}
+        else:
+            assert {id(b) for b in plan} == {id(b) for b in usable}

@@ -36,7 +36,7 @@ from verbund.errors import Overloaded
 
 __all__ = ["HARD_FACTOR", "SEVERE_LAG", "TICK", "Claim", "Overload"]
 
-log = logging.getLogger("verbund.gateway")
+log = logging.getLogger("verbund.overload")
 
 TICK = 0.05
 HARD_FACTOR = 1.25  # past this many times the bound, everybody is shed

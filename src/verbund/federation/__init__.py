@@ -2,11 +2,13 @@
 
 from verbund.federation._backend import Backend, EngineLoad, InFlight, LatencyStats
 from verbund.federation._federation import Federation
-from verbund.federation._health import Failure, HealthTracker, Probe, Prober
+from verbund.federation._health import Failure, HealthTracker, Probe, request_key
 from verbund.federation._lifecycle import SiteLifecycle
 from verbund.federation._metrics import MetricsScraper, parse_engine_metrics
+from verbund.federation._prober import Prober
 from verbund.federation._site import Site
 from verbund.federation._upstream import (
+    SideClient,
     TransportFactory,
     Upstream,
     UpstreamBroken,
@@ -28,6 +30,7 @@ __all__ = [
     "MetricsScraper",
     "Probe",
     "Prober",
+    "SideClient",
     "Site",
     "SiteLifecycle",
     "TransportFactory",
@@ -39,4 +42,5 @@ __all__ = [
     "UpstreamResponse",
     "UpstreamTimedOut",
     "parse_engine_metrics",
+    "request_key",
 ]

@@ -72,6 +72,12 @@ class Backend:
     probe_failures: int = 0
     busy_since: float = -1e9  # when outstanding last rose from zero
     down_since: float = -1e9  # when it was last marked down
+    out_since: float = -1e9  # when it last left rotation (marked down or ejected)
+    refused: bool = False  # down because nothing accepted a connection
+    # fingerprints of the requests that failed here since the last success: the same
+    # content failing again says something about the request, not about the backend
+    failed_keys: set[bytes] = field(default_factory=set)
+    confirm_since: float = -1.0  # >= 0: enough failures to eject, awaiting a probe's verdict
     served: int = 0
     failures: int = 0
     latency: LatencyStats = field(default_factory=LatencyStats)

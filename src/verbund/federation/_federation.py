@@ -25,9 +25,15 @@ class Federation:
             self.sites[sc.name] = site
         self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
         self._by_model: dict[str, list[Backend]] = {m: [] for m in self.models}
+        # model -> site name -> its backends serving the model (the router's inner loop)
+        self._by_model_site: dict[str, dict[str, list[Backend]]] = {m: {} for m in self.models}
         for b in self.backends.values():
             for m in b.config.models:
                 self._by_model[m].append(b)
+                self._by_model_site[m].setdefault(b.site.name, []).append(b)
+        self._sites_by_model = {
+            m: [self.sites[name] for name in by_site] for m, by_site in self._by_model_site.items()
+        }
 
     @property
     def home_site(self) -> str:
@@ -37,10 +43,11 @@ class Federation:
         return self._by_model.get(model, [])
 
     def sites_for(self, model: str) -> list[Site]:
-        seen: dict[str, Site] = {}
-        for b in self.backends_for(model):
-            seen.setdefault(b.site.name, b.site)
-        return list(seen.values())
+        return list(self._sites_by_model.get(model, ()))
+
+    def backends_at(self, model: str, site: str) -> list[Backend]:
+        """The backends of ``site`` that serve ``model`` (do not modify the list)."""
+        return self._by_model_site.get(model, {}).get(site, [])
 
     def set_state(self, site: str, state: SiteState) -> SiteState:
         """Change a site's lifecycle state; returns the previous one."""

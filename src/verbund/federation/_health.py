@@ -1,35 +1,38 @@
-"""Backend health: passive failure tracking (ejection) and active probes.
+"""Backend health: passive failure tracking (ejection) and what probes conclude.
 
 Only failures of the backend count: connection errors, timeouts and 5xx. Errors caused
-by the request (4xx) never eject a backend. A refused connection marks the backend down
-at once (nothing listens there); other failures eject it after
-``eject_after_failures`` in a row, for a time that doubles with each ejection. An ejected
-or down backend returns only after a probe succeeds.
+by the request (4xx) never eject a backend, and neither does one request's content: a
+failure counts toward ejection only once per distinct request body (a client retrying a
+prompt that makes the engine fail sends the same body again), and a backend that
+*answered* with 5xx is ejected only after a health probe confirms that it is the backend
+and not the requests (a poison prompt fails, the probe passes). Timeouts eject without
+that confirmation: a backend that does not answer at all is not being picky.
+
+A refused connection marks the backend down at once (nothing listens there); other
+failures eject it after ``eject_after_failures`` in a row, for a time that doubles with
+each ejection. An ejected or down backend returns only after a probe succeeds.
+
+Whatever takes a backend out of rotation — ejection or failed probes — never takes more
+than ``max_ejection_percent`` of a model's backends out at once; only a refused
+connection is stronger than the cap. The router adds the other half of that safety net
+(panic routing, ``routing.panic_threshold``).
 """
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import Callable
 from enum import Enum
-
-import httpx
 
 from verbund.config import RoutingConfig
 from verbund.federation._backend import Backend
 from verbund.federation._federation import Federation
-from verbund.federation._upstream import UpstreamPool
 
 log = logging.getLogger("verbund.health")
 
-PROBE_PATHS = {"openai": "/v1/models", "oip": "/v2/health/ready"}
-# confirming probes only ask "is the process answering at all?": any HTTP status will do
-# (llama.cpp has no /health and answers 404 at once even while /v1/models waits for the
-# model lock; a stopped or cut-off server answers nothing)
-LIVENESS_PATHS = {"openai": "/health", "oip": "/v2/health/live"}
-CONFIRM_INTERVAL = 1.0
+MAX_FAILED_KEYS = 64  # distinct failing requests remembered per backend until a success
+CAP_LOG_SECONDS = 10.0  # one "held back by the cap" warning per backend this often
 
 
 class Probe(Enum):
@@ -48,54 +51,96 @@ class Failure(Enum):
     server_error = "server_error"
 
 
+def request_key(body: bytes) -> bytes:
+    """A short fingerprint of a request's content, to tell distinct requests apart."""
+    return hashlib.blake2b(body, digest_size=8).digest()
+
+
 class HealthTracker:
     """Bookkeeping of backend health; time is passed in so tests control it.
 
-    Ejection is capped: at most ``max_ejection_percent`` of the backends of any model are
-    ejected at once (the cap never blocks marking a refused backend down: nothing listens
-    there). A backend that returns from ejection or from being down ramps up over
+    A backend that returns from ejection or from being down ramps up over
     ``slow_start_seconds`` (see the router's score).
     """
 
     def __init__(self, routing: RoutingConfig, federation: Federation | None = None) -> None:
         self._cfg = routing
         self._federation = federation
+        self._cap_logged: dict[str, float] = {}
 
     def on_success(self, backend: Backend, now: float | None = None) -> None:
         backend.consecutive_failures = 0
+        if backend.failed_keys:
+            backend.failed_keys.clear()
+        backend.confirm_since = -1.0
         backend.last_success = time.monotonic() if now is None else now
 
-    def on_failure(self, backend: Backend, failure: Failure, now: float) -> None:
+    def on_failure(
+        self, backend: Backend, failure: Failure, now: float, key: bytes | None = None
+    ) -> None:
+        """A request failed at ``backend``; ``key`` (:func:`request_key`) names its content."""
         backend.failures += 1
-        backend.consecutive_failures += 1
         backend.last_error = failure.value
         if failure is Failure.refused:
             if backend.healthy:
                 log.warning("backend %s down: connection refused", backend.name)
-                backend.down_since = now
+                backend.down_since = backend.out_since = now
             backend.healthy = False
+            backend.refused = True
             return
-        if backend.consecutive_failures >= self._cfg.eject_after_failures and now >= (
+        if key is not None:
+            if key in backend.failed_keys:
+                return  # this content failed here before: the request, not the backend
+            if len(backend.failed_keys) < MAX_FAILED_KEYS:
+                backend.failed_keys.add(key)
+        backend.consecutive_failures += 1
+        if backend.consecutive_failures < self._cfg.eject_after_failures or now < (
             backend.ejected_until
         ):
-            self.eject(backend, now)
+            return
+        if failure is Failure.server_error:
+            # it answered (or at least accepted): let a probe decide whether the backend
+            # is broken or the requests are; the prober resolves this
+            if backend.confirm_since < 0:
+                backend.confirm_since = now
+            return
+        self.eject(backend, now)
 
-    def may_eject(self, backend: Backend, now: float) -> bool:
+    def awaiting_confirmation(self, backend: Backend) -> bool:
+        return backend.confirm_since >= 0
+
+    def may_remove(self, backend: Backend, now: float) -> bool:
+        """Whether taking ``backend`` out keeps every model within ``max_ejection_percent``.
+
+        Counted as out: peers ejected or marked down, for whatever reason."""
         if self._federation is None:
             return True
         limit = self._cfg.max_ejection_percent / 100
         for model in backend.config.models:
             peers = self._federation.backends_for(model)
-            ejected = sum(1 for b in peers if b is not backend and now < b.ejected_until)
-            if (ejected + 1) / len(peers) > limit and len(peers) > 1:
+            if len(peers) <= 1:
+                continue
+            out = sum(
+                1 for b in peers if b is not backend and (not b.healthy or now < b.ejected_until)
+            )
+            if (out + 1) / len(peers) > limit:
                 return False
         return True
 
-    def eject(self, backend: Backend, now: float) -> bool:
-        if not self.may_eject(backend, now):
+    def _held_back(self, backend: Backend, now: float, what: str) -> None:
+        if now - self._cap_logged.get(backend.name, -1e9) >= CAP_LOG_SECONDS:
+            self._cap_logged[backend.name] = now
             log.warning(
-                "backend %s failing but not ejected: max_ejection_percent reached", backend.name
+                "backend %s %s but kept in rotation: max_ejection_percent (%g) reached",
+                backend.name,
+                what,
+                self._cfg.max_ejection_percent,
             )
+
+    def eject(self, backend: Backend, now: float) -> bool:
+        backend.confirm_since = -1.0
+        if not self.may_remove(backend, now):
+            self._held_back(backend, now, "failing")
             return False
         seconds = min(
             self._cfg.eject_base_seconds * (2 ** min(backend.ejections, 16)),
@@ -103,9 +148,11 @@ class HealthTracker:
         )
         backend.ejected_until = now + seconds
         backend.returned_at = backend.ejected_until
+        backend.out_since = now
         backend.ejections += 1
         backend.ejected_total += 1
         backend.consecutive_failures = 0
+        backend.failed_keys.clear()
         log.warning("backend %s ejected for %.1fs", backend.name, seconds)
         return True
 
@@ -122,12 +169,25 @@ class HealthTracker:
         requests (llama.cpp) answers probes late. It takes two in a row, and none while
         the backend is answering real requests, to mark a backend down — unless the probe
         was sent to confirm a request's failure (``confirming``): two failures at once are
-        enough."""
+        enough. A full health probe sent after a run of 5xx answers also settles whether
+        the backend is ejected for them."""
+        if backend.confirm_since >= 0 and (sent_at is None or sent_at >= backend.confirm_since):
+            if result is Probe.ok:
+                backend.confirm_since = -1.0
+                backend.consecutive_failures = 0
+                backend.failed_keys.clear()
+                log.info(
+                    "backend %s passed its health probe: recent failures put down to requests",
+                    backend.name,
+                )
+            else:
+                self.eject(backend, now)
         if result is Probe.ok:
             if sent_at is not None and sent_at < backend.down_since:
                 return  # it answered before it went down: old news
             backend.last_probe_ok = now
             backend.probe_failures = 0
+            backend.refused = False
             if not backend.healthy:
                 log.info("backend %s healthy again", backend.name)
                 backend.returned_at = max(now, backend.ejected_until)
@@ -143,102 +203,20 @@ class HealthTracker:
         busy_but_answering = since_success < 3 * self._cfg.probe_interval or (
             backend.outstanding > 0 and since_success < BUSY_GRACE_SECONDS
         )
-        if (
-            result is Probe.refused
-            or confirming
-            or (backend.probe_failures >= PROBE_FAILURES and not busy_but_answering)
-        ):
-            if backend.healthy:
-                log.warning("backend %s failed its health probe (%s)", backend.name, result.value)
-                backend.down_since = now
-            backend.healthy = False
+        if result is Probe.refused:
+            self._mark_down(backend, result, now)
+            backend.refused = True
+        elif confirming or (backend.probe_failures >= PROBE_FAILURES and not busy_but_answering):
+            if not backend.healthy:
+                return
+            if not self.may_remove(backend, now):
+                self._held_back(backend, now, "failed its health probe")
+                return
+            self._mark_down(backend, result, now)
 
-
-class Prober:
-    """Background task: probes every backend each ``probe_interval`` seconds."""
-
-    def __init__(
-        self,
-        federation: Federation,
-        pool: UpstreamPool,
-        tracker: HealthTracker,
-        routing: RoutingConfig,
-        on_round: Callable[[dict[str, bool]], None] | None = None,
-    ) -> None:
-        self._federation = federation
-        self._pool = pool
-        self._tracker = tracker
-        self._cfg = routing
-        self._on_round = on_round  # site -> any backend answered (availability accounting)
-        self.rounds = 0
-        self.round_done = asyncio.Event()
-        self._confirming: dict[str, asyncio.Task[None]] = {}
-        self._confirmed_at: dict[str, float] = {}
-
-    def suspect(self, backend: Backend, failed: bool = True) -> None:
-        """A request just failed there (reset, timeout): probe it now, not at the next round.
-
-        If the probe fails too the backend is marked down at once; a keep-alive race or a
-        single slow answer passes the probe and changes nothing. One probe per backend at
-        a time.
-        """
-        running = self._confirming.get(backend.name)
-        if running is not None and not running.done():
-            return
-        now = time.monotonic()
-        # a request that just failed there is always worth a probe; a mere stall (no bytes
-        # back for a while) at most once a second
-        if not failed and now - self._confirmed_at.get(backend.name, -1e9) < CONFIRM_INTERVAL:
-            return
-        self._confirmed_at[backend.name] = now
-        self._confirming[backend.name] = asyncio.get_running_loop().create_task(
-            self._confirm(backend)
-        )
-
-    async def _confirm(self, backend: Backend) -> None:
-        try:
-            await self._pool.client(backend).get(
-                LIVENESS_PATHS[backend.kind], timeout=min(self._cfg.probe_timeout, 1.0)
-            )
-        except httpx.ConnectError:
-            result = Probe.refused
-        except httpx.HTTPError:
-            result = Probe.failed
-        else:
-            return  # it answered: alive, whatever the status
-        self._tracker.on_probe(backend, result, time.monotonic(), confirming=True)
-
-    async def probe(self, backend: Backend, within: float | None = None) -> Probe:
-        path = PROBE_PATHS[backend.kind]
-        try:
-            resp = await self._pool.client(backend).get(
-                path, timeout=within or self._cfg.probe_timeout
-            )
-        except httpx.ConnectError:
-            return Probe.refused
-        except httpx.HTTPError:
-            return Probe.failed
-        return Probe.ok if resp.status_code == 200 else Probe.failed
-
-    async def probe_all(self) -> None:
-        backends = [
-            b for b in self._federation.backends.values() if b.site.state.value != "maintenance"
-        ]
-        sent_at = time.monotonic()
-        results = await asyncio.gather(*(self.probe(b) for b in backends))
-        now = time.monotonic()
-        for b, result in zip(backends, results, strict=True):
-            self._tracker.on_probe(b, result, now, sent_at=sent_at)
-        if self._on_round is not None:
-            sites: dict[str, bool] = {}
-            for b, result in zip(backends, results, strict=True):
-                sites[b.site.name] = sites.get(b.site.name, False) or result is Probe.ok
-            self._on_round(sites)
-        self.rounds += 1
-        self.round_done.set()
-        self.round_done = asyncio.Event()
-
-    async def run(self) -> None:
-        while True:
-            await self.probe_all()
-            await asyncio.sleep(self._cfg.probe_interval)
+    @staticmethod
+    def _mark_down(backend: Backend, result: Probe, now: float) -> None:
+        if backend.healthy:
+            log.warning("backend %s failed its health probe (%s)", backend.name, result.value)
+            backend.down_since = backend.out_since = now
+        backend.healthy = False

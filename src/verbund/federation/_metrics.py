@@ -10,12 +10,11 @@ import asyncio
 import logging
 import time
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from verbund.federation._backend import Backend, EngineLoad
 from verbund.federation._federation import Federation
-from verbund.federation._upstream import UpstreamPool
+from verbund.federation._upstream import UpstreamFailed, UpstreamPool
 
 log = logging.getLogger("verbund.metrics")
 
@@ -63,12 +62,12 @@ class MetricsScraper:
         url = backend.config.metrics_url
         assert url is not None
         try:
-            resp = await self._pool.client(backend).get(url, timeout=self._interval)
-        except httpx.HTTPError:
+            status, body = await self._pool.side.get(backend, url, within=self._interval)
+        except UpstreamFailed:
             return
-        if resp.status_code != 200:
+        if status != 200:
             return
-        load = parse_engine_metrics(resp.text, time.monotonic())
+        load = parse_engine_metrics(body.decode("utf-8", "replace"), time.monotonic())
         if load is not None:
             backend.engine = load
 

@@ -122,8 +122,12 @@ async def model_ready(request: Request) -> Response:
     who = await principal(request)
     name, _ = _target(request, svc)
     try:
-        _plan(svc, who, name, request)
+        plan = _plan(svc, who, name, request)
     except NoBackendAvailable:
+        plan = []
+    # a panic plan (routing.panic_threshold) also holds backends that look unhealthy
+    now = time.monotonic()
+    if not any(b.available(now) for b in plan):
         return JSONResponse({"name": name, "ready": False}, status_code=400)
     return JSONResponse({"name": name, "ready": True})
 

@@ -37,6 +37,7 @@ from verbund.federation import (
     UpstreamRefused,
     UpstreamResponse,
     UpstreamTimedOut,
+    request_key,
 )
 from verbund.proxy._forward import (
     Answer,
@@ -103,9 +104,11 @@ class Attempts:
             finally:
                 await resp.aclose()
 
-        status, headers, body = await self._watched(backend, exchange(), budget, fwd.client_gone)
+        status, headers, body = await self._watched(
+            backend, exchange(), budget, fwd.client_gone, fwd.body
+        )
         try:
-            self.check_status(backend, status, body, headers, sent=fwd.body)
+            self.check_status(backend, status, body, headers, fwd.body)
         except ApiError as exc:
             fill_record(fwd.record, backend, start, status="error", http_status=exc.status)
             raise
@@ -146,16 +149,19 @@ class Attempts:
             ),
             budget,
             client_gone,
+            body,
         )
         chunks = resp.chunks()
         try:
             if resp.status != 200:
-                self.check_status(backend, resp.status, await resp.read(), resp.headers, sent=body)
+                self.check_status(backend, resp.status, await resp.read(), resp.headers, body)
             left = max(budget - (time.monotonic() - began), 0.001)
             try:
-                first = await self._watched(backend, anext(chunks), left, client_gone)
+                first = await self._watched(backend, anext(chunks), left, client_gone, body)
             except StopAsyncIteration:
-                raise self.transport_failure(backend, UpstreamBroken("empty stream")) from None
+                raise self.transport_failure(
+                    backend, UpstreamBroken("empty stream"), body
+                ) from None
         except BaseException:
             await resp.aclose()
             raise
@@ -191,12 +197,13 @@ class Attempts:
         work: Awaitable[T],
         budget: float,
         client_gone: ClientGone | None = None,
+        body: bytes | None = None,
     ) -> T:
         """The watched wait, with failures below HTTP turned into retries."""
         try:
             return await self.watch(backend, work, budget, client_gone)
         except (Hung, UpstreamFailed, TimeoutError) as exc:
-            raise self.transport_failure(backend, exc) from None
+            raise self.transport_failure(backend, exc, body) from None
 
     def try_timeout(self, backend: Backend, fwd: Forward, remaining: float) -> float:
         derived = try_deadline(backend, fwd.ctx, self.config, time.monotonic(), stream=fwd.stream)
@@ -206,8 +213,10 @@ class Attempts:
     def headers(fwd: Forward) -> dict[str, str]:
         return {"content-type": "application/json", "x-request-id": fwd.record.request_id}
 
-    def fail(self, backend: Backend, failure: Failure) -> None:
-        self._tracker.on_failure(backend, failure, time.monotonic())
+    def fail(self, backend: Backend, failure: Failure, body: bytes | None = None) -> None:
+        """Tell the health tracker; ``body`` (the request sent) tells distinct requests apart."""
+        key = request_key(body) if body is not None else None
+        self._tracker.on_failure(backend, failure, time.monotonic(), key)
         suspect = self.watch.on_suspect
         if failure is not Failure.refused and suspect is not None and backend.healthy:
             suspect(backend, True)
@@ -216,7 +225,9 @@ class Attempts:
         backend.last_progress = time.monotonic()
         self._tracker.on_success(backend, backend.last_progress)
 
-    def transport_failure(self, backend: Backend, exc: Exception) -> Retry:
+    def transport_failure(
+        self, backend: Backend, exc: Exception, body: bytes | None = None
+    ) -> Retry:
         """Map a failure below HTTP (:class:`UpstreamFailed`, or our own deadline's
         ``TimeoutError``) to a retry, and tell the health tracker."""
         if isinstance(exc, Hung):
@@ -229,9 +240,9 @@ class Attempts:
                 # it waited for one of this access point's connections, all busy: that is
                 # load from our side, not a sign that the backend is failing
                 return Retry(NoBackendAvailable("Every model server for this model is busy."))
-            self.fail(backend, Failure.timeout)
+            self.fail(backend, Failure.timeout, body)
             return Retry(UpstreamTimeout("The model server did not answer in time."))
-        self.fail(backend, Failure.server_error)
+        self.fail(backend, Failure.server_error, body)
         return Retry(UpstreamError("The connection to the model server failed."))
 
     def check_status(
@@ -240,8 +251,7 @@ class Attempts:
         status: int,
         body: bytes,
         headers: Mapping[str, str] | None = None,
-        *,
-        sent: bytes = b"",
+        sent: bytes | None = None,
     ) -> None:
         """Raise :class:`Retry` for statuses worth another backend, ApiError for the rest.
 
@@ -258,19 +268,19 @@ class Attempts:
                 )
             )
         if status in RETRYABLE_STATUS:
-            self.fail(backend, Failure.server_error)
+            self.fail(backend, Failure.server_error, sent)
             raise Retry(UpstreamError(f"The model server failed (HTTP {status})."))
         if 400 <= status < 500:
             log.warning(
                 "backend %s rejected a request: HTTP %d: %s",
                 backend.name,
                 status,
-                loggable_upstream_message(body, sent),
+                loggable_upstream_message(body, sent or b""),
             )
             err = BadRequest(sanitize_upstream_message(body, status), code="upstream_rejected")
             err.status = status if status in (400, 404, 413, 422) else 400
             raise err
-        self.fail(backend, Failure.server_error)
+        self.fail(backend, Failure.server_error, sent)
         raise UpstreamError(f"The model server failed (HTTP {status}).")
 
 

@@ -3,8 +3,9 @@
 A try fails over to the next backend of the plan when it raises :class:`Retry` (a
 refused or broken connection, a timeout before the first byte, HTTP 429/502/503/504),
 inside one overall deadline, at most ``max_attempts`` tries, and only while the retry
-budget allows, so mass failure does not multiply load. Backends marked down by another
-request while this one was failing over are skipped. Every try holds an
+budget allows, so mass failure does not multiply load. Backends marked down or ejected by
+another request while this one was failing over are skipped (those that were already out
+when the plan was made are there on purpose: panic routing). Every try holds an
 :class:`~verbund.federation.InFlight` claim on its backend for exactly as long as it
 runs; a streamed answer hands its claim on to the relay.
 
@@ -74,7 +75,9 @@ class Failover:
             remaining = deadline - now
             if remaining <= 0:
                 break
-            if not backend.available(now):
+            if now < backend.busy_until or (
+                not backend.available(now) and backend.out_since >= start
+            ):
                 continue  # marked down by another request while this one was failing over
             if (tries or retrying) and not self.budget.try_spend(now):
                 log.warning("request %s: retry budget spent, no failover", request_id)

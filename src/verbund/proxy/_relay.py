@@ -10,6 +10,11 @@ final assistant message with ``continue_final_message: true`` and
 drops its leading role chunk and relays the rest: the client sees one uninterrupted
 stream.
 
+A stream that stalls part-way (the backend keeps the connection and sends nothing) is
+cut after ``stream_stall_factor`` times the backend's usual time per token, at least
+``stream_stall_floor`` seconds (:class:`~verbund.proxy._watch.ChunkWatch`), counted as
+the backend's failure, and then resumed or ended like a broken one.
+
 The relay owns two things handed over by the try that opened the stream: the backend's
 in-flight claim and the request's usage recording. It releases and closes both when the
 stream ends, however it ends (also when the client left before the first byte).
@@ -34,6 +39,7 @@ from verbund.proxy._attempt import Attempts, Opened
 from verbund.proxy._failover import Failover
 from verbund.proxy._forward import Forward, Retry, client_headers, fill_record
 from verbund.proxy._sse import SSEUsageFilter, Usage, error_event
+from verbund.proxy._watch import ChunkWatch, Stalled, stream_stall_bound
 
 __all__ = ["RESUME", "StreamRelay"]
 
@@ -105,14 +111,24 @@ class StreamRelay:
         current: Opened | None = opened
         last = opened.backend
         resumed = False
+        watch = ChunkWatch()
+        message = "The model server stopped before the answer was complete."
         try:
             while current is not None:
                 last = current.backend
+                bound = stream_stall_bound(last, self._tries.config)
+                watch.arm(bound)
+                began, tokens = time.monotonic(), sse.tokens
                 try:
                     out = sse.feed(current.first)
                     if out:
                         yield out
-                    async for chunk in current.chunks:
+                    chunks = current.chunks
+                    while True:
+                        try:
+                            chunk = await watch.next(chunks)
+                        except StopAsyncIteration:
+                            break
                         last.last_progress = time.monotonic()
                         out = sse.feed(chunk)
                         if out:
@@ -120,14 +136,30 @@ class StreamRelay:
                     tail = sse.tail()
                     if tail:
                         yield tail
+                    if sse.tokens - tokens > 1:
+                        per_token = (time.monotonic() - began) / (sse.tokens - tokens - 1)
+                        last.latency.observe_tpot(per_token)
                 except UpstreamFailed as exc:
                     timeout = isinstance(exc, UpstreamTimedOut)
-                    self._tries.fail(last, Failure.timeout if timeout else Failure.server_error)
+                    failure = Failure.timeout if timeout else Failure.server_error
+                    self._tries.fail(last, failure, fwd.body)
                     log.warning(
                         "request %s: stream from %s broke (%s)",
                         fwd.record.request_id,
                         last.name,
                         type(exc).__name__,
+                    )
+                except Stalled:
+                    self._tries.fail(last, Failure.timeout, fwd.body)
+                    message = (
+                        f"The model server sent nothing for {bound:.0f} s; "
+                        "the answer is incomplete."
+                    )
+                    log.warning(
+                        "request %s: stream from %s stalled (no chunk for %.1fs)",
+                        fwd.record.request_id,
+                        last.name,
+                        bound,
                     )
                 finally:
                     await current.aclose()
@@ -141,11 +173,9 @@ class StreamRelay:
                         resumed = True
                         sse.next_segment()
                         continue
-                yield error_event(
-                    "The model server stopped before the answer was complete.",
-                    "stream_interrupted",
-                )
+                yield error_event(message, "stream_interrupted")
         finally:
+            watch.close()
             if current is not None:  # the client left mid-stream
                 await current.aclose()
             usage = sse.usage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from verbund.config import RoutingConfig
@@ -12,7 +12,7 @@ from verbund.errors import ClientClosed
 from verbund.federation import Backend
 from verbund.proxy._forward import ClientGone
 
-__all__ = ["WATCH_STEP", "Hung", "Watch"]
+__all__ = ["WATCH_STEP", "ChunkWatch", "Hung", "Stalled", "Watch", "stream_stall_bound"]
 
 T = TypeVar("T")
 WATCH_STEP = 0.25  # how often a waiting request looks whether its backend has hung
@@ -105,3 +105,84 @@ class Watch:
         if verdict is not None:
             task.uncancel()  # the work swallowed our cancel and finished anyway
         return result
+
+
+class Stalled(Exception):
+    """A started stream's backend sent no chunk within its stall bound."""
+
+
+def stream_stall_bound(backend: Backend, routing: RoutingConfig) -> float:
+    """How long a started stream may wait for its next chunk from ``backend``.
+
+    ``stream_stall_factor`` times the backend's observed time per token, at least
+    ``stream_stall_floor`` (engines pause between tokens when they admit a long prompt
+    into the batch) and at most ``read_timeout``.
+    """
+    tpot = backend.latency.tpot or 0.0
+    bound = max(routing.stream_stall_floor, routing.stream_stall_factor * tpot)
+    return min(bound, routing.read_timeout)
+
+
+class ChunkWatch:
+    """Waits for a started stream's next chunk, at most ``bound`` seconds at a time.
+
+    A backend that stops part-way (SIGSTOP, a partition, a wedged accelerator) keeps its
+    connection open and sends nothing; the socket's read timeout is minutes. This watch
+    cancels the wait after ``bound`` seconds instead (:class:`Stalled`).
+
+    One lazy timer per stream, not one per chunk (a timer per chunk would cost more than
+    relaying it): the timer fires about once per ``bound`` and re-arms itself from the
+    moment the current wait began, so a chunk costs two assignments. Only time spent
+    waiting for the backend counts; a slow client holding up ``send`` is not the
+    backend's fault.
+    """
+
+    __slots__ = ("_bound", "_fired", "_handle", "_loop", "_since", "_task", "_waiting")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[object] | None = None
+        self._bound = 0.0
+        self._since = 0.0
+        self._waiting = False
+        self._fired = False
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self, bound: float) -> None:
+        """The bound for the chunks to come (one per backend the stream is read from)."""
+        self._bound = bound
+
+    async def next(self, chunks: AsyncIterator[bytes]) -> bytes:
+        """The next chunk; raises ``StopAsyncIteration`` at the end, :class:`Stalled`."""
+        if self._task is None:
+            self._task = asyncio.current_task()
+        self._since = self._loop.time()
+        self._waiting = True
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self._bound, self._look)
+        try:
+            return await anext(chunks)
+        except asyncio.CancelledError:
+            task = self._task
+            if self._fired and task is not None and task.uncancel() == 0:
+                self._fired = False
+                raise Stalled from None
+            raise
+        finally:
+            self._waiting = False
+
+    def _look(self) -> None:
+        self._handle = None
+        if not self._waiting or self._task is None:
+            return  # the next wait arms a new timer
+        due = self._since + self._bound
+        if self._loop.time() >= due:
+            self._fired = True
+            self._task.cancel()
+            return
+        self._handle = self._loop.call_at(due, self._look)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
