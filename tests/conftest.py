@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from harness.services import Postgres, RedisServer
 from tests.fakes import FakeBackend, transport_factory
 from verbund.config import FederationConfig, parse_config
 from verbund.gateway import Services, create_app
@@ -153,3 +155,26 @@ def gateway_factory(tmp_path: Path) -> GatewayFactory:
 async def gw(gateway_factory: GatewayFactory) -> AsyncIterator[Gateway]:
     async with gateway_factory() as g:
         yield g
+
+
+@pytest.fixture
+def pg() -> Iterator[Postgres]:
+    """A real PostgreSQL server of its own (Debian's package), for this test."""
+    p = Postgres.create()
+    yield p
+    p.destroy()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real Redis server of its own (Debian's package), for this test."""
+    r = RedisServer.create()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    yield client
+    await client.aclose()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.report import markdown_table
 from harness.demo import start_demo
 
 MODEL = "smollm2-135m"
@@ -123,9 +124,7 @@ def main() -> None:
     args = p.parse_args()
     rows = [run(f, args.requests, args.concurrency, args.max_tokens) for f in ("kill", "stall")]
     cols = list(rows[0])
-    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    table += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    text = "\n".join(table)
+    text = markdown_table(rows, cols)
     print(text)
     RESULTS.mkdir(exist_ok=True)
     header = (

@@ -42,6 +42,7 @@ from benchmarks.overhead.servers import (
     ensure_nginx,
     start_nginx,
 )
+from benchmarks.report import markdown_table
 from harness import federation as fed
 from harness.gateway import GatewayProcess
 from harness.ports import free_port
@@ -250,9 +251,7 @@ def main() -> None:
         "backends", "startup_s", "rss_idle_mb", "rss_load_mb", "idle_cpu_pct", "probes_per_s",
         "sent", "shed", "added_p50_ms", "added_p99_ms", "target",
     ]  # fmt: skip
-    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    table += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    text = "\n".join(table)
+    text = markdown_table(rows, cols)
     print(text)
     RESULTS.mkdir(exist_ok=True)
     header = (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
@@ -16,20 +15,6 @@ from verbund.coordination._limits import RedisLimiter, counter_key
 from verbund.errors import RateLimited
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    r = RedisServer.create()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url, socket_timeout=1.0, socket_connect_timeout=1.0)
-    yield client
-    await client.aclose()
 
 
 async def test_access_points_with_skewed_clocks_count_in_one_window(redis: Redis) -> None:

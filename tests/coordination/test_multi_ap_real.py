@@ -18,20 +18,6 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture
-def pg() -> Iterator[Postgres]:
-    p = Postgres.create()
-    yield p
-    p.destroy()
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    r = RedisServer.create()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
 def cluster(tmp_path: Path, pg: Postgres, redis_server: RedisServer) -> Iterator[Cluster]:
     engines = [start_engine(f"eng-{i}", tmp_path) for i in range(2)]
     c = Cluster(tmp_path, pg.url, redis_server.url, engines)

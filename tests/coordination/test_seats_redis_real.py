@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -17,20 +17,6 @@ from verbund.errors import TooManyConcurrent
 pytestmark = pytest.mark.real
 
 LIMIT = [Seat("institution:a", 3)]
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    r = RedisServer.create()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url, socket_timeout=1.0, socket_connect_timeout=1.0)
-    yield client
-    await client.aclose()
 
 
 async def until(cond: Callable[[], object], within: float = 5.0) -> None:

@@ -3,7 +3,6 @@ an upload leaves no blob; when it is back, they work again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,6 @@ from tests.conftest import GatewayFactory, make_config
 from tests.store.test_outage import assert_store_unavailable, file_blobs
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture
-def pg() -> Iterator[Postgres]:
-    p = Postgres.create()
-    yield p
-    p.destroy()
 
 
 async def test_postgres_stopped_answers_503_and_leaves_no_blob(
