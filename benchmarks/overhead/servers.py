@@ -215,11 +215,13 @@ def start_nginx(nginx: str, name: str, workdir: Path, conf: str) -> Process:
     return spawn(name, [nginx, "-p", str(prefix), "-c", str(path), "-g", "daemon off;"], workdir)
 
 
-def start_mock(nginx: str, workdir: Path) -> Target:
+def start_mock(nginx: str, workdir: Path, probes_log: Path | None = None) -> Target:
     """nginx answering with a fixed completion (or a fixed SSE stream under /s/).
 
     The answers are static files; nginx refuses POST to a static file with 405, which
-    ``error_page 405 =200 $uri`` turns into the file itself with status 200.
+    ``error_page 405 =200 $uri`` turns into the file itself with status 200. With
+    ``probes_log``, health probes (``/v1/models``, ``/health``) are logged there (to
+    count them); nothing else is.
     """
     port = free_port()
     www = workdir / "mock" / "www"
@@ -248,6 +250,14 @@ def start_mock(nginx: str, workdir: Path) -> Target:
     error_page 405 =200 $uri;
     location /s/v1/chat/ {{ default_type text/event-stream; }}
     location = /health {{ default_type text/plain; }}"""
+    if probes_log is not None:
+        server += f"""
+    location = /v1/models {{ access_log {probes_log}; }}
+    location = /s/v1/models {{ access_log {probes_log}; }}"""
+        server = server.replace(
+            "location = /health { default_type text/plain; }",
+            f"location = /health {{ default_type text/plain; access_log {probes_log}; }}",
+        )
     proc = start_nginx(nginx, "mock", workdir, _nginx_conf(workdir / "mock", 1, server))
     target = Target("direct", port, "/v1/chat/completions", "/s/v1/chat/completions", procs=[proc])
     proc.wait_http(f"http://127.0.0.1:{port}/health", 15)

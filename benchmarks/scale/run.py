@@ -37,10 +37,8 @@ from benchmarks.overhead.loadgen import GeneratorPool, Job, Result, Template
 from benchmarks.overhead.procs import cpu_seconds, rss_bytes, tree
 from benchmarks.overhead.servers import (
     MODEL,
-    _nginx_conf,
-    chat_completion,
     ensure_nginx,
-    start_nginx,
+    start_mock,
 )
 from benchmarks.report import markdown_table
 from harness import federation as fed
@@ -66,28 +64,10 @@ def pct(values: Any, q: float) -> float:
 
 
 def start_backend(nginx: str, work: Path) -> tuple[Process, int, Path]:
-    """nginx answering a fixed completion; probes (``/v1/models``) logged to count them."""
-    port = free_port()
-    www = work / "backend" / "www"
-    probes = work / "backend" / "probes.log"
-    models = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-    for rel, text in (
-        ("v1/chat/completions", chat_completion()),
-        ("v1/models", models),
-        ("health", "ok"),
-    ):
-        (www / rel).parent.mkdir(parents=True, exist_ok=True)
-        (www / rel).write_text(text)
-    server = f"""    listen 127.0.0.1:{port} backlog=4096;
-    root {www};
-    types {{ }}
-    default_type application/json;
-    error_page 405 =200 $uri;
-    location = /v1/models {{ access_log {probes}; }}
-    location = /health {{ default_type text/plain; access_log {probes}; }}"""
-    proc = start_nginx(nginx, "backend", work, _nginx_conf(work / "backend", 1, server))
-    proc.wait_http(f"http://127.0.0.1:{port}/health", 15)
-    return proc, port, probes
+    """The overhead benchmark's nginx mock; probes logged to count them."""
+    probes = work / "backend-probes.log"
+    mock = start_mock(nginx, work, probes_log=probes)
+    return mock.procs[0], mock.port, probes
 
 
 def config(work: Path, store: Path, port: int, backend: int, sites: int, per_site: int) -> Any:
