@@ -114,8 +114,9 @@ def test_versioned_route_health_and_usage(
         bad = c.post(f"/v2/models/{DIGITS}/infer", json={"inputs": "nope"})
         assert bad.status_code == 400 and isinstance(bad.json()["error"], str)
     after = {r["endpoint"]: r for r in usage_by(demo, "endpoint")}["/v2/infer"]
-    # the ok inference, the unknown version (an error from the backend), not the bad body
-    assert after["requests"] == (before["requests"] if before else 0) + 2
+    # every authenticated request leaves a record: the ok inference, the unknown version
+    # (an error from the backend) and the bad body (rejected before anything was sent)
+    assert after["requests"] == (before["requests"] if before else 0) + 3
     grew = after["request_bytes"] - (before["request_bytes"] if before else 0)
     assert grew >= 2 * len(json.dumps(body, separators=(",", ":")))
     assert after["response_bytes"] > (before["response_bytes"] if before else 0)

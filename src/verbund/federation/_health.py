@@ -46,9 +46,10 @@ BUSY_GRACE_SECONDS = 30.0  # a backend with requests in flight that answered thi
 
 
 class Failure(Enum):
-    refused = "refused"
-    timeout = "timeout"
-    server_error = "server_error"
+    refused = "refused"  # nothing accepted the connection
+    timeout = "timeout"  # no answer in time
+    broken = "broken"  # the connection broke, or the answer was not HTTP
+    server_error = "server_error"  # it answered, with a 5xx
 
 
 def request_key(body: bytes) -> bytes:

@@ -13,6 +13,7 @@ institution's whole quota or overflow a counter.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
@@ -21,6 +22,8 @@ from starlette.requests import ClientDisconnect, Request
 
 from verbund.config import LimitsConfig, ModelConfig
 from verbund.errors import BadRequest, ClientClosed, InvalidJSON, PayloadTooLarge
+
+log = logging.getLogger("verbund.gateway")
 
 _CONTAINERS = (dict, list)
 
@@ -44,6 +47,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
             parts.append(chunk)
     except ClientDisconnect:
+        # common and harmless (a client gave up): one debug line, no error
+        log.debug("client disconnected while sending %s %s", request.method, request.url.path)
         raise ClientClosed("The client left while sending its request body.") from None
     return b"".join(parts)
 

@@ -242,7 +242,7 @@ class Attempts:
                 return Retry(NoBackendAvailable("Every model server for this model is busy."))
             self.fail(backend, Failure.timeout, body)
             return Retry(UpstreamTimeout("The model server did not answer in time."))
-        self.fail(backend, Failure.server_error, body)
+        self.fail(backend, Failure.broken, body)
         return Retry(UpstreamError("The connection to the model server failed."))
 
     def check_status(

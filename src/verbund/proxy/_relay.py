@@ -141,7 +141,7 @@ class StreamRelay:
                         last.latency.observe_tpot(per_token)
                 except UpstreamFailed as exc:
                     timeout = isinstance(exc, UpstreamTimedOut)
-                    failure = Failure.timeout if timeout else Failure.server_error
+                    failure = Failure.timeout if timeout else Failure.broken
                     self._tries.fail(last, failure, fwd.body)
                     log.warning(
                         "request %s: stream from %s broke (%s)",
