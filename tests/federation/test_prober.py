@@ -115,13 +115,21 @@ async def test_a_backend_that_just_answered_a_request_is_not_probed(tmp_path: Pa
     pool = UpstreamPool(fed, routing, lambda b: httpx.MockTransport(handler))
     prober = Prober(fed, pool, HealthTracker(routing, fed), routing)
     busy = fed.backends["s0-b0"]
+
+    async def answering() -> None:  # real requests keep vouching for it
+        while True:
+            busy.last_success = time.monotonic()
+            await asyncio.sleep(0.005)
+
+    requests = asyncio.ensure_future(answering())
+    await asyncio.sleep(0)
     task = asyncio.ensure_future(prober.run())
     try:
         for _ in range(3):
-            busy.last_success = time.monotonic()  # real requests keep vouching for it
             seen = len(probed)
             await apoll(lambda: len(probed) > seen, "a probe", 5.0)  # noqa: B023
     finally:
         task.cancel()
+        requests.cancel()
         await pool.aclose()
     assert "s0-b0.invalid" not in probed and "s0-b1.invalid" in probed
