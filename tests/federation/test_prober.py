@@ -104,7 +104,7 @@ def test_the_probe_rate_is_bounded_but_not_for_backends_out_of_rotation(
 
 
 async def test_a_backend_that_just_answered_a_request_is_not_probed(tmp_path: Path) -> None:
-    fed = big_federation(tmp_path, 1, 2, probe_interval=0.05, max_probe_rate=0)
+    fed = big_federation(tmp_path, 1, 2, probe_interval=0.3, max_probe_rate=0)
     probed: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
