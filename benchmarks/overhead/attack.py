@@ -123,13 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     }
     out.with_suffix(".json").write_text(json.dumps(info, indent=2))
     cols = [
-        ("mode", "steady tenant"),
-        ("achieved", "answered/s"),
-        ("p50_ms", "p50 ms"),
-        ("p99_ms", "p99 ms"),
+        ("steady tenant", "mode"),
+        ("answered/s", "achieved"),
+        ("p50 ms", "p50_ms"),
+        ("p99 ms", "p99_ms"),
         ("errors", "errors"),
-        ("cpu_s_per_1k", "CPU s/1k"),
-        ("loadavg_1m", "load"),
+        ("CPU s/1k", "cpu_s_per_1k"),
+        ("load", "loadavg_1m"),
     ]
     text = (
         "# Access point under attack\n\n"

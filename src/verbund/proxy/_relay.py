@@ -252,25 +252,42 @@ class _GuardedStream(StreamingResponse):
         self._write_timeout = write_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # one timer per stream, not a timeout per chunk: it looks every half limit
+        # whether a write has been waiting for the reader longer than the limit
         limit = self._write_timeout
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        writing_since: float | None = None
+        stalled = False
+        handle: asyncio.TimerHandle
 
-        async def send_in_time(message: Message) -> None:
+        def look() -> None:
+            nonlocal handle, stalled
+            if writing_since is not None and loop.time() - writing_since >= limit:
+                stalled = True
+                task.cancel()
+                return
+            handle = loop.call_later(limit / 2, look)
+
+        async def send_watched(message: Message) -> None:
+            nonlocal writing_since
+            writing_since = loop.time()
             try:
-                async with asyncio.timeout(limit):
-                    await send(message)
-            except TimeoutError:
-                raise ReaderStalled from None
+                await send(message)
+            finally:
+                writing_since = None
 
+        handle = loop.call_later(limit / 2, look)
         try:
-            await super().__call__(scope, receive, send_in_time)
-        except ReaderStalled:
+            await super().__call__(scope, receive, send_watched)
+        except asyncio.CancelledError:
+            if not stalled or task.uncancel() > 0:
+                raise  # someone else's cancellation
             log.info("a client stopped reading its stream for %.0f s; ended it", limit)
         finally:
+            handle.cancel()
             await self._cleanup()
-
-
-class ReaderStalled(Exception):
-    """The client took no bytes of its stream for ``write_timeout`` seconds."""
 
 
 def _resumable(backend: Backend, fwd: Forward) -> bool:
