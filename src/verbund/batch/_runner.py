@@ -44,6 +44,9 @@ __all__ = ["BatchRunner", "Dispatch"]
 log = logging.getLogger("verbund.batch")
 
 
+IDLE_LOOKS = 10  # polls between looks at the store while no batch runs here
+
+
 class BatchRunner:
     def __init__(
         self,
@@ -162,10 +165,15 @@ class BatchRunner:
     # -- loops ------------------------------------------------------------------------
 
     async def _housekeeping_loop(self) -> None:
+        """Look at the store every other poll while batches run here; with none, ten times
+        less often (a batch created at this access point wakes it at once; one created
+        at another is picked up within ``IDLE_LOOKS`` polls): idle costs next to nothing."""
         while not self._stopping.is_set():
             self._housekeeping_now.clear()
+            idle = False
             try:
                 found = await self._housekeeping.look(self._clock())
+                idle = not (found.running or found.stops or found.ready or self._feeder.lanes)
                 await self._feeder.sync(found.running, found.stops)
                 if self._feeder.lanes:
                     self._wake.set()
@@ -173,8 +181,9 @@ class BatchRunner:
                     await self._finalizer.finalize(batch_id)
             except STORE_ERRORS as exc:
                 log.warning("batch runner: store unavailable (%s); retrying", type(exc).__name__)
+            wait = (IDLE_LOOKS if idle else 2) * self._cfg.poll_interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._housekeeping_now.wait(), 2 * self._cfg.poll_interval)
+                await asyncio.wait_for(self._housekeeping_now.wait(), wait)
 
     async def _feed_loop(self) -> None:
         while not self._stopping.is_set():
@@ -188,6 +197,8 @@ class BatchRunner:
                 await asyncio.sleep(1.0)
             with contextlib.suppress(TimeoutError):
                 wait = 0.02 if busy else self._cfg.poll_interval
+                if not self._feeder.lanes:
+                    wait = IDLE_LOOKS * self._cfg.poll_interval  # housekeeping wakes it
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _heartbeat_loop(self) -> None:

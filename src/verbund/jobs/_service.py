@@ -36,6 +36,7 @@ from verbund.store import STORE_FAILURES, Store, TrainingEventRow, TrainingJobRo
 log = logging.getLogger("verbund.jobs")
 
 MODEL_REFRESH_SECONDS = 10.0
+IDLE_POLLS = 10  # with no job to step, the loop looks at the store this much less often
 
 
 def make_runner(site: SiteConfig, state_dir: Path) -> Runner | None:
@@ -69,6 +70,7 @@ class JobService:
         self.recipes = recipes or RecipeBook.builtin()
         self.models = ModelRegistry()
         self.predictors = Predictors()
+        self._created = asyncio.Event()  # a job was created here: step it now
         if runners is None:
             runners = {}
             for site in config.sites:
@@ -112,8 +114,8 @@ class JobService:
             for row in rows:
                 self.artefacts.register(row)
 
-    async def tick(self) -> None:
-        """One step for every unfinished job this access point dispatched."""
+    async def tick(self) -> int:
+        """One step for every unfinished job this access point dispatched; how many."""
         async with self.store.session() as s:
             ids = (
                 (
@@ -141,18 +143,28 @@ class JobService:
                     await self.dispatcher.advance(job_id)
                 except Exception:  # the loop's boundary: one broken job must not stop the rest
                     log.exception("job %s: step failed; retrying next time", job_id)
+        return len(ids)
 
     async def run(self) -> None:
+        """Step the jobs every ``poll_interval`` while there are any; with none, wait for
+        the next job created here (only this access point dispatches its jobs), looking
+        at the store every ``IDLE_POLLS`` intervals all the same. An idle access point
+        should cost next to nothing."""
         refreshed = time.monotonic()
+        interval = self.config.training.poll_interval
         while True:
+            active = 1
+            self._created.clear()
             try:
-                await self.tick()
+                active = await self.tick()
                 if time.monotonic() - refreshed > MODEL_REFRESH_SECONDS:
                     refreshed = time.monotonic()
                     await self.load_models()
             except STORE_FAILURES as exc:  # store unreachable: try again later
                 log.warning("job loop: %s", type(exc).__name__)
-            await asyncio.sleep(self.config.training.poll_interval)
+            wait = interval if active else interval * IDLE_POLLS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._created.wait(), wait)
 
     async def aclose(self) -> None:
         for runner in self.runners.values():
@@ -162,9 +174,11 @@ class JobService:
     # -- API operations ----------------------------------------------------------------
 
     async def create(self, new: NewJob) -> TrainingJobRow:
-        return await create_job(
+        row = await create_job(
             new, self.store, self.files, self.sites, self.config.gateway.name, bool(self.runners)
         )
+        self._created.set()  # the loop steps it at once, idle or not
+        return row
 
     async def get(
         self, job_id: str, institution: str | None, kind: str | None = None
