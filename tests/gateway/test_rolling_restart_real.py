@@ -3,14 +3,12 @@ example config) under steady load: SIGTERM drains each in turn, no request fails
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -21,71 +19,15 @@ from harness.gateway import GatewayProcess
 from harness.polling import poll
 from harness.ports import free_port
 from harness.processes import ROOT, Process
+from harness.stub_backend import stub_backend
 
 pytestmark = pytest.mark.real
-
-ANSWER = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "smol",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
-    ],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
-
-
-class _Backend(BaseHTTPRequestHandler):
-    """A model server taking a little time, so requests and streams are in flight."""
-
-    protocol_version = "HTTP/1.1"
-
-    def _send(self, body: bytes, kind: str) -> None:
-        self.send_response(200)
-        self.send_header("content-type", kind)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        self._send(
-            b'{"object": "list", "data": [{"id": "smol", "object": "model"}]}', "application/json"
-        )
-
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-        if not request.get("stream"):
-            time.sleep(0.05)
-            self._send(json.dumps(ANSWER).encode(), "application/json")
-            return
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("connection", "close")
-        self.end_headers()
-        for word in ("eins", "zwei", "drei", "vier"):
-            choice = {"index": 0, "delta": {"content": word}, "finish_reason": None}
-            chunk = {"id": "c", "object": "chat.completion.chunk", "model": "smol",
-                     "created": 0, "choices": [choice]}  # fmt: skip
-            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-            self.wfile.flush()
-            time.sleep(0.1)
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
 def backend() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with stub_backend(0.05) as port:
+        yield port
 
 
 def haproxy_config(front: int, stats: int, servers: dict[str, int]) -> str:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -15,51 +12,13 @@ from harness import federation as fed
 from harness.gateway import GatewayProcess
 from harness.polling import poll
 from harness.ports import free_port
-
-ANSWER = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "smol",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
-    ],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
-
-
-class _Backend(BaseHTTPRequestHandler):
-    """A tiny OpenAI-compatible model server (stdlib only)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def _json(self, body: object) -> None:
-        raw = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def do_GET(self) -> None:
-        self._json({"object": "list", "data": [{"id": "smol", "object": "model"}]})
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        self._json(ANSWER)
-
-    def log_message(self, *args: object) -> None:
-        pass
+from harness.stub_backend import stub_backend
 
 
 @pytest.fixture
 def backend() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with stub_backend(0.0) as port:
+        yield port
 
 
 @pytest.mark.real
