@@ -12,7 +12,7 @@ stream.
 
 A stream that stalls part-way (the backend keeps the connection and sends nothing) is
 cut after ``stream_stall_factor`` times the backend's usual time per token, at least
-``stream_stall_floor`` seconds (:class:`~verbund.proxy._watch.ChunkWatch`), counted as
+``stream_stall_floor`` seconds (:class:`~verbund.proxy._watch.StallWatch`), counted as
 the backend's failure, and then resumed or ended like a broken one.
 
 The relay owns two things handed over by the try that opened the stream: the backend's
@@ -22,7 +22,6 @@ stream ends, however it ends (also when the client left before the first byte).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -39,7 +38,7 @@ from verbund.proxy._attempt import Attempts, Opened
 from verbund.proxy._failover import Failover
 from verbund.proxy._forward import Forward, Retry, client_headers, fill_record
 from verbund.proxy._sse import SSEUsageFilter, Usage, error_event
-from verbund.proxy._watch import ChunkWatch, Stalled, stream_stall_bound
+from verbund.proxy._watch import Stalled, StallWatch, stream_stall_bound
 
 __all__ = ["RESUME", "StreamRelay"]
 
@@ -111,7 +110,7 @@ class StreamRelay:
         current: Opened | None = opened
         last = opened.backend
         resumed = False
-        watch = ChunkWatch()
+        watch = StallWatch()
         message = "The model server stopped before the answer was complete."
         try:
             while current is not None:
@@ -126,7 +125,7 @@ class StreamRelay:
                     chunks = current.chunks
                     while True:
                         try:
-                            chunk = await watch.next(chunks)
+                            chunk = await watch.wait(anext(chunks))
                         except StopAsyncIteration:
                             break
                         last.last_progress = time.monotonic()
@@ -252,41 +251,20 @@ class _GuardedStream(StreamingResponse):
         self._write_timeout = write_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # one timer per stream, not a timeout per chunk: it looks every half limit
-        # whether a write has been waiting for the reader longer than the limit
-        limit = self._write_timeout
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        writing_since: float | None = None
-        stalled = False
-        handle: asyncio.TimerHandle
-
-        def look() -> None:
-            nonlocal handle, stalled
-            if writing_since is not None and loop.time() - writing_since >= limit:
-                stalled = True
-                task.cancel()
-                return
-            handle = loop.call_later(limit / 2, look)
+        watch = StallWatch()
+        watch.arm(self._write_timeout)
 
         async def send_watched(message: Message) -> None:
-            nonlocal writing_since
-            writing_since = loop.time()
-            try:
-                await send(message)
-            finally:
-                writing_since = None
+            await watch.wait(send(message))
 
-        handle = loop.call_later(limit / 2, look)
         try:
             await super().__call__(scope, receive, send_watched)
-        except asyncio.CancelledError:
-            if not stalled or task.uncancel() > 0:
-                raise  # someone else's cancellation
-            log.info("a client stopped reading its stream for %.0f s; ended it", limit)
+        except Stalled:
+            log.info(
+                "a client stopped reading its stream for %.0f s; ended it", self._write_timeout
+            )
         finally:
-            handle.cancel()
+            watch.close()
             await self._cleanup()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from verbund.config import RoutingConfig
@@ -12,7 +12,7 @@ from verbund.errors import ClientClosed
 from verbund.federation import Backend
 from verbund.proxy._forward import ClientGone
 
-__all__ = ["WATCH_STEP", "ChunkWatch", "Hung", "Stalled", "Watch", "stream_stall_bound"]
+__all__ = ["WATCH_STEP", "Hung", "StallWatch", "Stalled", "Watch", "stream_stall_bound"]
 
 T = TypeVar("T")
 WATCH_STEP = 0.25  # how often a waiting request looks whether its backend has hung
@@ -123,18 +123,19 @@ def stream_stall_bound(backend: Backend, routing: RoutingConfig) -> float:
     return min(bound, routing.read_timeout)
 
 
-class ChunkWatch:
-    """Waits for a started stream's next chunk, at most ``bound`` seconds at a time.
+class StallWatch:
+    """Bounds each of a stream's repeated waits to ``bound`` seconds (:class:`Stalled`).
 
-    A backend that stops part-way (SIGSTOP, a partition, a wedged accelerator) keeps its
-    connection open and sends nothing; the socket's read timeout is minutes. This watch
-    cancels the wait after ``bound`` seconds instead (:class:`Stalled`).
+    Two waits repeat for every chunk of a stream: for the backend's next chunk, and for
+    the client to take the last one. A backend that stops part-way (SIGSTOP, a partition,
+    a wedged accelerator) keeps its connection open and sends nothing, and a client that
+    stops reading keeps its connection open and takes nothing; socket timeouts are
+    minutes. The relay watches the first, the streaming response the second, each with
+    its own watch, so a slow client never counts against the backend.
 
     One lazy timer per stream, not one per chunk (a timer per chunk would cost more than
     relaying it): the timer fires about once per ``bound`` and re-arms itself from the
-    moment the current wait began, so a chunk costs two assignments. Only time spent
-    waiting for the backend counts; a slow client holding up ``send`` is not the
-    backend's fault.
+    moment the current wait began, so a wait costs two assignments.
     """
 
     __slots__ = ("_bound", "_fired", "_handle", "_loop", "_since", "_task", "_waiting")
@@ -152,8 +153,8 @@ class ChunkWatch:
         """The bound for the chunks to come (one per backend the stream is read from)."""
         self._bound = bound
 
-    async def next(self, chunks: AsyncIterator[bytes]) -> bytes:
-        """The next chunk; raises ``StopAsyncIteration`` at the end, :class:`Stalled`."""
+    async def wait(self, work: Awaitable[T]) -> T:
+        """``work``'s result; :class:`Stalled` if it takes longer than the bound."""
         if self._task is None:
             self._task = asyncio.current_task()
         self._since = self._loop.time()
@@ -161,7 +162,7 @@ class ChunkWatch:
         if self._handle is None:
             self._handle = self._loop.call_at(self._since + self._bound, self._look)
         try:
-            return await anext(chunks)
+            return await work
         except asyncio.CancelledError:
             task = self._task
             if self._fired and task is not None and task.uncancel() == 0:
