@@ -72,10 +72,8 @@ class Ask:
 
 @dataclass(slots=True)
 class Admission:
-    """An admitted request: who, under which policy, along which plan, with which headers."""
+    """An admitted request: its recording, its route plan, the headers for its answer."""
 
-    principal: Principal
-    policy: RequestPolicy
     recording: Recording
     plan: list[Backend]
     ctx: RouteContext
@@ -213,7 +211,7 @@ class Admitter:
             record.status, record.http_status = "rejected", exc.status
             raise
         headers = {**entry.headers, **reservation.headers, **headers}
-        return Admission(who, policy, entry.recording, plan, ctx, headers)
+        return Admission(entry.recording, plan, ctx, headers)
 
     def _stored_name(self, ask: Ask) -> str:
         """A name the federation does not know is client text: never store it. Asks that

@@ -20,11 +20,15 @@ class QuotaGate:
     async def charge(self, limits: list[Limit]) -> Reservation:
         """Count one request against request limits (nothing to settle later); raises
         RateLimited when one is used up. Done before the body is read."""
+        if not limits:  # the usual case: nothing to count, no work on the hot path
+            return Reservation([], 0)
         return await self.limiter.acquire(limits, 0)
 
     async def admit(self, request_id: str, limits: list[Limit], tokens: int) -> Reservation:
         """Reserve ``tokens`` up front; raises RateLimited when a quota is used up. The
         reservation is settled from the request's usage record."""
+        if not limits:
+            return Reservation([], tokens)
         res = await self.limiter.acquire(limits, tokens)
         if res.counters:
             self._held[request_id] = res
