@@ -6,8 +6,9 @@ streaming, no request in flight during the partition hung (a generous bound: the
 ≤ 3 s target is a latency figure for ``benchmarks/chaos``, not an assertion on a shared
 machine), nothing new sent to the cut-off site later than 1 s after the cut, traffic
 again within 10 s of the repair. Runs only where network namespaces can be made (root,
-iproute2, nftables; ``scripts/test`` installs them); elsewhere it is skipped with the reason found by trying, and the loopback chaos tests in
-``test_chaos_real.py`` cover the same faults without the network between.
+iproute2, nftables; ``scripts/test`` installs them); elsewhere it is skipped with the
+reason found by trying, and the loopback chaos tests in ``test_chaos_real.py`` cover the
+same faults without the network between.
 """
 
 from __future__ import annotations
