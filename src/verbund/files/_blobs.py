@@ -42,13 +42,14 @@ class BlobWriter(Protocol):
 
 
 class BlobStore(Protocol):
-    def writer(self, key: str) -> BlobWriter:
-        """A new blob; replaces one with the same key on commit."""
+    def writer(self, key: str, data_class: str = "") -> BlobWriter:
+        """A new blob; replaces one with the same key on commit. ``data_class`` is the
+        class of what it holds, for stores that check it (a site agent's)."""
         ...
 
     async def put(self, key: str, data: bytes) -> None: ...
 
-    async def append(self, key: str, data: bytes) -> int:
+    async def append(self, key: str, data: bytes, data_class: str = "") -> int:
         """Append durably; returns the offset at which ``data`` starts."""
         ...
 
@@ -104,7 +105,7 @@ class LocalBlobStore:
         """Where the blob lies on this machine (for copying it to a job's site)."""
         return self._path(key)
 
-    def writer(self, key: str) -> BlobWriter:
+    def writer(self, key: str, data_class: str = "") -> BlobWriter:
         final = self._path(key)
         return _LocalWriter(final, self.root / f".tmp-{uuid.uuid4().hex}")
 
@@ -117,7 +118,7 @@ class LocalBlobStore:
             await w.abort()
             raise
 
-    async def append(self, key: str, data: bytes) -> int:
+    async def append(self, key: str, data: bytes, data_class: str = "") -> int:
         return await asyncio.to_thread(_append, self._path(key), data)
 
     async def read(self, key: str) -> AsyncIterator[bytes]:

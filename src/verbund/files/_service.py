@@ -5,6 +5,12 @@ indistinguishable from an id that never existed. File names from clients are kep
 as metadata (cleaned of directories and control characters); the blob key on disk is
 always generated here.
 
+Where the bytes lie depends on their data class: a file of a class above what the access
+point's host may hold (``[gateway] max_data_class``) is written to the file store of a
+compliant site's agent (:class:`~verbund.files.AgentBlobStore`), streamed through and
+never written here; the row (metadata only) names the site. Every read, range read and
+delete goes to the file store the row names.
+
 Writes are ordered so that a row never points to a missing blob: a new blob is complete
 and durable before its row is written, and a row is deleted before its blob. When the
 row cannot be written (the store is away, the request was cancelled) the blob is removed
@@ -23,14 +29,14 @@ import secrets
 import time
 import unicodedata
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import and_, delete, or_, select
 
-from verbund.errors import BadRequest, NotFound, PayloadTooLarge
+from verbund.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
 from verbund.files._blobs import BlobStore, BlobWriter
 from verbund.store import STORE_FAILURES, FileRow, Store
 
@@ -112,6 +118,8 @@ class FileObject:
     created_at: float
     expires_at: float | None
     blob_key: str
+    site: str | None = None  # the agent's site holding the bytes; None: the local store
+    data_class: str | None = None
 
     @classmethod
     def from_row(cls, row: FileRow) -> FileObject:
@@ -124,6 +132,8 @@ class FileObject:
             created_at=row.created_at,
             expires_at=row.expires_at,
             blob_key=row.blob_key,
+            site=row.site,
+            data_class=row.data_class,
         )
 
     def to_api(self) -> dict[str, Any]:
@@ -158,11 +168,21 @@ class FilePage:
 class Upload:
     """A file arriving in pieces; over the limit it fails with 413 and leaves nothing."""
 
-    def __init__(self, service: FileService, writer: BlobWriter, key: str, limit: int) -> None:
+    def __init__(
+        self,
+        service: FileService,
+        writer: BlobWriter,
+        key: str,
+        limit: int,
+        site: str | None = None,
+        data_class: str | None = None,
+    ) -> None:
         self._service = service
         self._writer = writer
         self._key = key
         self._limit = limit
+        self.site = site
+        self.data_class = data_class
         self.size = 0
         self._done = False
 
@@ -180,7 +200,14 @@ class Upload:
             await self._writer.abort()
             raise
         return await self._service._insert(
-            new_file_id(), institution_id, purpose, filename, self.size, self._key
+            new_file_id(),
+            institution_id,
+            purpose,
+            filename,
+            self.size,
+            self._key,
+            site=self.site,
+            data_class=self.data_class,
         )
 
     async def abort(self) -> None:
@@ -190,9 +217,16 @@ class Upload:
 
 
 class FileService:
-    def __init__(self, store: Store, blobs: BlobStore, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        max_upload_bytes: int,
+        sites: Mapping[str, BlobStore] | None = None,
+    ) -> None:
         self._store = store
-        self.blobs = blobs
+        self.blobs = blobs  # the access point's own file store
+        self.sites: Mapping[str, BlobStore] = sites or {}  # site agents' file stores
         self.max_upload_bytes = max_upload_bytes
         self._guards: list[DeleteGuard] = []
         self._suspects: set[str] = set()  # blobs without a row at the last sweep
@@ -201,9 +235,19 @@ class FileService:
         """Let another feature refuse deleting a file it still needs (e.g. a batch's input)."""
         self._guards.append(guard)
 
-    def begin_upload(self) -> Upload:
+    def blobs_at(self, site: str | None) -> BlobStore:
+        """The file store of ``site``'s agent (None: the access point's own)."""
+        if site is None:
+            return self.blobs
+        found = self.sites.get(site)
+        if found is None:
+            raise _site_gone(site)
+        return found
+
+    def begin_upload(self, site: str | None = None, data_class: str | None = None) -> Upload:
         key = _blob_key()
-        return Upload(self, self.blobs.writer(key), key, self.max_upload_bytes)
+        writer = self.blobs_at(site).writer(key, data_class or "")
+        return Upload(self, writer, key, self.max_upload_bytes, site, data_class)
 
     async def create(
         self,
@@ -213,10 +257,13 @@ class FileService:
         data: bytes | AsyncIterable[bytes],
         *,
         file_id: str | None = None,
+        site: str | None = None,
+        data_class: str | None = None,
     ) -> FileObject:
-        """Store a file made inside the access point; a given ``file_id`` is replaced."""
+        """Store a file made inside the access point (at ``site``'s agent, if given); a
+        given ``file_id`` is replaced."""
         key = _blob_key()
-        writer = self.blobs.writer(key)
+        writer = self.blobs_at(site).writer(key, data_class or "")
         size = 0
         try:
             if isinstance(data, bytes):
@@ -231,11 +278,27 @@ class FileService:
             await writer.abort()
             raise
         return await self._insert(
-            file_id or new_file_id(), institution_id, purpose, filename, size, key
+            file_id or new_file_id(),
+            institution_id,
+            purpose,
+            filename,
+            size,
+            key,
+            site=site,
+            data_class=data_class,
         )
 
     async def _insert(
-        self, file_id: str, institution_id: str, purpose: str, filename: str, size: int, key: str
+        self,
+        file_id: str,
+        institution_id: str,
+        purpose: str,
+        filename: str,
+        size: int,
+        key: str,
+        *,
+        site: str | None = None,
+        data_class: str | None = None,
     ) -> FileObject:
         row = FileRow(
             id=file_id,
@@ -246,23 +309,25 @@ class FileService:
             created_at=time.time(),
             expires_at=None,
             blob_key=key,
+            site=site,
+            data_class=data_class,
         )
-        old_key: str | None = None
+        old: tuple[str, str | None] | None = None
         try:
             async with self._store.session() as s, s.begin():
-                old = await s.get(FileRow, file_id)
-                if old is not None:
-                    old_key = old.blob_key
-                    await s.delete(old)
+                previous = await s.get(FileRow, file_id)
+                if previous is not None:
+                    old = (previous.blob_key, previous.site)
+                    await s.delete(previous)
                     await s.flush()
                 s.add(row)
         except BaseException:
             # no row: the blob must not stay (StoreUnavailable, cancelled, a bug alike);
             # shielded, so that a cancellation does not stop the clean-up itself
-            await asyncio.shield(self._discard(key))
+            await asyncio.shield(self._discard(key, site))
             raise
-        if old_key is not None:
-            await self.blobs.delete(old_key)
+        if old is not None:
+            await self.blobs_at(old[1]).delete(old[0])
         return FileObject.from_row(row)
 
     async def get(self, institution_id: str, file_id: str) -> FileObject:
@@ -318,29 +383,42 @@ class FileService:
             await s.execute(
                 delete(FileRow).where(FileRow.id == f.id, FileRow.institution_id == institution_id)
             )
-        await self.blobs.delete(f.blob_key)
+        await self.blobs_at(f.site).delete(f.blob_key)
 
-    async def _discard(self, key: str) -> None:
+    async def _discard(self, key: str, site: str | None = None) -> None:
         try:
-            await self.blobs.delete(key)
-        except OSError as exc:  # the sweep removes it later
+            await self.blobs_at(site).delete(key)
+        except (OSError, ApiError) as exc:  # the sweep removes it later
             log.warning("could not remove blob %s of an unrecorded file: %s", key, exc)
 
     async def sweep(self) -> builtins.list[str]:
-        """Remove blobs that have no row now and had none at the previous sweep; returns
-        the removed keys. Blobs without a row this time are remembered for the next."""
-        keys = await self.blobs.keys(_BLOB_PREFIX)
-        referenced: set[str] = set()
-        async with self._store.session() as s:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                found = await s.execute(select(FileRow.blob_key).where(FileRow.blob_key.in_(chunk)))
-                referenced.update(found.scalars())
-        orphans = set(keys) - referenced
-        removed = sorted(orphans & self._suspects)
-        for key in removed:
-            await self.blobs.delete(key)
-        self._suspects = orphans - set(removed)
+        """Remove blobs that have no row now and had none at the previous sweep, here and
+        at every reachable site agent; returns the removed keys. Blobs without a row this
+        time are remembered for the next."""
+        removed: builtins.list[str] = []
+        suspects: set[str] = set()
+        stores: builtins.list[tuple[str | None, BlobStore]] = [(None, self.blobs)]
+        stores += list(self.sites.items())
+        for site, blobs in stores:
+            try:
+                keys = await blobs.keys(_BLOB_PREFIX)
+            except ApiError as exc:  # an agent away: its leftovers wait for the next sweep
+                log.warning("file sweep: site %s not reachable: %s", site, exc.message)
+                continue
+            referenced: set[str] = set()
+            async with self._store.session() as s:
+                for i in range(0, len(keys), 500):
+                    chunk = keys[i : i + 500]
+                    found = await s.execute(
+                        select(FileRow.blob_key).where(FileRow.blob_key.in_(chunk))
+                    )
+                    referenced.update(found.scalars())
+            orphans = {f"{site}/{k}" for k in set(keys) - referenced}
+            for tagged in sorted(orphans & self._suspects):
+                await blobs.delete(tagged.partition("/")[2])
+                removed.append(tagged.partition("/")[2])
+            suspects |= orphans - self._suspects
+        self._suspects = suspects
         if removed:
             log.warning("removed %d file blob(s) without a file row", len(removed))
         return removed
@@ -355,18 +433,24 @@ class FileService:
 
     def local_path(self, f: FileObject) -> Path | None:
         """The file on local disk, where the blob store keeps files locally."""
+        if f.site is not None:
+            return None
         local = getattr(self.blobs, "local_path", None)
         return local(f.blob_key) if callable(local) else None
 
     def read(self, f: FileObject) -> AsyncIterator[bytes]:
-        return self.blobs.read(f.blob_key)
+        return self.blobs_at(f.site).read(f.blob_key)
 
     async def read_range(self, f: FileObject, offset: int, length: int) -> bytes:
-        return await self.blobs.read_range(f.blob_key, offset, length)
+        return await self.blobs_at(f.site).read_range(f.blob_key, offset, length)
 
 
 def _blob_key() -> str:
     return _BLOB_PREFIX + uuid.uuid4().hex
+
+
+def _site_gone(site: str) -> NotFound:
+    return NotFound(f"The file lies at site {site}, which this access point no longer reaches.")
 
 
 def _not_found(file_id: str) -> NotFound:

@@ -1,8 +1,9 @@
-"""A succeeded job's trained model: copied from its site, checked, and registered.
+"""A succeeded job's trained model: collected from the runner, checked, and registered,
+all at the site (in its agent): trained artefacts never leave the site that trained them.
 
-The artefacts are copied into ``models_dir/<job id>`` before the job is marked as
-succeeded, so a job never succeeds with a model this access point cannot serve; with a
-shared ``models_dir`` other access points find them there too and register them as well.
+The artefacts are copied from the job's folder into ``<agent state>/models/<job id>``
+before the job is marked as succeeded, so a job never succeeds with a model its site
+cannot serve.
 """
 
 from __future__ import annotations
@@ -65,5 +66,6 @@ class Artefacts:
                 path=path,
                 created_at=row.finished_at or row.created_at,
                 servable=bool((row.result or {}).get("servable")),
+                site=row.site or "",
             )
         )

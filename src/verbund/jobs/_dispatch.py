@@ -1,11 +1,12 @@
-"""Moving jobs along: validate files, place and submit, watch, finish.
+"""Moving a site's jobs along: validate files, submit, watch, finish.
 
-One pass (:meth:`Dispatcher.advance`) looks at one job and takes at most one step; the
-job service calls it for every unfinished job each poll interval. The steps themselves
-live with their concepts: site capacity in :mod:`._slots`, submission in :mod:`._submit`,
-status changes in :mod:`._status`, the trained model in :mod:`._artefacts`. Every step
-is written to the store before the next starts (:mod:`._rows`), so a restarted access
-point carries on from the store and the runners (job ids at the sites are persisted).
+This runs in the site agent. One pass (:meth:`Dispatcher.advance`) looks at one job and
+takes at most one step; the site's job service calls it for every unfinished job each
+poll interval. The steps themselves live with their concepts: the site's capacity in
+:mod:`._slots`, submission in :mod:`._submit`, status changes in :mod:`._status`, the
+trained model in :mod:`._artefacts`. Every step is written to the agent's store before
+the next starts (:mod:`._rows`), so a restarted agent carries on from its store and its
+runner (job ids at the runner are persisted).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from verbund.accounting import UsageRecord
-from verbund.config import FederationConfig
+from verbund.config import TrainingConfig
 from verbund.errors import RunnerError
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._events import add_event, from_recipe_line
@@ -40,7 +41,7 @@ CANCEL_RETRY_SECONDS = 5.0
 
 @dataclass
 class Dispatcher:
-    config: FederationConfig
+    training: TrainingConfig
     rows: JobRows
     submitter: Submitter
     artefacts: Artefacts
@@ -68,7 +69,7 @@ class Dispatcher:
             await self._poll(row)
 
     async def _validate(self, row: TrainingJobRow) -> None:
-        max_bytes = self.config.training.max_file_bytes
+        max_bytes = self.training.max_file_bytes
         problem = await job_problem(row, self.files, self.recipes, max_bytes)
         if problem is not None:
             await self.rows.fail(row.id, problem.code, problem.message, problem.param)

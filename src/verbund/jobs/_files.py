@@ -24,10 +24,12 @@ _FILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 @dataclass(frozen=True, slots=True)
 class TrainingFile:
     id: str
-    path: Path  # readable by the access point while the job is being staged
+    path: Path | None  # on this host's disk (None: in a site agent's file store)
     size: int
     data_class: DataClass | None = None  # the class it was uploaded with, where known
     filename: str = ""
+    site: str | None = None  # the site whose agent holds it (None: this host)
+    key: str = ""  # its blob key in that site's file store
 
 
 class TrainingFileSource(Protocol):
@@ -80,10 +82,16 @@ class FileServiceSource:
                 f"File '{file_id}' was uploaded with purpose '{f.purpose}', not 'fine-tune'.",
                 param="training_file",
             )
-        path = self._files.local_path(f)
-        if path is None:
-            raise BadRequest("Training files must be in a local file store.", param="training_file")
-        return TrainingFile(id=f.id, path=path, size=f.bytes, filename=f.filename)
+        data_class = DataClass(f.data_class) if f.data_class in DataClass.__members__ else None
+        return TrainingFile(
+            id=f.id,
+            path=self._files.local_path(f),
+            size=f.bytes,
+            data_class=data_class,
+            filename=f.filename,
+            site=f.site,
+            key=f.blob_key,
+        )
 
 
 class ChainedSource:

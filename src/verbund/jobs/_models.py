@@ -26,13 +26,15 @@ class FineTunedModel:
     job_id: str
     base: str
     recipe: str
-    path: Path  # the artifact folder in the access point's model registry
+    path: Path | None  # the artifact folder, at the site that trained it (None elsewhere)
     created_at: float
     servable: bool
+    site: str = ""  # the site that trained it, keeps it, and serves it
 
 
 class ModelRegistry:
-    """The fine-tuned models this access point knows, visible only to their institution."""
+    """The fine-tuned models known here (at a site: its own; at an access point: every
+site's), visible only to their institution."""
 
     def __init__(self) -> None:
         self._models: dict[str, FineTunedModel] = {}
@@ -63,7 +65,7 @@ class ModelRegistry:
                     "description": f"fine-tuned from {m.base} by job {m.job_id}",
                     "context_length": None,
                     "available": m.servable,
-                    "sites": [],
+                    "sites": [m.site] if m.site else [],
                     "fine_tuning_job": m.job_id,
                     "infer_url": f"/v2/models/{m.name}/infer",
                 },

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from verbund.jobs._files import TrainingFileSource
 from verbund.jobs._models import fine_tuned_name, valid_suffix
 from verbund.jobs._recipes import Recipe
 from verbund.jobs._runner import Resources
-from verbund.jobs._slots import SiteSlots
+from verbund.jobs._placement import Placement
 from verbund.jobs._status import INITIAL, JobStatus
 from verbund.policy import describe_exclusions
 from verbund.store import Store, TrainingJobRow
@@ -56,7 +57,7 @@ async def create_job(
     new: NewJob,
     store: Store,
     files: TrainingFileSource,
-    sites: SiteSlots,
+    place: Callable[[DataClass, str], Awaitable[Placement]],
     access_point: str,
     has_runners: bool,
 ) -> TrainingJobRow:
@@ -64,6 +65,7 @@ async def create_job(
     that tells the client why the job cannot be."""
     inst = new.institution
     data_class = new.data_class
+    data_site = ""  # the site whose agent holds the files, if one does
     for param, file_id in (
         ("training_file", new.training_file),
         ("validation_file", new.validation_file),
@@ -80,9 +82,15 @@ async def create_job(
             ) from None
         if f.data_class is not None and f.data_class.rank > data_class.rank:
             data_class = f.data_class
-    placement = await sites.placement(
-        inst, data_class, new.resources, new.recipe.base_model(new.params)
-    )
+        if f.site is not None:
+            if data_site and f.site != data_site:
+                raise BadRequest(
+                    "The job's files lie at two sites; upload them to one.",
+                    code="invalid_file",
+                    param=param,
+                )
+            data_site = f.site
+    placement = await place(data_class, data_site)
     if not placement.possible:
         if not has_runners:
             raise NoBackendAvailable("No site of this federation runs training jobs.")

@@ -12,8 +12,9 @@ Order of the filters, each one hard:
    gets no new ones) and, for runners without a queue of their own (``local``), has the
    resources free right now.
 
-What is left is ordered by queue length relative to the site's size, then the
-institution's home region, the access point's home site and free CPUs.
+What is left is ordered first by where the job's data already lies (the site whose agent
+holds its training files: the data need not move), then by queue length relative to the
+site's size, the institution's home region, the access point's home site and free CPUs.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def place(
     home_region: str = "",
     home_site: str = "",
     base_model: str = "",
+    data_site: str = "",
 ) -> Placement:
     allowed, excluded = split_sites(slots, policy)
     unfit: dict[str, str] = {}
@@ -120,6 +122,7 @@ def place(
     best = min(
         ready,
         key=lambda s: (
+            s.name != data_site,
             (s.queued + s.used_cpus / s.offer.cpus) / max(1, s.offer.cpus // demand.cpus),
             s.region != home_region,
             s.name != home_site,

@@ -1,54 +1,54 @@
-"""Training jobs of one access point: the API's operations and the background loop."""
+"""Training jobs at the access point: the API's operations and the loop that carries jobs
+to the sites' agents.
+
+The access point validates a job, places it (policy, resources, the site holding its
+data) and hands it to that site's agent (:mod:`._handover`), which runs it on its runner
+and keeps its artefacts (:class:`~verbund.jobs.SiteJobs`). The federation's store keeps
+a mirror of every job, so any access point lists, watches and cancels any job, and a job
+at an agent that does not answer shows its last known state with a note. Models that
+jobs trained are served at their site: the access point relays OIP v2 inference to it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 
 from verbund.accounting import UsageRecord
-from verbund.config import FederationConfig, InstitutionConfig, SiteConfig
-from verbund.errors import BadRequest, NotFound, RunnerError
+from verbund.config import DataClass, FederationConfig, InstitutionConfig
+from verbund.errors import (
+    BadRequest,
+    ModelNotFound,
+    NotFound,
+    PolicyViolation,
+    SiteAgentUnavailable,
+)
 from verbund.federation import Federation
-from verbund.jobs._artefacts import Artefacts
-from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFileSource
-from verbund.jobs._local import LocalRunner
-from verbund.jobs._models import ModelRegistry
+from verbund.jobs._handover import HANDED_OVER, Handover
+from verbund.jobs._link import SiteLink
+from verbund.jobs._models import FineTunedModel, ModelRegistry
 from verbund.jobs._newjob import NewJob, create_job
+from verbund.jobs._placement import Placement, SiteSlot, place
 from verbund.jobs._recipes import RecipeBook
 from verbund.jobs._rows import JobRows
-from verbund.jobs._runner import Runner
-from verbund.jobs._serving import Predictors
-from verbund.jobs._slots import SiteSlots
-from verbund.jobs._slurm import SlurmRunner
+from verbund.jobs._runner import Resources
+from verbund.jobs._slots import site_slot
 from verbund.jobs._status import TERMINAL, JobStatus, move
-from verbund.jobs._submit import Submitter
+from verbund.policy import RequestPolicy, exclusion_reason
 from verbund.store import STORE_FAILURES, Store, TrainingEventRow, TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
 
 MODEL_REFRESH_SECONDS = 10.0
 IDLE_POLLS = 10  # with no job to step, the loop looks at the store this much less often
-
-
-def make_runner(site: SiteConfig, state_dir: Path) -> Runner | None:
-    rc = site.runner
-    if rc is None:
-        return None
-    workdir = Path(rc.workdir) if rc.workdir else state_dir / "jobs" / site.name
-    workdir.mkdir(parents=True, exist_ok=True)
-    python = rc.python or sys.executable
-    if rc.kind == "slurm":
-        return SlurmRunner(site.name, workdir, python, rc.partition, rc.slurm_conf)
-    return LocalRunner(site.name, workdir, python)
 
 
 class JobService:
@@ -60,48 +60,100 @@ class JobService:
         files: TrainingFileSource,
         institution: Callable[[str], InstitutionConfig | None],
         record_usage: Callable[[UsageRecord], None],
-        runners: dict[str, Runner] | None = None,
+        links: Mapping[str, SiteLink],
         recipes: RecipeBook | None = None,
     ) -> None:
-        state_dir = Path(config.gateway.state_dir)
         self.config = config
         self.store = store
+        self.federation = federation
         self.files = files
+        self.links = links
         self.recipes = recipes or RecipeBook.builtin()
         self.models = ModelRegistry()
-        self.predictors = Predictors()
-        self._created = asyncio.Event()  # a job was created here: step it now
-        if runners is None:
-            runners = {}
-            for site in config.sites:
-                runner = make_runner(site, state_dir)
-                if runner is not None:
-                    runners[site.name] = runner
-        self.runners = runners
-        models_dir = Path(config.training.models_dir or state_dir / "models")
-        rows = JobRows(store)
-        self.sites = SiteSlots(config, store, federation, runners)
-        self.artefacts = Artefacts(models_dir, self.recipes, self.models)
-        self.dispatcher = Dispatcher(
-            config=config,
-            rows=rows,
-            submitter=Submitter(config, rows, self.sites, files, self.recipes, institution),
-            artefacts=self.artefacts,
+        self._created = asyncio.Event()
+        self.rows = JobRows(store)
+        self.handover = Handover(
+            access_point=config.gateway.name,
+            rows=self.rows,
+            links=links,
             files=files,
             recipes=self.recipes,
+            institution=institution,
+            placement=self.placement,
             record_usage=record_usage,
         )
-        self._lock = asyncio.Lock()
 
-    # -- lifecycle -------------------------------------------------------------------
+    # -- placement -----------------------------------------------------------------------
+
+    async def slots(self) -> list[SiteSlot]:
+        """Every site whose agent runs jobs, as placement sees it now (an agent that does
+        not answer is left out: no job is placed where it cannot be handed over)."""
+
+        async def one(name: str, link: SiteLink) -> SiteSlot | None:
+            sc, site = self.config.site(name), self.federation.sites.get(name)
+            if sc is None or site is None:
+                return None
+            try:
+                report = await link.report()
+            except Exception as exc:  # noqa: BLE001 - any failure of one agent: leave it out
+                log.debug("runner report of %s: %s", name, exc)
+                return None
+            if report is None:
+                return None
+            return site_slot(
+                name=name,
+                region=sc.region,
+                jurisdiction=sc.jurisdiction,
+                max_data_class=sc.max_data_class,
+                certifications=sc.certifications,
+                state=site.state,
+                report=report,
+            )
+
+        found = await asyncio.gather(*(one(n, link) for n, link in self.links.items()))
+        return [s for s in found if s is not None]
+
+    async def placement(
+        self,
+        institution: InstitutionConfig,
+        data_class: DataClass,
+        demand: Resources,
+        base_model: str = "",
+        data_site: str = "",
+    ) -> Placement:
+        """Where a job would go now. Data at a site's agent stays there: the job runs at
+        that site or waits for it (files move agent to agent only by a new upload)."""
+        policy = RequestPolicy.for_institution(institution, data_class)
+        if data_site:
+            allowed = policy.allowed_sites
+            if allowed and data_site not in allowed:
+                allowed = frozenset({"-"})
+            else:
+                allowed = frozenset({data_site})
+            policy = RequestPolicy(
+                data_class=policy.data_class,
+                allowed_sites=allowed,
+                allowed_regions=policy.allowed_regions,
+                allowed_jurisdictions=policy.allowed_jurisdictions,
+                required_certifications=policy.required_certifications,
+            )
+        return place(
+            policy,
+            demand,
+            await self.slots(),
+            home_region=institution.home_region,
+            home_site=self.federation.home_site,
+            base_model=base_model,
+            data_site=data_site,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Re-register the models of succeeded jobs; the loop then reconciles the rest."""
         await self.load_models()
 
     async def load_models(self) -> None:
-        """Register every succeeded job's model whose artifacts this access point can read
-        (with a shared ``models_dir``, also those other access points produced)."""
+        """Know every succeeded job's model (whichever access point saw it succeed)."""
         async with self.store.session() as s:
             rows = (
                 await s.execute(
@@ -112,24 +164,36 @@ class JobService:
                 )
             ).scalars()
             for row in rows:
-                self.artefacts.register(row)
+                if row.fine_tuned_model and row.site:
+                    self.models.add(
+                        FineTunedModel(
+                            name=row.fine_tuned_model,
+                            institution=row.institution_id,
+                            job_id=row.id,
+                            base=row.model,
+                            recipe=row.recipe,
+                            path=None,
+                            created_at=row.finished_at or row.created_at,
+                            servable=bool((row.result or {}).get("servable")),
+                            site=row.site,
+                        )
+                    )
 
     async def tick(self) -> int:
-        """One step for every unfinished job this access point dispatched; how many."""
+        """One step for every unfinished job of the federation (whoever created it)."""
         async with self.store.session() as s:
-            ids = (
+            rows = (
                 (
                     await s.execute(
-                        select(TrainingJobRow.id)
+                        select(TrainingJobRow)
                         .where(
-                            TrainingJobRow.access_point == self.config.gateway.name,
                             or_(
                                 TrainingJobRow.status.not_in(TERMINAL),
                                 and_(
-                                    TrainingJobRow.site.is_not(None),
+                                    TrainingJobRow.runner_job_id.is_not(None),
                                     TrainingJobRow.runner_done.is_(False),
                                 ),
-                            ),
+                            )
                         )
                         .order_by(TrainingJobRow.created_at)
                     )
@@ -137,19 +201,28 @@ class JobService:
                 .scalars()
                 .all()
             )
-        for job_id in ids:
-            async with self._lock:
-                try:
-                    await self.dispatcher.advance(job_id)
-                except Exception:  # the loop's boundary: one broken job must not stop the rest
-                    log.exception("job %s: step failed; retrying next time", job_id)
-        return len(ids)
+        following: dict[str, list[TrainingJobRow]] = {}
+        for row in rows:
+            try:
+                if row.site is None and row.status not in TERMINAL:
+                    await self.handover.place(row)
+                elif row.site is not None and row.runner_job_id is None:
+                    if row.status not in TERMINAL:
+                        await self.handover.hand_over(row)
+                elif row.site is not None:
+                    following.setdefault(row.site, []).append(row)
+            except Exception:  # the loop's boundary: one broken job must not stop the rest
+                log.exception("job %s: step failed; retrying next time", row.id)
+        for site, site_rows in following.items():
+            try:
+                await self.handover.follow_site(site, site_rows)
+            except Exception:  # noqa: BLE001 - as above, per site
+                log.exception("jobs at %s: following failed; retrying next time", site)
+        if any(r.status == JobStatus.succeeded for rs in following.values() for r in rs):
+            await self.load_models()
+        return len(rows)
 
     async def run(self) -> None:
-        """Step the jobs every ``poll_interval`` while there are any; with none, wait for
-        the next job created here (only this access point dispatches its jobs), looking
-        at the store every ``IDLE_POLLS`` intervals all the same. An idle access point
-        should cost next to nothing."""
         refreshed = time.monotonic()
         interval = self.config.training.poll_interval
         while True:
@@ -160,25 +233,37 @@ class JobService:
                 if time.monotonic() - refreshed > MODEL_REFRESH_SECONDS:
                     refreshed = time.monotonic()
                     await self.load_models()
-            except STORE_FAILURES as exc:  # store unreachable: try again later
+            except STORE_FAILURES as exc:
                 log.warning("job loop: %s", type(exc).__name__)
             wait = interval if active else interval * IDLE_POLLS
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._created.wait(), wait)
 
     async def aclose(self) -> None:
-        for runner in self.runners.values():
-            with contextlib.suppress(RunnerError, OSError):
-                await runner.aclose()
+        return None
 
-    # -- API operations ----------------------------------------------------------------
+    # -- API operations ----------------------------------------------------------------------
 
     async def create(self, new: NewJob) -> TrainingJobRow:
+        inst, res = new.institution, new.resources
+        base = new.recipe.base_model(new.params)
+
+        async def where(data_class: DataClass, data_site: str) -> Placement:
+            return await self.placement(inst, data_class, res, base, data_site)
+
         row = await create_job(
-            new, self.store, self.files, self.sites, self.config.gateway.name, bool(self.runners)
+            new, self.store, self.files, where, self.config.gateway.name, bool(self.links)
         )
-        self._created.set()  # the loop steps it at once, idle or not
+        self._created.set()
         return row
+
+    def note(self, row: TrainingJobRow) -> str | None:
+        """Why the job's state may be old: its site's agent has not answered lately."""
+        since = self.handover.unreachable.get(row.site or "")
+        if since is None or row.status in TERMINAL and row.runner_done:
+            return None
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+        return f"The agent of site {row.site} has not answered since {when}: last known state."
 
     async def get(
         self, job_id: str, institution: str | None, kind: str | None = None
@@ -245,31 +330,58 @@ class JobService:
         return rows[:limit], len(rows) > limit
 
     async def cancel(self, job_id: str, institution: str | None, actor: str) -> TrainingJobRow:
-        async with self._lock:
-            row = await self.get(job_id, institution)
-            if row.status == JobStatus.cancelled:
-                return row
-            if row.status in TERMINAL:
-                raise _not_cancellable(row.status)
-            runner = self.runners.get(row.site or "")
-            sent = ""
-            if row.runner_job_id and runner is not None:
-                try:
-                    await runner.cancel(row.id, row.runner_job_id)
-                except RunnerError as exc:
-                    sent = f" (the site did not answer: {exc}; retrying)"
-            async with self.store.session() as s, s.begin():
-                fresh = await s.get(TrainingJobRow, job_id, with_for_update=True)
-                assert fresh is not None
-                if fresh.status not in TERMINAL:
-                    fresh.cancel_requested = True
-                    move(fresh, JobStatus.cancelled)
-                    fresh.finished_at = time.time()
-                    add_event(s, job_id, f"Job cancelled by {actor}{sent}")
-                elif fresh.status != JobStatus.cancelled:  # ended meanwhile elsewhere
-                    raise _not_cancellable(fresh.status)
-            log.info("job %s cancelled by %s", job_id, actor)
-            return await self.get(job_id, institution)
+        row = await self.get(job_id, institution)
+        if row.status == JobStatus.cancelled:
+            return row
+        if row.status in TERMINAL:
+            raise _not_cancellable(row.status)
+        link = self.links.get(row.site or "") if row.runner_job_id == HANDED_OVER else None
+        sent = ""
+        if link is not None:
+            try:
+                state = await link.cancel(job_id, actor)
+            except SiteAgentUnavailable as exc:
+                sent = f" (the site did not answer: {exc.message}; retrying)"
+            else:
+                if state["status"] in TERMINAL and state["status"] != JobStatus.cancelled:
+                    raise _not_cancellable(state["status"])
+        async with self.store.session() as s, s.begin():
+            fresh = await s.get(TrainingJobRow, job_id, with_for_update=True)
+            assert fresh is not None
+            if fresh.status not in TERMINAL:
+                fresh.cancel_requested = True
+                move(fresh, JobStatus.cancelled)
+                fresh.finished_at = time.time()
+                add_event(s, job_id, f"Job cancelled by {actor}{sent}")
+            elif fresh.status != JobStatus.cancelled:  # ended meanwhile
+                raise _not_cancellable(fresh.status)
+        log.info("job %s cancelled by %s", job_id, actor)
+        return await self.get(job_id, institution)
+
+    # -- models trained at the sites -----------------------------------------------------------
+
+    def model(self, name: str, institution: InstitutionConfig, data_class: DataClass) -> FineTunedModel:
+        """The institution's servable ``ft:`` model, if its site may take this request."""
+        model = self.models.get(name, institution.id)
+        site = self.config.site(model.site) if model is not None else None
+        if model is None or not model.servable or site is None:
+            raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+        why = exclusion_reason(site, RequestPolicy.for_institution(institution, data_class))
+        if why is not None:
+            raise PolicyViolation(f"The model '{name}' is served at site {site.name}: {why}")
+        return model
+
+    def _link(self, model: FineTunedModel) -> SiteLink:
+        link = self.links.get(model.site)
+        if link is None:
+            raise ModelNotFound(f"The model '{model.name}' does not exist.", param="model")
+        return link
+
+    async def metadata(self, model: FineTunedModel) -> dict[str, Any]:
+        return await self._link(model).metadata(model.name, model.institution)
+
+    async def infer(self, model: FineTunedModel, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._link(model).infer(model.name, model.institution, body)
 
 
 def _not_cancellable(status: str) -> BadRequest:

@@ -1,4 +1,5 @@
-"""Serving fine-tuned models at the access point: OIP v2 inference for ``ft:`` models.
+"""Serving fine-tuned models at the site that trained them: OIP v2 inference for ``ft:``
+models, in the site agent (the access point relays requests to it).
 
 The artifact is ``model.json`` (format ``verbund-linear-v1``): plain weights, no pickle,
 so loading what a site sent runs no code. Prediction is pure Python in a worker thread;
@@ -92,8 +93,12 @@ class Predictors:
             self._cache.move_to_end(model.name)
             return cached
 
+        path = model.path
+
         def read() -> LinearModel:
-            return load_linear(json.loads((model.path / "model.json").read_text()))
+            if path is None:
+                raise OSError("the model's artefacts are at its site")
+            return load_linear(json.loads((path / "model.json").read_text()))
 
         try:
             loaded = await asyncio.to_thread(read)

@@ -1,101 +1,116 @@
-"""What each site can give a job now: the read model placement decides on.
+"""What a site can give a job now: the facts placement decides on.
 
-A site's free capacity is its runner's offer minus what this federation's jobs use there
-(from the store: jobs placed and not finished at the site), and its queue is the longer
-of our own queued jobs and what the site's scheduler reports, so a busy shared cluster
-gets fewer new jobs.
+A site agent reports its runner as a :class:`RunnerReport`: the most one job may get
+there (its ``[runner]`` section), what the federation's jobs use there now (from the
+agent's own store: jobs placed and not finished) and the longer of its own queued jobs
+and what the site's scheduler reports, so a busy shared cluster gets fewer new jobs.
+The access point turns each report, with the site's policy facts and lifecycle state,
+into the :class:`~verbund.jobs.SiteSlot` that :func:`~verbund.jobs.place` decides on;
+the agent decides on its own slot too, before it starts a job (two access points may
+have placed on the same free CPUs).
 """
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
-
-from verbund.config import DataClass, FederationConfig, InstitutionConfig
-from verbund.errors import RunnerError
-from verbund.federation import Federation
-from verbund.jobs._placement import Placement, SiteSlot, place
-from verbund.jobs._runner import Resources, Runner
+from verbund.config import DataClass, RunnerConfig, SiteState
+from verbund.jobs._placement import SiteSlot
+from verbund.jobs._runner import Resources
 from verbund.jobs._status import JobStatus
-from verbund.policy import RequestPolicy
-from verbund.store import Store, TrainingJobRow
+from verbund.store import TrainingJobRow
+
+
+def offer_of(rc: RunnerConfig) -> Resources:
+    return Resources(
+        cpus=rc.cpus,
+        memory_mb=rc.memory_mb,
+        gpus=rc.gpus,
+        gpu_type=rc.gpu_type,
+        time_limit_minutes=rc.max_time_minutes,
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class SiteSlots:
-    config: FederationConfig
-    store: Store
-    federation: Federation
-    runners: dict[str, Runner]
+class RunnerReport:
+    """A site's runner as its agent reports it (JSON both ways)."""
 
-    async def slots(self) -> list[SiteSlot]:
-        """Every site with a runner, as placement sees it right now."""
-        async with self.store.session() as s:
-            active = (
-                (
-                    await s.execute(
-                        select(TrainingJobRow).where(
-                            TrainingJobRow.site.is_not(None),
-                            TrainingJobRow.runner_done.is_(False),
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        out = []
-        for sc in self.config.sites:
-            rc = sc.runner
-            runner = self.runners.get(sc.name)
-            if rc is None or runner is None:
-                continue
-            here = [j for j in active if j.site == sc.name]
-            # a local runner has no queue of its own: its queued jobs take resources too
-            running = [j for j in here if j.status == JobStatus.running or j.runner == "local"]
-            queued = sum(1 for j in here if j.status == JobStatus.queued)
-            with contextlib.suppress(RunnerError):  # an unreachable site counts its own only
-                queued = max(queued, await runner.pending())
-            out.append(
-                SiteSlot(
-                    name=sc.name,
-                    region=sc.region,
-                    jurisdiction=sc.jurisdiction,
-                    max_data_class=sc.max_data_class,
-                    state=self.federation.sites[sc.name].state,
-                    runner=rc.kind,
-                    offer=Resources(
-                        cpus=rc.cpus,
-                        memory_mb=rc.memory_mb,
-                        gpus=rc.gpus,
-                        gpu_type=rc.gpu_type,
-                        time_limit_minutes=rc.max_time_minutes,
-                    ),
-                    used_cpus=sum(int(j.resources.get("cpus", 1)) for j in running),
-                    used_memory_mb=sum(int(j.resources.get("memory_mb", 0)) for j in running),
-                    used_gpus=sum(int(j.resources.get("gpus", 0)) for j in running),
-                    queued=queued,
-                    certifications=tuple(sc.certifications),
-                    base_models=frozenset(rc.base_models),
-                )
-            )
-        return out
+    runner: str  # local | slurm
+    offer: Resources
+    used_cpus: int = 0
+    used_memory_mb: int = 0
+    used_gpus: int = 0
+    queued: int = 0
+    base_models: frozenset[str] = frozenset()
 
-    async def placement(
-        self,
-        institution: InstitutionConfig,
-        data_class: DataClass,
-        demand: Resources,
-        base_model: str = "",
-    ) -> Placement:
-        """Where a job of this institution, data class and size would go now."""
-        policy = RequestPolicy.for_institution(institution, data_class)
-        return place(
-            policy,
-            demand,
-            await self.slots(),
-            home_region=institution.home_region,
-            home_site=self.federation.home_site,
-            base_model=base_model,
+    @classmethod
+    def of(
+        cls, rc: RunnerConfig, active: Iterable[TrainingJobRow], site_pending: int = 0
+    ) -> RunnerReport:
+        """The report from the runner's config and the site's unfinished, placed jobs."""
+        here = list(active)
+        # a local runner has no queue of its own: its queued jobs take resources too
+        running = [j for j in here if j.status == JobStatus.running or j.runner == "local"]
+        queued = sum(1 for j in here if j.status == JobStatus.queued)
+        return cls(
+            runner=rc.kind,
+            offer=offer_of(rc),
+            used_cpus=sum(int(j.resources.get("cpus", 1)) for j in running),
+            used_memory_mb=sum(int(j.resources.get("memory_mb", 0)) for j in running),
+            used_gpus=sum(int(j.resources.get("gpus", 0)) for j in running),
+            queued=max(queued, site_pending),
+            base_models=frozenset(rc.base_models),
         )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runner": self.runner,
+            "offer": self.offer.as_dict(),
+            "used_cpus": self.used_cpus,
+            "used_memory_mb": self.used_memory_mb,
+            "used_gpus": self.used_gpus,
+            "queued": self.queued,
+            "base_models": sorted(self.base_models),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunnerReport:
+        return cls(
+            runner=str(data["runner"]),
+            offer=Resources(**data["offer"]),
+            used_cpus=int(data.get("used_cpus", 0)),
+            used_memory_mb=int(data.get("used_memory_mb", 0)),
+            used_gpus=int(data.get("used_gpus", 0)),
+            queued=int(data.get("queued", 0)),
+            base_models=frozenset(str(m) for m in data.get("base_models", ())),
+        )
+
+
+def site_slot(
+    *,
+    name: str,
+    region: str,
+    jurisdiction: str,
+    max_data_class: DataClass,
+    certifications: Iterable[str],
+    state: SiteState,
+    report: RunnerReport,
+) -> SiteSlot:
+    """A site as placement sees it: its policy facts, its state and its runner's report."""
+    return SiteSlot(
+        name=name,
+        region=region,
+        jurisdiction=jurisdiction,
+        max_data_class=max_data_class,
+        state=state,
+        runner=report.runner,
+        offer=report.offer,
+        used_cpus=report.used_cpus,
+        used_memory_mb=report.used_memory_mb,
+        used_gpus=report.used_gpus,
+        queued=report.queued,
+        certifications=tuple(certifications),
+        base_models=report.base_models,
+    )

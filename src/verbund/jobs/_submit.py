@@ -1,29 +1,32 @@
-"""Getting a queued job to a site: place it, submit it, and find it again after a crash.
+"""Getting a queued job onto the site's runner, and finding it again after a crash.
 
-The chosen site is written before the job is submitted, and the runner's job id right
-after; an access point that dies in between finds the job at the site by its id
-(:meth:`Submitter.recover`) or, if it never got there, places it again.
+This runs in the site agent: the access point chose the site, the agent decides when
+its runner takes the job (a local runner's CPUs may be taken by jobs other access points
+placed meanwhile). The runner's kind is written before the job is submitted, and the
+runner's job id right after; an agent that dies in between finds the job at its runner
+by its id (:meth:`Submitter.recover`) or, if it never got there, submits it again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from verbund.config import DataClass, FederationConfig, InstitutionConfig
+from verbund.config import DataClass, TrainingConfig
 from verbund.errors import NotFound, RunnerError
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFileSource
+from verbund.jobs._placement import SiteSlot, place
 from verbund.jobs._recipes import RecipeBook
 from verbund.jobs._rows import JobRows
 from verbund.jobs._runner import JobSpec, Resources, Runner
-from verbund.jobs._slots import SiteSlots
 from verbund.jobs._status import TERMINAL
-from verbund.policy import describe_exclusions
+from verbund.policy import RequestPolicy, describe_exclusions
 from verbund.store import TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
@@ -31,41 +34,34 @@ log = logging.getLogger("verbund.jobs")
 
 @dataclass
 class Submitter:
-    config: FederationConfig
+    training: TrainingConfig
     rows: JobRows
-    sites: SiteSlots
+    runners: dict[str, Runner]  # the site's one runner, by the site's name
+    slot: Callable[[], Awaitable[SiteSlot]]  # the site now, as placement sees it
     files: TrainingFileSource
     recipes: RecipeBook
-    institution: Callable[[str], InstitutionConfig | None]
+    base_models: dict[str, str]  # the runner's base models: name -> folder at the site
     _waiting: dict[str, str] = field(default_factory=dict)  # job -> last "waiting" message
 
-    @property
-    def runners(self) -> dict[str, Runner]:
-        return self.sites.runners
-
     async def place_and_submit(self, row: TrainingJobRow) -> None:
-        inst = self.institution(row.institution_id)
-        if inst is None:
-            await self.rows.fail(
-                row.id, "institution_removed", "The institution is no longer a member."
-            )
-            return
         if row.recipe not in self.recipes.recipes:
             await self.rows.fail(
                 row.id, "unknown_recipe", f"The recipe {row.recipe} is not registered."
             )
             return
         recipe = self.recipes.recipes[row.recipe]
-        p = await self.sites.placement(
-            inst,
-            DataClass(row.data_class),
+        # the access point placed the job here; the site checks it once more (its data
+        # class, its offer) and holds it back while its runner is busy
+        p = place(
+            RequestPolicy(data_class=DataClass(row.data_class)),
             Resources(**row.resources),
-            recipe.base_model(row.params),
+            [await self.slot()],
+            base_model=recipe.base_model(row.params),
         )
         if p.site is None:
             if not p.possible:
                 why = describe_exclusions({**p.excluded, **p.unfit}, [])
-                await self.rows.fail(row.id, "no_site", f"No site may run this job any more: {why}")
+                await self.rows.fail(row.id, "no_site", f"The site cannot run this job: {why}")
                 return
             waiting = "Waiting for a site: " + describe_exclusions(p.waiting, [])
             if self._waiting.get(row.id) != waiting:  # one event per change, not per poll
@@ -90,7 +86,7 @@ class Submitter:
                 add_event(s, r.id, f"Submitting to {site} failed: {message}", level="warn")
 
             await self.rows.update(row.id, retry)
-            if attempts >= self.config.training.submit_attempts:
+            if attempts >= self.training.submit_attempts:
                 await self.rows.fail(
                     row.id, "site_unavailable", f"Could not submit the job: {message}"
                 )
@@ -110,11 +106,9 @@ class Submitter:
 
     async def _spec(self, row: TrainingJobRow, site: str) -> JobSpec:
         recipe = self.recipes.get(row.recipe)
-        inputs = {"training": (await self.files.open(row.institution_id, row.training_file)).path}
+        inputs = {"training": await self._input(row, row.training_file)}
         if row.validation_file:
-            inputs["validation"] = (
-                await self.files.open(row.institution_id, row.validation_file)
-            ).path
+            inputs["validation"] = await self._input(row, row.validation_file)
         params = {**row.params, "seed": row.seed}
         if recipe.site_model:
             params["base_model_path"] = self._base_model_path(site, params)
@@ -127,18 +121,22 @@ class Submitter:
             resources=Resources(**row.resources),
         )
 
+    async def _input(self, row: TrainingJobRow, file_id: str) -> Path:
+        f = await self.files.open(row.institution_id, file_id)
+        if f.path is None:
+            raise NotFound(f"The file {file_id} is not at this site.", param="training_file")
+        return f.path
+
     def _base_model_path(self, site: str, params: dict[str, Any]) -> str:
         """The folder of the job's base model as the site lists it: never a client's path."""
         name = params.get("base_model")
-        for sc in self.config.sites:
-            if sc.name == site and sc.runner is not None and isinstance(name, str):
-                path = sc.runner.base_models.get(name)
-                if path is not None:
-                    return path
+        path = self.base_models.get(name) if isinstance(name, str) else None
+        if path is not None:
+            return path
         raise RunnerError(f"site {site} does not list the base model {name}")
 
     async def recover(self, row: TrainingJobRow) -> None:
-        """Placed but no runner id stored: the access point died while submitting."""
+        """Placed but no runner id stored: the agent died while submitting."""
         runner = self.runners.get(row.site or "")
         handle = None
         if runner is not None:

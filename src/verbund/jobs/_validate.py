@@ -47,6 +47,8 @@ async def job_problem(
             return Problem("invalid_file", f"The file {file_id} no longer exists.", param)
         if f.size > max_bytes:
             return Problem("invalid_file", f"The file {file_id} exceeds {max_bytes} bytes.", param)
+        if f.path is None:
+            return Problem("invalid_file", f"The file {file_id} is not at this site.", param)
         problem = await asyncio.to_thread(file_problem, f.path, recipe.data, label)
         if problem is not None:
             return Problem("invalid_file", f"{file_id}: {problem}", param)

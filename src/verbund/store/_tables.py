@@ -195,6 +195,10 @@ class FileRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     blob_key: Mapped[str] = mapped_column(String(160))
+    # the site whose agent holds the bytes (None: this federation's own file store), and
+    # the data class they were uploaded with (None: not given, the uploader's default)
+    site: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    data_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class BatchRow(Base):

@@ -1,0 +1,227 @@
+"""The access point's part of a job after its creation: place it, hand it to its site's
+agent, and follow it there.
+
+Each step is a short transaction on the job's mirror row in the federation's store, and
+any access point may take it: the site is written before the handover, the handover is
+idempotent at the agent (by the job's id), and following only copies the agent's state.
+So when an access point dies, another one carries its jobs on; when an agent is away,
+its jobs keep their last known state and nothing is lost (the agent carries on alone and
+reports back when it returns).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from verbund.accounting import UsageRecord
+from verbund.config import DataClass, InstitutionConfig
+from verbund.errors import ApiError, NotFound, SiteAgentUnavailable
+from verbund.jobs._events import add_event
+from verbund.jobs._files import TrainingFileSource
+from verbund.jobs._link import SiteLink
+from verbund.jobs._mirror import follow
+from verbund.jobs._placement import Placement
+from verbund.jobs._recipes import RecipeBook
+from verbund.jobs._rows import JobRows
+from verbund.jobs._runner import Resources
+from verbund.jobs._status import TERMINAL, JobStatus
+from verbund.jobs._usage import job_usage
+from verbund.policy import describe_exclusions
+from verbund.store import TrainingJobRow
+
+log = logging.getLogger("verbund.jobs")
+
+HANDED_OVER = "agent"  # the mirror's runner_job_id once the site's agent has the job
+Placer = Callable[[InstitutionConfig, DataClass, Resources, str, str], Awaitable[Placement]]
+
+
+@dataclass
+class Handover:
+    access_point: str
+    rows: JobRows
+    links: Mapping[str, SiteLink]
+    files: TrainingFileSource
+    recipes: RecipeBook
+    institution: Callable[[str], InstitutionConfig | None]
+    placement: Placer
+    record_usage: Callable[[UsageRecord], None]
+    unreachable: dict[str, float] = field(default_factory=dict)  # site -> since when
+    _waiting: dict[str, str] = field(default_factory=dict)
+    _inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> key -> file
+
+    async def place(self, row: TrainingJobRow) -> None:
+        inst = self.institution(row.institution_id)
+        if inst is None:
+            await self.rows.fail(
+                row.id, "institution_removed", "The institution is no longer a member."
+            )
+            return
+        recipe = self.recipes.recipes.get(row.recipe)
+        if recipe is None:
+            await self.rows.fail(
+                row.id, "unknown_recipe", f"The recipe {row.recipe} is not registered."
+            )
+            return
+        try:
+            data_site = await self._data_site(row)
+        except NotFound as exc:
+            await self.rows.fail(row.id, "invalid_file", exc.message, "training_file")
+            return
+        p = await self.placement(
+            inst,
+            DataClass(row.data_class),
+            Resources(**row.resources),
+            recipe.base_model(row.params),
+            data_site,
+        )
+        if p.site is None:
+            if not p.possible:
+                why = describe_exclusions({**p.excluded, **p.unfit}, [])
+                await self.rows.fail(row.id, "no_site", f"No site may run this job any more: {why}")
+                return
+            waiting = "Waiting for a site: " + describe_exclusions(p.waiting, [])
+            if self._waiting.get(row.id) != waiting:  # one event per change, not per poll
+                self._waiting[row.id] = waiting
+                await self.rows.update(row.id, lambda s, r: add_event(s, r.id, waiting))
+            return
+        self._waiting.pop(row.id, None)
+        site = p.site
+
+        def choose(s: AsyncSession, r: TrainingJobRow) -> None:
+            if r.site is None and r.status not in TERMINAL:  # another access point was first
+                r.site = site
+                add_event(s, r.id, f"Job placed at site {site}", data={"site": site})
+
+        await self.rows.update(row.id, choose)
+
+    async def _data_site(self, row: TrainingJobRow) -> str:
+        for file_id in (row.training_file, row.validation_file):
+            if file_id is not None:
+                f = await self.files.open(row.institution_id, file_id)
+                if f.site is not None:
+                    return f.site
+        return ""
+
+    async def hand_over(self, row: TrainingJobRow) -> None:
+        """Copy the job's inputs the site does not hold yet, then give it the job."""
+        site = row.site or ""
+        link = self.links.get(site)
+        if link is None:
+            await self.rows.fail(row.id, "site_removed", f"The site {site} runs no jobs any more.")
+            return
+        try:
+            inputs = await self._stage(row, link)
+            await link.accept(self._spec(row, inputs))
+        except SiteAgentUnavailable as exc:
+            self._away(site, exc)
+            return
+        except ApiError as exc:  # the site refused the job (its data class, its files)
+            await self.rows.fail(row.id, exc.code or "site_refused", exc.message)
+            return
+        self.unreachable.pop(site, None)
+        self._inputs[row.id] = {key: file_id for file_id, key in inputs.items()}
+
+        def handed(s: AsyncSession, r: TrainingJobRow) -> None:
+            if r.runner_job_id is None:
+                r.runner_job_id = HANDED_OVER
+                add_event(s, r.id, f"Job handed over to the agent of site {site}")
+
+        await self.rows.update(row.id, handed)
+        log.info("job %s handed over to %s", row.id, site)
+
+    async def _stage(self, row: TrainingJobRow, link: SiteLink) -> dict[str, str]:
+        """file id -> blob key at the site, copying files this access point holds."""
+        out: dict[str, str] = {}
+        for param, file_id in (("training", row.training_file), ("validation", row.validation_file)):
+            if file_id is None:
+                continue
+            f = await self.files.open(row.institution_id, file_id)
+            if f.site == link.site:
+                out[file_id] = f.key
+            elif f.site is None and f.path is not None:
+                key = f"in-{row.id}-{param}"
+                await link.stage(key, f.path, row.data_class)
+                out[file_id] = key
+            else:
+                raise NotFound(f"The file {file_id} lies at site {f.site}, not {link.site}.")
+        return out
+
+    def _spec(self, row: TrainingJobRow, inputs: dict[str, str]) -> dict[str, Any]:
+        return {
+            "id": row.id,
+            "kind": row.kind,
+            "institution": row.institution_id,
+            "key_id": row.key_id,
+            "recipe": row.recipe,
+            "model": row.model,
+            "training_file": inputs[row.training_file],
+            "validation_file": inputs.get(row.validation_file or ""),
+            "data_class": row.data_class,
+            "params": row.params,
+            "resources": row.resources,
+            "suffix": row.suffix,
+            "seed": row.seed,
+            "fine_tuned_model": row.fine_tuned_model,
+            "created_at": row.created_at,
+        }
+
+    async def follow_site(self, site: str, rows: list[TrainingJobRow]) -> None:
+        """One call to the site's agent for all its jobs: new state and events."""
+        link = self.links.get(site)
+        if link is None or not rows:
+            return
+        try:
+            changes = await link.changes({r.id: r.metrics_offset for r in rows})
+            by_id = {r.id: r for r in rows}
+            for change in changes:
+                row = by_id.get(str(change["id"]))
+                if row is None:
+                    continue
+                if row.cancel_requested and change["status"] not in TERMINAL:
+                    await link.cancel(row.id, "a cancel request sent again")
+                await self._follow(row.id, change)
+        except SiteAgentUnavailable as exc:
+            self._away(site, exc)
+            return
+        self.unreachable.pop(site, None)
+
+    async def _follow(self, job_id: str, change: dict[str, Any]) -> None:
+        events = list(change.get("events") or [])
+        ended: list[TrainingJobRow] = []
+
+        async def apply() -> None:
+            async with self.rows.store.session() as s, s.begin():
+                r = await s.get(TrainingJobRow, job_id, with_for_update=True)
+                if r is None:
+                    return
+                if await follow(s, r, change, events, self._inputs.get(job_id, {})):
+                    ended.append(r)
+                r.metrics_offset += len(events)
+
+        await apply()
+        for r in ended:
+            status = JobStatus(r.status)
+            cpus = max(1, int(r.resources.get("cpus", 1)))
+            self.record_usage(
+                job_usage(
+                    r,
+                    status,
+                    wall_seconds=r.cpu_seconds / cpus,
+                    cpu_seconds=r.cpu_seconds,
+                    gpu_seconds=r.gpu_seconds,
+                    finished_at=r.finished_at or time.time(),
+                )
+            )
+            self._inputs.pop(r.id, None)
+            log.info("job %s ended at its site: %s", r.id, r.status)
+
+    def _away(self, site: str, exc: ApiError) -> None:
+        if site not in self.unreachable:
+            log.warning("site agent of %s away: %s", site, exc.message)
+        self.unreachable.setdefault(site, time.time())

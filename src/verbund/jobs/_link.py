@@ -1,0 +1,84 @@
+"""What jobs ask of a site agent: its runner's report, handing a job over, following it,
+cancelling it, and inference on the models it trained. All through the access point's
+one client of the agent (:class:`~verbund.federation.AgentClient`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from verbund.errors import NotFound
+from verbund.federation import AgentClient
+from verbund.files import AgentBlobStore
+from verbund.jobs._slots import RunnerReport
+
+__all__ = ["INSTITUTION_HEADER", "SiteLink"]
+
+INSTITUTION_HEADER = "x-verbund-institution"
+_CHUNK = 1 << 20
+
+
+class SiteLink:
+    def __init__(self, client: AgentClient) -> None:
+        self.client = client
+        self.blobs = AgentBlobStore(client)
+
+    @property
+    def site(self) -> str:
+        return self.client.site
+
+    async def report(self) -> RunnerReport | None:
+        """The site's runner now; None when the site runs no jobs."""
+        try:
+            data = await self.client.get_json("/jobs/runner")
+        except NotFound:
+            return None
+        return RunnerReport.from_dict(data)
+
+    async def stage(self, key: str, path: Path, data_class: str) -> None:
+        """Copy a file the access point may hold to the agent's file store (streamed)."""
+        writer = self.blobs.writer(key, data_class)
+        try:
+            async for chunk in _chunks(path):
+                await writer.write(chunk)
+            await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
+
+    async def accept(self, spec: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.client.post_json("/jobs", spec)
+        return answer
+
+    async def changes(self, known: dict[str, str | None]) -> list[dict[str, Any]]:
+        answer = await self.client.post_json("/jobs/changes", {"jobs": known})
+        return list(answer["jobs"])
+
+    async def cancel(self, job_id: str, actor: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.client.post_json(
+            f"/jobs/{job_id}/cancel", {"actor": actor}
+        )
+        return answer
+
+    async def metadata(self, model: str, institution: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.client.get_json(
+            f"/models/{model}", headers={INSTITUTION_HEADER: institution}
+        )
+        return answer
+
+    async def infer(self, model: str, institution: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.client.post_json(
+            f"/models/{model}/infer", body, headers={INSTITUTION_HEADER: institution}
+        )
+        return answer
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while True:
+            chunk = await asyncio.to_thread(f.read, _CHUNK)
+            if not chunk:
+                return
+            yield chunk
