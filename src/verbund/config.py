@@ -13,12 +13,14 @@ import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from verbund.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
     "BackendConfig",
@@ -44,6 +46,7 @@ __all__ = [
     "config_digest",
     "load_config",
     "parse_config",
+    "parse_model",
     "partner_site_of",
 ]
 
@@ -325,6 +328,34 @@ class SiteConfig(_Strict):
     backends: list[BackendConfig] = []
     prices: PriceList | None = None
     runner: RunnerConfig | None = None
+    # the site's agent (``verbund site``): it announces the site's catalogue; a site may
+    # have an agent, plain backends, or both
+    agent_url: str = ""
+    agent_key_env: EnvName | None = None  # this access point's bearer credential at the agent
+    agent_ca_file: str = ""  # https agents: CA bundle that signed the agent's certificate
+    agent_client_cert: str = ""  # mutual TLS: this access point's certificate (PEM) ...
+    agent_client_key: str = ""  # ... and its key
+    # inference: straight to the backends' URLs, or through the agent (firewalled nodes)
+    ingress: Literal["direct", "agent"] = "direct"
+    # what this access point takes from the agent's catalogue; [] = every model it announces
+    accept_models: list[Name] = []
+
+    @field_validator("agent_url")
+    @classmethod
+    def _agent_http_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _agent_complete(self) -> SiteConfig:
+        if self.agent_url and not self.agent_key_env:
+            raise ValueError("a site with agent_url needs agent_key_env (its credential)")
+        if not self.agent_url and (self.agent_key_env or self.ingress == "agent"):
+            raise ValueError("agent_key_env and ingress = 'agent' need agent_url")
+        if bool(self.agent_client_cert) != bool(self.agent_client_key):
+            raise ValueError("agent_client_cert and agent_client_key go together")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -502,6 +533,16 @@ def parse_config(data: dict[str, Any], source: str = "") -> FederationConfig:
         for err in exc.errors():
             path = _field_path(data, err["loc"])
             problems.append((path, err["msg"]))
+        raise ConfigError(problems, source) from None
+
+
+def parse_model(model: type[M], data: dict[str, Any], source: str = "") -> M:
+    """Validate ``data`` as ``model``; every problem in one :class:`ConfigError` with its
+    field path (the same paths ``verbund check`` shows for the federation config)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_field_path(data, err["loc"]), err["msg"]) for err in exc.errors()]
         raise ConfigError(problems, source) from None
 
 

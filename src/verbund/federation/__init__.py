@@ -1,5 +1,6 @@
 """Sites, backends and models at run time, their upstream clients and their health."""
 
+from verbund.federation._agent import RELAY_PREFIX, AgentClient, agent_error
 from verbund.federation._backend import Backend, EngineLoad, InFlight, LatencyStats
 from verbund.federation._federation import Federation
 from verbund.federation._health import Failure, HealthTracker, Probe, request_key
@@ -20,6 +21,8 @@ from verbund.federation._upstream import (
 )
 
 __all__ = [
+    "RELAY_PREFIX",
+    "AgentClient",
     "Backend",
     "EngineLoad",
     "Failure",
@@ -41,6 +44,7 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamResponse",
     "UpstreamTimedOut",
+    "agent_error",
     "parse_engine_metrics",
     "request_key",
 ]
