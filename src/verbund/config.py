@@ -86,6 +86,9 @@ class GatewayConfig(_Strict):
     home_site: str = ""
     admin_key_env: EnvName = "VERBUND_ADMIN_KEY"
     state_dir: str = ".verbund"
+    # what this access point's host may hold: files (training data, batch input and
+    # output) of a higher class are stored at a compliant site's agent, never here
+    max_data_class: DataClass = DataClass.sensitive
     workers: int = Field(1, ge=1, le=64)
     # load shedding, per process: above either bound new API requests get 503 at once
     max_in_flight: int = Field(4096, ge=0)  # requests and open streams; 0 = no bound

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from verbund.agent import _ops
+from verbund.agent import _blobs, _jobs, _ops
 from verbund.agent._auth import AgentAuthMiddleware
 from verbund.agent._config import SiteAgentConfig
 from verbund.agent._services import AgentServices
@@ -29,7 +29,11 @@ __all__ = ["ROUTE_MODULES", "create_agent_app"]
 
 log = logging.getLogger("verbund.agent")
 
-ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (_ops.routes,)
+ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (
+    _ops.routes,
+    _jobs.routes,
+    _blobs.routes,
+)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

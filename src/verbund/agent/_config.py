@@ -25,6 +25,7 @@ from verbund.config import (
     RoutingConfig,
     RunnerConfig,
     SiteState,
+    TrainingConfig,
     parse_model,
 )
 from verbund.errors import ConfigError
@@ -145,6 +146,7 @@ class SiteAgentConfig(_Strict):
     models: list[SiteModelConfig] = []
     prices: PriceList | None = None
     runner: RunnerConfig | None = None
+    training: TrainingConfig = TrainingConfig()  # how often the runner is polled, file limits
     # probing of the site's own backends (probe_interval, probe_timeout, eject_*)
     routing: RoutingConfig = RoutingConfig()
 

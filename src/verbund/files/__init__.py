@@ -3,7 +3,8 @@
 Used by the Files routes, by batches (input and output files) and by training jobs.
 """
 
-from verbund.files._blobs import BlobStore, BlobWriter, LocalBlobStore
+from verbund.files._agent import CLASS_HEADER, AgentBlobStore
+from verbund.files._blobs import BlobStore, BlobWriter, LocalBlobStore, check_key
 from verbund.files._service import (
     UPLOAD_PURPOSES,
     DeleteGuard,
@@ -15,9 +16,12 @@ from verbund.files._service import (
     clean_filename,
     new_file_id,
 )
+from verbund.files._where import storage_site
 
 __all__ = [
+    "CLASS_HEADER",
     "UPLOAD_PURPOSES",
+    "AgentBlobStore",
     "BlobStore",
     "BlobWriter",
     "DeleteGuard",
@@ -27,6 +31,8 @@ __all__ = [
     "FileService",
     "LocalBlobStore",
     "Upload",
+    "check_key",
     "clean_filename",
     "new_file_id",
+    "storage_site",
 ]

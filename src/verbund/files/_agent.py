@@ -50,8 +50,11 @@ class _AgentWriter:
     async def _send(self) -> Any:
         headers = {CLASS_HEADER: self._class, "content-type": "application/octet-stream"}
         async with self._client.stream(
-            "PUT", f"/blobs/{self._key}", content=self._body(), headers=headers,
-            timeout=UPLOAD_TIMEOUT,
+            "PUT",
+            f"/blobs/{self._key}",
+            content=self._body(),
+            headers=headers,
+            within=UPLOAD_TIMEOUT,
         ) as resp:
             return await resp.aread()
 

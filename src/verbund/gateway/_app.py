@@ -6,8 +6,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -103,12 +104,24 @@ def create_app(
     tracer: Tracer | None = None,
     on_started: Callable[[Drain], None] | None = None,
     local_clock: Callable[[], float] = time.time,
+    agent_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    agent_env: Mapping[str, str] | None = None,
 ) -> Starlette:
     """Build one access point. ``background=False`` skips probes and flushing (unit tests);
     ``on_started`` is the process runner's hook, called with the access point's drain once
     the services are up (:func:`verbund.server.serving`); ``local_clock`` stands in for
-    this host's clock (tests of clock skew)."""
-    svc = Services.build(config, admin_key, transport_factory, tracer, local_clock)
+    this host's clock (tests of clock skew); ``agent_transports`` put in-process site
+    agents behind the access point's agent clients, by site, and ``agent_env`` stands in
+    for the environment their credentials are read from (tests)."""
+    svc = Services.build(
+        config,
+        admin_key,
+        transport_factory,
+        tracer,
+        local_clock,
+        agent_transports=agent_transports,
+        agent_env=agent_env,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

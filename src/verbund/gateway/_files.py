@@ -1,4 +1,9 @@
-"""The Files API routes: upload, list, get, download, delete; scoped to the caller's institution."""
+"""The Files API routes: upload, list, get, download, delete; scoped to the caller's institution.
+
+An upload's data class is its request's (the key's default, raised by
+``X-Verbund-Data-Class``); above what this access point may hold, the file is streamed
+to a compliant site's agent and only its metadata is kept here (:func:`upload_site`).
+Downloads of such a file stream back from the agent."""
 
 from __future__ import annotations
 
@@ -8,18 +13,35 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from verbund.config import DataClass
 from verbund.errors import BadRequest
-from verbund.files import UPLOAD_PURPOSES
-from verbund.gateway._deps import principal, query_int, services
+from verbund.files import UPLOAD_PURPOSES, storage_site
+from verbund.gateway._deps import data_class, principal, query_int, services
+from verbund.gateway._services import Services
 from verbund.gateway._upload import receive_upload
+from verbund.policy import RequestPolicy
+from verbund.tenancy import Principal
 
 EXPIRES_MIN, EXPIRES_MAX = 3600, 30 * 24 * 3600
+
+
+def upload_site(svc: Services, who: Principal, data_class: DataClass) -> str | None:
+    """The site whose agent stores a file of this class (None: this access point)."""
+    return storage_site(
+        RequestPolicy.for_institution(who.institution, data_class),
+        svc.config.gateway.max_data_class,
+        [s for s in svc.config.sites if s.name in svc.agents],
+        home_region=who.institution.home_region,
+        home_site=svc.federation.home_site,
+    )
 
 
 async def create_file(request: Request) -> Response:
     svc = services(request)
     who = await principal(request)
-    form = await receive_upload(request, svc.files)
+    cls = data_class(request, who)
+    site = upload_site(svc, who, cls)
+    form = await receive_upload(request, svc.files, site=site, data_class=cls.value)
     upload = form.upload
     try:
         purpose = form.fields.get("purpose")

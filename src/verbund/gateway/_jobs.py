@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from verbund.admission import Ask
-from verbund.errors import BadRequest, ModelNotFound
+from verbund.errors import BadRequest
 from verbund.gateway._deps import (
     admin,
     data_class,
@@ -25,7 +25,15 @@ from verbund.gateway._deps import (
 )
 from verbund.gateway._oip import INFER_ENDPOINT
 from verbund.gateway._services import Services
-from verbund.jobs import FT_PREFIX, NewJob, Resources, event, fine_tuning_job, training_job
+from verbund.jobs import (
+    FT_PREFIX,
+    FineTunedModel,
+    NewJob,
+    Resources,
+    event,
+    fine_tuning_job,
+    training_job,
+)
 from verbund.store import TrainingJobRow
 from verbund.tenancy import Principal
 
@@ -105,10 +113,11 @@ async def _principal(request: Request) -> tuple[Services, Principal]:
 
 # reads a job request's body: what the job would be (or a 400)
 JobReader = Callable[[Services, Request, Principal, dict[str, Any]], NewJob]
+JobView = Callable[[TrainingJobRow, str | None], dict[str, Any]]
 
 
 def _creator(
-    endpoint: str, read: JobReader, view: Callable[[TrainingJobRow], dict[str, Any]]
+    endpoint: str, read: JobReader, view: JobView
 ) -> Callable[[Request], Awaitable[Response]]:
     """A job-creating route: admitted like any request that spends capacity, and against
     the budget with what the job asks for; the cost stays held until the job reports
@@ -126,7 +135,7 @@ def _creator(
             row = await svc.jobs.create(new)
             hold = res.time_limit_minutes * 60.0 + HOLD_GRACE_SECONDS
             budgets.hold(row.id, who.institution.id, cost, hold)
-            return admitted.respond(JSONResponse(view(row)))
+            return admitted.respond(JSONResponse(view(row, None)))
 
     return create
 
@@ -168,13 +177,13 @@ async def list_fine_tuning_jobs(request: Request) -> Response:
     rows, more = await svc.jobs.list_jobs(
         who.institution.id, "fine_tune", request.query_params.get("after"), _limit(request)
     )
-    return _list([fine_tuning_job(r) for r in rows], more)
+    return _list([fine_tuning_job(r, svc.jobs.note(r)) for r in rows], more)
 
 
 async def get_fine_tuning_job(request: Request) -> Response:
     svc, who = await _principal(request)
     row = await svc.jobs.get(request.path_params["job_id"], who.institution.id, "fine_tune")
-    return JSONResponse(fine_tuning_job(row))
+    return JSONResponse(fine_tuning_job(row, svc.jobs.note(row)))
 
 
 async def cancel_fine_tuning_job(request: Request) -> Response:
@@ -182,7 +191,7 @@ async def cancel_fine_tuning_job(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     await svc.jobs.get(job_id, who.institution.id, "fine_tune")
     row = await svc.jobs.cancel(job_id, who.institution.id, who.key_id)
-    return JSONResponse(fine_tuning_job(row))
+    return JSONResponse(fine_tuning_job(row, svc.jobs.note(row)))
 
 
 async def _events(request: Request, svc: Services, institution: str | None) -> Response:
@@ -205,8 +214,9 @@ async def fine_tuning_events(request: Request) -> Response:
 
 
 def _check_base_model(svc: Services, params: dict[str, Any]) -> None:
-    """A recipe that loads a base model loads one the sites list, by name; a path from the
-    client would let it read any folder the site's runner can."""
+    """A recipe that loads a base model loads one a site lists, by name; a path from the
+    client would let it read any folder the site's runner can. Which sites list the name
+    is placement's business (their agents report their base models)."""
     if "base_model_path" in params:
         raise BadRequest(
             "'params.base_model_path' is not accepted: name a base model the sites list "
@@ -214,11 +224,10 @@ def _check_base_model(svc: Services, params: dict[str, Any]) -> None:
             code="invalid_value",
             param="params.base_model_path",
         )
-    listed = sorted({m for s in svc.config.sites if s.runner for m in s.runner.base_models})
-    if params.get("base_model") not in listed:
+    name = params.get("base_model")
+    if not isinstance(name, str) or not name:
         raise BadRequest(
-            "'params.base_model' must name a base model a site lists; listed: "
-            f"{', '.join(listed) or 'none'}.",
+            "'params.base_model' must name a base model a site lists.",
             code="invalid_value",
             param="params.base_model",
         )
@@ -261,19 +270,19 @@ async def list_training_jobs(request: Request) -> Response:
         _limit(request),
         request.query_params.get("status") or None,
     )
-    return _list([training_job(r) for r in rows], more)
+    return _list([training_job(r, svc.jobs.note(r)) for r in rows], more)
 
 
 async def get_training_job(request: Request) -> Response:
     svc, who = await _principal(request)
     row = await svc.jobs.get(request.path_params["job_id"], who.institution.id)
-    return JSONResponse(training_job(row))
+    return JSONResponse(training_job(row, svc.jobs.note(row)))
 
 
 async def cancel_training_job(request: Request) -> Response:
     svc, who = await _principal(request)
     row = await svc.jobs.cancel(request.path_params["job_id"], who.institution.id, who.key_id)
-    return JSONResponse(training_job(row))
+    return JSONResponse(training_job(row, svc.jobs.note(row)))
 
 
 async def training_events(request: Request) -> Response:
@@ -314,20 +323,21 @@ async def admin_list_jobs(request: Request) -> Response:
         _limit(request),
         request.query_params.get("status") or None,
     )
-    return _list([training_job(r) for r in rows], more)
+    return _list([training_job(r, svc.jobs.note(r)) for r in rows], more)
 
 
 async def admin_get_job(request: Request) -> Response:
     svc = services(request)
     admin(request)
-    return JSONResponse(training_job(await svc.jobs.get(request.path_params["job_id"], None)))
+    row = await svc.jobs.get(request.path_params["job_id"], None)
+    return JSONResponse(training_job(row, svc.jobs.note(row)))
 
 
 async def admin_cancel_job(request: Request) -> Response:
     svc = services(request)
     actor = admin(request)
     row = await svc.jobs.cancel(request.path_params["job_id"], None, actor)
-    return JSONResponse(training_job(row))
+    return JSONResponse(training_job(row, svc.jobs.note(row)))
 
 
 async def admin_job_events(request: Request) -> Response:
@@ -339,23 +349,20 @@ async def admin_job_events(request: Request) -> Response:
 # -- OIP v2 for ft: models ---------------------------------------------------------------
 
 
-async def _ft_model(request: Request) -> tuple[Services, Principal, Any]:
+async def _ft_model(request: Request) -> tuple[Services, Principal, FineTunedModel]:
     svc, who = await _principal(request)
     name = FT_PREFIX + request.path_params["rest"]
-    model = svc.jobs.models.get(name, who.institution.id)
-    if model is None or not model.servable:
-        raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
-    return svc, who, model
+    return svc, who, svc.jobs.model(name, who.institution, data_class(request, who))
 
 
 async def ft_model_metadata(request: Request) -> Response:
     svc, _, model = await _ft_model(request)
-    return JSONResponse(await svc.jobs.predictors.metadata(model))
+    return JSONResponse(await svc.jobs.metadata(model))
 
 
 async def ft_model_ready(request: Request) -> Response:
     svc, _, model = await _ft_model(request)
-    await svc.jobs.predictors.metadata(model)  # loads it: ready means servable now
+    await svc.jobs.metadata(model)  # loads it at its site: ready means servable now
     return JSONResponse({"name": model.name, "ready": True})
 
 
@@ -365,8 +372,10 @@ async def ft_model_infer(request: Request) -> Response:
         raw, body = await json_body(request)
         ask = Ask(model=model.name, data_class=data_class(request, who), request_bytes=len(raw))
         admitted = await entry.admit(ask)
-        admitted.record.backend = "access-point"  # served here, from the job's artefacts
-        answer = await svc.jobs.predictors.infer(model, body)
-        response = JSONResponse(answer)
+        # served at the site that trained it, from the job's artefacts there
+        admitted.record.site = model.site
+        admitted.record.backend = f"agent:{model.site}"
+        answer = await svc.jobs.infer(model, body)
+        response = JSONResponse(answer, headers={"x-verbund-site": model.site})
         admitted.record.response_bytes = len(response.body)
         return admitted.respond(response)

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 
 from verbund.accounting import (
@@ -47,6 +48,7 @@ from verbund.coordination import (
     Seats,
 )
 from verbund.federation import (
+    AgentClient,
     Federation,
     HealthTracker,
     MetricsScraper,
@@ -55,9 +57,15 @@ from verbund.federation import (
     TransportFactory,
     UpstreamPool,
 )
-from verbund.files import FileService, LocalBlobStore
+from verbund.files import AgentBlobStore, FileService, LocalBlobStore
 from verbund.gateway._overload import OverloadCollector
-from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
+from verbund.jobs import (
+    ChainedSource,
+    DirectoryFileSource,
+    FileServiceSource,
+    JobService,
+    SiteLink,
+)
 from verbund.proxy import Proxy
 from verbund.routing import Router, make_policy
 from verbund.server import Drain
@@ -138,6 +146,7 @@ class Services:
     batches: BatchService
     batch_runner: BatchRunner
     jobs: JobService
+    agents: dict[str, AgentClient]  # the sites' agents, by site: jobs and files go there
     # shared state and observation
     coordination: Coordination
     telemetry: Telemetry
@@ -152,6 +161,9 @@ class Services:
         transport_factory: TransportFactory | None = None,
         tracer: Tracer | None = None,
         local_clock: Callable[[], float] = time.time,
+        *,
+        agent_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+        agent_env: Mapping[str, str] | None = None,
     ) -> Services:
         """``local_clock`` is this host's clock (tests inject one that is off); what access
         points decide together by time goes by the store's or Redis's clock instead."""
@@ -180,10 +192,12 @@ class Services:
             on_suspect=health.prober.suspect,
             stream_write_timeout=config.limits.stream_write_timeout,
         )
+        agents = _agents(config, agent_transports or {}, agent_env)
         files = FileService(
             store,
             LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files")),
             config.files.max_upload_bytes,
+            sites={name: AgentBlobStore(client) for name, client in agents.items()},
         )
         batches = BatchService(store, files, config.batch)
         batch_runner = BatchRunner(
@@ -213,7 +227,13 @@ class Services:
             ),
         )
         jobs = JobService(
-            config, store, federation, training_files, institutions.get, accounting.usage.emit
+            config,
+            store,
+            federation,
+            training_files,
+            institutions.get,
+            accounting.usage.emit,
+            links={name: SiteLink(client) for name, client in agents.items()},
         )
         telemetry.metrics.registry.register(
             ClockSkewCollector(lambda: _clock_skew(clock, coordination))
@@ -251,6 +271,7 @@ class Services:
             batches=batches,
             batch_runner=batch_runner,
             jobs=jobs,
+            agents=agents,
             coordination=coordination,
             telemetry=telemetry,
         )
@@ -296,6 +317,8 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.jobs.aclose()
+        for agent in self.agents.values():
+            await agent.aclose()
         await self.coordination.quotas.drain()
         if isinstance(self.coordination.seats, RedisSeats):
             await self.coordination.seats.drain()
@@ -347,6 +370,19 @@ def _clock_skew(clock: StoreClock, coordination: Coordination) -> dict[str, floa
     if coordination.redis is not None:
         skew["redis"] = coordination.quotas.limiter.skew
     return skew
+
+
+def _agents(
+    config: FederationConfig,
+    transports: Mapping[str, httpx.AsyncBaseTransport],
+    env: Mapping[str, str] | None,
+) -> dict[str, AgentClient]:
+    """One client per site that names an agent (tests put in-process agents behind them)."""
+    return {
+        site.name: AgentClient.for_site(site, transport=transports.get(site.name), env=env)
+        for site in config.sites
+        if site.agent_url
+    }
 
 
 def _coordination(config: FederationConfig, local_clock: Callable[[], float]) -> Coordination:

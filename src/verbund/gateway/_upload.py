@@ -41,8 +41,15 @@ def _malformed(detail: str) -> BadRequest:
     return BadRequest(f"Malformed multipart body: {detail}.", code="invalid_multipart")
 
 
-async def receive_upload(request: Request, files: FileService) -> ReceivedForm:
-    """Parse the form; on any error the partial upload is removed before raising."""
+async def receive_upload(
+    request: Request,
+    files: FileService,
+    *,
+    site: str | None = None,
+    data_class: str | None = None,
+) -> ReceivedForm:
+    """Parse the form, streaming the file to the file store (``site``'s agent, if given);
+    on any error the partial upload is removed before raising."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise BadRequest(
@@ -91,7 +98,7 @@ async def receive_upload(request: Request, files: FileService) -> ReceivedForm:
                     "The filename is not valid UTF-8.", code="invalid_filename", param="file"
                 ) from None
             form.filename = clean_filename(raw_name)
-            form.upload = files.begin_upload()
+            form.upload = files.begin_upload(site, data_class)
             part.is_file = True
         elif len(form.fields) >= MAX_FIELDS:
             raise _malformed("too many fields")

@@ -1,10 +1,11 @@
 """Training across the federation: jobs, placement, site runners and fine-tuned models.
 
 A job (OpenAI fine-tuning, or a general training job running a registered recipe) is
-validated, placed on a site its data may go to, run there by the site's runner (local
-processes or Slurm), watched through the metrics its recipe writes, and, when it
-succeeds, its model is registered as ``ft:<base>:<institution>:<suffix>`` and served by
-the access point (OIP v2).
+validated and placed by an access point (:class:`JobService`) on a site its data may go
+to, and handed to that site's agent (:class:`SiteJobs`), which runs it on the site's
+runner (local processes or Slurm), watches it through the metrics its recipe writes and,
+when it succeeds, keeps its model, ``ft:<base>:<institution>:<suffix>``, and serves it
+(OIP v2) to the institution that trained it, through the access points.
 """
 
 from verbund.jobs._artefacts import Artefacts
@@ -16,15 +17,19 @@ from verbund.jobs._files import (
     TrainingFile,
     TrainingFileSource,
 )
+from verbund.jobs._handover import Handover
+from verbund.jobs._link import INSTITUTION_HEADER, SiteLink
 from verbund.jobs._local import LocalRunner
+from verbund.jobs._mirror import follow, site_event, site_state
 from verbund.jobs._models import FT_PREFIX, FineTunedModel, ModelRegistry, fine_tuned_name
 from verbund.jobs._newjob import NewJob
 from verbund.jobs._placement import Placement, SiteSlot, busy, misfit, place
 from verbund.jobs._recipes import DataFormat, Recipe, RecipeBook, builtin_recipes
 from verbund.jobs._runner import JobSpec, Resources, Runner, RunPhase, RunState
-from verbund.jobs._service import JobService, make_runner
+from verbund.jobs._service import JobService
 from verbund.jobs._serving import LinearModel, Predictors, load_linear
-from verbund.jobs._slots import SiteSlots
+from verbund.jobs._site import BlobSource, SiteFacts, SiteJobs, make_runner
+from verbund.jobs._slots import RunnerReport, offer_of, site_slot
 from verbund.jobs._slurm import SlurmRunner, parse_scontrol, slurm_state
 from verbund.jobs._status import INITIAL, TERMINAL, TRANSITIONS, JobStatus, allowed, move
 from verbund.jobs._views import event, fine_tuning_job, training_job
@@ -32,15 +37,18 @@ from verbund.jobs._views import event, fine_tuning_job, training_job
 __all__ = [
     "FT_PREFIX",
     "INITIAL",
+    "INSTITUTION_HEADER",
     "TERMINAL",
     "TRANSITIONS",
     "Artefacts",
+    "BlobSource",
     "ChainedSource",
     "DataFormat",
     "DirectoryFileSource",
     "Dispatcher",
     "FileServiceSource",
     "FineTunedModel",
+    "Handover",
     "JobService",
     "JobSpec",
     "JobStatus",
@@ -56,8 +64,11 @@ __all__ = [
     "RunPhase",
     "RunState",
     "Runner",
+    "RunnerReport",
+    "SiteFacts",
+    "SiteJobs",
+    "SiteLink",
     "SiteSlot",
-    "SiteSlots",
     "SlurmRunner",
     "TrainingFile",
     "TrainingFileSource",
@@ -67,12 +78,17 @@ __all__ = [
     "event",
     "fine_tuned_name",
     "fine_tuning_job",
+    "follow",
     "load_linear",
     "make_runner",
     "misfit",
     "move",
+    "offer_of",
     "parse_scontrol",
     "place",
+    "site_event",
+    "site_slot",
+    "site_state",
     "slurm_state",
     "training_job",
 ]

@@ -82,7 +82,9 @@ class FileServiceSource:
                 f"File '{file_id}' was uploaded with purpose '{f.purpose}', not 'fine-tune'.",
                 param="training_file",
             )
-        data_class = DataClass(f.data_class) if f.data_class in DataClass.__members__ else None
+        data_class = None
+        if f.data_class is not None and f.data_class in DataClass.__members__:
+            data_class = DataClass(f.data_class)
         return TrainingFile(
             id=f.id,
             path=self._files.local_path(f),

@@ -138,7 +138,10 @@ class Handover:
     async def _stage(self, row: TrainingJobRow, link: SiteLink) -> dict[str, str]:
         """file id -> blob key at the site, copying files this access point holds."""
         out: dict[str, str] = {}
-        for param, file_id in (("training", row.training_file), ("validation", row.validation_file)):
+        for param, file_id in (
+            ("training", row.training_file),
+            ("validation", row.validation_file),
+        ):
             if file_id is None:
                 continue
             f = await self.files.open(row.institution_id, file_id)

@@ -52,7 +52,7 @@ class SiteLink:
         answer: dict[str, Any] = await self.client.post_json("/jobs", spec)
         return answer
 
-    async def changes(self, known: dict[str, str | None]) -> list[dict[str, Any]]:
+    async def changes(self, known: dict[str, int]) -> list[dict[str, Any]]:
         answer = await self.client.post_json("/jobs/changes", {"jobs": known})
         return list(answer["jobs"])
 
@@ -64,13 +64,13 @@ class SiteLink:
 
     async def metadata(self, model: str, institution: str) -> dict[str, Any]:
         answer: dict[str, Any] = await self.client.get_json(
-            f"/models/{model}", headers={INSTITUTION_HEADER: institution}
+            f"/trained/{model}", headers={INSTITUTION_HEADER: institution}
         )
         return answer
 
     async def infer(self, model: str, institution: str, body: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = await self.client.post_json(
-            f"/models/{model}/infer", body, headers={INSTITUTION_HEADER: institution}
+            f"/trained/{model}/infer", body, headers={INSTITUTION_HEADER: institution}
         )
         return answer
 

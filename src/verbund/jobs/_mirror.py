@@ -4,7 +4,8 @@ The agent owns a job once it accepted it; access points keep a mirror of it in t
 federation's store (status, metrics, error, result, events) so that every access point
 lists every job, and the last known state stays readable while the agent is away.
 :func:`site_state` and :func:`site_event` are the agent's side of the wire,
-:func:`follow` the access point's: it takes the mirror forward to the status the agent reports (an ended mirror stays ended), and adds each event once (events keep the agent's ids).
+:func:`follow` the access point's: it takes the mirror to the status the agent reports
+(an ended mirror stays ended) and adds each event once (events keep the agent's ids).
 """
 
 from __future__ import annotations

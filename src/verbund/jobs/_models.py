@@ -34,7 +34,7 @@ class FineTunedModel:
 
 class ModelRegistry:
     """The fine-tuned models known here (at a site: its own; at an access point: every
-site's), visible only to their institution."""
+    site's), visible only to their institution."""
 
     def __init__(self) -> None:
         self._models: dict[str, FineTunedModel] = {}

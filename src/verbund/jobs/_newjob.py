@@ -22,9 +22,9 @@ from verbund.errors import BadRequest, NoBackendAvailable, NotFound, PolicyViola
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFileSource
 from verbund.jobs._models import fine_tuned_name, valid_suffix
+from verbund.jobs._placement import Placement
 from verbund.jobs._recipes import Recipe
 from verbund.jobs._runner import Resources
-from verbund.jobs._placement import Placement
 from verbund.jobs._status import INITIAL, JobStatus
 from verbund.policy import describe_exclusions
 from verbund.store import Store, TrainingJobRow

@@ -216,7 +216,7 @@ class JobService:
         for site, site_rows in following.items():
             try:
                 await self.handover.follow_site(site, site_rows)
-            except Exception:  # noqa: BLE001 - as above, per site
+            except Exception:
                 log.exception("jobs at %s: following failed; retrying next time", site)
         if any(r.status == JobStatus.succeeded for rs in following.values() for r in rs):
             await self.load_models()
@@ -242,7 +242,7 @@ class JobService:
     async def aclose(self) -> None:
         return None
 
-    # -- API operations ----------------------------------------------------------------------
+    # -- API operations --------------------------------------------------------------
 
     async def create(self, new: NewJob) -> TrainingJobRow:
         inst, res = new.institution, new.resources
@@ -260,7 +260,7 @@ class JobService:
     def note(self, row: TrainingJobRow) -> str | None:
         """Why the job's state may be old: its site's agent has not answered lately."""
         since = self.handover.unreachable.get(row.site or "")
-        if since is None or row.status in TERMINAL and row.runner_done:
+        if since is None or (row.status in TERMINAL and row.runner_done):
             return None
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
         return f"The agent of site {row.site} has not answered since {when}: last known state."
@@ -358,9 +358,11 @@ class JobService:
         log.info("job %s cancelled by %s", job_id, actor)
         return await self.get(job_id, institution)
 
-    # -- models trained at the sites -----------------------------------------------------------
+    # -- models trained at the sites ---------------------------------------------------
 
-    def model(self, name: str, institution: InstitutionConfig, data_class: DataClass) -> FineTunedModel:
+    def model(
+        self, name: str, institution: InstitutionConfig, data_class: DataClass
+    ) -> FineTunedModel:
         """The institution's servable ``ft:`` model, if its site may take this request."""
         model = self.models.get(name, institution.id)
         site = self.config.site(model.site) if model is not None else None

@@ -24,14 +24,14 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 
 from verbund.config import DataClass, RunnerConfig, SiteState, TrainingConfig
-from verbund.errors import BadRequest, NotFound, PermissionDenied, RunnerError
+from verbund.errors import BadRequest, ModelNotFound, NotFound, PermissionDenied, RunnerError
 from verbund.files import LocalBlobStore
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFile
 from verbund.jobs._local import LocalRunner
-from verbund.jobs._models import ModelRegistry
+from verbund.jobs._models import FineTunedModel, ModelRegistry
 from verbund.jobs._placement import SiteSlot
 from verbund.jobs._recipes import RecipeBook
 from verbund.jobs._rows import JobRows
@@ -360,9 +360,9 @@ class SiteJobs:
             log.info("job %s cancelled by %s", job_id, actor)
             return await self.get(job_id)
 
-    def model(self, name: str, institution: str) -> Any:
+    def model(self, name: str, institution: str) -> FineTunedModel:
         """A succeeded job's servable model of this institution; 404 for anyone else."""
         found = self.models.get(name, institution)
         if found is None or not found.servable:
-            raise NotFound(f"The model '{name}' does not exist.", code="model_not_found")
+            raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
         return found

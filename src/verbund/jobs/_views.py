@@ -36,7 +36,8 @@ def usage_view(row: TrainingJobRow) -> dict[str, Any]:
     return {"cpu_seconds": round(row.cpu_seconds, 3), "gpu_seconds": round(row.gpu_seconds, 3)}
 
 
-def fine_tuning_job(row: TrainingJobRow) -> dict[str, Any]:
+def fine_tuning_job(row: TrainingJobRow, note: str | None = None) -> dict[str, Any]:
+    """``note``: why the state may be old (its site's agent has not answered lately)."""
     hyper = _hyperparameters(row)
     trained = (row.result or {}).get("trained_tokens")
     return {
@@ -68,11 +69,12 @@ def fine_tuning_job(row: TrainingJobRow) -> dict[str, Any]:
             "resources": row.resources,
             "metrics": row.last_metrics,
             "usage": usage_view(row),
+            "note": note,
         },
     }
 
 
-def training_job(row: TrainingJobRow) -> dict[str, Any]:
+def training_job(row: TrainingJobRow, note: str | None = None) -> dict[str, Any]:
     return {
         "object": "training.job",
         "id": row.id,
@@ -100,6 +102,7 @@ def training_job(row: TrainingJobRow) -> dict[str, Any]:
         "metrics": row.last_metrics,
         "usage": usage_view(row),
         "metadata": row.metadata_,
+        "note": note,
     }
 
 
