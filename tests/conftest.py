@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,11 @@ import pytest
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from harness.agent import AP_KEY_ENV, keys_for, site_toml
 from harness.services import Postgres, RedisServer
 from tests.fakes import FakeBackend, transport_factory
-from verbund.config import FederationConfig, parse_config
+from verbund.agent import AgentServices, create_agent_app, parse_site_config
+from verbund.config import FederationConfig, SiteConfig, parse_config
 from verbund.gateway import Services, create_app
 
 ADMIN_KEY = "vbadmin-test-admin-key-0123456789"
@@ -69,6 +71,47 @@ def make_config(state_dir: Path, **kwargs: Any) -> FederationConfig:
     return parse_config(federation_dict(state_dir, **kwargs))
 
 
+def agent_key_env(site: str) -> str:
+    """The variable an access point reads its credential at ``site``'s agent from."""
+    return "VERBUND_AGENT_KEY_" + site.upper().replace("-", "_").replace(".", "_")
+
+
+def with_agents(data: dict[str, Any], names: list[str] | None = None) -> dict[str, Any]:
+    """A federation dict whose sites (``names``, default all) name an in-process agent."""
+    for site in data["sites"]:
+        if names is None or site["name"] in names:
+            site["agent_url"] = f"http://agent-{site['name']}"
+            site["agent_key_env"] = agent_key_env(site["name"])
+    return data
+
+
+def agent_env(config: FederationConfig) -> dict[str, str]:
+    """The access point's credentials at the harness's agents, by variable."""
+    return {
+        agent_key_env(s.name): keys_for(s.name)[AP_KEY_ENV] for s in config.sites if s.agent_url
+    }
+
+
+def site_agent_dict(site: SiteConfig, config: FederationConfig, state_dir: Path) -> dict[str, Any]:
+    """The site.toml of ``site``'s agent: the site's facts and runner as the federation
+    config lists them, its state under ``state_dir``."""
+    sections: dict[str, Any] = {"training": config.training.model_dump(mode="json")}
+    if site.runner is not None:
+        sections["runner"] = site.runner.model_dump(mode="json")
+    return site_toml(
+        site.name,
+        "127.0.0.1:9100",
+        state_dir,
+        site={
+            "region": site.region,
+            "jurisdiction": site.jurisdiction,
+            "max_data_class": site.max_data_class.value,
+            "certifications": list(site.certifications),
+        },
+        **sections,
+    )
+
+
 class Gateway:
     """An access point running in-process, with fake backends and a client to call it."""
 
@@ -79,12 +122,20 @@ class Gateway:
         fakes: dict[str, FakeBackend],
         keys: dict[str, str],
         app: Starlette,
+        agents: dict[str, AgentServices] | None = None,
     ) -> None:
         self.client = client
         self.services = services
         self.fakes = fakes
         self.keys = keys
         self.app = app  # for calls that need the raw ASGI interface
+        self.agents = agents or {}  # the sites' in-process agents, by site
+
+    async def tick(self) -> None:
+        """One step of every site agent's job loop, then of the access point's."""
+        for agent in self.agents.values():
+            await agent.jobs.tick()
+        await self.services.jobs.tick()
 
     def auth(self, institution: str = "uni-a") -> dict[str, str]:
         return {"authorization": f"Bearer {self.keys[institution]}"}
@@ -129,24 +180,50 @@ GatewayFactory = Callable[..., Any]
 
 @pytest.fixture
 def gateway_factory(tmp_path: Path) -> GatewayFactory:
+    """In-process access points; every site whose config names an ``agent_url`` gets an
+    in-process agent behind the access point's agent client (its state under
+    ``<state_dir>/site-<name>``, sharing the access point's recipe book)."""
+
     @asynccontextmanager
     async def factory(
         config: FederationConfig | None = None, fakes: dict[str, FakeBackend] | None = None
     ) -> AsyncIterator[Gateway]:
         cfg = config or make_config(tmp_path)
         fakes = fakes or {b.name: FakeBackend(b.name) for s in cfg.sites for b in s.backends}
-        app = create_app(
-            cfg, admin_key=ADMIN_KEY, transport_factory=transport_factory(fakes), background=False
-        )
-        svc: Services = app.state.services
-        async with app.router.lifespan_context(app):
+        state = Path(cfg.gateway.state_dir)
+        async with AsyncExitStack() as stack:
+            agents: dict[str, Starlette] = {}
+            for site in cfg.sites:
+                if site.agent_url:
+                    agent_cfg = parse_site_config(
+                        site_agent_dict(site, cfg, state / f"site-{site.name}")
+                    )
+                    agents[site.name] = create_agent_app(
+                        agent_cfg, env=keys_for(site.name), background=False
+                    )
+                    await stack.enter_async_context(
+                        agents[site.name].router.lifespan_context(agents[site.name])
+                    )
+            app = create_app(
+                cfg,
+                admin_key=ADMIN_KEY,
+                transport_factory=transport_factory(fakes),
+                background=False,
+                agent_transports={n: httpx.ASGITransport(app=a) for n, a in agents.items()},
+                agent_env=agent_env(cfg),
+            )
+            svc: Services = app.state.services
+            services = {n: a.state.services for n, a in agents.items()}
+            for agent in services.values():  # recipes a test registers reach every site
+                agent.jobs.recipes.recipes = svc.jobs.recipes.recipes
+            await stack.enter_async_context(app.router.lifespan_context(app))
             keys = {
                 i.id: (await svc.keys.create(i.id, "test", actor="test")).key
                 for i in cfg.institutions
             }
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://ap") as client:
-                yield Gateway(client, svc, fakes, keys, app)
+                yield Gateway(client, svc, fakes, keys, app, services)
 
     return factory
 

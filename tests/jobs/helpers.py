@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Gateway, federation_dict
+from tests.conftest import Gateway, federation_dict, with_agents
 from verbund.config import FederationConfig, parse_config
 from verbund.jobs import DataFormat, Recipe, Resources
 
@@ -49,7 +49,8 @@ def jobs_config(
     state_dir: Path, runner: dict[str, Any] | None = None, **overrides: Any
 ) -> FederationConfig:
     """The test federation (west sensitive, sued confidential, ost internal), each site
-    with a runner (local by default, 2 CPUs); ``overrides`` replace top-level sections."""
+    with an agent and a runner there (local by default, 2 CPUs); ``overrides`` replace
+    top-level sections."""
     data = federation_dict(state_dir)
     for site in data["sites"]:
         site["runner"] = {
@@ -61,7 +62,7 @@ def jobs_config(
         }
     data["training"] = {"poll_interval": 0.1}
     data.update(overrides)
-    return parse_config(data)
+    return parse_config(with_agents(data))
 
 
 async def wait_job(
@@ -73,11 +74,12 @@ async def wait_job(
     path: str = "/v1/training/jobs",
     tick: bool = True,
 ) -> dict[str, Any]:
-    """Advance the job loop (the app runs without background tasks) until a status."""
+    """Advance the job loops (the agents' and the access point's: the apps run without
+    background tasks) until a status."""
     deadline = time.monotonic() + within
     while True:
         if tick:
-            await gw.services.jobs.tick()
+            await gw.tick()
         r = await gw.client.get(f"{path}/{job_id}", headers=gw.auth())
         job: dict[str, Any] = r.json()
         if job.get("status") in statuses:

@@ -126,7 +126,7 @@ async def test_sensitive_data_waits_for_the_only_site_that_may_hold_it(
         job = await create(gw, training_file="file-patients")
         assert job["data_class"] == "sensitive"
         for _ in range(5):
-            await gw.services.jobs.tick()
+            await gw.tick()
         waiting = await wait_job(gw, job["id"], ("queued",))
         assert waiting["site"] is None  # not sued (confidential), not ost (internal)
         messages = [e["message"] for e in await events_of(gw, job["id"])]
@@ -148,7 +148,7 @@ async def test_the_header_and_the_institution_policy_bind_placement(
         r = await gw.client.get(f"/v1/training/jobs/{job['id']}", headers=gw.auth("uni-b"))
         assert r.status_code == 200
         for _ in range(20):
-            await gw.services.jobs.tick()
+            await gw.tick()
             r = await gw.client.get(f"/v1/training/jobs/{job['id']}", headers=gw.auth("uni-b"))
             if r.json()["site"]:
                 break
@@ -177,8 +177,8 @@ async def test_local_sites_run_no_more_than_their_cpus(
         async with gateway_factory(cfg) as gw:
             gw.services.jobs.recipes.register(SLOW)
             jobs = [await create(gw, params={"steps": 40, "delay": 0.05}) for _ in range(4)]
-            await gw.services.jobs.tick()
-            await gw.services.jobs.tick()
+            await gw.tick()
+            await gw.tick()
             rows = [await gw.services.jobs.get(j["id"], None) for j in jobs]
             placed = [r.site for r in rows if r.site]
             assert sorted(placed) == ["ost", "sued", "west"]  # one per 1-CPU site

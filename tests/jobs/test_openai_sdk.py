@@ -54,7 +54,7 @@ async def test_sdk_fine_tuning_round_trip(sdk: tuple[openai.AsyncOpenAI, Gateway
     deadline = time.monotonic() + 60
     while job.status not in ("succeeded", "failed"):
         assert time.monotonic() < deadline
-        await gw.services.jobs.tick()
+        await gw.tick()
         job = await client.fine_tuning.jobs.retrieve(job.id)
     assert job.status == "succeeded"
     assert job.fine_tuned_model == "ft:centroid-classifier:uni-a:sdk"

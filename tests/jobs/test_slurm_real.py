@@ -122,7 +122,7 @@ async def test_cancel_on_slurm(sgw: Gateway, cfg: FederationConfig, slurm: Slurm
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     row = await sgw.services.jobs.get(job["id"], None)
     for _ in range(600):
-        await sgw.services.jobs.tick()
+        await sgw.tick()
         row = await sgw.services.jobs.get(job["id"], None)
         if row.runner_done:
             break

@@ -174,11 +174,13 @@ class Handover:
             "created_at": row.created_at,
         }
 
-    async def follow_site(self, site: str, rows: list[TrainingJobRow]) -> None:
-        """One call to the site's agent for all its jobs: new state and events."""
+    async def follow_site(self, site: str, rows: list[TrainingJobRow]) -> int:
+        """One call to the site's agent for all its jobs: new state and events; how many
+        of them ended."""
         link = self.links.get(site)
+        ended = 0
         if link is None or not rows:
-            return
+            return ended
         try:
             changes = await link.changes({r.id: r.metrics_offset for r in rows})
             by_id = {r.id: r for r in rows}
@@ -188,13 +190,14 @@ class Handover:
                     continue
                 if row.cancel_requested and change["status"] not in TERMINAL:
                     await link.cancel(row.id, "a cancel request sent again")
-                await self._follow(row.id, change)
+                ended += await self._follow(row.id, change)
         except SiteAgentUnavailable as exc:
             self._away(site, exc)
-            return
+            return ended
         self.unreachable.pop(site, None)
+        return ended
 
-    async def _follow(self, job_id: str, change: dict[str, Any]) -> None:
+    async def _follow(self, job_id: str, change: dict[str, Any]) -> int:
         events = list(change.get("events") or [])
         ended: list[TrainingJobRow] = []
 
@@ -223,6 +226,7 @@ class Handover:
             )
             self._inputs.pop(r.id, None)
             log.info("job %s ended at its site: %s", r.id, r.status)
+        return len(ended)
 
     def _away(self, site: str, exc: ApiError) -> None:
         if site not in self.unreachable:

@@ -213,12 +213,13 @@ class JobService:
                     following.setdefault(row.site, []).append(row)
             except Exception:  # the loop's boundary: one broken job must not stop the rest
                 log.exception("job %s: step failed; retrying next time", row.id)
+        ended = 0
         for site, site_rows in following.items():
             try:
-                await self.handover.follow_site(site, site_rows)
-            except Exception:
+                ended += await self.handover.follow_site(site, site_rows)
+            except Exception:  # the loop's boundary, per site
                 log.exception("jobs at %s: following failed; retrying next time", site)
-        if any(r.status == JobStatus.succeeded for rs in following.values() for r in rs):
+        if ended:
             await self.load_models()
         return len(rows)
 
