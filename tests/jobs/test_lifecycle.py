@@ -84,19 +84,27 @@ async def test_a_job_submitted_just_before_a_crash_is_found_again(
     async with gateway_factory(cfg) as gw:
         gw.services.jobs.recipes.register(SLOW)
         job = await create(gw, params={"steps": 3, "delay": 0.05})
-        await wait_job(gw, job["id"], ("running", "succeeded"))
-        # as if the access point died between starting the job and storing its id
-        async with gw.services.store.session() as s, s.begin():
+        started = await wait_job(gw, job["id"], ("running", "succeeded"))
+        # as if the agent died between starting the job and storing its runner's id...
+        async with gw.agents[started["site"]].store.session() as s, s.begin():
             await s.execute(
                 update(TrainingJobRow)
                 .where(TrainingJobRow.id == job["id"])
                 .values(runner_job_id=None, status="queued")
+            )
+        # ...and the access point between handing it over and noting so
+        async with gw.services.store.session() as s, s.begin():
+            await s.execute(
+                update(TrainingJobRow)
+                .where(TrainingJobRow.id == job["id"])
+                .values(runner_job_id=None)
             )
         done = await wait_job(gw, job["id"], ("succeeded", "failed"))
         assert done["status"] == "succeeded"
         messages = [e["message"] for e in await events_of(gw, job["id"])]
         assert any("found again" in m for m in messages)
         assert sum(m.startswith("Job placed at site") for m in messages) == 1  # not run twice
+        assert sum(m.startswith("Job accepted at site") for m in messages) == 1
 
 
 async def test_a_draining_site_keeps_its_jobs_and_gets_no_new_ones(

@@ -224,13 +224,6 @@ def _check_base_model(svc: Services, params: dict[str, Any]) -> None:
             code="invalid_value",
             param="params.base_model_path",
         )
-    name = params.get("base_model")
-    if not isinstance(name, str) or not name:
-        raise BadRequest(
-            "'params.base_model' must name a base model a site lists.",
-            code="invalid_value",
-            param="params.base_model",
-        )
 
 
 def _training(svc: Services, request: Request, who: Principal, body: dict[str, Any]) -> NewJob:

@@ -30,7 +30,7 @@ from verbund.jobs._placement import Placement
 from verbund.jobs._recipes import RecipeBook
 from verbund.jobs._rows import JobRows
 from verbund.jobs._runner import Resources
-from verbund.jobs._status import TERMINAL, JobStatus
+from verbund.jobs._status import TERMINAL, JobStatus, move
 from verbund.jobs._usage import job_usage
 from verbund.policy import describe_exclusions
 from verbund.store import TrainingJobRow
@@ -88,7 +88,13 @@ class Handover:
             waiting = "Waiting for a site: " + describe_exclusions(p.waiting, [])
             if self._waiting.get(row.id) != waiting:  # one event per change, not per poll
                 self._waiting[row.id] = waiting
-                await self.rows.update(row.id, lambda s, r: add_event(s, r.id, waiting))
+
+                def wait(s: AsyncSession, r: TrainingJobRow) -> None:
+                    if r.status == JobStatus.validating_files:
+                        move(r, JobStatus.queued)  # its files are checked at its site
+                    add_event(s, r.id, waiting)
+
+                await self.rows.update(row.id, wait)
             return
         self._waiting.pop(row.id, None)
         site = p.site
@@ -96,9 +102,12 @@ class Handover:
         def choose(s: AsyncSession, r: TrainingJobRow) -> None:
             if r.site is None and r.status not in TERMINAL:  # another access point was first
                 r.site = site
-                add_event(s, r.id, f"Job placed at site {site}", data={"site": site})
+                add_event(s, r.id, f"Site {site} chosen for the job", data={"site": site})
 
         await self.rows.update(row.id, choose)
+        placed = await self.rows.get(row.id)
+        if placed is not None and placed.site == site and placed.runner_job_id is None:
+            await self.hand_over(placed)  # at once: the site's next report counts it
 
     async def _data_site(self, row: TrainingJobRow) -> str:
         for file_id in (row.training_file, row.validation_file):

@@ -101,7 +101,8 @@ async def follow(
         row.result = state.get("result") or row.result
         # the agent's status is the truth; an ended mirror (cancelled here while the agent
         # was away) stays ended, and the access point sends the cancel again
-        row.status = status
+        if not (status == JobStatus.validating_files and row.status == JobStatus.queued):
+            row.status = status
     row.cpu_seconds = float(state.get("cpu_seconds") or 0.0)
     row.gpu_seconds = float(state.get("gpu_seconds") or 0.0)
     ended = bool(state.get("runner_done")) or (status in TERMINAL and state.get("runner") is None)

@@ -248,6 +248,15 @@ class JobService:
     async def create(self, new: NewJob) -> TrainingJobRow:
         inst, res = new.institution, new.resources
         base = new.recipe.base_model(new.params)
+        if new.recipe.site_model:
+            listed = sorted({m for slot in await self.slots() for m in slot.base_models})
+            if base not in listed:
+                raise BadRequest(
+                    "'params.base_model' must name a base model a site lists; listed: "
+                    f"{', '.join(listed) or 'none'}.",
+                    code="invalid_value",
+                    param="params.base_model",
+                )
 
         async def where(data_class: DataClass, data_site: str) -> Placement:
             return await self.placement(inst, data_class, res, base, data_site)

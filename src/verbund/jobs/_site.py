@@ -142,8 +142,10 @@ class SiteJobs:
 
     # -- what the site offers ------------------------------------------------------------
 
-    async def report(self) -> RunnerReport | None:
-        """The runner as access points place on it; None when the site runs no jobs."""
+    async def report(self, waiting: bool = True) -> RunnerReport | None:
+        """The runner as access points place on it; None when the site runs no jobs.
+        ``waiting``: count the jobs accepted but not yet started too (what access points
+        must know); the site's own decision to start one counts the started ones only."""
         if self.runner_config is None or self.runner is None:
             return None
         async with self.store.session() as s:
@@ -162,11 +164,11 @@ class SiteJobs:
         pending = 0
         with contextlib.suppress(RunnerError):
             pending = await self.runner.pending()
-        placed = [j for j in active if j.site is not None]
+        placed = [j for j in active if waiting or j.site is not None]
         return RunnerReport.of(self.runner_config, placed, pending)
 
     async def slot(self) -> SiteSlot:
-        report = await self.report()
+        report = await self.report(waiting=False)
         assert report is not None, "jobs are submitted only at a site with a runner"
         f = self.site
         return site_slot(

@@ -52,7 +52,8 @@ class RunnerReport:
         """The report from the runner's config and the site's unfinished, placed jobs."""
         here = list(active)
         # a local runner has no queue of its own: its queued jobs take resources too
-        running = [j for j in here if j.status == JobStatus.running or j.runner == "local"]
+        local = rc.kind == "local"
+        running = [j for j in here if j.status == JobStatus.running or local]
         queued = sum(1 for j in here if j.status == JobStatus.queued)
         return cls(
             runner=rc.kind,
