@@ -1,5 +1,6 @@
-"""`verbund gateway` as operators run it: a TOML config with a local runner, the openai
-SDK over HTTP, scikit-learn training, the CLI, and a SIGKILL of the access point."""
+"""`verbund gateway` and `verbund site` as operators run them: TOML configs, a site agent
+per site with a local runner, the openai SDK over HTTP, scikit-learn training, the CLI,
+and a SIGKILL of the access point."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from harness import federation as fed
 from harness.gateway import GatewayProcess
 from harness.polling import poll
 from harness.ports import free_port
-from tests.jobs.helpers import digits, kill_leftovers
-from verbund.config import load_config
+from harness.training import SiteAgents
+from tests.jobs.helpers import digits
 
 pytestmark = pytest.mark.real
 
@@ -60,13 +61,16 @@ def cli(gw: GatewayProcess, *args: str, key: str | None = None) -> subprocess.Co
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    g = GatewayProcess(config(tmp_path / "state", free_port()), tmp_path)
-    g.start(path="/healthz")
+    cfg = config(tmp_path / "state", free_port())
+    agents = SiteAgents(tmp_path)
+    g = GatewayProcess(cfg, tmp_path, env=agents.attach(cfg))
     try:
+        agents.start()
+        g.start(path="/healthz")
         yield g
     finally:
         g.stop()
-        kill_leftovers(load_config(g.config_path))
+        agents.stop()
 
 
 def wait_status(c: openai.OpenAI, job_id: str, want: tuple[str, ...], within: float = 120.0) -> str:
