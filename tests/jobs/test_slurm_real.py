@@ -1,4 +1,5 @@
-"""The Slurm runner against a real single-node Slurm (Debian's packages, started here)."""
+"""The Slurm runner of a site agent against a real single-node Slurm (Debian's packages,
+started here): jobs placed by the access point, run by the agent's runner."""
 
 from __future__ import annotations
 
@@ -57,6 +58,11 @@ async def sgw(gateway_factory: GatewayFactory, cfg: FederationConfig) -> AsyncIt
         yield g
 
 
+async def site_row(gw: Gateway, job_id: str, site: str = "west") -> TrainingJobRow:
+    """The job as its site's agent keeps it (with the Slurm job id)."""
+    return await gw.agents[site].jobs.get(job_id)
+
+
 def slurm_job(gw: Gateway, row: TrainingJobRow, slurm: SlurmCluster) -> dict[str, str]:
     from verbund.jobs import parse_scontrol
 
@@ -86,7 +92,7 @@ async def test_fine_tune_digits_on_slurm_and_serve_it(
     )
     assert done["status"] == "succeeded", done["error"]
     assert done["verbund"]["runner"] == "slurm"
-    row = await sgw.services.jobs.get(job["id"], None)
+    row = await site_row(sgw, job["id"])
     # the wrapper's result.json can be read a moment before Slurm calls the job COMPLETED
     for _ in range(100):
         if slurm_job(sgw, row, slurm)["JobState"] == "COMPLETED":
@@ -128,6 +134,7 @@ async def test_cancel_on_slurm(sgw: Gateway, cfg: FederationConfig, slurm: Slurm
             break
         await asyncio.sleep(0.1)
     assert row.runner_done and row.status == "cancelled"
+    row = await site_row(sgw, job["id"])
     for _ in range(100):
         if slurm_job(sgw, row, slurm)["JobState"] == "CANCELLED":
             break
@@ -152,7 +159,7 @@ async def test_scancel_by_the_operator_fails_the_job(
         sgw, recipe="test-slow", training_file="file-any", params={"steps": 600, "delay": 0.05}
     )
     await wait_training(sgw, job["id"], within=120)
-    row = await sgw.services.jobs.get(job["id"], None)
+    row = await site_row(sgw, job["id"])
     assert slurm.run("scancel", row.runner_job_id or "").returncode == 0
     done = await wait_job(sgw, job["id"], ("failed", "succeeded", "cancelled"), within=120)
     assert done["status"] == "failed"
@@ -169,7 +176,7 @@ async def test_a_restart_finds_slurm_jobs_again(
             gw, recipe="test-slow", training_file="file-any", params={"steps": 30, "delay": 0.05}
         )
         await wait_training(gw, job["id"], within=120)
-        row = await gw.services.jobs.get(job["id"], None)
+        row = await site_row(gw, job["id"])
         assert row.runner_job_id is not None
     async with gateway_factory(cfg) as gw:
         gw.services.jobs.recipes.register(SLOW)
