@@ -21,7 +21,7 @@ from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
 from verbund.gateway import _accounting, _admin, _batches, _files, _jobs, _oip, _openai, _ops
 from verbund.gateway._overload import OverloadMiddleware
-from verbund.gateway._services import Services
+from verbund.gateway._services import AgentTransport, Services
 from verbund.server import Drain
 from verbund.telemetry._tracing import Tracer
 
@@ -103,12 +103,16 @@ def create_app(
     tracer: Tracer | None = None,
     on_started: Callable[[Drain], None] | None = None,
     local_clock: Callable[[], float] = time.time,
+    agent_transport: AgentTransport | None = None,
 ) -> Starlette:
     """Build one access point. ``background=False`` skips probes and flushing (unit tests);
     ``on_started`` is the process runner's hook, called with the access point's drain once
     the services are up (:func:`verbund.server.serving`); ``local_clock`` stands in for
-    this host's clock (tests of clock skew)."""
-    svc = Services.build(config, admin_key, transport_factory, tracer, local_clock)
+    this host's clock (tests of clock skew); ``agent_transport`` puts in-process site
+    agents behind the access point's clients of them."""
+    svc = Services.build(
+        config, admin_key, transport_factory, tracer, local_clock, agent_transport=agent_transport
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 
 from verbund.accounting import (
@@ -30,7 +31,7 @@ from verbund.accounting import (
 from verbund.admission import Admitter, BatchDispatch, Overload
 from verbund.audit import AuditLog
 from verbund.batch import BatchRunner, BatchService
-from verbund.config import FederationConfig, config_digest
+from verbund.config import FederationConfig, SiteConfig, config_digest
 from verbund.coordination import (
     EventBus,
     Limiter,
@@ -47,6 +48,8 @@ from verbund.coordination import (
     Seats,
 )
 from verbund.federation import (
+    AgentClient,
+    CatalogueSync,
     Federation,
     HealthTracker,
     MetricsScraper,
@@ -69,6 +72,7 @@ from verbund.tenancy import InstitutionRegistry, KeyService
 log = logging.getLogger("verbund.gateway")
 
 RESYNC_SECONDS = 30.0
+AgentTransport = Callable[[SiteConfig], httpx.AsyncBaseTransport | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +88,14 @@ class Coordination:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """How this access point knows its backends: clients, probes, engine metrics."""
+    """How this access point knows its backends: clients, probes, engine metrics, and
+    the catalogues (with their health verdicts) of the sites' agents."""
 
     pool: UpstreamPool
     tracker: HealthTracker
     prober: Prober
     scraper: MetricsScraper
+    catalogues: CatalogueSync
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +158,11 @@ class Services:
         transport_factory: TransportFactory | None = None,
         tracer: Tracer | None = None,
         local_clock: Callable[[], float] = time.time,
+        agent_transport: AgentTransport | None = None,
     ) -> Services:
         """``local_clock`` is this host's clock (tests inject one that is off); what access
-        points decide together by time goes by the store's or Redis's clock instead."""
+        points decide together by time goes by the store's or Redis's clock instead.
+        ``agent_transport`` puts in-process site agents behind their clients (tests)."""
         store = Store(config.store.url)
         clock = StoreClock(store, local_clock)
         audit = AuditLog(store)
@@ -166,7 +174,9 @@ class Services:
         accounting = _accounting(
             config, store, audit, institutions, coordination, telemetry, clock.now
         )
-        health = _health(config, federation, transport_factory, accounting.availability)
+        health = _health(
+            config, federation, store, transport_factory, agent_transport, accounting.availability
+        )
         router = Router(
             federation, make_policy(config.routing.policy, config.routing), config.routing
         )
@@ -262,6 +272,7 @@ class Services:
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
         await self.lifecycle.load()
+        await self.health.catalogues.load()  # the sites' last catalogues, until agents answer
         await self._prune_seats(keep_own=False)
         await self.accounting.budgets.load()
         await self.jobs.start()
@@ -275,6 +286,7 @@ class Services:
             "presence": self.coordination.presence.run(),
             "resync": self._resync(),
             "prober": self.health.prober.run(),
+            "catalogues": self.health.catalogues.run(),
             "metrics-scraper": self.health.scraper.run(),
             "usage-flush": self.accounting.spool.run(),
             "budgets": self.accounting.budgets.run(),
@@ -301,6 +313,7 @@ class Services:
             await self.coordination.seats.drain()
         await self.accounting.spool.aclose()
         await self.accounting.availability.flush()
+        await self.health.catalogues.aclose()
         await self.health.pool.aclose()
         if self.coordination.redis is not None:
             await self.coordination.redis.aclose()
@@ -420,12 +433,28 @@ def _accounting(
 def _health(
     config: FederationConfig,
     federation: Federation,
+    store: Store,
     transport_factory: TransportFactory | None,
+    agent_transport: AgentTransport | None,
     availability: SiteAvailability,
 ) -> Health:
     pool = UpstreamPool(federation, config.routing, transport_factory)
     tracker = HealthTracker(config.routing, federation)
     prober = Prober(federation, pool, tracker, config.routing, on_round=availability.observe)
+    agents = {
+        s.name: AgentClient.for_site(
+            s,
+            transport=agent_transport(s) if agent_transport else None,
+            connect_timeout=config.routing.connect_timeout,
+        )
+        for s in config.sites
+        if s.agent_url
+    }
+    catalogues = CatalogueSync(federation, pool, store, agents)
     return Health(
-        pool, tracker, prober, MetricsScraper(federation, pool, config.routing.metrics_interval)
+        pool,
+        tracker,
+        prober,
+        MetricsScraper(federation, pool, config.routing.metrics_interval),
+        catalogues,
     )
