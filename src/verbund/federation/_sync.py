@@ -201,7 +201,9 @@ class CatalogueSync:
         if not state.contact and state.error:
             log.info("site %s: agent answers again", site)
         state.contact, state.error = True, ""
-        if got is None:
+        if got is None:  # the agent confirms the catalogue in use (restored or not)
+            if state.etag:
+                state.source = "agent"
             return False
         catalogue, etag, body = got
         self.apply(site, catalogue, etag)
