@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                     "p50_ms",
                     "p90_ms",
                     "p99_ms",
-                ],  # fmt: skip
+                ],
             ),
             "## Added by the relay (agent minus direct access point)",
             markdown_table(added, ["kind", "rate", "added_p50_ms", "added_p99_ms"]),
