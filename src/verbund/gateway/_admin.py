@@ -48,6 +48,8 @@ def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
                 {
                     "name": b.name,
                     "kind": b.kind,
+                    "url": b.url,
+                    "announced": b.announced,  # by the site's agent (health from there)
                     "models": list(b.config.models),
                     "healthy": b.healthy,
                     "ejected": b.ejected_until > now,
