@@ -54,7 +54,11 @@ class Offer:
             certifications=config.site.certifications,
             backends=config.backends,
         )
-        models = [ModelConfig(**m.model_dump(exclude={"data_classes"})) for m in config.models]
+        # owner_site may name another site: the federation config checks that, not the site
+        models = [
+            ModelConfig(**m.model_dump(exclude={"data_classes", "owner_site"}))
+            for m in config.models
+        ]
         self.federation = Federation(
             FederationConfig(sites=[site], models=models, routing=config.routing)
         )
