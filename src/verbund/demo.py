@@ -357,7 +357,10 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
                 s.backend: {"url": s.url, "pid": s.process.pid, "ready_seconds": s.ready_seconds}
                 for s in servers
             },
-            "sites": {a.site: {"agent_url": a.url, "operator_key": a.operator_key} for a in agents},
+            "sites": {
+                a.site: {"agent_url": a.url, "operator_key": a.operator_key, "pid": a.process.pid}
+                for a in agents
+            },
             "pid": os.getpid(),
         }
         app = create_app(config, admin_key=admin_key)
@@ -397,6 +400,8 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
         finally:
             announcer.cancel()
     finally:
+        for a in agents:  # all at once, then wait for each
+            a.terminate()
         for a in agents:
             a.stop()
         for s in servers:

@@ -53,6 +53,10 @@ class DemoAgent:
     started: float = field(default_factory=time.monotonic)
     ready_seconds: float | None = None
 
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
             self.process.terminate()

@@ -70,6 +70,15 @@ class Catalogue:
         self.body = b""
         self.etag = ""
         self._changed = asyncio.Event()
+        self.closing = False
+        self.waiting = 0  # long-polls held now: the access points following this site
+
+    def release(self) -> None:
+        """The agent is stopping: every long-poll is answered now (and later ones at
+        once), so held requests do not delay the shutdown."""
+        self.closing = True
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def update(self, catalogue: SiteCatalogue) -> bool:
         """Take a freshly built catalogue; True (and waiters woken) if it differs."""
@@ -84,11 +93,15 @@ class Catalogue:
 
     async def wait_change(self, etag: str, within: float) -> None:
         """Until the ETag differs from ``etag``, at most ``within`` seconds."""
-        if etag != self.etag:
+        if etag != self.etag or self.closing:
             return
         changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), within)
+        self.waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), within)
+        finally:
+            self.waiting -= 1
 
 
 def _wait_param(request: Request, most: float) -> float:
