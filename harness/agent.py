@@ -1,6 +1,7 @@
 """``verbund site --config site.toml`` as a process: its config written, its credentials
 in its environment, its readiness awaited, and clients for an access point and an
-operator.
+operator; and :class:`AgentFederation`, sites each run by a real engine and a real agent
+(in network namespaces where the machine allows).
 
 A site config is the dict :func:`verbund.agent.parse_site_config` takes; :func:`site_toml`
 builds one with the credentials every test agent has (one access point, one operator).
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import ssl
 import sys
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,8 +21,11 @@ from typing import Any
 import httpx
 
 from harness.federation import write_toml
+from harness.netns import Lab, NetSite
 from harness.polling import poll
+from harness.ports import free_port
 from harness.processes import Process, child_env
+from harness.simengine import MODEL, EngineProcess, EngineSpec
 
 AP_KEY_ENV = "VERBUND_SITE_AP_KEY"
 OPERATOR_KEY_ENV = "VERBUND_SITE_OPERATOR_KEY"
@@ -160,3 +166,132 @@ class AgentProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+# --- a federation of real sites, each run by its own agent -------------------------------
+
+AGENT_PORT = 9100  # inside a site's namespace
+PRIVATE_ENGINE_PORT = 8001  # an engine only the site's agent reaches (ingress = "agent")
+
+
+def agent_key_env(site: str) -> str:
+    """The access point's environment variable holding its credential at ``site``."""
+    return f"VERBUND_AGENT_KEY_{site.upper().replace('-', '_')}"
+
+
+@dataclass
+class AgentSite:
+    """One site: a simulated engine, its agent, and the namespace they run in (if any)."""
+
+    name: str
+    region: str
+    ingress: str
+    engine: EngineProcess
+    agent: AgentProcess
+    config: dict[str, Any]
+    netns: NetSite | None = None
+
+    @property
+    def models(self) -> list[str]:
+        return [m["name"] for m in self.config["models"]]
+
+    def offer(self, models: Sequence[str]) -> float:
+        """Rewrite the site's site.toml to offer ``models`` (its engine serves them); the
+        running agent takes it up. The wall time the file was written."""
+        self.config["models"] = [
+            {"name": m, "kind": "chat", "license": "Apache-2.0"} for m in models
+        ]
+        self.config["backends"][0]["models"] = list(models)
+        tmp = self.agent.config_path.with_suffix(".tmp")
+        write_toml(self.config, tmp)
+        written = time.time()
+        tmp.replace(self.agent.config_path)  # whole or not at all, as config management does
+        return written
+
+
+class AgentFederation:
+    """Sites made of a real engine (``verbund.simengine``) and a real site agent, each site
+    in its own network namespace when ``lab`` is given (else on the loopback), and the
+    access point's config that follows them.
+
+    ``sites`` are (name, region, ingress, extra models): the engine serves ``sim-llm``,
+    ``<name>-llm`` and the extra models; the agent offers the first two at start.
+    """
+
+    def __init__(
+        self,
+        work: Path,
+        sites: Sequence[tuple[str, str, str, Sequence[str]]],
+        *,
+        lab: Lab | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        self.work = work
+        self.lab = lab
+        self.sites: dict[str, AgentSite] = {}
+        for name, region, ingress, extra in sites:
+            net = lab.add_site(1.0) if lab is not None else None
+            prefix = net.exec_prefix if net is not None else []
+            host = net.ns_ip if net is not None else "127.0.0.1"
+            models = [MODEL, f"{name}-llm"]
+            spec = EngineSpec(f"{name}-1", models=[*models, *extra], decode_ms_per_token=2.0)
+            if ingress == "agent" and net is not None:  # only the agent reaches it
+                engine = EngineProcess(spec, work, "127.0.0.1", PRIVATE_ENGINE_PORT, prefix)
+            else:
+                engine = EngineProcess(
+                    spec, work, host, free_port(host) if not net else 8000, prefix
+                )
+            listen = f"{host}:{AGENT_PORT if net is not None else free_port()}"
+            config = site_toml(
+                name,
+                listen,
+                work / f"state-{name}",
+                site={"region": region, "max_data_class": "confidential"},
+                backends=[
+                    {
+                        "name": spec.name,
+                        "url": engine.url,
+                        "models": models,
+                        "max_concurrency": spec.slots,
+                    }
+                ],
+                models=[{"name": m, "kind": "chat", "license": "Apache-2.0"} for m in models],
+                routing={"probe_interval": 0.5},
+            )
+            agent = AgentProcess(config, work, netns=prefix, log_level=log_level)
+            self.sites[name] = AgentSite(name, region, ingress, engine, agent, config, net)
+
+    def start(self, within: float = 60.0) -> AgentFederation:
+        try:
+            for s in self.sites.values():
+                s.engine.launch()
+                s.agent.launch()
+            for s in self.sites.values():
+                if s.ingress != "agent" or s.netns is None:  # a private engine: no probe from here
+                    s.engine.wait_ready(within)
+                s.agent.wait_ready(within)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def gateway_sites(self, **per_site: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The access point's ``[[sites]]``: an agent each, no backends of their own."""
+        return [
+            {
+                "name": s.name,
+                "agent_url": s.agent.url,
+                "agent_key_env": agent_key_env(s.name),
+                "ingress": s.ingress,
+                **per_site.get(s.name, {}),
+            }
+            for s in self.sites.values()
+        ]
+
+    def gateway_env(self) -> dict[str, str]:
+        return {agent_key_env(s.name): s.agent.ap_key for s in self.sites.values()}
+
+    def close(self) -> None:
+        for s in self.sites.values():
+            s.agent.stop(10)
+            s.engine.stop()

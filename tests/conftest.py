@@ -178,22 +178,33 @@ class Gateway:
 GatewayFactory = Callable[..., Any]
 
 
+def _by_site(apps: dict[str, Starlette]) -> Callable[[SiteConfig], httpx.AsyncBaseTransport | None]:
+    transports = {n: httpx.ASGITransport(app=a) for n, a in apps.items()}
+    return lambda site: transports.get(site.name)
+
+
 @pytest.fixture
-def gateway_factory(tmp_path: Path) -> GatewayFactory:
+def gateway_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GatewayFactory:
     """In-process access points; every site whose config names an ``agent_url`` gets an
     in-process agent behind the access point's agent client (its state under
     ``<state_dir>/site-<name>``, sharing the access point's recipe book)."""
 
     @asynccontextmanager
     async def factory(
-        config: FederationConfig | None = None, fakes: dict[str, FakeBackend] | None = None
+        config: FederationConfig | None = None,
+        fakes: dict[str, FakeBackend] | None = None,
+        *,
+        transport: Any = None,
+        agent_transport: Any = None,
     ) -> AsyncIterator[Gateway]:
+        """``transport`` replaces the fakes' transport factory; ``agent_transport`` puts
+        in-process site agents behind the access point's clients of them."""
         cfg = config or make_config(tmp_path)
         fakes = fakes or {b.name: FakeBackend(b.name) for s in cfg.sites for b in s.backends}
         state = Path(cfg.gateway.state_dir)
         async with AsyncExitStack() as stack:
             agents: dict[str, Starlette] = {}
-            for site in cfg.sites:
+            for site in cfg.sites if agent_transport is None else ():
                 if site.agent_url:
                     agent_cfg = parse_site_config(
                         site_agent_dict(site, cfg, state / f"site-{site.name}")
@@ -204,13 +215,17 @@ def gateway_factory(tmp_path: Path) -> GatewayFactory:
                     await stack.enter_async_context(
                         agents[site.name].router.lifespan_context(agents[site.name])
                     )
+            if agents:
+                agent_transport = _by_site(agents)
+                for name, value in agent_env(cfg).items():
+                    monkeypatch.setenv(name, value)
+
             app = create_app(
                 cfg,
                 admin_key=ADMIN_KEY,
-                transport_factory=transport_factory(fakes),
+                transport_factory=transport or transport_factory(fakes),
                 background=False,
-                agent_transports={n: httpx.ASGITransport(app=a) for n, a in agents.items()},
-                agent_env=agent_env(cfg),
+                agent_transport=agent_transport,
             )
             svc: Services = app.state.services
             services = {n: a.state.services for n, a in agents.items()}

@@ -2,9 +2,11 @@
 
 It starts a real model server for every backend of the config that has a ``launch``
 table: llama.cpp (``llama-cpp-python[server]``) for chat and embeddings, MLServer with a
-scikit-learn model trained at start for OIP v2; then one access point in this process,
-and keys for every institution. Child processes die with this process
-(``PR_SET_PDEATHSIG``) and are stopped on Ctrl-C or SIGTERM.
+scikit-learn model trained at start for OIP v2; one site agent per site
+(:mod:`verbund.demo_agents`), which announces the site's backends; then one access
+point in this process, following the agents, and keys for every institution. Child
+processes die with this process (``PR_SET_PDEATHSIG``) and are stopped on Ctrl-C or
+SIGTERM.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import httpx
 
 from verbund import demo_models
 from verbund.config import BackendConfig, FederationConfig, load_config, parse_config
+from verbund.demo_agents import DemoAgent, start_agents, wait_agents
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
 from verbund.server import ensure_port_free, make_server
@@ -338,8 +341,11 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     print("Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn) ...", flush=True)
     started = time.monotonic()
     config, servers = launch_backends(config, state_dir)
+    agents: list[DemoAgent] = []
     try:
-        await wait_ready(servers)
+        # one site agent per site; the access point learns the backends from them
+        config, agents = start_agents(config, state_dir)
+        await asyncio.gather(wait_ready(servers), wait_agents(agents))
         admin_key = _admin_key(state_dir)
         keys = await _demo_keys(config, state_dir)
         url = f"http://127.0.0.1:{port}"
@@ -351,22 +357,34 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
                 s.backend: {"url": s.url, "pid": s.process.pid, "ready_seconds": s.ready_seconds}
                 for s in servers
             },
+            "sites": {
+                a.site: {"agent_url": a.url, "operator_key": a.operator_key, "pid": a.process.pid}
+                for a in agents
+            },
             "pid": os.getpid(),
         }
         app = create_app(config, admin_key=admin_key)
+        catalogues = app.state.services.health.catalogues
         server = make_server(app, "127.0.0.1", port, log_level="warning")
 
         async def announce() -> None:
             while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
                 await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):  # each site's catalogue, as announced
+                async with asyncio.timeout(15):
+                    while any(s.stale for s in catalogues.sites.values()):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
             _write_private(state_dir / "demo.json", json.dumps(info, indent=2))
             print(f"\nVerbund demo federation ready in {time.monotonic() - started:.1f}s at {url}")
-            for site in config.sites:
+            for site in app.state.services.federation:
                 print(
                     f"  site {site.name:8} region {site.region:3} max_data_class "
-                    f"{site.max_data_class.value:12} backends "
+                    f"{site.max_data_class.value:12} agent {site.config.agent_url} "
+                    f"(ingress {site.config.ingress}) backends "
                     + ", ".join(b.url for b in site.backends)
                 )
+            for a in agents:
+                print(f"  operator key for {a.site}: {a.operator_key}")
             print(
                 "  model servers ready after (s): "
                 + ", ".join(f"{s.backend} {s.ready_seconds}" for s in servers)
@@ -382,6 +400,10 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
         finally:
             announcer.cancel()
     finally:
+        for a in agents:  # all at once, then wait for each
+            a.terminate()
+        for a in agents:
+            a.stop()
         for s in servers:
             s.stop()
 

@@ -60,3 +60,109 @@ def agent_factory(tmp_path: Path) -> AgentFactory:
 async def agent(agent_factory: AgentFactory) -> AsyncIterator[InProcessAgent]:
     async with agent_factory() as a:
         yield a
+
+
+# --- an access point linked to an in-process agent ---------------------------------------
+
+AGENT_KEY_ENV = "WEST_AGENT_KEY"
+
+
+def offer(models: list[str], *, backend: str = "west-a", **site: Any) -> dict[str, Any]:
+    """The ``site`` / ``backends`` / ``models`` part of west's site.toml."""
+    return {
+        "site": {"name": SITE, "region": "NW", "jurisdiction": "DE", **site},
+        "backends": [{"name": backend, "url": f"http://{backend}.invalid:8000", "models": models}]
+        if models
+        else [],
+        "models": [{"name": m, "kind": "chat", "license": "Apache-2.0"} for m in models],
+    }
+
+
+class Linked:
+    """An in-process access point whose site ``west`` is announced by an in-process agent;
+    site ``sued`` has a plain backend of its own."""
+
+    def __init__(self, gw: Any, agent: InProcessAgent, fakes: dict[str, Any]) -> None:
+        self.gw = gw
+        self.agent = agent
+        self.fakes = fakes
+
+    @property
+    def sync(self) -> Any:
+        return self.gw.services.health.catalogues
+
+    async def refresh(self) -> bool:
+        changed: bool = await self.sync.refresh(SITE)
+        return changed
+
+    async def offer(self, models: list[str], **site: Any) -> None:
+        """Change what west's agent offers (as a reload of site.toml would)."""
+        svc = self.agent.services
+        data = svc.config.model_dump(mode="json", exclude_defaults=True)
+        data.update(offer(models, **site))
+        await svc.apply_config(parse_site_config(data))
+
+
+LinkedFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def linked_factory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_factory: Any
+) -> LinkedFactory:
+    from tests.conftest import federation_dict
+    from tests.fakes import FakeBackend
+    from verbund.config import parse_config
+
+    monkeypatch.setenv(AGENT_KEY_ENV, AP_KEY)
+
+    @asynccontextmanager
+    async def factory(
+        models: list[str] | None = None, ingress: str = "direct", **west: Any
+    ) -> AsyncIterator[Linked]:
+        fakes = {n: FakeBackend(n) for n in ("west-a", "west-b", "sued-1")}
+        site_cfg = parse_site_config(
+            {**site_dict(tmp_path / "site"), **offer(["smol"] if models is None else models)}
+        )
+        agent_app = create_agent_app(
+            site_cfg,
+            env=KEYS,
+            background=False,
+            transport_factory=lambda b: httpx.MockTransport(fakes[b.name]),
+        )
+        agent_transport = httpx.ASGITransport(app=agent_app)
+        data = federation_dict(
+            tmp_path / "ap",
+            sites=[
+                {
+                    "name": SITE,
+                    "agent_url": "http://agent",
+                    "agent_key_env": AGENT_KEY_ENV,
+                    "ingress": ingress,
+                    **west,
+                },
+                {
+                    "name": "sued",
+                    "region": "BY",
+                    "max_data_class": "confidential",
+                    "backends": [
+                        {"name": "sued-1", "url": "http://sued.invalid:8000", "models": ["smol"]}
+                    ],
+                },
+            ],
+        )
+        cfg = parse_config(data)
+
+        def backend_transport(b: Any) -> httpx.AsyncBaseTransport:
+            if b.url.startswith("http://agent/"):
+                return agent_transport
+            return httpx.MockTransport(fakes[b.name])
+
+        async with agent_app.router.lifespan_context(agent_app):
+            agent = InProcessAgent(agent_app, agent_transport)
+            async with gateway_factory(
+                cfg, fakes, transport=backend_transport, agent_transport=lambda s: agent_transport
+            ) as gw:
+                yield Linked(gw, agent, fakes)
+
+    return factory

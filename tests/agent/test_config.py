@@ -71,3 +71,18 @@ def test_load_reports_broken_toml(tmp_path: Path) -> None:
     path.write_text("[site\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_site_config(path)
+
+
+def test_a_model_may_name_another_site_as_its_owner(tmp_path: Path) -> None:
+    from tests.agent.conftest import KEYS
+    from verbund.agent import AgentServices
+
+    cfg = parse_site_config(
+        site_dict(
+            tmp_path,
+            backends=[{"name": "b", "url": "http://h:1", "models": ["m"]}],
+            models=[{"name": "m", "owner_site": "rz-elsewhere"}],
+        )
+    )
+    svc = AgentServices.build(cfg, KEYS)  # the one-site federation of its probes accepts it
+    assert "m" in svc.offer.federation.models

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,11 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from verbund.agent import _blobs, _jobs, _ops
+from verbund.agent import _blobs, _catalogue, _jobs, _lifecycle, _ops, _relay, _reload
 from verbund.agent._auth import AgentAuthMiddleware
 from verbund.agent._config import SiteAgentConfig
 from verbund.agent._services import AgentServices
 from verbund.errors import ApiError
+from verbund.federation import TransportFactory
 
 __all__ = ["ROUTE_MODULES", "create_agent_app"]
 
@@ -31,6 +33,10 @@ log = logging.getLogger("verbund.agent")
 
 ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (
     _ops.routes,
+    _catalogue.routes,
+    _lifecycle.routes,
+    _reload.routes,
+    _relay.routes,
     _jobs.routes,
     _blobs.routes,
 )
@@ -67,11 +73,16 @@ def create_agent_app(
     *,
     env: Mapping[str, str] | None = None,
     background: bool = True,
-    services: AgentServices | None = None,
+    config_path: Path | None = None,
+    transport_factory: TransportFactory | None = None,
 ) -> Starlette:
     """Build one site agent. ``env`` stands in for the environment the credentials are
-    read from (tests); ``background=False`` starts no background loops."""
-    svc = services or AgentServices.build(config, env)
+    read from (tests); ``background=False`` starts no background loops (no probes);
+    ``config_path`` is the site.toml to follow; ``transport_factory`` puts in-process
+    backends behind the agent's clients (tests)."""
+    svc = AgentServices.build(
+        config, env, config_path=config_path, transport_factory=transport_factory
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -74,6 +74,10 @@ class Credentials:
             raise ConfigError(missing)
         return cls(entries)
 
+    def replace(self, other: Credentials) -> None:
+        """Take ``other``'s credentials (site.toml read again); effective at once."""
+        self._entries = other._entries
+
     def match(self, token: bytes) -> Caller | None:
         found: Caller | None = None
         for secret, caller in self._entries:  # no early exit: same time for every miss

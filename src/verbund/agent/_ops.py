@@ -16,7 +16,13 @@ async def healthz(request: Request) -> Response:
     svc: AgentServices = request.app.state.services
     caller = caller_of(request)
     return JSONResponse(
-        {"status": "ok", "site": svc.site, "caller": {"role": caller.role, "name": caller.name}}
+        {
+            "status": "ok",
+            "site": svc.site,
+            "caller": {"role": caller.role, "name": caller.name},
+            "state": svc.lifecycle.state.value,
+            "catalogue": {"etag": svc.catalogue.etag, "long_polls": svc.catalogue.waiting},
+        }
     )
 
 

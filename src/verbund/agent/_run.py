@@ -8,6 +8,10 @@ does not do.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from types import FrameType
+
 import uvicorn
 from starlette.applications import Starlette
 
@@ -40,4 +44,20 @@ def make_agent_server(
         timeout_graceful_shutdown=10,
         **tls,  # type: ignore[arg-type]
     )
-    return uvicorn.Server(uv)
+    return _AgentServer(uv, app)
+
+
+class _AgentServer(uvicorn.Server):
+    """uvicorn's server, which on SIGTERM/SIGINT also answers held catalogue long-polls:
+    uvicorn waits for requests in flight before it stops, and a long-poll would hold it
+    for up to ``max_wait_seconds``. Relayed streams still get the graceful period."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        catalogue = self._app.state.services.catalogue
+        with contextlib.suppress(RuntimeError):  # no loop running: nothing is held
+            asyncio.get_running_loop().call_soon_threadsafe(catalogue.release)
+        super().handle_exit(sig, frame)

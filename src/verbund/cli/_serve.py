@@ -113,7 +113,7 @@ def site(
         cfg = load_site_config(config)
         configure_logging(log_level)
         ensure_port_free(cfg.agent.host, cfg.agent.port)
-        app = create_agent_app(cfg)
+        app = create_agent_app(cfg, config_path=config)
         run_on_uvloop(make_agent_server(app, cfg, log_level).serve())
     except VerbundError as exc:
         raise fail(str(exc)) from None

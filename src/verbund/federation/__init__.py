@@ -1,13 +1,29 @@
 """Sites, backends and models at run time, their upstream clients and their health."""
 
-from verbund.federation._agent import RELAY_PREFIX, AgentClient, agent_error
+from verbund.federation._agent import (
+    CATALOGUE_PATH,
+    RELAY_PREFIX,
+    STATE_ACTIONS,
+    AgentClient,
+    agent_error,
+    parse_catalogue,
+)
 from verbund.federation._backend import Backend, EngineLoad, InFlight, LatencyStats
+from verbund.federation._catalogue import (
+    AcceptedCatalogue,
+    AnnouncedBackend,
+    AnnouncedModel,
+    AnnouncedSite,
+    SiteCatalogue,
+    accepted,
+)
 from verbund.federation._federation import Federation
 from verbund.federation._health import Failure, HealthTracker, Probe, request_key
 from verbund.federation._lifecycle import SiteLifecycle
 from verbund.federation._metrics import MetricsScraper, parse_engine_metrics
 from verbund.federation._prober import Prober
 from verbund.federation._site import Site
+from verbund.federation._sync import CatalogueSync, SiteSync
 from verbund.federation._upstream import (
     SideClient,
     TransportFactory,
@@ -21,9 +37,16 @@ from verbund.federation._upstream import (
 )
 
 __all__ = [
+    "CATALOGUE_PATH",
     "RELAY_PREFIX",
+    "STATE_ACTIONS",
+    "AcceptedCatalogue",
     "AgentClient",
+    "AnnouncedBackend",
+    "AnnouncedModel",
+    "AnnouncedSite",
     "Backend",
+    "CatalogueSync",
     "EngineLoad",
     "Failure",
     "Federation",
@@ -35,7 +58,9 @@ __all__ = [
     "Prober",
     "SideClient",
     "Site",
+    "SiteCatalogue",
     "SiteLifecycle",
+    "SiteSync",
     "TransportFactory",
     "Upstream",
     "UpstreamBroken",
@@ -44,7 +69,9 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamResponse",
     "UpstreamTimedOut",
+    "accepted",
     "agent_error",
+    "parse_catalogue",
     "parse_engine_metrics",
     "request_key",
 ]

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import ValidationError
 
 from verbund.config import SiteConfig
 from verbund.errors import (
@@ -38,10 +39,20 @@ from verbund.errors import (
     SiteAgentError,
     SiteAgentUnavailable,
 )
+from verbund.federation._catalogue import SiteCatalogue
 
-__all__ = ["RELAY_PREFIX", "AgentClient", "agent_error"]
+__all__ = [
+    "CATALOGUE_PATH",
+    "RELAY_PREFIX",
+    "STATE_ACTIONS",
+    "AgentClient",
+    "agent_error",
+    "parse_catalogue",
+]
 
 RELAY_PREFIX = "/relay"  # the agent's relay: <agent_url>/relay/<backend>/<backend path>
+CATALOGUE_PATH = "/catalogue"
+STATE_ACTIONS = {"draining": "drain", "maintenance": "maintenance", "active": "resume"}
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest,
     403: PermissionDenied,
@@ -87,6 +98,7 @@ class AgentClient:
         self.site = site
         self.url = url.rstrip("/")
         self._key = key
+        self._timeout = timeout
         self._client = httpx.AsyncClient(
             base_url=self.url,
             headers={"authorization": f"Bearer {key}"},
@@ -207,6 +219,31 @@ class AgentClient:
 
     # -- calls ------------------------------------------------------------------------------
 
+    async def catalogue(
+        self, etag: str = "", wait: float = 0.0
+    ) -> tuple[SiteCatalogue, str, bytes] | None:
+        """The site's catalogue, its ETag and its raw JSON; None if it still has ``etag``
+        (304). With ``wait`` the agent holds the request up to that many seconds until
+        the catalogue changes (long-polling)."""
+        resp = await self.request(
+            "GET",
+            CATALOGUE_PATH,
+            params={"wait": f"{wait:g}"} if wait > 0 else None,
+            headers={"if-none-match": etag} if etag else None,
+            within=wait + self._timeout,
+            ok=(304,),
+        )
+        if resp.status_code == 304:
+            return None
+        return parse_catalogue(self.site, resp.content), resp.headers.get("etag", ""), resp.content
+
+    async def set_state(self, state: str, actor: str) -> dict[str, Any]:
+        """Ask the agent to change its site's lifecycle state (``actor``: who asked here)."""
+        answer: dict[str, Any] = await self.post_json(
+            f"/sites/{self.site}/{STATE_ACTIONS[state]}", {"actor": actor}
+        )
+        return answer
+
     async def healthz(self) -> dict[str, Any]:
         answer: dict[str, Any] = await self.get_json("/healthz")
         return answer
@@ -228,6 +265,21 @@ def tls_context(config: SiteConfig) -> ssl.SSLContext:
     if config.agent_client_cert:
         ctx.load_cert_chain(config.agent_client_cert, config.agent_client_key)
     return ctx
+
+
+def parse_catalogue(site: str, body: bytes) -> SiteCatalogue:
+    try:
+        catalogue = SiteCatalogue.model_validate_json(body)
+    except ValidationError as exc:
+        raise SiteAgentError(
+            f"The site agent of {site!r} announced a malformed catalogue "
+            f"({exc.error_count()} problems)."
+        ) from None
+    if catalogue.site.name != site:
+        raise SiteAgentError(
+            f"The agent at the URL of site {site!r} announces site {catalogue.site.name!r}."
+        )
+    return catalogue
 
 
 def _json(site: str, resp: httpx.Response) -> Any:

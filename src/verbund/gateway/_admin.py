@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from verbund.accounting import GROUPS, usage_report
 from verbund.config import InstitutionConfig, SiteState
-from verbund.errors import BadRequest, NotFound
+from verbund.errors import ApiError, BadRequest, NotFound
 from verbund.gateway._deps import admin, json_body, query_int, services, validated
 from verbund.gateway._services import Services
 
@@ -40,11 +40,16 @@ def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
             "healthy": any(b.available(now) for b in site.backends),
             "models": sorted({m for b in site.backends for m in b.config.models}),
         }
+        sync = svc.health.catalogues.sites.get(site.name)
+        if sync is not None:  # the site's agent announces it: how current that picture is
+            entry["catalogue"] = sync.view()
         if detail:
             entry["backends"] = [
                 {
                     "name": b.name,
                     "kind": b.kind,
+                    "url": b.url,
+                    "announced": b.announced,  # by the site's agent (health from there)
                     "models": list(b.config.models),
                     "healthy": b.healthy,
                     "ejected": b.ejected_until > now,
@@ -75,7 +80,16 @@ def _lifecycle(state: SiteState) -> Any:
         svc, actor = await _admin(request)
         name = request.path_params["name"]
         before = await svc.lifecycle.set_state(name, state, actor)
-        return JSONResponse({"site": name, "state": state.value, "previous": before.value})
+        answer = {"site": name, "state": state.value, "previous": before.value}
+        agent = svc.health.catalogues.agents.get(name)
+        if agent is not None:  # the site's own state too, so its agent and every AP agree
+            try:
+                await agent.set_state(state.value, actor)
+                answer["agent"] = "applied"
+            except ApiError as exc:
+                log.warning("site %s: agent not told of %s: %s", name, state.value, exc.message)
+                answer["agent"] = "unreachable"
+        return JSONResponse(answer)
 
     return handler
 

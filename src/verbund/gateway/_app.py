@@ -6,9 +6,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -22,7 +21,7 @@ from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
 from verbund.gateway import _accounting, _admin, _batches, _files, _jobs, _oip, _openai, _ops
 from verbund.gateway._overload import OverloadMiddleware
-from verbund.gateway._services import Services
+from verbund.gateway._services import AgentTransport, Services
 from verbund.server import Drain
 from verbund.telemetry._tracing import Tracer
 
@@ -104,23 +103,15 @@ def create_app(
     tracer: Tracer | None = None,
     on_started: Callable[[Drain], None] | None = None,
     local_clock: Callable[[], float] = time.time,
-    agent_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
-    agent_env: Mapping[str, str] | None = None,
+    agent_transport: AgentTransport | None = None,
 ) -> Starlette:
     """Build one access point. ``background=False`` skips probes and flushing (unit tests);
     ``on_started`` is the process runner's hook, called with the access point's drain once
     the services are up (:func:`verbund.server.serving`); ``local_clock`` stands in for
-    this host's clock (tests of clock skew); ``agent_transports`` put in-process site
-    agents behind the access point's agent clients, by site, and ``agent_env`` stands in
-    for the environment their credentials are read from (tests)."""
+    this host's clock (tests of clock skew); ``agent_transport`` puts in-process site
+    agents behind the access point's clients of them."""
     svc = Services.build(
-        config,
-        admin_key,
-        transport_factory,
-        tracer,
-        local_clock,
-        agent_transports=agent_transports,
-        agent_env=agent_env,
+        config, admin_key, transport_factory, tracer, local_clock, agent_transport=agent_transport
     )
 
     @contextlib.asynccontextmanager

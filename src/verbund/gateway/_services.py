@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from verbund.accounting import (
 from verbund.admission import Admitter, BatchDispatch, Overload
 from verbund.audit import AuditLog
 from verbund.batch import BatchRunner, BatchService
-from verbund.config import FederationConfig, config_digest
+from verbund.config import FederationConfig, SiteConfig, config_digest
 from verbund.coordination import (
     EventBus,
     Limiter,
@@ -49,6 +49,7 @@ from verbund.coordination import (
 )
 from verbund.federation import (
     AgentClient,
+    CatalogueSync,
     Federation,
     HealthTracker,
     MetricsScraper,
@@ -77,6 +78,7 @@ from verbund.tenancy import InstitutionRegistry, KeyService
 log = logging.getLogger("verbund.gateway")
 
 RESYNC_SECONDS = 30.0
+AgentTransport = Callable[[SiteConfig], httpx.AsyncBaseTransport | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +94,14 @@ class Coordination:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """How this access point knows its backends: clients, probes, engine metrics."""
+    """How this access point knows its backends: clients, probes, engine metrics, and
+    the catalogues (with their health verdicts) of the sites' agents."""
 
     pool: UpstreamPool
     tracker: HealthTracker
     prober: Prober
     scraper: MetricsScraper
+    catalogues: CatalogueSync
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,7 @@ class Services:
     batches: BatchService
     batch_runner: BatchRunner
     jobs: JobService
-    agents: dict[str, AgentClient]  # the sites' agents, by site: jobs and files go there
+    agents: dict[str, AgentClient]  # the sites' agents (closed with the catalogues)
     # shared state and observation
     coordination: Coordination
     telemetry: Telemetry
@@ -161,12 +165,11 @@ class Services:
         transport_factory: TransportFactory | None = None,
         tracer: Tracer | None = None,
         local_clock: Callable[[], float] = time.time,
-        *,
-        agent_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
-        agent_env: Mapping[str, str] | None = None,
+        agent_transport: AgentTransport | None = None,
     ) -> Services:
         """``local_clock`` is this host's clock (tests inject one that is off); what access
-        points decide together by time goes by the store's or Redis's clock instead."""
+        points decide together by time goes by the store's or Redis's clock instead.
+        ``agent_transport`` puts in-process site agents behind their clients (tests)."""
         store = Store(config.store.url)
         clock = StoreClock(store, local_clock)
         audit = AuditLog(store)
@@ -178,7 +181,10 @@ class Services:
         accounting = _accounting(
             config, store, audit, institutions, coordination, telemetry, clock.now
         )
-        health = _health(config, federation, transport_factory, accounting.availability)
+        agents = _agents(config, agent_transport)  # one client per site agent, shared
+        health = _health(
+            config, federation, store, transport_factory, agents, accounting.availability
+        )
         router = Router(
             federation, make_policy(config.routing.policy, config.routing), config.routing
         )
@@ -192,7 +198,6 @@ class Services:
             on_suspect=health.prober.suspect,
             stream_write_timeout=config.limits.stream_write_timeout,
         )
-        agents = _agents(config, agent_transports or {}, agent_env)
         files = FileService(
             store,
             LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files")),
@@ -283,6 +288,7 @@ class Services:
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
         await self.lifecycle.load()
+        await self.health.catalogues.load()  # the sites' last catalogues, until agents answer
         await self._prune_seats(keep_own=False)
         await self.accounting.budgets.load()
         await self.jobs.start()
@@ -296,6 +302,7 @@ class Services:
             "presence": self.coordination.presence.run(),
             "resync": self._resync(),
             "prober": self.health.prober.run(),
+            "catalogues": self.health.catalogues.run(),
             "metrics-scraper": self.health.scraper.run(),
             "usage-flush": self.accounting.spool.run(),
             "budgets": self.accounting.budgets.run(),
@@ -317,13 +324,12 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.jobs.aclose()
-        for agent in self.agents.values():
-            await agent.aclose()
         await self.coordination.quotas.drain()
         if isinstance(self.coordination.seats, RedisSeats):
             await self.coordination.seats.drain()
         await self.accounting.spool.aclose()
         await self.accounting.availability.flush()
+        await self.health.catalogues.aclose()
         await self.health.pool.aclose()
         if self.coordination.redis is not None:
             await self.coordination.redis.aclose()
@@ -373,15 +379,17 @@ def _clock_skew(clock: StoreClock, coordination: Coordination) -> dict[str, floa
 
 
 def _agents(
-    config: FederationConfig,
-    transports: Mapping[str, httpx.AsyncBaseTransport],
-    env: Mapping[str, str] | None,
+    config: FederationConfig, agent_transport: AgentTransport | None
 ) -> dict[str, AgentClient]:
-    """One client per site that names an agent (tests put in-process agents behind them)."""
+    """One client per site that names an agent: catalogue, jobs and files share it."""
     return {
-        site.name: AgentClient.for_site(site, transport=transports.get(site.name), env=env)
-        for site in config.sites
-        if site.agent_url
+        s.name: AgentClient.for_site(
+            s,
+            transport=agent_transport(s) if agent_transport else None,
+            connect_timeout=config.routing.connect_timeout,
+        )
+        for s in config.sites
+        if s.agent_url
     }
 
 
@@ -456,12 +464,19 @@ def _accounting(
 def _health(
     config: FederationConfig,
     federation: Federation,
+    store: Store,
     transport_factory: TransportFactory | None,
+    agents: dict[str, AgentClient],
     availability: SiteAvailability,
 ) -> Health:
     pool = UpstreamPool(federation, config.routing, transport_factory)
     tracker = HealthTracker(config.routing, federation)
     prober = Prober(federation, pool, tracker, config.routing, on_round=availability.observe)
+    catalogues = CatalogueSync(federation, pool, store, agents)
     return Health(
-        pool, tracker, prober, MetricsScraper(federation, pool, config.routing.metrics_interval)
+        pool,
+        tracker,
+        prober,
+        MetricsScraper(federation, pool, config.routing.metrics_interval),
+        catalogues,
     )

@@ -60,7 +60,9 @@ class LocalRunner:
             await proc.wait()
             raise RunnerError(f"the job at {self.site} did not start in time") from None
         except OSError as exc:
-            raise RunnerError(f"cannot start the job at {self.site}: {exc.strerror or exc}") from exc
+            raise RunnerError(
+                f"cannot start the job at {self.site}: {exc.strerror or exc}"
+            ) from exc
         pid, _, start = out.decode().strip().partition(" ")
         if proc.returncode != 0 or not pid.isdigit():
             raise RunnerError(f"cannot start the job at {self.site}: {err.decode()[-300:]}")

@@ -70,6 +70,18 @@ class SiteStateRow(Base):
     actor: Mapped[str] = mapped_column(String(128), default="")
 
 
+class SiteCatalogueRow(Base):
+    """The last catalogue a site's agent announced to this federation's access points:
+    a restarted access point serves from it until the agent answers again."""
+
+    __tablename__ = "site_catalogues"
+
+    site: Mapped[str] = mapped_column(String(128), primary_key=True)
+    etag: Mapped[str] = mapped_column(String(128))
+    body: Mapped[str] = mapped_column(Text)  # the catalogue's JSON as the agent sent it
+    received_at: Mapped[float] = mapped_column(Float)
+
+
 class UsageRow(Base):
     __tablename__ = "usage_records"
     __table_args__ = (Index("ix_usage_inst_ts", "institution_id", "ts"),)
