@@ -83,8 +83,8 @@ async def test_a_job_submitted_just_before_a_crash_is_found_again(
 ) -> None:
     async with gateway_factory(cfg) as gw:
         gw.services.jobs.recipes.register(SLOW)
-        job = await create(gw, params={"steps": 3, "delay": 0.05})
-        started = await wait_job(gw, job["id"], ("running", "succeeded"))
+        job = await create(gw, params={"steps": 30, "delay": 0.05})
+        started = await wait_training(gw, job["id"])
         # as if the agent died between starting the job and storing its runner's id...
         async with gw.agents[started["site"]].store.session() as s, s.begin():
             await s.execute(
