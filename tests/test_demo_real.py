@@ -231,3 +231,32 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     assert len(pids) == 9 and all(pid_alive(p) for p in pids.values())
     assert d.stop() == 0
     assert not any(pid_alive(p) for p in pids.values())
+
+
+def test_training_runs_at_a_demo_sites_agent(demo: Demo) -> None:
+    from harness.training import blobs_csv
+
+    c = client(demo)
+    f = c.files.create(file=("blobs.csv", blobs_csv().encode()), purpose="fine-tune")
+    job = c.fine_tuning.jobs.create(model="centroid-classifier", training_file=f.id)
+    poll(
+        lambda: c.fine_tuning.jobs.retrieve(job.id).status in ("succeeded", "failed"),
+        "the demo's training job",
+        180,
+        every=0.5,
+    )
+    done = c.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded", done.error
+    site = done.model_extra["verbund"]["site"] if done.model_extra else None
+    assert site in {"rz-west", "rz-ost"}  # the demo sites with a runner
+    assert (demo.state_dir / "sites" / str(site) / "models" / job.id / "model.json").exists()
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [8, 0, 0, 3]}]}
+    r = httpx.post(
+        f"{demo.url}/v2/models/{done.fine_tuned_model}/infer",
+        json=body,
+        headers={"authorization": f"Bearer {demo.key('uni-a')}"},
+        trust_env=False,
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [1]

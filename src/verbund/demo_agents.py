@@ -120,6 +120,9 @@ def site_toml(
     }
     if sc.prices is not None:
         data["prices"] = sc.prices.model_dump(mode="json")
+    if sc.runner is not None:  # training jobs run at the site, by its agent
+        data["runner"] = sc.runner.model_dump(mode="json")
+        data["training"] = config.training.model_dump(mode="json")
     return data
 
 
@@ -157,6 +160,7 @@ def start_agents(
             agents.append(DemoAgent(name, url, operator_key, proc, log_path, ap_key))
             os.environ[agent_key_env(name)] = ap_key  # this process is the access point
             site["backends"] = []
+            site.pop("runner", None)  # the agent runs the site's jobs, not the access point
             site.update(
                 agent_url=url,
                 agent_key_env=agent_key_env(name),
