@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from verbund.batch._finalize import part_key
 from verbund.batch._items import ItemStore, Outcome
+from verbund.batch._places import BatchPlaces
 from verbund.batch._writes import STORE_ERRORS, SerialWrites
 from verbund.files import FileService
 
@@ -36,6 +37,7 @@ class Committer:
         owner: str,
         batch_idle: Callable[[str], bool],
         nudge: Callable[[], None],
+        places: BatchPlaces,
     ) -> None:
         """``batch_idle(batch_id)`` says nothing of the batch runs or waits here any more;
         ``nudge()`` then asks housekeeping to finalize it soon."""
@@ -46,6 +48,7 @@ class Committer:
         self._owner = owner
         self._batch_idle = batch_idle
         self._nudge = nudge
+        self._places = places
         self._results: asyncio.Queue[Outcome | None] = asyncio.Queue()
 
     def put(self, outcome: Outcome) -> None:
@@ -98,7 +101,9 @@ class Committer:
                 by_batch.setdefault(o.item.batch_id, []).append(o)
         for batch_id, group in by_batch.items():
             key = part_key(batch_id, self._token)
-            offset = await self._files.blobs.append(key, b"".join(o.line for o in group))
+            place = await self._places.of(batch_id)
+            data = b"".join(o.line for o in group)
+            offset = await place.blobs.append(key, data, place.data_class)
             for o in group:
                 parts[o.item.id] = (key, offset, len(o.line))
                 offset += len(o.line)

@@ -22,8 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from verbund.batch._items import ItemStore, counts_from_rows
 from verbund.batch._objects import BatchStatus, ItemStatus, error_line
-from verbund.errors import StoreError
-from verbund.files import FilePurpose, FileService
+from verbund.batch._places import BatchPlaces
+from verbund.errors import ApiError, StoreError
+from verbund.files import BlobStore, FilePurpose, FileService
 from verbund.store import BatchItemRow, BatchRow, Store
 
 __all__ = ["Finalizer", "part_key", "part_prefix"]
@@ -61,9 +62,11 @@ class Finalizer:
         owner: str,
         lease: float,
         clock: Callable[[], float] = time.time,
+        places: BatchPlaces | None = None,
     ) -> None:
         self._store = store
         self._files = files
+        self._places = places or BatchPlaces(store, files)
         self._owner = owner
         self._lease = lease
         self._clock = clock
@@ -123,14 +126,17 @@ class Finalizer:
             )
             counts = counts_from_rows(row.total, [(r[0], r[1], r[2], r[3]) for r in by_status])
         output_id = error_id = None
+        place = await self._places.of(batch_id)  # outputs lie where the input lies
         if counts.completed:
             output_id = _derived_file_id(batch_id, "output")
             await self._files.create(
                 row.institution_id,
                 FilePurpose.batch_output,
                 f"{batch_id}_output.jsonl",
-                self._lines(batch_id, "output"),
+                self._lines(batch_id, "output", place.blobs),
                 file_id=output_id,
+                site=place.site,
+                data_class=place.data_class or None,
             )
         if counts.failed:
             error_id = _derived_file_id(batch_id, "error")
@@ -138,8 +144,10 @@ class Finalizer:
                 row.institution_id,
                 FilePurpose.batch_output,
                 f"{batch_id}_error.jsonl",
-                self._lines(batch_id, "error"),
+                self._lines(batch_id, "error", place.blobs),
                 file_id=error_id,
+                site=place.site,
+                data_class=place.data_class or None,
             )
         now = self._clock()
         async with self._store.session() as s, s.begin():
@@ -171,8 +179,9 @@ class Finalizer:
                 )
                 return False
             await s.execute(delete(_I).where(_I.batch_id == batch_id))
-        for key in await self._files.blobs.keys(part_prefix(batch_id)):
-            await self._files.blobs.delete(key)
+        for key in await place.blobs.keys(part_prefix(batch_id)):
+            await place.blobs.delete(key)
+        self._places.forget(batch_id)
         log.info(
             "batch %s %s: %d completed, %d failed",
             batch_id,
@@ -183,9 +192,14 @@ class Finalizer:
         return True
 
     async def sweep_parts(self) -> None:
-        """Delete result parts of batches that have ended (left by a crash at the very end)."""
+        """Delete result parts of batches that have ended (left by a crash at the very end),
+        here and at the agents that hold batches' data."""
+        for blobs in self._places.stores():
+            await self._sweep_parts(blobs)
+
+    async def _sweep_parts(self, blobs: BlobStore) -> None:
         try:
-            keys = await self._files.blobs.keys("part-")
+            keys = await blobs.keys("part-")
             if not keys:
                 return
             ids = {k[len("part-") :].rsplit("-", 1)[0] for k in keys}
@@ -208,15 +222,14 @@ class Finalizer:
                 )
             for k in keys:
                 if k[len("part-") :].rsplit("-", 1)[0] not in live:
-                    await self._files.blobs.delete(k)
-        except (SQLAlchemyError, StoreError, OSError) as exc:
+                    await blobs.delete(k)
+        except (SQLAlchemyError, StoreError, OSError, ApiError) as exc:
             log.warning("could not sweep old batch result parts (%s)", type(exc).__name__)
 
     async def _lines(
-        self, batch_id: str, which: Literal["output", "error"]
+        self, batch_id: str, which: Literal["output", "error"], blobs: BlobStore
     ) -> AsyncIterator[bytes]:
         last = 0
-        blobs = self._files.blobs
         while True:
             async with self._store.session() as s:
                 rows = (

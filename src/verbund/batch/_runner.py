@@ -34,6 +34,7 @@ from verbund.batch._housekeeping import UNDER_WAY, Housekeeping
 from verbund.batch._items import ItemStore
 from verbund.batch._limiter import AdaptiveLimiter
 from verbund.batch._objects import ItemStatus
+from verbund.batch._places import BatchPlaces
 from verbund.batch._writes import STORE_ERRORS, SerialWrites
 from verbund.config import BatchConfig
 from verbund.files import FileService
@@ -71,7 +72,10 @@ class BatchRunner:
         self._wake = asyncio.Event()  # feed now: a slot or a lane appeared
         self._housekeeping_now = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._finalizer = Finalizer(store, files, self.owner, config.lease_seconds, clock)
+        places = BatchPlaces(store, files)  # results lie where the batch's input lies
+        self._finalizer = Finalizer(
+            store, files, self.owner, config.lease_seconds, clock, places=places
+        )
         self._housekeeping = Housekeeping(store, self._items, writes)
         self._feeder = Feeder(
             store=store,
@@ -95,6 +99,7 @@ class BatchRunner:
             owner=self.owner,
             batch_idle=self._feeder.idle,
             nudge=self._housekeeping_now.set,
+            places=places,
         )
 
     @property

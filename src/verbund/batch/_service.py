@@ -20,7 +20,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from verbund.batch._items import ItemStore
 from verbund.batch._objects import ACTIVE, BatchCounts, BatchStatus, ItemStatus, batch_to_api
 from verbund.batch._validate import ENDPOINTS, validate_input
-from verbund.config import BatchConfig
+from verbund.config import BatchConfig, DataClass
 from verbund.errors import BadRequest, Conflict, NotFound
 from verbund.files import FilePurpose, FileService
 from verbund.store import BatchItemRow, BatchRow, Store
@@ -135,7 +135,9 @@ class BatchService:
             id="batch_" + secrets.token_hex(12),
             institution_id=req.institution_id,
             key_id=req.key_id,
-            data_class=req.data_class,
+            # the higher of the request's class and its input file's: the file's class
+            # binds where its lines may go
+            data_class=_higher(req.data_class, f.data_class),
             endpoint=req.endpoint,
             model=v.model,
             input_file_id=f.id,
@@ -268,3 +270,9 @@ class BatchService:
                 f"The file is the input of batch {running}, which has not ended yet.",
                 param="file_id",
             )
+
+
+def _higher(a: str, b: str | None) -> str:
+    if b is None or b not in DataClass.__members__:
+        return a
+    return b if DataClass(b).rank > DataClass(a).rank else a
