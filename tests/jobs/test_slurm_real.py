@@ -8,10 +8,15 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from harness import federation as fed
+from harness.gateway import GatewayProcess
+from harness.polling import poll
+from harness.ports import free_port
 from harness.slurm import SlurmCluster, start_slurm
-from harness.training import put_file
+from harness.training import SiteAgents, blobs_csv, put_file
 from tests.conftest import Gateway, GatewayFactory
 from tests.jobs.helpers import (
     CRASH,
@@ -195,3 +200,60 @@ async def test_slurm_jobs_do_not_see_the_access_points_secrets(
     seen = json.loads((job_dir(cfg, "west", job["id"]) / "output" / "env.json").read_text())
     assert "PATH" in seen and any(k.startswith("SLURM_") for k in seen)
     assert "VERBUND_ADMIN_KEY" not in seen
+
+
+def test_a_slurm_site_agent_process_trains_and_serves(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """`verbund site` on the cluster's login node, `verbund gateway` elsewhere: the job goes
+    through the agent's Slurm runner; its model is served at the site."""
+    runner = {"kind": "slurm", "cpus": 1, "memory_mb": 2000, "slurm_conf": str(slurm.conf)}
+    cfg = fed.federation(
+        "ap-hpc",
+        tmp_path / "ap" / "state",
+        [fed.site("hpc", "BY", max_data_class="confidential", runner=runner)],
+        port=free_port(),
+        gateway={"home_site": "hpc"},
+        training={"poll_interval": 0.2},
+        institutions=[fed.institution("uni-a", home_region="BY")],
+    )
+    agents = SiteAgents(tmp_path / "agents")
+    ap = GatewayProcess(cfg, tmp_path / "ap", env=agents.attach(cfg))
+    try:
+        agents.start()
+        ap.start(path="/healthz")
+        key = ap.create_key("uni-a")["key"]
+        with httpx.Client(
+            base_url=ap.url, headers={"authorization": f"Bearer {key}"}, trust_env=False, timeout=60
+        ) as c:
+            up = c.post(
+                "/v1/files",
+                data={"purpose": "fine-tune"},
+                files={"file": ("blobs.csv", blobs_csv().encode(), "text/csv")},
+            )
+            r = c.post(
+                "/v1/fine_tuning/jobs",
+                json={"model": "centroid-classifier", "training_file": up.json()["id"]},
+            )
+            assert r.status_code == 200, r.text
+            job_id = r.json()["id"]
+            poll(
+                lambda: (
+                    c.get(f"/v1/fine_tuning/jobs/{job_id}").json()["status"]
+                    in ("succeeded", "failed")
+                ),
+                "the Slurm job",
+                180,
+                every=0.5,
+            )
+            done = c.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+            assert done["status"] == "succeeded", done["error"]
+            assert done["verbund"]["site"] == "hpc" and done["verbund"]["runner"] == "slurm"
+            body = {
+                "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [8, 0, 0, 3]}]
+            }
+            served = c.post(f"/v2/models/{done['fine_tuned_model']}/infer", json=body)
+            assert served.status_code == 200, served.text
+            assert served.json()["outputs"][0]["data"] == [1]
+        assert (tmp_path / "agents" / "site-hpc" / "models" / job_id / "model.json").exists()
+    finally:
+        ap.stop()
+        agents.stop()
