@@ -101,6 +101,45 @@ def _row(target: str, kind: str, rate: int, res: Result) -> dict[str, Any]:
     }
 
 
+def _paired(targets: list[servers.Target], n: int) -> list[dict[str, Any]]:
+    """One request at a time, the targets in turn (so drifting load hits them alike):
+    each target's latency, and the median pairwise difference to the ``direct`` one."""
+    clients = {
+        t.name: httpx.Client(
+            base_url=f"http://127.0.0.1:{t.port}", headers=dict(t.headers), trust_env=False
+        )
+        for t in targets
+    }
+    took: dict[str, list[float]] = {t.name: [] for t in targets}
+    body = servers.CHAT_BODY
+    try:
+        for _ in range(n):
+            for t in targets:
+                began = time.perf_counter()
+                r = clients[t.name].post(
+                    t.chat_path, content=body, headers={"content-type": "application/json"}
+                )
+                took[t.name].append((time.perf_counter() - began) * 1000)
+                r.raise_for_status()
+    finally:
+        for c in clients.values():
+            c.close()
+    rows = []
+    for name, values in took.items():
+        diffs = [a - b for a, b in zip(values, took["direct"], strict=True)]
+        rows.append(
+            {
+                "target": name,
+                "requests": n,
+                "p50_ms": round(_pct(values, 50), 2),
+                "p90_ms": round(_pct(values, 90), 2),
+                "p99_ms": round(_pct(values, 99), 2),
+                "vs_direct_median_ms": round(statistics.median(diffs), 2),
+            }
+        )
+    return rows
+
+
 def _propagation(
     agent: AgentProcess, config: dict[str, Any], gw_url: str, key: str, rounds: int
 ) -> list[dict[str, Any]]:
@@ -192,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                     pool.run(Job(job.templates, (1.0,), 1.0, rate=rate))  # warm-up
                     rows.append(_row(t.name, kind, rate, pool.run(job)))
                     print(rows[-1], flush=True)
+            paired = _paired(targets, 100 if args.quick else 300)
+            for r in paired:
+                print(r, flush=True)
             key = dict(relayed.headers)["Authorization"].removeprefix("Bearer ")
             prop = _propagation(agent, config, f"http://127.0.0.1:{relayed.port}", key, rounds)
         finally:
@@ -214,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 "removed_max_s": round(max(removed), 3),
             }
         )
-    info.update(latency=rows, propagation=prop, propagation_summary=summary)
+    info.update(latency=rows, paired=paired, propagation=prop, propagation_summary=summary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(info, indent=2))
     added = []
@@ -254,7 +296,13 @@ def main(argv: list[str] | None = None) -> int:
                     "p99_ms",
                 ],
             ),
-            "## Added by the relay (agent minus direct access point)",
+            "## One request at a time, the three in turn (ms; `vs_direct_median_ms`: median of "
+            "the pairwise differences to the `direct` access point)",
+            markdown_table(
+                paired,
+                ["target", "requests", "p50_ms", "p90_ms", "p99_ms", "vs_direct_median_ms"],
+            ),
+            "## Added by the relay under open-loop load (agent minus direct access point)",
             markdown_table(added, ["kind", "rate", "added_p50_ms", "added_p99_ms"]),
             "## Catalogue propagation (s, change at the agent until the access point answers)",
             markdown_table(
