@@ -7,7 +7,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from verbund.console._charts import Line, bar_chart, compact, line_chart, nice_ticks, stacked_bar_chart
+from verbund.console._charts import (
+    Line,
+    bar_chart,
+    compact,
+    line_chart,
+    nice_ticks,
+    stacked_bar_chart,
+)
 from verbund.console._regions import SiteMark, region_diagram
 from verbund.console._series import burn_down, day_labels, last_days, ranking, stacked_by_day
 
@@ -117,7 +124,11 @@ def test_region_diagram_puts_sites_in_their_region_and_says_their_state() -> Non
         ]
     )
     root = parse(svg)
-    sites = {g.get("data-site"): g for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("data-site")}
+    sites = {
+        g.get("data-site"): g
+        for g in root.iter("{http://www.w3.org/2000/svg}g")
+        if g.get("data-site")
+    }
     assert set(sites) == {"rz-west", "rz-ost", "cloud"}
     assert sites["rz-west"].get("class") == "site site-up"
     assert sites["rz-ost"].get("class") == "site site-draining"

@@ -101,7 +101,10 @@ def _x_labels(labels: Sequence[str], xs: list[float], height: int, every: int) -
 
 def _x_title(label: str, width: int, height: int) -> str:
     mid = LEFT + (width - LEFT - RIGHT) / 2
-    return f'<text class="axis-label" x="{mid:.1f}" y="{height - 12}" text-anchor="middle">{_t(label)}</text>'
+    return (
+        f'<text class="axis-label" x="{mid:.1f}" y="{height - 12}" text-anchor="middle">'
+        f"{_t(label)}</text>"
+    )
 
 
 def _empty(width: int, height: int) -> str:
@@ -135,7 +138,7 @@ def stacked_bar_chart(
     totals = [sum(stacks[n][i] for n in names) for i in range(len(categories))]
     desc = "; ".join(f"{c}: {compact(t, unit)}" for c, t in zip(categories, totals, strict=True))
     body: list[str] = []
-    x = LEFT + 8.0
+    x: float = LEFT + 8.0
     for i, name in enumerate(names):  # the key, bottom of the stack first
         colour = PALETTE[i % len(PALETTE)]
         body.append(
@@ -204,7 +207,8 @@ def bar_chart(
         shown = lab if len(lab) <= 26 else lab[:25] + "…"
         full = "" if shown == lab else f"<title>{_t(lab)}</title>"
         body.append(
-            f'<text class="key" x="{x0 - 8}" y="{y + 15}" text-anchor="end">{_t(shown)}{full}</text>'
+            f'<text class="key" x="{x0 - 8}" y="{y + 15}" text-anchor="end">'
+            f"{_t(shown)}{full}</text>"
             f'<rect class="bar" x="{x0}" y="{y + 3}" width="{w:.1f}" height="{row - 8}" '
             f'fill="{PALETTE[0]}"><title>{_t(lab)}: {_t(compact(v, unit))}</title></rect>'
             f'<text class="value" x="{x0 + w + 6:.1f}" y="{y + 15}">{_t(compact(v, unit))}</text>'
@@ -231,7 +235,7 @@ def line_chart(
     for a fraction shown in %)."""
     values = [v for ln in lines for v in ln.values if v is not None]
     desc = "; ".join(
-        f"{ln.name}: " + ", ".join("–" if v is None else compact(v, unit) for v in ln.values)
+        f"{ln.name}: " + ", ".join("no data" if v is None else compact(v, unit) for v in ln.values)
         for ln in lines
     )
     right = RIGHT + 96  # room for the names at the lines' ends

@@ -40,15 +40,20 @@ class NavItem:
     target: str  # "institution", "site" or "" (federation-wide)
 
 
+_OWN, _USAGE, _SITE = Permission.own_keys, Permission.usage_read, Permission.site_lifecycle
 NAV = (
-    NavItem("/keys", "My keys", "create and revoke your API keys", Permission.own_keys, "institution"),
-    NavItem("/usage", "My usage", "your requests and tokens by day and model", Permission.own_keys, "institution"),
+    NavItem("/keys", "My keys", "create and revoke your API keys", _OWN, "institution"),
+    NavItem("/usage", "My usage", "your requests and tokens by day and model", _OWN, "institution"),
     NavItem("/models", "Models", "what you may use, where it runs, its licence", None, ""),
     NavItem("/federation", "Federation", "sites by region, health, load, availability", None, ""),
-    NavItem("/institution", "Institution", "usage by person, key and model; budget; keys", Permission.usage_read, "institution"),
-    NavItem("/site", "Site", "your site's state, drain/maintenance/resume, live load", Permission.site_lifecycle, "site"),
-    NavItem("/audit", "Audit", "audit chain, export, monthly settlement", Permission.audit_read, ""),
-)  # fmt: skip
+    NavItem(
+        "/institution", "Institution", "usage by person, key, model; budget", _USAGE, "institution"
+    ),
+    NavItem("/site", "Site", "your site's state and actions, live load per backend", _SITE, "site"),
+    NavItem(
+        "/audit", "Audit", "audit chain, export, monthly settlement", Permission.audit_read, ""
+    ),
+)
 
 
 def allowed(actor: Actor, item: NavItem) -> bool:
