@@ -176,6 +176,7 @@ class Admitter:
             key_id=who.key_id,
             endpoint=endpoint,
             model="",
+            person_id=who.key.person_id,
         )
         with self._usage.recording(record) as recording:
             try:

@@ -1,4 +1,8 @@
-"""The federation admin API under /admin: sites, keys, institutions, usage, audit."""
+"""The federation admin API under /admin: sites, keys, institutions, usage, audit.
+
+Every route names its permission once, through :func:`require` (or, where the target is
+in the body, :func:`authorize`); what each role may do is decided in
+:mod:`verbund.tenancy` alone."""
 
 from __future__ import annotations
 
@@ -14,16 +18,34 @@ from starlette.responses import JSONResponse, Response
 from verbund.accounting import GROUPS, usage_report
 from verbund.config import InstitutionConfig, SiteState
 from verbund.errors import BadRequest, NotFound
-from verbund.gateway._deps import admin, json_body, query_int, services, validated
+from verbund.gateway._deps import (
+    actor,
+    authorize,
+    json_body,
+    path_param,
+    query_int,
+    query_param,
+    require,
+    services,
+    validated,
+)
 from verbund.gateway._services import Services
+from verbund.tenancy import Permission, Role
 
 ADMIN_BODY_LIMIT = 64 * 1024
 log = logging.getLogger("verbund.gateway")
 
 
-async def _admin(request: Request) -> tuple[Services, str]:
-    actor = admin(request)
-    return services(request), actor
+_read_sites = require(Permission.sites_read)
+_read_site = require(Permission.sites_read, path_param("name"))
+_change_site = require(Permission.site_lifecycle, path_param("name"))
+_drain_access_point = require(Permission.access_point_drain)
+_read_keys = require(Permission.keys_read, query_param("institution"))
+_read_institutions = require(Permission.institutions_read, query_param("institution"))
+_change_institution = require(Permission.institutions_write, path_param("institution_id"))
+_create_institution = require(Permission.institutions_write)
+_read_usage = require(Permission.usage_read, query_param("institution"))
+_read_audit = require(Permission.audit_read)
 
 
 def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
@@ -60,7 +82,8 @@ def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
 
 
 async def list_sites(request: Request) -> Response:
-    svc, _ = await _admin(request)
+    await _read_sites(request)
+    svc = services(request)
     return JSONResponse(
         {
             "access_point": svc.config.gateway.name,
@@ -70,11 +93,22 @@ async def list_sites(request: Request) -> Response:
     )
 
 
+async def get_site(request: Request) -> Response:
+    """One site with its backends' live load: what its operator watches."""
+    await _read_site(request)
+    name = request.path_params["name"]
+    found = [s for s in site_view(services(request), detail=True) if s["name"] == name]
+    if not found:
+        raise NotFound(f"No site named '{name}'.", param="site")
+    return JSONResponse(found[0])
+
+
 def _lifecycle(state: SiteState) -> Any:
     async def handler(request: Request) -> Response:
-        svc, actor = await _admin(request)
+        who = await _change_site(request)
+        svc = services(request)
         name = request.path_params["name"]
-        before = await svc.lifecycle.set_state(name, state, actor)
+        before = await svc.lifecycle.set_state(name, state, who)
         return JSONResponse({"site": name, "state": state.value, "previous": before.value})
 
     return handler
@@ -89,20 +123,21 @@ async def drain_access_point(request: Request) -> Response:
     """Take this access point out of service as SIGTERM would: ``/readyz`` 503 at once,
     serving on for ``gateway.drain_grace`` seconds, then stopping once what is in flight
     has finished. Audited like a site's lifecycle change."""
-    svc, actor = await _admin(request)
+    who = await _drain_access_point(request)
+    svc = services(request)
     name = svc.config.gateway.name
     before = "draining" if svc.drain.draining else "serving"
     async with svc.store.session() as s, s.begin():
         await svc.audit.append(
             s,
-            actor=actor,
+            actor=who,
             action="access_point.drain",
             target=name,
             before={"state": before},
             after={"state": "draining"},
         )
     svc.drain.request()
-    log.info("access point %s: %s -> draining by %s", name, before, actor)
+    log.info("access point %s: %s -> draining by %s", name, before, who.id)
     return JSONResponse(
         {
             "access_point": name,
@@ -115,17 +150,29 @@ async def drain_access_point(request: Request) -> Response:
 
 
 class _KeyCreate(BaseModel):
+    """An institution's key (``institution``), or with ``role`` a role-scoped admin key:
+    ``site`` for a site_operator, ``institution`` for an institution_admin."""
+
     model_config = ConfigDict(extra="forbid")
-    institution: str = Field(min_length=1, max_length=128)
+    institution: str | None = Field(None, min_length=1, max_length=128)
     name: str = Field("", max_length=256)
+    role: Role | None = None
+    site: str | None = Field(None, min_length=1, max_length=128)
 
 
 async def create_key(request: Request) -> Response:
-    svc, actor = await _admin(request)
+    who = await actor(request)
+    svc = services(request)
     req = validated(_KeyCreate, (await json_body(request, ADMIN_BODY_LIMIT))[1])
+    if req.role is not None and req.role is not Role.member:
+        authorize(who, Permission.admin_keys_write)
+        return await _create_admin_key(svc, req, who)
+    if req.institution is None:
+        raise BadRequest("'institution' is required.", code="missing_field", param="institution")
+    authorize(who, Permission.keys_write, req.institution)
     if svc.institutions.get(req.institution) is None:
         raise NotFound(f"No institution '{req.institution}'.", param="institution")
-    created = await svc.keys.create(req.institution, req.name, actor)
+    created = await svc.keys.create(req.institution, req.name, who)
     return JSONResponse(
         {
             "id": created.id,
@@ -138,8 +185,57 @@ async def create_key(request: Request) -> Response:
     )
 
 
+async def _create_admin_key(svc: Services, req: _KeyCreate, who: Any) -> Response:
+    role = req.role or Role.member
+    site = req.site if role is Role.site_operator else None
+    institution = req.institution if role is Role.institution_admin else None
+    if role is Role.site_operator and (site is None or site not in svc.federation.sites):
+        raise BadRequest("A site_operator key needs the 'site' it operates.", param="site")
+    if role is Role.institution_admin and (
+        institution is None or svc.institutions.get(institution) is None
+    ):
+        raise BadRequest(
+            "An institution_admin key needs a member 'institution'.", param="institution"
+        )
+    created = await svc.identity.admin_keys.create(
+        role, institution=institution, site=site, name=req.name, actor=who
+    )
+    return JSONResponse(
+        {
+            "id": created.id,
+            "key": created.key,
+            "role": created.role.value,
+            "institution": created.institution,
+            "site": created.site,
+            "name": created.name,
+            "created_at": created.created_at,
+        },
+        status_code=201,
+    )
+
+
 async def list_keys(request: Request) -> Response:
-    svc, _ = await _admin(request)
+    who = await _read_keys(request)
+    svc = services(request)
+    if request.query_params.get("kind") == "admin":
+        authorize(who, Permission.admin_keys_write)
+        return JSONResponse(
+            {
+                "data": [
+                    {
+                        "id": r.id,
+                        "prefix": r.prefix,
+                        "role": r.role,
+                        "institution": r.institution_id,
+                        "site": r.site,
+                        "name": r.name,
+                        "created_at": int(r.created_at),
+                        "revoked": r.revoked_at is not None,
+                    }
+                    for r in await svc.identity.admin_keys.list()
+                ]
+            }
+        )
     rows = await svc.keys.list(request.query_params.get("institution"))
     return JSONResponse(
         {
@@ -150,6 +246,8 @@ async def list_keys(request: Request) -> Response:
                     "institution": r.institution_id,
                     "name": r.name,
                     "created_at": int(r.created_at),
+                    "expires_at": None if r.expires_at is None else int(r.expires_at),
+                    "person": r.person_id,
                     "revoked": r.revoked_at is not None,
                 }
                 for r in rows
@@ -158,10 +256,26 @@ async def list_keys(request: Request) -> Response:
     )
 
 
-async def revoke_key(request: Request) -> Response:
-    svc, actor = await _admin(request)
+async def _key_writer(request: Request) -> tuple[Services, Any, str, str | None]:
+    """The actor, once it may change the key in the path (its institution's, for an
+    institution admin); ``None`` as the institution for a federation-wide actor."""
+    who = await actor(request)
+    svc = services(request)
     key_id = request.path_params["key_id"]
-    await svc.keys.revoke(key_id, actor)
+    entry = svc.keys.by_id(key_id)
+    authorize(who, Permission.keys_write, entry.institution_id if entry else None)
+    return svc, who, key_id, None if who.role is Role.federation_admin else who.institution
+
+
+async def revoke_key(request: Request) -> Response:
+    key_id = request.path_params["key_id"]
+    if key_id.startswith("akey_"):
+        who = await actor(request)
+        authorize(who, Permission.admin_keys_write)
+        await services(request).identity.admin_keys.revoke(key_id, who)
+        return JSONResponse({"id": key_id, "revoked": True})
+    svc, who, key_id, institution = await _key_writer(request)
+    await svc.keys.revoke(key_id, who, institution)
     return JSONResponse({"id": key_id, "revoked": True})
 
 
@@ -172,11 +286,9 @@ class _KeyQuotas(BaseModel):
 
 
 async def update_key(request: Request) -> Response:
-    svc, actor = await _admin(request)
+    svc, who, key_id, _ = await _key_writer(request)
     req = validated(_KeyQuotas, (await json_body(request, ADMIN_BODY_LIMIT))[1])
-    row = await svc.keys.set_quotas(
-        request.path_params["key_id"], actor, req.requests_per_minute, req.tokens_per_minute
-    )
+    row = await svc.keys.set_quotas(key_id, who, req.requests_per_minute, req.tokens_per_minute)
     return JSONResponse(
         {
             "id": row.id,
@@ -187,7 +299,8 @@ async def update_key(request: Request) -> Response:
 
 
 async def update_institution(request: Request) -> Response:
-    svc, actor = await _admin(request)
+    who = await _change_institution(request)
+    svc = services(request)
     changes = (await json_body(request, ADMIN_BODY_LIMIT))[1]
     sites = changes.get("allowed_sites", [])
     if not isinstance(sites, list) or not all(isinstance(s, str) for s in sites):
@@ -203,7 +316,7 @@ async def update_institution(request: Request) -> Response:
             param="allowed_sites",
         )
     _check_partner_site(svc, changes.get("partner_site"))
-    inst = await svc.institutions.update(request.path_params["institution_id"], changes, actor)
+    inst = await svc.institutions.update(request.path_params["institution_id"], changes, who)
     return JSONResponse(inst.model_dump(mode="json"))
 
 
@@ -217,12 +330,23 @@ def _check_partner_site(svc: Services, site: object) -> None:
 
 
 async def list_institutions(request: Request) -> Response:
-    svc, _ = await _admin(request)
-    return JSONResponse({"data": [i.model_dump(mode="json") for i in svc.institutions.all()]})
+    await _read_institutions(request)
+    svc = services(request)
+    only = request.query_params.get("institution") or None
+    return JSONResponse(
+        {
+            "data": [
+                i.model_dump(mode="json")
+                for i in svc.institutions.all()
+                if only is None or i.id == only
+            ]
+        }
+    )
 
 
 async def create_institution(request: Request) -> Response:
-    svc, actor = await _admin(request)
+    who = await _create_institution(request)
+    svc = services(request)
     inst = validated(InstitutionConfig, (await json_body(request, ADMIN_BODY_LIMIT))[1])
     unknown = [s for s in inst.allowed_sites if s not in svc.federation.sites]
     if unknown:
@@ -230,7 +354,7 @@ async def create_institution(request: Request) -> Response:
             f"allowed_sites names unknown sites: {', '.join(unknown)}", param="allowed_sites"
         )
     _check_partner_site(svc, inst.partner_site)
-    await svc.institutions.create(inst, actor)
+    await svc.institutions.create(inst, who)
     return JSONResponse(inst.model_dump(mode="json"), status_code=201)
 
 
@@ -248,7 +372,8 @@ def _float_param(request: Request, name: str) -> float | None:
 
 
 async def usage(request: Request) -> Response:
-    svc, _ = await _admin(request)
+    await _read_usage(request)
+    svc = services(request)
     group_by = [g for g in request.query_params.get("group_by", "institution").split(",") if g]
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown:
@@ -267,7 +392,8 @@ async def usage(request: Request) -> Response:
 
 
 async def audit_entries(request: Request) -> Response:
-    svc, _ = await _admin(request)
+    await _read_audit(request)
+    svc = services(request)
     after = query_int(request, "after", 0, 0, 2**62)  # a sequence number, not a time
     rows = await svc.audit.entries(after_seq=after)
     return JSONResponse(
@@ -277,6 +403,7 @@ async def audit_entries(request: Request) -> Response:
                     "seq": r.seq,
                     "ts": r.ts,
                     "actor": r.actor,
+                    "role": r.role or None,
                     "action": r.action,
                     "target": r.target,
                     "before": r.before,
@@ -291,7 +418,8 @@ async def audit_entries(request: Request) -> Response:
 
 
 async def audit_verify(request: Request) -> Response:
-    svc, _ = await _admin(request)
+    await _read_audit(request)
+    svc = services(request)
     result = await svc.audit.verify()
     return JSONResponse(
         {
