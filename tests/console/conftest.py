@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from verbund.identity import Identity
 
 from tests.conftest import Gateway, GatewayFactory, federation_dict
 from verbund.config import parse_config
+from verbund.identity import Identity
 from verbund.tenancy import Role
 
 ISSUER = "https://idp.test"

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from openai import OpenAI
+from openai import AuthenticationError, OpenAI
 
 from harness.browser import open_browser, screenshot
 from harness.federation import backend, federation, institution, site
@@ -26,7 +26,7 @@ from harness.stub_backend import MODEL, stub_backend
 
 pytestmark = pytest.mark.real
 
-EVIL = '<script>window.pwned = 1</script>'
+EVIL = "<script>window.pwned = 1</script>"
 
 
 @dataclass
@@ -145,7 +145,7 @@ async def test_member_makes_a_key_uses_it_sees_it_in_the_plot_and_signs_out(
         # revoke it: the SDK is refused from then on
         await page.click("#keys button.revoke-key")
         await page.locator("#keys .badge.off", has_text="revoked").wait_for()
-        with pytest.raises(Exception, match="401|Invalid or revoked"):
+        with pytest.raises(AuthenticationError):
             await asyncio.to_thread(chat, stack.url, key)
 
         await page.click('header form button[type="submit"]')  # sign out
@@ -182,7 +182,9 @@ async def test_site_operator_drains_own_site_not_another(stack: Stack) -> None:
             stack.url + "/console/sites/ost/drain", form={"csrf_token": token or ""}
         )
         assert other.status == 403
-        states = {s["name"]: s["state"] for s in stack.gateway.admin("GET", "/admin/sites")["sites"]}
+        states = {
+            s["name"]: s["state"] for s in stack.gateway.admin("GET", "/admin/sites")["sites"]
+        }
         assert states == {"west": "draining", "ost": "active"}
         await page.click('button[data-action="resume"]')
         await page.locator('[data-testid="site-state"]', has_text="active").wait_for()

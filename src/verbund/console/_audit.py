@@ -59,6 +59,7 @@ async def audit_page(c: Console, request: Request) -> Response:
             "seq": r.seq,
             "ts": datetime.fromtimestamp(r.ts, UTC).strftime("%Y-%m-%d %H:%M:%S"),
             "actor": r.actor,
+            "role": r.role or "",
             "action": r.action,
             "target": r.target,
         }
@@ -94,10 +95,11 @@ async def audit_export(c: Console, request: Request) -> Response:
         after = 0
         while rows := await svc.audit.entries(limit=PAGE, after_seq=after):
             for r in rows:
+                # the fields and form of GET /admin/audit (``verbund audit export``)
                 entry = {
-                    "seq": r.seq, "ts": r.ts, "actor": r.actor, "action": r.action,
-                    "target": r.target, "before": r.before, "after": r.after,
-                    "prev_hash": r.prev_hash, "hash": r.hash,
+                    "seq": r.seq, "ts": r.ts, "actor": r.actor, "role": r.role or None,
+                    "action": r.action, "target": r.target, "before": r.before,
+                    "after": r.after, "prev_hash": r.prev_hash, "hash": r.hash,
                 }  # fmt: skip
                 yield orjson.dumps(entry, option=orjson.OPT_SORT_KEYS) + b"\n"
             after = rows[-1].seq

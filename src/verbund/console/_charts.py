@@ -157,7 +157,7 @@ def stacked_bar_chart(
     for i, cat in enumerate(categories):
         cx = LEFT + slot * (i + 0.5)
         centres.append(cx)
-        base = TOP + plot_h
+        base: float = TOP + plot_h
         for j, name in enumerate(names):
             v = stacks[name][i]
             if v <= 0:

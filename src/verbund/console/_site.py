@@ -122,7 +122,7 @@ async def site_action(c: Console, request: Request) -> Response:
     if state is None:
         raise NotFound(f"No site action '{action}'.")
     site = _site(who, request, request.path_params["name"])
-    before = await services(request).lifecycle.set_state(site.name, state, who.actor.audit_name)
+    before = await services(request).lifecycle.set_state(site.name, state, who.actor)
     done = f"{site.name}: {before.value} → {state.value}."
     return await _render(c, request, who, site, done)
 
