@@ -3,6 +3,7 @@ numbers where they belong, labels escaped, and no data drawn as "no data"."""
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -165,3 +166,25 @@ def test_burn_down_counts_down_to_today_and_paces_evenly() -> None:
     left, pace = burn_down({"2025-11-01": 10, "2025-11-02": 30}, month, 100.0, "2025-11-03")
     assert left.values == [90.0, 60.0, 60.0, None]
     assert pace.values == [75.0, 50.0, 25.0, 0.0]
+
+
+def test_counts_get_whole_ticks_and_labels_do_not_crowd_the_last() -> None:
+    assert nice_ticks(1, whole=True) == [0.0, 1.0]
+    assert nice_ticks(3, whole=True) == [0.0, 1.0, 2.0, 3.0]
+    days = [f"{d} Nov" for d in range(1, 31)]
+    root = parse(stacked_bar_chart("t", days, {"m": [1.0] * 30}))
+    shown = [t for t in texts(root) if t.endswith(" Nov")]
+    assert shown[-1] == "30 Nov" and "29 Nov" not in shown and "1 Nov" in shown
+
+
+def test_end_labels_never_overlap() -> None:
+    root = parse(
+        line_chart("t", ["a", "b"], [Line("one", [1.0, 1.0]), Line("two", [1.0, 1.0])],
+                   reference=("budget", 1.0))
+    )  # fmt: skip
+    ys = sorted(
+        float(t.get("y", 0))
+        for t in root.iter("{http://www.w3.org/2000/svg}text")
+        if "".join(t.itertext()) in ("one", "two", "budget")
+    )
+    assert len(ys) == 3 and all(b - a >= 13 for a, b in itertools.pairwise(ys))

@@ -148,10 +148,15 @@ async def test_member_makes_a_key_uses_it_sees_it_in_the_plot_and_signs_out(
         with pytest.raises(AuthenticationError):
             await asyncio.to_thread(chat, stack.url, key)
 
-        await page.click('header form button[type="submit"]')  # sign out
-        await page.wait_for_load_state()
-        await page.goto(stack.url + "/console/keys")
-        await page.wait_for_url(f"{stack.idp.issuer}/**")  # signed out: back to the sign-in
+        # sign out: Verbund's session ends at once, then the provider asks to end its own
+        await page.click('header form button[type="submit"]')
+        await page.wait_for_url(f"{stack.idp.issuer}/**")
+        assert (await page.request.get(stack.url + "/auth/session")).status == 401
+        await page.click('button[name="logout"][value="yes"]')
+        await page.wait_for_url(stack.url + "/auth/signed-out")
+        await page.goto(stack.url + "/console/keys")  # signed out: back to the sign-in
+        await page.locator('input[name="password"]').wait_for()
+        assert page.url.startswith(stack.idp.issuer)
 
 
 async def test_member_is_refused_institution_admin_pages(stack: Stack) -> None:
@@ -196,7 +201,7 @@ async def test_admin_and_auditor_pages(stack: Stack) -> None:
     async with open_browser() as browser:
         page = await browser.new_page()
         await sign_in(page, stack, "grace", "/console/institution")
-        await page.locator("text=Tokens by key (uni-a)").first.wait_for()
+        await page.locator("text.chart-title", has_text="Tokens by key (uni-a)").wait_for()
         assert "lab server" in await page.inner_text('[data-testid="institution-keys"]')
         assert "Budget burn-down" in await page.inner_text('[data-testid="budget"]')
         await screenshot(page, "console-institution")

@@ -34,11 +34,12 @@ class Line:
     values: Sequence[float | None]
 
 
-def nice_ticks(top: float, count: int = 5) -> list[float]:
-    """Axis ticks from 0 to at least ``top`` in steps of 1, 2 or 5 times a power of ten."""
+def nice_ticks(top: float, count: int = 5, *, whole: bool = False) -> list[float]:
+    """Axis ticks from 0 to at least ``top`` in steps of 1, 2 or 5 times a power of ten;
+    ``whole``: no step below 1 (counts of requests or tokens)."""
     if not math.isfinite(top) or top <= 0:
         return [0.0, 1.0]
-    raw = top / max(1, count)
+    raw = max(top / max(1, count), 1.0 if whole else 0.0)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     n = math.ceil(top / step - 1e-9)
@@ -95,7 +96,8 @@ def _x_labels(labels: Sequence[str], xs: list[float], height: int, every: int) -
         f'<text class="tick" x="{x:.1f}" y="{height - BOTTOM + 16}" text-anchor="middle">'
         f"{_t(lab)}</text>"
         for i, (lab, x) in enumerate(zip(labels, xs, strict=True))
-        if i % every == 0 or i == len(labels) - 1
+        # every k-th, and the last, with room before it
+        if (i % every == 0 and len(labels) - 1 - i >= max(every, 2)) or i == len(labels) - 1
     ]
 
 
@@ -148,7 +150,7 @@ def stacked_bar_chart(
         x += 24 + 7 * len(name)
     if not categories or not any(totals):
         return _frame(title, desc or "no data", [*body, _empty(width, height)], width, height)
-    ticks = nice_ticks(max(totals))
+    ticks = nice_ticks(max(totals), whole=all(float(t).is_integer() for t in totals))
     body += _y_axis(ticks, unit, y_label, height, width)
     plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
     slot = plot_w / len(categories)
@@ -190,7 +192,7 @@ def bar_chart(
     desc = "; ".join(f"{lab}: {compact(v, unit)}" for lab, v in bars) or "no data"
     if not bars or not any(v for _, v in bars):
         return _frame(title, desc, [_empty(width, height)], width, height)
-    ticks = nice_ticks(max(v for _, v in bars))
+    ticks = nice_ticks(max(v for _, v in bars), whole=all(float(v).is_integer() for _, v in bars))
     x0, plot_w = label_w, width - label_w - RIGHT - 56
     body = []
     for v in ticks:
@@ -215,6 +217,18 @@ def bar_chart(
         )
     body.append(_x_title(value_label, width + label_w - LEFT, height + 6))
     return _frame(title, desc, body, width, height)
+
+
+def _spread(
+    labels: list[tuple[float, float, str, str]], gap: float = 13.0
+) -> list[tuple[float, float, str, str]]:
+    """End labels moved apart vertically (keeping their order) so none overlap."""
+    out: list[tuple[float, float, str, str]] = []
+    for y, x, name, colour in sorted(labels):
+        if out and y - out[-1][0] < gap:
+            y = out[-1][0] + gap
+        out.append((y, x, name, colour))
+    return out
 
 
 def line_chart(
@@ -254,13 +268,14 @@ def line_chart(
     def y_of(v: float) -> float:
         return TOP + plot_h - max(0.0, min(v, scale)) / scale * plot_h
 
+    ends: list[tuple[float, float, str, str]] = []  # (y, x, name, colour) of end labels
     if reference is not None:
         ry = y_of(reference[1])
         body.append(
             f'<line class="reference" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{ry:.1f}" '
-            f'y2="{ry:.1f}"/><text class="key" x="{LEFT + plot_w + 6}" y="{ry + 4:.1f}">'
-            f"{_t(reference[0])}</text>"
+            f'y2="{ry:.1f}"/>'
         )
+        ends.append((ry, LEFT + plot_w + 8, reference[0], "#b42318"))
     for k, ln in enumerate(lines):
         colour = PALETTE[k % len(PALETTE)]
         path, last = [], None
@@ -279,10 +294,11 @@ def line_chart(
         if last is not None:
             v_last = ln.values[last]
             assert v_last is not None
-            body.append(
-                f'<text class="key" x="{xs[last] + 8:.1f}" y="{y_of(v_last) + 4 + 12 * k:.1f}" '
-                f'fill="{colour}">{_t(ln.name)}</text>'
-            )
+            ends.append((y_of(v_last), xs[last] + 8, ln.name, colour))
+    body += [
+        f'<text class="key" x="{x:.1f}" y="{y + 4:.1f}" fill="{colour}">{_t(name)}</text>'
+        for y, x, name, colour in _spread(ends)
+    ]
     body += _x_labels(x_labels, xs, height, _every(n, width - right + RIGHT))
     body.append(_x_title(x_label, width - right + RIGHT, height))
     return _frame(title, desc, body, width, height)
