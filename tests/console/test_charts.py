@@ -93,6 +93,8 @@ def test_labels_with_markup_are_text() -> None:
 
 
 def test_empty_charts_say_so() -> None:
+    zero = texts(parse(bar_chart("t", [("idle", 0.0)])))
+    assert "no data yet" not in zero and "idle" in zero and "0" in zero  # zero is a value
     for svg in (
         bar_chart("t", []),
         stacked_bar_chart("t", ["1 Nov"], {}),

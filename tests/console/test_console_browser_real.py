@@ -53,9 +53,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             work / "state",
             [
                 site("west", "NW", [backend("west-1", stub, [MODEL], max_concurrency=4)],
-                     max_data_class="sensitive"),
+                     max_data_class="sensitive", prices=PRICES),
                 site("ost", "SN", [backend("ost-1", stub, [MODEL], max_concurrency=4)],
-                     max_data_class="internal"),
+                     max_data_class="internal", prices=PRICES),
             ],
             port=port,
             models=[{"name": MODEL, "kind": "chat", "license": "Apache-2.0",

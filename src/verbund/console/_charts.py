@@ -190,7 +190,7 @@ def bar_chart(
     height = TOP + max(1, len(bars)) * row + 40
     label_w = 180
     desc = "; ".join(f"{lab}: {compact(v, unit)}" for lab, v in bars) or "no data"
-    if not bars or not any(v for _, v in bars):
+    if not bars:  # bars of zero are data (nothing in flight), drawn on a 0..1 axis
         return _frame(title, desc, [_empty(width, height)], width, height)
     ticks = nice_ticks(max(v for _, v in bars), whole=all(float(v).is_integer() for _, v in bars))
     x0, plot_w = label_w, width - label_w - RIGHT - 56
