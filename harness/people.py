@@ -17,6 +17,9 @@ from urllib.parse import urljoin
 import httpx
 
 _FORM_ACTION = re.compile(r'<form method=post action="([^"]+)"')
+# a page that submits itself (the provider ending its session of the person before)
+_AUTO_FORM = re.compile(r'<form method="post" action="([^"]+)">(.*?)</form>', re.S)
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
 # one step of the flow: (method, url, form) out, the response in
 Step = tuple[str, str, dict[str, str] | None]
 
@@ -27,8 +30,11 @@ class SignInError(RuntimeError):
 
 def _flow(
     base_url: str, login: str, password: str, provider: str | None, next_path: str
-) -> Generator[Step, httpx.Response, httpx.Response]:
-    query = f"?next={next_path}" + (f"&provider={provider}" if provider else "")
+) -> Generator[Step, httpx.Response, str]:
+    """The steps up to the provider's redirect back; returns the callback URL (with the
+    ``code`` and ``state``), not yet requested."""
+    # prompt=login: the provider asks again even if this client signed in there before
+    query = f"?prompt=login&next={next_path}" + (f"&provider={provider}" if provider else "")
     response = yield ("GET", f"{base_url}/auth/login{query}", None)
     for _ in range(10):  # redirects within the provider, up to its login page
         if response.status_code not in (302, 303):
@@ -40,15 +46,45 @@ def _flow(
     action = urljoin(str(response.url), match.group(1))
     response = yield ("POST", action, {"login": login, "password": password})
     for _ in range(10):  # back through the provider to the access point's callback
+        auto = _AUTO_FORM.search(response.text) if response.status_code == 200 else None
+        if auto is not None:  # what a browser's script would submit
+            form = dict(_HIDDEN.findall(auto.group(2)))
+            response = yield ("POST", urljoin(str(response.url), auto.group(1)), form)
+            continue
         if response.status_code not in (302, 303):
             break
         target = urljoin(str(response.url), response.headers["location"])
-        response = yield ("GET", target, None)
         if target.startswith(f"{base_url}/auth/callback"):
-            if response.status_code != 303:
-                raise SignInError(f"callback answered {response.status_code}: {response.text}")
-            return response
+            return target
+        response = yield ("GET", target, None)
     raise SignInError(f"the sign-in did not return: HTTP {response.status_code} {response.text}")
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    if response.status_code != 303:
+        raise SignInError(f"callback answered {response.status_code}: {response.text}")
+    return response
+
+
+def authorize(
+    client: httpx.Client,
+    base_url: str,
+    login: str,
+    password: str,
+    *,
+    provider: str | None = None,
+    next_path: str = "/console",
+) -> str:
+    """Everything up to the provider's redirect back: the callback URL, not requested."""
+    flow = _flow(base_url.rstrip("/"), login, password, provider, next_path)
+    step = next(flow)
+    try:
+        while True:
+            method, url, form = step
+            step = flow.send(client.request(method, url, data=form, follow_redirects=False))
+    except StopIteration as done:
+        callback: str = done.value
+        return callback
 
 
 def sign_in(
@@ -61,15 +97,29 @@ def sign_in(
     next_path: str = "/console",
 ) -> httpx.Response:
     """Sign ``login`` in; returns the callback's answer (its ``location`` is ``next``)."""
+    callback = authorize(client, base_url, login, password, provider=provider, next_path=next_path)
+    return _checked(client.get(callback, follow_redirects=False))
+
+
+async def authorize_async(
+    client: httpx.AsyncClient,
+    base_url: str,
+    login: str,
+    password: str,
+    *,
+    provider: str | None = None,
+    next_path: str = "/console",
+) -> str:
     flow = _flow(base_url.rstrip("/"), login, password, provider, next_path)
     step = next(flow)
     try:
         while True:
             method, url, form = step
-            step = flow.send(client.request(method, url, data=form, follow_redirects=False))
+            response = await client.request(method, url, data=form, follow_redirects=False)
+            step = flow.send(response)
     except StopIteration as done:
-        result: httpx.Response = done.value
-        return result
+        callback: str = done.value
+        return callback
 
 
 async def sign_in_async(
@@ -81,16 +131,10 @@ async def sign_in_async(
     provider: str | None = None,
     next_path: str = "/console",
 ) -> httpx.Response:
-    flow = _flow(base_url.rstrip("/"), login, password, provider, next_path)
-    step = next(flow)
-    try:
-        while True:
-            method, url, form = step
-            response = await client.request(method, url, data=form, follow_redirects=False)
-            step = flow.send(response)
-    except StopIteration as done:
-        result: httpx.Response = done.value
-        return result
+    callback = await authorize_async(
+        client, base_url, login, password, provider=provider, next_path=next_path
+    )
+    return _checked(await client.get(callback, follow_redirects=False))
 
 
 def session_cookie(client: httpx.Client | httpx.AsyncClient) -> str:

@@ -12,10 +12,11 @@ import httpx
 import pytest
 
 from harness.idp import Idp
-from harness.people import csrf_headers_async, sign_in_async
+from harness.people import authorize_async, csrf_headers_async, sign_in_async
 from tests.conftest import ADMIN_KEY, Gateway, federation_dict
 from tests.fakes import FakeBackend, transport_factory
 from verbund.config import parse_config
+from verbund.demo_idp import DemoPerson, demo_people
 from verbund.gateway import Services, create_app
 
 BASE = "http://127.0.0.1:9"  # never reaches the network: the client mounts the app there
@@ -23,7 +24,9 @@ BASE = "http://127.0.0.1:9"  # never reaches the network: the client mounts the 
 
 @pytest.fixture
 def idp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Idp]:
-    with Idp(tmp_path / "idp", [BASE]) as provider:
+    # the demo people, and one from an institution that is not a member
+    outsider = DemoPerson("eve", "eve-password", "<b>evil</b>-u", "member", "Eve")
+    with Idp(tmp_path / "idp", [BASE], people=[*demo_people("west"), outsider]) as provider:
         for k, v in provider.env().items():
             monkeypatch.setenv(k, v)
         yield provider
@@ -37,6 +40,11 @@ class People(Gateway):
     async def sign_in(self, login: str, next_path: str = "/console") -> httpx.Response:
         p = self.idp.person(login)
         return await sign_in_async(self.client, BASE, p.login, p.password, next_path=next_path)
+
+    async def authorize(self, login: str, next_path: str = "/console") -> str:
+        """The flow up to the provider's redirect back: the callback URL, not requested."""
+        p = self.idp.person(login)
+        return await authorize_async(self.client, BASE, p.login, p.password, next_path=next_path)
 
     async def csrf(self) -> dict[str, str]:
         return await csrf_headers_async(self.client, BASE)

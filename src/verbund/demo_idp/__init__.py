@@ -9,10 +9,12 @@ people are made up. This module writes its config and names its command.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "CLIENT_ID",
     "ENTITLEMENT_PREFIX",
     "SERVER",
+    "DemoIdp",
     "DemoPerson",
     "command",
     "demo_people",
@@ -164,3 +167,68 @@ def command(config_path: Path) -> tuple[list[str], dict[str, str]]:
     if not (modules / "oidc-provider").is_dir():
         raise RuntimeError(f"oidc-provider is not installed in {modules}; run scripts/_idp_env.sh")
     return [node, str(SERVER), str(config_path)], {"VERBUND_IDP_MODULES": str(modules)}
+
+
+@dataclass
+class DemoIdp:
+    """The demo's provider, prepared in a state directory: its config written, its
+    people's passwords kept there (the same across restarts of the demo)."""
+
+    port: int
+    people: list[DemoPerson]
+    client_secret: str
+    config_path: Path
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def prepare(cls, state_dir: Path, port: int, access_point: str, site: str) -> DemoIdp:
+        """Config for a provider on ``port`` trusted by the access point at
+        ``access_point``; ``site`` is the one the demo's site operator runs."""
+        folder = state_dir / "idp"
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = folder / "people.json"
+        people = demo_people(site)
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            kept = json.loads(saved.read_text())
+            people = [
+                DemoPerson(**{**asdict(p), "password": kept[p.login]["password"],
+                              "sub": kept[p.login]["sub"]})
+                for p in people
+            ]  # fmt: skip
+        _write_private(saved, json.dumps({p.login: asdict(p) for p in people}))
+        secret = secrets.token_urlsafe(24)
+        config = idp_config(
+            f"http://127.0.0.1:{port}",
+            port,
+            redirect_base=[access_point],
+            client_secret=secret,
+            people=people,
+            keys=[new_signing_key()],
+        )
+        path = folder / "idp.json"
+        _write_private(path, json.dumps(config))
+        return cls(port, people, secret, path)
+
+    def settings(
+        self, secret_env: str, institutions: list[str], sites: list[str]
+    ) -> dict[str, Any]:
+        return provider_settings(self.issuer, secret_env, institutions, sites)
+
+    def people_info(self) -> dict[str, dict[str, str]]:
+        """``demo.json``'s ``people``: how each demo person signs in."""
+        info: dict[str, dict[str, str]] = {}
+        for p in self.people:
+            entry = {"password": p.password, "institution": p.institution, "role": p.role}
+            if p.site:
+                entry["site"] = p.site
+            info[p.login] = entry
+        return info
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

@@ -147,6 +147,10 @@ const server = http.createServer((req, res) => {
 server.listen(config.port, '127.0.0.1', () => {
   console.log(`demo identity provider at ${config.issuer}`);
 });
-const stop = () => server.close(() => process.exit(0));
+const stop = () => {
+  server.close();
+  server.closeAllConnections(); // a browser's keep-alive connection must not hold it up
+  process.exit(0);
+};
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

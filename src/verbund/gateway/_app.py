@@ -30,6 +30,7 @@ from verbund.gateway import (
     _oip,
     _openai,
     _ops,
+    _people,
     _signin,
 )
 from verbund.gateway._overload import OverloadMiddleware
@@ -179,6 +180,8 @@ def create_app(
         Route("/v1/me/keys", _me.create_key, methods=["POST"]),
         Route("/v1/me/keys/{key_id}", _me.revoke_key, methods=["DELETE"]),
         Route("/v1/me/usage", _me.usage, methods=["GET"]),
+        Route("/admin/people", _people.list_people, methods=["GET"]),
+        Route("/admin/people/{person_id}", _people.update_person, methods=["PATCH"]),
         # accounting: settlement between partners, budgets
         Route("/admin/settlement", _accounting.settlement, methods=["GET"]),
         Route("/admin/budgets", _accounting.budgets, methods=["GET"]),

@@ -51,7 +51,8 @@ async def authenticate(request: Request, services: Services) -> Principal:
     inst = services.institutions.get(entry.institution_id)
     if inst is None:
         raise PermissionDenied("The key's institution is no longer a member.")
-    return Principal(entry, inst)
+    person = services.identity.people.quota(entry.person_id) if entry.person_id else None
+    return Principal(entry, inst, person)
 
 
 async def session_of(request: Request, services: Services) -> Session | None:

@@ -1,6 +1,7 @@
 """Signing people in and out with OpenID Connect (authorization code flow with PKCE).
 
-``GET /auth/login?provider=&next=`` sends the browser to the identity provider;
+``GET /auth/login?provider=&next=&prompt=login`` sends the browser to the identity
+provider (``prompt=login``: sign in again there, e.g. as another person);
 ``GET /auth/callback`` checks ``state`` (one use), exchanges the code, verifies the ID
 token (signature, issuer, audience, expiry, nonce) and opens a new server-side session;
 ``POST /auth/logout`` ends it (and, where the provider offers it, the provider's too).
@@ -105,8 +106,13 @@ async def login(request: Request) -> Response:
     client = svc.identity.provider(request.query_params.get("provider"))
     return_to = safe_return(request.query_params.get("next"))
     state, flow = await svc.identity.sessions.begin_login(client.name, return_to)
+    prompt = request.query_params.get("prompt", "")
     url = await client.authorization_url(
-        redirect_uri(request, svc), state, flow.nonce, flow.code_verifier
+        redirect_uri(request, svc),
+        state,
+        flow.nonce,
+        flow.code_verifier,
+        prompt if prompt in ("login", "select_account") else "",
     )
     return RedirectResponse(url, status_code=302, headers={"cache-control": "no-store"})
 

@@ -3,7 +3,7 @@
 from verbund.identity._admin_keys import AdminKeyService, CreatedAdminKey
 from verbund.identity._claims import Identity, Refusal, map_claims
 from verbund.identity._oidc import ID_TOKEN_ALGORITHMS, OidcClient
-from verbund.identity._people import PeopleService, PersonQuota
+from verbund.identity._people import PeopleService
 from verbund.identity._service import IdentityService
 from verbund.identity._sessions import LoginFlow, Session, SessionStore
 
@@ -16,7 +16,6 @@ __all__ = [
     "LoginFlow",
     "OidcClient",
     "PeopleService",
-    "PersonQuota",
     "Refusal",
     "Session",
     "SessionStore",

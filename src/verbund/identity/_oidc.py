@@ -103,15 +103,19 @@ class OidcClient:
         return self._metadata
 
     async def authorization_url(
-        self, redirect_uri: str, state: str, nonce: str, code_verifier: str
+        self, redirect_uri: str, state: str, nonce: str, code_verifier: str, prompt: str = ""
     ) -> str:
+        """Where the browser signs in; ``prompt="login"`` asks the provider to
+        authenticate again (switching accounts) even if it has a session."""
         meta = await self.metadata()
+        extra = {"prompt": prompt} if prompt else {}
         url, _ = self._http.create_authorization_url(
             meta["authorization_endpoint"],
             state=state,
             code_verifier=code_verifier,
             nonce=nonce,
             redirect_uri=redirect_uri,
+            **extra,
         )
         return str(url)
 

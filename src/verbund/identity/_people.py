@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -21,15 +20,9 @@ from verbund.coordination import EventBus, LocalBus
 from verbund.errors import NotFound
 from verbund.identity._claims import Identity
 from verbund.store import STORE_FAILURES, PersonRow, Store
-from verbund.tenancy import Actor
+from verbund.tenancy import Actor, PersonQuota
 
-__all__ = ["PeopleService", "PersonQuota"]
-
-
-@dataclass(frozen=True, slots=True)
-class PersonQuota:
-    requests_per_minute: int = 0
-    tokens_per_minute: int = 0
+__all__ = ["PeopleService"]
 
 
 class PeopleService:
