@@ -27,6 +27,7 @@ from harness.stub_backend import MODEL, stub_backend
 pytestmark = pytest.mark.real
 
 EVIL = "<script>window.pwned = 1</script>"
+PRICES = {"currency": "EUR", "models": {"*": {"per_inference": "0.02"}}}
 
 
 @dataclass

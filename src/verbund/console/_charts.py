@@ -20,7 +20,7 @@ from html import escape
 
 __all__ = ["Line", "bar_chart", "compact", "line_chart", "nice_ticks", "stacked_bar_chart"]
 
-WIDTH, HEIGHT = 640, 280
+WIDTH, HEIGHT = 720, 280
 LEFT, RIGHT, TOP, BOTTOM = 64, 24, 56, 56
 # a palette that stays apart for the colour-blind (Okabe and Ito)
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -188,7 +188,7 @@ def bar_chart(
     end: the chart for "by person / key / model", where names are long."""
     row = 26
     height = TOP + max(1, len(bars)) * row + 40
-    label_w = 180
+    label_w = 200
     desc = "; ".join(f"{lab}: {compact(v, unit)}" for lab, v in bars) or "no data"
     if not bars:  # bars of zero are data (nothing in flight), drawn on a 0..1 axis
         return _frame(title, desc, [_empty(width, height)], width, height)
