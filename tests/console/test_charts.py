@@ -48,7 +48,8 @@ def test_compact_numbers() -> None:
     assert compact(1234) == "1.2k"
     assert compact(2_500_000) == "2.5M"
     assert compact(12) == "12"
-    assert compact(0.25, "%") == "25.0 %"
+    assert compact(0.25, "%") == "25 %"
+    assert compact(0.999, "%") == "99.9 %"
     assert compact(1, "%") == "100 %"
     assert compact(3.5, "EUR") == "3.5 EUR"
 

@@ -136,6 +136,8 @@ async def test_site_operator_drains_own_site_not_another(console: Gateway, sign_
     assert (await op.get("/console/site?site=ost")).status_code == 403
     r = await op.post("/console/sites/west/resume", data={})  # no token: refused
     assert r.status_code == 403
+    big = {"csrf_token": token, "pad": "x" * 70_000}  # refused before it is parsed
+    assert (await op.post("/console/sites/west/resume", data=big)).status_code == 413
     assert console.services.federation.sites["west"].state is SiteState.draining
     load = await op.get("/console/sites/west/load")
     assert [b["name"] for b in load.json()["backends"]] == ["west-1"]

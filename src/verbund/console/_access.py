@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import parse_qs
 
-from starlette.datastructures import FormData
 from starlette.requests import Request
 
 from verbund.console._page import Viewer
+from verbund.errors import BadRequest
 from verbund.gateway._auth import check_csrf, session_of
+from verbund.gateway._body import read_body
 from verbund.gateway._deps import authorize, services
 from verbund.identity import Session
 from verbund.tenancy import Actor, Permission, can
@@ -51,15 +53,16 @@ class Access:
     def federation_wide(self, permission: Permission) -> bool:
         return can(self.actor, permission, None)
 
-    async def form(self, request: Request) -> FormData:
-        """The posted form, once its ``csrf_token`` matches the session's (else 403)."""
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > FORM_LIMIT:
-            check_csrf(request, self.session, "")  # refuse big bodies without reading them
-        form = await request.form(max_files=0, max_fields=32)
-        token = form.get("csrf_token")
-        check_csrf(request, self.session, token if isinstance(token, str) else "")
-        return form
+    async def form(self, request: Request) -> dict[str, str]:
+        """The posted form (size-limited), once its ``csrf_token`` matches the session's
+        (else 403, before anything is done)."""
+        raw = await read_body(request, FORM_LIMIT)
+        try:
+            fields = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=32)
+        except ValueError:
+            raise BadRequest("Too many form fields.") from None
+        check_csrf(request, self.session, (fields.get("csrf_token") or [""])[0])
+        return {k: v[0] for k, v in fields.items()}
 
 
 async def signed_in(
