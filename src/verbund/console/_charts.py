@@ -49,7 +49,7 @@ def nice_ticks(top: float, count: int = 5, *, whole: bool = False) -> list[float
 def compact(value: float, unit: str = "") -> str:
     """1234 -> "1.2k", 0.5 with unit "%" -> "50 %": short axis and bar labels."""
     if unit == "%":
-        pct = round(value * 100, 6)
+        pct = round(float(value) * 100, 6)
         return f"{pct:.0f} %" if pct.is_integer() else f"{pct:.1f} %"
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= size:
