@@ -109,6 +109,10 @@ async def test_return_url_on_this_site_is_kept(people: People) -> None:
 
 async def test_own_key_after_real_sign_in_is_attributed_to_the_person(people: People) -> None:
     await people.sign_in("ada")
+    # a member's session on the admin API: refused, reads and writes alike
+    assert (await people.client.get("/admin/usage?institution=uni-a")).status_code == 403
+    drain = await people.client.post("/admin/sites/west/drain", headers=await people.csrf())
+    assert drain.status_code == 403
     forged = await people.client.post("/v1/me/keys", json={"name": "laptop"})
     assert forged.status_code == 403  # CSRF: no token
     made = await people.client.post(

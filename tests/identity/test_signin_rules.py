@@ -91,3 +91,19 @@ def test_auth_config(tmp_path: Path) -> None:
         parse_config(federation_dict(tmp_path, auth={"oidc": [one, one]}))
     with pytest.raises(ConfigError, match="issuer"):
         parse_config(federation_dict(tmp_path, auth={"oidc": {**one, "issuer": "idp"}}))
+
+
+def test_the_operators_guide_example_is_a_valid_config() -> None:
+    import re
+    import tomllib
+
+    from harness.processes import ROOT
+
+    guide = (ROOT / "docs" / "identity.md").read_text()
+    match = re.search(r"```toml\n(.*?)```", guide, re.S)
+    assert match is not None
+    data = tomllib.loads(match.group(1))
+    cfg = parse_config(
+        {**data, "sites": [{"name": "rz-west"}], "institutions": [{"id": "uni-a"}, {"id": "uni-b"}]}
+    )
+    assert cfg.auth.oidc[0].roles  # the entitlements map to roles
