@@ -76,7 +76,7 @@ async def _render(c: Console, request: Request, who: Access, site: Site, done: s
     rows = backend_rows(site, time.monotonic())
     a24 = (await svc.accounting.availability.last_24h()).get(site.name)
     chart = bar_chart(
-        f"Requests in flight per backend ({site.name})",
+        f"Requests in flight per backend ({site.name}), when the page loaded",
         [(r["name"], float(r["outstanding"])) for r in rows],
         value_label="requests in flight now",
     )
