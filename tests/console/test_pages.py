@@ -58,6 +58,8 @@ async def test_member_creates_a_key_sees_it_once_uses_it_and_sees_the_use(
     member = await sign_in(Role.member, name="Grace")
     page = await member.get("/console/keys")
     assert page.status_code == 200 and "Grace" in page.text and "No keys yet" in page.text
+    assert_protected(page)
+    assert page.headers["cache-control"] == "no-store"
     token = csrf_meta(page.text)
     r = await member.post(
         "/v1/me/keys", json={"name": "grace-laptop"}, headers={"x-csrf-token": token}
