@@ -123,6 +123,7 @@ class Gateway:
         keys: dict[str, str],
         app: Starlette,
         agents: dict[str, AgentServices] | None = None,
+        links: dict[str, AgentLink] | None = None,
     ) -> None:
         self.client = client
         self.services = services
@@ -130,6 +131,7 @@ class Gateway:
         self.keys = keys
         self.app = app  # for calls that need the raw ASGI interface
         self.agents = agents or {}  # the sites' in-process agents, by site
+        self.links = links or {}  # their transports, to cut in tests
 
     async def tick(self) -> None:
         """One step of every site agent's job loop, then of the access point's."""
@@ -178,9 +180,22 @@ class Gateway:
 GatewayFactory = Callable[..., Any]
 
 
-def _by_site(apps: dict[str, Starlette]) -> Callable[[SiteConfig], httpx.AsyncBaseTransport | None]:
-    transports = {n: httpx.ASGITransport(app=a) for n, a in apps.items()}
-    return lambda site: transports.get(site.name)
+class AgentLink(httpx.ASGITransport):
+    """An in-process agent's transport that a test can cut (``down``): the access point
+    then sees the agent as unreachable, as when its host or network is gone."""
+
+    down = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("the agent is away (test)", request=request)
+        return await super().handle_async_request(request)
+
+
+def _by_site(
+    links: dict[str, AgentLink],
+) -> Callable[[SiteConfig], httpx.AsyncBaseTransport | None]:
+    return lambda site: links.get(site.name)
 
 
 @pytest.fixture
@@ -215,8 +230,9 @@ def gateway_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GatewayF
                     await stack.enter_async_context(
                         agents[site.name].router.lifespan_context(agents[site.name])
                     )
+            links = {n: AgentLink(app=a) for n, a in agents.items()}
             if agents:
-                agent_transport = _by_site(agents)
+                agent_transport = _by_site(links)
                 for name, value in agent_env(cfg).items():
                     monkeypatch.setenv(name, value)
 
@@ -238,7 +254,7 @@ def gateway_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GatewayF
             }
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://ap") as client:
-                yield Gateway(client, svc, fakes, keys, app, services)
+                yield Gateway(client, svc, fakes, keys, app, services, links)
 
     return factory
 

@@ -197,3 +197,33 @@ async def test_local_sites_run_no_more_than_their_cpus(
             assert last["site"] == rows[0].site  # the freed CPU
     finally:
         kill_leftovers(cfg)
+
+
+async def test_an_agent_away_shows_the_last_state_and_gets_the_cancel_later(
+    gateway_factory: GatewayFactory, cfg: FederationConfig
+) -> None:
+    async with gateway_factory(cfg) as gw:
+        gw.services.jobs.recipes.register(SLOW)
+        job = await create(gw, params={"steps": 400, "delay": 0.05})
+        site = (await wait_training(gw, job["id"]))["site"]
+        gw.links[site].down = True  # the agent's host is cut off; the job runs on there
+        await gw.services.jobs.tick()
+        away = (await gw.client.get(f"/v1/training/jobs/{job['id']}", headers=gw.auth())).json()
+        assert away["status"] == "running" and away["metrics"] is not None
+        assert away["note"] and f"site {site} has not answered" in away["note"]
+        r = await gw.client.post(f"/v1/training/jobs/{job['id']}/cancel", headers=gw.auth())
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert (await gw.agents[site].jobs.get(job["id"])).status == "running"  # not heard yet
+        gw.links[site].down = False
+        for _ in range(400):
+            await gw.tick()
+            row = await gw.services.jobs.get(job["id"], None)
+            if row.runner_done:
+                break
+            await asyncio.sleep(0.05)
+        assert row.runner_done and row.status == "cancelled"
+        assert (await gw.agents[site].jobs.get(job["id"])).status == "cancelled"
+        back = (await gw.client.get(f"/v1/training/jobs/{job['id']}", headers=gw.auth())).json()
+        assert back["note"] is None
+        messages = [e["message"] for e in await events_of(gw, job["id"])]
+        assert any("the site did not answer" in m for m in messages)
