@@ -417,7 +417,9 @@ class TrainingConfig(_Strict):
     poll_interval: float = Field(1.0, gt=0)
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     files_dir: str = ""  # "" = <gateway.state_dir>/files (until the Files API is wired)
-    models_dir: str = ""  # "" = <gateway.state_dir>/models
+    # unused since site agents keep trained models (<agent state_dir>/models); kept so
+    # that existing configs still load
+    models_dir: str = ""
     submit_attempts: int = Field(5, ge=1)
 
 
