@@ -100,7 +100,7 @@ async def test_a_backend_the_site_reports_down_gets_no_requests(
         await svc.offer.prober.probe_all()
         svc.refresh_catalogue()
         await linked.refresh()
-        assert await _served_by(linked) == (200, SITE)
+        assert linked.gw.services.federation.backends["west-a"].healthy
         linked.fakes["west-a"].mode = "refuse"
         await svc.offer.prober.probe_all()
         svc.refresh_catalogue()
@@ -115,6 +115,22 @@ async def test_a_backend_the_site_reports_down_gets_no_requests(
         svc.refresh_catalogue()
         await linked.refresh()
         assert backend.healthy and not backend.site_down
+
+
+async def test_a_backend_answering_here_is_not_taken_out_on_the_agents_word(
+    linked_factory: LinkedFactory,
+) -> None:
+    async with linked_factory() as linked:
+        svc = linked.agent.services
+        await linked.refresh()
+        assert await _served_by(linked) == (200, SITE)  # it answered this access point
+        svc.offer.backends["west-a"].healthy = False  # the agent's probes time out (busy)
+        svc.offer.backends["west-a"].probe_failures = 2
+        svc.refresh_catalogue()
+        await linked.refresh()
+        backend = linked.gw.services.federation.backends["west-a"]
+        assert backend.site_down and backend.healthy
+        assert await _served_by(linked) == (200, SITE)
 
 
 async def test_a_stale_catalogue_keeps_serving(linked_factory: LinkedFactory) -> None:
