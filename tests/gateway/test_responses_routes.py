@@ -207,3 +207,15 @@ async def test_bad_input_is_400_naming_the_parameter(
     err = assert_openai_error(resp, 400)
     assert err["param"] == param
     assert gw.upstream_calls() == 0
+
+
+async def test_stream_from_a_backend_without_usage_still_reports_usage(gw: Gateway) -> None:
+    for f in gw.fakes.values():
+        f.usage_in_stream = False
+    stream = await sdk(gw).responses.create(model=MODEL, input="Hallo", stream=True)
+    final = None
+    async for event in stream:
+        if event.type == "response.completed":
+            final = event.response
+    assert final is not None and final.usage is not None
+    assert final.usage.output_tokens == 5 and final.usage.input_tokens > 0
