@@ -93,6 +93,7 @@ class Admission:
         prompt_estimate: int = 0,
         parsed: dict[str, Any] | None = None,
         client_gone: ClientGone | None = None,
+        variants: dict[str, bytes] | None = None,
     ) -> Forward:
         """The request as the proxy takes it."""
         return Forward(
@@ -106,6 +107,7 @@ class Admission:
             prompt_estimate=prompt_estimate,
             parsed=parsed,
             client_gone=client_gone,
+            variants=variants or {},
         )
 
     def respond(self, response: Response) -> Response:

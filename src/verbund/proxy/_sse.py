@@ -193,3 +193,31 @@ def _data_of(event: bytes) -> bytes | None:
 def error_event(message: str, code: str) -> bytes:
     body = {"error": {"message": message, "type": "server_error", "code": code, "param": None}}
     return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def stream_of_answer(body: bytes, include_usage: bool) -> bytes:
+    """A complete chat completion as the chunks a streamed one would have sent, for a
+    backend that could not stream this request (see :mod:`verbund.federation._dialect`)."""
+    answer = orjson.loads(body)
+    head = {k: answer.get(k) for k in ("id", "created", "model")}
+    head["object"] = "chat.completion.chunk"
+    choices = answer.get("choices") or []
+    out: list[bytes] = []
+
+    def chunk(choices: list[object], **extra: object) -> None:
+        out.append(b"data: " + orjson.dumps({**head, "choices": choices, **extra}) + b"\n\n")
+
+    for c in choices:
+        i = c.get("index", 0)
+        msg = c.get("message") or {}
+        chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        if msg.get("content"):
+            chunk([{"index": i, "delta": {"content": msg["content"]}, "finish_reason": None}])
+        for n, call in enumerate(msg.get("tool_calls") or []):
+            delta = {"tool_calls": [{"index": n, **call}]}
+            chunk([{"index": i, "delta": delta, "finish_reason": None}])
+        chunk([{"index": i, "delta": {}, "finish_reason": c.get("finish_reason")}])
+    if include_usage and isinstance(answer.get("usage"), dict):
+        chunk([], usage=answer["usage"])
+    out.append(b"data: [DONE]\n\n")
+    return b"".join(out)
