@@ -382,6 +382,17 @@ class InstitutionConfig(_Strict):
     budget_tokens_per_month: int = Field(0, ge=0)
     budget_per_month: Money = Decimal(0)
     budget_hard_stop: bool = False
+    # the institution's opt-in to stored responses (store: true, previous_response_id):
+    # their text is kept encrypted for [responses] retention_hours
+    store_responses: bool = False
+
+
+class ResponsesConfig(_Strict):
+    """Stored responses of the Responses API (for institutions that opt in)."""
+
+    key_env: EnvName = "VERBUND_RESPONSES_KEY"  # the encryption key; never in the store
+    retention_hours: float = Field(24.0, gt=0, le=24 * 30)
+    purge_interval: float = Field(300.0, gt=0)
 
 
 class RetentionConfig(_Strict):
@@ -415,6 +426,7 @@ class FederationConfig(_Strict):
     models: list[ModelConfig] = []
     institutions: list[InstitutionConfig] = []
     retention: RetentionConfig = RetentionConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> FederationConfig:

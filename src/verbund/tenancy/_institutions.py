@@ -31,6 +31,7 @@ _FIELDS = (
     "budget_tokens_per_month",
     "budget_per_month",
     "budget_hard_stop",
+    "store_responses",
 )
 
 
