@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from verbund.errors import BadRequest, NotConfigured, NotFound
 from verbund.gateway._body import context_length, require_model
 from verbund.gateway._deps import json_body, principal, request_id, services
-from verbund.gateway._inference import admit_body, check_kind, send
+from verbund.gateway._inference import Admitted, admit_body, check_kind, send
 from verbund.gateway._services import Services
 from verbund.responses import (
     EventTranslator,
@@ -43,6 +43,7 @@ __all__ = ["cancel_response", "create_response", "delete_response", "get_respons
 ENDPOINT = "/v1/responses"
 DROPPED_HEADER = "x-verbund-dropped-tools"
 _CHAT_KINDS = frozenset({"chat"})
+_OWN_TOOLS = frozenset({"function", "namespace"})
 
 
 def _not_found(response_id: str, param: str | None = None) -> NotFound:
@@ -124,6 +125,9 @@ async def create_response(request: Request) -> Response:
             user=tr.user,
             affinity_seed=tr.echo.prompt_cache_key or "",
         )
+        plan = admitted.admission.plan
+        if plan and all(b.config.responses for b in plan):
+            return await _pass_on(request, admitted, body, history, tr)
         response_id = new_id("resp")
         upstream = await send(request, "/v1/chat/completions", admitted)
         headers = {k: v for k, v in upstream.headers.items() if k.startswith("x-")}
@@ -145,6 +149,34 @@ async def create_response(request: Request) -> Response:
         answer = response_from_chat(orjson.loads(upstream.body), tr.echo, response_id)
         await keep(answer)
         return admitted.admission.respond(JSONResponse(answer, headers=headers))
+
+
+async def _pass_on(
+    request: Request,
+    admitted: Admitted,
+    body: dict[str, Any],
+    history: list[Any] | None,
+    tr: Translation,
+) -> Response:
+    """The request to backends with a Responses API of their own (vLLM): as it came, but
+    stateless (a stored conversation goes along as items; nothing is kept there), with
+    the end user's pseudonym, and without the built-in tools Verbund does not offer."""
+    out = {k: v for k, v in body.items() if k != "previous_response_id"}
+    out["input"] = [*(history or []), *_input_items(body)]
+    out["store"] = False
+    if tr.dropped:
+        out["tools"] = [t for t in body.get("tools") or [] if t.get("type") in _OWN_TOOLS]
+    user_hash = admitted.admission.record.user_hash
+    for field in ("user", "safety_identifier"):
+        if field in out:
+            out[field] = user_hash or None
+    passed = Admitted(
+        admitted.admission, out, orjson.dumps(out), tr.stream, False, admitted.prompt_estimate
+    )
+    upstream = await send(request, ENDPOINT, passed)
+    if tr.dropped:
+        upstream.headers[DROPPED_HEADER] = ", ".join(dict.fromkeys(tr.dropped))
+    return admitted.admission.respond(upstream)
 
 
 async def get_response(request: Request) -> Response:

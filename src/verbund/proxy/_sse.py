@@ -12,6 +12,7 @@ access point estimated it, the answer as the chunks it counted (the usage record
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -27,12 +28,18 @@ class Usage:
 
     @classmethod
     def from_body(cls, body: object) -> Usage | None:
+        """Chat completions' usage, or a Response object's (Responses API, also inside
+        its terminal stream events)."""
         if not isinstance(body, dict):
             return None
+        if isinstance(body.get("response"), dict):
+            body = body["response"]
+            assert isinstance(body, dict)
         u = body.get("usage")
         if not isinstance(u, dict):
             return None
-        p, c = u.get("prompt_tokens", 0), u.get("completion_tokens", 0)
+        p = u.get("prompt_tokens", u.get("input_tokens", 0))
+        c = u.get("completion_tokens", u.get("output_tokens", 0))
         return cls(p if isinstance(p, int) else 0, c if isinstance(c, int) else 0)
 
 
@@ -111,6 +118,12 @@ class SSEUsageFilter:
         if data == b"[DONE]":
             self.done = True
             return True
+        if event.startswith(b"event: response.") and _event_of(event) in _TERMINAL:
+            # a Responses API stream ends with its terminal event, not [DONE]
+            self.done = True
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.usage = Usage.from_body(orjson.loads(data)) or self.usage
+            return True
         self.events += 1
         if self.events == 1 and self._estimate is not None:
             self._remember_head(data)
@@ -181,6 +194,14 @@ def _has_text(data: bytes) -> bool:
     if b'"content"' not in data and b'"text"' not in data:
         return False
     return not any(e in data for e in _EMPTY_TEXT) or data.count(b'"content"') > 1
+
+
+_TERMINAL = frozenset({b"response.completed", b"response.incomplete", b"response.failed"})
+
+
+def _event_of(event: bytes) -> bytes:
+    first = event.split(b"\n", 1)[0]
+    return first[6:].strip()
 
 
 def _data_of(event: bytes) -> bytes | None:
