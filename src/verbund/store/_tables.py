@@ -66,6 +66,9 @@ class ApiKeyRow(Base):
     # migration 0008_responses: a front-end's key (Open WebUI), whose user headers name
     # the person behind each request
     front_end: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the model kinds GET /v1/models lists for this key (null: all), e.g. ["chat"] for a
+    # chat front-end whose model picker should not offer embedding or OIP models
+    model_kinds: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class StoredResponseRow(Base):

@@ -1,4 +1,4 @@
-"""stored responses (encrypted), the institutions' opt-in, front-end keys
+"""stored responses (encrypted), the institutions' opt-in, front-end keys, model kinds per key
 
 Revision ID: 0008_responses
 Revises: 0007_concurrency
@@ -36,10 +36,12 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("front_end", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+        batch.add_column(sa.Column("model_kinds", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("model_kinds")
         batch.drop_column("front_end")
     with op.batch_alter_table("institutions") as batch:
         batch.drop_column("store_responses")
