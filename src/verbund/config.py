@@ -385,6 +385,9 @@ class InstitutionConfig(_Strict):
     # the institution's opt-in to stored responses (store: true, previous_response_id):
     # their text is kept encrypted for [responses] retention_hours
     store_responses: bool = False
+    # per person behind a front-end's key (its forwarded user headers); 0 = no limit
+    person_requests_per_minute: int = Field(0, ge=0)
+    person_tokens_per_minute: int = Field(0, ge=0)
 
 
 class ResponsesConfig(_Strict):

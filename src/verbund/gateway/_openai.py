@@ -24,7 +24,14 @@ from verbund.gateway._body import (
     require_model,
 )
 from verbund.gateway._catalogue import catalogue
-from verbund.gateway._deps import data_class, json_body, principal, request_id, services
+from verbund.gateway._deps import (
+    data_class,
+    json_body,
+    person,
+    principal,
+    request_id,
+    services,
+)
 from verbund.gateway._inference import admit_body, check_kind, send
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
@@ -85,7 +92,9 @@ def _make_handler(
         svc = services(request)
         with span(svc.telemetry.tracer, "verbund.auth"):
             who = await principal(request)
-        async with svc.admission.enter(who, endpoint, request_id(request)) as entry:
+        async with svc.admission.enter(
+            who, endpoint, request_id(request), person(request, who)
+        ) as entry:
             raw, body = await json_body(request)
             model = require_model(body)
             check_common(body, svc.config.limits, context_length(svc.federation.models, model))

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from verbund.errors import BadRequest, NotConfigured, NotFound
 from verbund.gateway._body import context_length, require_model
-from verbund.gateway._deps import json_body, principal, request_id, services
+from verbund.gateway._deps import json_body, person, principal, request_id, services
 from verbund.gateway._inference import Admitted, admit_body, check_kind, send
 from verbund.gateway._services import Services
 from verbund.responses import (
@@ -104,7 +104,9 @@ async def create_response(request: Request) -> Response:
     svc = services(request)
     with span(svc.telemetry.tracer, "verbund.auth"):
         who = await principal(request)
-    async with svc.admission.enter(who, ENDPOINT, request_id(request)) as entry:
+    async with svc.admission.enter(
+        who, ENDPOINT, request_id(request), person(request, who)
+    ) as entry:
         _, body = await json_body(request)
         model = require_model(body)
         history = await _history(svc, who, body)

@@ -47,6 +47,8 @@ class InstitutionRow(Base):
     budget_hard_stop: Mapped[bool] = mapped_column(Boolean, default=False)
     # migration 0008_responses: the opt-in to stored responses
     store_responses: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    person_requests_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    person_tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     source: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -126,6 +128,8 @@ class UsageRow(Base):
     # added by migration 0003_oip: body sizes of OIP v2 inference (no tokens there)
     request_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     response_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # migration 0008_responses: the front-end user's pseudonym (a keyed hash), or ""
+    person: Mapped[str] = mapped_column(String(64), default="")
 
 
 class AuditRow(Base):

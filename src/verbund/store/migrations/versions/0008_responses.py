@@ -32,18 +32,26 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("store_responses", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+        for name in ("person_requests_per_minute", "person_tokens_per_minute"):
+            batch.add_column(sa.Column(name, sa.Integer(), nullable=False, server_default="0"))
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(
             sa.Column("front_end", sa.Boolean(), nullable=False, server_default=sa.false())
         )
         batch.add_column(sa.Column("model_kinds", sa.JSON(), nullable=True))
+    with op.batch_alter_table("usage_records") as batch:
+        batch.add_column(sa.Column("person", sa.String(64), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("usage_records") as batch:
+        batch.drop_column("person")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("model_kinds")
         batch.drop_column("front_end")
     with op.batch_alter_table("institutions") as batch:
+        batch.drop_column("person_tokens_per_minute")
+        batch.drop_column("person_requests_per_minute")
         batch.drop_column("store_responses")
     op.drop_index("ix_stored_responses_expires_at", "stored_responses")
     op.drop_index("ix_stored_responses_institution_id", "stored_responses")
