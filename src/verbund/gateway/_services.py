@@ -69,6 +69,7 @@ from verbund.jobs import (
     SiteLink,
 )
 from verbund.proxy import Proxy
+from verbund.responses import ResponseStore
 from verbund.routing import Router, make_policy
 from verbund.server import Drain
 from verbund.store import STORE_FAILURES, Store, StoreClock
@@ -152,6 +153,7 @@ class Services:
     batch_runner: BatchRunner
     jobs: JobService
     agents: dict[str, AgentClient]  # the sites' agents (closed with the catalogues)
+    responses: ResponseStore  # stored responses of institutions that opt in
     # shared state and observation
     coordination: Coordination
     telemetry: Telemetry
@@ -279,6 +281,9 @@ class Services:
             batch_runner=batch_runner,
             jobs=jobs,
             agents=agents,
+            responses=ResponseStore(
+                store, config.responses.key_env, config.responses.retention_hours
+            ),
             coordination=coordination,
             telemetry=telemetry,
             identity=IdentityService(
@@ -324,6 +329,7 @@ class Services:
             "store-clock": self.clock.run(),
             "training-jobs": self.jobs.run(),
             "overload-watch": self.overload.watch(),
+            "responses-purge": self.responses.run_purger(self.config.responses.purge_interval),
             "session-purge": self.identity.run_purge(),
         }
         if self.config.batch.enabled:
