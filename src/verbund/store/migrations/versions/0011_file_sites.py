@@ -1,7 +1,7 @@
 """where a file's bytes lie (a site agent's file store) and the data class it holds
 
 Revision ID: 0010_file_sites
-Revises: 0009_site_catalogues, 0009_responses (joins the two)
+Revises: 0009_site_catalogues
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_file_sites"
-down_revision = ("0009_site_catalogues", "0009_responses")
+down_revision = "0009_site_catalogues"
 branch_labels = None
 depends_on = None
 

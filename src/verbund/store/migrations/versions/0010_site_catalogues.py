@@ -1,7 +1,7 @@
 """the last catalogue of each site's agent
 
 Revision ID: 0009_site_catalogues
-Revises: 0008_identity
+Revises: 0009_responses
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_site_catalogues"
-down_revision = "0008_identity"
+down_revision = "0009_responses"
 branch_labels = None
 depends_on = None
 
