@@ -44,8 +44,13 @@ from verbund.tenancy import Principal
 
 def _visible_models(svc: Services, who: Principal) -> list[dict[str, Any]]:
     policy = RequestPolicy.for_institution(who.institution, who.institution.default_data_class)
-    out = catalogue(svc.federation, policy, created=int(svc.started))
-    out += svc.jobs.models.entries(who.institution.id)  # its own ft: models (issue 9)
+    inst = who.institution.id
+    out = [
+        entry
+        for entry in catalogue(svc.federation, policy, created=int(svc.started))
+        if not (reserved := svc.federation.models[entry["id"]].institutions) or inst in reserved
+    ]
+    out += svc.jobs.models.entries(inst)  # its own ft: models served here (OIP)
     return out
 
 
