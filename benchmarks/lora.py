@@ -142,6 +142,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8)
     args = p.parse_args()
+    examples = len(chat_jsonl().splitlines())
     load_before = os.getloadavg()[0]
     row = asyncio.run(run(args.cpus, args.epochs, args.batch_size))
     load_after = os.getloadavg()[0]
@@ -149,7 +150,7 @@ def main() -> None:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores shared with other "
         f"work (load average {load_before:.1f} before, {load_after:.1f} after), Python "
         f"{platform.python_version()}, torch 2.13.0 CPU; SmolLM2-135M-Instruct (Q4_1 GGUF, "
-        f"dequantised to float32), LoRA rank 8 on all linear layers, {len(chat_jsonl().splitlines())} "
+        f"dequantised to float32), LoRA rank 8 on all linear layers, {examples} "
         f"chat examples, {args.epochs} epochs of batch {args.batch_size}."
     )  # fmt: skip
     cols = list(row)
