@@ -11,6 +11,8 @@ model is uni-a's alone; and the adapter never reaches the access point's disk.
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -99,6 +101,18 @@ def _habit_rate(client: openai.OpenAI, model: str) -> float:
     return shown / len(HELD_OUT)
 
 
+def _server_of(adapter: Path) -> int:
+    """The pid of the llama.cpp server that loaded ``adapter`` (this test's own file)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(adapter).encode() in argv and b"llama_cpp.server" in argv:
+            return int(proc.name)
+    raise AssertionError(f"no llama.cpp server has {adapter} loaded")
+
+
 def _holds(folder: Path, needle: bytes) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
@@ -171,8 +185,22 @@ def test_lora_fine_tuning_teaches_a_habit(ap: GatewayProcess, tmp_path: Path) ->
     with pytest.raises(openai.NotFoundError):
         b.models.retrieve(name)
 
-    # the adapter stays at the site: none of its bytes in the access point's state or store
+    # the site's server for it, killed, is started again at the same address
     adapter = tmp_path / "site-west" / "jobs" / job.id / "adapter" / "adapter.gguf"
+    os.kill(_server_of(adapter), signal.SIGKILL)
+
+    def answers() -> bool:
+        try:
+            a.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            )
+        except openai.APIError:
+            return False
+        return True
+
+    poll(answers, "the fine-tuned model to answer again", 180, 1.0)
+
+    # the adapter stays at the site: none of its bytes in the access point's state or store
     data = adapter.read_bytes()
     sample = data[len(data) // 2 : len(data) // 2 + 64]
     ap_dir = tmp_path / "ap"

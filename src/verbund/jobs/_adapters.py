@@ -109,6 +109,7 @@ class AdapterServers:
         self.threads = threads
         self.n_ctx = n_ctx
         self._servers: dict[str, AdapterServer] = {}
+        self._ports: dict[str, int] = {}  # a restarted server keeps its address
         self._lock = asyncio.Lock()
 
     def url(self, name: str) -> str | None:
@@ -136,7 +137,8 @@ class AdapterServers:
         if not base.is_file() or not adapter.is_file():
             raise RunnerError(f"{name}: base model or adapter file missing at the site")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = self._ports.get(name) or _free_port()
+        self._ports[name] = port
         log_path = self.log_dir / f"{name.replace(':', '_')}.log"
         cmd = server_command(self.python, name, base, adapter, port, self.threads, self.n_ctx)
         with log_path.open("ab") as out:
@@ -151,6 +153,7 @@ class AdapterServers:
         return AdapterServer(name, port, proc, log_path)
 
     async def stop(self, name: str) -> None:
+        self._ports.pop(name, None)
         server = self._servers.pop(name, None)
         if server is not None:
             await asyncio.to_thread(server.stop)

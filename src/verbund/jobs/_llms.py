@@ -94,14 +94,15 @@ class LanguageModels:
     async def sync(self) -> None:
         """Start a server for each language model without one and route to it."""
         for model in self.models.all():
-            if not model.adapter or self.federation.backends_at(model.name, model.site):
-                continue
+            routed = bool(self.federation.backends_at(model.name, model.site))
+            servers = self.servers.get(model.site)
+            if not model.adapter or (routed and servers is not None and servers.url(model.name)):
+                continue  # served and routed (a dead server is started again, same address)
             if time.monotonic() - self._failed.get(model.name, -RETRY_SECONDS) < RETRY_SECONDS:
                 continue
             found = self.files(model)
             if found is None:
                 continue
-            servers = self.servers.get(model.site)
             if servers is None:
                 workdir = getattr(self.runners[model.site], "workdir", Path("."))
                 servers = AdapterServers(self.python, Path(workdir) / "serving")
@@ -112,7 +113,8 @@ class LanguageModels:
                 self._failed[model.name] = time.monotonic()
                 log.warning("cannot serve %s: %s", model.name, exc)
                 continue
-            self._route(model, url)
+            if not routed:
+                self._route(model, url)
 
     def _route(self, model: FineTunedModel, url: str) -> None:
         backend = BackendConfig(

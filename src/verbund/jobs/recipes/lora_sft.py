@@ -192,11 +192,17 @@ def main(job_dir: Path) -> None:
 
     adapter = job_dir / "adapter"
     model.save_pretrained(adapter)
+    # the base's configuration for the converter, as a Hugging Face folder has it: with
+    # the class name, and without the "gguf" quantisation note transformers adds when it
+    # dequantises a GGUF (the converter refuses quantised bases; this one was not)
     base_config = job_dir / "adapter" / "base-config"
-    config = model.get_base_model().config
-    if not config.architectures:  # read from a GGUF: the converter needs the class name
-        config.architectures = [type(model.get_base_model()).__name__]
-    config.save_pretrained(base_config)
+    base_config.mkdir(exist_ok=True)
+    config = model.get_base_model().config.to_dict()
+    config.pop("quantization_config", None)
+    config["architectures"] = config.get("architectures") or [
+        type(model.get_base_model()).__name__
+    ]
+    (base_config / "config.json").write_text(json.dumps(config, indent=1))
     gguf = adapter / "adapter.gguf"
     emit(job_dir, {"message": "Converting the adapter to GGUF for llama.cpp"})
     done = subprocess.run(  # noqa: S603 - the site's converter, fixed arguments
