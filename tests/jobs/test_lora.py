@@ -16,6 +16,7 @@ import pytest
 
 from harness.chat_data import chat_jsonl
 from harness.training import put_file
+from tests.batch.helpers import chat_line, create_batch, upload
 from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict
 from tests.jobs.helpers import jobs_config, kill_leftovers, wait_job
 from verbund.config import BackendConfig, FederationConfig, ModelConfig, parse_config
@@ -178,3 +179,18 @@ async def test_a_reserved_model_is_its_institutions_alone(
         got = await gw.client.get(f"/v1/models/{FT}", headers=gw.auth("uni-b"))
         assert got.status_code == 404
         assert json.loads(got.text)["error"]["type"]
+
+
+async def test_another_institution_cannot_batch_against_a_reserved_model(
+    gateway_factory: GatewayFactory, reserved: FederationConfig
+) -> None:
+    line = json.dumps(chat_line("1", model=FT)).encode()
+    async with gateway_factory(reserved) as gw:
+        statuses = {}
+        for institution in ("uni-a", "uni-b"):
+            f = await upload(gw, line, institution)
+            batch = (await create_batch(gw, f.json()["id"], institution)).json()
+            statuses[institution] = batch["status"]
+        assert statuses["uni-a"] != "failed"
+        assert statuses["uni-b"] == "failed"
+        assert batch["errors"]["data"][0]["code"] == "model_not_found"

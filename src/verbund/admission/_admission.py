@@ -201,7 +201,7 @@ class Admitter:
             reservation = await self._quotas.admit(
                 record.request_id, token_limits(inst, who.key), ask.tokens
             )
-            if not self._visible(ask.model, inst.id):
+            if not self._federation.visible(ask.model, inst.id):
                 record.model = "unknown"  # another institution's model: not even its name
                 raise ModelNotFound(f"The model '{ask.model}' does not exist.", param="model")
             policy = RequestPolicy.for_institution(inst, ask.data_class)
@@ -215,11 +215,6 @@ class Admitter:
             raise
         headers = {**entry.headers, **reservation.headers, **headers}
         return Admission(entry.recording, plan, ctx, headers)
-
-    def _visible(self, model: str, institution: str) -> bool:
-        """A model reserved for some institutions (a fine-tuned one) is unknown to others."""
-        config = self._federation.models.get(model)
-        return config is None or not config.institutions or institution in config.institutions
 
     def _stored_name(self, ask: Ask) -> str:
         """A name the federation does not know is client text: never store it. Asks that

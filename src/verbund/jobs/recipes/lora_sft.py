@@ -199,9 +199,7 @@ def main(job_dir: Path) -> None:
     base_config.mkdir(exist_ok=True)
     config = model.get_base_model().config.to_dict()
     config.pop("quantization_config", None)
-    config["architectures"] = config.get("architectures") or [
-        type(model.get_base_model()).__name__
-    ]
+    config["architectures"] = config.get("architectures") or [type(model.get_base_model()).__name__]
     (base_config / "config.json").write_text(json.dumps(config, indent=1))
     gguf = adapter / "adapter.gguf"
     emit(job_dir, {"message": "Converting the adapter to GGUF for llama.cpp"})
