@@ -2,7 +2,8 @@
 
 It starts a real model server for every backend of the config that has a ``launch``
 table: llama.cpp (``llama-cpp-python[server]``) for chat and embeddings, MLServer with a
-scikit-learn model trained at start for OIP v2; then one access point in this process,
+scikit-learn model and KServe's model server with PyTorch, ONNX and Keras models for OIP
+v2 (each trained once and kept); then one access point in this process,
 and keys for every institution. Child processes die with this process
 (``PR_SET_PDEATHSIG``) and are stopped on Ctrl-C or SIGTERM.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import hashlib
 import importlib.util
 import json
 import logging
@@ -30,7 +30,13 @@ from typing import Any
 import httpx
 
 from verbund import demo_models
-from verbund.config import BackendConfig, FederationConfig, load_config, parse_config
+from verbund.config import (
+    BackendConfig,
+    FederationConfig,
+    LaunchConfig,
+    load_config,
+    parse_config,
+)
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
 from verbund.server import ensure_port_free, make_server
@@ -150,6 +156,23 @@ class ModelServer:
         )
         return cls(backend.name, port, proc, log_path, ready_path="/v2/health/ready")
 
+    @classmethod
+    def start_kserve(
+        cls, backend: BackendConfig, python: Path, model_file: Path, state_dir: Path
+    ) -> ModelServer:
+        """KServe's model server (OIP v2 with binary tensors) with one framework's model."""
+        assert backend.launch is not None
+        port = free_port()
+        threads = str(backend.launch.threads)
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        cmd = demo_models.kserve_command(
+            python, backend.launch.framework, model_file, backend.models[0], port
+        )
+        log_path = state_dir / "logs" / f"{backend.name}.log"
+        proc, log_path = _spawn(cmd, log_path, env=env)
+        ready = f"/v2/models/{backend.models[0]}/ready"
+        return cls(backend.name, port, proc, log_path, ready_path=ready)
+
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -187,48 +210,29 @@ def mlserver_python(configured: str = "") -> Path:
     return found
 
 
-def _model_cache(python: Path, state_dir: Path) -> Path:
-    """Where trained models are kept: beside the venv whose scikit-learn saved them (so
-    every state dir reuses them), or in the state dir when that venv is not writable."""
-    venv = python.parent.parent
-    if (venv / "pyvenv.cfg").exists() and os.access(venv, os.W_OK):
-        return venv / "verbund-models"
-    return state_dir / "models"
+def framework_python(environment: str, configured: str = "") -> Path:
+    """The interpreter of a framework's own venv (``environment``: a key of
+    :data:`verbund.demo_models.ENVIRONMENTS`), or a DemoError that says how to make it."""
+    if environment == "sklearn":
+        return mlserver_python(configured)
+    found = demo_models.find_python(environment, configured)
+    if found is None:
+        env = demo_models.ENVIRONMENTS[environment]
+        raise DemoError(
+            f"The {environment} model server is not installed: run ./{env.script} "
+            f"(./scripts/demo does), or point ${env.env_var} at a Python that has it."
+        )
+    return found
 
 
 def train_model(name: str, python: Path, state_dir: Path) -> Path:
-    """Train the demo model ``name`` in the MLServer venv, unless a trained one is there.
-
-    It is trained again only when the training script or the interpreter changes.
-    """
-    out = _model_cache(python, state_dir) / name
-    script = demo_models.trainer_script(name)
-    stamp = json.dumps(
-        {"script_sha256": hashlib.sha256(script.read_bytes()).hexdigest(), "python": str(python)}
-    )
-    stamp_file = out / "trained-by.json"
-    model_file = out / "model.joblib"
-    if model_file.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
-        return model_file
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = state_dir / "logs" / f"train-{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log_file:
-        done = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [str(python), str(script), str(out)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            timeout=300,
-            check=False,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
-        )
-    if done.returncode != 0 or not model_file.exists():
-        raise DemoError(f"Training the demo model {name!r} failed; see {log_path}.")
-    tmp = stamp_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(stamp)
-    tmp.replace(stamp_file)
-    return model_file
+    """The folder of the demo model ``name``, trained in ``python``'s venv unless it is
+    there already (trained again only when the training script or the interpreter
+    changes)."""
+    try:
+        return demo_models.train(name, python, state_dir)
+    except demo_models.TrainingFailed as exc:
+        raise DemoError(str(exc)) from None
 
 
 async def wait_ready(servers: list[ModelServer], within: float = 180.0) -> None:
@@ -259,28 +263,41 @@ def launch_backends(
 ) -> tuple[FederationConfig, list[ModelServer]]:
     """Start every backend with a ``launch`` table; return the config with their real URLs.
 
-    MLServers start first: they take longest to be ready (their imports alone take
-    seconds), and llama.cpp servers load while they do.
+    OIP model servers (MLServer, KServe) start first: they take longest to be ready (their
+    imports alone take seconds), and llama.cpp servers load while they do.
     """
     servers: list[ModelServer] = []
     data = config.model_dump(mode="json")
     launched = [b for site in data["sites"] for b in site["backends"] if b.get("launch")]
     trained: dict[tuple[str, str], Path] = {}
+
+    def model_file(launch: LaunchConfig, runtime: str) -> Path:
+        if launch.model_file:
+            return Path(launch.model_file).resolve()
+        trainer = demo_models.TRAINERS[launch.train]
+        own = launch.python if trainer.environment == runtime else ""
+        python = framework_python(trainer.environment, own)
+        key = (launch.train, str(python))
+        if key not in trained:
+            trained[key] = train_model(launch.train, python, state_dir)
+        return (trained[key] / trainer.files[runtime]).resolve()
+
     try:
-        for b in sorted(launched, key=lambda b: b["launch"]["kind"] != "mlserver"):
+        # model servers of OIP models first: their imports take longest
+        for b in sorted(launched, key=lambda b: b["launch"]["kind"] == "llama-cpp"):
             backend = BackendConfig.model_validate(b)
-            assert backend.launch is not None
-            if backend.launch.kind == "llama-cpp":
+            launch = backend.launch
+            assert launch is not None
+            if launch.kind == "llama-cpp":
                 srv = ModelServer.start_llama(backend, state_dir / "logs")
+            elif launch.kind == "mlserver":
+                python = framework_python("sklearn", launch.python)
+                file = model_file(launch, "sklearn")
+                srv = ModelServer.start_mlserver(backend, python, file, state_dir)
             else:
-                python = mlserver_python(backend.launch.python)
-                model_file = Path(backend.launch.model_file)
-                if not backend.launch.model_file:
-                    key = (backend.launch.train, str(python))
-                    if key not in trained:
-                        trained[key] = train_model(backend.launch.train, python, state_dir)
-                    model_file = trained[key]
-                srv = ModelServer.start_mlserver(backend, python, model_file.resolve(), state_dir)
+                python = framework_python(launch.framework, launch.python)
+                file = model_file(launch, launch.framework)
+                srv = ModelServer.start_kserve(backend, python, file, state_dir)
             servers.append(srv)
             b["url"] = srv.url
     except BaseException:
