@@ -38,4 +38,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 "$ROOT/scripts/_mlserver_env.sh"  # MLServer (OIP v2 demo model) in its own .venv-mlserver
+# PyTorch, ONNX Runtime, TensorFlow: each framework's OIP model server in its own venv
+"$ROOT/scripts/_torch_env.sh"
+"$ROOT/scripts/_onnx_env.sh"
+"$ROOT/scripts/_tf_env.sh"
 export PATH="$VENV/bin:$PATH"

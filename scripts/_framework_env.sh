@@ -1,8 +1,9 @@
 # Sourced by scripts/_<framework>_env.sh: makes one framework's own venv for its OIP v2
 # model server (KServe's Python model server plus the framework), so no framework enters
 # Verbund's install.
-# The caller sets VENV (folder) and WANT (requirement specs). Idempotent: pip runs again
-# only when WANT changes (the stamp file holds what was installed).
+# The caller sets VENV (folder), WANT (requirement specs) and TRAIN (demo models trained in
+# this venv, may be empty). Idempotent: pip runs again only when WANT changes (the stamp
+# file holds what was installed); a model is trained again only when its script changes.
 set -euo pipefail
 
 _pick_python() {
@@ -30,4 +31,13 @@ if [ "$(cat "$_stamp" 2>/dev/null)" != "$WANT" ]; then
   # shellcheck disable=SC2086 - WANT is a list of requirement specs
   "$VENV/bin/pip" install -q $WANT
   echo "$WANT" > "$_stamp"
+fi
+
+# Train the demo's models of this framework now, so that `verbund up` starts warm. Needs
+# Verbund's own venv (scripts/_bootstrap.sh makes it first); on its own this step waits
+# for the first `verbund up`, which trains what is missing.
+if [ -n "${TRAIN:-}" ] && [ -x "$ROOT/.venv/bin/python" ] &&
+  "$ROOT/.venv/bin/python" -c 'import verbund.demo_models' 2>/dev/null; then
+  # shellcheck disable=SC2086 - TRAIN is a list of model names
+  "$ROOT/.venv/bin/python" -m verbund.demo_models train $TRAIN --state-dir "$VENV/verbund-train" >/dev/null
 fi

@@ -5,5 +5,6 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv-onnx"
 WANT="kserve==0.21.0 onnxruntime>=1.20,<2"
+TRAIN=""
 # shellcheck source=scripts/_framework_env.sh
 source "$ROOT/scripts/_framework_env.sh"

@@ -4,5 +4,6 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv-tf"
 WANT="kserve==0.21.0 tensorflow-cpu>=2.18,<3 scikit-learn>=1.5,<2"
+TRAIN="digits-keras"
 # shellcheck source=scripts/_framework_env.sh
 source "$ROOT/scripts/_framework_env.sh"

@@ -6,5 +6,6 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv-torch"
 WANT="kserve==0.21.0 torch==2.13.0 scikit-learn>=1.5,<2 onnx>=1.17 onnxscript>=0.2"
+TRAIN="digits-cnn"
 # shellcheck source=scripts/_framework_env.sh
 source "$ROOT/scripts/_framework_env.sh"
