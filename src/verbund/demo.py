@@ -34,6 +34,7 @@ from verbund.config import (
     BackendConfig,
     FederationConfig,
     LaunchConfig,
+    inherited_license,
     load_config,
     parse_config,
 )
@@ -352,7 +353,11 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     config = parse_config(raw, str(config_file or "demo.toml"))
     ensure_port_free("127.0.0.1", port)
 
-    print("Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn) ...", flush=True)
+    print(
+        "Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn; KServe: "
+        "PyTorch, ONNX, Keras) ...",
+        flush=True,
+    )
     started = time.monotonic()
     config, servers = launch_backends(config, state_dir)
     try:
@@ -384,6 +389,8 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
                     f"{site.max_data_class.value:12} backends "
                     + ", ".join(b.url for b in site.backends)
                 )
+            for line in model_lines(config):
+                print(line)
             print(
                 "  model servers ready after (s): "
                 + ", ".join(f"{s.backend} {s.ready_seconds}" for s in servers)
@@ -401,6 +408,19 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     finally:
         for s in servers:
             s.stop()
+
+
+def model_lines(config: FederationConfig) -> list[str]:
+    """What ``verbund up`` prints of each model: kind, framework, licence and sites."""
+    models = {m.name: m for m in config.models}
+    lines = []
+    for model in config.models:
+        where = [s.name for s in config.sites if any(model.name in b.models for b in s.backends)]
+        lines.append(
+            f"  model {model.name:18} {model.kind:9} {model.framework or '-':12} "
+            f"{inherited_license(model, models) or '-':11} at {', '.join(where) or '-'}"
+        )
+    return lines
 
 
 def _write_private(path: Path, text: str) -> None:
