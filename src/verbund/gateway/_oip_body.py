@@ -163,8 +163,8 @@ def check_infer_request(body: dict[str, Any], binary_bytes: int = 0) -> None:
         names.add(tensor["name"])
     if binary != binary_bytes:
         raise _bad(
-            f"The binary tensors declare {binary} bytes but {binary_bytes} follow the JSON "
-            "header (Inference-Header-Content-Length).",
+            f"The inputs' binary_data_size add up to {binary} bytes but {binary_bytes} "
+            "follow the JSON header (Inference-Header-Content-Length).",
             "inputs",
         )
     if "id" in body and not isinstance(body["id"], str):
