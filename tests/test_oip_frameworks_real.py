@@ -36,7 +36,8 @@ from harness.federation import backend, federation, institution, site, write_tom
 from harness.polling import poll
 from verbund.demo import default_demo_config
 
-pytestmark = pytest.mark.real
+# six model servers start at once: on a busy 2-core machine their imports take minutes
+pytestmark = [pytest.mark.real, pytest.mark.timeout(900)]
 MODELS = list(LAYOUTS)
 FRAMEWORK = {"digits-torch": "pytorch", "digits-onnx": "onnx", "digits-keras": "keras"}
 TRAIN = {"digits-torch": "digits-cnn", "digits-onnx": "digits-cnn", "digits-keras": "digits-keras"}
@@ -60,7 +61,12 @@ def _config(state_dir: Path) -> dict[str, Any]:
                     [m],
                     kind="oip",
                     max_concurrency=4,
-                    launch={"kind": "kserve", "framework": FRAMEWORK[m], "train": TRAIN[m]},
+                    launch={
+                        "kind": "kserve",
+                        "framework": FRAMEWORK[m],
+                        "train": TRAIN[m],
+                        "ready_timeout": 600,
+                    },
                 )
                 for m in MODELS
             ],
@@ -83,7 +89,7 @@ def _config(state_dir: Path) -> dict[str, Any]:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     root = tmp_path_factory.mktemp("oip-frameworks")
     config = write_toml(_config(root / "state"), root / "federation.toml")
-    d = start_demo(root / "state", within=280, extra=["--config", str(config)])
+    d = start_demo(root / "state", within=660, extra=["--config", str(config)])
     yield d
     d.stop()
 

@@ -253,6 +253,8 @@ class LaunchConfig(_Strict):
     train: Literal["", "digits", "digits-cnn", "digits-keras"] = ""
     framework: Literal["", "pytorch", "onnx", "keras"] = ""  # kserve only
     python: str = ""
+    # seconds the server may take to be ready (imports of a framework on a busy machine)
+    ready_timeout: float = Field(180.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _server_has_a_model(self) -> LaunchConfig:

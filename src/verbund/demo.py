@@ -361,7 +361,8 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     started = time.monotonic()
     config, servers = launch_backends(config, state_dir)
     try:
-        await wait_ready(servers)
+        launches = [b.launch for s in config.sites for b in s.backends if b.launch is not None]
+        await wait_ready(servers, within=max((lc.ready_timeout for lc in launches), default=180))
         admin_key = _admin_key(state_dir)
         keys = await _demo_keys(config, state_dir)
         url = f"http://127.0.0.1:{port}"
