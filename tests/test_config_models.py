@@ -98,7 +98,7 @@ def test_demo_runs_each_framework_on_kserve_from_its_own_environment() -> None:
 
 def test_model_cards_licences_and_tensors(tmp_path: Path) -> None:
     base = {"name": "base", "kind": "chat", "license": "Apache-2.0"}
-    tuned = {"name": "tuned", "kind": "chat", "card": {"base_model": "base"}}
+    tuned = {"name": "tuned", "kind": "chat", "base_model": "base"}
     cfg = parse_config({"models": [base, tuned]})
     models = {m.name: m for m in cfg.models}
     assert inherited_license(models["tuned"], models) == "Apache-2.0"  # from its base

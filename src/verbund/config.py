@@ -367,14 +367,13 @@ class ModelCard(_Strict):
     """What a user must know before using a model, besides its licence (``license``).
 
     Kept in the config (not fetched from a model server) so that a site can announce it
-    with the model, and a fine-tuned model can inherit from its base (``base_model``).
+    with the model; a fine-tuned model names its base in the model's ``base_model``.
     """
 
     source: str = ""  # where the weights and code come from: a URL, a package, a paper
     training_data: str = ""  # what the model learnt from
     intended_use: str = ""
     restrictions: str = ""  # uses the licence or the model's quality rule out
-    base_model: str = ""  # the model this one was fine-tuned from (a model name)
 
 
 class ModelConfig(_Strict):
@@ -389,6 +388,8 @@ class ModelConfig(_Strict):
     modalities: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]] = []
     license: SpdxExpression = ""  # SPDX licence expression, e.g. "Apache-2.0"; "" = base's
     owner_site: str = ""  # the site responsible for the model; "" = none named
+    # the model it was fine-tuned from ("" = a base model): its card names it
+    base_model: str = ""
     framework: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+_-]{0,31}$|^$")] = ""
     card: ModelCard = ModelCard()
     # OIP models: the tensors the model takes and gives. Declared inputs are checked at
@@ -495,7 +496,7 @@ class FederationConfig(_Strict):
         for m in self.models:
             if m.owner_site and m.owner_site not in site_names:
                 problems.append(f"model {m.name!r} has an unknown owner_site {m.owner_site!r}")
-            if m.card.base_model and m.card.base_model not in model_names:
+            if m.base_model and m.base_model not in model_names:
                 problems.append(f"model {m.name!r} names an unknown base_model")
         for s in self.sites:
             for b in s.backends:
@@ -536,8 +537,8 @@ class FederationConfig(_Strict):
 def inherited_license(model: ModelConfig, models: Mapping[str, ModelConfig]) -> str:
     """The model's SPDX licence, or else its base's: a fine-tuned model inherits it."""
     seen = {model.name}
-    while not model.license and model.card.base_model and model.card.base_model not in seen:
-        base = models.get(model.card.base_model)
+    while not model.license and model.base_model and model.base_model not in seen:
+        base = models.get(model.base_model)
         if base is None:
             break
         seen.add(base.name)

@@ -44,7 +44,7 @@ def digits_config(tmp_path: Path, **model: Any) -> FederationConfig:
             **model,
         }
     )
-    data["models"].append({"name": "tuned", "kind": "oip", "card": {"base_model": DIGITS}})
+    data["models"].append({"name": "tuned", "kind": "oip", "base_model": DIGITS})
     return parse_config(data)
 
 

@@ -67,7 +67,7 @@ def model_card(model: ModelConfig, models: Mapping[str, ModelConfig]) -> dict[st
     card: dict[str, Any] = {
         "license": inherited_license(model, models) or None,
         "framework": model.framework or None,
-        "base_model": model.card.base_model or None,
+        "base_model": model.base_model or None,
         "source": model.card.source or None,
         "training_data": model.card.training_data or None,
         "intended_use": model.card.intended_use or None,
@@ -106,6 +106,7 @@ def model_entry(
             "license": card["license"],
             "framework": card["framework"],
             "owner_site": model.owner_site or None,
+            "base_model": model.base_model or None,
             "context_length": model.context_length,
             "modalities": model.input_modalities,
             "data_classes": _data_classes(all_sites, policy),
