@@ -42,7 +42,7 @@ MODELS = list(LAYOUTS)
 FRAMEWORK = {"digits-torch": "pytorch", "digits-onnx": "onnx", "digits-keras": "keras"}
 TRAIN = {"digits-torch": "digits-cnn", "digits-onnx": "digits-cnn", "digits-keras": "digits-keras"}
 SITES = ("rz-a", "rz-b")
-MAX_BATCH = 1024
+MAX_BATCH = 4096
 
 
 def _config(state_dir: Path) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def test_wrong_tensors_get_400_naming_the_input_before_any_model_server(
     wrong_name = json.loads(json.dumps(good))
     wrong_name["inputs"][0]["name"] = "pixels"
     cases.append((torch, wrong_name, "inputs[0].name"))
-    many = (digits.images * 3)[: MAX_BATCH + 1]
+    many = (digits.images * 10)[: MAX_BATCH + 1]
     cases.append((torch, json_request(many, LAYOUTS[torch]), "inputs[0].shape"))
     before = backend_requests(demo)
     with client(demo) as c:
@@ -179,7 +179,7 @@ def test_wrong_tensors_get_400_naming_the_input_before_any_model_server(
         # the same oversized batch as binary tensors
         body, headers = binary_request(many, LAYOUTS[torch])
         resp = c.post(f"/v2/models/{torch}/infer", content=body, headers=headers)
-        assert resp.status_code == 400 and "at most 1024" in resp.json()["error"]
+        assert resp.status_code == 400 and f"at most {MAX_BATCH}" in resp.json()["error"]
         # binary sizes that do not add up
         body, headers = binary_request(digits.images[:4], LAYOUTS[torch])
         short = c.post(f"/v2/models/{torch}/infer", content=body[:-4], headers=headers)
@@ -190,7 +190,7 @@ def test_wrong_tensors_get_400_naming_the_input_before_any_model_server(
 def test_a_request_size_limit_per_model(demo: Demo, digits: Digits) -> None:
     """JSON image batches above the 4 MiB default pass for a model that allows 16 MiB."""
     rng = random.Random(7)
-    noisy = [[p + rng.random() for p in img] for img in (digits.images * 3)[:MAX_BATCH]]
+    noisy = [[p + rng.random() for p in img] for img in (digits.images * 10)[:MAX_BATCH]]
     body = json.dumps(json_request(noisy, LAYOUTS["digits-onnx"])).encode()
     assert 4 * 1024 * 1024 < len(body) < 16 * 1024 * 1024
     headers = {"content-type": "application/json"}
