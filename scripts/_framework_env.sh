@@ -39,5 +39,6 @@ fi
 if [ -n "${TRAIN:-}" ] && [ -x "$ROOT/.venv/bin/python" ] &&
   "$ROOT/.venv/bin/python" -c 'import verbund.demo_models' 2>/dev/null; then
   # shellcheck disable=SC2086 - TRAIN is a list of model names
-  "$ROOT/.venv/bin/python" -m verbund.demo_models train $TRAIN --state-dir "$VENV/verbund-train" >/dev/null
+  "$ROOT/.venv/bin/python" -m verbund.demo_models train $TRAIN --state-dir "$VENV/verbund-train" \
+    >/dev/null || echo "==> training $TRAIN failed (see $VENV/verbund-train/logs); verbund up retries" >&2
 fi
