@@ -72,7 +72,7 @@ def config(state_dir: Path) -> dict[str, Any]:
         models=models,
         institutions=[institution("uni-a", home_region="NW")],
         batch={"poll_interval": 0.2},
-        routing={"probe_timeout": 10.0},  # a busy model server is late, not down
+        routing={"probe_timeout": 10.0, "stall_seconds": 15.0},  # busy is not hung
         gateway={"shed_after_lag": 0},  # measure, do not shed
         limits={"max_concurrent_per_key": 0, "max_concurrent_per_institution": 0},
     )
