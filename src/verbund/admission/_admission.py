@@ -176,11 +176,12 @@ class Admitter:
             key_id=who.key_id,
             endpoint=endpoint,
             model="",
+            person_id=who.key.person_id,
         )
         with self._usage.recording(record) as recording:
             try:
                 recording.on_close(self._overload.claim(inst.id).release)
-                charged = await self._quotas.charge(request_limits(inst, who.key))
+                charged = await self._quotas.charge(request_limits(inst, who.key, who.person))
                 taken = await self._seats.take(seat_limits(inst, who.key, self._limits))
                 recording.on_close(taken.release)
             except ApiError as exc:  # refused before anything was sent anywhere
@@ -199,7 +200,7 @@ class Admitter:
         try:
             headers = self._budgets.check(inst, ask.cost)
             reservation = await self._quotas.admit(
-                record.request_id, token_limits(inst, who.key), ask.tokens
+                record.request_id, token_limits(inst, who.key, who.person), ask.tokens
             )
             policy = RequestPolicy.for_institution(inst, ask.data_class)
             ctx = ask.route or RouteContext()

@@ -57,6 +57,7 @@ from verbund.federation import (
 )
 from verbund.files import FileService, LocalBlobStore
 from verbund.gateway._overload import OverloadCollector
+from verbund.identity import IdentityService
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
 from verbund.routing import Router, make_policy
@@ -141,6 +142,7 @@ class Services:
     # shared state and observation
     coordination: Coordination
     telemetry: Telemetry
+    identity: IdentityService  # people: sign-in, sessions, role-scoped admin keys
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -253,6 +255,9 @@ class Services:
             jobs=jobs,
             coordination=coordination,
             telemetry=telemetry,
+            identity=IdentityService(
+                config.auth, store, audit, coordination.bus, telemetry.pseudonyms
+            ),
         )
 
     async def start(self, background: bool = True) -> None:
@@ -261,12 +266,19 @@ class Services:
         await self.audit.record_config_load(config_digest(self.config), self.config.gateway.name)
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
+        await self.identity.start()
         await self.lifecycle.load()
         await self._prune_seats(keep_own=False)
         await self.accounting.budgets.load()
         await self.jobs.start()
         bus = self.coordination.bus
-        for subscriber in (self.keys.on_event, self.institutions.on_event, self.lifecycle.on_event):
+        for subscriber in (
+            self.keys.on_event,
+            self.institutions.on_event,
+            self.lifecycle.on_event,
+            self.identity.admin_keys.on_event,
+            self.identity.people.on_event,
+        ):
             bus.subscribe(subscriber)
         if not background:
             return
@@ -284,6 +296,7 @@ class Services:
             "store-clock": self.clock.run(),
             "training-jobs": self.jobs.run(),
             "overload-watch": self.overload.watch(),
+            "session-purge": self.identity.run_purge(),
         }
         if self.config.batch.enabled:
             loops["batch-runner"] = self.batch_runner.run()
@@ -296,6 +309,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.jobs.aclose()
+        await self.identity.aclose()
         await self.coordination.quotas.drain()
         if isinstance(self.coordination.seats, RedisSeats):
             await self.coordination.seats.drain()
@@ -315,6 +329,7 @@ class Services:
             await asyncio.sleep(RESYNC_SECONDS)
             try:
                 await self.keys.load()
+                await self.identity.reload()
                 await self.institutions.load()
                 await self.lifecycle.load()
                 await self._prune_seats(keep_own=True)

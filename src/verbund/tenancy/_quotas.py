@@ -1,13 +1,24 @@
-"""Which quota limits apply to a request: its institution's and its key's."""
+"""Which quota limits apply to a request: its institution's, its key's and, for a
+person's own key, the person's (set by the institution admin within the institution's)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from verbund.config import InstitutionConfig, LimitsConfig
 from verbund.coordination import Limit, Seat
 from verbund.tenancy._keys import KeyEntry
 
 
-def quota_limits(institution: InstitutionConfig, key: KeyEntry) -> list[Limit]:
+@dataclass(frozen=True, slots=True)
+class PersonQuota:
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+
+
+def quota_limits(
+    institution: InstitutionConfig, key: KeyEntry, person: PersonQuota | None = None
+) -> list[Limit]:
     """Only limits that are set (0 means unlimited)."""
     candidates = [
         Limit(f"institution:{institution.id}", "rpm", institution.requests_per_minute),
@@ -16,20 +27,29 @@ def quota_limits(institution: InstitutionConfig, key: KeyEntry) -> list[Limit]:
         Limit(f"key:{key.id}", "rpm", key.requests_per_minute),
         Limit(f"key:{key.id}", "tpm", key.tokens_per_minute),
     ]
+    if person is not None and key.person_id:
+        candidates += [
+            Limit(f"person:{key.person_id}", "rpm", person.requests_per_minute),
+            Limit(f"person:{key.person_id}", "tpm", person.tokens_per_minute),
+        ]
     return [lim for lim in candidates if lim.limit > 0]
 
 
-def token_limits(institution: InstitutionConfig, key: KeyEntry | None) -> list[Limit]:
+def token_limits(
+    institution: InstitutionConfig, key: KeyEntry | None, person: PersonQuota | None = None
+) -> list[Limit]:
     """The token limits alone: what batch items are charged against as they run (the
     batch was one request when it was created)."""
     if key is None:
         key = KeyEntry("", institution.id, False)
-    return [lim for lim in quota_limits(institution, key) if lim.kind != "rpm"]
+    return [lim for lim in quota_limits(institution, key, person) if lim.kind != "rpm"]
 
 
-def request_limits(institution: InstitutionConfig, key: KeyEntry) -> list[Limit]:
+def request_limits(
+    institution: InstitutionConfig, key: KeyEntry, person: PersonQuota | None = None
+) -> list[Limit]:
     """The requests-per-minute limits alone: charged before the request's body is read."""
-    return [lim for lim in quota_limits(institution, key) if lim.kind == "rpm"]
+    return [lim for lim in quota_limits(institution, key, person) if lim.kind == "rpm"]
 
 
 def seat_limits(institution: InstitutionConfig, key: KeyEntry, limits: LimitsConfig) -> list[Seat]:
