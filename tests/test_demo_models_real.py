@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from harness.demo import Demo, pid_alive, start_demo
+from harness.polling import poll
 from verbund.demo_models import find_mlserver_python
 from verbund.demo_models.train_digits import TRAIN_SAMPLES
 
@@ -201,6 +202,12 @@ def test_the_demo_serves_a_model_of_each_framework(demo: Demo) -> None:
     """`verbund up` runs the PyTorch, ONNX and Keras models and lists them with their sites."""
     log = demo.log.read_text() if demo.log is not None else ""
     with oip(demo) as c:
+
+        def joined() -> bool:  # the demo does not wait for them (await_ready = false)
+            listed = {m["id"]: m["verbund"] for m in c.get("/v1/models").json()["data"]}
+            return all(listed[n]["available"] for n in FRAMEWORK_MODELS)
+
+        poll(joined, "the framework models to join the demo", 240, every=0.5)
         models = {m["id"]: m["verbund"] for m in c.get("/v1/models").json()["data"]}
         for name, site in FRAMEWORK_MODELS.items():
             entry = models[name]

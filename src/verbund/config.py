@@ -257,6 +257,9 @@ class LaunchConfig(_Strict):
     python: str = ""
     # seconds the server may take to be ready (imports of a framework on a busy machine)
     ready_timeout: float = Field(180.0, gt=0, le=3600)
+    # false: the demo is ready without waiting for this server, which joins once its
+    # health probe passes (listed as unavailable until then)
+    await_ready: bool = True
 
     @model_validator(mode="after")
     def _server_has_a_model(self) -> LaunchConfig:

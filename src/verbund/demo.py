@@ -373,9 +373,14 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             proc, log_path = _spawn(argv, state_dir / "logs" / "idp.log", env=env)
             ready = "/.well-known/openid-configuration"
             helpers.append(ModelServer("identity-provider", idp.port, proc, log_path, ready))
-        launches = [b.launch for s in config.sites for b in s.backends if b.launch is not None]
-        within = max((lc.ready_timeout for lc in launches), default=180)
-        await wait_ready([*servers, *helpers], within=within)
+        launches = {b.name: b.launch for s in config.sites for b in s.backends if b.launch}
+        within = max((lc.ready_timeout for lc in launches.values()), default=180)
+        awaited = [s for s in servers if launches[s.backend].await_ready]
+        await wait_ready([*awaited, *helpers], within=within)
+        joining = [s for s in servers if s not in awaited]
+        for s in joining:  # it must at least still run
+            if s.process.poll() is not None:
+                raise DemoError(f"Model server {s.backend} exited; see {s.log_path}.")
         admin_key = _admin_key(state_dir)
         keys = await _demo_keys(config, state_dir)
         info: dict[str, Any] = {
