@@ -258,7 +258,8 @@ class LaunchConfig(_Strict):
     # seconds the server may take to be ready (imports of a framework on a busy machine)
     ready_timeout: float = Field(180.0, gt=0, le=3600)
     # false: the demo is ready without waiting for this server, which joins once its
-    # health probe passes (listed as unavailable until then)
+    # health probe passes (listed as unavailable until then); kserve: it runs at a lower
+    # CPU priority (nice 10), so that it does not slow down the servers awaited
     await_ready: bool = True
 
     @model_validator(mode="after")
