@@ -29,6 +29,7 @@ from verbund.gateway._deps import (
     request_id,
     services,
 )
+from verbund.gateway._inference import kind_phrase
 from verbund.gateway._oip_body import check_against_model, check_infer_request
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
@@ -102,7 +103,8 @@ async def create_batch(request: Request) -> Response:
             kinds = ("oip",) if oip_model(req.endpoint) else _MODEL_KINDS[req.endpoint]
             if kind not in kinds:
                 raise BadRequest(
-                    f"The model '{model}' is a {kind} model and cannot serve {req.endpoint}.",
+                    f"The model '{model}' is {kind_phrase(kind)} model and cannot serve "
+                    f"{req.endpoint}.",
                     code="invalid_model",
                     param="model",
                 )

@@ -38,6 +38,7 @@ from verbund.federation import Backend
 from verbund.gateway._body import read_body
 from verbund.gateway._catalogue import model_card
 from verbund.gateway._deps import data_class, principal, request_id, services
+from verbund.gateway._inference import kind_phrase
 from verbund.gateway._oip_body import (
     HEADER_LENGTH,
     check_against_model,
@@ -84,7 +85,8 @@ def _target(request: Request, svc: Services) -> tuple[str, str]:
         raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
     if model.kind != "oip":
         raise BadRequest(
-            f"The model '{name}' is a {model.kind} model; use the OpenAI routes under /v1.",
+            f"The model '{name}' is {kind_phrase(model.kind)} model; "
+            "use the OpenAI routes under /v1.",
             code="unsupported_model",
             param="model",
         )

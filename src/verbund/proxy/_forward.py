@@ -139,6 +139,13 @@ class Forward:
     # sent upstream besides the defaults (e.g. OIP's binary tensors: their content type
     # and Inference-Header-Content-Length)
     headers: dict[str, str] = field(default_factory=dict)
+    # the body as backends of another dialect need it (by ``chat_dialect``)
+    variants: dict[str, bytes] = field(default_factory=dict)
+
+    def body_for(self, backend: Backend) -> bytes:
+        if not self.variants:
+            return self.body
+        return self.variants.get(backend.config.chat_dialect, self.body)
 
     @property
     def record(self) -> UsageRecord:
