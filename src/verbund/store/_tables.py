@@ -187,7 +187,8 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(256))
     before: Mapped[str] = mapped_column(Text, default="null")
     after: Mapped[str] = mapped_column(Text, default="null")
-    prev_hash: Mapped[str] = mapped_column(String(64))
+    # unique: two entries after the same one would be a fork
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
