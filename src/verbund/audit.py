@@ -188,6 +188,12 @@ class AuditLog:
             )
             return list(rows.scalars())
 
+    async def chain_hashes(self) -> list[str]:
+        """The entries' hashes in chain order: entry #i (1-based) is ``[i - 1]``."""
+        async with self._store.session() as s:
+            rows = await s.execute(select(AuditRow.hash).order_by(AuditRow.seq))
+            return list(rows.scalars())
+
     async def verify(self) -> VerifyResult:
         prev = GENESIS
         count = 0

@@ -43,6 +43,7 @@ __all__ = [
     "StoreConfig",
     "TelemetryConfig",
     "TrainingConfig",
+    "TrustConfig",
     "config_digest",
     "load_config",
     "parse_config",
@@ -377,6 +378,22 @@ class RetentionConfig(_Strict):
     availability_days: int = Field(90, ge=0)
 
 
+class TrustConfig(_Strict):
+    """Checkpoints of the audit chain signed by this access point's operator, and the
+    partners' public keys that checkpoints are checked with (docs/trust.md)."""
+
+    chain: Name = "federation"  # the audit chain's name (one per store)
+    signing_name: str = ""  # the name this operator signs under ("" = gateway.name)
+    signing_key_file: str = ""  # Ed25519 private key, PEM (verbund trust keygen)
+    signing_key_env: EnvName = "VERBUND_SIGNING_KEY"  # or the raw seed, base64, here
+    checkpoint_interval: float = Field(300.0, ge=0)  # seconds; 0 = on demand only
+    # partner name (an access point operator or a site) -> Ed25519 public key, base64
+    partners: dict[str, str] = {}
+    # file bytes at rest: AES-256-GCM key (base64, 32 bytes) read from this variable;
+    # unset = files are stored as they came
+    file_key_env: EnvName = "VERBUND_FILE_KEY"
+
+
 class TrainingConfig(_Strict):
     """Training jobs: how often runners are polled and where files and models live."""
 
@@ -453,6 +470,7 @@ class FederationConfig(_Strict):
     institutions: list[InstitutionConfig] = []
     retention: RetentionConfig = RetentionConfig()
     auth: AuthConfig = AuthConfig()
+    trust: TrustConfig = TrustConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> FederationConfig:

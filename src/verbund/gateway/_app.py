@@ -32,6 +32,7 @@ from verbund.gateway import (
     _ops,
     _people,
     _signin,
+    _trust,
 )
 from verbund.gateway._overload import OverloadMiddleware
 from verbund.gateway._services import Services
@@ -168,6 +169,13 @@ def create_app(
         Route("/admin/usage", _admin.usage, methods=["GET"]),
         Route("/admin/audit", _admin.audit_entries, methods=["GET"]),
         Route("/admin/audit/verify", _admin.audit_verify, methods=["GET"]),
+        Route("/admin/audit/checkpoints", _trust.list_checkpoints, methods=["GET"]),
+        Route("/admin/audit/checkpoints", _trust.post_checkpoints, methods=["POST"]),
+        Route(
+            "/admin/audit/checkpoints/verify",
+            _trust.verify_against_checkpoints,
+            methods=["GET"],
+        ),
         # people: sign-in with OpenID Connect, their own keys and usage
         Route("/auth/providers", _signin.providers, methods=["GET"]),
         Route("/auth/login", _signin.login, methods=["GET"]),

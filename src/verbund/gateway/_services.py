@@ -66,6 +66,7 @@ from verbund.store import STORE_FAILURES, Store, StoreClock
 from verbund.telemetry import ClockSkewCollector, Metrics, Pseudonymizer, log_access, make_tracer
 from verbund.telemetry._tracing import Tracer
 from verbund.tenancy import InstitutionRegistry, KeyService
+from verbund.trust import CheckpointBook, PartnerKeys, SigningKey
 
 log = logging.getLogger("verbund.gateway")
 
@@ -143,6 +144,7 @@ class Services:
     coordination: Coordination
     telemetry: Telemetry
     identity: IdentityService  # people: sign-in, sessions, role-scoped admin keys
+    checkpoints: CheckpointBook  # signed checkpoints of the audit chain, ours and partners'
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -226,6 +228,7 @@ class Services:
             store=store,
             clock=clock,
             audit=audit,
+            checkpoints=_checkpoints(config, store, audit),
             federation=federation,
             lifecycle=SiteLifecycle(federation, store, audit, coordination.bus.publish),
             health=health,
@@ -297,6 +300,7 @@ class Services:
             "training-jobs": self.jobs.run(),
             "overload-watch": self.overload.watch(),
             "session-purge": self.identity.run_purge(),
+            "audit-checkpoints": self.checkpoints.run(),
         }
         if self.config.batch.enabled:
             loops["batch-runner"] = self.batch_runner.run()
@@ -429,6 +433,18 @@ def _accounting(
         budgets=budgets,
         availability=SiteAvailability(store, config.gateway.name),
         retention=Retention(store, audit, config.retention),
+    )
+
+
+def _checkpoints(config: FederationConfig, store: Store, audit: AuditLog) -> CheckpointBook:
+    trust = config.trust
+    name = trust.signing_name or config.gateway.name
+    signing = SigningKey.load(name, file=trust.signing_key_file, env=trust.signing_key_env)
+    partners = dict(trust.partners)
+    if signing is not None:
+        partners.setdefault(name, signing.public_b64)
+    return CheckpointBook(
+        store, audit, PartnerKeys(partners), trust.chain, signing, trust.checkpoint_interval
     )
 
 

@@ -192,6 +192,20 @@ class AuditRow(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
+class CheckpointRow(Base):
+    """A partner's signed checkpoint of the audit chain, kept to check the chain against."""
+
+    __tablename__ = "audit_checkpoints"
+
+    signer: Mapped[str] = mapped_column(String(128), primary_key=True)
+    chain: Mapped[str] = mapped_column(String(128), primary_key=True)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[float] = mapped_column(Float)
+    signature: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[float] = mapped_column(Float)
+
+
 class AvailabilityRow(Base):
     """Health probe rounds of one site seen by one access point in one UTC minute."""
 
