@@ -70,8 +70,9 @@ def check_against_checkpoints(
     keys: PartnerKeys,
     chain: str,
 ) -> Verdict:
-    good = [c for c in checkpoints if c.chain == chain and c.valid(keys)]
-    rejected = [c for c in checkpoints if c.chain == chain and c not in good]
+    mine = list(dict.fromkeys(c for c in checkpoints if c.chain == chain))  # copies count once
+    good = [c for c in mine if c.valid(keys)]
+    rejected = [c for c in mine if c not in good]
     n = len(hashes)
     agree = [c for c in good if c.index <= n and (c.index == 0 or hashes[c.index - 1] == c.hash)]
     disagree = sorted((c for c in good if c.index <= n and c not in agree), key=lambda c: c.index)
