@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from verbund import console
 from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
@@ -215,6 +216,8 @@ def create_app(
         Route("/v2/models/ft:{rest:path}/infer", _jobs.ft_model_infer, methods=["POST"]),
         Route("/v2/models/ft:{rest:path}/ready", _jobs.ft_model_ready, methods=["GET"]),
         Route("/v2/models/ft:{rest:path}", _jobs.ft_model_metadata, methods=["GET"]),
+        # the web console for people (pages, their assets)
+        *console.console_routes(),
         # Open Inference Protocol v2: health, model metadata/ready, infer, fallback
         *_oip.routes(),
     ]
