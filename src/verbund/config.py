@@ -369,6 +369,10 @@ class InstitutionConfig(_Strict):
     budget_tokens_per_month: int = Field(0, ge=0)
     budget_per_month: Money = Decimal(0)
     budget_hard_stop: bool = False
+    # files' lifetime in seconds after upload: the default when an upload names none,
+    # and the most an upload may ask for (0 = files do not expire / no maximum)
+    file_expires_after: int = Field(0, ge=0)
+    file_max_expires_after: int = Field(0, ge=0)
 
 
 class RetentionConfig(_Strict):

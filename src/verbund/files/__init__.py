@@ -4,6 +4,7 @@ Used by the Files routes, by batches (input and output files) and by training jo
 """
 
 from verbund.files._blobs import BlobStore, BlobWriter, LocalBlobStore
+from verbund.files._lifecycle import FileLifecycle, file_expiry
 from verbund.files._service import (
     UPLOAD_PURPOSES,
     DeleteGuard,
@@ -21,6 +22,7 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "DeleteGuard",
+    "FileLifecycle",
     "FileObject",
     "FilePage",
     "FilePurpose",
@@ -28,5 +30,6 @@ __all__ = [
     "LocalBlobStore",
     "Upload",
     "clean_filename",
+    "file_expiry",
     "new_file_id",
 ]

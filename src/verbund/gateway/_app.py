@@ -24,6 +24,7 @@ from verbund.gateway import (
     _accounting,
     _admin,
     _batches,
+    _erasure,
     _files,
     _jobs,
     _keys,
@@ -171,6 +172,7 @@ def create_app(
         Route("/admin/audit", _admin.audit_entries, methods=["GET"]),
         Route("/admin/audit/verify", _admin.audit_verify, methods=["GET"]),
         Route("/admin/audit/checkpoints", _trust.list_checkpoints, methods=["GET"]),
+        Route("/admin/erasure", _erasure.erase, methods=["POST"]),
         Route("/admin/audit/checkpoints", _trust.post_checkpoints, methods=["POST"]),
         Route(
             "/admin/audit/checkpoints/verify",

@@ -46,6 +46,7 @@ from verbund.coordination import (
     RedisSeats,
     Seats,
 )
+from verbund.erasure import Erasure
 from verbund.federation import (
     Federation,
     HealthTracker,
@@ -55,7 +56,7 @@ from verbund.federation import (
     TransportFactory,
     UpstreamPool,
 )
-from verbund.files import FileService, LocalBlobStore
+from verbund.files import FileLifecycle, FileService, LocalBlobStore
 from verbund.gateway._overload import OverloadCollector
 from verbund.identity import IdentityService
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
@@ -145,6 +146,7 @@ class Services:
     telemetry: Telemetry
     identity: IdentityService  # people: sign-in, sessions, role-scoped admin keys
     checkpoints: CheckpointBook  # signed checkpoints of the audit chain, ours and partners'
+    erasure: Erasure  # everything of one key or person, on request
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -189,6 +191,7 @@ class Services:
             LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files")),
             config.files.max_upload_bytes,
         )
+        accounting.retention.add_purge(FileLifecycle(store, files).purge_expired)
         batches = BatchService(store, files, config.batch)
         batch_runner = BatchRunner(
             store=store,
@@ -229,6 +232,7 @@ class Services:
             clock=clock,
             audit=audit,
             checkpoints=_checkpoints(config, store, audit),
+            erasure=Erasure(store, files, audit),
             federation=federation,
             lifecycle=SiteLifecycle(federation, store, audit, coordination.bus.publish),
             health=health,

@@ -43,6 +43,9 @@ class InstitutionRow(Base):
     budget_tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)
     budget_per_month: Mapped[str] = mapped_column(String(32), default="0")
     budget_hard_stop: Mapped[bool] = mapped_column(Boolean, default=False)
+    # files' lifetime: default and maximum in seconds, 0 = none (migration 0009_trust)
+    file_expires_after: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    file_max_expires_after: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     source: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -283,8 +286,10 @@ class FileRow(Base):
     filename: Mapped[str] = mapped_column(String(256))
     bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[float] = mapped_column(Float)
-    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
     blob_key: Mapped[str] = mapped_column(String(160))
+    # the API key that uploaded it (erasure per key or person); None: made by the access point
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class BatchRow(Base):
