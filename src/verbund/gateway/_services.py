@@ -56,7 +56,14 @@ from verbund.federation import (
     TransportFactory,
     UpstreamPool,
 )
-from verbund.files import FileLifecycle, FileService, LocalBlobStore
+from verbund.files import (
+    BlobStore,
+    FileLifecycle,
+    FileService,
+    LocalBlobStore,
+    SealedBlobStore,
+    file_key,
+)
 from verbund.gateway._overload import OverloadCollector
 from verbund.identity import IdentityService
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
@@ -186,11 +193,7 @@ class Services:
             on_suspect=health.prober.suspect,
             stream_write_timeout=config.limits.stream_write_timeout,
         )
-        files = FileService(
-            store,
-            LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files")),
-            config.files.max_upload_bytes,
-        )
+        files = FileService(store, _blobs(config), config.files.max_upload_bytes)
         accounting.retention.add_purge(FileLifecycle(store, files).purge_expired)
         batches = BatchService(store, files, config.batch)
         batch_runner = BatchRunner(
@@ -438,6 +441,13 @@ def _accounting(
         availability=SiteAvailability(store, config.gateway.name),
         retention=Retention(store, audit, config.retention),
     )
+
+
+def _blobs(config: FederationConfig) -> BlobStore:
+    """The file store; sealed (AES-GCM) when the file key's variable is set."""
+    local = LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files"))
+    key = file_key(config.trust.file_key_env)
+    return local if key is None else SealedBlobStore(local, key)
 
 
 def _checkpoints(config: FederationConfig, store: Store, audit: AuditLog) -> CheckpointBook:
