@@ -9,16 +9,19 @@ forked history apart and names the first entry that disagrees.
 from verbund.trust._book import CheckpointBook
 from verbund.trust._checkpoint import Checkpoint, sign_checkpoint
 from verbund.trust._keys import PartnerKeys, SigningKey, generate_key_file, public_key_b64
+from verbund.trust._receipt import Receipt, sign_receipt
 from verbund.trust._verify import Verdict, check_against_checkpoints
 
 __all__ = [
     "Checkpoint",
     "CheckpointBook",
     "PartnerKeys",
+    "Receipt",
     "SigningKey",
     "Verdict",
     "check_against_checkpoints",
     "generate_key_file",
     "public_key_b64",
     "sign_checkpoint",
+    "sign_receipt",
 ]
