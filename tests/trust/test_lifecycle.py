@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.batch.helpers import chat_line, jsonl, upload
-from tests.conftest import Gateway, GatewayFactory, federation_dict
+from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict
 from verbund.config import parse_config
 from verbund.errors import BadRequest
 from verbund.files import file_expiry
@@ -19,9 +19,11 @@ from verbund.files import file_expiry
 HOUR = 3600
 
 
-def _config(state: Path, **uni_a: Any) -> Any:
+def _config(state: Path, responses_key_env: str = "", **uni_a: Any) -> Any:
     data = federation_dict(state)
     data["institutions"][0].update(uni_a)
+    if responses_key_env:
+        data["responses"] = {"key_env": responses_key_env}
     return parse_config(data)
 
 
@@ -88,10 +90,12 @@ async def test_expired_files_are_gone_from_store_and_disk(
 
 
 async def test_erasure_of_a_key_removes_its_data_and_is_audited(
-    gateway_factory: GatewayFactory, tmp_path: Path
+    gateway_factory: GatewayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     canary = b"CANARY-7f3a9e-erase-me"
-    async with gateway_factory(_config(tmp_path)) as gw:
+    monkeypatch.setenv("VERBUND_TEST_RESPONSES_KEY", "the test's sealed responses")
+    cfg = _config(tmp_path, "VERBUND_TEST_RESPONSES_KEY", store_responses=True)
+    async with gateway_factory(cfg) as gw:
         admin = gw.admin()
         r = await gw.client.post(
             "/admin/keys", json={"institution": "uni-a", "name": "p"}, headers=admin
@@ -123,13 +127,21 @@ async def test_erasure_of_a_key_removes_its_data_and_is_audited(
             headers=doomed_auth,
         )
         assert batch.status_code == 200, batch.text
+        stored = await gw.client.post(
+            "/v1/responses",
+            json={"model": MODEL, "input": canary.decode(), "store": True},
+            headers=doomed_auth,
+        )
+        assert stored.status_code == 200 and stored.json()["store"] is True, stored.text
         kept = (await upload(gw, b"ANOTHER-KEY-DATA", purpose="user_data")).json()  # another key
         assert _on_disk(tmp_path, canary)  # the test can see the canary where it lies
 
         r = await gw.client.post("/admin/erasure", json={"key_id": doomed["id"]}, headers=admin)
         assert r.status_code == 200, r.text
         report = r.json()
-        assert (report["files"], report["batches"]) == (2, 1)
+        assert (report["files"], report["batches"], report["responses"]) == (2, 1, 1)
+        got = await gw.client.get(f"/v1/responses/{stored.json()['id']}", headers=doomed_auth)
+        assert got.status_code == 404
         for fid in (f.json()["id"], other.json()["id"]):
             got = await gw.client.get(f"/v1/files/{fid}", headers=doomed_auth)
             assert got.status_code == 404

@@ -9,7 +9,15 @@ from sqlalchemy import delete, select
 from verbund.audit import AuditLog, Who
 from verbund.errors import NotFound
 from verbund.files import FileService
-from verbund.store import ApiKeyRow, Base, BatchRow, FileRow, Store, TrainingJobRow
+from verbund.store import (
+    ApiKeyRow,
+    Base,
+    BatchRow,
+    FileRow,
+    Store,
+    StoredResponseRow,
+    TrainingJobRow,
+)
 
 __all__ = ["Erasure", "ErasureReport"]
 
@@ -22,6 +30,7 @@ class ErasureReport:
     files: int = 0
     batches: int = 0
     training_jobs: int = 0
+    responses: int = 0
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -89,6 +98,13 @@ class Erasure:
                 await s.execute(delete(TrainingJobRow).where(TrainingJobRow.id.in_(job_ids)))
             if files:
                 await s.execute(delete(FileRow).where(FileRow.id.in_([f.id for f in files])))
+            gone = await s.execute(
+                delete(StoredResponseRow).where(
+                    StoredResponseRow.institution_id == institution,
+                    StoredResponseRow.key_id.in_(keys),
+                )
+            )
+            report.responses = int(getattr(gone, "rowcount", 0) or 0)
             blobs = [f.blob_key for f in files]
             report.files, report.batches, report.training_jobs = len(files), len(batches), len(jobs)
             await self._audit.append(
@@ -102,6 +118,7 @@ class Erasure:
                     "files": report.files,
                     "batches": report.batches,
                     "training_jobs": report.training_jobs,
+                    "responses": report.responses,
                 },
             )
         for key in blobs:  # rows first, then bytes: no row ever points to a missing blob

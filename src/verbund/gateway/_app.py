@@ -33,6 +33,7 @@ from verbund.gateway import (
     _openai,
     _ops,
     _people,
+    _responses,
     _signin,
     _trust,
 )
@@ -142,6 +143,10 @@ def create_app(
         Route("/v1/chat/completions", _openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", _openai.completions, methods=["POST"]),
         Route("/v1/embeddings", _openai.embeddings, methods=["POST"]),
+        Route("/v1/responses", _responses.create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", _responses.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", _responses.delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/cancel", _responses.cancel_response, methods=["POST"]),
         Route("/v1/files", _files.create_file, methods=["POST"]),
         Route("/v1/files", _files.list_files, methods=["GET"]),
         Route("/v1/files/{file_id}", _files.get_file, methods=["GET"]),
