@@ -15,6 +15,7 @@ from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict
 from verbund.config import parse_config
 from verbund.errors import BadRequest
 from verbund.files import file_expiry
+from verbund.store import FileRow
 
 HOUR = 3600
 
@@ -167,3 +168,33 @@ async def test_erasure_needs_one_subject_and_the_institution_s_right(gw: Gateway
     assert missing.status_code == 404
     member = await gw.client.post("/admin/erasure", json={"key_id": "x"}, headers=gw.auth())
     assert member.status_code in (401, 403)
+
+
+async def test_erasure_of_a_person_covers_every_key_of_theirs(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    async with gateway_factory(_config(tmp_path)) as gw:
+        keys = gw.services.keys
+        mine = [
+            await keys.create("uni-a", f"own{i}", actor="test", person_id="p-erin")
+            for i in range(2)
+        ]
+        ids = []
+        for k in mine:
+            r = await gw.client.post(
+                "/v1/files",
+                files={"file": ("x.txt", b"PERSONAL", "text/plain")},
+                data={"purpose": "user_data"},
+                headers={"authorization": f"Bearer {k.key}"},
+            )
+            ids.append(r.json()["id"])
+        kept = (await upload(gw, b"OTHER", purpose="user_data")).json()["id"]
+        r = await gw.client.post("/admin/erasure", json={"person_id": "p-erin"}, headers=gw.admin())
+        assert r.status_code == 200, r.text
+        assert sorted(r.json()["keys"]) == sorted(k.id for k in mine)
+        assert r.json()["files"] == 2
+        for fid in ids:
+            assert await gw.services.store.owned(FileRow, fid, "uni-a") is None
+        assert await gw.services.store.owned(FileRow, kept, "uni-a") is not None
+        entry = [e for e in await gw.services.audit.entries() if e.action == "data.erase"][-1]
+        assert entry.target == "person:p-erin"
