@@ -144,3 +144,44 @@ def keygen(
         typer.echo(generate_key_file(out))
     except FileExistsError:
         raise fail(f"{out} exists; not overwriting a key") from None
+
+
+def countersigned(
+    settlement: dict[str, Any], directory: Path, config: Path | None
+) -> dict[str, Any]:
+    """The settlement cross-checked against the signed statements in ``directory``."""
+    from dataclasses import asdict
+
+    from verbund.config import load_config
+    from verbund.trust import PartnerKeys, UsageStatement, countersign
+
+    if config is None:
+        raise fail("--statements needs --config (the federation config with the sites' keys)")
+    keys = PartnerKeys(dict(load_config(config).trust.partners))
+    try:
+        found = [
+            UsageStatement.from_json(json.loads(p.read_text(encoding="utf-8")))
+            for p in sorted(directory.glob("*.json"))
+        ]
+    except (OSError, ValueError) as exc:
+        raise fail(f"{directory}: {exc}") from None
+    return asdict(countersign(settlement, found, keys))
+
+
+def print_countersigned(checked: dict[str, Any]) -> None:
+    typer.echo(
+        f"\ncountersigned by: {', '.join(checked['statements']) or 'no site'};"
+        f" inputs and statements sha256 {checked['sha256'][:16]}"
+    )
+    for site in checked["rejected"]:
+        typer.echo(f"ignored: statement claimed by {site}: bad signature or other month")
+    for d in checked["differences"]:
+        r, s = d["recorded"], d["stated"]
+        typer.echo(
+            f"DIFFERENCE at {d['site']} for {d['institution']}: access points recorded "
+            f"{r['requests']} requests ({r['prompt_tokens']}+{r['completion_tokens']} tokens), "
+            f"the site's signed statement says {s['requests']} "
+            f"({s['prompt_tokens']}+{s['completion_tokens']})"
+        )
+    if not checked["differences"]:
+        typer.echo("the access points' records agree with every signed statement")

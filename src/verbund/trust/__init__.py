@@ -10,18 +10,23 @@ from verbund.trust._book import CheckpointBook
 from verbund.trust._checkpoint import Checkpoint, sign_checkpoint
 from verbund.trust._keys import PartnerKeys, SigningKey, generate_key_file, public_key_b64
 from verbund.trust._receipt import Receipt, sign_receipt
+from verbund.trust._statement import Countersigned, UsageStatement, countersign, sign_statement
 from verbund.trust._verify import Verdict, check_against_checkpoints
 
 __all__ = [
     "Checkpoint",
     "CheckpointBook",
+    "Countersigned",
     "PartnerKeys",
     "Receipt",
     "SigningKey",
+    "UsageStatement",
     "Verdict",
     "check_against_checkpoints",
+    "countersign",
     "generate_key_file",
     "public_key_b64",
     "sign_checkpoint",
     "sign_receipt",
+    "sign_statement",
 ]
