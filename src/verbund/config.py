@@ -358,6 +358,11 @@ class ModelConfig(_Strict):
     modalities: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]] = []
     license: str = ""  # SPDX id or a short name, e.g. "Apache-2.0"
     owner_site: str = ""  # the site responsible for the model; "" = none named
+    # the model it was fine-tuned from ("" = a base model): its card names it
+    base_model: str = ""
+    # the only institutions that see and may use it ([] = every member): a fine-tuned
+    # model is its institution's alone, and any other gets 404 for it
+    institutions: list[Name] = []
 
     @property
     def input_modalities(self) -> list[str]:

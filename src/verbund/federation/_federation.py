@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from verbund.config import FederationConfig, ModelConfig, SiteState
+from verbund.config import BackendConfig, FederationConfig, ModelConfig, SiteState
 from verbund.federation._backend import Backend
 from verbund.federation._site import Site
 
@@ -34,6 +34,35 @@ class Federation:
         self._sites_by_model = {
             m: [self.sites[name] for name in by_site] for m, by_site in self._by_model_site.items()
         }
+
+    def add_model(
+        self, model: ModelConfig, site: str, backends: list[BackendConfig]
+    ) -> list[Backend]:
+        """A model that appeared at run time (a fine-tuned one a site now serves), with its
+        backends at ``site``; a model already known keeps its entry and gains the backends.
+        Returns the new backends, for the upstream pool."""
+        s = self.sites[site]
+        self.models.setdefault(model.name, model)
+        added = []
+        for bc in backends:
+            if bc.name in self.backends:
+                continue
+            backend = Backend(config=bc, site=s)
+            s.backends.append(backend)
+            self.backends[bc.name] = backend
+            self._by_model.setdefault(model.name, []).append(backend)
+            by_site = self._by_model_site.setdefault(model.name, {})
+            by_site.setdefault(site, []).append(backend)
+            self._sites_by_model[model.name] = [self.sites[n] for n in by_site]
+            added.append(backend)
+        return added
+
+    def visible(self, model: str, institution: str) -> bool:
+        """Whether ``institution`` may know of ``model``: a model reserved for some
+        institutions (a fine-tuned one) does not exist for the others. An unknown name
+        is visible (it is the router's 404)."""
+        config = self.models.get(model)
+        return config is None or not config.institutions or institution in config.institutions
 
     @property
     def home_site(self) -> str:

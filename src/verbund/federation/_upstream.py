@@ -433,6 +433,21 @@ class UpstreamPool:
         shared = AiohttpSide(side_headers, routing.connect_timeout)
         self.side: SideClient = HttpxSide(self._clients, shared) if self._clients else shared
 
+    def add(self, backend: Backend, routing: RoutingConfig) -> None:
+        """The client of a backend that appeared at run time (no credentials: a site's own
+        server for a fine-tuned model)."""
+        if backend.name in self._upstreams:
+            return
+        limit = (
+            max(16, backend.config.max_concurrency * 2)
+            if backend.config.max_concurrency
+            else DEFAULT_POOL
+        )
+        self._limits[backend.name] = limit
+        self._upstreams[backend.name] = AiohttpUpstream(
+            backend.url, {}, limit=limit, connect_timeout=routing.connect_timeout
+        )
+
     def upstream(self, backend: Backend) -> Upstream:
         """The request client: inference and everything else sent on a client's behalf."""
         return self._upstreams[backend.name]

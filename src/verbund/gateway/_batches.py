@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from verbund.admission import Ask
 from verbund.batch import parse_create
-from verbund.errors import BadRequest, NoBackendAvailable
+from verbund.errors import BadRequest, ModelNotFound, NoBackendAvailable
 from verbund.gateway._body import (
     check_chat,
     check_common,
@@ -74,6 +74,8 @@ async def create_batch(request: Request) -> Response:
         ctx = RouteContext(home_site=svc.federation.home_site, home_region=inst.home_region)
 
         def check_model(model: str) -> None:
+            if not svc.federation.visible(model, inst.id):  # another institution's own
+                raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
             # allowed but not available right now is fine: the batch waits
             with contextlib.suppress(NoBackendAvailable):
                 svc.router.plan(model, policy, ctx)

@@ -85,6 +85,7 @@ def model_entry(
             "description": model.description,
             "license": model.license or None,
             "owner_site": model.owner_site or None,
+            "base_model": model.base_model or None,
             "context_length": model.context_length,
             "modalities": model.input_modalities,
             "data_classes": _data_classes(all_sites, policy),

@@ -225,7 +225,13 @@ class Services:
             ),
         )
         jobs = JobService(
-            config, store, federation, training_files, institutions.get, accounting.usage.emit
+            config,
+            store,
+            federation,
+            training_files,
+            institutions.get,
+            accounting.usage.emit,
+            pool=health.pool,
         )
         telemetry.metrics.registry.register(
             ClockSkewCollector(lambda: _clock_skew(clock, coordination))
