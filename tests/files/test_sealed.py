@@ -33,7 +33,8 @@ async def test_sealed_store_reads_what_the_plain_store_reads(tmp_path: Path, siz
     assert await _all(sealed, "f-a") == data and await sealed.size("f-a") == size
     for off, n in ((0, size), (size // 3, size // 2), (max(size - 5, 0), min(5, size))):
         assert await sealed.read_range("f-a", off, n) == data[off : off + n]
-    assert data[:64] not in (tmp_path / "s" / "f-a").read_bytes() or size == 0
+    if size >= 16:  # a short run of random bytes may occur in any ciphertext by chance
+        assert data[:16] not in (tmp_path / "s" / "f-a").read_bytes()
 
 
 async def test_appends_reseal_the_last_chunk_and_return_plain_offsets(tmp_path: Path) -> None:
