@@ -46,6 +46,7 @@ __all__ = [
     "TelemetryConfig",
     "TensorSpec",
     "TrainingConfig",
+    "TrustConfig",
     "config_digest",
     "inherited_license",
     "load_config",
@@ -459,6 +460,10 @@ class InstitutionConfig(_Strict):
     budget_tokens_per_month: int = Field(0, ge=0)
     budget_per_month: Money = Decimal(0)
     budget_hard_stop: bool = False
+    # files' lifetime in seconds after upload: the default when an upload names none,
+    # and the most an upload may ask for (0 = files do not expire / no maximum)
+    file_expires_after: int = Field(0, ge=0)
+    file_max_expires_after: int = Field(0, ge=0)
     # the institution's opt-in to stored responses (store: true, previous_response_id):
     # their text is kept encrypted for [responses] retention_hours
     store_responses: bool = False
@@ -480,6 +485,22 @@ class RetentionConfig(_Strict):
 
     usage_days: int = Field(400, ge=0)
     availability_days: int = Field(90, ge=0)
+
+
+class TrustConfig(_Strict):
+    """Checkpoints of the audit chain signed by this access point's operator, and the
+    partners' public keys that checkpoints are checked with (docs/trust.md)."""
+
+    chain: Name = "federation"  # the audit chain's name (one per store)
+    signing_name: str = ""  # the name this operator signs under ("" = gateway.name)
+    signing_key_file: str = ""  # Ed25519 private key, PEM (verbund trust keygen)
+    signing_key_env: EnvName = "VERBUND_SIGNING_KEY"  # or the raw seed, base64, here
+    checkpoint_interval: float = Field(300.0, ge=0)  # seconds; 0 = on demand only
+    # partner name (an access point operator or a site) -> Ed25519 public key, base64
+    partners: dict[str, str] = {}
+    # file bytes at rest: AES-256-GCM key (base64, 32 bytes) read from this variable;
+    # unset = files are stored as they came
+    file_key_env: EnvName = "VERBUND_FILE_KEY"
 
 
 class TrainingConfig(_Strict):
@@ -559,6 +580,7 @@ class FederationConfig(_Strict):
     retention: RetentionConfig = RetentionConfig()
     responses: ResponsesConfig = ResponsesConfig()
     auth: AuthConfig = AuthConfig()
+    trust: TrustConfig = TrustConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> FederationConfig:
