@@ -20,12 +20,12 @@ from typing import Any
 
 from verbund.agent._auth import Credentials
 from verbund.agent._catalogue import Catalogue, build_catalogue
-from verbund.agent._config import SiteAgentConfig, load_site_config
+from verbund.agent._config import SiteAgentConfig, SiteModelConfig, load_site_config
 from verbund.agent._lifecycle import SiteLifecycleAtAgent
 from verbund.agent._offer import Offer
 from verbund.federation import TransportFactory
 from verbund.files import LocalBlobStore
-from verbund.jobs import SiteFacts, SiteJobs
+from verbund.jobs import LanguageModels, SiteFacts, SiteJobs
 from verbund.store import Store
 
 __all__ = ["AgentServices"]
@@ -47,6 +47,8 @@ class AgentServices:
     lifecycle: SiteLifecycleAtAgent
     blobs: LocalBlobStore  # the site's file store: files only it may hold, jobs' inputs
     jobs: SiteJobs  # training jobs run here, their artefacts and the models they trained
+    # the fine-tuned language models served here (llama.cpp + LoRA adapter); None: no runner
+    llms: LanguageModels | None = None
     config_path: Path | None = None  # site.toml, read again on change / SIGHUP / reload
     env: Mapping[str, str] | None = None
     transport_factory: TransportFactory | None = None
@@ -87,12 +89,17 @@ class AgentServices:
             training=config.training,
             state=lambda: lifecycle.state,  # a draining site starts no new jobs
         )
+        workdir = getattr(jobs.runner, "workdir", None)
+        llms = None
+        if config.runner is not None and isinstance(workdir, Path):
+            llms = LanguageModels(config.runner.base_models, workdir, jobs.models)
         svc = cls(
             config=config,
             credentials=Credentials.from_config(config, env),
             store=store,
             state_dir=state_dir,
             offer=Offer(config, transport_factory),
+            llms=llms,
             catalogue=catalogue,
             lifecycle=lifecycle,
             blobs=blobs,
@@ -121,7 +128,7 @@ class AgentServices:
             log.warning("site.toml: the site's name cannot change while the agent runs")
             config = config.model_copy(update={"site": self.config.site})
         credentials = Credentials.from_config(config, self.env)
-        offer = Offer(config, self.transport_factory)
+        offer = Offer(self._with_fine_tuned(config), self.transport_factory)
         offer.carry_health(self.offer)
         old, self.offer = self.offer, offer
         self.config = config
@@ -131,6 +138,21 @@ class AgentServices:
         if self._tasks:
             offer.start()
         self.refresh_catalogue()
+
+    def _with_fine_tuned(self, config: SiteAgentConfig) -> SiteAgentConfig:
+        """``config`` (site.toml) with the fine-tuned language models served here and
+        their servers: they are offered like the file's own models."""
+        if self.llms is None:
+            return config
+        cards, backends = self.llms.offered({m.name: m for m in config.models})
+        if not cards:
+            return config
+        return config.model_copy(
+            update={
+                "models": [*config.models, *(SiteModelConfig(**c.model_dump()) for c in cards)],
+                "backends": [*config.backends, *backends],
+            }
+        )
 
     async def reload_file(self) -> bool:
         """Read site.toml again; False if it did not change. Raises ConfigError (and
@@ -156,6 +178,8 @@ class AgentServices:
             "catalogue": self._refresh_loop(),
             "training-jobs": self.jobs.run(),
         }
+        if self.llms is not None:
+            loops["fine-tuned-models"] = self._serve_loop(self.llms)
         if self.config_path is not None:
             loops["site-config-watch"] = self._watch_loop()
         return loops
@@ -164,6 +188,14 @@ class AgentServices:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             self.refresh_catalogue()
+
+    async def _serve_loop(self, llms: LanguageModels) -> None:
+        """Serve the fine-tuned language models (new ones, ones whose server died, all of
+        them after a restart) and renew the offer when what is served changed."""
+        while True:
+            if await llms.sync():
+                await self.apply_config(self.config)
+            await asyncio.sleep(self.config.training.poll_interval)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -212,6 +244,8 @@ class AgentServices:
         for offer in [self.offer, *self._retired]:
             await offer.aclose()
         await self.jobs.aclose()
+        if self.llms is not None:
+            await self.llms.aclose()
         await self.store.aclose()
 
 

@@ -98,6 +98,13 @@ class Federation:
         self._index()
         return added, removed
 
+    def visible(self, model: str, institution: str) -> bool:
+        """Whether ``institution`` may know of ``model``: a model reserved for some
+        institutions (a fine-tuned one) does not exist for the others. An unknown name
+        is visible (it is the router's 404)."""
+        config = self.models.get(model)
+        return config is None or not config.institutions or institution in config.institutions
+
     @property
     def home_site(self) -> str:
         return self.config.gateway.home_site

@@ -192,7 +192,15 @@ class Upload:
             raise PayloadTooLarge(f"The file exceeds the upload limit of {self._limit} bytes.")
         await self._writer.write(data)
 
-    async def finish(self, institution_id: str, purpose: str, filename: str) -> FileObject:
+    async def finish(
+        self,
+        institution_id: str,
+        purpose: str,
+        filename: str,
+        *,
+        key_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> FileObject:
         self._done = True
         try:
             await self._writer.commit()
@@ -208,6 +216,8 @@ class Upload:
             self._key,
             site=self.site,
             data_class=self.data_class,
+            key_id=key_id,
+            expires_at=expires_at,
         )
 
     async def abort(self) -> None:
@@ -299,6 +309,8 @@ class FileService:
         *,
         site: str | None = None,
         data_class: str | None = None,
+        key_id: str | None = None,
+        expires_at: float | None = None,
     ) -> FileObject:
         row = FileRow(
             id=file_id,
@@ -307,10 +319,11 @@ class FileService:
             filename=filename,
             bytes=size,
             created_at=time.time(),
-            expires_at=None,
+            expires_at=expires_at,
             blob_key=key,
             site=site,
             data_class=data_class,
+            key_id=key_id,
         )
         old: tuple[str, str | None] | None = None
         try:

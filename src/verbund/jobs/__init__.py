@@ -5,9 +5,11 @@ validated and placed by an access point (:class:`JobService`) on a site its data
 to, and handed to that site's agent (:class:`SiteJobs`), which runs it on the site's
 runner (local processes or Slurm), watches it through the metrics its recipe writes and,
 when it succeeds, keeps its model, ``ft:<base>:<institution>:<suffix>``, and serves it
-(OIP v2) to the institution that trained it, through the access points.
+to the institution that trained it, through the access points: a classifier as OIP v2,
+a language model's LoRA adapter by llama.cpp at the site (announced in its catalogue).
 """
 
+from verbund.jobs._adapters import AdapterServers, die_with_parent
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._files import (
@@ -19,6 +21,7 @@ from verbund.jobs._files import (
 )
 from verbund.jobs._handover import Handover
 from verbund.jobs._link import INSTITUTION_HEADER, SiteLink
+from verbund.jobs._llms import LanguageModels, model_card
 from verbund.jobs._local import LocalRunner
 from verbund.jobs._mirror import follow, site_event, site_state
 from verbund.jobs._models import FT_PREFIX, FineTunedModel, ModelRegistry, fine_tuned_name
@@ -40,6 +43,7 @@ __all__ = [
     "INSTITUTION_HEADER",
     "TERMINAL",
     "TRANSITIONS",
+    "AdapterServers",
     "Artefacts",
     "BlobSource",
     "ChainedSource",
@@ -52,6 +56,7 @@ __all__ = [
     "JobService",
     "JobSpec",
     "JobStatus",
+    "LanguageModels",
     "LinearModel",
     "LocalRunner",
     "ModelRegistry",
@@ -75,6 +80,7 @@ __all__ = [
     "allowed",
     "builtin_recipes",
     "busy",
+    "die_with_parent",
     "event",
     "fine_tuned_name",
     "fine_tuning_job",
@@ -82,6 +88,7 @@ __all__ = [
     "load_linear",
     "make_runner",
     "misfit",
+    "model_card",
     "move",
     "offer_of",
     "parse_scontrol",

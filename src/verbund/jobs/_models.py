@@ -28,8 +28,11 @@ class FineTunedModel:
     recipe: str
     path: Path | None  # the artifact folder, at the site that trained it (None elsewhere)
     created_at: float
-    servable: bool
+    servable: bool  # served as OIP v2 by its site (model.json)
     site: str = ""  # the site that trained it, keeps it, and serves it
+    # a language model's LoRA adapter, relative to the job's folder at its site, where
+    # it stays: the site's llama.cpp serves it (jobs/_adapters.py, agent side)
+    adapter: str = ""
 
 
 class ModelRegistry:
@@ -45,6 +48,9 @@ class ModelRegistry:
     def get(self, name: str, institution: str) -> FineTunedModel | None:
         model = self._models.get(name)
         return model if model is not None and model.institution == institution else None
+
+    def all(self) -> list[FineTunedModel]:
+        return list(self._models.values())
 
     def of(self, institution: str) -> list[FineTunedModel]:
         return sorted(
@@ -71,4 +77,5 @@ class ModelRegistry:
                 },
             }
             for m in self.of(institution)
+            if not m.adapter  # language models are in the federation's catalogue
         ]

@@ -1,7 +1,7 @@
 """where a file's bytes lie (a site agent's file store) and the data class it holds
 
-Revision ID: 0010_file_sites
-Revises: 0009_site_catalogues
+Revision ID: 0012_file_sites
+Revises: 0011_site_catalogues
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_file_sites"
-down_revision = "0009_site_catalogues"
+revision = "0012_file_sites"
+down_revision = "0011_site_catalogues"
 branch_labels = None
 depends_on = None
 
