@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict
 from tests.jobs.helpers import jobs_config, kill_leftovers, wait_job
 from verbund.config import BackendConfig, FederationConfig, ModelConfig, parse_config
 from verbund.federation import Federation
-from verbund.jobs import FineTunedModel, RecipeBook, model_card
+from verbund.jobs import FineTunedModel, LanguageModels, ModelRegistry, RecipeBook, model_card
 from verbund.jobs._adapters import server_command
 from verbund.jobs._artefacts import _adapter
 
@@ -140,15 +141,58 @@ def test_the_server_loads_the_adapter_beside_the_unchanged_base() -> None:
     assert cmd[cmd.index("--interrupt_requests") + 1] == "False"
 
 
-def test_a_model_added_at_run_time_is_routable_at_its_site(tmp_path: Path) -> None:
+class _Servers:
+    """llama.cpp servers as the agent's LanguageModels sees them (no process)."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, Path, Path]] = []
+        self.urls: dict[str, str] = {}
+
+    def url(self, name: str) -> str | None:
+        return self.urls.get(name)
+
+    async def serve(self, name: str, base: Path, adapter: Path) -> str:
+        self.started.append((name, base, adapter))
+        self.urls[name] = f"http://127.0.0.1:{9000 + len(self.started)}"
+        return self.urls[name]
+
+    async def aclose(self) -> None:
+        self.urls.clear()
+
+
+async def test_the_site_serves_its_fine_tuned_models_and_announces_them(tmp_path: Path) -> None:
+    registry = ModelRegistry()
+    registry.add(_ft_model())
+    registry.add(replace(_ft_model(adapter=""), name="ft:smol:uni-a:clf"))  # nothing to serve
+    llms = LanguageModels({MODEL: "/srv/base.gguf"}, tmp_path / "jobs", registry)
+    servers = _Servers()
+    llms.servers = servers  # type: ignore[assignment]
+    assert await llms.sync() is True
+    assert servers.started == [
+        (FT, Path("/srv/base.gguf"), tmp_path / "jobs/ftjob-0123456789abcdef/adapter/adapter.gguf")
+    ]
+    assert await llms.sync() is False  # served: nothing changes, nothing started
+    base = ModelConfig(name=MODEL, license="Apache-2.0")
+    cards, backends = llms.offered({MODEL: base})
+    assert [c.name for c in cards] == [FT] and cards[0].license == "Apache-2.0"
+    assert backends[0].models == [FT] and backends[0].url == servers.urls[FT]
+    servers.urls.clear()  # the server died: started again
+    assert await llms.sync() is True and len(servers.started) == 2
+
+
+async def test_an_announced_fine_tuned_model_is_routable_and_its_institutions_alone(
+    tmp_path: Path,
+) -> None:
     fed = Federation(parse_config(federation_dict(tmp_path)))
-    card = model_card(_ft_model(), fed.models[MODEL])
+    card = model_card(_ft_model(), fed.models[MODEL], fed.models)
     bc = BackendConfig(name="west-ft-1", url="http://127.0.0.1:9", models=[FT])
-    added = fed.add_model(card, "west", [bc])
-    assert [b.name for b in added] == ["west-ft-1"]
+    site = fed.sites["west"]
+    added, removed = fed.apply_site("west", site.config, [card], [bc])
+    assert [b.name for b in added] == ["west-ft-1"] and removed == []
     assert [b.name for b in fed.backends_for(FT)] == ["west-ft-1"]
     assert [s.name for s in fed.sites_for(FT)] == ["west"]
-    assert fed.add_model(card, "west", [bc]) == []  # once
+    assert fed.visible(FT, "uni-a") and not fed.visible(FT, "uni-b")
+    assert fed.visible(MODEL, "uni-b")
 
 
 @pytest.fixture
