@@ -1,12 +1,14 @@
 """LoRA fine-tuning of SmolLM2 end to end, with the openai SDK against a real access point.
 
-A site (local runner, its own work folder, the training Python of
-``scripts/_training_env.sh``) trains a LoRA adapter on a chat file that teaches one
+A site's agent (``verbund site``: local runner, its own work folder, the training Python
+of ``scripts/_training_env.sh``) trains a LoRA adapter on a chat file that teaches one
 habit (every answer opens with "Moin!"), on the CPU, from the same Q4_1 GGUF the site's
-llama.cpp serves. The site's llama.cpp then serves base + adapter as
-``ft:smollm2-135m:uni-a:moin`` through the access point's one request path. On held-out
-questions the fine-tuned model must show the habit far more often than the base; the
-model is uni-a's alone; and the adapter never reaches the access point's disk.
+llama.cpp serves. The chat file is of a class above the access point's own, so it is
+held by the agent. The agent then serves base + adapter as ``ft:smollm2-135m:uni-a:moin``
+and announces it in its catalogue; the access point routes to it on its one request
+path. On held-out questions the fine-tuned model must show the habit far more often than
+the base; the model is uni-a's alone; it is served again after the agent restarts; and
+neither the adapter nor the training data reaches the access point's disk.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from harness.gateway import GatewayProcess
 from harness.polling import poll
 from harness.ports import free_port
 from harness.processes import ROOT, Process
+from harness.training import SiteAgents
 from verbund.demo import smollm2_gguf
 
 pytestmark = pytest.mark.real
@@ -53,7 +56,16 @@ def base_server(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def ap(tmp_path: Path, base_server: str) -> Iterator[GatewayProcess]:
+def agents(tmp_path: Path) -> Iterator[SiteAgents]:
+    agents = SiteAgents(tmp_path / "agents")
+    try:
+        yield agents
+    finally:
+        agents.stop()
+
+
+@pytest.fixture
+def ap(tmp_path: Path, base_server: str, agents: SiteAgents) -> Iterator[GatewayProcess]:
     assert TRAINING_PYTHON.exists(), "scripts/_training_env.sh makes .venv-training"
     west = site(
         "rz-west",
@@ -74,12 +86,15 @@ def ap(tmp_path: Path, base_server: str) -> Iterator[GatewayProcess]:
         tmp_path / "ap",
         [west],
         port=free_port(),
-        gateway={"home_site": "rz-west"},
+        # the training data (sensitive) is above the access point's class: held by the agent
+        gateway={"home_site": "rz-west", "max_data_class": "internal"},
         models=[{"name": BASE, "kind": "chat", "license": "Apache-2.0", "context_length": 2048}],
         institutions=[institution("uni-a"), institution("uni-b")],
         training={"poll_interval": 0.5},
     )
-    with GatewayProcess(config, tmp_path / "ap", log_level="info").start(60) as gw:
+    env = agents.attach(config)  # the runner moves to rz-west's agent
+    agents.start()
+    with GatewayProcess(config, tmp_path / "ap", log_level="info", env=env).start(60) as gw:
         yield gw
 
 
@@ -118,9 +133,15 @@ def _holds(folder: Path, needle: bytes) -> list[Path]:
 
 
 @pytest.mark.timeout(TRAINING_MINUTES * 60 + 300)
-def test_lora_fine_tuning_teaches_a_habit(ap: GatewayProcess, tmp_path: Path) -> None:
+def test_lora_fine_tuning_teaches_a_habit(
+    ap: GatewayProcess, agents: SiteAgents, tmp_path: Path
+) -> None:
     a, b = _client(ap, "uni-a"), _client(ap, "uni-b")
-    upload = a.files.create(file=("moin.jsonl", chat_jsonl(CANARY).encode()), purpose="fine-tune")
+    upload = a.files.create(
+        file=("moin.jsonl", chat_jsonl(CANARY).encode()),
+        purpose="fine-tune",
+        extra_headers={"X-Verbund-Data-Class": "sensitive"},
+    )
     method: Any = {
         "type": "supervised",
         "supervised": {
@@ -200,6 +221,12 @@ def test_lora_fine_tuning_teaches_a_habit(ap: GatewayProcess, tmp_path: Path) ->
 
     poll(answers, "the fine-tuned model to answer again", 180, 1.0)
 
+    # the agent restarted serves it again (a new server, announced anew)
+    agent = agents.agents["rz-west"]
+    agent.stop()
+    agent.start()
+    poll(answers, "the fine-tuned model to answer after the agent's restart", 180, 1.0)
+
     # the adapter stays at the site: none of its bytes in the access point's state or store
     data = adapter.read_bytes()
     sample = data[len(data) // 2 : len(data) // 2 + 64]
@@ -208,7 +235,6 @@ def test_lora_fine_tuning_teaches_a_habit(ap: GatewayProcess, tmp_path: Path) ->
     with sqlite3.connect(ap_dir / "verbund.db") as db:
         db.execute("PRAGMA wal_checkpoint(FULL)")
     assert _holds(ap_dir, sample) == []
-    # the training data: nowhere in the access point's store, logs or model registry; the
-    # Files API keeps the upload in its blob store (files/) until files live at the sites
-    holders = _holds(ap_dir, CANARY.encode())
-    assert [p for p in holders if "files" not in p.relative_to(ap_dir).parts] == []
+    # the training data: nowhere at the access point (store, logs, file store); at the site
+    assert _holds(ap_dir, CANARY.encode()) == []
+    assert _holds(tmp_path / "agents", CANARY.encode()) != []
