@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import delete, select
 
 from verbund.audit import AuditLog, Who
-from verbund.errors import NotFound
+from verbund.errors import ApiError, NotFound
 from verbund.files import FileService
 from verbund.store import (
     ApiKeyRow,
@@ -18,6 +19,8 @@ from verbund.store import (
     StoredResponseRow,
     TrainingJobRow,
 )
+
+log = logging.getLogger("verbund.erasure")
 
 __all__ = ["Erasure", "ErasureReport"]
 
@@ -56,7 +59,7 @@ class Erasure:
         institution, keys = await self.subject_keys(key_id=key_id, person_id=person_id)
         subject = f"key:{key_id}" if key_id else f"person:{person_id}"
         report = ErasureReport(subject, institution, keys)
-        blobs: list[str] = []
+        blobs: list[tuple[str, str | None]] = []
         async with self._store.session() as s, s.begin():
             batches = (
                 (await s.execute(select(BatchRow).where(BatchRow.key_id.in_(keys)))).scalars().all()
@@ -105,7 +108,7 @@ class Erasure:
                 )
             )
             report.responses = int(getattr(gone, "rowcount", 0) or 0)
-            blobs = [f.blob_key for f in files]
+            blobs = [(f.blob_key, f.site) for f in files]
             report.files, report.batches, report.training_jobs = len(files), len(batches), len(jobs)
             await self._audit.append(
                 s,
@@ -121,8 +124,11 @@ class Erasure:
                     "responses": report.responses,
                 },
             )
-        for key in blobs:  # rows first, then bytes: no row ever points to a missing blob
-            await self._files.blobs.delete(key)
+        for key, site in blobs:  # rows first, then bytes: no row ever points to a missing blob
+            try:  # a file held by a site's agent is erased there
+                await self._files.blobs_at(site).delete(key)
+            except (OSError, ApiError) as exc:  # without its row: the file sweep removes it
+                log.warning("erasure: blob %s at %s left to the sweep: %s", key, site, exc)
         if self._store.engine.dialect.name == "sqlite":
             async with self._store.engine.connect() as conn:
                 await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
