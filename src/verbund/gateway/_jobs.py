@@ -114,7 +114,7 @@ async def _principal(request: Request) -> tuple[Services, Principal]:
 
 
 # reads a job request's body: what the job would be (or a 400)
-JobReader = Callable[[Services, Request, Principal, dict[str, Any]], NewJob]
+JobReader = Callable[[Services, Request, Principal, dict[str, Any]], Awaitable[NewJob]]
 JobView = Callable[[TrainingJobRow, str | None], dict[str, Any]]
 
 
@@ -129,7 +129,7 @@ def _creator(
         svc, who = await _principal(request)
         async with svc.admission.enter(who, endpoint, request_id(request)) as entry:
             _, body = await json_body(request, JOB_BODY_LIMIT)
-            new = read(svc, request, who, body)
+            new = await read(svc, request, who, body)
             res = new.resources
             budgets = svc.accounting.budgets
             cost = budgets.job_cost(cpus=res.cpus, gpus=res.gpus, minutes=res.time_limit_minutes)
@@ -145,11 +145,13 @@ def _creator(
 # -- OpenAI fine-tuning ------------------------------------------------------------------
 
 
-def _fine_tune(svc: Services, request: Request, who: Principal, body: dict[str, Any]) -> NewJob:
+async def _fine_tune(
+    svc: Services, request: Request, who: Principal, body: dict[str, Any]
+) -> NewJob:
     req = validated(_FineTuneCreate, body)
     if req.integrations:
         raise BadRequest("Integrations are not supported.", param="integrations")
-    site_models = frozenset(m for s in svc.config.sites if s.runner for m in s.runner.base_models)
+    site_models = await svc.jobs.site_models()  # what the sites' agents' runners list
     recipe = svc.jobs.recipes.for_base_model(req.model, site_models)
     hyper = req.hyperparameters
     if req.method is not None and req.method.supervised is not None:
@@ -237,7 +239,9 @@ def _check_base_model(svc: Services, params: dict[str, Any]) -> None:
         )
 
 
-def _training(svc: Services, request: Request, who: Principal, body: dict[str, Any]) -> NewJob:
+async def _training(
+    svc: Services, request: Request, who: Principal, body: dict[str, Any]
+) -> NewJob:
     req = validated(_TrainingCreate, body)
     recipe = svc.jobs.recipes.get(req.recipe)
     if len(orjson.dumps(req.params)) > 16 * 1024:

@@ -113,6 +113,10 @@ class JobService:
         found = await asyncio.gather(*(one(n, link) for n, link in self.links.items()))
         return [s for s in found if s is not None]
 
+    async def site_models(self) -> frozenset[str]:
+        """The language models the sites' runners list as base models (``base_models``)."""
+        return frozenset(m for slot in await self.slots() for m in slot.base_models)
+
     async def placement(
         self,
         institution: InstitutionConfig,
@@ -249,7 +253,7 @@ class JobService:
         inst, res = new.institution, new.resources
         base = new.recipe.base_model(new.params)
         if new.recipe.site_model:
-            listed = sorted({m for slot in await self.slots() for m in slot.base_models})
+            listed = sorted(await self.site_models())
             if base not in listed:
                 raise BadRequest(
                     "'params.base_model' must name a base model a site lists; listed: "
