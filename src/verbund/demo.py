@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import importlib.util
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +34,7 @@ from verbund.config import BackendConfig, FederationConfig, load_config, parse_c
 from verbund.demo_agents import DemoAgent, start_agents, wait_agents
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
+from verbund.jobs import die_with_parent
 from verbund.server import ensure_port_free, make_server
 
 log = logging.getLogger("verbund.demo")
@@ -73,10 +72,9 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# SmolLM2 is a ChatML model; this format of llama-cpp-python lists the tools in the
+# system prompt and enforces tool choice and arguments by grammar
+FUNCTION_CALLING = "chatml-function-calling"
 
 
 @dataclass
@@ -124,6 +122,11 @@ class ModelServer:
         ]
         if backend.launch.embedding:
             cmd += ["--embedding", "True"]
+        chat_format = backend.launch.chat_format or (
+            "" if backend.launch.model_file or backend.launch.embedding else FUNCTION_CALLING
+        )
+        if chat_format:
+            cmd += ["--chat_format", chat_format]
         if backend.launch.kv_overrides:
             cmd += ["--kv_overrides", *backend.launch.kv_overrides]
         proc, log_path = _spawn(cmd, log_dir / f"{backend.name}.log")
@@ -175,7 +178,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             env={**os.environ, **(env or {})},
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     return proc, log_path
 
@@ -327,6 +330,30 @@ def _admin_key(state_dir: Path) -> str:
     return "vbadmin-" + secrets.token_urlsafe(32)
 
 
+def training_python() -> Path | None:
+    """The recipe Python ``scripts/_training_env.sh`` makes beside the core venv (or the
+    one ``VERBUND_TRAINING_PYTHON`` names)."""
+    named = os.environ.get("VERBUND_TRAINING_PYTHON")
+    found = Path(named) if named else Path(sys.prefix).parent / ".venv-training" / "bin" / "python"
+    return found if found.exists() else None
+
+
+def _training_defaults(raw: dict[str, Any]) -> None:
+    """Demo sites' runners: the training Python where the scripts made one, and the
+    served SmolLM2 GGUF as the file of a base model listed without a path."""
+    python = training_python()
+    for site in raw.get("sites", []):
+        runner = site.get("runner")
+        if not runner:
+            continue
+        if not runner.get("python") and python is not None:
+            runner["python"] = str(python)
+        models = runner.get("base_models") or {}
+        for name, path in models.items():
+            if not path and name.startswith("smollm2-135m"):
+                models[name] = str(smollm2_gguf())
+
+
 async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None:
     state_dir = state_dir.resolve()  # noqa: ASYNC240 - once at start-up, before serving
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -335,6 +362,7 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     raw["gateway"]["listen"] = f"127.0.0.1:{port}"
     raw["gateway"]["state_dir"] = str(state_dir)
     raw.setdefault("store", {})["url"] = f"sqlite+aiosqlite:///{state_dir / 'verbund.db'}"
+    _training_defaults(raw)
     config = parse_config(raw, str(config_file or "demo.toml"))
     ensure_port_free("127.0.0.1", port)
 

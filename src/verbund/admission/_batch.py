@@ -26,7 +26,7 @@ from verbund.accounting import UsageRecord, UsageSink
 from verbund.admission._tokens import estimate_prompt_tokens, max_tokens
 from verbund.config import DataClass
 from verbund.coordination import QuotaGate
-from verbund.errors import PermissionDenied
+from verbund.errors import ModelNotFound, PermissionDenied
 from verbund.federation import Backend, Federation
 from verbund.policy import RequestPolicy
 from verbund.proxy import Forward, Proxy
@@ -66,6 +66,8 @@ class BatchDispatch:
         inst = self._institutions.get(institution_id)
         if inst is None:
             raise PermissionDenied("The batch's institution is no longer a member.")
+        if not self._federation.visible(model, institution_id):
+            raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
         return self._router.plan(
             model,
             RequestPolicy.for_institution(inst, DataClass(data_class)),

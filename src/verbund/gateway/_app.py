@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from verbund import console
 from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
@@ -31,6 +32,7 @@ from verbund.gateway import (
     _openai,
     _ops,
     _people,
+    _responses,
     _signin,
 )
 from verbund.gateway._overload import OverloadMiddleware
@@ -143,6 +145,10 @@ def create_app(
         Route("/v1/chat/completions", _openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", _openai.completions, methods=["POST"]),
         Route("/v1/embeddings", _openai.embeddings, methods=["POST"]),
+        Route("/v1/responses", _responses.create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", _responses.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", _responses.delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/cancel", _responses.cancel_response, methods=["POST"]),
         Route("/v1/files", _files.create_file, methods=["POST"]),
         Route("/v1/files", _files.list_files, methods=["GET"]),
         Route("/v1/files/{file_id}", _files.get_file, methods=["GET"]),
@@ -211,6 +217,8 @@ def create_app(
         Route("/v2/models/ft:{rest:path}/infer", _jobs.ft_model_infer, methods=["POST"]),
         Route("/v2/models/ft:{rest:path}/ready", _jobs.ft_model_ready, methods=["GET"]),
         Route("/v2/models/ft:{rest:path}", _jobs.ft_model_metadata, methods=["GET"]),
+        # the web console for people (pages, their assets)
+        *console.console_routes(),
         # Open Inference Protocol v2: health, model metadata/ready, infer, fallback
         *_oip.routes(),
     ]

@@ -22,6 +22,7 @@ from verbund.policy import DATA_CLASS_HEADER, request_data_class
 from verbund.tenancy import Actor, Permission, Principal, Role, can
 
 __all__ = [
+    "PERSON_HEADERS",
     "PRIORITY_HEADER",
     "ActorDep",
     "Target",
@@ -30,6 +31,7 @@ __all__ = [
     "data_class",
     "json_body",
     "path_param",
+    "person",
     "principal",
     "priority",
     "query_int",
@@ -110,6 +112,24 @@ def require(
         return who
 
     return dependency
+
+
+# what chat front-ends forward about their signed-in user (Open WebUI with
+# ENABLE_FORWARD_USER_INFO_HEADERS), most stable first
+PERSON_HEADERS = ("x-openwebui-user-id", "x-openwebui-user-email", "x-verbund-person")
+
+
+def person(request: Request, who: Principal) -> str:
+    """The person behind a front-end's key, as its user headers name them ("" if the key
+    is not marked ``front_end``: anyone else's headers are ignored, since any client
+    could send them). Only a keyed hash of it is ever kept (admission)."""
+    if not who.key.front_end:
+        return ""
+    for name in PERSON_HEADERS:
+        value = request.headers.get(name, "").strip()
+        if value:
+            return f"{name}:{value[:256]}"
+    return ""
 
 
 def data_class(request: Request, who: Principal) -> DataClass:

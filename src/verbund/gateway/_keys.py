@@ -4,6 +4,8 @@ change which is decided by the role model; see :mod:`verbund.tenancy`."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -155,20 +157,36 @@ async def revoke_key(request: Request) -> Response:
     return JSONResponse({"id": key_id, "revoked": True})
 
 
-class _KeyQuotas(BaseModel):
+class _KeyUpdate(BaseModel):
+    """Quotas (both are set together, 0 = the institution's) and settings of a key;
+    settings left out stay as they are."""
+
     model_config = ConfigDict(extra="forbid")
-    requests_per_minute: int = Field(0, ge=0)
-    tokens_per_minute: int = Field(0, ge=0)
+    requests_per_minute: int | None = Field(None, ge=0)
+    tokens_per_minute: int | None = Field(None, ge=0)
+    # a front-end's key (Open WebUI): its forwarded user headers name the person
+    front_end: bool | None = None
+    # what GET /v1/models lists for the key (e.g. ["chat"] for a chat front-end)
+    model_kinds: list[Literal["chat", "completion", "embedding", "oip"]] | None = None
 
 
 async def update_key(request: Request) -> Response:
-    svc, who, key_id, _ = await _key_writer(request)
-    req = validated(_KeyQuotas, (await json_body(request, KEY_BODY_LIMIT))[1])
-    row = await svc.keys.set_quotas(key_id, who, req.requests_per_minute, req.tokens_per_minute)
+    svc, who, key_id, institution = await _key_writer(request)
+    req = validated(_KeyUpdate, (await json_body(request, KEY_BODY_LIMIT))[1])
+    settings = req.model_dump(include={"front_end", "model_kinds"}, exclude_none=True)
+    quotas = req.requests_per_minute is not None or req.tokens_per_minute is not None
+    if settings:
+        row = await svc.keys.set_settings(key_id, who, institution, **settings)
+    if quotas or not settings:
+        row = await svc.keys.set_quotas(
+            key_id, who, req.requests_per_minute or 0, req.tokens_per_minute or 0
+        )
     return JSONResponse(
         {
             "id": row.id,
-            "requests_per_minute": req.requests_per_minute,
-            "tokens_per_minute": req.tokens_per_minute,
+            "requests_per_minute": row.requests_per_minute or 0,
+            "tokens_per_minute": row.tokens_per_minute or 0,
+            "front_end": bool(row.front_end),
+            "model_kinds": row.model_kinds,
         }
     )

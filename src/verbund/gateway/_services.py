@@ -63,6 +63,7 @@ from verbund.gateway._overload import OverloadCollector
 from verbund.identity import IdentityService
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
+from verbund.responses import ResponseStore
 from verbund.routing import Router, make_policy
 from verbund.server import Drain
 from verbund.store import STORE_FAILURES, Store, StoreClock
@@ -145,6 +146,7 @@ class Services:
     batches: BatchService
     batch_runner: BatchRunner
     jobs: JobService
+    responses: ResponseStore  # stored responses of institutions that opt in
     # shared state and observation
     coordination: Coordination
     telemetry: Telemetry
@@ -225,7 +227,13 @@ class Services:
             ),
         )
         jobs = JobService(
-            config, store, federation, training_files, institutions.get, accounting.usage.emit
+            config,
+            store,
+            federation,
+            training_files,
+            institutions.get,
+            accounting.usage.emit,
+            pool=health.pool,
         )
         telemetry.metrics.registry.register(
             ClockSkewCollector(lambda: _clock_skew(clock, coordination))
@@ -263,6 +271,9 @@ class Services:
             batches=batches,
             batch_runner=batch_runner,
             jobs=jobs,
+            responses=ResponseStore(
+                store, config.responses.key_env, config.responses.retention_hours
+            ),
             coordination=coordination,
             telemetry=telemetry,
             identity=IdentityService(
@@ -308,6 +319,7 @@ class Services:
             "store-clock": self.clock.run(),
             "training-jobs": self.jobs.run(),
             "overload-watch": self.overload.watch(),
+            "responses-purge": self.responses.run_purger(self.config.responses.purge_interval),
             "session-purge": self.identity.run_purge(),
         }
         if self.config.batch.enabled:

@@ -12,9 +12,11 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -43,6 +45,10 @@ class InstitutionRow(Base):
     budget_tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)
     budget_per_month: Mapped[str] = mapped_column(String(32), default="0")
     budget_hard_stop: Mapped[bool] = mapped_column(Boolean, default=False)
+    # migration 0009_responses: the opt-in to stored responses
+    store_responses: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    person_requests_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    person_tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     source: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -63,6 +69,28 @@ class ApiKeyRow(Base):
     person_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     data_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # migration 0009_responses: a front-end's key (Open WebUI), whose user headers name
+    # the person behind each request
+    front_end: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the model kinds GET /v1/models lists for this key (null: all), e.g. ["chat"] for a
+    # chat front-end whose model picker should not offer embedding or OIP models
+    model_kinds: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+
+class StoredResponseRow(Base):
+    """A stored Response of the Responses API. ``sealed`` holds its text (the Response
+    object and the conversation's items) encrypted with a key that lives outside the
+    store; nothing else here says what was asked or answered."""
+
+    __tablename__ = "stored_responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    institution_id: Mapped[str] = mapped_column(String(128), index=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AdminKeyRow(Base):

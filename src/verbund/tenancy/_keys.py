@@ -47,6 +47,8 @@ class KeyEntry:
     person_id: str | None = None  # a person's own key: usage is attributed to them
     expires_at: float | None = None
     data_class: str | None = None  # the key's default data class (None: the institution's)
+    front_end: bool = False  # a front-end's key: its user headers name the person
+    model_kinds: tuple[str, ...] = ()  # what GET /v1/models lists for it; () = all
 
     def usable(self, now: float) -> bool:
         return not self.revoked and (self.expires_at is None or now < self.expires_at)
@@ -71,6 +73,8 @@ def _entry(row: ApiKeyRow) -> KeyEntry:
         row.person_id,
         row.expires_at,
         row.data_class,
+        bool(row.front_end),
+        tuple(row.model_kinds or ()),
     )
 
 
@@ -206,6 +210,15 @@ class KeyService:
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
         )
+        await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
+        return row
+
+    async def set_settings(
+        self, key_id: str, actor: Who, institution_id: str | None = None, **values: Any
+    ) -> ApiKeyRow:
+        """Change a key's settings (``front_end``, ``model_kinds``); audited. With
+        ``institution_id`` only a key of that institution (else 404)."""
+        row = await self._update(key_id, actor, "key.settings", institution_id, None, **values)
         await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
         return row
 
