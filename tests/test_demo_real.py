@@ -99,7 +99,14 @@ def test_completions(demo: Demo) -> None:
 
 
 def test_models_and_errors(demo: Demo) -> None:
-    assert {m.id for m in client(demo).models.list()} == {MODEL, "smollm2-135m-embed", "digits"}
+    assert {m.id for m in client(demo).models.list()} == {
+        MODEL,
+        "smollm2-135m-embed",
+        "digits",
+        "digits-torch",
+        "digits-onnx",
+        "digits-keras",
+    }
     with pytest.raises(openai.NotFoundError) as nf:
         client(demo).chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "x"}]
