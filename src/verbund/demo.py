@@ -4,8 +4,8 @@ It starts a real model server for every backend of the config that has a ``launc
 table: llama.cpp (``llama-cpp-python[server]``) for chat and embeddings, MLServer with a
 scikit-learn model and KServe's model server with PyTorch, ONNX and Keras models for OIP
 v2 (each trained once and kept); one site agent per site (:mod:`verbund.demo_agents`),
-which announces the site's backends; then one access point in this process, following the
-agents, and keys for every institution. Child processes die with this process
+which announces the site's backends; then one access point in this process, following
+the agents, and keys for every institution. Child processes die with this process
 (``PR_SET_PDEATHSIG``) and are stopped on Ctrl-C or SIGTERM.
 """
 
@@ -417,15 +417,15 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             proc, log_path = _spawn(argv, state_dir / "logs" / "idp.log", env=env)
             ready = "/.well-known/openid-configuration"
             helpers.append(ModelServer("identity-provider", idp.port, proc, log_path, ready))
-        # one site agent per site; the access point learns the backends from them
         launches = {b.name: b.launch for s in config.sites for b in s.backends if b.launch}
-        served = config  # the sites' backends, before the agents take them over
-        config, agents = start_agents(config, state_dir)
         within = max((lc.ready_timeout for lc in launches.values()), default=180)
         awaited = [s for s in servers if launches[s.backend].await_ready]
+        launched = config  # with its backends, as demo.toml describes the sites
+        # one site agent per site; the access point learns the backends from them
+        config, agents = start_agents(config, state_dir)
         await asyncio.gather(wait_ready([*awaited, *helpers], within=within), wait_agents(agents))
         joining = [s for s in servers if s not in awaited]
-        for s in joining:  # it must at least still run
+        for s in joining:  # it must at least still run (its agent announces it when ready)
             if s.process.poll() is not None:
                 raise DemoError(f"Model server {s.backend} exited; see {s.log_path}.")
         admin_key = _admin_key(state_dir)
@@ -468,10 +468,10 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
                     f"(ingress {site.config.ingress}) backends "
                     + ", ".join(b.url for b in site.backends)
                 )
+            for line in model_lines(launched):
+                print(line)
             for a in agents:
                 print(f"  operator key for {a.site}: {a.operator_key}")
-            for line in model_lines(served):
-                print(line)
             print(
                 "  model servers ready after (s): "
                 + ", ".join(f"{s.backend} {s.ready_seconds}" for s in servers)
