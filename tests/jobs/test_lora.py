@@ -24,7 +24,7 @@ from verbund.config import BackendConfig, FederationConfig, ModelConfig, parse_c
 from verbund.federation import Federation
 from verbund.jobs import FineTunedModel, LanguageModels, ModelRegistry, RecipeBook, model_card
 from verbund.jobs._adapters import server_command
-from verbund.jobs._artefacts import _adapter
+from verbund.jobs._artefacts import adapter_of
 
 FT = "ft:smol:uni-a:moin"
 
@@ -129,8 +129,8 @@ def test_the_card_inherits_the_base_licence_and_names_it() -> None:
     ],
 )
 def test_the_adapter_path_stays_inside_the_job_folder(adapter: object, kept: str) -> None:
-    assert _adapter({"artifact": "lora-adapter", "adapter": adapter}) == kept
-    assert _adapter({"artifact": "other", "adapter": "adapter/adapter.gguf"}) == ""
+    assert adapter_of({"artifact": "lora-adapter", "adapter": adapter}) == kept
+    assert adapter_of({"artifact": "other", "adapter": "adapter/adapter.gguf"}) == ""
 
 
 def test_the_server_loads_the_adapter_beside_the_unchanged_base() -> None:

@@ -67,12 +67,12 @@ class Artefacts:
                 created_at=row.finished_at or row.created_at,
                 servable=bool((row.result or {}).get("servable")),
                 site=row.site or "",
-                adapter=_adapter(row.result),
+                adapter=adapter_of(row.result),
             )
         )
 
 
-def _adapter(result: dict[str, Any] | None) -> str:
+def adapter_of(result: dict[str, Any] | None) -> str:
     """The adapter's path in the job folder at the site, as the recipe's summary gives it:
     relative, inside the folder (a recipe cannot point the site's server elsewhere)."""
     value = (result or {}).get("adapter")

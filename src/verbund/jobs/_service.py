@@ -30,6 +30,7 @@ from verbund.errors import (
     SiteAgentUnavailable,
 )
 from verbund.federation import Federation
+from verbund.jobs._artefacts import adapter_of
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFileSource
 from verbund.jobs._handover import HANDED_OVER, Handover
@@ -180,6 +181,7 @@ class JobService:
                             created_at=row.finished_at or row.created_at,
                             servable=bool((row.result or {}).get("servable")),
                             site=row.site,
+                            adapter=adapter_of(row.result),  # served by its site's agent
                         )
                     )
 
