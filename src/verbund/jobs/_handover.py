@@ -191,7 +191,8 @@ class Handover:
         if link is None or not rows:
             return ended
         try:
-            changes = await link.changes({r.id: r.metrics_offset for r in rows})
+            known = {r.id: r.metrics_offset for r in rows}
+            changes = await link.changes(known)
             by_id = {r.id: r for r in rows}
             for change in changes:
                 row = by_id.get(str(change["id"]))
@@ -199,14 +200,17 @@ class Handover:
                     continue
                 if row.cancel_requested and change["status"] not in TERMINAL:
                     await link.cancel(row.id, "a cancel request sent again")
-                ended += await self._follow(row.id, change)
+                ended += await self._follow(row.id, change, known[row.id])
         except SiteAgentUnavailable as exc:
             self._away(site, exc)
             return ended
         self.unreachable.pop(site, None)
         return ended
 
-    async def _follow(self, job_id: str, change: dict[str, Any]) -> int:
+    async def _follow(self, job_id: str, change: dict[str, Any], offset: int) -> int:
+        """Apply one job's change; ``offset``: how many of its events the request said it
+        had (another access point may have mirrored some of these meanwhile: the offset
+        becomes what this answer covers, never the sum of both)."""
         events = list(change.get("events") or [])
         ended: list[TrainingJobRow] = []
 
@@ -217,7 +221,7 @@ class Handover:
                     return
                 if await follow(s, r, change, events, self._inputs.get(job_id, {})):
                     ended.append(r)
-                r.metrics_offset += len(events)
+                r.metrics_offset = max(r.metrics_offset, offset + len(events))
 
         await apply()
         for r in ended:
