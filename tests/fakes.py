@@ -32,6 +32,8 @@ class FakeBackend:
     probes: int = 0
     probe_status: int = 200
     poison: str | None = None  # requests containing this text get ``status``, others an answer
+    # answer with this call instead of text: {"name": ..., "arguments": "<json>"}
+    tool_call: dict[str, str] | None = None
 
     def __call__(self, request: httpx.Request) -> Any:
         if request.method == "GET":
@@ -70,6 +72,11 @@ class FakeBackend:
                     "usage": {"prompt_tokens": 3, "total_tokens": 3},
                 },
             )
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        finish = "stop"
+        if self.tool_call is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [_call(self.tool_call)]}
+            finish = "tool_calls"
         return httpx.Response(
             200,
             json={
@@ -77,13 +84,7 @@ class FakeBackend:
                 "object": "chat.completion",
                 "created": 1,
                 "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": self.text},
-                    }
-                ],
+                "choices": [{"index": 0, "finish_reason": finish, "message": message}],
                 "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11},
             },
         )
@@ -112,7 +113,11 @@ class _Stream(httpx.AsyncByteStream):
             ],
         }
         yield b"data: " + json.dumps(role).encode() + b"\n\n"
-        first = 0
+        if b.tool_call is not None:
+            for delta in _call_deltas(b.tool_call):
+                yield _chunk(self.body, delta)
+            yield _chunk(self.body, {}, "tool_calls")
+        first = b.chunks if b.tool_call is not None else 0
         if self.body.get("continue_final_message"):
             # vLLM semantics: continue the final assistant message where it stopped
             first = self.body["messages"][-1]["content"].count(" ")
@@ -149,6 +154,37 @@ class _Stream(httpx.AsyncByteStream):
             }
             yield b"data: " + json.dumps(usage).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
+
+
+def _call(call: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": call["name"], "arguments": call["arguments"]},
+    }
+
+
+def _call_deltas(call: dict[str, str]) -> list[dict[str, Any]]:
+    """A tool call as llama.cpp streams it: name and id first, then the arguments in parts."""
+    args = call["arguments"]
+    half = len(args) // 2
+    first = {"index": 0, "id": "call_1", "type": "function"}
+    return [
+        {"tool_calls": [{**first, "function": {"name": call["name"], "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]},
+    ]
+
+
+def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": body["model"],
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
 def transport_factory(fakes: dict[str, FakeBackend]) -> Any:

@@ -43,3 +43,25 @@ def test_incomplete_tail_is_flushed() -> None:
     assert f.feed(b"data: [DONE]") == b""
     assert f.tail() == b"data: [DONE]"
     assert f.done
+
+
+def test_usage_the_backend_did_not_send_is_written_before_done() -> None:
+    head = {"id": "c9", "object": "chat.completion.chunk", "created": 3, "model": "m"}
+    f = SSEUsageFilter(drop_usage_chunk=False, prompt_estimate=40)
+    out = f.feed(events({**head, **CHUNK}, CHUNK, CHUNK, b"[DONE]"))
+    parts = out.split(b"\n\n")
+    usage = json.loads(parts[3][len(b"data: ") :])
+    assert usage == {
+        **head,
+        "choices": [],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 3, "total_tokens": 43},
+    }
+    assert parts[4] == b"data: [DONE]"
+    assert f.usage is None  # the record still says the usage is estimated
+
+
+def test_no_usage_of_our_own_when_the_backend_sent_one_or_none_was_asked() -> None:
+    sent = SSEUsageFilter(drop_usage_chunk=False, prompt_estimate=40)
+    assert sent.feed(events(CHUNK, USAGE, b"[DONE]")) == events(CHUNK, USAGE, b"[DONE]")
+    unasked = SSEUsageFilter(drop_usage_chunk=True, prompt_estimate=40)
+    assert unasked.feed(events(CHUNK, b"[DONE]")) == events(CHUNK, b"[DONE]")

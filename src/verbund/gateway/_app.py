@@ -19,7 +19,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
-from verbund.gateway import _accounting, _admin, _batches, _files, _jobs, _oip, _openai, _ops
+from verbund.gateway import (
+    _accounting,
+    _admin,
+    _batches,
+    _files,
+    _jobs,
+    _oip,
+    _openai,
+    _ops,
+    _responses,
+)
 from verbund.gateway._overload import OverloadMiddleware
 from verbund.gateway._services import Services
 from verbund.server import Drain
@@ -126,6 +136,7 @@ def create_app(
         Route("/v1/chat/completions", _openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", _openai.completions, methods=["POST"]),
         Route("/v1/embeddings", _openai.embeddings, methods=["POST"]),
+        Route("/v1/responses", _responses.create_response, methods=["POST"]),
         Route("/v1/files", _files.create_file, methods=["POST"]),
         Route("/v1/files", _files.list_files, methods=["GET"]),
         Route("/v1/files/{file_id}", _files.get_file, methods=["GET"]),

@@ -29,6 +29,7 @@ from verbund.gateway._deps import (
     request_id,
     services,
 )
+from verbund.gateway._inference import kind_phrase
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.routing import RouteContext
@@ -79,7 +80,8 @@ async def create_batch(request: Request) -> Response:
             kind = svc.federation.models[model].kind
             if kind not in _MODEL_KINDS[req.endpoint]:
                 raise BadRequest(
-                    f"The model '{model}' is a {kind} model and cannot serve {req.endpoint}.",
+                    f"The model '{model}' is {kind_phrase(kind)} model and cannot serve "
+                    f"{req.endpoint}.",
                     code="invalid_model",
                     param="model",
                 )

@@ -11,12 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from verbund.admission import Ask, affinity_key, estimate_prompt_tokens, max_tokens
-from verbund.errors import BadRequest, ModelNotFound
+from verbund.errors import ModelNotFound
 from verbund.gateway._body import (
     check_chat,
     check_common,
@@ -26,18 +24,10 @@ from verbund.gateway._body import (
     require_model,
 )
 from verbund.gateway._catalogue import catalogue
-from verbund.gateway._deps import (
-    data_class,
-    json_body,
-    principal,
-    priority,
-    request_id,
-    services,
-)
+from verbund.gateway._deps import json_body, principal, request_id, services
+from verbund.gateway._inference import admit_body, check_kind, send
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
-from verbund.proxy import until_disconnect
-from verbund.routing import RouteContext
 from verbund.telemetry._tracing import span
 from verbund.tenancy import Principal
 
@@ -63,23 +53,6 @@ async def get_model(request: Request) -> Response:
     raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
 
 
-def check_kind(svc: Services, model: str, endpoint: str, kinds: frozenset[str]) -> None:
-    """A model of another kind (an OIP model on /v1, a chat model on /v1/embeddings) is 400."""
-    config = svc.federation.models.get(model)
-    if config is None or config.kind in kinds:
-        return  # unknown models are the router's 404
-    hint = (
-        f"use POST /v2/models/{model}/infer"
-        if config.kind == "oip"
-        else f"it cannot serve {endpoint}"
-    )
-    raise BadRequest(
-        f"The model '{model}' is a {config.kind} model; {hint}.",
-        code="unsupported_model",
-        param="model",
-    )
-
-
 def _make_handler(
     endpoint: str,
     check: Callable[[dict[str, Any], Services], None],
@@ -97,51 +70,9 @@ def _make_handler(
             check(body, svc)
             check_kind(svc, model, endpoint, kinds)
             stream = streams and body.get("stream") is True
-            limit = max_tokens(body)
-            urgency = priority(request)
-            prompt_estimate = estimate_prompt_tokens(body)
-            admitted = await entry.admit(
-                Ask(
-                    model=model,
-                    data_class=data_class(request, who),
-                    tokens=prompt_estimate + (limit or svc.config.routing.default_max_tokens),
-                    route=RouteContext(
-                        home_site=svc.federation.home_site,
-                        home_region=who.institution.home_region,
-                        affinity_key=affinity_key(model, body),
-                        max_tokens=limit,
-                        priority=urgency,
-                    ),
-                    stream=stream,
-                    priority=urgency,
-                    user=body["user"] if isinstance(body.get("user"), str) else "",
-                )
-            )
-            drop_usage = False
-            rewrite = False
-            if admitted.record.user_hash:
-                # sites see the keyed pseudonym the logs use, never the institution's own id
-                body["user"] = admitted.record.user_hash
-                rewrite = True
-            if stream:
-                opts = body.get("stream_options") or {}
-                if not opts.get("include_usage"):
-                    body["stream_options"] = {**opts, "include_usage": True}
-                    drop_usage = rewrite = True
-            if rewrite:
-                raw = orjson.dumps(body)
-            response = await svc.proxy.forward(
-                admitted.forward(
-                    endpoint,
-                    raw,
-                    stream=stream,
-                    drop_usage_chunk=drop_usage,
-                    prompt_estimate=prompt_estimate,
-                    parsed=body if stream else None,
-                    client_gone=until_disconnect(request.receive),
-                )
-            )
-            return admitted.respond(response)
+            admitted = await admit_body(request, entry, model, body, raw, stream=stream)
+            response = await send(request, endpoint, admitted)
+            return admitted.admission.respond(response)
 
     return handler
 

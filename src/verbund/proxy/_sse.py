@@ -3,7 +3,11 @@
 The filter splits the upstream byte stream into events (either line ending), hands each
 complete event on unchanged, and looks inside an event only when it mentions ``usage``.
 When the access point itself asked the backend for usage, the usage-only final chunk is
-dropped so the client sees exactly what it asked for.
+dropped so the client sees exactly what it asked for. When the client asked for usage
+(``stream_options.include_usage``) and the backend sent none (llama.cpp's server does
+not), the filter writes the usage chunk itself before ``[DONE]``: the prompt as the
+access point estimated it, the answer as the chunks it counted (the usage record says
+``usage_estimated``).
 """
 
 from __future__ import annotations
@@ -40,8 +44,16 @@ class SSEUsageFilter:
     whose leading role-only chunk is dropped so the client sees one stream.
     """
 
-    def __init__(self, drop_usage_chunk: bool, collect_text: bool = False) -> None:
+    def __init__(
+        self,
+        drop_usage_chunk: bool,
+        collect_text: bool = False,
+        prompt_estimate: int | None = None,
+    ) -> None:
         self._drop = drop_usage_chunk
+        # None: never write a usage chunk of our own
+        self._estimate = None if drop_usage_chunk else prompt_estimate
+        self._head: dict[str, object] = {}
         self._collect = collect_text
         self._skip_role = False
         self.text: list[str] = []
@@ -60,14 +72,37 @@ class SSEUsageFilter:
             event = buf[pos : m.end()]
             pos = m.end()
             if self._keep(event):
-                out.append(event)
+                out.append(self._before_done() + event if self.done else event)
         self._buf = buf[pos:]
         return b"".join(out)
 
     def tail(self) -> bytes:
         """An incomplete last event, if the stream ended without its blank line."""
         rest, self._buf = self._buf, b""
-        return rest if rest.strip() and self._keep(rest) else b""
+        if not rest.strip() or not self._keep(rest):
+            return b""
+        return self._before_done() + rest if self.done else rest
+
+    def _before_done(self) -> bytes:
+        """The usage chunk the backend did not send, when the client asked for one."""
+        if self._estimate is None or self.usage is not None:
+            return b""
+        usage = {
+            "prompt_tokens": self._estimate,
+            "completion_tokens": self.tokens,
+            "total_tokens": self._estimate + self.tokens,
+        }
+        self._estimate = None  # once
+        return b"data: " + orjson.dumps({**self._head, "choices": [], "usage": usage}) + b"\n\n"
+
+    def _remember_head(self, data: bytes) -> None:
+        """The first chunk's id, object, created and model, for a usage chunk of our own."""
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(body, dict):
+            self._head = {k: body[k] for k in ("id", "object", "created", "model") if k in body}
 
     def _keep(self, event: bytes) -> bool:
         data = _data_of(event)
@@ -77,6 +112,8 @@ class SSEUsageFilter:
             self.done = True
             return True
         self.events += 1
+        if self.events == 1 and self._estimate is not None:
+            self._remember_head(data)
         if self._collect or self._skip_role:
             return self._inspect(data)
         if _has_text(data):
