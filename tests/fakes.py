@@ -60,6 +60,8 @@ class FakeBackend:
             if self.retry_after is not None:
                 headers["retry-after"] = self.retry_after
             return httpx.Response(self.status, content=self.error_body, headers=headers)
+        if request.url.path == "/v1/responses":
+            return _responses_answer(self, body)
         if body.get("stream"):
             return httpx.Response(
                 200, headers={"content-type": "text/event-stream"}, stream=_Stream(self, body)
@@ -160,6 +162,49 @@ class _Stream(httpx.AsyncByteStream):
             }
             yield b"data: " + json.dumps(usage).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
+
+
+def _responses_answer(backend: FakeBackend, body: dict[str, Any]) -> httpx.Response:
+    """A server with a Responses API of its own (vLLM's): its answer or its events."""
+    response = {
+        "id": "resp_fake",
+        "object": "response",
+        "status": "completed",
+        "model": body["model"],
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": backend.text, "annotations": []}],
+            }
+        ],
+        "usage": {"input_tokens": 6, "output_tokens": 3, "total_tokens": 9},
+    }
+    if not body.get("stream"):
+        return httpx.Response(200, json=response)
+    events = [
+        ("response.created", {"response": {**response, "status": "in_progress", "output": []}}),
+        ("response.output_text.delta", {"delta": backend.text}),
+        ("response.completed", {"response": response}),
+    ]
+    raw = b"".join(
+        f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+        for kind, data in events
+    )
+    return httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=_Bytes([raw[:40], raw[40:]])
+    )
+
+
+class _Bytes(httpx.AsyncByteStream):
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for p in self.parts:
+            yield p
 
 
 def _call(call: dict[str, str]) -> dict[str, Any]:

@@ -242,6 +242,9 @@ class LaunchConfig(_Strict):
     threads: int = Field(1, ge=1)
     embedding: bool = False
     kv_overrides: list[Annotated[str, Field(pattern=r"^[\w.]+=(int|float|bool|str):\S+$")]] = []
+    # llama-cpp-python's --chat_format; "" = chatml-function-calling for the default
+    # SmolLM2 (a ChatML model: tools and tool choice enforced by grammar), else the GGUF's
+    chat_format: str = Field("", pattern=r"^[a-z0-9._-]{0,64}$")
     train: Literal["", "digits"] = ""
     python: str = ""
 
@@ -262,6 +265,19 @@ class BackendConfig(_Strict):
     max_concurrency: int = Field(0, ge=0)  # 0 = unknown
     resume: Literal["", "continue_final_message"] = ""
     launch: LaunchConfig | None = None
+    # the server's own Responses API (vLLM): /v1/responses is passed on, not translated
+    responses: bool = False
+    # what the server needs of a chat body beyond OpenAI's: "llama-cpp-python" takes
+    # JSON schemas as {"type": "json_object", "schema": ...}, no tool messages, and
+    # streams no automatic tool calls; "" = by launch kind (llama-cpp: that), else openai
+    dialect: Literal["", "openai", "llama-cpp-python"] = ""
+
+    @property
+    def chat_dialect(self) -> str:
+        if self.dialect:
+            return self.dialect
+        launched = self.launch is not None and self.launch.kind == "llama-cpp"
+        return "llama-cpp-python" if launched else "openai"
 
     @field_validator("url", "metrics_url")
     @classmethod
@@ -366,6 +382,20 @@ class InstitutionConfig(_Strict):
     budget_tokens_per_month: int = Field(0, ge=0)
     budget_per_month: Money = Decimal(0)
     budget_hard_stop: bool = False
+    # the institution's opt-in to stored responses (store: true, previous_response_id):
+    # their text is kept encrypted for [responses] retention_hours
+    store_responses: bool = False
+    # per person behind a front-end's key (its forwarded user headers); 0 = no limit
+    person_requests_per_minute: int = Field(0, ge=0)
+    person_tokens_per_minute: int = Field(0, ge=0)
+
+
+class ResponsesConfig(_Strict):
+    """Stored responses of the Responses API (for institutions that opt in)."""
+
+    key_env: EnvName = "VERBUND_RESPONSES_KEY"  # the encryption key; never in the store
+    retention_hours: float = Field(24.0, gt=0, le=24 * 30)
+    purge_interval: float = Field(300.0, gt=0)
 
 
 class RetentionConfig(_Strict):
@@ -399,6 +429,7 @@ class FederationConfig(_Strict):
     models: list[ModelConfig] = []
     institutions: list[InstitutionConfig] = []
     retention: RetentionConfig = RetentionConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> FederationConfig:

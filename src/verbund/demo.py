@@ -76,6 +76,11 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+# SmolLM2 is a ChatML model; this format of llama-cpp-python lists the tools in the
+# system prompt and enforces tool choice and arguments by grammar
+FUNCTION_CALLING = "chatml-function-calling"
+
+
 @dataclass
 class ModelServer:
     """One launched model server process."""
@@ -121,6 +126,11 @@ class ModelServer:
         ]
         if backend.launch.embedding:
             cmd += ["--embedding", "True"]
+        chat_format = backend.launch.chat_format or (
+            "" if backend.launch.model_file or backend.launch.embedding else FUNCTION_CALLING
+        )
+        if chat_format:
+            cmd += ["--chat_format", chat_format]
         if backend.launch.kv_overrides:
             cmd += ["--kv_overrides", *backend.launch.kv_overrides]
         proc, log_path = _spawn(cmd, log_dir / f"{backend.name}.log")

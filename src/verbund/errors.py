@@ -26,6 +26,7 @@ The tree::
         ├── BudgetExceeded            429 insufficient_quota: the monthly budget is used up
         ├── StoreUnavailable          503 store_unavailable, Retry-After: the store is away
         ├── Overloaded                503 this access point sheds load (Retry-After)
+        ├── NotConfigured             503 a feature the request needs is not set up here
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
             └── UpstreamTimeout       504
@@ -205,6 +206,15 @@ class Overloaded(ApiError):
     status = 503
     type = "server_error"
     code = "overloaded"
+
+
+class NotConfigured(ApiError):
+    """The request needs something the operator has not set up at this access point
+    (e.g. the key of stored responses); the message names what is missing."""
+
+    status = 503
+    type = "server_error"
+    code = "not_configured"
 
 
 class UpstreamError(ApiError):

@@ -23,6 +23,7 @@ GROUPS: dict[str, ColumnElement[Any] | InstrumentedAttribute[Any]] = {
     "model": UsageRow.model,
     "backend": UsageRow.backend,
     "key": UsageRow.key_id,
+    "person": UsageRow.person,
     "endpoint": UsageRow.endpoint,
     "status": UsageRow.status,
     "access_point": UsageRow.access_point,

@@ -93,6 +93,7 @@ class Admission:
         prompt_estimate: int = 0,
         parsed: dict[str, Any] | None = None,
         client_gone: ClientGone | None = None,
+        variants: dict[str, bytes] | None = None,
     ) -> Forward:
         """The request as the proxy takes it."""
         return Forward(
@@ -106,6 +107,7 @@ class Admission:
             prompt_estimate=prompt_estimate,
             parsed=parsed,
             client_gone=client_gone,
+            variants=variants or {},
         )
 
     def respond(self, response: Response) -> Response:
@@ -165,9 +167,16 @@ class Admitter:
         self._tracer = tracer
 
     @contextlib.asynccontextmanager
-    async def enter(self, who: Principal, endpoint: str, request_id: str) -> AsyncIterator[Entry]:
+    async def enter(
+        self, who: Principal, endpoint: str, request_id: str, person: str = ""
+    ) -> AsyncIterator[Entry]:
         """The steps before the body; the record is emitted, and what the request holds
-        given back, when the answer has ended (a stream hands this over to the proxy)."""
+        given back, when the answer has ended (a stream hands this over to the proxy).
+
+        ``person`` names the person behind a front-end's key (from the user headers it
+        forwards, trusted for such keys only): it is kept as a keyed hash, which the
+        person's own quotas count and the usage record carries, and it becomes the
+        request's end user as sites see it."""
         inst = who.institution
         record = UsageRecord(
             request_id=request_id,
@@ -177,10 +186,12 @@ class Admitter:
             endpoint=endpoint,
             model="",
         )
+        if person:
+            record.person = record.user_hash = self._pseudonyms(person)
         with self._usage.recording(record) as recording:
             try:
                 recording.on_close(self._overload.claim(inst.id).release)
-                charged = await self._quotas.charge(request_limits(inst, who.key))
+                charged = await self._quotas.charge(request_limits(inst, who.key, record.person))
                 taken = await self._seats.take(seat_limits(inst, who.key, self._limits))
                 recording.on_close(taken.release)
             except ApiError as exc:  # refused before anything was sent anywhere
@@ -194,12 +205,12 @@ class Admitter:
         record.model = self._stored_name(ask)
         record.stream, record.priority = ask.stream, ask.priority
         record.request_bytes = ask.request_bytes
-        if ask.user:
+        if ask.user and not record.person:
             record.user_hash = self._pseudonyms(ask.user)
         try:
             headers = self._budgets.check(inst, ask.cost)
             reservation = await self._quotas.admit(
-                record.request_id, token_limits(inst, who.key), ask.tokens
+                record.request_id, token_limits(inst, who.key, record.person), ask.tokens
             )
             policy = RequestPolicy.for_institution(inst, ask.data_class)
             ctx = ask.route or RouteContext()

@@ -1,6 +1,12 @@
 """Sites, backends and models at run time, their upstream clients and their health."""
 
 from verbund.federation._backend import Backend, EngineLoad, InFlight, LatencyStats
+from verbund.federation._dialect import (
+    LLAMA_CPP_PYTHON,
+    OPENAI,
+    chat_body_for,
+    streams_unstreamed,
+)
 from verbund.federation._federation import Federation
 from verbund.federation._health import Failure, HealthTracker, Probe, request_key
 from verbund.federation._lifecycle import SiteLifecycle
@@ -20,6 +26,8 @@ from verbund.federation._upstream import (
 )
 
 __all__ = [
+    "LLAMA_CPP_PYTHON",
+    "OPENAI",
     "Backend",
     "EngineLoad",
     "Failure",
@@ -41,6 +49,8 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamResponse",
     "UpstreamTimedOut",
+    "chat_body_for",
     "parse_engine_metrics",
     "request_key",
+    "streams_unstreamed",
 ]

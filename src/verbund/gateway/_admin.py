@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -165,23 +165,35 @@ async def revoke_key(request: Request) -> Response:
     return JSONResponse({"id": key_id, "revoked": True})
 
 
-class _KeyQuotas(BaseModel):
+class _KeyUpdate(BaseModel):
+    """Quotas (both are set together, 0 = the institution's) and settings of a key;
+    settings left out stay as they are."""
+
     model_config = ConfigDict(extra="forbid")
-    requests_per_minute: int = Field(0, ge=0)
-    tokens_per_minute: int = Field(0, ge=0)
+    requests_per_minute: int | None = Field(None, ge=0)
+    tokens_per_minute: int | None = Field(None, ge=0)
+    front_end: bool | None = None
+    model_kinds: list[Literal["chat", "completion", "embedding", "oip"]] | None = None
 
 
 async def update_key(request: Request) -> Response:
     svc, actor = await _admin(request)
-    req = validated(_KeyQuotas, (await json_body(request, ADMIN_BODY_LIMIT))[1])
-    row = await svc.keys.set_quotas(
-        request.path_params["key_id"], actor, req.requests_per_minute, req.tokens_per_minute
-    )
+    req = validated(_KeyUpdate, (await json_body(request, ADMIN_BODY_LIMIT))[1])
+    key_id = request.path_params["key_id"]
+    settings = req.model_dump(include={"front_end", "model_kinds"}, exclude_none=True)
+    if settings:
+        row = await svc.keys.set_settings(key_id, actor, **settings)
+    if req.requests_per_minute is not None or req.tokens_per_minute is not None or not settings:
+        row = await svc.keys.set_quotas(
+            key_id, actor, req.requests_per_minute or 0, req.tokens_per_minute or 0
+        )
     return JSONResponse(
         {
             "id": row.id,
-            "requests_per_minute": req.requests_per_minute,
-            "tokens_per_minute": req.tokens_per_minute,
+            "requests_per_minute": row.requests_per_minute or 0,
+            "tokens_per_minute": row.tokens_per_minute or 0,
+            "front_end": bool(row.front_end),
+            "model_kinds": row.model_kinds,
         }
     )
 

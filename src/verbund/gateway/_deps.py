@@ -20,10 +20,12 @@ from verbund.policy import DATA_CLASS_HEADER, request_data_class
 from verbund.tenancy import Principal
 
 __all__ = [
+    "PERSON_HEADERS",
     "PRIORITY_HEADER",
     "admin",
     "data_class",
     "json_body",
+    "person",
     "principal",
     "priority",
     "query_int",
@@ -56,6 +58,24 @@ async def principal(request: Request) -> Principal:
 def admin(request: Request) -> str:
     """The federation admin (403 otherwise); returns the actor name for the audit log."""
     return require_admin(request, services(request))
+
+
+# what chat front-ends forward about their signed-in user (Open WebUI with
+# ENABLE_FORWARD_USER_INFO_HEADERS), most stable first
+PERSON_HEADERS = ("x-openwebui-user-id", "x-openwebui-user-email", "x-verbund-person")
+
+
+def person(request: Request, who: Principal) -> str:
+    """The person behind a front-end's key, as its user headers name them ("" if the key
+    is not marked ``front_end``: anyone else's headers are ignored, since any client
+    could send them). Only a keyed hash of it is ever kept (admission)."""
+    if not who.key.front_end:
+        return ""
+    for name in PERSON_HEADERS:
+        value = request.headers.get(name, "").strip()
+        if value:
+            return f"{name}:{value[:256]}"
+    return ""
 
 
 def data_class(request: Request, who: Principal) -> DataClass:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from verbund.admission import (
     Admission,
@@ -24,9 +24,10 @@ from verbund.admission import (
     max_tokens,
 )
 from verbund.errors import BadRequest
+from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
 from verbund.gateway._deps import data_class, priority, services
 from verbund.gateway._services import Services
-from verbund.proxy import until_disconnect
+from verbund.proxy import stream_of_answer, until_disconnect
 from verbund.routing import RouteContext
 
 __all__ = ["Admitted", "admit_body", "check_kind", "kind_phrase", "send"]
@@ -133,16 +134,57 @@ async def admit_body(
 
 
 async def send(request: Request, path: str, a: Admitted) -> Response:
-    """``a`` through the proxy along its route plan: failover, relay, usage."""
+    """``a`` through the proxy along its route plan: failover, relay, usage.
+
+    Backends of another dialect (:mod:`verbund.federation._dialect`) get the body as
+    they need it; a stream they cannot produce is asked for unstreamed and sent on as
+    one burst of chunks."""
     svc = services(request)
-    return await svc.proxy.forward(
+    raw, stream = a.raw, a.stream
+    variants: dict[str, bytes] = {}
+    dialects = {b.config.chat_dialect for b in a.admission.plan} - {OPENAI}
+    if dialects and path == "/v1/chat/completions":
+        body = a.body
+        if stream and any(streams_unstreamed(body, d) for d in dialects):
+            body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+            raw, stream = orjson.dumps(body), False
+        for d in dialects:
+            changed = chat_body_for(body, d)
+            if changed is not None:
+                variants[d] = orjson.dumps(changed)
+    response = await svc.proxy.forward(
         a.admission.forward(
             path,
-            a.raw,
-            stream=a.stream,
+            raw,
+            stream=stream,
             drop_usage_chunk=a.drop_usage,
             prompt_estimate=a.prompt_estimate,
-            parsed=a.body if a.stream else None,
+            parsed=a.body if stream else None,
             client_gone=until_disconnect(request.receive),
+            variants=variants,
         )
     )
+    if stream == a.stream:
+        return response
+    chunks = stream_of_answer(bytes(response.body), include_usage=not a.drop_usage)
+    return StreamingResponse(
+        _Once(chunks),
+        media_type="text/event-stream",
+        headers={k: v for k, v in response.headers.items() if k.startswith("x-")},
+    )
+
+
+class _Once:
+    """An async iterator of one chunk of bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data

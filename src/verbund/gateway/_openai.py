@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from verbund.errors import ModelNotFound
+from verbund.errors import BadRequest, ModelNotFound
 from verbund.gateway._body import (
     check_chat,
     check_common,
@@ -24,30 +24,59 @@ from verbund.gateway._body import (
     require_model,
 )
 from verbund.gateway._catalogue import catalogue
-from verbund.gateway._deps import json_body, principal, request_id, services
+from verbund.gateway._deps import (
+    data_class,
+    json_body,
+    person,
+    principal,
+    request_id,
+    services,
+)
 from verbund.gateway._inference import admit_body, check_kind, send
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.telemetry._tracing import span
 from verbund.tenancy import Principal
 
+_KINDS = frozenset({"chat", "completion", "embedding", "oip"})
 
-def _visible_models(svc: Services, who: Principal) -> list[dict[str, Any]]:
-    policy = RequestPolicy.for_institution(who.institution, who.institution.default_data_class)
-    out = catalogue(svc.federation, policy, created=int(svc.started))
-    out += svc.jobs.models.entries(who.institution.id)  # its own ft: models (issue 9)
+
+def _kinds(request: Request, who: Principal) -> frozenset[str]:
+    """The kinds to list: ``?kind=chat,embedding``, else the key's ``model_kinds``."""
+    asked = request.query_params.get("kind")
+    if asked:
+        kinds = frozenset(k.strip() for k in asked.split(",") if k.strip())
+        unknown = sorted(kinds - _KINDS)
+        if unknown:
+            raise BadRequest(
+                f"'kind' must be one or more of {', '.join(sorted(_KINDS))}.",
+                code="invalid_value",
+                param="kind",
+            )
+        return kinds
+    return frozenset(who.key.model_kinds)
+
+
+def _visible_models(request: Request, svc: Services, who: Principal) -> list[dict[str, Any]]:
+    policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
+    kinds = _kinds(request, who)
+    out = catalogue(svc.federation, policy, created=int(svc.started), kinds=kinds)
+    if not kinds or "chat" in kinds:
+        out += svc.jobs.models.entries(who.institution.id)  # its own ft: models (issue 9)
     return out
 
 
 async def list_models(request: Request) -> Response:
     who = await principal(request)
-    return JSONResponse({"object": "list", "data": _visible_models(services(request), who)})
+    return JSONResponse(
+        {"object": "list", "data": _visible_models(request, services(request), who)}
+    )
 
 
 async def get_model(request: Request) -> Response:
     who = await principal(request)
     name = request.path_params["model"]
-    for m in _visible_models(services(request), who):
+    for m in _visible_models(request, services(request), who):
         if m["id"] == name:
             return JSONResponse(m)
     raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
@@ -63,7 +92,9 @@ def _make_handler(
         svc = services(request)
         with span(svc.telemetry.tracer, "verbund.auth"):
             who = await principal(request)
-        async with svc.admission.enter(who, endpoint, request_id(request)) as entry:
+        async with svc.admission.enter(
+            who, endpoint, request_id(request), person(request, who)
+        ) as entry:
             raw, body = await json_body(request)
             model = require_model(body)
             check_common(body, svc.config.limits, context_length(svc.federation.models, model))

@@ -59,6 +59,7 @@ from verbund.files import FileService, LocalBlobStore
 from verbund.gateway._overload import OverloadCollector
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
+from verbund.responses import ResponseStore
 from verbund.routing import Router, make_policy
 from verbund.server import Drain
 from verbund.store import STORE_FAILURES, Store, StoreClock
@@ -138,6 +139,7 @@ class Services:
     batches: BatchService
     batch_runner: BatchRunner
     jobs: JobService
+    responses: ResponseStore  # stored responses of institutions that opt in
     # shared state and observation
     coordination: Coordination
     telemetry: Telemetry
@@ -251,6 +253,9 @@ class Services:
             batches=batches,
             batch_runner=batch_runner,
             jobs=jobs,
+            responses=ResponseStore(
+                store, config.responses.key_env, config.responses.retention_hours
+            ),
             coordination=coordination,
             telemetry=telemetry,
         )
@@ -284,6 +289,7 @@ class Services:
             "store-clock": self.clock.run(),
             "training-jobs": self.jobs.run(),
             "overload-watch": self.overload.watch(),
+            "responses-purge": self.responses.run_purger(self.config.responses.purge_interval),
         }
         if self.config.batch.enabled:
             loops["batch-runner"] = self.batch_runner.run()

@@ -68,7 +68,7 @@ class StreamRelay:
         """The stream try of the failover loop: a response once the first chunk is in."""
         try:
             opened = await self._tries.open(
-                backend, claim, remaining, fwd, fwd.body, fwd.client_gone
+                backend, claim, remaining, fwd, fwd.body_for(backend), fwd.client_gone
             )
         except ApiError as exc:
             fill_record(fwd.record, backend, start, status="error", http_status=exc.status)

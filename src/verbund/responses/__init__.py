@@ -12,6 +12,7 @@ from verbund.responses._answer import response_from_chat
 from verbund.responses._events import EventTranslator, sse
 from verbund.responses._objects import Echo, FunctionName, new_id, response_skeleton
 from verbund.responses._request import MIN_OUTPUT_TOKENS, Translation, translate_request
+from verbund.responses._stored import ResponseStore, StoredResponse, sealing_key
 from verbund.responses._stream import TranslatedStream
 from verbund.responses._tools import check_json_schema
 
@@ -20,12 +21,15 @@ __all__ = [
     "Echo",
     "EventTranslator",
     "FunctionName",
+    "ResponseStore",
+    "StoredResponse",
     "TranslatedStream",
     "Translation",
     "check_json_schema",
     "new_id",
     "response_from_chat",
     "response_skeleton",
+    "sealing_key",
     "sse",
     "translate_request",
 ]

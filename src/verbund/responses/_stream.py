@@ -8,7 +8,7 @@ finalisation of its own when the client leaves mid-stream.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -30,7 +30,7 @@ class TranslatedStream:
         self,
         chat: AsyncIterable[str | bytes | memoryview],
         events: EventTranslator,
-        on_end: Callable[[dict[str, Any]], None] | None = None,
+        on_end: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self._chat = aiter(chat)
         self._events = events
@@ -57,7 +57,7 @@ class TranslatedStream:
                         "The model server stopped before the answer was complete."
                     )
                 self._finished = True
-                self._ended()
+                await self._ended()
                 if out:
                     return out
                 break
@@ -71,7 +71,7 @@ class TranslatedStream:
             out = b"".join(out_parts)
             if self._events.ended:
                 self._finished = True
-                self._ended()
+                await self._ended()
             if out:
                 return out
         raise StopAsyncIteration
@@ -79,10 +79,10 @@ class TranslatedStream:
     def _end(self, rest: bytes) -> bytes:
         return self._translate(rest) if rest.strip() else b""
 
-    def _ended(self) -> None:
+    async def _ended(self) -> None:
         if self._on_end is not None:
             on_end, self._on_end = self._on_end, None
-            on_end(self._events.response)
+            await on_end(self._events.response)
 
     def _translate(self, event: bytes) -> bytes:
         if self._events.ended:

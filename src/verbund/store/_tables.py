@@ -12,9 +12,11 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -43,6 +45,10 @@ class InstitutionRow(Base):
     budget_tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)
     budget_per_month: Mapped[str] = mapped_column(String(32), default="0")
     budget_hard_stop: Mapped[bool] = mapped_column(Boolean, default=False)
+    # migration 0008_responses: the opt-in to stored responses
+    store_responses: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    person_requests_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    person_tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     source: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -59,6 +65,28 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # migration 0008_responses: a front-end's key (Open WebUI), whose user headers name
+    # the person behind each request
+    front_end: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the model kinds GET /v1/models lists for this key (null: all), e.g. ["chat"] for a
+    # chat front-end whose model picker should not offer embedding or OIP models
+    model_kinds: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+
+class StoredResponseRow(Base):
+    """A stored Response of the Responses API. ``sealed`` holds its text (the Response
+    object and the conversation's items) encrypted with a key that lives outside the
+    store; nothing else here says what was asked or answered."""
+
+    __tablename__ = "stored_responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    institution_id: Mapped[str] = mapped_column(String(128), index=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SiteStateRow(Base):
@@ -100,6 +128,8 @@ class UsageRow(Base):
     # added by migration 0003_oip: body sizes of OIP v2 inference (no tokens there)
     request_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     response_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # migration 0008_responses: the front-end user's pseudonym (a keyed hash), or ""
+    person: Mapped[str] = mapped_column(String(64), default="")
 
 
 class AuditRow(Base):

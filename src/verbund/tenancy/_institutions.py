@@ -31,6 +31,9 @@ _FIELDS = (
     "budget_tokens_per_month",
     "budget_per_month",
     "budget_hard_stop",
+    "store_responses",
+    "person_requests_per_minute",
+    "person_tokens_per_minute",
 )
 
 

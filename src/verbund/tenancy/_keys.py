@@ -44,6 +44,8 @@ class KeyEntry:
     revoked: bool
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+    front_end: bool = False  # a front-end's key: its user headers name the person
+    model_kinds: tuple[str, ...] = ()  # what GET /v1/models lists for it; () = all
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,8 @@ def _entry(row: ApiKeyRow) -> KeyEntry:
         row.revoked_at is not None,
         row.requests_per_minute or 0,
         row.tokens_per_minute or 0,
+        bool(row.front_end),
+        tuple(row.model_kinds or ()),
     )
 
 
@@ -177,6 +181,12 @@ class KeyService:
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
         )
+        await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
+        return row
+
+    async def set_settings(self, key_id: str, actor: str, **values: Any) -> ApiKeyRow:
+        """Change a key's settings (``front_end``, ``model_kinds``); audited."""
+        row = await self._update(key_id, actor, "key.settings", None, **values)
         await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
         return row
 

@@ -7,8 +7,9 @@ from verbund.coordination import Limit, Seat
 from verbund.tenancy._keys import KeyEntry
 
 
-def quota_limits(institution: InstitutionConfig, key: KeyEntry) -> list[Limit]:
-    """Only limits that are set (0 means unlimited)."""
+def quota_limits(institution: InstitutionConfig, key: KeyEntry, person: str = "") -> list[Limit]:
+    """Only limits that are set (0 means unlimited); ``person`` is the pseudonym of the
+    person behind a front-end's key, whose own limits then apply too."""
     candidates = [
         Limit(f"institution:{institution.id}", "rpm", institution.requests_per_minute),
         Limit(f"institution:{institution.id}", "tpm", institution.tokens_per_minute),
@@ -16,20 +17,26 @@ def quota_limits(institution: InstitutionConfig, key: KeyEntry) -> list[Limit]:
         Limit(f"key:{key.id}", "rpm", key.requests_per_minute),
         Limit(f"key:{key.id}", "tpm", key.tokens_per_minute),
     ]
+    if person:
+        scope = f"person:{institution.id}:{person}"
+        candidates.append(Limit(scope, "rpm", institution.person_requests_per_minute))
+        candidates.append(Limit(scope, "tpm", institution.person_tokens_per_minute))
     return [lim for lim in candidates if lim.limit > 0]
 
 
-def token_limits(institution: InstitutionConfig, key: KeyEntry | None) -> list[Limit]:
+def token_limits(
+    institution: InstitutionConfig, key: KeyEntry | None, person: str = ""
+) -> list[Limit]:
     """The token limits alone: what batch items are charged against as they run (the
     batch was one request when it was created)."""
     if key is None:
         key = KeyEntry("", institution.id, False)
-    return [lim for lim in quota_limits(institution, key) if lim.kind != "rpm"]
+    return [lim for lim in quota_limits(institution, key, person) if lim.kind != "rpm"]
 
 
-def request_limits(institution: InstitutionConfig, key: KeyEntry) -> list[Limit]:
+def request_limits(institution: InstitutionConfig, key: KeyEntry, person: str = "") -> list[Limit]:
     """The requests-per-minute limits alone: charged before the request's body is read."""
-    return [lim for lim in quota_limits(institution, key) if lim.kind == "rpm"]
+    return [lim for lim in quota_limits(institution, key, person) if lim.kind == "rpm"]
 
 
 def seat_limits(institution: InstitutionConfig, key: KeyEntry, limits: LimitsConfig) -> list[Seat]:
