@@ -40,6 +40,7 @@ def client_script(demo: Demo, script: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.timeout(600)  # the first test of a run starts the demo federation
 def test_an_agents_sdk_agent_calls_its_tool_and_uses_the_result(demo: Demo) -> None:
     since = time.time() - 1
     runs = {r["kind"]: r for r in client_script(demo, "_agents_client.py")}
@@ -54,6 +55,7 @@ def test_an_agents_sdk_agent_calls_its_tool_and_uses_the_result(demo: Demo) -> N
     assert {"/v1/chat/completions", "/v1/responses"} <= endpoints
 
 
+@pytest.mark.timeout(600)
 def test_langchain_chat_openai_on_chat_completions_and_responses(demo: Demo) -> None:
     (out,) = client_script(demo, "_langchain_client.py")
     assert out["invoke"]["content"] and out["invoke"]["usage"]["input_tokens"] > 0
