@@ -8,10 +8,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
 from harness.demo import Demo, pid_alive, start_demo
+from harness.people import csrf_headers, sign_in
 
 pytestmark = pytest.mark.real
 MODEL = "smollm2-135m"
@@ -149,6 +151,47 @@ def test_drain_and_resume_through_the_cli(demo: Demo) -> None:
         assert "draining -> active" in verbund(demo, "resume", "rz-west").stdout
 
 
+def test_demo_people_sign_in_make_a_key_and_see_their_usage(demo: Demo) -> None:
+    """The newcomer's path without a browser: sign in as a demo person at the demo's
+    identity provider, make a key, call a model with it, find the call in their usage."""
+    people = demo.info["people"]
+    assert demo.info["console"] == demo.url + "/console"
+    assert {p["role"] for p in people.values()} == {
+        "member",
+        "institution_admin",
+        "site_operator",
+        "auditor",
+    }
+    login = next(
+        n for n, p in people.items() if p["role"] == "member" and p["institution"] == "uni-a"
+    )
+    with httpx.Client(trust_env=False, timeout=30) as browser:
+        done = sign_in(browser, demo.url, login, people[login]["password"])
+        assert done.headers["location"] == "/console"
+        made = browser.post(
+            demo.url + "/v1/me/keys",
+            json={"name": "demo laptop"},
+            headers=csrf_headers(browser, demo.url),
+        )
+        assert made.status_code == 201
+        sdk = openai.OpenAI(base_url=demo.url + "/v1", api_key=made.json()["key"], max_retries=0)
+        sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        usage = browser.get(demo.url + "/v1/me/usage", params={"group_by": "model"}).json()
+        assert [(r["model"], r["requests"]) for r in usage["data"]] == [(MODEL, 1)]
+        operator = next(n for n, p in people.items() if p["role"] == "site_operator")
+        sign_in(browser, demo.url, operator, people[operator]["password"])
+        own = people[operator]["site"]
+        other = next(s for s in ("rz-west", "rz-sued", "rz-ost") if s != own)
+        csrf = csrf_headers(browser, demo.url)
+        assert (
+            browser.post(f"{demo.url}/admin/sites/{other}/drain", headers=csrf).status_code == 403
+        )
+        assert browser.post(f"{demo.url}/admin/sites/{own}/drain", headers=csrf).status_code == 200
+        assert browser.post(f"{demo.url}/admin/sites/{own}/resume", headers=csrf).status_code == 200
+
+
 def test_busy_port_gives_a_clear_message(demo: Demo, tmp_path: Path) -> None:
     port = demo.url.rsplit(":", 1)[1]
     out = subprocess.run(
@@ -176,6 +219,8 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     d = start_demo(tmp_path / "state")
     pids = d.backend_pids()
     # three chat servers, one embedding server, two MLServers
-    assert len(pids) == 6 and all(pid_alive(p) for p in pids.values())
+    assert len(pids) == 6
+    pids["identity-provider"] = int(d.info["identity_provider"]["pid"])
+    assert all(pid_alive(p) for p in pids.values())
     assert d.stop() == 0
     assert not any(pid_alive(p) for p in pids.values())

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from verbund.errors import ConfigError
 
 __all__ = [
+    "AuthConfig",
     "BackendConfig",
     "BatchConfig",
     "CoordinationConfig",
@@ -32,6 +33,7 @@ __all__ = [
     "LimitsConfig",
     "ModelConfig",
     "ModelPrice",
+    "OidcProviderConfig",
     "PriceList",
     "RetentionConfig",
     "RoutingConfig",
@@ -415,6 +417,57 @@ class TrainingConfig(_Strict):
     submit_attempts: int = Field(5, ge=1)
 
 
+_ROLE_TARGET = (
+    r"^(member|institution_admin|auditor|federation_admin"
+    r"|site_operator:[A-Za-z0-9][A-Za-z0-9._:-]{0,127})$"
+)
+
+
+class OidcProviderConfig(_Strict):
+    """One OpenID Connect provider: an institution's IdP or a federation proxy in front
+    of DFN-AAI/eduGAIN. Claims map to the institution and the role (docs/identity.md)."""
+
+    name: Name = "default"  # chosen at /auth/login?provider=<name>
+    title: str = ""  # shown on the sign-in button
+    issuer: str = Field(pattern=r"^https?://")
+    client_id: str = Field(min_length=1)
+    client_secret_env: EnvName = "VERBUND_OIDC_CLIENT_SECRET"  # noqa: S105 (a variable's name)
+    scopes: list[str] = ["openid", "profile", "email"]
+    # the claim naming the home institution; "email" takes the domain of the email claim
+    institution_claim: str = "schac_home_organization"
+    # claim value -> institution id; values not listed are taken as institution ids
+    institutions: dict[str, str] = {}
+    roles_claim: str = "eduperson_entitlement"  # entitlements or groups (a list or a string)
+    # entitlement/group -> role ("site_operator:<site>" for a site's operator)
+    roles: dict[str, Annotated[str, Field(pattern=_ROLE_TARGET)]] = {}
+    name_claim: str = "name"
+
+
+class AuthConfig(_Strict):
+    """Sign-in for people: OpenID Connect providers and the sessions they lead to."""
+
+    oidc: list[OidcProviderConfig] = []
+    session_hours: float = Field(8.0, gt=0, le=24 * 30)
+    login_minutes: float = Field(10.0, gt=0, le=60)  # a sign-in must finish within this
+    # the access point's address as browsers see it ("" = from each request's Host)
+    public_url: str = Field("", pattern=r"^(https?://[^/?#]+)?$")
+    # "auto": Secure cookies except over plain HTTP to a loopback address (the demo)
+    cookie_secure: Literal["auto", "always"] = "auto"
+
+    @field_validator("oidc", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AuthConfig:
+        names = [p.name for p in self.oidc]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate auth.oidc names: {', '.join(dupes)}")
+        return self
+
+
 class FederationConfig(_Strict):
     gateway: GatewayConfig = GatewayConfig()
     store: StoreConfig = StoreConfig()
@@ -430,6 +483,7 @@ class FederationConfig(_Strict):
     institutions: list[InstitutionConfig] = []
     retention: RetentionConfig = RetentionConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    auth: AuthConfig = AuthConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> FederationConfig:
@@ -471,6 +525,10 @@ class FederationConfig(_Strict):
                 problems.append(
                     f"institution {inst.id!r} has unknown partner_site {inst.partner_site!r}"
                 )
+        for p in self.auth.oidc:
+            for value, role in p.roles.items():
+                if role.startswith("site_operator:") and role.split(":", 1)[1] not in site_names:
+                    problems.append(f"auth.oidc {p.name!r} maps {value!r} to an unknown site")
         problems += _price_problems(self.sites, model_names)
         if problems:
             raise ValueError("; ".join(problems))

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from verbund import demo_models
+from verbund import demo_idp, demo_models
 from verbund.config import BackendConfig, FederationConfig, load_config, parse_config
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
@@ -345,15 +345,26 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     config = parse_config(raw, str(config_file or "demo.toml"))
     ensure_port_free("127.0.0.1", port)
 
+    url = f"http://127.0.0.1:{port}"
+    own_auth = (raw.get("auth") or {}).get("oidc")
+    idp = None if own_auth else _prepare_idp(raw, state_dir, url)
+    if idp is not None:
+        config = parse_config(raw, str(config_file or "demo.toml"))
+
     print("Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn) ...", flush=True)
     started = time.monotonic()
     config, servers = launch_backends(config, state_dir)
+    helpers: list[ModelServer] = []  # processes beside the model servers
     try:
-        await wait_ready(servers)
+        if idp is not None:  # the demo identity provider: a real OpenID provider on Node.js
+            argv, env = demo_idp.command(idp.config_path)
+            proc, log_path = _spawn(argv, state_dir / "logs" / "idp.log", env=env)
+            ready = "/.well-known/openid-configuration"
+            helpers.append(ModelServer("identity-provider", idp.port, proc, log_path, ready))
+        await wait_ready([*servers, *helpers])
         admin_key = _admin_key(state_dir)
         keys = await _demo_keys(config, state_dir)
-        url = f"http://127.0.0.1:{port}"
-        info = {
+        info: dict[str, Any] = {
             "url": url,
             "admin_key": admin_key,
             "keys": keys,
@@ -363,6 +374,10 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             },
             "pid": os.getpid(),
         }
+        if idp is not None:
+            info["console"] = f"{url}/console"
+            info["people"] = idp.people_info()
+            info["identity_provider"] = {"issuer": idp.issuer, "pid": helpers[0].process.pid}
         app = create_app(config, admin_key=admin_key)
         server = make_server(app, "127.0.0.1", port, log_level="warning")
 
@@ -384,6 +399,11 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             print(f"  admin key: {admin_key}")
             for inst, key in keys.items():
                 print(f"  key for {inst}: {key}")
+            if idp is not None:
+                print(f"  console: {url}/console (sign in with a demo person:)")
+                for login, p in info["people"].items():
+                    print(f"    {login:6} password {p['password']:14} {p['role']} of "
+                          + (p.get("site") or p["institution"]))  # fmt: skip
             print(f"  written to {state_dir / 'demo.json'}\n  Ctrl-C stops everything.", flush=True)
 
         announcer = asyncio.create_task(announce())
@@ -392,8 +412,32 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
         finally:
             announcer.cancel()
     finally:
-        for s in servers:
+        children = [*servers, *helpers]
+        for s in children:  # all at once: each one's shutdown overlaps the others'
+            if s.process.poll() is None:
+                s.process.terminate()
+        for s in children:
             s.stop()
+
+
+DEMO_OIDC_SECRET_ENV = "VERBUND_DEMO_OIDC_SECRET"  # noqa: S105 (a variable's name)
+
+
+def _prepare_idp(raw: dict[str, Any], state_dir: Path, url: str) -> demo_idp.DemoIdp | None:
+    """The demo identity provider's config, and ``[auth.oidc]`` pointing at it (in
+    ``raw``); None when Node.js or oidc-provider is missing (the demo runs without
+    sign-in then, and says so)."""
+    sites = [str(s["name"]) for s in raw.get("sites", [])]
+    try:
+        demo_idp.command(Path("idp.json"))
+    except RuntimeError as exc:
+        print(f"No sign-in for people: {exc}", flush=True)
+        return None
+    idp = demo_idp.DemoIdp.prepare(state_dir, free_port(), url, sites[0] if sites else "")
+    os.environ[DEMO_OIDC_SECRET_ENV] = idp.client_secret  # read by this process's access point
+    institutions = [str(i["id"]) for i in raw.get("institutions", [])]
+    raw["auth"] = {"oidc": [idp.settings(DEMO_OIDC_SECRET_ENV, institutions, sites)]}
+    return idp
 
 
 def _write_private(path: Path, text: str) -> None:

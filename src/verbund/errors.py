@@ -12,6 +12,7 @@ The tree::
         ├── BadRequest                400 invalid_request_error
         │   └── InvalidJSON           400 the body is not JSON / not an object
         ├── AuthenticationError       401 missing, malformed, unknown or revoked key
+        │   └── SignInFailed          401 an OpenID Connect sign-in did not prove who it is
         ├── PermissionDenied          403 the key may not do this
         │   └── PolicyViolation       403 no site may take this request's data
         ├── NotFound                  404
@@ -116,6 +117,12 @@ class AuthenticationError(ApiError):
     status = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class SignInFailed(AuthenticationError):
+    """The identity provider's answer did not prove who signed in (bad state, token)."""
+
+    code = "sign_in_failed"
 
 
 class PermissionDenied(ApiError):

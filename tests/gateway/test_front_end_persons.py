@@ -41,21 +41,22 @@ async def test_person_pseudonym_is_recorded_and_sent_never_the_email(gw: Gateway
     resp = await chat_as(gw, key, **{"x-openwebui-user-email": EMAIL})
     assert resp.status_code == 200
     row = (await usage_rows(gw))[-1]
-    assert row.person.startswith("u_") and EMAIL not in row.person
+    assert row.person_id is not None and row.person_id.startswith("u_")
+    assert EMAIL not in row.person_id
     sent = [c["body"] for f in gw.fakes.values() for c in f.calls][-1]
-    assert sent["user"] == row.person
+    assert sent["user"] == row.person_id
     # the same person again: the same pseudonym; another person: another one
     await chat_as(gw, key, **{"x-openwebui-user-email": EMAIL})
     await chat_as(gw, key, **{"x-openwebui-user-email": "bert@uni-a.example"})
-    persons = [r.person for r in (await usage_rows(gw))[-3:]]
-    assert persons[0] == persons[1] == row.person != persons[2]
+    persons = [r.person_id for r in (await usage_rows(gw))[-3:]]
+    assert persons[0] == persons[1] == row.person_id != persons[2]
 
 
 async def test_headers_of_other_keys_are_ignored(gw: Gateway) -> None:
     resp = await chat_as(gw, gw.keys["uni-a"], **{"x-openwebui-user-id": "42"})
     assert resp.status_code == 200
     row = (await usage_rows(gw))[-1]
-    assert row.person == ""
+    assert row.person_id is None
     sent = [c["body"] for f in gw.fakes.values() for c in f.calls][-1]
     assert "user" not in sent
 

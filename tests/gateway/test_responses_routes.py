@@ -219,3 +219,16 @@ async def test_stream_from_a_backend_without_usage_still_reports_usage(gw: Gatew
             final = event.response
     assert final is not None and final.usage is not None
     assert final.usage.output_tokens == 5 and final.usage.input_tokens > 0
+
+
+async def test_a_stream_broken_after_the_first_bytes_ends_with_response_failed(
+    gw: Gateway,
+) -> None:
+    for f in gw.fakes.values():
+        f.mode = "break_stream"
+    resp = await post(gw, {"input": "Hallo", "stream": True})
+    assert resp.status_code == 200
+    kinds = [line[7:] for line in resp.text.splitlines() if line.startswith("event: ")]
+    assert kinds[0] == "response.created"
+    assert kinds[-2:] == ["error", "response.failed"]
+    assert "response.completed" not in kinds

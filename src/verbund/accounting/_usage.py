@@ -47,14 +47,12 @@ class UsageRecord:
     attempts: int = 1
     usage_estimated: bool = False
     user_hash: str = ""  # keyed hash of the OpenAI `user` field: for logs, not stored
-    # keyed hash of the person behind a front-end's key (its user headers): stored, for
-    # per-person usage of an institution's chat front-end
-    person: str = ""
     cpu_seconds: float = 0.0  # training jobs: allocated CPUs x run time
     gpu_seconds: float = 0.0  # training jobs: allocated GPUs x run time
     # bytes of request and answer bodies; set for OIP v2 inference, which has no tokens
     request_bytes: int | None = None
     response_bytes: int | None = None
+    person_id: str | None = None  # the person whose own key made the request
     ts: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: os.urandom(16).hex())  # 128 random bits
 

@@ -119,15 +119,21 @@ class Admission:
 class Entry:
     """A request past its first step (caller known, seats taken), its body not yet read."""
 
-    __slots__ = ("_admitter", "headers", "recording", "who")
+    __slots__ = ("_admitter", "headers", "person", "recording", "who")
 
     def __init__(
-        self, admitter: Admitter, who: Principal, recording: Recording, headers: dict[str, str]
+        self,
+        admitter: Admitter,
+        who: Principal,
+        recording: Recording,
+        headers: dict[str, str],
+        person: str = "",
     ) -> None:
         self._admitter = admitter
         self.who = who
         self.recording = recording
         self.headers = headers  # the request quota's, for the answer
+        self.person = person  # a front-end user's pseudonym, or ""
 
     @property
     def record(self) -> UsageRecord:
@@ -185,19 +191,24 @@ class Admitter:
             key_id=who.key_id,
             endpoint=endpoint,
             model="",
+            person_id=who.key.person_id,
         )
-        if person:
-            record.person = record.user_hash = self._pseudonyms(person)
+        # a front-end's user, unless the key is a person's own (then it is theirs)
+        front = self._pseudonyms(person) if person and not who.key.person_id else ""
+        if front:
+            record.person_id = record.user_hash = front
         with self._usage.recording(record) as recording:
             try:
                 recording.on_close(self._overload.claim(inst.id).release)
-                charged = await self._quotas.charge(request_limits(inst, who.key, record.person))
+                charged = await self._quotas.charge(
+                    request_limits(inst, who.key, who.person, front)
+                )
                 taken = await self._seats.take(seat_limits(inst, who.key, self._limits))
                 recording.on_close(taken.release)
             except ApiError as exc:  # refused before anything was sent anywhere
                 record.status, record.http_status = "rejected", exc.status
                 raise
-            yield Entry(self, who, recording, charged.headers)
+            yield Entry(self, who, recording, charged.headers, front)
 
     async def admit(self, entry: Entry, ask: Ask) -> Admission:
         who, record = entry.who, entry.record
@@ -205,12 +216,14 @@ class Admitter:
         record.model = self._stored_name(ask)
         record.stream, record.priority = ask.stream, ask.priority
         record.request_bytes = ask.request_bytes
-        if ask.user and not record.person:
+        if ask.user and not entry.person:
             record.user_hash = self._pseudonyms(ask.user)
         try:
             headers = self._budgets.check(inst, ask.cost)
             reservation = await self._quotas.admit(
-                record.request_id, token_limits(inst, who.key, record.person), ask.tokens
+                record.request_id,
+                token_limits(inst, who.key, who.person, entry.person),
+                ask.tokens,
             )
             policy = RequestPolicy.for_institution(inst, ask.data_class)
             ctx = ask.route or RouteContext()

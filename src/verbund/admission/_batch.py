@@ -80,7 +80,9 @@ class BatchDispatch:
         inst = self._institutions.get(record.institution_id)
         if inst is None:
             raise PermissionDenied("The batch's institution is no longer a member.")
-        limits = token_limits(inst, self._keys.by_id(record.key_id))
+        key = self._keys.by_id(record.key_id)
+        limits = token_limits(inst, key)
+        record.person_id = key.person_id if key is not None else None  # a person's own key
         parsed = orjson.loads(body)
         user = parsed.get("user")
         if isinstance(user, str) and user:

@@ -14,12 +14,12 @@ from starlette.responses import JSONResponse, Response
 from verbund.admission import Ask
 from verbund.errors import BadRequest, ModelNotFound
 from verbund.gateway._deps import (
-    admin,
     data_class,
     json_body,
     principal,
     query_int,
     request_id,
+    require,
     services,
     validated,
 )
@@ -27,7 +27,7 @@ from verbund.gateway._oip import INFER_ENDPOINT
 from verbund.gateway._services import Services
 from verbund.jobs import FT_PREFIX, NewJob, Resources, event, fine_tuning_job, training_job
 from verbund.store import TrainingJobRow
-from verbund.tenancy import Principal
+from verbund.tenancy import Permission, Principal
 
 JOB_BODY_LIMIT = 64 * 1024
 HOLD_GRACE_SECONDS = 3600.0  # a job's budget hold outlives its time limit by this much
@@ -304,9 +304,13 @@ async def list_recipes(request: Request) -> Response:
 # -- admin ---------------------------------------------------------------------------------
 
 
+_read_jobs = require(Permission.jobs_read)
+_change_jobs = require(Permission.jobs_write)
+
+
 async def admin_list_jobs(request: Request) -> Response:
     svc = services(request)
-    admin(request)
+    await _read_jobs(request)
     rows, more = await svc.jobs.list_jobs(
         request.query_params.get("institution") or None,
         None,
@@ -319,20 +323,20 @@ async def admin_list_jobs(request: Request) -> Response:
 
 async def admin_get_job(request: Request) -> Response:
     svc = services(request)
-    admin(request)
+    await _read_jobs(request)
     return JSONResponse(training_job(await svc.jobs.get(request.path_params["job_id"], None)))
 
 
 async def admin_cancel_job(request: Request) -> Response:
     svc = services(request)
-    actor = admin(request)
-    row = await svc.jobs.cancel(request.path_params["job_id"], None, actor)
+    who = await _change_jobs(request)
+    row = await svc.jobs.cancel(request.path_params["job_id"], None, who.id)
     return JSONResponse(training_job(row))
 
 
 async def admin_job_events(request: Request) -> Response:
     svc = services(request)
-    admin(request)
+    await _read_jobs(request)
     return await _events(request, svc, None)
 
 

@@ -57,6 +57,7 @@ from verbund.federation import (
 )
 from verbund.files import FileService, LocalBlobStore
 from verbund.gateway._overload import OverloadCollector
+from verbund.identity import IdentityService
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
 from verbund.responses import ResponseStore
@@ -143,6 +144,7 @@ class Services:
     # shared state and observation
     coordination: Coordination
     telemetry: Telemetry
+    identity: IdentityService  # people: sign-in, sessions, role-scoped admin keys
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -258,6 +260,9 @@ class Services:
             ),
             coordination=coordination,
             telemetry=telemetry,
+            identity=IdentityService(
+                config.auth, store, audit, coordination.bus, telemetry.pseudonyms
+            ),
         )
 
     async def start(self, background: bool = True) -> None:
@@ -266,12 +271,19 @@ class Services:
         await self.audit.record_config_load(config_digest(self.config), self.config.gateway.name)
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
+        await self.identity.start()
         await self.lifecycle.load()
         await self._prune_seats(keep_own=False)
         await self.accounting.budgets.load()
         await self.jobs.start()
         bus = self.coordination.bus
-        for subscriber in (self.keys.on_event, self.institutions.on_event, self.lifecycle.on_event):
+        for subscriber in (
+            self.keys.on_event,
+            self.institutions.on_event,
+            self.lifecycle.on_event,
+            self.identity.admin_keys.on_event,
+            self.identity.people.on_event,
+        ):
             bus.subscribe(subscriber)
         if not background:
             return
@@ -290,6 +302,7 @@ class Services:
             "training-jobs": self.jobs.run(),
             "overload-watch": self.overload.watch(),
             "responses-purge": self.responses.run_purger(self.config.responses.purge_interval),
+            "session-purge": self.identity.run_purge(),
         }
         if self.config.batch.enabled:
             loops["batch-runner"] = self.batch_runner.run()
@@ -302,6 +315,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.jobs.aclose()
+        await self.identity.aclose()
         await self.coordination.quotas.drain()
         if isinstance(self.coordination.seats, RedisSeats):
             await self.coordination.seats.drain()
@@ -321,6 +335,7 @@ class Services:
             await asyncio.sleep(RESYNC_SECONDS)
             try:
                 await self.keys.load()
+                await self.identity.reload()
                 await self.institutions.load()
                 await self.lifecycle.load()
                 await self._prune_seats(keep_own=True)

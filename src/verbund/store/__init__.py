@@ -9,6 +9,7 @@ from verbund.store._errors import (
     unavailable_error,
 )
 from verbund.store._tables import (
+    AdminKeyRow,
     ApiKeyRow,
     AuditRow,
     AvailabilityRow,
@@ -17,6 +18,9 @@ from verbund.store._tables import (
     BatchRow,
     FileRow,
     InstitutionRow,
+    LoginFlowRow,
+    PersonRow,
+    SessionRow,
     SiteStateRow,
     StoredResponseRow,
     TrainingEventRow,
@@ -27,6 +31,7 @@ from verbund.store._tables import (
 __all__ = [
     "RETRY_AFTER_SECONDS",
     "STORE_FAILURES",
+    "AdminKeyRow",
     "ApiKeyRow",
     "AuditRow",
     "AvailabilityRow",
@@ -35,6 +40,9 @@ __all__ = [
     "BatchRow",
     "FileRow",
     "InstitutionRow",
+    "LoginFlowRow",
+    "PersonRow",
+    "SessionRow",
     "SiteStateRow",
     "Store",
     "StoreClock",

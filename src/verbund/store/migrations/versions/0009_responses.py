@@ -1,7 +1,7 @@
 """stored responses (encrypted), the institutions' opt-in, front-end keys, model kinds per key
 
-Revision ID: 0008_responses
-Revises: 0007_concurrency
+Revision ID: 0009_responses
+Revises: 0008_identity
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_responses"
-down_revision = "0007_concurrency"
+revision = "0009_responses"
+down_revision = "0008_identity"
 branch_labels = None
 depends_on = None
 
@@ -39,13 +39,9 @@ def upgrade() -> None:
             sa.Column("front_end", sa.Boolean(), nullable=False, server_default=sa.false())
         )
         batch.add_column(sa.Column("model_kinds", sa.JSON(), nullable=True))
-    with op.batch_alter_table("usage_records") as batch:
-        batch.add_column(sa.Column("person", sa.String(64), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("usage_records") as batch:
-        batch.drop_column("person")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("model_kinds")
         batch.drop_column("front_end")
