@@ -40,6 +40,12 @@ class Demo:
     def backend_pids(self) -> dict[str, int]:
         return {name: int(b["pid"]) for name, b in self.info["backends"].items()}
 
+    def backends_of(self, site: str) -> list[dict[str, Any]]:
+        """The admin API's view of ``site``'s backends (url, healthy, ...)."""
+        with self.admin() as admin:
+            sites = admin.get("/admin/sites").json()["sites"]
+        return list(next(s for s in sites if s["name"] == site).get("backends", []))
+
     def admin(self) -> httpx.Client:
         return httpx.Client(
             base_url=self.url,

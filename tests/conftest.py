@@ -131,12 +131,22 @@ GatewayFactory = Callable[..., Any]
 def gateway_factory(tmp_path: Path) -> GatewayFactory:
     @asynccontextmanager
     async def factory(
-        config: FederationConfig | None = None, fakes: dict[str, FakeBackend] | None = None
+        config: FederationConfig | None = None,
+        fakes: dict[str, FakeBackend] | None = None,
+        *,
+        transport: Any = None,
+        agent_transport: Any = None,
     ) -> AsyncIterator[Gateway]:
+        """``transport`` replaces the fakes' transport factory; ``agent_transport`` puts
+        in-process site agents behind the access point's clients of them."""
         cfg = config or make_config(tmp_path)
         fakes = fakes or {b.name: FakeBackend(b.name) for s in cfg.sites for b in s.backends}
         app = create_app(
-            cfg, admin_key=ADMIN_KEY, transport_factory=transport_factory(fakes), background=False
+            cfg,
+            admin_key=ADMIN_KEY,
+            transport_factory=transport or transport_factory(fakes),
+            background=False,
+            agent_transport=agent_transport,
         )
         svc: Services = app.state.services
         async with app.router.lifespan_context(app):

@@ -14,6 +14,7 @@ import pytest
 
 from harness.demo import Demo, pid_alive, start_demo
 from harness.people import csrf_headers, sign_in
+from harness.polling import poll
 
 pytestmark = pytest.mark.real
 MODEL = "smollm2-135m"
@@ -98,7 +99,14 @@ def test_completions(demo: Demo) -> None:
 
 
 def test_models_and_errors(demo: Demo) -> None:
-    assert {m.id for m in client(demo).models.list()} == {MODEL, "smollm2-135m-embed", "digits"}
+    assert {m.id for m in client(demo).models.list()} == {
+        MODEL,
+        "smollm2-135m-embed",
+        "digits",
+        "digits-torch",
+        "digits-onnx",
+        "digits-keras",
+    }
     with pytest.raises(openai.NotFoundError) as nf:
         client(demo).chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "x"}]
@@ -149,6 +157,54 @@ def test_drain_and_resume_through_the_cli(demo: Demo) -> None:
             assert raw.headers["x-verbund-site"] != "rz-west"
     finally:
         assert "draining -> active" in verbund(demo, "resume", "rz-west").stdout
+
+
+def _site_states(demo: Demo) -> dict[str, str]:
+    status = httpx.get(demo.url + "/status", timeout=10, trust_env=False).json()
+    return {s["name"]: s["state"] for s in status["sites"]}
+
+
+def test_each_site_runs_its_agent(demo: Demo) -> None:
+    sites = demo.info["sites"]
+    assert set(sites) == {"rz-west", "rz-sued", "rz-ost"}
+    status = httpx.get(demo.url + "/status", timeout=10, trust_env=False).json()
+    for site in status["sites"]:
+        assert site["catalogue"]["source"] == "agent" and not site["catalogue"]["stale"]
+    ost = demo.backends_of("rz-ost")
+    assert ost and all("/relay/" in b["url"] for b in ost)
+
+    def operator(site: str, at: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=sites[at or site]["agent_url"],
+            headers={"authorization": f"Bearer {sites[site]['operator_key']}"},
+            timeout=30,
+            trust_env=False,
+        )
+
+    with operator("rz-west", at="rz-sued") as stranger:
+        assert stranger.post("/sites/rz-sued/drain").status_code == 401
+    with operator("rz-west") as west:
+        assert west.post("/sites/rz-sued/drain").status_code == 403
+    try:  # both other sites drained by their operators: rz-ost serves, through its agent
+        for name in ("rz-west", "rz-sued"):
+            with operator(name) as op:
+                assert op.post(f"/sites/{name}/drain").status_code == 200
+        poll(
+            lambda: _site_states(demo)["rz-west"] == _site_states(demo)["rz-sued"] == "draining",
+            "the operators' drains at the access point",
+            30,
+            every=0.1,
+        )
+        raw = client(demo).chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        assert raw.headers["x-verbund-site"] == "rz-ost"
+        assert raw.parse().choices[0].message.content is not None
+    finally:
+        for name in ("rz-west", "rz-sued"):
+            with operator(name) as op:
+                op.post(f"/sites/{name}/resume")
+    poll(lambda: set(_site_states(demo).values()) == {"active"}, "sites active again", 30, 0.1)
 
 
 def test_demo_people_sign_in_make_a_key_and_see_their_usage(demo: Demo) -> None:
@@ -218,9 +274,12 @@ def test_busy_port_gives_a_clear_message(demo: Demo, tmp_path: Path) -> None:
 def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     d = start_demo(tmp_path / "state")
     pids = d.backend_pids()
-    # three chat servers, one embedding server, two MLServers
+    # three chat servers, one embedding server, two MLServers; three site agents
     assert len(pids) == 6
     pids["identity-provider"] = int(d.info["identity_provider"]["pid"])
+    agents = {f"agent {n}": int(s["pid"]) for n, s in d.info["sites"].items()}
+    assert len(agents) == 3
+    pids.update(agents)
     assert all(pid_alive(p) for p in pids.values())
     assert d.stop() == 0
     assert not any(pid_alive(p) for p in pids.values())

@@ -2,8 +2,10 @@
 
 It starts a real model server for every backend of the config that has a ``launch``
 table: llama.cpp (``llama-cpp-python[server]``) for chat and embeddings, MLServer with a
-scikit-learn model trained at start for OIP v2; then one access point in this process,
-and keys for every institution. Child processes die with this process
+scikit-learn model and KServe's model server with PyTorch, ONNX and Keras models for OIP
+v2 (each trained once and kept); one site agent per site (:mod:`verbund.demo_agents`),
+which announces the site's backends; then one access point in this process, following
+the agents, and keys for every institution. Child processes die with this process
 (``PR_SET_PDEATHSIG``) and are stopped on Ctrl-C or SIGTERM.
 """
 
@@ -11,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import hashlib
 import importlib.util
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,9 +29,18 @@ from typing import Any
 import httpx
 
 from verbund import demo_idp, demo_models
-from verbund.config import BackendConfig, FederationConfig, load_config, parse_config
+from verbund.config import (
+    BackendConfig,
+    FederationConfig,
+    LaunchConfig,
+    inherited_license,
+    load_config,
+    parse_config,
+)
+from verbund.demo_agents import DemoAgent, start_agents, wait_agents
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
+from verbund.jobs import die_with_parent
 from verbund.server import ensure_port_free, make_server
 
 log = logging.getLogger("verbund.demo")
@@ -70,10 +78,11 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _die_with_parent_and_yield() -> None:
+    """As :func:`die_with_parent`, at a lower CPU priority: a server the demo does not
+    wait for must not slow down the start of those it waits for."""
+    die_with_parent()
+    os.nice(10)
 
 
 # SmolLM2 is a ChatML model; this format of llama-cpp-python lists the tools in the
@@ -160,6 +169,24 @@ class ModelServer:
         )
         return cls(backend.name, port, proc, log_path, ready_path="/v2/health/ready")
 
+    @classmethod
+    def start_kserve(
+        cls, backend: BackendConfig, python: Path, model_file: Path, state_dir: Path
+    ) -> ModelServer:
+        """KServe's model server (OIP v2 with binary tensors) with one framework's model."""
+        assert backend.launch is not None
+        port = free_port()
+        threads = str(backend.launch.threads)
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        cmd = demo_models.kserve_command(
+            python, backend.launch.framework, model_file, backend.models[0], port
+        )
+        log_path = state_dir / "logs" / f"{backend.name}.log"
+        background = not backend.launch.await_ready
+        proc, log_path = _spawn(cmd, log_path, env=env, background=background)
+        ready = f"/v2/models/{backend.models[0]}/ready"
+        return cls(backend.name, port, proc, log_path, ready_path=ready)
+
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -171,7 +198,12 @@ class ModelServer:
 
 
 def _spawn(
-    cmd: list[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+    cmd: list[str],
+    log_path: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    background: bool = False,
 ) -> tuple[subprocess.Popen[bytes], Path]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
@@ -182,7 +214,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             env={**os.environ, **(env or {})},
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent_and_yield if background else die_with_parent,
         )
     return proc, log_path
 
@@ -197,48 +229,29 @@ def mlserver_python(configured: str = "") -> Path:
     return found
 
 
-def _model_cache(python: Path, state_dir: Path) -> Path:
-    """Where trained models are kept: beside the venv whose scikit-learn saved them (so
-    every state dir reuses them), or in the state dir when that venv is not writable."""
-    venv = python.parent.parent
-    if (venv / "pyvenv.cfg").exists() and os.access(venv, os.W_OK):
-        return venv / "verbund-models"
-    return state_dir / "models"
+def framework_python(environment: str, configured: str = "") -> Path:
+    """The interpreter of a framework's own venv (``environment``: a key of
+    :data:`verbund.demo_models.ENVIRONMENTS`), or a DemoError that says how to make it."""
+    if environment == "sklearn":
+        return mlserver_python(configured)
+    found = demo_models.find_python(environment, configured)
+    if found is None:
+        env = demo_models.ENVIRONMENTS[environment]
+        raise DemoError(
+            f"The {environment} model server is not installed: run ./{env.script} "
+            f"(./scripts/demo does), or point ${env.env_var} at a Python that has it."
+        )
+    return found
 
 
 def train_model(name: str, python: Path, state_dir: Path) -> Path:
-    """Train the demo model ``name`` in the MLServer venv, unless a trained one is there.
-
-    It is trained again only when the training script or the interpreter changes.
-    """
-    out = _model_cache(python, state_dir) / name
-    script = demo_models.trainer_script(name)
-    stamp = json.dumps(
-        {"script_sha256": hashlib.sha256(script.read_bytes()).hexdigest(), "python": str(python)}
-    )
-    stamp_file = out / "trained-by.json"
-    model_file = out / "model.joblib"
-    if model_file.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
-        return model_file
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = state_dir / "logs" / f"train-{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log_file:
-        done = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [str(python), str(script), str(out)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            timeout=300,
-            check=False,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
-        )
-    if done.returncode != 0 or not model_file.exists():
-        raise DemoError(f"Training the demo model {name!r} failed; see {log_path}.")
-    tmp = stamp_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(stamp)
-    tmp.replace(stamp_file)
-    return model_file
+    """The folder of the demo model ``name``, trained in ``python``'s venv unless it is
+    there already (trained again only when the training script or the interpreter
+    changes)."""
+    try:
+        return demo_models.train(name, python, state_dir)
+    except demo_models.TrainingFailed as exc:
+        raise DemoError(str(exc)) from None
 
 
 async def wait_ready(servers: list[ModelServer], within: float = 180.0) -> None:
@@ -269,28 +282,41 @@ def launch_backends(
 ) -> tuple[FederationConfig, list[ModelServer]]:
     """Start every backend with a ``launch`` table; return the config with their real URLs.
 
-    MLServers start first: they take longest to be ready (their imports alone take
-    seconds), and llama.cpp servers load while they do.
+    OIP model servers (MLServer, KServe) start first: they take longest to be ready (their
+    imports alone take seconds), and llama.cpp servers load while they do.
     """
     servers: list[ModelServer] = []
     data = config.model_dump(mode="json")
     launched = [b for site in data["sites"] for b in site["backends"] if b.get("launch")]
     trained: dict[tuple[str, str], Path] = {}
+
+    def model_file(launch: LaunchConfig, runtime: str) -> Path:
+        if launch.model_file:
+            return Path(launch.model_file).resolve()
+        trainer = demo_models.TRAINERS[launch.train]
+        own = launch.python if trainer.environment == runtime else ""
+        python = framework_python(trainer.environment, own)
+        key = (launch.train, str(python))
+        if key not in trained:
+            trained[key] = train_model(launch.train, python, state_dir)
+        return (trained[key] / trainer.files[runtime]).resolve()
+
     try:
-        for b in sorted(launched, key=lambda b: b["launch"]["kind"] != "mlserver"):
+        # model servers of OIP models first: their imports take longest
+        for b in sorted(launched, key=lambda b: b["launch"]["kind"] == "llama-cpp"):
             backend = BackendConfig.model_validate(b)
-            assert backend.launch is not None
-            if backend.launch.kind == "llama-cpp":
+            launch = backend.launch
+            assert launch is not None
+            if launch.kind == "llama-cpp":
                 srv = ModelServer.start_llama(backend, state_dir / "logs")
+            elif launch.kind == "mlserver":
+                python = framework_python("sklearn", launch.python)
+                file = model_file(launch, "sklearn")
+                srv = ModelServer.start_mlserver(backend, python, file, state_dir)
             else:
-                python = mlserver_python(backend.launch.python)
-                model_file = Path(backend.launch.model_file)
-                if not backend.launch.model_file:
-                    key = (backend.launch.train, str(python))
-                    if key not in trained:
-                        trained[key] = train_model(backend.launch.train, python, state_dir)
-                    model_file = trained[key]
-                srv = ModelServer.start_mlserver(backend, python, model_file.resolve(), state_dir)
+                python = framework_python(launch.framework, launch.python)
+                file = model_file(launch, launch.framework)
+                srv = ModelServer.start_kserve(backend, python, file, state_dir)
             servers.append(srv)
             b["url"] = srv.url
     except BaseException:
@@ -334,6 +360,30 @@ def _admin_key(state_dir: Path) -> str:
     return "vbadmin-" + secrets.token_urlsafe(32)
 
 
+def training_python() -> Path | None:
+    """The recipe Python ``scripts/_training_env.sh`` makes beside the core venv (or the
+    one ``VERBUND_TRAINING_PYTHON`` names)."""
+    named = os.environ.get("VERBUND_TRAINING_PYTHON")
+    found = Path(named) if named else Path(sys.prefix).parent / ".venv-training" / "bin" / "python"
+    return found if found.exists() else None
+
+
+def _training_defaults(raw: dict[str, Any]) -> None:
+    """Demo sites' runners: the training Python where the scripts made one, and the
+    served SmolLM2 GGUF as the file of a base model listed without a path."""
+    python = training_python()
+    for site in raw.get("sites", []):
+        runner = site.get("runner")
+        if not runner:
+            continue
+        if not runner.get("python") and python is not None:
+            runner["python"] = str(python)
+        models = runner.get("base_models") or {}
+        for name, path in models.items():
+            if not path and name.startswith("smollm2-135m"):
+                models[name] = str(smollm2_gguf())
+
+
 async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None:
     state_dir = state_dir.resolve()  # noqa: ASYNC240 - once at start-up, before serving
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -342,6 +392,7 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     raw["gateway"]["listen"] = f"127.0.0.1:{port}"
     raw["gateway"]["state_dir"] = str(state_dir)
     raw.setdefault("store", {})["url"] = f"sqlite+aiosqlite:///{state_dir / 'verbund.db'}"
+    _training_defaults(raw)
     config = parse_config(raw, str(config_file or "demo.toml"))
     ensure_port_free("127.0.0.1", port)
 
@@ -351,17 +402,32 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     if idp is not None:
         config = parse_config(raw, str(config_file or "demo.toml"))
 
-    print("Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn) ...", flush=True)
+    print(
+        "Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn; KServe: "
+        "PyTorch, ONNX, Keras) ...",
+        flush=True,
+    )
     started = time.monotonic()
     config, servers = launch_backends(config, state_dir)
     helpers: list[ModelServer] = []  # processes beside the model servers
+    agents: list[DemoAgent] = []
     try:
         if idp is not None:  # the demo identity provider: a real OpenID provider on Node.js
             argv, env = demo_idp.command(idp.config_path)
             proc, log_path = _spawn(argv, state_dir / "logs" / "idp.log", env=env)
             ready = "/.well-known/openid-configuration"
             helpers.append(ModelServer("identity-provider", idp.port, proc, log_path, ready))
-        await wait_ready([*servers, *helpers])
+        launches = {b.name: b.launch for s in config.sites for b in s.backends if b.launch}
+        within = max((lc.ready_timeout for lc in launches.values()), default=180)
+        awaited = [s for s in servers if launches[s.backend].await_ready]
+        launched = config  # with its backends, as demo.toml describes the sites
+        # one site agent per site; the access point learns the backends from them
+        config, agents = start_agents(config, state_dir)
+        await asyncio.gather(wait_ready([*awaited, *helpers], within=within), wait_agents(agents))
+        joining = [s for s in servers if s not in awaited]
+        for s in joining:  # it must at least still run (its agent announces it when ready)
+            if s.process.poll() is not None:
+                raise DemoError(f"Model server {s.backend} exited; see {s.log_path}.")
         admin_key = _admin_key(state_dir)
         keys = await _demo_keys(config, state_dir)
         info: dict[str, Any] = {
@@ -372,6 +438,10 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
                 s.backend: {"url": s.url, "pid": s.process.pid, "ready_seconds": s.ready_seconds}
                 for s in servers
             },
+            "sites": {
+                a.site: {"agent_url": a.url, "operator_key": a.operator_key, "pid": a.process.pid}
+                for a in agents
+            },
             "pid": os.getpid(),
         }
         if idp is not None:
@@ -379,19 +449,29 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             info["people"] = idp.people_info()
             info["identity_provider"] = {"issuer": idp.issuer, "pid": helpers[0].process.pid}
         app = create_app(config, admin_key=admin_key)
+        catalogues = app.state.services.health.catalogues
         server = make_server(app, "127.0.0.1", port, log_level="warning")
 
         async def announce() -> None:
             while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
                 await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):  # each site's catalogue, as announced
+                async with asyncio.timeout(15):
+                    while any(s.stale for s in catalogues.sites.values()):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
             _write_private(state_dir / "demo.json", json.dumps(info, indent=2))
             print(f"\nVerbund demo federation ready in {time.monotonic() - started:.1f}s at {url}")
-            for site in config.sites:
+            for site in app.state.services.federation:
                 print(
                     f"  site {site.name:8} region {site.region:3} max_data_class "
-                    f"{site.max_data_class.value:12} backends "
+                    f"{site.max_data_class.value:12} agent {site.config.agent_url} "
+                    f"(ingress {site.config.ingress}) backends "
                     + ", ".join(b.url for b in site.backends)
                 )
+            for line in model_lines(launched):
+                print(line)
+            for a in agents:
+                print(f"  operator key for {a.site}: {a.operator_key}")
             print(
                 "  model servers ready after (s): "
                 + ", ".join(f"{s.backend} {s.ready_seconds}" for s in servers)
@@ -412,12 +492,29 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
         finally:
             announcer.cancel()
     finally:
+        for a in agents:  # all at once: each one's shutdown overlaps the others'
+            a.terminate()
         children = [*servers, *helpers]
-        for s in children:  # all at once: each one's shutdown overlaps the others'
+        for s in children:
             if s.process.poll() is None:
                 s.process.terminate()
+        for a in agents:
+            a.stop()
         for s in children:
             s.stop()
+
+
+def model_lines(config: FederationConfig) -> list[str]:
+    """What ``verbund up`` prints of each model: kind, framework, licence and sites."""
+    models = {m.name: m for m in config.models}
+    lines = []
+    for model in config.models:
+        where = [s.name for s in config.sites if any(model.name in b.models for b in s.backends)]
+        lines.append(
+            f"  model {model.name:18} {model.kind:9} {model.framework or '-':12} "
+            f"{inherited_license(model, models) or '-':11} at {', '.join(where) or '-'}"
+        )
+    return lines
 
 
 DEMO_OIDC_SECRET_ENV = "VERBUND_DEMO_OIDC_SECRET"  # noqa: S105 (a variable's name)

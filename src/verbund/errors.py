@@ -30,7 +30,9 @@ The tree::
         ├── NotConfigured             503 a feature the request needs is not set up here
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
-            └── UpstreamTimeout       504
+            ├── UpstreamTimeout       504
+            └── SiteAgentError        502 a site agent refused us or answered nonsense
+                └── SiteAgentUnavailable  503 a site agent could not be reached in time
 
 Foreign exceptions (httpx, SQLAlchemy) are converted where they enter (the store's
 sessions turn connection errors into :class:`StoreUnavailable`); the single
@@ -238,6 +240,19 @@ class NoBackendAvailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+class SiteAgentError(UpstreamError):
+    """A site agent refused this access point (its credential) or answered nonsense."""
+
+    code = "site_agent_error"
+
+
+class SiteAgentUnavailable(SiteAgentError):
+    """A site agent did not answer (refused connection, time-out, broken TLS)."""
+
+    status = 503
+    code = "site_agent_unavailable"
 
 
 def internal_error_body() -> dict[str, Any]:

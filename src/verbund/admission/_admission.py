@@ -43,7 +43,7 @@ from verbund.accounting import BudgetService, Recording, UsageRecord, UsageSink
 from verbund.admission._shedding import Overload
 from verbund.config import DataClass, LimitsConfig
 from verbund.coordination import QuotaGate, Seats
-from verbund.errors import ApiError
+from verbund.errors import ApiError, ModelNotFound
 from verbund.federation import Backend, Federation
 from verbund.policy import RequestPolicy
 from verbund.proxy import ClientGone, Forward
@@ -225,6 +225,9 @@ class Admitter:
                 token_limits(inst, who.key, who.person, entry.person),
                 ask.tokens,
             )
+            if not self._federation.visible(ask.model, inst.id):
+                record.model = "unknown"  # another institution's model: not even its name
+                raise ModelNotFound(f"The model '{ask.model}' does not exist.", param="model")
             policy = RequestPolicy.for_institution(inst, ask.data_class)
             ctx = ask.route or RouteContext()
             plan: list[Backend] = []

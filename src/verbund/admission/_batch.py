@@ -26,7 +26,7 @@ from verbund.accounting import UsageRecord, UsageSink
 from verbund.admission._tokens import estimate_prompt_tokens, max_tokens
 from verbund.config import DataClass
 from verbund.coordination import QuotaGate
-from verbund.errors import PermissionDenied
+from verbund.errors import ModelNotFound, PermissionDenied
 from verbund.federation import Backend, Federation
 from verbund.policy import RequestPolicy
 from verbund.proxy import Forward, Proxy
@@ -66,6 +66,8 @@ class BatchDispatch:
         inst = self._institutions.get(institution_id)
         if inst is None:
             raise PermissionDenied("The batch's institution is no longer a member.")
+        if not self._federation.visible(model, institution_id):
+            raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
         return self._router.plan(
             model,
             RequestPolicy.for_institution(inst, DataClass(data_class)),
@@ -88,7 +90,8 @@ class BatchDispatch:
         if isinstance(user, str) and user:
             record.user_hash = parsed["user"] = self._pseudonyms(user)
             body = orjson.dumps(parsed)
-        if limits:
+        oip = path.startswith("/v2/")  # OIP inference: tensors, no tokens to reserve
+        if limits and not oip:
             answer_tokens = 0 if path == "/v1/embeddings" else self._default_max_tokens
             tokens = estimate_prompt_tokens(parsed) + (max_tokens(parsed) or answer_tokens)
             await self._quotas.admit(record.request_id, limits, tokens)  # may wait: RateLimited
@@ -96,4 +99,6 @@ class BatchDispatch:
             answer = await self._proxy.call(
                 Forward(path=path, body=body, stream=False, plan=plan, recording=recording)
             )
+            if oip:
+                record.response_bytes = len(answer.body)
         return answer.body

@@ -1,4 +1,4 @@
-"""Commands that run Verbund locally: ``up``, ``gateway`` and ``check``. No target needed."""
+"""Commands that run Verbund locally: ``up``, ``gateway``, ``site``, ``check``. No target needed."""
 
 from __future__ import annotations
 
@@ -100,6 +100,27 @@ def gateway(
         pass
 
 
+def site(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The site's config (site.toml).")],
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Run this computing centre's site agent, described by site.toml."""
+    from verbund.agent import create_agent_app, load_site_config, make_agent_server
+    from verbund.server import configure_logging, ensure_port_free, run_on_uvloop, stop_on_sigterm
+
+    stop_on_sigterm()
+    try:
+        cfg = load_site_config(config)
+        configure_logging(log_level)
+        ensure_port_free(cfg.agent.host, cfg.agent.port)
+        app = create_agent_app(cfg, config_path=config)
+        run_on_uvloop(make_agent_server(app, cfg, log_level).serve())
+    except VerbundError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
 def check(config: ConfigOpt) -> None:
     """Validate a federation config; every problem is listed with its field path."""
     try:
@@ -119,4 +140,5 @@ def check(config: ConfigOpt) -> None:
 def register(app: typer.Typer) -> None:
     app.command()(up)
     app.command()(gateway)
+    app.command()(site)
     app.command()(check)

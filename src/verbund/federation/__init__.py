@@ -1,6 +1,22 @@
 """Sites, backends and models at run time, their upstream clients and their health."""
 
+from verbund.federation._agent import (
+    CATALOGUE_PATH,
+    RELAY_PREFIX,
+    STATE_ACTIONS,
+    AgentClient,
+    agent_error,
+    parse_catalogue,
+)
 from verbund.federation._backend import Backend, EngineLoad, InFlight, LatencyStats
+from verbund.federation._catalogue import (
+    AcceptedCatalogue,
+    AnnouncedBackend,
+    AnnouncedModel,
+    AnnouncedSite,
+    SiteCatalogue,
+    accepted,
+)
 from verbund.federation._dialect import (
     LLAMA_CPP_PYTHON,
     OPENAI,
@@ -13,6 +29,7 @@ from verbund.federation._lifecycle import SiteLifecycle
 from verbund.federation._metrics import MetricsScraper, parse_engine_metrics
 from verbund.federation._prober import Prober
 from verbund.federation._site import Site
+from verbund.federation._sync import CatalogueSync, SiteSync
 from verbund.federation._upstream import (
     SideClient,
     TransportFactory,
@@ -26,9 +43,18 @@ from verbund.federation._upstream import (
 )
 
 __all__ = [
+    "CATALOGUE_PATH",
     "LLAMA_CPP_PYTHON",
     "OPENAI",
+    "RELAY_PREFIX",
+    "STATE_ACTIONS",
+    "AcceptedCatalogue",
+    "AgentClient",
+    "AnnouncedBackend",
+    "AnnouncedModel",
+    "AnnouncedSite",
     "Backend",
+    "CatalogueSync",
     "EngineLoad",
     "Failure",
     "Federation",
@@ -40,7 +66,9 @@ __all__ = [
     "Prober",
     "SideClient",
     "Site",
+    "SiteCatalogue",
     "SiteLifecycle",
+    "SiteSync",
     "TransportFactory",
     "Upstream",
     "UpstreamBroken",
@@ -49,7 +77,10 @@ __all__ = [
     "UpstreamRefused",
     "UpstreamResponse",
     "UpstreamTimedOut",
+    "accepted",
+    "agent_error",
     "chat_body_for",
+    "parse_catalogue",
     "parse_engine_metrics",
     "request_key",
     "streams_unstreamed",

@@ -57,6 +57,10 @@ class Backend:
 
     config: BackendConfig
     site: Site
+    # announced by the site's agent, whose probes say whether it is up (``site_down``);
+    # this access point only confirms it itself when requests to it fail
+    announced: bool = False
+    site_down: bool = False
     outstanding: int = 0
     healthy: bool = True
     consecutive_failures: int = 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
-from verbund.config import FederationConfig, ModelConfig, SiteState
+from verbund.config import BackendConfig, FederationConfig, ModelConfig, SiteConfig, SiteState
 from verbund.federation._backend import Backend
 from verbund.federation._site import Site
+
+log = logging.getLogger("verbund.federation")
 
 
 class Federation:
@@ -17,23 +20,114 @@ class Federation:
         self.sites: dict[str, Site] = {}
         self.backends: dict[str, Backend] = {}
         for sc in config.sites:
-            site = Site(config=sc, state=sc.state)
+            site = Site(config=sc, own_state=sc.state)
             for bc in sc.backends:
                 backend = Backend(config=bc, site=site)
                 site.backends.append(backend)
                 self.backends[bc.name] = backend
             self.sites[sc.name] = site
-        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
-        self._by_model: dict[str, list[Backend]] = {m: [] for m in self.models}
+        self._configured: dict[str, ModelConfig] = {m.name: m for m in config.models}
+        self._added: dict[str, ModelConfig] = {}  # appeared at run time (fine-tuned models)
+        self._announced: dict[str, dict[str, ModelConfig]] = {}  # site -> its agent's models
+        self.version = 0  # counts changes of the backends (the prober's schedule follows)
+        self._index()
+
+    def _index(self) -> None:
+        """Rebuild the lookups the router reads. New dicts replace the old ones whole, so
+        a request that holds one sees a consistent picture."""
+        models = dict(self._configured)
+        for model_name, model in self._added.items():
+            models.setdefault(model_name, model)
+        for announced in self._announced.values():
+            for model_name, model in announced.items():
+                models.setdefault(model_name, model)  # the config's entry, or the first site's
+        by_model: dict[str, list[Backend]] = {m: [] for m in models}
         # model -> site name -> its backends serving the model (the router's inner loop)
-        self._by_model_site: dict[str, dict[str, list[Backend]]] = {m: {} for m in self.models}
+        by_model_site: dict[str, dict[str, list[Backend]]] = {m: {} for m in models}
         for b in self.backends.values():
-            for m in b.config.models:
-                self._by_model[m].append(b)
-                self._by_model_site[m].setdefault(b.site.name, []).append(b)
+            for served in b.config.models:
+                if served in by_model:
+                    by_model[served].append(b)
+                    by_model_site[served].setdefault(b.site.name, []).append(b)
+        self.models: dict[str, ModelConfig] = models
+        self._by_model = by_model
+        self._by_model_site = by_model_site
         self._sites_by_model = {
-            m: [self.sites[name] for name in by_site] for m, by_site in self._by_model_site.items()
+            m: [self.sites[name] for name in by_site] for m, by_site in by_model_site.items()
         }
+        self.version += 1
+
+    def apply_site(
+        self,
+        name: str,
+        config: SiteConfig,
+        models: list[ModelConfig],
+        backends: list[BackendConfig],
+    ) -> tuple[list[Backend], list[Backend]]:
+        """Make ``name``'s announced offer (its agent's catalogue) the live one, without a
+        restart: backends that did not change keep their live state (health, load,
+        latency); new ones start fresh; gone ones leave the routing at once (requests in
+        flight there finish). Backends named like another site's are refused (logged).
+        Returns the backends added and removed, for the clients' pool."""
+        site = self.sites[name]
+        site.config = config
+        self._announced[name] = {m.name: m for m in models}
+        old = {b.name: b for b in site.backends if b.announced}
+        kept = [b for b in site.backends if not b.announced]  # the config's own backends
+        added: list[Backend] = []
+        for bc in backends:
+            other = self.backends.get(bc.name)
+            if other is not None and not (other.site is site and other.announced):
+                log.warning("site %s announces a backend named like another: %s", name, bc.name)
+                continue
+            prev = old.pop(bc.name, None)
+            if prev is not None and prev.config == bc:
+                kept.append(prev)
+                continue
+            if prev is not None:
+                old[bc.name] = prev  # replaced: its client goes, the new one comes
+            backend = Backend(config=bc, site=site, announced=True)
+            kept.append(backend)
+            added.append(backend)
+        removed = list(old.values())
+        backends_now = dict(self.backends)
+        for b in removed:
+            if backends_now.get(b.name) is b:
+                del backends_now[b.name]
+        for b in added:
+            backends_now[b.name] = b
+        self.backends = backends_now
+        site.backends = kept
+        self._index()
+        return added, removed
+
+    def add_model(
+        self, model: ModelConfig, site: str, backends: list[BackendConfig]
+    ) -> list[Backend]:
+        """A model that appeared at run time (a fine-tuned one a site now serves), with its
+        backends at ``site``; a model already known keeps its entry and gains the backends.
+        Returns the new backends, for the upstream pool."""
+        s = self.sites[site]
+        self._added.setdefault(model.name, model)
+        added = []
+        backends_now = dict(self.backends)
+        for bc in backends:
+            if bc.name in backends_now:
+                continue
+            backend = Backend(config=bc, site=s)
+            s.backends.append(backend)
+            backends_now[bc.name] = backend
+            added.append(backend)
+        self.backends = backends_now
+        self._index()
+        return added
+
+    def visible(self, model: str, institution: str) -> bool:
+        """Whether ``institution`` may know of ``model``: a model reserved for some
+        institutions (a fine-tuned one) does not exist for the others. An unknown name
+        is visible (it is the router's 404)."""
+        config = self.models.get(model)
+        return config is None or not config.institutions or institution in config.institutions
 
     @property
     def home_site(self) -> str:

@@ -128,10 +128,19 @@ class Prober:
             return Probe.failed
         return Probe.ok if status == 200 else Probe.failed
 
+    @staticmethod
+    def _scheduled(b: Backend) -> bool:
+        """Whether ``b`` is probed on the schedule. A backend announced by its site's agent
+        is the agent's to probe; this access point probes it only to bring back what its
+        own confirmation of failed requests took out."""
+        if b.site.state.value == "maintenance":
+            return False
+        if b.announced:
+            return not b.healthy and not b.site_down
+        return True
+
     def _probed(self) -> list[Backend]:
-        return [
-            b for b in self._federation.backends.values() if b.site.state.value != "maintenance"
-        ]
+        return [b for b in self._federation.backends.values() if self._scheduled(b)]
 
     async def probe_all(self) -> None:
         """Probe every backend at once: one round (tests, tools). :meth:`run` spreads them."""
@@ -193,11 +202,22 @@ class Prober:
             first = max(first, len(backends) / self._cfg.max_probe_rate)
         queue = [(now + self._rng.uniform(0, first), i, b) for i, b in enumerate(backends)]
         heapq.heapify(queue)
+        scheduled = {id(b) for b in backends}
+        seq = len(backends)  # heap entries' tie-breaker, never repeated
+        version = self._federation.version
         next_round = now + self._cfg.probe_interval
         count = len(self._probed())
         try:
             while True:
                 now = time.monotonic()
+                if version != self._federation.version:  # backends joined (a site's agent)
+                    version = self._federation.version
+                    for b in self._federation.backends.values():
+                        if id(b) not in scheduled:
+                            scheduled.add(id(b))
+                            due = now + self._rng.uniform(0, self._cfg.probe_interval)
+                            seq += 1
+                            heapq.heappush(queue, (due, seq, b))
                 if now >= next_round:
                     probed = self._probed()
                     count = len(probed)
@@ -211,7 +231,11 @@ class Prober:
                             self._due(b, now)
                 if queue and queue[0][0] <= now:
                     _, i, b = heapq.heappop(queue)
-                    if b.site.state.value != "maintenance":
+                    if self._federation.backends.get(b.name) is not b:  # it left
+                        scheduled.discard(id(b))
+                        self._up.pop(b.name, None)
+                        continue
+                    if self._scheduled(b):
                         self._due(b, now)
                     else:
                         self._up.pop(b.name, None)

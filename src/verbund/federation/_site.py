@@ -7,12 +7,28 @@ from dataclasses import dataclass, field
 from verbund.config import DataClass, SiteConfig, SiteState
 from verbund.federation._backend import Backend
 
+_RANK = {SiteState.active: 0, SiteState.draining: 1, SiteState.maintenance: 2}
+
 
 @dataclass(eq=False, slots=True)
 class Site:
     config: SiteConfig
-    state: SiteState
+    own_state: SiteState  # set through this federation's admin API (store + bus)
     backends: list[Backend] = field(default_factory=list)
+    # what the site's agent announces in its catalogue (its operator's decision)
+    announced_state: SiteState = SiteState.active
+
+    @property
+    def state(self) -> SiteState:
+        """The effective state: the more restrictive of the federation's and the site's
+        own decision, so either side can take the site out and neither overrides the
+        other."""
+        own, announced = self.own_state, self.announced_state
+        return own if _RANK[own] >= _RANK[announced] else announced
+
+    @state.setter
+    def state(self, value: SiteState) -> None:
+        self.own_state = value
 
     @property
     def name(self) -> str:
@@ -33,6 +49,10 @@ class Site:
     @property
     def certifications(self) -> list[str]:
         return self.config.certifications
+
+    @property
+    def has_agent(self) -> bool:
+        return bool(self.config.agent_url)
 
     @property
     def accepts_new_requests(self) -> bool:

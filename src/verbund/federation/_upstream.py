@@ -236,6 +236,13 @@ class _HttpxResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
+            body = self._resp.content  # an answer a mock transport made whole
+        except httpx.ResponseNotRead:
+            pass
+        else:
+            yield body
+            return
+        try:
             async for chunk in self._resp.aiter_raw():
                 yield chunk
         except httpx.HTTPError as exc:
@@ -391,10 +398,14 @@ class UpstreamPool:
         routing: RoutingConfig,
         transport_factory: TransportFactory | None = None,
     ) -> None:
+        self._routing = routing
+        self._transport_factory = transport_factory
         self._clients: dict[str, httpx.AsyncClient] = {}  # only with test transports
         self._upstreams: dict[str, Upstream] = {}
         self._limits: dict[str, int] = {}
-        side_headers: dict[str, dict[str, str]] = {}
+        self._side_headers: dict[str, Mapping[str, str]] = {}
+        self._retired: list[Upstream] = []
+        self._retired_clients: list[httpx.AsyncClient] = []
         missing: list[tuple[str, str]] = []
         for b in federation.backends.values():
             headers: dict[str, str] = {}
@@ -406,32 +417,53 @@ class UpstreamPool:
                     )
                     continue
                 headers["authorization"] = f"Bearer {secret}"
-                side_headers[b.name] = headers
-            transport = transport_factory(b) if transport_factory else None
-            limit = (
-                max(16, b.config.max_concurrency * 2) if b.config.max_concurrency else DEFAULT_POOL
-            )
-            self._limits[b.name] = limit
-            if transport is not None:
-                self._clients[b.name] = httpx.AsyncClient(
-                    base_url=b.url,
-                    headers=headers,
-                    transport=transport,
-                    timeout=httpx.Timeout(routing.probe_timeout, connect=routing.connect_timeout),
-                    follow_redirects=False,
-                    trust_env=False,
-                )
-                self._upstreams[b.name] = HttpxUpstream(
-                    self._clients[b.name], routing.connect_timeout
-                )
-            else:
-                self._upstreams[b.name] = AiohttpUpstream(
-                    b.url, headers, limit=limit, connect_timeout=routing.connect_timeout
-                )
+            self.add(b, headers)
         if missing:
             raise ConfigError(missing)
-        shared = AiohttpSide(side_headers, routing.connect_timeout)
-        self.side: SideClient = HttpxSide(self._clients, shared) if self._clients else shared
+        shared = AiohttpSide(self._side_headers, routing.connect_timeout)
+        self.side: SideClient = (
+            HttpxSide(self._clients, shared) if transport_factory is not None else shared
+        )
+
+    def add(self, b: Backend, headers: Mapping[str, str] | None = None) -> None:
+        """Clients for ``b`` (sent with ``headers``), also for a backend that joins while
+        the access point runs (a site's agent announced it, or a site serves a fine-tuned
+        model). A backend that has clients keeps them."""
+        if b.name in self._upstreams:
+            return
+        headers = headers or {}
+        routing = self._routing
+        if headers:
+            self._side_headers[b.name] = headers
+        transport = self._transport_factory(b) if self._transport_factory else None
+        limit = max(16, b.config.max_concurrency * 2) if b.config.max_concurrency else DEFAULT_POOL
+        self._limits[b.name] = limit
+        if transport is not None:
+            self._clients[b.name] = httpx.AsyncClient(
+                base_url=b.url,
+                headers=headers,
+                transport=transport,
+                timeout=httpx.Timeout(routing.probe_timeout, connect=routing.connect_timeout),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            self._upstreams[b.name] = HttpxUpstream(self._clients[b.name], routing.connect_timeout)
+        else:
+            self._upstreams[b.name] = AiohttpUpstream(
+                b.url, headers, limit=limit, connect_timeout=routing.connect_timeout
+            )
+
+    def remove(self, b: Backend) -> None:
+        """Take ``b``'s clients out of use (it left the federation). They are closed with
+        the pool, not now: requests still streaming from it finish on them."""
+        upstream = self._upstreams.pop(b.name, None)
+        client = self._clients.pop(b.name, None)
+        self._side_headers.pop(b.name, None)
+        self._limits.pop(b.name, None)
+        if upstream is not None:
+            self._retired.append(upstream)
+        if client is not None:
+            self._retired_clients.append(client)
 
     def upstream(self, backend: Backend) -> Upstream:
         """The request client: inference and everything else sent on a client's behalf."""
@@ -442,8 +474,9 @@ class UpstreamPool:
         return self._limits[backend.name]
 
     async def aclose(self) -> None:
+        upstreams = [*self._upstreams.values(), *self._retired]
         await asyncio.gather(
-            *(u.aclose() for u in self._upstreams.values() if not isinstance(u, HttpxUpstream)),
-            *(c.aclose() for c in self._clients.values()),
+            *(u.aclose() for u in upstreams if not isinstance(u, HttpxUpstream)),
+            *(c.aclose() for c in [*self._clients.values(), *self._retired_clients]),
             self.side.aclose(),
         )

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from verbund.accounting import GROUPS, usage_report
 from verbund.config import InstitutionConfig, SiteState
-from verbund.errors import BadRequest, NotFound
+from verbund.errors import ApiError, BadRequest, NotFound
 from verbund.gateway._deps import (
     json_body,
     path_param,
@@ -58,11 +58,16 @@ def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
             "healthy": any(b.available(now) for b in site.backends),
             "models": sorted({m for b in site.backends for m in b.config.models}),
         }
+        sync = svc.health.catalogues.sites.get(site.name)
+        if sync is not None:  # the site's agent announces it: how current that picture is
+            entry["catalogue"] = sync.view()
         if detail:
             entry["backends"] = [
                 {
                     "name": b.name,
                     "kind": b.kind,
+                    "url": b.url,
+                    "announced": b.announced,  # by the site's agent (health from there)
                     "models": list(b.config.models),
                     "healthy": b.healthy,
                     "ejected": b.ejected_until > now,
@@ -105,7 +110,16 @@ def _lifecycle(state: SiteState) -> Any:
         svc = services(request)
         name = request.path_params["name"]
         before = await svc.lifecycle.set_state(name, state, who)
-        return JSONResponse({"site": name, "state": state.value, "previous": before.value})
+        answer = {"site": name, "state": state.value, "previous": before.value}
+        agent = svc.health.catalogues.agents.get(name)
+        if agent is not None:  # the site's own state too, so its agent and every AP agree
+            try:  # the agent's audit chain names this access point and who asked here
+                await agent.set_state(state.value, who.audit_name)
+                answer["agent"] = "applied"
+            except ApiError as exc:
+                log.warning("site %s: agent not told of %s: %s", name, state.value, exc.message)
+                answer["agent"] = "unreachable"
+        return JSONResponse(answer)
 
     return handler
 

@@ -24,6 +24,7 @@ from verbund.gateway import (
     _accounting,
     _admin,
     _batches,
+    _erasure,
     _files,
     _jobs,
     _keys,
@@ -34,9 +35,10 @@ from verbund.gateway import (
     _people,
     _responses,
     _signin,
+    _trust,
 )
 from verbund.gateway._overload import OverloadMiddleware
-from verbund.gateway._services import Services
+from verbund.gateway._services import AgentTransport, Services
 from verbund.server import Drain
 from verbund.telemetry._tracing import Tracer
 
@@ -118,12 +120,16 @@ def create_app(
     tracer: Tracer | None = None,
     on_started: Callable[[Drain], None] | None = None,
     local_clock: Callable[[], float] = time.time,
+    agent_transport: AgentTransport | None = None,
 ) -> Starlette:
     """Build one access point. ``background=False`` skips probes and flushing (unit tests);
     ``on_started`` is the process runner's hook, called with the access point's drain once
     the services are up (:func:`verbund.server.serving`); ``local_clock`` stands in for
-    this host's clock (tests of clock skew)."""
-    svc = Services.build(config, admin_key, transport_factory, tracer, local_clock)
+    this host's clock (tests of clock skew); ``agent_transport`` puts in-process site
+    agents behind the access point's clients of them."""
+    svc = Services.build(
+        config, admin_key, transport_factory, tracer, local_clock, agent_transport=agent_transport
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -174,6 +180,14 @@ def create_app(
         Route("/admin/usage", _admin.usage, methods=["GET"]),
         Route("/admin/audit", _admin.audit_entries, methods=["GET"]),
         Route("/admin/audit/verify", _admin.audit_verify, methods=["GET"]),
+        Route("/admin/audit/checkpoints", _trust.list_checkpoints, methods=["GET"]),
+        Route("/admin/erasure", _erasure.erase, methods=["POST"]),
+        Route("/admin/audit/checkpoints", _trust.post_checkpoints, methods=["POST"]),
+        Route(
+            "/admin/audit/checkpoints/verify",
+            _trust.verify_against_checkpoints,
+            methods=["GET"],
+        ),
         # people: sign-in with OpenID Connect, their own keys and usage
         Route("/auth/providers", _signin.providers, methods=["GET"]),
         Route("/auth/login", _signin.login, methods=["GET"]),

@@ -43,6 +43,8 @@ class _Hyper(_Strict):
     n_epochs: Annotated[int, Field(ge=1, le=50)] | Auto | None = None
     batch_size: Annotated[int, Field(ge=1, le=256)] | Auto | None = None
     learning_rate_multiplier: Annotated[float, Field(gt=0, le=100)] | Auto | None = None
+    # Verbund's addition for language models (LoRA): the adapter's rank
+    lora_rank: Annotated[int, Field(ge=1, le=256)] | Auto | None = None
 
 
 class _Supervised(_Strict):
@@ -138,11 +140,20 @@ def _fine_tune(svc: Services, request: Request, who: Principal, body: dict[str, 
     req = validated(_FineTuneCreate, body)
     if req.integrations:
         raise BadRequest("Integrations are not supported.", param="integrations")
-    recipe = svc.jobs.recipes.for_base_model(req.model)
+    site_models = frozenset(m for s in svc.config.sites if s.runner for m in s.runner.base_models)
+    recipe = svc.jobs.recipes.for_base_model(req.model, site_models)
     hyper = req.hyperparameters
     if req.method is not None and req.method.supervised is not None:
         hyper = req.method.supervised.hyperparameters or hyper
     params = {k: v for k, v in (hyper.model_dump() if hyper else {}).items() if v is not None}
+    if recipe.site_model:
+        params["base_model"] = req.model  # a language model a site lists: it trains there
+    elif "lora_rank" in params:
+        raise BadRequest(
+            "'lora_rank' applies to language models only.",
+            code="invalid_value",
+            param="hyperparameters.lora_rank",
+        )
     return NewJob(
         kind="fine_tune",
         institution=who.institution,

@@ -60,9 +60,14 @@ def _kinds(request: Request, who: Principal) -> frozenset[str]:
 def _visible_models(request: Request, svc: Services, who: Principal) -> list[dict[str, Any]]:
     policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
     kinds = _kinds(request, who)
-    out = catalogue(svc.federation, policy, created=int(svc.started), kinds=kinds)
+    inst = who.institution.id
+    out = [
+        entry
+        for entry in catalogue(svc.federation, policy, created=int(svc.started), kinds=kinds)
+        if not (reserved := svc.federation.models[entry["id"]].institutions) or inst in reserved
+    ]
     if not kinds or "chat" in kinds:
-        out += svc.jobs.models.entries(who.institution.id)  # its own ft: models (issue 9)
+        out += svc.jobs.models.entries(inst)  # its own ft: models served here (OIP)
     return out
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 
 from verbund.accounting import (
@@ -30,7 +31,7 @@ from verbund.accounting import (
 from verbund.admission import Admitter, BatchDispatch, Overload
 from verbund.audit import AuditLog
 from verbund.batch import BatchRunner, BatchService
-from verbund.config import FederationConfig, config_digest
+from verbund.config import FederationConfig, SiteConfig, config_digest
 from verbund.coordination import (
     EventBus,
     Limiter,
@@ -46,7 +47,10 @@ from verbund.coordination import (
     RedisSeats,
     Seats,
 )
+from verbund.erasure import Erasure
 from verbund.federation import (
+    AgentClient,
+    CatalogueSync,
     Federation,
     HealthTracker,
     MetricsScraper,
@@ -55,7 +59,14 @@ from verbund.federation import (
     TransportFactory,
     UpstreamPool,
 )
-from verbund.files import FileService, LocalBlobStore
+from verbund.files import (
+    BlobStore,
+    FileLifecycle,
+    FileService,
+    LocalBlobStore,
+    SealedBlobStore,
+    file_key,
+)
 from verbund.gateway._overload import OverloadCollector
 from verbund.identity import IdentityService
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
@@ -67,10 +78,12 @@ from verbund.store import STORE_FAILURES, Store, StoreClock
 from verbund.telemetry import ClockSkewCollector, Metrics, Pseudonymizer, log_access, make_tracer
 from verbund.telemetry._tracing import Tracer
 from verbund.tenancy import InstitutionRegistry, KeyService
+from verbund.trust import CheckpointBook, PartnerKeys, SigningKey
 
 log = logging.getLogger("verbund.gateway")
 
 RESYNC_SECONDS = 30.0
+AgentTransport = Callable[[SiteConfig], httpx.AsyncBaseTransport | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +99,14 @@ class Coordination:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """How this access point knows its backends: clients, probes, engine metrics."""
+    """How this access point knows its backends: clients, probes, engine metrics, and
+    the catalogues (with their health verdicts) of the sites' agents."""
 
     pool: UpstreamPool
     tracker: HealthTracker
     prober: Prober
     scraper: MetricsScraper
+    catalogues: CatalogueSync
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +160,8 @@ class Services:
     coordination: Coordination
     telemetry: Telemetry
     identity: IdentityService  # people: sign-in, sessions, role-scoped admin keys
+    checkpoints: CheckpointBook  # signed checkpoints of the audit chain, ours and partners'
+    erasure: Erasure  # everything of one key or person, on request
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -156,9 +173,11 @@ class Services:
         transport_factory: TransportFactory | None = None,
         tracer: Tracer | None = None,
         local_clock: Callable[[], float] = time.time,
+        agent_transport: AgentTransport | None = None,
     ) -> Services:
         """``local_clock`` is this host's clock (tests inject one that is off); what access
-        points decide together by time goes by the store's or Redis's clock instead."""
+        points decide together by time goes by the store's or Redis's clock instead.
+        ``agent_transport`` puts in-process site agents behind their clients (tests)."""
         store = Store(config.store.url)
         clock = StoreClock(store, local_clock)
         audit = AuditLog(store)
@@ -170,7 +189,9 @@ class Services:
         accounting = _accounting(
             config, store, audit, institutions, coordination, telemetry, clock.now
         )
-        health = _health(config, federation, transport_factory, accounting.availability)
+        health = _health(
+            config, federation, store, transport_factory, agent_transport, accounting.availability
+        )
         router = Router(
             federation, make_policy(config.routing.policy, config.routing), config.routing
         )
@@ -184,11 +205,8 @@ class Services:
             on_suspect=health.prober.suspect,
             stream_write_timeout=config.limits.stream_write_timeout,
         )
-        files = FileService(
-            store,
-            LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files")),
-            config.files.max_upload_bytes,
-        )
+        files = FileService(store, _blobs(config), config.files.max_upload_bytes)
+        accounting.retention.add_purge(FileLifecycle(store, files).purge_expired)
         batches = BatchService(store, files, config.batch)
         batch_runner = BatchRunner(
             store=store,
@@ -217,7 +235,13 @@ class Services:
             ),
         )
         jobs = JobService(
-            config, store, federation, training_files, institutions.get, accounting.usage.emit
+            config,
+            store,
+            federation,
+            training_files,
+            institutions.get,
+            accounting.usage.emit,
+            pool=health.pool,
         )
         telemetry.metrics.registry.register(
             ClockSkewCollector(lambda: _clock_skew(clock, coordination))
@@ -228,6 +252,8 @@ class Services:
             store=store,
             clock=clock,
             audit=audit,
+            checkpoints=_checkpoints(config, store, audit),
+            erasure=Erasure(store, files, audit),
             federation=federation,
             lifecycle=SiteLifecycle(federation, store, audit, coordination.bus.publish),
             health=health,
@@ -273,6 +299,7 @@ class Services:
         await self.keys.load()
         await self.identity.start()
         await self.lifecycle.load()
+        await self.health.catalogues.load()  # the sites' last catalogues, until agents answer
         await self._prune_seats(keep_own=False)
         await self.accounting.budgets.load()
         await self.jobs.start()
@@ -292,6 +319,7 @@ class Services:
             "presence": self.coordination.presence.run(),
             "resync": self._resync(),
             "prober": self.health.prober.run(),
+            "catalogues": self.health.catalogues.run(),
             "metrics-scraper": self.health.scraper.run(),
             "usage-flush": self.accounting.spool.run(),
             "budgets": self.accounting.budgets.run(),
@@ -303,6 +331,7 @@ class Services:
             "overload-watch": self.overload.watch(),
             "responses-purge": self.responses.run_purger(self.config.responses.purge_interval),
             "session-purge": self.identity.run_purge(),
+            "audit-checkpoints": self.checkpoints.run(),
         }
         if self.config.batch.enabled:
             loops["batch-runner"] = self.batch_runner.run()
@@ -321,6 +350,7 @@ class Services:
             await self.coordination.seats.drain()
         await self.accounting.spool.aclose()
         await self.accounting.availability.flush()
+        await self.health.catalogues.aclose()
         await self.health.pool.aclose()
         if self.coordination.redis is not None:
             await self.coordination.redis.aclose()
@@ -438,15 +468,50 @@ def _accounting(
     )
 
 
+def _blobs(config: FederationConfig) -> BlobStore:
+    """The file store; sealed (AES-GCM) when the file key's variable is set."""
+    local = LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files"))
+    key = file_key(config.trust.file_key_env)
+    return local if key is None else SealedBlobStore(local, key)
+
+
+def _checkpoints(config: FederationConfig, store: Store, audit: AuditLog) -> CheckpointBook:
+    trust = config.trust
+    name = trust.signing_name or config.gateway.name
+    signing = SigningKey.load(name, file=trust.signing_key_file, env=trust.signing_key_env)
+    partners = dict(trust.partners)
+    if signing is not None:
+        partners.setdefault(name, signing.public_b64)
+    return CheckpointBook(
+        store, audit, PartnerKeys(partners), trust.chain, signing, trust.checkpoint_interval
+    )
+
+
 def _health(
     config: FederationConfig,
     federation: Federation,
+    store: Store,
     transport_factory: TransportFactory | None,
+    agent_transport: AgentTransport | None,
     availability: SiteAvailability,
 ) -> Health:
     pool = UpstreamPool(federation, config.routing, transport_factory)
     tracker = HealthTracker(config.routing, federation)
     prober = Prober(federation, pool, tracker, config.routing, on_round=availability.observe)
+    agents = {
+        s.name: AgentClient.for_site(
+            s,
+            transport=agent_transport(s) if agent_transport else None,
+            connect_timeout=config.routing.connect_timeout,
+        )
+        for s in config.sites
+        if s.agent_url
+    }
+    catalogues = CatalogueSync(federation, pool, store, agents)
     return Health(
-        pool, tracker, prober, MetricsScraper(federation, pool, config.routing.metrics_interval)
+        pool,
+        tracker,
+        prober,
+        MetricsScraper(federation, pool, config.routing.metrics_interval),
+        catalogues,
     )

@@ -1,0 +1,106 @@
+"""The site agent's ASGI app: authentication first, then routes from their own modules.
+
+Each concern of the agent (operations, catalogue, lifecycle, relay, and later jobs and
+files) is a module with a ``routes()`` function; :data:`ROUTE_MODULES` lists them, so a
+new concern mounts its routes without touching the others. Errors come out in OpenAI's
+shape, as at the access point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
+
+from verbund.agent import _catalogue, _lifecycle, _ops, _relay, _reload
+from verbund.agent._auth import AgentAuthMiddleware
+from verbund.agent._config import SiteAgentConfig
+from verbund.agent._services import AgentServices
+from verbund.errors import ApiError
+from verbund.federation import TransportFactory
+
+__all__ = ["ROUTE_MODULES", "create_agent_app"]
+
+log = logging.getLogger("verbund.agent")
+
+ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (
+    _ops.routes,
+    _catalogue.routes,
+    _lifecycle.routes,
+    _reload.routes,
+    _relay.routes,
+)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    body = {"error": {"message": str(exc.detail), "type": kind, "code": code, "param": None}}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error in %s %s", request.method, request.url.path)
+    body = {
+        "error": {
+            "message": "Internal error in the site agent.",
+            "type": "server_error",
+            "code": "internal_error",
+            "param": None,
+        }
+    }
+    return JSONResponse(body, status_code=500)
+
+
+def create_agent_app(
+    config: SiteAgentConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    background: bool = True,
+    config_path: Path | None = None,
+    transport_factory: TransportFactory | None = None,
+) -> Starlette:
+    """Build one site agent. ``env`` stands in for the environment the credentials are
+    read from (tests); ``background=False`` starts no background loops (no probes);
+    ``config_path`` is the site.toml to follow; ``transport_factory`` puts in-process
+    backends behind the agent's clients (tests)."""
+    svc = AgentServices.build(
+        config, env, config_path=config_path, transport_factory=transport_factory
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await svc.start(background=background)
+        try:
+            yield
+        finally:
+            await svc.stop()
+
+    routes: list[BaseRoute] = [r for module_routes in ROUTE_MODULES for r in module_routes()]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(AgentAuthMiddleware, credentials=svc.credentials)],
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.router.redirect_slashes = False
+    app.state.services = svc
+    return app

@@ -1,0 +1,195 @@
+"""Everything one site agent is made of, built once in its app factory.
+
+Like the access point's :class:`~verbund.gateway.Services`, nothing here is global: a
+test builds as many agents in one process as it likes. Parts that other concerns of the
+agent add (jobs, files, artefacts) are built in :meth:`AgentServices.build` and their
+background loops listed in :meth:`AgentServices.loops`, one place for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verbund.agent._auth import Credentials
+from verbund.agent._catalogue import Catalogue, build_catalogue
+from verbund.agent._config import SiteAgentConfig, load_site_config
+from verbund.agent._lifecycle import SiteLifecycleAtAgent
+from verbund.agent._offer import Offer
+from verbund.federation import TransportFactory
+from verbund.store import Store
+
+__all__ = ["AgentServices"]
+
+log = logging.getLogger("verbund.agent")
+
+REFRESH_SECONDS = 0.25  # how often health verdicts are folded into the catalogue
+WATCH_SECONDS = 1.0  # how often site.toml is checked for changes
+
+
+@dataclass
+class AgentServices:
+    config: SiteAgentConfig
+    credentials: Credentials
+    store: Store
+    state_dir: Path
+    offer: Offer
+    catalogue: Catalogue
+    lifecycle: SiteLifecycleAtAgent
+    config_path: Path | None = None  # site.toml, read again on change / SIGHUP / reload
+    env: Mapping[str, str] | None = None
+    transport_factory: TransportFactory | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _retired: list[Offer] = field(default_factory=list)
+    _file_digest: str = ""
+
+    @classmethod
+    def build(
+        cls,
+        config: SiteAgentConfig,
+        env: Mapping[str, str] | None = None,
+        *,
+        config_path: Path | None = None,
+        transport_factory: TransportFactory | None = None,
+    ) -> AgentServices:
+        store = Store(config.agent.store)
+        catalogue = Catalogue()
+        svc: AgentServices
+        lifecycle = SiteLifecycleAtAgent(
+            config.site.name, config.site.state, store, lambda: svc.refresh_catalogue()
+        )
+        svc = cls(
+            config=config,
+            credentials=Credentials.from_config(config, env),
+            store=store,
+            state_dir=Path(config.agent.state_dir),
+            offer=Offer(config, transport_factory),
+            catalogue=catalogue,
+            lifecycle=lifecycle,
+            config_path=config_path,
+            env=env,
+            transport_factory=transport_factory,
+            _file_digest=_digest(config_path),
+        )
+        return svc
+
+    @property
+    def site(self) -> str:
+        return self.config.site.name
+
+    def refresh_catalogue(self) -> bool:
+        return self.catalogue.update(build_catalogue(self.offer, self.lifecycle.state))
+
+    # -- changing the offer -------------------------------------------------------------------
+
+    async def apply_config(self, config: SiteAgentConfig) -> None:
+        """Make ``config`` the running one (already validated): a new offer, credentials."""
+        if config.agent != self.config.agent:
+            log.warning("site.toml: changes to [agent] take effect at the next start")
+        if config.site.name != self.site:
+            log.warning("site.toml: the site's name cannot change while the agent runs")
+            config = config.model_copy(update={"site": self.config.site})
+        credentials = Credentials.from_config(config, self.env)
+        offer = Offer(config, self.transport_factory)
+        offer.carry_health(self.offer)
+        old, self.offer = self.offer, offer
+        self.config = config
+        self.credentials.replace(credentials)
+        await old.stop_probing()
+        self._retired.append(old)
+        if self._tasks:
+            offer.start()
+        self.refresh_catalogue()
+
+    async def reload_file(self) -> bool:
+        """Read site.toml again; False if it did not change. Raises ConfigError (and
+        keeps the running offer) if it has problems."""
+        if self.config_path is None:
+            return False
+        digest = _digest(self.config_path)
+        config = load_site_config(self.config_path)
+        self._file_digest = digest
+        if config == self.config:
+            return False
+        await self.apply_config(config)
+        log.info(
+            "site.toml taken up: %d models, %d backends", len(config.models), len(config.backends)
+        )
+        return True
+
+    # -- background -------------------------------------------------------------------------
+
+    def loops(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """The agent's background tasks, by name."""
+        loops: dict[str, Coroutine[Any, Any, None]] = {"catalogue": self._refresh_loop()}
+        if self.config_path is not None:
+            loops["site-config-watch"] = self._watch_loop()
+        return loops
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            self.refresh_catalogue()
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            if self.config_path is not None and _digest(self.config_path) != self._file_digest:
+                await self._reload_logged()
+
+    async def _reload_logged(self) -> None:
+        from verbund.errors import ConfigError
+
+        try:
+            await self.reload_file()
+        except ConfigError as exc:
+            self._file_digest = _digest(self.config_path)  # do not repeat until it changes
+            log.error("site.toml not taken up, the running offer stays:\n%s", exc)
+
+    async def start(self, background: bool = True) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        await self.store.migrate()
+        await self.lifecycle.load()
+        self.refresh_catalogue()
+        if background:
+            self.offer.start()
+            self._tasks = [
+                asyncio.create_task(coro, name=name) for name, coro in self.loops().items()
+            ]
+            if self.config_path is not None:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    asyncio.get_running_loop().add_signal_handler(
+                        signal.SIGHUP,
+                        lambda: self._tasks.append(
+                            asyncio.create_task(self._reload_logged(), name="sighup")
+                        ),
+                    )
+
+    async def stop(self) -> None:
+        if self.config_path is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for offer in [self.offer, *self._retired]:
+            await offer.aclose()
+        await self.store.aclose()
+
+
+def _digest(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
