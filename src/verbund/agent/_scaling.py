@@ -106,9 +106,7 @@ def decide(
         ):
             actions.append(Action("cancel", i.id, "not healthy within load_timeout"))
     gone = {a.instance for a in actions if a.kind == "cancel"}
-    serving = [
-        i for i in live if i.id not in gone and i.state in (*STARTING, InstanceState.ready)
-    ]
+    serving = [i for i in live if i.id not in gone and i.state in (*STARTING, InstanceState.ready)]
     fresh = [i for i in serving if not _due(i, spec, now)]
     due = [i for i in serving if _due(i, spec, now)]
     idle = _idle(spec, demand, now)

@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from verbund.admission import Ask, affinity_key, estimate_prompt_tokens, max_tokens
+from verbund.admission import Ask, Entry, affinity_key, estimate_prompt_tokens, max_tokens
 from verbund.errors import BadRequest, ModelNotFound
 from verbund.gateway._body import (
     check_chat,
@@ -34,6 +34,7 @@ from verbund.gateway._deps import (
     request_id,
     services,
 )
+from verbund.gateway._keepalive import ColdStream
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.proxy import until_disconnect
@@ -86,62 +87,95 @@ def _make_handler(
     streams: bool,
     kinds: frozenset[str],
 ) -> Callable[[Request], Any]:
+    def checked(request: Request, svc: Services, body: dict[str, Any]) -> str:
+        model = require_model(body)
+        check_common(body, svc.config.limits, context_length(svc.federation.models, model))
+        check(body, svc)
+        check_kind(svc, model, endpoint, kinds)
+        return model
+
     async def handler(request: Request) -> Response:
         svc = services(request)
         with span(svc.telemetry.tracer, "verbund.auth"):
             who = await principal(request)
         async with svc.admission.enter(who, endpoint, request_id(request)) as entry:
             raw, body = await json_body(request)
-            model = require_model(body)
-            check_common(body, svc.config.limits, context_length(svc.federation.models, model))
-            check(body, svc)
-            check_kind(svc, model, endpoint, kinds)
+            model = checked(request, svc, body)
+            policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
             stream = streams and body.get("stream") is True
-            limit = max_tokens(body)
-            urgency = priority(request)
-            prompt_estimate = estimate_prompt_tokens(body)
-            admitted = await entry.admit(
-                Ask(
-                    model=model,
-                    data_class=data_class(request, who),
-                    tokens=prompt_estimate + (limit or svc.config.routing.default_max_tokens),
-                    route=RouteContext(
-                        home_site=svc.federation.home_site,
-                        home_region=who.institution.home_region,
-                        affinity_key=affinity_key(model, body),
-                        max_tokens=limit,
-                        priority=urgency,
-                    ),
-                    stream=stream,
+            if stream and svc.cold_start.cold(model, policy):
+                # the model must start first: keep-alive comments while it does, then the
+                # answer in the same stream (bad input was refused above, with its 4xx)
+                later = entry.detach()
+
+                async def serve_later() -> Response:
+                    with later.owned():
+                        return await serve(request, svc, later, raw, body, model, stream)
+
+                return ColdStream(
+                    lambda: svc.cold_start.ensure(model, policy),
+                    serve_later,
+                    svc.config.routing.keepalive_seconds,
+                )
+            await svc.cold_start.ensure(model, policy)
+            return await serve(request, svc, entry, raw, body, model, stream)
+
+    async def serve(
+        request: Request,
+        svc: Services,
+        entry: Entry,
+        raw: bytes,
+        body: dict[str, Any],
+        model: str,
+        stream: bool,
+    ) -> Response:
+        """Admission, routing and the proxy for a request whose model can serve now."""
+        who = entry.who
+        limit = max_tokens(body)
+        urgency = priority(request)
+        prompt_estimate = estimate_prompt_tokens(body)
+        admitted = await entry.admit(
+            Ask(
+                model=model,
+                data_class=data_class(request, who),
+                tokens=prompt_estimate + (limit or svc.config.routing.default_max_tokens),
+                route=RouteContext(
+                    home_site=svc.federation.home_site,
+                    home_region=who.institution.home_region,
+                    affinity_key=affinity_key(model, body),
+                    max_tokens=limit,
                     priority=urgency,
-                    user=body["user"] if isinstance(body.get("user"), str) else "",
-                )
+                ),
+                stream=stream,
+                priority=urgency,
+                user=body["user"] if isinstance(body.get("user"), str) else "",
             )
-            drop_usage = False
-            rewrite = False
-            if admitted.record.user_hash:
-                # sites see the keyed pseudonym the logs use, never the institution's own id
-                body["user"] = admitted.record.user_hash
-                rewrite = True
-            if stream:
-                opts = body.get("stream_options") or {}
-                if not opts.get("include_usage"):
-                    body["stream_options"] = {**opts, "include_usage": True}
-                    drop_usage = rewrite = True
-            if rewrite:
-                raw = orjson.dumps(body)
-            response = await svc.proxy.forward(
-                admitted.forward(
-                    endpoint,
-                    raw,
-                    stream=stream,
-                    drop_usage_chunk=drop_usage,
-                    prompt_estimate=prompt_estimate,
-                    parsed=body if stream else None,
-                    client_gone=until_disconnect(request.receive),
-                )
+        )
+        drop_usage = False
+        rewrite = False
+        if admitted.record.user_hash:
+            # sites see the keyed pseudonym the logs use, never the institution's own id
+            body["user"] = admitted.record.user_hash
+            rewrite = True
+        if stream:
+            opts = body.get("stream_options") or {}
+            if not opts.get("include_usage"):
+                body["stream_options"] = {**opts, "include_usage": True}
+                drop_usage = rewrite = True
+        if rewrite:
+            raw = orjson.dumps(body)
+        response = await svc.proxy.forward(
+            admitted.forward(
+                endpoint,
+                raw,
+                stream=stream,
+                drop_usage_chunk=drop_usage,
+                prompt_estimate=prompt_estimate,
+                parsed=body if stream else None,
+                client_gone=until_disconnect(request.receive),
             )
-            return admitted.respond(response)
+        )
+        return admitted.respond(response)
 
     return handler
 
