@@ -51,6 +51,7 @@ log = logging.getLogger("verbund.agent.ondemand")
 
 TICK_SECONDS = 0.5
 REPORT_TTL = 5.0  # seconds a demand report counts
+SETTLE_SECONDS = 0.5  # a report this long after a drain began has seen it
 DRAIN_MOST = 120.0  # a draining instance stops after this even if reports say busy
 DEFAULT_START_SECONDS = 30.0  # expected start time before any start was observed
 
@@ -220,6 +221,14 @@ class OnDemand:
         in_flight = sum(n for b, n in per_backend.items() if b in serving)
         return Demand(waiting, in_flight, last), per_backend
 
+    def _unsettled(self, m: _Model, i: Instance, now: float) -> int:
+        """1 while a draining instance has no report from after its drain: an access point
+        may have routed to it just before the catalogue without it reached it."""
+        if i.state != InstanceState.draining or i.drain_at is None:
+            return 0
+        fresh = [at for at, *_ in m.reports.values() if now - at <= REPORT_TTL]
+        return int(any(at < i.drain_at + SETTLE_SECONDS for at in fresh))
+
     # -- the lifecycle ----------------------------------------------------------------------
 
     async def tick(self) -> None:
@@ -235,7 +244,7 @@ class OnDemand:
                     i.submitted_at,
                     i.running_at,
                     i.ends_at,
-                    per_backend.get(i.backend, 0),
+                    per_backend.get(i.backend, 0) or self._unsettled(m, i, now),
                 )
                 for i in m.instances.values()
             ]
