@@ -142,7 +142,12 @@ def test_load_above_the_threshold_starts_a_second_instance_and_both_stop_after(
         60,
         every=0.5,
     )
-    assert "verbund-" not in slurm.run("squeue", "-h", "-o", "%j").stdout
+    poll(
+        lambda: "verbund-" not in slurm.run("squeue", "-h", "-o", "%j").stdout,
+        "their jobs to leave the queue",
+        30,
+        every=0.5,
+    )
 
 
 def test_a_short_time_limit_is_survived_by_renewal_without_failed_requests(
