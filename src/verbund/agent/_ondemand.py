@@ -96,7 +96,14 @@ class Instance:
             "reason": self.reason,
             "detail": self.detail,
             "held_seconds": round(self.held_seconds(now), 3),
+            # the parts of a start: in the scheduler's queue, then engine start and load
+            "queued_seconds": _span(self.submitted_at, self.running_at),
+            "load_seconds": _span(self.running_at, self.ready_at),
         }
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return round(end - start, 3) if start is not None and end is not None else None
 
 
 @dataclass
