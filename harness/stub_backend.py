@@ -28,6 +28,9 @@ WORDS = ("eins", "zwei", "drei", "vier")
 def _handler(delay: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in separate writes: with Nagle's algorithm the body
+        # waits for the peer's delayed ACK of the headers (some 40 ms, now and then)
+        disable_nagle_algorithm = True
 
         def _send(self, body: bytes, kind: str) -> None:
             self.send_response(200)

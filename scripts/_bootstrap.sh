@@ -38,4 +38,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 "$ROOT/scripts/_mlserver_env.sh"  # MLServer (OIP v2 demo model) in its own .venv-mlserver
+"$ROOT/scripts/_training_env.sh"  # torch, transformers, peft for LoRA jobs: .venv-training
+"$ROOT/scripts/_idp_env.sh"  # the demo identity provider (npm oidc-provider) in .node-idp
 export PATH="$VENV/bin:$PATH"

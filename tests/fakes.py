@@ -32,6 +32,8 @@ class FakeBackend:
     probes: int = 0
     probe_status: int = 200
     poison: str | None = None  # requests containing this text get ``status``, others an answer
+    # answer with this call instead of text: {"name": ..., "arguments": "<json>"}
+    tool_call: dict[str, str] | None = None
 
     def __call__(self, request: httpx.Request) -> Any:
         if request.method == "GET":
@@ -56,6 +58,8 @@ class FakeBackend:
             if self.retry_after is not None:
                 headers["retry-after"] = self.retry_after
             return httpx.Response(self.status, content=self.error_body, headers=headers)
+        if request.url.path == "/v1/responses":
+            return _responses_answer(self, body)
         if body.get("stream"):
             return httpx.Response(
                 200, headers={"content-type": "text/event-stream"}, stream=_Stream(self, body)
@@ -70,6 +74,11 @@ class FakeBackend:
                     "usage": {"prompt_tokens": 3, "total_tokens": 3},
                 },
             )
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        finish = "stop"
+        if self.tool_call is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [_call(self.tool_call)]}
+            finish = "tool_calls"
         return httpx.Response(
             200,
             json={
@@ -77,13 +86,7 @@ class FakeBackend:
                 "object": "chat.completion",
                 "created": 1,
                 "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": self.text},
-                    }
-                ],
+                "choices": [{"index": 0, "finish_reason": finish, "message": message}],
                 "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11},
             },
         )
@@ -112,7 +115,11 @@ class _Stream(httpx.AsyncByteStream):
             ],
         }
         yield b"data: " + json.dumps(role).encode() + b"\n\n"
-        first = 0
+        if b.tool_call is not None:
+            for delta in _call_deltas(b.tool_call):
+                yield _chunk(self.body, delta)
+            yield _chunk(self.body, {}, "tool_calls")
+        first = b.chunks if b.tool_call is not None else 0
         if self.body.get("continue_final_message"):
             # vLLM semantics: continue the final assistant message where it stopped
             first = self.body["messages"][-1]["content"].count(" ")
@@ -149,6 +156,80 @@ class _Stream(httpx.AsyncByteStream):
             }
             yield b"data: " + json.dumps(usage).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
+
+
+def _responses_answer(backend: FakeBackend, body: dict[str, Any]) -> httpx.Response:
+    """A server with a Responses API of its own (vLLM's): its answer or its events."""
+    response = {
+        "id": "resp_fake",
+        "object": "response",
+        "status": "completed",
+        "model": body["model"],
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": backend.text, "annotations": []}],
+            }
+        ],
+        "usage": {"input_tokens": 6, "output_tokens": 3, "total_tokens": 9},
+    }
+    if not body.get("stream"):
+        return httpx.Response(200, json=response)
+    events = [
+        ("response.created", {"response": {**response, "status": "in_progress", "output": []}}),
+        ("response.output_text.delta", {"delta": backend.text}),
+        ("response.completed", {"response": response}),
+    ]
+    raw = b"".join(
+        f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+        for kind, data in events
+    )
+    return httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=_Bytes([raw[:40], raw[40:]])
+    )
+
+
+class _Bytes(httpx.AsyncByteStream):
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for p in self.parts:
+            yield p
+
+
+def _call(call: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": call["name"], "arguments": call["arguments"]},
+    }
+
+
+def _call_deltas(call: dict[str, str]) -> list[dict[str, Any]]:
+    """A tool call as llama.cpp streams it: name and id first, then the arguments in parts."""
+    args = call["arguments"]
+    half = len(args) // 2
+    first = {"index": 0, "id": "call_1", "type": "function"}
+    return [
+        {"tool_calls": [{**first, "function": {"name": call["name"], "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]},
+    ]
+
+
+def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": body["model"],
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
 def transport_factory(fakes: dict[str, FakeBackend]) -> Any:

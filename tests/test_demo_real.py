@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from harness.demo import Demo, pid_alive, start_demo
+from harness.people import csrf_headers, sign_in
 from harness.polling import poll
 
 pytestmark = pytest.mark.real
@@ -218,6 +219,47 @@ def test_each_site_runs_its_agent(demo: Demo) -> None:
     poll(lambda: set(_site_states(demo).values()) == {"active"}, "sites active again", 30, 0.1)
 
 
+def test_demo_people_sign_in_make_a_key_and_see_their_usage(demo: Demo) -> None:
+    """The newcomer's path without a browser: sign in as a demo person at the demo's
+    identity provider, make a key, call a model with it, find the call in their usage."""
+    people = demo.info["people"]
+    assert demo.info["console"] == demo.url + "/console"
+    assert {p["role"] for p in people.values()} == {
+        "member",
+        "institution_admin",
+        "site_operator",
+        "auditor",
+    }
+    login = next(
+        n for n, p in people.items() if p["role"] == "member" and p["institution"] == "uni-a"
+    )
+    with httpx.Client(trust_env=False, timeout=30) as browser:
+        done = sign_in(browser, demo.url, login, people[login]["password"])
+        assert done.headers["location"] == "/console"
+        made = browser.post(
+            demo.url + "/v1/me/keys",
+            json={"name": "demo laptop"},
+            headers=csrf_headers(browser, demo.url),
+        )
+        assert made.status_code == 201
+        sdk = openai.OpenAI(base_url=demo.url + "/v1", api_key=made.json()["key"], max_retries=0)
+        sdk.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+        )
+        usage = browser.get(demo.url + "/v1/me/usage", params={"group_by": "model"}).json()
+        assert [(r["model"], r["requests"]) for r in usage["data"]] == [(MODEL, 1)]
+        operator = next(n for n, p in people.items() if p["role"] == "site_operator")
+        sign_in(browser, demo.url, operator, people[operator]["password"])
+        own = people[operator]["site"]
+        other = next(s for s in ("rz-west", "rz-sued", "rz-ost") if s != own)
+        csrf = csrf_headers(browser, demo.url)
+        assert (
+            browser.post(f"{demo.url}/admin/sites/{other}/drain", headers=csrf).status_code == 403
+        )
+        assert browser.post(f"{demo.url}/admin/sites/{own}/drain", headers=csrf).status_code == 200
+        assert browser.post(f"{demo.url}/admin/sites/{own}/resume", headers=csrf).status_code == 200
+
+
 def test_busy_port_gives_a_clear_message(demo: Demo, tmp_path: Path) -> None:
     port = demo.url.rsplit(":", 1)[1]
     out = subprocess.run(
@@ -244,9 +286,10 @@ def test_busy_port_gives_a_clear_message(demo: Demo, tmp_path: Path) -> None:
 def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     d = start_demo(tmp_path / "state")
     pids = d.backend_pids()
-    # three chat servers, one embedding server, two MLServers, and three site agents
+    # three chat servers, one embedding server, two MLServers; three site agents
     assert len(pids) == 6
+    pids["identity-provider"] = int(d.info["identity_provider"]["pid"])
     pids.update({f"agent {n}": int(s["pid"]) for n, s in d.info["sites"].items()})
-    assert len(pids) == 9 and all(pid_alive(p) for p in pids.values())
+    assert len(pids) == 10 and all(pid_alive(p) for p in pids.values())
     assert d.stop() == 0
     assert not any(pid_alive(p) for p in pids.values())

@@ -3,6 +3,11 @@
 Each entry stores the hash of the one before it; the entry's own hash covers its fields
 and that previous hash. Changing, inserting or deleting a row breaks the chain at that
 row, and :func:`verify` names the first broken entry.
+
+Every entry names its actor (a person's pseudonymous subject, a key id, ``admin`` for the
+bootstrap key, or a component such as ``config``) and, for people and keys, the actor's
+role. The role is part of the hash; entries written before roles existed (role "")
+hash as they always did, so old chains still verify.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import hashlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import select
@@ -22,7 +27,34 @@ from verbund.store import AuditRow, Store
 
 GENESIS = "0" * 64
 
-__all__ = ["GENESIS", "AuditLog", "VerifyResult", "entry_hash", "verify_chain"]
+__all__ = [
+    "GENESIS",
+    "AuditLog",
+    "NamedActor",
+    "VerifyResult",
+    "Who",
+    "entry_hash",
+    "verify_chain",
+    "who_name",
+]
+
+
+class NamedActor(Protocol):
+    """An actor with a role (``verbund.tenancy.Actor``), as the audit log records it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+
+Who = str | NamedActor  # a component's name ("config", "retention") or an actor
+
+
+def who_name(who: Who) -> tuple[str, str]:
+    """(actor, role) of ``who``; components have no role."""
+    return (who, "") if isinstance(who, str) else (who.id, str(who.role))
 
 
 def _canonical(value: Any) -> str:
@@ -30,9 +62,17 @@ def _canonical(value: Any) -> str:
 
 
 def entry_hash(
-    prev_hash: str, ts: float, actor: str, action: str, target: str, before: str, after: str
+    prev_hash: str,
+    ts: float,
+    actor: str,
+    action: str,
+    target: str,
+    before: str,
+    after: str,
+    role: str = "",
 ) -> str:
-    payload = _canonical([prev_hash, repr(ts), actor, action, target, before, after])
+    fields = [prev_hash, repr(ts), actor, action, target, before, after]
+    payload = _canonical([*fields, role] if role else fields)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -55,12 +95,13 @@ class AuditLog:
         self,
         session: AsyncSession,
         *,
-        actor: str,
+        actor: Who,
         action: str,
         target: str,
         before: Any = None,
         after: Any = None,
     ) -> AuditRow:
+        name, role = who_name(actor)
         async with self._lock:
             last = (
                 await session.execute(select(AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1))
@@ -70,13 +111,14 @@ class AuditLog:
             b, a = _canonical(before), _canonical(after)
             row = AuditRow(
                 ts=ts,
-                actor=actor,
+                actor=name,
+                role=role,
                 action=action,
                 target=target,
                 before=b,
                 after=a,
                 prev_hash=prev,
-                hash=entry_hash(prev, ts, actor, action, target, b, a),
+                hash=entry_hash(prev, ts, name, action, target, b, a, role),
             )
             session.add(row)
             await session.flush()
@@ -123,7 +165,14 @@ class AuditLog:
                 if row.prev_hash != prev:
                     return VerifyResult(False, count, row.seq, "previous hash does not match")
                 expected = entry_hash(
-                    row.prev_hash, row.ts, row.actor, row.action, row.target, row.before, row.after
+                    row.prev_hash,
+                    row.ts,
+                    row.actor,
+                    row.action,
+                    row.target,
+                    row.before,
+                    row.after,
+                    row.role or "",
                 )
                 if expected != row.hash:
                     return VerifyResult(False, count, row.seq, "entry was changed")
@@ -140,7 +189,14 @@ def verify_chain(entries: Iterable[Mapping[str, Any]]) -> VerifyResult:
         if e["prev_hash"] != prev:
             return VerifyResult(False, count, e["seq"], "previous hash does not match")
         expected = entry_hash(
-            e["prev_hash"], e["ts"], e["actor"], e["action"], e["target"], e["before"], e["after"]
+            e["prev_hash"],
+            e["ts"],
+            e["actor"],
+            e["action"],
+            e["target"],
+            e["before"],
+            e["after"],
+            e.get("role") or "",
         )
         if expected != e["hash"]:
             return VerifyResult(False, count, e["seq"], "entry was changed")

@@ -23,6 +23,7 @@ from verbund.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
+    "AuthConfig",
     "BackendConfig",
     "BatchConfig",
     "CoordinationConfig",
@@ -34,6 +35,7 @@ __all__ = [
     "LimitsConfig",
     "ModelConfig",
     "ModelPrice",
+    "OidcProviderConfig",
     "PriceList",
     "RetentionConfig",
     "RoutingConfig",
@@ -250,6 +252,9 @@ class LaunchConfig(_Strict):
     threads: int = Field(1, ge=1)
     embedding: bool = False
     kv_overrides: list[Annotated[str, Field(pattern=r"^[\w.]+=(int|float|bool|str):\S+$")]] = []
+    # llama-cpp-python's --chat_format; "" = chatml-function-calling for the default
+    # SmolLM2 (a ChatML model: tools and tool choice enforced by grammar), else the GGUF's
+    chat_format: str = Field("", pattern=r"^[a-z0-9._-]{0,64}$")
     train: Literal["", "digits"] = ""
     python: str = ""
 
@@ -270,6 +275,19 @@ class BackendConfig(_Strict):
     max_concurrency: int = Field(0, ge=0)  # 0 = unknown
     resume: Literal["", "continue_final_message"] = ""
     launch: LaunchConfig | None = None
+    # the server's own Responses API (vLLM): /v1/responses is passed on, not translated
+    responses: bool = False
+    # what the server needs of a chat body beyond OpenAI's: "llama-cpp-python" takes
+    # JSON schemas as {"type": "json_object", "schema": ...}, no tool messages, and
+    # streams no automatic tool calls; "" = by launch kind (llama-cpp: that), else openai
+    dialect: Literal["", "openai", "llama-cpp-python"] = ""
+
+    @property
+    def chat_dialect(self) -> str:
+        if self.dialect:
+            return self.dialect
+        launched = self.launch is not None and self.launch.kind == "llama-cpp"
+        return "llama-cpp-python" if launched else "openai"
 
     @field_validator("url", "metrics_url")
     @classmethod
@@ -375,6 +393,11 @@ class ModelConfig(_Strict):
     modalities: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]] = []
     license: str = ""  # SPDX id or a short name, e.g. "Apache-2.0"
     owner_site: str = ""  # the site responsible for the model; "" = none named
+    # the model it was fine-tuned from ("" = a base model): its card names it
+    base_model: str = ""
+    # the only institutions that see and may use it ([] = every member): a fine-tuned
+    # model is its institution's alone, and any other gets 404 for it
+    institutions: list[Name] = []
 
     @property
     def input_modalities(self) -> list[str]:
@@ -402,6 +425,20 @@ class InstitutionConfig(_Strict):
     budget_tokens_per_month: int = Field(0, ge=0)
     budget_per_month: Money = Decimal(0)
     budget_hard_stop: bool = False
+    # the institution's opt-in to stored responses (store: true, previous_response_id):
+    # their text is kept encrypted for [responses] retention_hours
+    store_responses: bool = False
+    # per person behind a front-end's key (its forwarded user headers); 0 = no limit
+    person_requests_per_minute: int = Field(0, ge=0)
+    person_tokens_per_minute: int = Field(0, ge=0)
+
+
+class ResponsesConfig(_Strict):
+    """Stored responses of the Responses API (for institutions that opt in)."""
+
+    key_env: EnvName = "VERBUND_RESPONSES_KEY"  # the encryption key; never in the store
+    retention_hours: float = Field(24.0, gt=0, le=24 * 30)
+    purge_interval: float = Field(300.0, gt=0)
 
 
 class RetentionConfig(_Strict):
@@ -421,6 +458,57 @@ class TrainingConfig(_Strict):
     submit_attempts: int = Field(5, ge=1)
 
 
+_ROLE_TARGET = (
+    r"^(member|institution_admin|auditor|federation_admin"
+    r"|site_operator:[A-Za-z0-9][A-Za-z0-9._:-]{0,127})$"
+)
+
+
+class OidcProviderConfig(_Strict):
+    """One OpenID Connect provider: an institution's IdP or a federation proxy in front
+    of DFN-AAI/eduGAIN. Claims map to the institution and the role (docs/identity.md)."""
+
+    name: Name = "default"  # chosen at /auth/login?provider=<name>
+    title: str = ""  # shown on the sign-in button
+    issuer: str = Field(pattern=r"^https?://")
+    client_id: str = Field(min_length=1)
+    client_secret_env: EnvName = "VERBUND_OIDC_CLIENT_SECRET"  # noqa: S105 (a variable's name)
+    scopes: list[str] = ["openid", "profile", "email"]
+    # the claim naming the home institution; "email" takes the domain of the email claim
+    institution_claim: str = "schac_home_organization"
+    # claim value -> institution id; values not listed are taken as institution ids
+    institutions: dict[str, str] = {}
+    roles_claim: str = "eduperson_entitlement"  # entitlements or groups (a list or a string)
+    # entitlement/group -> role ("site_operator:<site>" for a site's operator)
+    roles: dict[str, Annotated[str, Field(pattern=_ROLE_TARGET)]] = {}
+    name_claim: str = "name"
+
+
+class AuthConfig(_Strict):
+    """Sign-in for people: OpenID Connect providers and the sessions they lead to."""
+
+    oidc: list[OidcProviderConfig] = []
+    session_hours: float = Field(8.0, gt=0, le=24 * 30)
+    login_minutes: float = Field(10.0, gt=0, le=60)  # a sign-in must finish within this
+    # the access point's address as browsers see it ("" = from each request's Host)
+    public_url: str = Field("", pattern=r"^(https?://[^/?#]+)?$")
+    # "auto": Secure cookies except over plain HTTP to a loopback address (the demo)
+    cookie_secure: Literal["auto", "always"] = "auto"
+
+    @field_validator("oidc", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AuthConfig:
+        names = [p.name for p in self.oidc]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate auth.oidc names: {', '.join(dupes)}")
+        return self
+
+
 class FederationConfig(_Strict):
     gateway: GatewayConfig = GatewayConfig()
     store: StoreConfig = StoreConfig()
@@ -435,6 +523,8 @@ class FederationConfig(_Strict):
     models: list[ModelConfig] = []
     institutions: list[InstitutionConfig] = []
     retention: RetentionConfig = RetentionConfig()
+    responses: ResponsesConfig = ResponsesConfig()
+    auth: AuthConfig = AuthConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> FederationConfig:
@@ -476,6 +566,10 @@ class FederationConfig(_Strict):
                 problems.append(
                     f"institution {inst.id!r} has unknown partner_site {inst.partner_site!r}"
                 )
+        for p in self.auth.oidc:
+            for value, role in p.roles.items():
+                if role.startswith("site_operator:") and role.split(":", 1)[1] not in site_names:
+                    problems.append(f"auth.oidc {p.name!r} maps {value!r} to an unknown site")
         problems += _price_problems(self.sites, model_names)
         if problems:
             raise ValueError("; ".join(problems))

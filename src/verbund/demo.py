@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import importlib.util
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,11 +29,12 @@ from typing import Any
 
 import httpx
 
-from verbund import demo_models
+from verbund import demo_idp, demo_models
 from verbund.config import BackendConfig, FederationConfig, load_config, parse_config
 from verbund.demo_agents import DemoAgent, start_agents, wait_agents
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
+from verbund.jobs import die_with_parent
 from verbund.server import ensure_port_free, make_server
 
 log = logging.getLogger("verbund.demo")
@@ -73,10 +72,9 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# SmolLM2 is a ChatML model; this format of llama-cpp-python lists the tools in the
+# system prompt and enforces tool choice and arguments by grammar
+FUNCTION_CALLING = "chatml-function-calling"
 
 
 @dataclass
@@ -124,6 +122,11 @@ class ModelServer:
         ]
         if backend.launch.embedding:
             cmd += ["--embedding", "True"]
+        chat_format = backend.launch.chat_format or (
+            "" if backend.launch.model_file or backend.launch.embedding else FUNCTION_CALLING
+        )
+        if chat_format:
+            cmd += ["--chat_format", chat_format]
         if backend.launch.kv_overrides:
             cmd += ["--kv_overrides", *backend.launch.kv_overrides]
         proc, log_path = _spawn(cmd, log_dir / f"{backend.name}.log")
@@ -175,7 +178,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             env={**os.environ, **(env or {})},
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     return proc, log_path
 
@@ -327,6 +330,30 @@ def _admin_key(state_dir: Path) -> str:
     return "vbadmin-" + secrets.token_urlsafe(32)
 
 
+def training_python() -> Path | None:
+    """The recipe Python ``scripts/_training_env.sh`` makes beside the core venv (or the
+    one ``VERBUND_TRAINING_PYTHON`` names)."""
+    named = os.environ.get("VERBUND_TRAINING_PYTHON")
+    found = Path(named) if named else Path(sys.prefix).parent / ".venv-training" / "bin" / "python"
+    return found if found.exists() else None
+
+
+def _training_defaults(raw: dict[str, Any]) -> None:
+    """Demo sites' runners: the training Python where the scripts made one, and the
+    served SmolLM2 GGUF as the file of a base model listed without a path."""
+    python = training_python()
+    for site in raw.get("sites", []):
+        runner = site.get("runner")
+        if not runner:
+            continue
+        if not runner.get("python") and python is not None:
+            runner["python"] = str(python)
+        models = runner.get("base_models") or {}
+        for name, path in models.items():
+            if not path and name.startswith("smollm2-135m"):
+                models[name] = str(smollm2_gguf())
+
+
 async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None:
     state_dir = state_dir.resolve()  # noqa: ASYNC240 - once at start-up, before serving
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -335,21 +362,33 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     raw["gateway"]["listen"] = f"127.0.0.1:{port}"
     raw["gateway"]["state_dir"] = str(state_dir)
     raw.setdefault("store", {})["url"] = f"sqlite+aiosqlite:///{state_dir / 'verbund.db'}"
+    _training_defaults(raw)
     config = parse_config(raw, str(config_file or "demo.toml"))
     ensure_port_free("127.0.0.1", port)
+
+    url = f"http://127.0.0.1:{port}"
+    own_auth = (raw.get("auth") or {}).get("oidc")
+    idp = None if own_auth else _prepare_idp(raw, state_dir, url)
+    if idp is not None:
+        config = parse_config(raw, str(config_file or "demo.toml"))
 
     print("Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn) ...", flush=True)
     started = time.monotonic()
     config, servers = launch_backends(config, state_dir)
+    helpers: list[ModelServer] = []  # processes beside the model servers
     agents: list[DemoAgent] = []
     try:
+        if idp is not None:  # the demo identity provider: a real OpenID provider on Node.js
+            argv, env = demo_idp.command(idp.config_path)
+            proc, log_path = _spawn(argv, state_dir / "logs" / "idp.log", env=env)
+            ready = "/.well-known/openid-configuration"
+            helpers.append(ModelServer("identity-provider", idp.port, proc, log_path, ready))
         # one site agent per site; the access point learns the backends from them
         config, agents = start_agents(config, state_dir)
-        await asyncio.gather(wait_ready(servers), wait_agents(agents))
+        await asyncio.gather(wait_ready([*servers, *helpers]), wait_agents(agents))
         admin_key = _admin_key(state_dir)
         keys = await _demo_keys(config, state_dir)
-        url = f"http://127.0.0.1:{port}"
-        info = {
+        info: dict[str, Any] = {
             "url": url,
             "admin_key": admin_key,
             "keys": keys,
@@ -363,6 +402,10 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             },
             "pid": os.getpid(),
         }
+        if idp is not None:
+            info["console"] = f"{url}/console"
+            info["people"] = idp.people_info()
+            info["identity_provider"] = {"issuer": idp.issuer, "pid": helpers[0].process.pid}
         app = create_app(config, admin_key=admin_key)
         catalogues = app.state.services.health.catalogues
         server = make_server(app, "127.0.0.1", port, log_level="warning")
@@ -392,6 +435,11 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             print(f"  admin key: {admin_key}")
             for inst, key in keys.items():
                 print(f"  key for {inst}: {key}")
+            if idp is not None:
+                print(f"  console: {url}/console (sign in with a demo person:)")
+                for login, p in info["people"].items():
+                    print(f"    {login:6} password {p['password']:14} {p['role']} of "
+                          + (p.get("site") or p["institution"]))  # fmt: skip
             print(f"  written to {state_dir / 'demo.json'}\n  Ctrl-C stops everything.", flush=True)
 
         announcer = asyncio.create_task(announce())
@@ -400,12 +448,36 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
         finally:
             announcer.cancel()
     finally:
-        for a in agents:  # all at once, then wait for each
+        for a in agents:  # all at once: each one's shutdown overlaps the others'
             a.terminate()
+        children = [*servers, *helpers]
+        for s in children:
+            if s.process.poll() is None:
+                s.process.terminate()
         for a in agents:
             a.stop()
-        for s in servers:
+        for s in children:
             s.stop()
+
+
+DEMO_OIDC_SECRET_ENV = "VERBUND_DEMO_OIDC_SECRET"  # noqa: S105 (a variable's name)
+
+
+def _prepare_idp(raw: dict[str, Any], state_dir: Path, url: str) -> demo_idp.DemoIdp | None:
+    """The demo identity provider's config, and ``[auth.oidc]`` pointing at it (in
+    ``raw``); None when Node.js or oidc-provider is missing (the demo runs without
+    sign-in then, and says so)."""
+    sites = [str(s["name"]) for s in raw.get("sites", [])]
+    try:
+        demo_idp.command(Path("idp.json"))
+    except RuntimeError as exc:
+        print(f"No sign-in for people: {exc}", flush=True)
+        return None
+    idp = demo_idp.DemoIdp.prepare(state_dir, free_port(), url, sites[0] if sites else "")
+    os.environ[DEMO_OIDC_SECRET_ENV] = idp.client_secret  # read by this process's access point
+    institutions = [str(i["id"]) for i in raw.get("institutions", [])]
+    raw["auth"] = {"oidc": [idp.settings(DEMO_OIDC_SECRET_ENV, institutions, sites)]}
+    return idp
 
 
 def _write_private(path: Path, text: str) -> None:

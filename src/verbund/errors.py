@@ -12,6 +12,7 @@ The tree::
         ├── BadRequest                400 invalid_request_error
         │   └── InvalidJSON           400 the body is not JSON / not an object
         ├── AuthenticationError       401 missing, malformed, unknown or revoked key
+        │   └── SignInFailed          401 an OpenID Connect sign-in did not prove who it is
         ├── PermissionDenied          403 the key may not do this
         │   └── PolicyViolation       403 no site may take this request's data
         ├── NotFound                  404
@@ -26,6 +27,7 @@ The tree::
         ├── BudgetExceeded            429 insufficient_quota: the monthly budget is used up
         ├── StoreUnavailable          503 store_unavailable, Retry-After: the store is away
         ├── Overloaded                503 this access point sheds load (Retry-After)
+        ├── NotConfigured             503 a feature the request needs is not set up here
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
             ├── ModelStarting         503 an on-demand model is starting (Retry-After)
@@ -120,6 +122,12 @@ class AuthenticationError(ApiError):
     code = "invalid_api_key"
 
 
+class SignInFailed(AuthenticationError):
+    """The identity provider's answer did not prove who signed in (bad state, token)."""
+
+    code = "sign_in_failed"
+
+
 class PermissionDenied(ApiError):
     status = 403
     type = "permission_error"
@@ -208,6 +216,15 @@ class Overloaded(ApiError):
     status = 503
     type = "server_error"
     code = "overloaded"
+
+
+class NotConfigured(ApiError):
+    """The request needs something the operator has not set up at this access point
+    (e.g. the key of stored responses); the message names what is missing."""
+
+    status = 503
+    type = "server_error"
+    code = "not_configured"
 
 
 class UpstreamError(ApiError):

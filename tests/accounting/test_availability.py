@@ -108,3 +108,18 @@ async def test_sites_in_maintenance_are_not_counted(gw: Gateway) -> None:
     await gw.services.health.prober.probe_all()
     counted = {site for site, _ in gw.services.accounting.availability._pending}
     assert counted == {"west", "sued"}
+
+
+async def test_series_buckets_stored_and_pending_rounds(store: Store) -> None:
+    """The console's charts: availability per hour (or day), gaps where nothing was probed."""
+    clock = Clock()
+    a = SiteAvailability(store, "ap-1", clock=clock, cache_seconds=0)
+    start = int(T0 // 3600 * 3600)
+    a.observe({"west": True, "ost": False})
+    await a.flush()
+    clock.now += 2 * 3600  # two hours later, not yet written
+    a.observe({"west": False})
+    a.observe({"west": True})
+    series = await a.series(start, 3600, 3)
+    assert series == {"ost": [0.0, None, None], "west": [1.0, None, 0.5]}
+    assert await a.series(start + 3 * 3600, 3600, 2) == {}  # nothing in that window

@@ -100,7 +100,7 @@ async def test_a_backend_the_site_reports_down_gets_no_requests(
         await svc.offer.prober.probe_all()
         svc.refresh_catalogue()
         await linked.refresh()
-        assert await _served_by(linked) == (200, SITE)
+        assert linked.gw.services.federation.backends["west-a"].healthy
         linked.fakes["west-a"].mode = "refuse"
         await svc.offer.prober.probe_all()
         svc.refresh_catalogue()
@@ -115,6 +115,22 @@ async def test_a_backend_the_site_reports_down_gets_no_requests(
         svc.refresh_catalogue()
         await linked.refresh()
         assert backend.healthy and not backend.site_down
+
+
+async def test_a_backend_answering_here_is_not_taken_out_on_the_agents_word(
+    linked_factory: LinkedFactory,
+) -> None:
+    async with linked_factory() as linked:
+        svc = linked.agent.services
+        await linked.refresh()
+        assert await _served_by(linked) == (200, SITE)  # it answered this access point
+        svc.offer.backends["west-a"].healthy = False  # the agent's probes time out (busy)
+        svc.offer.backends["west-a"].probe_failures = 2
+        svc.refresh_catalogue()
+        await linked.refresh()
+        backend = linked.gw.services.federation.backends["west-a"]
+        assert backend.site_down and backend.healthy
+        assert await _served_by(linked) == (200, SITE)
 
 
 async def test_a_stale_catalogue_keeps_serving(linked_factory: LinkedFactory) -> None:
@@ -226,3 +242,32 @@ async def test_the_relay_is_for_access_points_and_inference_only(
         async with linked.agent.http() as ap:
             assert (await ap.get("/relay/west-a/admin/secrets")).status_code == 404
             assert (await ap.get("/relay/nope/v1/models")).status_code == 404
+
+
+async def test_a_site_operator_at_the_access_point_reaches_the_agent(
+    linked_factory: LinkedFactory,
+) -> None:
+    """The access point's role model (a site_operator admin key scoped to one site) in
+    front of an agent-run site: own site 2xx and passed to the agent, whose audit chain
+    names the access point and the key; another site 403, and the agent unchanged."""
+    async with linked_factory() as linked:
+        gw = linked.gw
+        r = await gw.client.post(
+            "/admin/keys", json={"role": "site_operator", "site": SITE}, headers=gw.admin()
+        )
+        assert r.status_code == 201, r.text
+        key_id, op = r.json()["id"], {"authorization": f"Bearer {r.json()['key']}"}
+        r = await gw.client.post(f"/admin/sites/{SITE}/drain", headers=op)
+        assert r.status_code == 200 and r.json()["agent"] == "applied"
+        assert linked.agent.services.lifecycle.state.value == "draining"
+        other = await gw.client.post("/admin/sites/sued/maintenance", headers=op)
+        assert other.status_code == 403
+        assert gw.services.federation.sites["sued"].state.value == "active"
+        from sqlalchemy import select
+
+        from verbund.store import AuditRow
+
+        async with linked.agent.services.store.session() as s:
+            (row,) = (await s.scalars(select(AuditRow))).all()
+        assert row.actor == f"access_point:ap/{key_id} (site_operator)"
+        assert row.action == "site.draining"

@@ -33,3 +33,10 @@ def test_keys_list_and_revoke(cli: Cli) -> None:
     assert cli.api.calls[0][2] == {"params": {"institution": "uni-a"}}
     r = cli("keys", "revoke", "key_1", *TARGET)
     assert (r.exit_code, r.stdout) == (0, "revoked key_1\n")
+
+
+def test_keys_create_a_site_operators_key(cli: Cli) -> None:
+    cli.api.routes[("POST", "/admin/keys")] = {**CREATED, "id": "akey_1", "role": "site_operator"}
+    r = cli("keys", "create", "--role", "site_operator", "--site", "west", *TARGET)
+    assert r.exit_code == 0, r.output
+    assert cli.api.calls[0][2] == {"json": {"name": "", "role": "site_operator", "site": "west"}}

@@ -129,6 +129,38 @@ class SiteAvailability:
                 counts[1] += total
         return {site: (up / total if total else None) for site, (up, total) in totals.items()}
 
+    async def series(self, since: int, bucket: int, buckets: int) -> dict[str, list[float | None]]:
+        """Site -> availability in each of ``buckets`` periods of ``bucket`` seconds from
+        ``since`` (hours of a day, days of a month: the console's charts), None where no
+        probe round was counted. Summed in the store, plus what is not written yet."""
+        until = since + bucket * buckets
+        index = ((AvailabilityRow.minute - since) // bucket).label("i")
+        q = (
+            select(
+                AvailabilityRow.site,
+                index,
+                func.sum(AvailabilityRow.up),
+                func.sum(AvailabilityRow.total),
+            )
+            .where(AvailabilityRow.minute >= since, AvailabilityRow.minute < until)
+            .group_by(AvailabilityRow.site, index)
+        )
+        counts: dict[str, list[list[int]]] = {}
+
+        def add(site: str, i: int, up: int, total: int) -> None:
+            if 0 <= i < buckets:
+                c = counts.setdefault(site, [[0, 0] for _ in range(buckets)])[i]
+                c[0] += up
+                c[1] += total
+
+        async with self._store.session() as s:
+            for site, i, up, total in (await s.execute(q)).all():
+                add(site, int(i), int(up), int(total))
+        for (site, minute), (up, total) in self._pending.items():
+            if since <= minute < until:
+                add(site, (minute - since) // bucket, up, total)
+        return {site: [u / t if t else None for u, t in cs] for site, cs in sorted(counts.items())}
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._flush_seconds)

@@ -23,6 +23,7 @@ GROUPS: dict[str, ColumnElement[Any] | InstrumentedAttribute[Any]] = {
     "model": UsageRow.model,
     "backend": UsageRow.backend,
     "key": UsageRow.key_id,
+    "person": UsageRow.person_id,
     "endpoint": UsageRow.endpoint,
     "status": UsageRow.status,
     "access_point": UsageRow.access_point,
@@ -35,6 +36,7 @@ async def usage_report(
     since: float | None = None,
     until: float | None = None,
     institution_id: str | None = None,
+    person_id: str | None = None,
 ) -> list[dict[str, Any]]:
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown:
@@ -57,6 +59,8 @@ async def usage_report(
         q = q.where(UsageRow.ts < until)
     if institution_id is not None:
         q = q.where(UsageRow.institution_id == institution_id)
+    if person_id is not None:
+        q = q.where(UsageRow.person_id == person_id)
     if cols:
         q = q.group_by(*cols).order_by(*cols)
     async with store.session() as s:

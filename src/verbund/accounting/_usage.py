@@ -52,6 +52,7 @@ class UsageRecord:
     # bytes of request and answer bodies; set for OIP v2 inference, which has no tokens
     request_bytes: int | None = None
     response_bytes: int | None = None
+    person_id: str | None = None  # the person whose own key made the request
     ts: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: os.urandom(16).hex())  # 128 random bits
 

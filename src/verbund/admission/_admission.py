@@ -43,7 +43,7 @@ from verbund.accounting import BudgetService, Recording, UsageRecord, UsageSink,
 from verbund.admission._shedding import Overload
 from verbund.config import DataClass, LimitsConfig
 from verbund.coordination import QuotaGate, Seats
-from verbund.errors import ApiError
+from verbund.errors import ApiError, ModelNotFound
 from verbund.federation import Backend, Federation
 from verbund.policy import RequestPolicy
 from verbund.proxy import ClientGone, Forward
@@ -93,6 +93,7 @@ class Admission:
         prompt_estimate: int = 0,
         parsed: dict[str, Any] | None = None,
         client_gone: ClientGone | None = None,
+        variants: dict[str, bytes] | None = None,
     ) -> Forward:
         """The request as the proxy takes it."""
         return Forward(
@@ -106,6 +107,7 @@ class Admission:
             prompt_estimate=prompt_estimate,
             parsed=parsed,
             client_gone=client_gone,
+            variants=variants or {},
         )
 
     def respond(self, response: Response) -> Response:
@@ -117,15 +119,21 @@ class Admission:
 class Entry:
     """A request past its first step (caller known, seats taken), its body not yet read."""
 
-    __slots__ = ("_admitter", "headers", "recording", "who")
+    __slots__ = ("_admitter", "headers", "person", "recording", "who")
 
     def __init__(
-        self, admitter: Admitter, who: Principal, recording: Recording, headers: dict[str, str]
+        self,
+        admitter: Admitter,
+        who: Principal,
+        recording: Recording,
+        headers: dict[str, str],
+        person: str = "",
     ) -> None:
         self._admitter = admitter
         self.who = who
         self.recording = recording
         self.headers = headers  # the request quota's, for the answer
+        self.person = person  # a front-end user's pseudonym, or ""
 
     @property
     def record(self) -> UsageRecord:
@@ -139,7 +147,9 @@ class Entry:
         """This request, now owned by an answer that outlives the route (a stream that
         waits for its model to start): the route's end no longer emits its record; the
         new owner does, in :meth:`owned`."""
-        return Entry(self._admitter, self.who, self.recording.hand_over(), self.headers)
+        return Entry(
+            self._admitter, self.who, self.recording.hand_over(), self.headers, self.person
+        )
 
     @contextlib.contextmanager
     def owned(self) -> Iterator[Entry]:
@@ -185,9 +195,16 @@ class Admitter:
         self._tracer = tracer
 
     @contextlib.asynccontextmanager
-    async def enter(self, who: Principal, endpoint: str, request_id: str) -> AsyncIterator[Entry]:
+    async def enter(
+        self, who: Principal, endpoint: str, request_id: str, person: str = ""
+    ) -> AsyncIterator[Entry]:
         """The steps before the body; the record is emitted, and what the request holds
-        given back, when the answer has ended (a stream hands this over to the proxy)."""
+        given back, when the answer has ended (a stream hands this over to the proxy).
+
+        ``person`` names the person behind a front-end's key (from the user headers it
+        forwards, trusted for such keys only): it is kept as a keyed hash, which the
+        person's own quotas count and the usage record carries, and it becomes the
+        request's end user as sites see it."""
         inst = who.institution
         record = UsageRecord(
             request_id=request_id,
@@ -196,17 +213,24 @@ class Admitter:
             key_id=who.key_id,
             endpoint=endpoint,
             model="",
+            person_id=who.key.person_id,
         )
+        # a front-end's user, unless the key is a person's own (then it is theirs)
+        front = self._pseudonyms(person) if person and not who.key.person_id else ""
+        if front:
+            record.person_id = record.user_hash = front
         with self._usage.recording(record) as recording:
             try:
                 recording.on_close(self._overload.claim(inst.id).release)
-                charged = await self._quotas.charge(request_limits(inst, who.key))
+                charged = await self._quotas.charge(
+                    request_limits(inst, who.key, who.person, front)
+                )
                 taken = await self._seats.take(seat_limits(inst, who.key, self._limits))
                 recording.on_close(taken.release)
             except ApiError as exc:  # refused before anything was sent anywhere
                 record.status, record.http_status = "rejected", exc.status
                 raise
-            yield Entry(self, who, recording, charged.headers)
+            yield Entry(self, who, recording, charged.headers, front)
 
     async def admit(self, entry: Entry, ask: Ask) -> Admission:
         who, record = entry.who, entry.record
@@ -214,13 +238,18 @@ class Admitter:
         record.model = self._stored_name(ask)
         record.stream, record.priority = ask.stream, ask.priority
         record.request_bytes = ask.request_bytes
-        if ask.user:
+        if ask.user and not entry.person:
             record.user_hash = self._pseudonyms(ask.user)
         try:
             headers = self._budgets.check(inst, ask.cost)
             reservation = await self._quotas.admit(
-                record.request_id, token_limits(inst, who.key), ask.tokens
+                record.request_id,
+                token_limits(inst, who.key, who.person, entry.person),
+                ask.tokens,
             )
+            if not self._federation.visible(ask.model, inst.id):
+                record.model = "unknown"  # another institution's model: not even its name
+                raise ModelNotFound(f"The model '{ask.model}' does not exist.", param="model")
             policy = RequestPolicy.for_institution(inst, ask.data_class)
             ctx = ask.route or RouteContext()
             plan: list[Backend] = []

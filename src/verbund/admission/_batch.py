@@ -26,7 +26,7 @@ from verbund.accounting import UsageRecord, UsageSink
 from verbund.admission._tokens import estimate_prompt_tokens, max_tokens
 from verbund.config import DataClass
 from verbund.coordination import QuotaGate
-from verbund.errors import PermissionDenied
+from verbund.errors import ModelNotFound, PermissionDenied
 from verbund.federation import Backend, Federation
 from verbund.policy import RequestPolicy
 from verbund.proxy import Forward, Proxy
@@ -66,6 +66,8 @@ class BatchDispatch:
         inst = self._institutions.get(institution_id)
         if inst is None:
             raise PermissionDenied("The batch's institution is no longer a member.")
+        if not self._federation.visible(model, institution_id):
+            raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
         return self._router.plan(
             model,
             RequestPolicy.for_institution(inst, DataClass(data_class)),
@@ -80,7 +82,9 @@ class BatchDispatch:
         inst = self._institutions.get(record.institution_id)
         if inst is None:
             raise PermissionDenied("The batch's institution is no longer a member.")
-        limits = token_limits(inst, self._keys.by_id(record.key_id))
+        key = self._keys.by_id(record.key_id)
+        limits = token_limits(inst, key)
+        record.person_id = key.person_id if key is not None else None  # a person's own key
         parsed = orjson.loads(body)
         user = parsed.get("user")
         if isinstance(user, str) and user:

@@ -37,7 +37,8 @@ def affinity_key(model: str, body: dict[str, Any]) -> str:
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """About four characters a token, plus a few per message for the chat template.
+    """About four characters a token, plus a few per message for the chat template;
+    tool definitions, tool calls and a response format's schema count as characters.
 
     Used for the quota reservation, and when a backend streams without reporting usage
     (such records are flagged ``usage_estimated``).
@@ -55,6 +56,14 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
                     for p in content
                     if isinstance(p, dict) and isinstance(p.get("text"), str)
                 )
+            calls = m.get("tool_calls") if isinstance(m, dict) else None
+            if calls:
+                chars += len(orjson.dumps(calls))
+        # tool definitions and schemas reach the model's prompt too (Open WebUI sends
+        # some 26 KB of tools with every message)
+        for extra in ("tools", "functions", "response_format"):
+            if body.get(extra):
+                chars += len(orjson.dumps(body[extra]))
         return chars // 4 + 4 * len(messages)
     prompt = body.get("prompt")
     if prompt is None:

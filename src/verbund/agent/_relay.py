@@ -11,6 +11,7 @@ kept, and new inference is refused (503) while the site is in maintenance.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -73,6 +74,8 @@ async def relay(request: Request) -> Response:
     except UpstreamFailed:
         offer.prober.suspect(backend)
         raise UpstreamError(f"Backend '{name}' is unreachable from its site agent.") from None
+    if resp.status < 500:  # it answers: evidence for the agent's own health verdict
+        offer.tracker.on_success(backend, time.monotonic())
     out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
     return StreamingResponse(_chunks(resp), status_code=resp.status, headers=out_headers)
 

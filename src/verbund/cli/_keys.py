@@ -14,12 +14,28 @@ COLUMNS = ["id", "prefix", "institution", "name", "revoked"]
 
 def create(
     ctx: typer.Context,
-    institution: Annotated[str, typer.Option("--institution", help="Institution id.")],
+    institution: Annotated[
+        str | None, typer.Option("--institution", help="Institution id.")
+    ] = None,
     name: Annotated[str, typer.Option("--name")] = "",
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            help="An admin key of this role instead of an institution's key: "
+            "site_operator (with --site), institution_admin (with --institution), "
+            "auditor, federation_admin.",
+        ),
+    ] = None,
+    site: Annotated[str | None, typer.Option("--site", help="A site_operator's site.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create a key; it is shown only this once."""
-    data = session(ctx).call("POST", "/admin/keys", json={"institution": institution, "name": name})
+    body: dict[str, str] = {"name": name}
+    for field, value in (("institution", institution), ("role", role), ("site", site)):
+        if value is not None:
+            body[field] = value
+    data = session(ctx).call("POST", "/admin/keys", json=body)
     if as_json:
         echo_json(data, indent=None)
     else:

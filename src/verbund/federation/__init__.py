@@ -18,6 +18,12 @@ from verbund.federation._catalogue import (
     SiteCatalogue,
     accepted,
 )
+from verbund.federation._dialect import (
+    LLAMA_CPP_PYTHON,
+    OPENAI,
+    chat_body_for,
+    streams_unstreamed,
+)
 from verbund.federation._federation import Federation
 from verbund.federation._health import Failure, HealthTracker, Probe, request_key
 from verbund.federation._lifecycle import SiteLifecycle
@@ -39,6 +45,8 @@ from verbund.federation._upstream import (
 
 __all__ = [
     "CATALOGUE_PATH",
+    "LLAMA_CPP_PYTHON",
+    "OPENAI",
     "RELAY_PREFIX",
     "STATE_ACTIONS",
     "AcceptedCatalogue",
@@ -73,7 +81,9 @@ __all__ = [
     "UpstreamTimedOut",
     "accepted",
     "agent_error",
+    "chat_body_for",
     "parse_catalogue",
     "parse_engine_metrics",
     "request_key",
+    "streams_unstreamed",
 ]

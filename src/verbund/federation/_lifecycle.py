@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from verbund.audit import AuditLog
+from verbund.audit import AuditLog, Who, who_name
 from verbund.config import SiteState
 from verbund.errors import NotFound
 from verbund.federation._federation import Federation
@@ -52,19 +52,20 @@ class SiteLifecycle:
         if site in self._federation.sites and state in SiteState.__members__:
             self._federation.set_state(str(site), SiteState(str(state)))
 
-    async def set_state(self, site: str, state: SiteState, actor: str) -> SiteState:
+    async def set_state(self, site: str, state: SiteState, actor: Who) -> SiteState:
         """Change a site's state everywhere; returns the state it had before."""
         if site not in self._federation.sites:
             raise NotFound(f"No site named '{site}'.", param="site")
+        name = who_name(actor)[0]
         async with self._store.session() as s, s.begin():
             row = await s.get(SiteStateRow, site)
             before = SiteState(row.state) if row else self._federation.sites[site].state
             if row is None:
                 s.add(
-                    SiteStateRow(site=site, state=state.value, updated_at=time.time(), actor=actor)
+                    SiteStateRow(site=site, state=state.value, updated_at=time.time(), actor=name)
                 )
             else:
-                row.state, row.updated_at, row.actor = state.value, time.time(), actor
+                row.state, row.updated_at, row.actor = state.value, time.time(), name
             await self._audit.append(
                 s,
                 actor=actor,
@@ -75,5 +76,5 @@ class SiteLifecycle:
             )
         self._federation.set_state(site, state)
         await self._publish({"type": "site.state", "site": site, "state": state.value})
-        log.info("site %s: %s -> %s by %s", site, before.value, state.value, actor)
+        log.info("site %s: %s -> %s by %s", site, before.value, state.value, name)
         return before

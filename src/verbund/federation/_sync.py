@@ -243,15 +243,22 @@ class CatalogueSync:
             await agent.aclose()
 
 
+TRUST_OWN_ANSWERS = 10.0  # seconds: an answer from a backend outweighs the agent's "down"
+
+
 def _apply_health(backends: list[Backend], health: Mapping[str, bool | None], now: float) -> None:
     """The agent's verdicts: down takes a backend out, up brings back what the agent took
     out (with slow start). What this access point's own checks took out stays out until
-    its own probe brings it back."""
+    its own probe brings it back. A backend that answered this access point's requests
+    within the last ``TRUST_OWN_ANSWERS`` seconds is not taken out on the agent's word:
+    a single-threaded server busy with requests (llama.cpp) answers probes late, and the
+    agent does not see the requests that keep it busy; if it really is down, the next
+    requests fail and this access point's own checks take it out."""
     for b in backends:
         verdict = health.get(b.name) if b.announced else None
         if verdict is False and not b.site_down:
             b.site_down = True
-            if b.healthy:
+            if b.healthy and now - b.last_success > TRUST_OWN_ANSWERS:
                 b.healthy = False
                 b.down_since = b.out_since = now
         elif verdict is True and b.site_down:

@@ -425,9 +425,13 @@ class UpstreamPool:
             HttpxSide(self._clients, shared) if transport_factory is not None else shared
         )
 
-    def add(self, b: Backend, headers: Mapping[str, str]) -> None:
+    def add(self, b: Backend, headers: Mapping[str, str] | None = None) -> None:
         """Clients for ``b`` (sent with ``headers``), also for a backend that joins while
-        the access point runs (a site's agent announced it)."""
+        the access point runs (a site's agent announced it, or a site serves a fine-tuned
+        model). A backend that has clients keeps them."""
+        if b.name in self._upstreams:
+            return
+        headers = headers or {}
         routing = self._routing
         if headers:
             self._side_headers[b.name] = headers

@@ -9,19 +9,18 @@ from starlette.responses import JSONResponse, Response
 
 from verbund.accounting import load_lines, money, parse_month, settle
 from verbund.errors import BadRequest, StoreUnavailable
-from verbund.gateway._deps import admin, services
-from verbund.gateway._services import Services
+from verbund.gateway._deps import query_param, require, services
 from verbund.store import RETRY_AFTER_SECONDS, STORE_FAILURES
+from verbund.tenancy import Permission
 
-
-def _admin(request: Request) -> Services:
-    admin(request)
-    return services(request)
+_read_settlement = require(Permission.settlement_read)
+_read_budgets = require(Permission.budgets_read, query_param("institution"))
 
 
 async def settlement(request: Request) -> Response:
     """``GET /admin/settlement?month=YYYY-MM``: the statement, recomputed from usage records."""
-    svc = _admin(request)
+    await _read_settlement(request)
+    svc = services(request)
     month = request.query_params.get("month", "")
     try:
         start, end = parse_month(month)
@@ -40,9 +39,13 @@ async def settlement(request: Request) -> Response:
 
 async def budgets(request: Request) -> Response:
     """``GET /admin/budgets``: month-to-date spend of institutions that have a budget."""
-    svc = _admin(request)
+    await _read_budgets(request)
+    svc = services(request)
+    only = request.query_params.get("institution") or None
     data: list[dict[str, Any]] = []
     for inst in svc.institutions.all():
+        if only is not None and inst.id != only:
+            continue
         if not (inst.budget_tokens_per_month or inst.budget_per_month):
             continue
         spend = svc.accounting.budgets.spend(inst.id)

@@ -1,4 +1,8 @@
-"""The federation admin API under /admin: sites, keys, institutions, usage, audit."""
+"""The federation admin API under /admin: sites, institutions, usage, audit (keys: _keys).
+
+Every route names its permission once, through :func:`require` (or, where the target is
+in the body, :func:`authorize`); what each role may do is decided in
+:mod:`verbund.tenancy` alone."""
 
 from __future__ import annotations
 
@@ -7,23 +11,37 @@ import math
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from verbund.accounting import GROUPS, usage_report
 from verbund.config import InstitutionConfig, SiteState
 from verbund.errors import ApiError, BadRequest, NotFound
-from verbund.gateway._deps import admin, json_body, query_int, services, validated
+from verbund.gateway._deps import (
+    json_body,
+    path_param,
+    query_int,
+    query_param,
+    require,
+    services,
+    validated,
+)
 from verbund.gateway._services import Services
+from verbund.tenancy import Permission
 
 ADMIN_BODY_LIMIT = 64 * 1024
 log = logging.getLogger("verbund.gateway")
 
 
-async def _admin(request: Request) -> tuple[Services, str]:
-    actor = admin(request)
-    return services(request), actor
+_read_sites = require(Permission.sites_read)
+_read_site = require(Permission.sites_read, path_param("name"))
+_change_site = require(Permission.site_lifecycle, path_param("name"))
+_drain_access_point = require(Permission.access_point_drain)
+_read_institutions = require(Permission.institutions_read, query_param("institution"))
+_change_institution = require(Permission.institutions_write, path_param("institution_id"))
+_create_institution = require(Permission.institutions_write)
+_read_usage = require(Permission.usage_read, query_param("institution"))
+_read_audit = require(Permission.audit_read)
 
 
 def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
@@ -65,7 +83,8 @@ def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
 
 
 async def list_sites(request: Request) -> Response:
-    svc, _ = await _admin(request)
+    await _read_sites(request)
+    svc = services(request)
     return JSONResponse(
         {
             "access_point": svc.config.gateway.name,
@@ -75,16 +94,27 @@ async def list_sites(request: Request) -> Response:
     )
 
 
+async def get_site(request: Request) -> Response:
+    """One site with its backends' live load: what its operator watches."""
+    await _read_site(request)
+    name = request.path_params["name"]
+    found = [s for s in site_view(services(request), detail=True) if s["name"] == name]
+    if not found:
+        raise NotFound(f"No site named '{name}'.", param="site")
+    return JSONResponse(found[0])
+
+
 def _lifecycle(state: SiteState) -> Any:
     async def handler(request: Request) -> Response:
-        svc, actor = await _admin(request)
+        who = await _change_site(request)
+        svc = services(request)
         name = request.path_params["name"]
-        before = await svc.lifecycle.set_state(name, state, actor)
+        before = await svc.lifecycle.set_state(name, state, who)
         answer = {"site": name, "state": state.value, "previous": before.value}
         agent = svc.health.catalogues.agents.get(name)
         if agent is not None:  # the site's own state too, so its agent and every AP agree
-            try:
-                await agent.set_state(state.value, actor)
+            try:  # the agent's audit chain names this access point and who asked here
+                await agent.set_state(state.value, who.audit_name)
                 answer["agent"] = "applied"
             except ApiError as exc:
                 log.warning("site %s: agent not told of %s: %s", name, state.value, exc.message)
@@ -103,20 +133,21 @@ async def drain_access_point(request: Request) -> Response:
     """Take this access point out of service as SIGTERM would: ``/readyz`` 503 at once,
     serving on for ``gateway.drain_grace`` seconds, then stopping once what is in flight
     has finished. Audited like a site's lifecycle change."""
-    svc, actor = await _admin(request)
+    who = await _drain_access_point(request)
+    svc = services(request)
     name = svc.config.gateway.name
     before = "draining" if svc.drain.draining else "serving"
     async with svc.store.session() as s, s.begin():
         await svc.audit.append(
             s,
-            actor=actor,
+            actor=who,
             action="access_point.drain",
             target=name,
             before={"state": before},
             after={"state": "draining"},
         )
     svc.drain.request()
-    log.info("access point %s: %s -> draining by %s", name, before, actor)
+    log.info("access point %s: %s -> draining by %s", name, before, who.id)
     return JSONResponse(
         {
             "access_point": name,
@@ -128,80 +159,9 @@ async def drain_access_point(request: Request) -> Response:
     )
 
 
-class _KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    institution: str = Field(min_length=1, max_length=128)
-    name: str = Field("", max_length=256)
-
-
-async def create_key(request: Request) -> Response:
-    svc, actor = await _admin(request)
-    req = validated(_KeyCreate, (await json_body(request, ADMIN_BODY_LIMIT))[1])
-    if svc.institutions.get(req.institution) is None:
-        raise NotFound(f"No institution '{req.institution}'.", param="institution")
-    created = await svc.keys.create(req.institution, req.name, actor)
-    return JSONResponse(
-        {
-            "id": created.id,
-            "key": created.key,
-            "institution": created.institution,
-            "name": created.name,
-            "created_at": created.created_at,
-        },
-        status_code=201,
-    )
-
-
-async def list_keys(request: Request) -> Response:
-    svc, _ = await _admin(request)
-    rows = await svc.keys.list(request.query_params.get("institution"))
-    return JSONResponse(
-        {
-            "data": [
-                {
-                    "id": r.id,
-                    "prefix": r.prefix,
-                    "institution": r.institution_id,
-                    "name": r.name,
-                    "created_at": int(r.created_at),
-                    "revoked": r.revoked_at is not None,
-                }
-                for r in rows
-            ]
-        }
-    )
-
-
-async def revoke_key(request: Request) -> Response:
-    svc, actor = await _admin(request)
-    key_id = request.path_params["key_id"]
-    await svc.keys.revoke(key_id, actor)
-    return JSONResponse({"id": key_id, "revoked": True})
-
-
-class _KeyQuotas(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    requests_per_minute: int = Field(0, ge=0)
-    tokens_per_minute: int = Field(0, ge=0)
-
-
-async def update_key(request: Request) -> Response:
-    svc, actor = await _admin(request)
-    req = validated(_KeyQuotas, (await json_body(request, ADMIN_BODY_LIMIT))[1])
-    row = await svc.keys.set_quotas(
-        request.path_params["key_id"], actor, req.requests_per_minute, req.tokens_per_minute
-    )
-    return JSONResponse(
-        {
-            "id": row.id,
-            "requests_per_minute": req.requests_per_minute,
-            "tokens_per_minute": req.tokens_per_minute,
-        }
-    )
-
-
 async def update_institution(request: Request) -> Response:
-    svc, actor = await _admin(request)
+    who = await _change_institution(request)
+    svc = services(request)
     changes = (await json_body(request, ADMIN_BODY_LIMIT))[1]
     sites = changes.get("allowed_sites", [])
     if not isinstance(sites, list) or not all(isinstance(s, str) for s in sites):
@@ -217,7 +177,7 @@ async def update_institution(request: Request) -> Response:
             param="allowed_sites",
         )
     _check_partner_site(svc, changes.get("partner_site"))
-    inst = await svc.institutions.update(request.path_params["institution_id"], changes, actor)
+    inst = await svc.institutions.update(request.path_params["institution_id"], changes, who)
     return JSONResponse(inst.model_dump(mode="json"))
 
 
@@ -231,12 +191,23 @@ def _check_partner_site(svc: Services, site: object) -> None:
 
 
 async def list_institutions(request: Request) -> Response:
-    svc, _ = await _admin(request)
-    return JSONResponse({"data": [i.model_dump(mode="json") for i in svc.institutions.all()]})
+    await _read_institutions(request)
+    svc = services(request)
+    only = request.query_params.get("institution") or None
+    return JSONResponse(
+        {
+            "data": [
+                i.model_dump(mode="json")
+                for i in svc.institutions.all()
+                if only is None or i.id == only
+            ]
+        }
+    )
 
 
 async def create_institution(request: Request) -> Response:
-    svc, actor = await _admin(request)
+    who = await _create_institution(request)
+    svc = services(request)
     inst = validated(InstitutionConfig, (await json_body(request, ADMIN_BODY_LIMIT))[1])
     unknown = [s for s in inst.allowed_sites if s not in svc.federation.sites]
     if unknown:
@@ -244,7 +215,7 @@ async def create_institution(request: Request) -> Response:
             f"allowed_sites names unknown sites: {', '.join(unknown)}", param="allowed_sites"
         )
     _check_partner_site(svc, inst.partner_site)
-    await svc.institutions.create(inst, actor)
+    await svc.institutions.create(inst, who)
     return JSONResponse(inst.model_dump(mode="json"), status_code=201)
 
 
@@ -262,7 +233,8 @@ def _float_param(request: Request, name: str) -> float | None:
 
 
 async def usage(request: Request) -> Response:
-    svc, _ = await _admin(request)
+    await _read_usage(request)
+    svc = services(request)
     group_by = [g for g in request.query_params.get("group_by", "institution").split(",") if g]
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown:
@@ -281,7 +253,8 @@ async def usage(request: Request) -> Response:
 
 
 async def audit_entries(request: Request) -> Response:
-    svc, _ = await _admin(request)
+    await _read_audit(request)
+    svc = services(request)
     after = query_int(request, "after", 0, 0, 2**62)  # a sequence number, not a time
     rows = await svc.audit.entries(after_seq=after)
     return JSONResponse(
@@ -291,6 +264,7 @@ async def audit_entries(request: Request) -> Response:
                     "seq": r.seq,
                     "ts": r.ts,
                     "actor": r.actor,
+                    "role": r.role or None,
                     "action": r.action,
                     "target": r.target,
                     "before": r.before,
@@ -305,7 +279,8 @@ async def audit_entries(request: Request) -> Response:
 
 
 async def audit_verify(request: Request) -> Response:
-    svc, _ = await _admin(request)
+    await _read_audit(request)
+    svc = services(request)
     result = await svc.audit.verify()
     return JSONResponse(
         {

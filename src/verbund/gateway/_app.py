@@ -16,10 +16,25 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from verbund import console
 from verbund.config import FederationConfig
 from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
-from verbund.gateway import _accounting, _admin, _batches, _files, _jobs, _oip, _openai, _ops
+from verbund.gateway import (
+    _accounting,
+    _admin,
+    _batches,
+    _files,
+    _jobs,
+    _keys,
+    _me,
+    _oip,
+    _openai,
+    _ops,
+    _people,
+    _responses,
+    _signin,
+)
 from verbund.gateway._overload import OverloadMiddleware
 from verbund.gateway._services import AgentTransport, Services
 from verbund.server import Drain
@@ -130,6 +145,10 @@ def create_app(
         Route("/v1/chat/completions", _openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", _openai.completions, methods=["POST"]),
         Route("/v1/embeddings", _openai.embeddings, methods=["POST"]),
+        Route("/v1/responses", _responses.create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", _responses.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", _responses.delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/cancel", _responses.cancel_response, methods=["POST"]),
         Route("/v1/files", _files.create_file, methods=["POST"]),
         Route("/v1/files", _files.list_files, methods=["GET"]),
         Route("/v1/files/{file_id}", _files.get_file, methods=["GET"]),
@@ -145,19 +164,34 @@ def create_app(
         Route("/metrics", _ops.metrics, methods=["GET"]),
         Route("/admin/drain", _admin.drain_access_point, methods=["POST"]),
         Route("/admin/sites", _admin.list_sites, methods=["GET"]),
+        Route("/admin/sites/{name}", _admin.get_site, methods=["GET"]),
         Route("/admin/sites/{name}/drain", _admin.drain_site, methods=["POST"]),
         Route("/admin/sites/{name}/maintenance", _admin.maintain_site, methods=["POST"]),
         Route("/admin/sites/{name}/resume", _admin.resume_site, methods=["POST"]),
-        Route("/admin/keys", _admin.create_key, methods=["POST"]),
-        Route("/admin/keys", _admin.list_keys, methods=["GET"]),
-        Route("/admin/keys/{key_id}", _admin.revoke_key, methods=["DELETE"]),
-        Route("/admin/keys/{key_id}", _admin.update_key, methods=["PATCH"]),
+        Route("/admin/keys", _keys.create_key, methods=["POST"]),
+        Route("/admin/keys", _keys.list_keys, methods=["GET"]),
+        Route("/admin/keys/{key_id}", _keys.revoke_key, methods=["DELETE"]),
+        Route("/admin/keys/{key_id}", _keys.update_key, methods=["PATCH"]),
         Route("/admin/institutions", _admin.list_institutions, methods=["GET"]),
         Route("/admin/institutions", _admin.create_institution, methods=["POST"]),
         Route("/admin/institutions/{institution_id}", _admin.update_institution, methods=["PATCH"]),
         Route("/admin/usage", _admin.usage, methods=["GET"]),
         Route("/admin/audit", _admin.audit_entries, methods=["GET"]),
         Route("/admin/audit/verify", _admin.audit_verify, methods=["GET"]),
+        # people: sign-in with OpenID Connect, their own keys and usage
+        Route("/auth/providers", _signin.providers, methods=["GET"]),
+        Route("/auth/login", _signin.login, methods=["GET"]),
+        Route("/auth/callback", _signin.callback, methods=["GET"]),
+        Route("/auth/session", _signin.session, methods=["GET"]),
+        Route("/auth/logout", _signin.logout, methods=["POST"]),
+        Route("/auth/signed-out", _signin.signed_out, methods=["GET"]),
+        Route("/v1/me", _me.me, methods=["GET"]),
+        Route("/v1/me/keys", _me.list_keys, methods=["GET"]),
+        Route("/v1/me/keys", _me.create_key, methods=["POST"]),
+        Route("/v1/me/keys/{key_id}", _me.revoke_key, methods=["DELETE"]),
+        Route("/v1/me/usage", _me.usage, methods=["GET"]),
+        Route("/admin/people", _people.list_people, methods=["GET"]),
+        Route("/admin/people/{person_id}", _people.update_person, methods=["PATCH"]),
         # accounting: settlement between partners, budgets
         Route("/admin/settlement", _accounting.settlement, methods=["GET"]),
         Route("/admin/budgets", _accounting.budgets, methods=["GET"]),
@@ -183,6 +217,8 @@ def create_app(
         Route("/v2/models/ft:{rest:path}/infer", _jobs.ft_model_infer, methods=["POST"]),
         Route("/v2/models/ft:{rest:path}/ready", _jobs.ft_model_ready, methods=["GET"]),
         Route("/v2/models/ft:{rest:path}", _jobs.ft_model_metadata, methods=["GET"]),
+        # the web console for people (pages, their assets)
+        *console.console_routes(),
         # Open Inference Protocol v2: health, model metadata/ready, infer, fallback
         *_oip.routes(),
     ]

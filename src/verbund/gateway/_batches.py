@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from verbund.admission import Ask
 from verbund.batch import parse_create
-from verbund.errors import BadRequest, NoBackendAvailable
+from verbund.errors import BadRequest, ModelNotFound, NoBackendAvailable
 from verbund.gateway._body import (
     check_chat,
     check_common,
@@ -29,6 +29,7 @@ from verbund.gateway._deps import (
     request_id,
     services,
 )
+from verbund.gateway._inference import kind_phrase
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.routing import RouteContext
@@ -73,13 +74,16 @@ async def create_batch(request: Request) -> Response:
         ctx = RouteContext(home_site=svc.federation.home_site, home_region=inst.home_region)
 
         def check_model(model: str) -> None:
+            if not svc.federation.visible(model, inst.id):  # another institution's own
+                raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
             # allowed but not available right now is fine: the batch waits
             with contextlib.suppress(NoBackendAvailable):
                 svc.router.plan(model, policy, ctx)
             kind = svc.federation.models[model].kind
             if kind not in _MODEL_KINDS[req.endpoint]:
                 raise BadRequest(
-                    f"The model '{model}' is a {kind} model and cannot serve {req.endpoint}.",
+                    f"The model '{model}' is {kind_phrase(kind)} model and cannot serve "
+                    f"{req.endpoint}.",
                     code="invalid_model",
                     param="model",
                 )

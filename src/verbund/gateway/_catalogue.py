@@ -1,12 +1,14 @@
 """The model catalogue: what a caller may use, where it runs, and whether it can serve now.
 
 ``GET /v1/models`` shows every model at least one site may serve for the caller's
-institution (its data policy at the key's default data class). A model whose compliant
+institution (its data policy at the request's data class: the key's default, raised by
+``X-Verbund-Data-Class``), of the kinds asked for (``?kind=chat``, or the key's
+``model_kinds``, so chat front-ends list no embedding or OIP models). A model whose compliant
 sites are all drained, down or ejected stays in the list with ``available: false``: the
 caller learns it exists and is out of service, instead of guessing. ``status`` says the
 same in one word, including on-demand models that a site starts on the first request.
-The OpenAI fields (``id``, ``object``, ``created``, ``owned_by``) come first; Verbund's own go under
-``verbund``.
+The OpenAI fields (``id``, ``object``, ``created``, ``owned_by``) come first; Verbund's
+own go under ``verbund``.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ def model_entry(
     if not sites:
         return None
     site_entries = [_site_entry(s, model.name, now) for s in sites]
+    available = any(e["available"] for e in site_entries)
     return {
         "id": model.name,
         "object": "model",
@@ -97,23 +100,47 @@ def model_entry(
             "description": model.description,
             "license": model.license or None,
             "owner_site": model.owner_site or None,
+            "base_model": model.base_model or None,
             "context_length": model.context_length,
             "modalities": model.input_modalities,
             "data_classes": _data_classes(all_sites, policy),
-            "available": any(e["available"] for e in site_entries),
+            "available": available,
             "status": status(sites, site_entries),
+            "capabilities": capabilities(model),
             "sites": site_entries,
         },
     }
 
 
+def capabilities(model: ModelConfig) -> dict[str, bool]:
+    """What a client may ask of the model. Every chat backend takes tools and structured
+    output in OpenAI's shapes (llama.cpp's are rewritten for it and grammar-enforced)."""
+    chat = model.kind == "chat"
+    return {
+        "chat": chat,
+        "completions": model.kind in ("chat", "completion"),
+        "tools": chat,
+        "structured_output": chat,
+        "embeddings": model.kind == "embedding",
+        "vision": chat and "image" in model.input_modalities,
+        "inference": model.kind == "oip",
+    }
+
+
 def catalogue(
-    federation: Federation, policy: RequestPolicy, created: int, now: float | None = None
+    federation: Federation,
+    policy: RequestPolicy,
+    created: int,
+    now: float | None = None,
+    kinds: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Every model ``policy`` may use, in config order, with its sites and their state."""
+    """Every model ``policy`` may use (of ``kinds``; empty: all), in config order, with
+    its sites and their state."""
     now = time.monotonic() if now is None else now
     out = []
     for model in federation.models.values():
+        if kinds and model.kind not in kinds:
+            continue
         entry = model_entry(federation, model, policy, created, now)
         if entry is not None:
             out.append(entry)

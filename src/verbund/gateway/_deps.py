@@ -1,33 +1,43 @@
-"""What routes take from a request, each written once: the services, the caller, the
-request's data class and priority, the body (size-limited, parsed, validated) and query
+"""What routes take from a request, each written once: the services, the caller (an
+institution's key, or an actor whose permissions :func:`require` checks), the request's
+data class and priority, the body (size-limited, parsed, validated) and query
 parameters. Every route uses these; none reaches into ``request.app.state`` itself.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from verbund.config import DataClass
-from verbund.errors import BadRequest
-from verbund.gateway._auth import authenticate, require_admin
+from verbund.errors import BadRequest, PermissionDenied
+from verbund.gateway._auth import authenticate, resolve_actor
 from verbund.gateway._body import parse_object, read_body
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, request_data_class
-from verbund.tenancy import Principal
+from verbund.tenancy import Actor, Permission, Principal, Role, can
 
 __all__ = [
+    "PERSON_HEADERS",
     "PRIORITY_HEADER",
-    "admin",
+    "ActorDep",
+    "Target",
+    "actor",
+    "authorize",
     "data_class",
     "json_body",
+    "path_param",
+    "person",
     "principal",
     "priority",
     "query_int",
+    "query_param",
     "request_id",
+    "require",
     "services",
     "validated",
 ]
@@ -53,14 +63,79 @@ async def principal(request: Request) -> Principal:
     return await authenticate(request, services(request))
 
 
-def admin(request: Request) -> str:
-    """The federation admin (403 otherwise); returns the actor name for the audit log."""
-    return require_admin(request, services(request))
+async def actor(request: Request) -> Actor:
+    """Who acts on the admin or console API: a session, an admin key, the bootstrap key."""
+    return await resolve_actor(request, services(request))
+
+
+ActorDep = actor  # the name the console's routes use
+
+Target = Callable[[Request], str | None]
+
+
+def path_param(name: str) -> Target:
+    return lambda request: request.path_params.get(name)
+
+
+def query_param(name: str) -> Target:
+    """The query parameter; absent or empty means "federation-wide" (``None``)."""
+    return lambda request: request.query_params.get(name) or None
+
+
+def authorize(who: Actor, permission: Permission, target: str | None = None) -> None:
+    """403 unless ``who`` may do ``permission`` to ``target`` (:func:`verbund.tenancy.can`)."""
+    if not can(who, permission, target):
+        where = f"'{target}'" if target else "the whole federation"
+        raise PermissionDenied(
+            f"Your role ({who.role.value}) may not do {permission.value} for {where}.",
+            code="role_forbidden",
+        )
+
+
+def require(
+    permission: Permission | Role, target: Target | None = None
+) -> Callable[[Request], Awaitable[Actor]]:
+    """A route's one permission check: the actor, once it may do ``permission`` to the
+    target read from the request (``None``: the whole federation). Given a role instead,
+    the actor must hold that role (or be a federation admin): for pages of one role."""
+
+    async def dependency(request: Request) -> Actor:
+        who = await actor(request)
+        if isinstance(permission, Role):
+            if who.role not in (permission, Role.federation_admin):
+                raise PermissionDenied(
+                    f"This needs the role {permission.value}; yours is {who.role.value}.",
+                    code="role_forbidden",
+                )
+            return who
+        authorize(who, permission, target(request) if target is not None else None)
+        return who
+
+    return dependency
+
+
+# what chat front-ends forward about their signed-in user (Open WebUI with
+# ENABLE_FORWARD_USER_INFO_HEADERS), most stable first
+PERSON_HEADERS = ("x-openwebui-user-id", "x-openwebui-user-email", "x-verbund-person")
+
+
+def person(request: Request, who: Principal) -> str:
+    """The person behind a front-end's key, as its user headers name them ("" if the key
+    is not marked ``front_end``: anyone else's headers are ignored, since any client
+    could send them). Only a keyed hash of it is ever kept (admission)."""
+    if not who.key.front_end:
+        return ""
+    for name in PERSON_HEADERS:
+        value = request.headers.get(name, "").strip()
+        if value:
+            return f"{name}:{value[:256]}"
+    return ""
 
 
 def data_class(request: Request, who: Principal) -> DataClass:
     """The higher of the key's default and the ``X-Verbund-Data-Class`` header."""
-    default = who.institution.default_data_class
+    key_class = who.key.data_class
+    default = DataClass(key_class) if key_class else who.institution.default_data_class
     return request_data_class(default, request.headers.get(DATA_CLASS_HEADER))
 
 

@@ -14,12 +14,12 @@ from starlette.responses import JSONResponse, Response
 from verbund.admission import Ask
 from verbund.errors import BadRequest, ModelNotFound
 from verbund.gateway._deps import (
-    admin,
     data_class,
     json_body,
     principal,
     query_int,
     request_id,
+    require,
     services,
     validated,
 )
@@ -27,7 +27,7 @@ from verbund.gateway._oip import INFER_ENDPOINT
 from verbund.gateway._services import Services
 from verbund.jobs import FT_PREFIX, NewJob, Resources, event, fine_tuning_job, training_job
 from verbund.store import TrainingJobRow
-from verbund.tenancy import Principal
+from verbund.tenancy import Permission, Principal
 
 JOB_BODY_LIMIT = 64 * 1024
 HOLD_GRACE_SECONDS = 3600.0  # a job's budget hold outlives its time limit by this much
@@ -43,6 +43,8 @@ class _Hyper(_Strict):
     n_epochs: Annotated[int, Field(ge=1, le=50)] | Auto | None = None
     batch_size: Annotated[int, Field(ge=1, le=256)] | Auto | None = None
     learning_rate_multiplier: Annotated[float, Field(gt=0, le=100)] | Auto | None = None
+    # Verbund's addition for language models (LoRA): the adapter's rank
+    lora_rank: Annotated[int, Field(ge=1, le=256)] | Auto | None = None
 
 
 class _Supervised(_Strict):
@@ -138,11 +140,20 @@ def _fine_tune(svc: Services, request: Request, who: Principal, body: dict[str, 
     req = validated(_FineTuneCreate, body)
     if req.integrations:
         raise BadRequest("Integrations are not supported.", param="integrations")
-    recipe = svc.jobs.recipes.for_base_model(req.model)
+    site_models = frozenset(m for s in svc.config.sites if s.runner for m in s.runner.base_models)
+    recipe = svc.jobs.recipes.for_base_model(req.model, site_models)
     hyper = req.hyperparameters
     if req.method is not None and req.method.supervised is not None:
         hyper = req.method.supervised.hyperparameters or hyper
     params = {k: v for k, v in (hyper.model_dump() if hyper else {}).items() if v is not None}
+    if recipe.site_model:
+        params["base_model"] = req.model  # a language model a site lists: it trains there
+    elif "lora_rank" in params:
+        raise BadRequest(
+            "'lora_rank' applies to language models only.",
+            code="invalid_value",
+            param="hyperparameters.lora_rank",
+        )
     return NewJob(
         kind="fine_tune",
         institution=who.institution,
@@ -304,9 +315,13 @@ async def list_recipes(request: Request) -> Response:
 # -- admin ---------------------------------------------------------------------------------
 
 
+_read_jobs = require(Permission.jobs_read)
+_change_jobs = require(Permission.jobs_write)
+
+
 async def admin_list_jobs(request: Request) -> Response:
     svc = services(request)
-    admin(request)
+    await _read_jobs(request)
     rows, more = await svc.jobs.list_jobs(
         request.query_params.get("institution") or None,
         None,
@@ -319,20 +334,20 @@ async def admin_list_jobs(request: Request) -> Response:
 
 async def admin_get_job(request: Request) -> Response:
     svc = services(request)
-    admin(request)
+    await _read_jobs(request)
     return JSONResponse(training_job(await svc.jobs.get(request.path_params["job_id"], None)))
 
 
 async def admin_cancel_job(request: Request) -> Response:
     svc = services(request)
-    actor = admin(request)
-    row = await svc.jobs.cancel(request.path_params["job_id"], None, actor)
+    who = await _change_jobs(request)
+    row = await svc.jobs.cancel(request.path_params["job_id"], None, who.id)
     return JSONResponse(training_job(row))
 
 
 async def admin_job_events(request: Request) -> Response:
     svc = services(request)
-    admin(request)
+    await _read_jobs(request)
     return await _events(request, svc, None)
 
 

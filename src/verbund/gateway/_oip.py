@@ -28,6 +28,7 @@ from verbund.admission import Ask
 from verbund.errors import ApiError, BadRequest, ModelNotFound, NoBackendAvailable, NotFound
 from verbund.federation import Backend
 from verbund.gateway._deps import data_class, json_body, principal, request_id, services
+from verbund.gateway._inference import kind_phrase
 from verbund.gateway._oip_body import check_infer_request
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
@@ -69,7 +70,8 @@ def _target(request: Request, svc: Services) -> tuple[str, str]:
         raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
     if model.kind != "oip":
         raise BadRequest(
-            f"The model '{name}' is a {model.kind} model; use the OpenAI routes under /v1.",
+            f"The model '{name}' is {kind_phrase(model.kind)} model; "
+            "use the OpenAI routes under /v1.",
             code="unsupported_model",
             param="model",
         )

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from verbund.admission import Ask, Entry, affinity_key, estimate_prompt_tokens, max_tokens
+from verbund.admission import Entry
 from verbund.errors import BadRequest, ModelNotFound
 from verbund.gateway._body import (
     check_chat,
@@ -29,56 +28,65 @@ from verbund.gateway._catalogue import catalogue
 from verbund.gateway._deps import (
     data_class,
     json_body,
+    person,
     principal,
-    priority,
     request_id,
     services,
 )
+from verbund.gateway._inference import admit_body, check_kind, send
 from verbund.gateway._keepalive import ColdStream
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
-from verbund.proxy import until_disconnect
-from verbund.routing import RouteContext
 from verbund.telemetry._tracing import span
 from verbund.tenancy import Principal
 
+_KINDS = frozenset({"chat", "completion", "embedding", "oip"})
 
-def _visible_models(svc: Services, who: Principal) -> list[dict[str, Any]]:
-    policy = RequestPolicy.for_institution(who.institution, who.institution.default_data_class)
-    out = catalogue(svc.federation, policy, created=int(svc.started))
-    out += svc.jobs.models.entries(who.institution.id)  # its own ft: models (issue 9)
+
+def _kinds(request: Request, who: Principal) -> frozenset[str]:
+    """The kinds to list: ``?kind=chat,embedding``, else the key's ``model_kinds``."""
+    asked = request.query_params.get("kind")
+    if asked:
+        kinds = frozenset(k.strip() for k in asked.split(",") if k.strip())
+        unknown = sorted(kinds - _KINDS)
+        if unknown:
+            raise BadRequest(
+                f"'kind' must be one or more of {', '.join(sorted(_KINDS))}.",
+                code="invalid_value",
+                param="kind",
+            )
+        return kinds
+    return frozenset(who.key.model_kinds)
+
+
+def _visible_models(request: Request, svc: Services, who: Principal) -> list[dict[str, Any]]:
+    policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
+    kinds = _kinds(request, who)
+    inst = who.institution.id
+    out = [
+        entry
+        for entry in catalogue(svc.federation, policy, created=int(svc.started), kinds=kinds)
+        if not (reserved := svc.federation.models[entry["id"]].institutions) or inst in reserved
+    ]
+    if not kinds or "chat" in kinds:
+        out += svc.jobs.models.entries(inst)  # its own ft: models served here (OIP)
     return out
 
 
 async def list_models(request: Request) -> Response:
     who = await principal(request)
-    return JSONResponse({"object": "list", "data": _visible_models(services(request), who)})
+    return JSONResponse(
+        {"object": "list", "data": _visible_models(request, services(request), who)}
+    )
 
 
 async def get_model(request: Request) -> Response:
     who = await principal(request)
     name = request.path_params["model"]
-    for m in _visible_models(services(request), who):
+    for m in _visible_models(request, services(request), who):
         if m["id"] == name:
             return JSONResponse(m)
     raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
-
-
-def check_kind(svc: Services, model: str, endpoint: str, kinds: frozenset[str]) -> None:
-    """A model of another kind (an OIP model on /v1, a chat model on /v1/embeddings) is 400."""
-    config = svc.federation.models.get(model)
-    if config is None or config.kind in kinds:
-        return  # unknown models are the router's 404
-    hint = (
-        f"use POST /v2/models/{model}/infer"
-        if config.kind == "oip"
-        else f"it cannot serve {endpoint}"
-    )
-    raise BadRequest(
-        f"The model '{model}' is a {config.kind} model; {hint}.",
-        code="unsupported_model",
-        param="model",
-    )
 
 
 def _make_handler(
@@ -87,22 +95,20 @@ def _make_handler(
     streams: bool,
     kinds: frozenset[str],
 ) -> Callable[[Request], Any]:
-    def checked(request: Request, svc: Services, body: dict[str, Any]) -> str:
-        model = require_model(body)
-        check_common(body, svc.config.limits, context_length(svc.federation.models, model))
-        check(body, svc)
-        check_kind(svc, model, endpoint, kinds)
-        return model
-
     async def handler(request: Request) -> Response:
         svc = services(request)
         with span(svc.telemetry.tracer, "verbund.auth"):
             who = await principal(request)
-        async with svc.admission.enter(who, endpoint, request_id(request)) as entry:
+        async with svc.admission.enter(
+            who, endpoint, request_id(request), person(request, who)
+        ) as entry:
             raw, body = await json_body(request)
-            model = checked(request, svc, body)
-            policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
+            model = require_model(body)
+            check_common(body, svc.config.limits, context_length(svc.federation.models, model))
+            check(body, svc)
+            check_kind(svc, model, endpoint, kinds)
             stream = streams and body.get("stream") is True
+            policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
             if stream and svc.cold_start.cold(model, policy):
                 # the model must start first: keep-alive comments while it does, then the
                 # answer in the same stream (bad input was refused above, with its 4xx)
@@ -110,72 +116,26 @@ def _make_handler(
 
                 async def serve_later() -> Response:
                     with later.owned():
-                        return await serve(request, svc, later, raw, body, model, stream)
+                        return await serve(request, later, model, body, raw, stream)
 
                 return ColdStream(
                     lambda: svc.cold_start.ensure(model, policy),
                     serve_later,
                     svc.config.routing.keepalive_seconds,
                 )
-            await svc.cold_start.ensure(model, policy)
-            return await serve(request, svc, entry, raw, body, model, stream)
+            return await serve(request, entry, model, body, raw, stream)
 
     async def serve(
         request: Request,
-        svc: Services,
         entry: Entry,
-        raw: bytes,
-        body: dict[str, Any],
         model: str,
+        body: dict[str, Any],
+        raw: bytes,
         stream: bool,
     ) -> Response:
-        """Admission, routing and the proxy for a request whose model can serve now."""
-        who = entry.who
-        limit = max_tokens(body)
-        urgency = priority(request)
-        prompt_estimate = estimate_prompt_tokens(body)
-        admitted = await entry.admit(
-            Ask(
-                model=model,
-                data_class=data_class(request, who),
-                tokens=prompt_estimate + (limit or svc.config.routing.default_max_tokens),
-                route=RouteContext(
-                    home_site=svc.federation.home_site,
-                    home_region=who.institution.home_region,
-                    affinity_key=affinity_key(model, body),
-                    max_tokens=limit,
-                    priority=urgency,
-                ),
-                stream=stream,
-                priority=urgency,
-                user=body["user"] if isinstance(body.get("user"), str) else "",
-            )
-        )
-        drop_usage = False
-        rewrite = False
-        if admitted.record.user_hash:
-            # sites see the keyed pseudonym the logs use, never the institution's own id
-            body["user"] = admitted.record.user_hash
-            rewrite = True
-        if stream:
-            opts = body.get("stream_options") or {}
-            if not opts.get("include_usage"):
-                body["stream_options"] = {**opts, "include_usage": True}
-                drop_usage = rewrite = True
-        if rewrite:
-            raw = orjson.dumps(body)
-        response = await svc.proxy.forward(
-            admitted.forward(
-                endpoint,
-                raw,
-                stream=stream,
-                drop_usage_chunk=drop_usage,
-                prompt_estimate=prompt_estimate,
-                parsed=body if stream else None,
-                client_gone=until_disconnect(request.receive),
-            )
-        )
-        return admitted.respond(response)
+        admitted = await admit_body(request, entry, model, body, raw, stream=stream)
+        response = await send(request, endpoint, admitted)
+        return admitted.admission.respond(response)
 
     return handler
 

@@ -60,8 +60,10 @@ from verbund.federation import (
 )
 from verbund.files import FileService, LocalBlobStore
 from verbund.gateway._overload import OverloadCollector
+from verbund.identity import IdentityService
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
 from verbund.proxy import Proxy
+from verbund.responses import ResponseStore
 from verbund.routing import Router, make_policy
 from verbund.server import Drain
 from verbund.store import STORE_FAILURES, Store, StoreClock
@@ -145,9 +147,11 @@ class Services:
     batches: BatchService
     batch_runner: BatchRunner
     jobs: JobService
+    responses: ResponseStore  # stored responses of institutions that opt in
     # shared state and observation
     coordination: Coordination
     telemetry: Telemetry
+    identity: IdentityService  # people: sign-in, sessions, role-scoped admin keys
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -224,7 +228,13 @@ class Services:
             ),
         )
         jobs = JobService(
-            config, store, federation, training_files, institutions.get, accounting.usage.emit
+            config,
+            store,
+            federation,
+            training_files,
+            institutions.get,
+            accounting.usage.emit,
+            pool=health.pool,
         )
         telemetry.metrics.registry.register(
             ClockSkewCollector(lambda: _clock_skew(clock, coordination))
@@ -268,8 +278,14 @@ class Services:
             batches=batches,
             batch_runner=batch_runner,
             jobs=jobs,
+            responses=ResponseStore(
+                store, config.responses.key_env, config.responses.retention_hours
+            ),
             coordination=coordination,
             telemetry=telemetry,
+            identity=IdentityService(
+                config.auth, store, audit, coordination.bus, telemetry.pseudonyms
+            ),
         )
 
     async def start(self, background: bool = True) -> None:
@@ -278,13 +294,20 @@ class Services:
         await self.audit.record_config_load(config_digest(self.config), self.config.gateway.name)
         await self.institutions.sync_from_config(list(self.config.institutions))
         await self.keys.load()
+        await self.identity.start()
         await self.lifecycle.load()
         await self.health.catalogues.load()  # the sites' last catalogues, until agents answer
         await self._prune_seats(keep_own=False)
         await self.accounting.budgets.load()
         await self.jobs.start()
         bus = self.coordination.bus
-        for subscriber in (self.keys.on_event, self.institutions.on_event, self.lifecycle.on_event):
+        for subscriber in (
+            self.keys.on_event,
+            self.institutions.on_event,
+            self.lifecycle.on_event,
+            self.identity.admin_keys.on_event,
+            self.identity.people.on_event,
+        ):
             bus.subscribe(subscriber)
         if not background:
             return
@@ -304,6 +327,8 @@ class Services:
             "store-clock": self.clock.run(),
             "training-jobs": self.jobs.run(),
             "overload-watch": self.overload.watch(),
+            "responses-purge": self.responses.run_purger(self.config.responses.purge_interval),
+            "session-purge": self.identity.run_purge(),
         }
         if self.config.batch.enabled:
             loops["batch-runner"] = self.batch_runner.run()
@@ -316,6 +341,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.jobs.aclose()
+        await self.identity.aclose()
         await self.coordination.quotas.drain()
         if isinstance(self.coordination.seats, RedisSeats):
             await self.coordination.seats.drain()
@@ -336,6 +362,7 @@ class Services:
             await asyncio.sleep(RESYNC_SECONDS)
             try:
                 await self.keys.load()
+                await self.identity.reload()
                 await self.institutions.load()
                 await self.lifecycle.load()
                 await self._prune_seats(keep_own=True)

@@ -3,10 +3,12 @@
 A job (OpenAI fine-tuning, or a general training job running a registered recipe) is
 validated, placed on a site its data may go to, run there by the site's runner (local
 processes or Slurm), watched through the metrics its recipe writes, and, when it
-succeeds, its model is registered as ``ft:<base>:<institution>:<suffix>`` and served by
-the access point (OIP v2).
+succeeds, its model is registered as ``ft:<base>:<institution>:<suffix>`` and served:
+a classifier by the access point (OIP v2), a language model's LoRA adapter by llama.cpp
+at the site where it was trained.
 """
 
+from verbund.jobs._adapters import AdapterServers, die_with_parent
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._files import (
@@ -16,6 +18,7 @@ from verbund.jobs._files import (
     TrainingFile,
     TrainingFileSource,
 )
+from verbund.jobs._llms import LanguageModels, model_card
 from verbund.jobs._local import LocalRunner
 from verbund.jobs._models import FT_PREFIX, FineTunedModel, ModelRegistry, fine_tuned_name
 from verbund.jobs._newjob import NewJob
@@ -34,6 +37,7 @@ __all__ = [
     "INITIAL",
     "TERMINAL",
     "TRANSITIONS",
+    "AdapterServers",
     "Artefacts",
     "ChainedSource",
     "DataFormat",
@@ -44,6 +48,7 @@ __all__ = [
     "JobService",
     "JobSpec",
     "JobStatus",
+    "LanguageModels",
     "LinearModel",
     "LocalRunner",
     "ModelRegistry",
@@ -64,12 +69,14 @@ __all__ = [
     "allowed",
     "builtin_recipes",
     "busy",
+    "die_with_parent",
     "event",
     "fine_tuned_name",
     "fine_tuning_job",
     "load_linear",
     "make_runner",
     "misfit",
+    "model_card",
     "move",
     "parse_scontrol",
     "place",

@@ -65,5 +65,19 @@ class Artefacts:
                 path=path,
                 created_at=row.finished_at or row.created_at,
                 servable=bool((row.result or {}).get("servable")),
+                site=row.site or "",
+                adapter=_adapter(row.result),
             )
         )
+
+
+def _adapter(result: dict[str, Any] | None) -> str:
+    """The adapter's path in the job folder at the site, as the recipe's summary gives it:
+    relative, inside the folder (a recipe cannot point the site's server elsewhere)."""
+    value = (result or {}).get("adapter")
+    if not isinstance(value, str) or (result or {}).get("artifact") != "lora-adapter":
+        return ""
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts or not value.endswith(".gguf"):
+        return ""
+    return value

@@ -139,6 +139,10 @@ def detach(job_dir: Path) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
+    # every other inherited descriptor too: an event loop's spawn (uvloop's, for one)
+    # leaves the caller's stdio socket pair open here, and the caller, reading our pid
+    # to its end, would wait until the job itself ends
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     os._exit(main(job_dir))
 
 

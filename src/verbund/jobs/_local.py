@@ -55,12 +55,12 @@ class LocalRunner:
                 stderr=asyncio.subprocess.PIPE,
             )
             out, err = await asyncio.wait_for(proc.communicate(), START_TIMEOUT)
-        except OSError as exc:
-            raise RunnerError(f"cannot start the job at {self.site}: {exc.strerror}") from exc
-        except TimeoutError:
+        except TimeoutError:  # before OSError, of which it is a subclass
             proc.kill()
             await proc.wait()
             raise RunnerError(f"the job at {self.site} did not start in time") from None
+        except OSError as exc:
+            raise RunnerError(f"cannot start the job at {self.site}: {exc.strerror}") from exc
         pid, _, start = out.decode().strip().partition(" ")
         if proc.returncode != 0 or not pid.isdigit():
             raise RunnerError(f"cannot start the job at {self.site}: {err.decode()[-300:]}")

@@ -28,7 +28,11 @@ class FineTunedModel:
     recipe: str
     path: Path  # the artifact folder in the access point's model registry
     created_at: float
-    servable: bool
+    servable: bool  # the access point serves it itself (OIP v2, model.json)
+    site: str = ""  # where the job ran
+    # a language model's LoRA adapter, relative to the job's folder at its site, where
+    # it stays: the site's llama.cpp serves it (jobs/_adapters.py)
+    adapter: str = ""
 
 
 class ModelRegistry:
@@ -43,6 +47,9 @@ class ModelRegistry:
     def get(self, name: str, institution: str) -> FineTunedModel | None:
         model = self._models.get(name)
         return model if model is not None and model.institution == institution else None
+
+    def all(self) -> list[FineTunedModel]:
+        return list(self._models.values())
 
     def of(self, institution: str) -> list[FineTunedModel]:
         return sorted(
@@ -69,4 +76,5 @@ class ModelRegistry:
                 },
             }
             for m in self.of(institution)
+            if not m.adapter  # language models are in the federation's catalogue
         ]

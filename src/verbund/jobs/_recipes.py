@@ -67,11 +67,15 @@ def builtin_recipes() -> list[Recipe]:
         ),
         Recipe(
             name="lora-sft",
-            description="LoRA fine-tuning of an LLM on a GPU site (untested without a GPU)",
+            description=(
+                "LoRA fine-tuning of a language model a site lists (base_models), on the "
+                "CPU or on the job's GPU; served by the site's llama.cpp (GGUF adapter)"
+            ),
             script=_RECIPES / "lora_sft.py",
             data=DataFormat.chat,
-            resources=Resources(cpus=8, memory_mb=65536, gpus=1, time_limit_minutes=12 * 60),
-            tested=False,
+            # what a fine-tuning job of a small model gets; a training job asks for more
+            # (``"resources": {"gpus": 1, ...}``) and runs the same code on a GPU
+            resources=Resources(cpus=1, memory_mb=4096, gpus=0, time_limit_minutes=60),
             site_model=True,
         ),
     ]
@@ -100,11 +104,20 @@ class RecipeBook:
             )
         return recipe
 
-    def for_base_model(self, model: str) -> Recipe:
+    def for_base_model(self, model: str, site_models: frozenset[str] = frozenset()) -> Recipe:
+        """The recipe that fine-tunes ``model``: one that names it, or, for a language model
+        a site lists as a base model (``site_models``), the recipe that trains those on chat
+        data (``lora-sft``)."""
         for recipe in self.recipes.values():
             if model in recipe.base_models:
                 return recipe
-        fine_tunable = sorted(m for r in self.recipes.values() for m in r.base_models)
+        if model in site_models:
+            for recipe in self.recipes.values():
+                if recipe.site_model and recipe.data is DataFormat.chat:
+                    return recipe
+        fine_tunable = sorted(
+            {m for r in self.recipes.values() for m in r.base_models} | set(site_models)
+        )
         raise BadRequest(
             f"The model '{model}' cannot be fine-tuned here; fine-tunable models: "
             f"{', '.join(fine_tunable) or 'none'}.",

@@ -15,11 +15,12 @@ from sqlalchemy import and_, or_, select
 from verbund.accounting import UsageRecord
 from verbund.config import FederationConfig, InstitutionConfig, SiteConfig
 from verbund.errors import BadRequest, NotFound, RunnerError
-from verbund.federation import Federation
+from verbund.federation import Federation, UpstreamPool
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFileSource
+from verbund.jobs._llms import LanguageModels
 from verbund.jobs._local import LocalRunner
 from verbund.jobs._models import ModelRegistry
 from verbund.jobs._newjob import NewJob, create_job
@@ -62,6 +63,7 @@ class JobService:
         record_usage: Callable[[UsageRecord], None],
         runners: dict[str, Runner] | None = None,
         recipes: RecipeBook | None = None,
+        pool: UpstreamPool | None = None,
     ) -> None:
         state_dir = Path(config.gateway.state_dir)
         self.config = config
@@ -92,6 +94,8 @@ class JobService:
             record_usage=record_usage,
         )
         self._lock = asyncio.Lock()
+        # fine-tuned language models: served by llama.cpp at their site, routed like any
+        self.llms = LanguageModels(config, federation, pool, runners, self.models)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -143,6 +147,7 @@ class JobService:
                     await self.dispatcher.advance(job_id)
                 except Exception:  # the loop's boundary: one broken job must not stop the rest
                     log.exception("job %s: step failed; retrying next time", job_id)
+        await self.llms.sync()
         return len(ids)
 
     async def run(self) -> None:
@@ -167,6 +172,7 @@ class JobService:
                 await asyncio.wait_for(self._created.wait(), wait)
 
     async def aclose(self) -> None:
+        await self.llms.aclose()
         for runner in self.runners.values():
             with contextlib.suppress(RunnerError, OSError):
                 await runner.aclose()

@@ -118,6 +118,7 @@ class Submitter:
         params = {**row.params, "seed": row.seed}
         if recipe.site_model:
             params["base_model_path"] = self._base_model_path(site, params)
+            params["gpus"] = Resources(**row.resources).gpus  # the device it runs on
         return JobSpec(
             job_id=row.id,
             recipe_script=recipe.script,

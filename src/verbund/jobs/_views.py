@@ -18,7 +18,10 @@ def _int(v: float | None) -> int | None:
 def _hyperparameters(row: TrainingJobRow) -> dict[str, Any]:
     resolved = (row.result or {}).get("hyperparameters")
     source = resolved if isinstance(resolved, dict) else row.params
-    return {k: source.get(k, "auto") for k in _HYPER}
+    out = {k: source.get(k, "auto") for k in _HYPER}
+    if "lora_rank" in source or "base_model" in row.params:  # a language model's LoRA job
+        out["lora_rank"] = source.get("lora_rank", "auto")
+    return out
 
 
 def estimated_finish(row: TrainingJobRow) -> int | None:

@@ -9,7 +9,7 @@ from verbund.proxy._forward import (
     until_disconnect,
 )
 from verbund.proxy._proxy import Proxy
-from verbund.proxy._sse import SSEUsageFilter, Usage, error_event
+from verbund.proxy._sse import SSEUsageFilter, Usage, error_event, stream_of_answer
 from verbund.proxy._watch import WATCH_STEP, Hung
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "Usage",
     "error_event",
     "sanitize_upstream_message",
+    "stream_of_answer",
     "until_disconnect",
 ]

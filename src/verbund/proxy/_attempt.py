@@ -98,7 +98,9 @@ class Attempts:
         upstream = self._pool.upstream(backend)
 
         async def exchange() -> tuple[int, Mapping[str, str], bytes]:
-            resp = await upstream.post(fwd.path, fwd.body, self.headers(fwd), read_timeout=budget)
+            resp = await upstream.post(
+                fwd.path, fwd.body_for(backend), self.headers(fwd), read_timeout=budget
+            )
             try:
                 return resp.status, resp.headers, await resp.read()
             finally:

@@ -136,6 +136,13 @@ class Forward:
     parsed: dict[str, Any] | None = None  # the body as JSON, for resuming a broken stream
     # completes when the client disconnects (None: a caller inside the access point)
     client_gone: ClientGone | None = None
+    # the body as backends of another dialect need it (by ``chat_dialect``)
+    variants: dict[str, bytes] = field(default_factory=dict)
+
+    def body_for(self, backend: Backend) -> bytes:
+        if not self.variants:
+            return self.body
+        return self.variants.get(backend.config.chat_dialect, self.body)
 
     @property
     def record(self) -> UsageRecord:

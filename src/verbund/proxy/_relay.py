@@ -45,6 +45,7 @@ __all__ = ["RESUME", "StreamRelay"]
 log = logging.getLogger("verbund.proxy")
 
 RESUME = "continue_final_message"
+_USAGE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class StreamRelay:
@@ -65,7 +66,7 @@ class StreamRelay:
         """The stream try of the failover loop: a response once the first chunk is in."""
         try:
             opened = await self._tries.open(
-                backend, claim, remaining, fwd, fwd.body, fwd.client_gone
+                backend, claim, remaining, fwd, fwd.body_for(backend), fwd.client_gone
             )
         except ApiError as exc:
             fill_record(fwd.record, backend, start, status="error", http_status=exc.status)
@@ -105,7 +106,11 @@ class StreamRelay:
         started: list[bool],
     ) -> AsyncGenerator[bytes, None]:
         started[0] = True
-        sse = SSEUsageFilter(fwd.drop_usage_chunk, collect_text=_resumable(opened.backend, fwd))
+        sse = SSEUsageFilter(
+            fwd.drop_usage_chunk,
+            collect_text=_resumable(opened.backend, fwd),
+            prompt_estimate=fwd.prompt_estimate if fwd.path in _USAGE_PATHS else None,
+        )
         status = "incomplete"
         current: Opened | None = opened
         last = opened.backend

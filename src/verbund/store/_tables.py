@@ -12,9 +12,11 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -43,6 +45,10 @@ class InstitutionRow(Base):
     budget_tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)
     budget_per_month: Mapped[str] = mapped_column(String(32), default="0")
     budget_hard_stop: Mapped[bool] = mapped_column(Boolean, default=False)
+    # migration 0009_responses: the opt-in to stored responses
+    store_responses: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    person_requests_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    person_tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     source: Mapped[str] = mapped_column(String(16), default="admin")
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -59,6 +65,100 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # people's own keys (migration 0008_identity): who made it, when it ends, its class
+    person_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    data_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # migration 0009_responses: a front-end's key (Open WebUI), whose user headers name
+    # the person behind each request
+    front_end: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the model kinds GET /v1/models lists for this key (null: all), e.g. ["chat"] for a
+    # chat front-end whose model picker should not offer embedding or OIP models
+    model_kinds: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+
+class StoredResponseRow(Base):
+    """A stored Response of the Responses API. ``sealed`` holds its text (the Response
+    object and the conversation's items) encrypted with a key that lives outside the
+    store; nothing else here says what was asked or answered."""
+
+    __tablename__ = "stored_responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    institution_id: Mapped[str] = mapped_column(String(128), index=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AdminKeyRow(Base):
+    """A role-scoped key for the admin API (a site operator's, an institution admin's...).
+    Kept apart from institution keys: an admin key never pays for inference."""
+
+    __tablename__ = "admin_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    prefix: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256), default="")
+    role: Mapped[str] = mapped_column(String(32))
+    institution_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    site: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class PersonRow(Base):
+    """A person who signed in. ``id`` is a pseudonymous subject (a keyed hash of the
+    provider's issuer and subject), never the provider's own identifier."""
+
+    __tablename__ = "people"
+    __table_args__ = (Index("ix_people_inst", "institution_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    institution_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    role: Mapped[str] = mapped_column(String(32))
+    site: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    provider: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    last_login_at: Mapped[float] = mapped_column(Float)
+    requests_per_minute: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SessionRow(Base):
+    """A signed-in browser. ``id`` is the SHA-256 of the cookie's value; the role and
+    scope are fixed at sign-in, so a changed entitlement takes effect at the next one."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    institution_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    site: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    provider: Mapped[str] = mapped_column(String(64), default="")
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class LoginFlowRow(Base):
+    """A sign-in under way: what the callback must find again (``state``, stored hashed)
+    and check (``nonce``, the PKCE verifier, where to go afterwards). Used once."""
+
+    __tablename__ = "login_flows"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    return_to: Mapped[str] = mapped_column(String(512), default="/")
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class SiteStateRow(Base):
@@ -112,6 +212,8 @@ class UsageRow(Base):
     # added by migration 0003_oip: body sizes of OIP v2 inference (no tokens there)
     request_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     response_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # the person whose own key made the request (migration 0008_identity)
+    person_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AuditRow(Base):
@@ -120,6 +222,7 @@ class AuditRow(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ts: Mapped[float] = mapped_column(Float)
     actor: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(32), default="", server_default="")
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(256))
     before: Mapped[str] = mapped_column(Text, default="null")

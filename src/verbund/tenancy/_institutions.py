@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from verbund.audit import AuditLog
+from verbund.audit import AuditLog, Who
 from verbund.config import InstitutionConfig
 from verbund.coordination import EventBus, LocalBus
 from verbund.errors import BadRequest, NotFound
@@ -31,6 +31,9 @@ _FIELDS = (
     "budget_tokens_per_month",
     "budget_per_month",
     "budget_hard_stop",
+    "store_responses",
+    "person_requests_per_minute",
+    "person_tokens_per_minute",
 )
 
 
@@ -92,7 +95,7 @@ class InstitutionRegistry:
             rows = (await s.execute(select(InstitutionRow))).scalars().all()
         self._by_id = {r.id: _from_row(r) for r in rows}
 
-    async def create(self, inst: InstitutionConfig, actor: str) -> InstitutionConfig:
+    async def create(self, inst: InstitutionConfig, actor: Who) -> InstitutionConfig:
         async with self._store.session() as s, s.begin():
             if await s.get(InstitutionRow, inst.id) is not None:
                 raise BadRequest(
@@ -108,7 +111,7 @@ class InstitutionRegistry:
         return inst
 
     async def update(
-        self, institution_id: str, changes: dict[str, Any], actor: str
+        self, institution_id: str, changes: dict[str, Any], actor: Who
     ) -> InstitutionConfig:
         """Change policy or quota fields of an institution (validated like the config)."""
         current = self._by_id.get(institution_id)

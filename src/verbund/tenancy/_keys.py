@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from verbund.audit import AuditLog
+from verbund.audit import AuditLog, Who
 from verbund.coordination import EventBus, LocalBus
 from verbund.errors import NotFound, Overloaded, StoreUnavailable
 from verbund.store import RETRY_AFTER_SECONDS, STORE_FAILURES, ApiKeyRow, Store
@@ -44,6 +44,14 @@ class KeyEntry:
     revoked: bool
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+    person_id: str | None = None  # a person's own key: usage is attributed to them
+    expires_at: float | None = None
+    data_class: str | None = None  # the key's default data class (None: the institution's)
+    front_end: bool = False  # a front-end's key: its user headers name the person
+    model_kinds: tuple[str, ...] = ()  # what GET /v1/models lists for it; () = all
+
+    def usable(self, now: float) -> bool:
+        return not self.revoked and (self.expires_at is None or now < self.expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +70,11 @@ def _entry(row: ApiKeyRow) -> KeyEntry:
         row.revoked_at is not None,
         row.requests_per_minute or 0,
         row.tokens_per_minute or 0,
+        row.person_id,
+        row.expires_at,
+        row.data_class,
+        bool(row.front_end),
+        tuple(row.model_kinds or ()),
     )
 
 
@@ -103,7 +116,7 @@ class KeyService:
         h = hash_key(secret)
         entry = self._by_hash.get(h)
         if entry is not None:
-            return None if entry.revoked else entry
+            return entry if entry.usable(time.time()) else None
         now = time.monotonic()
         seen = self._misses.get(h)
         if seen is not None and now - seen < self.NEGATIVE_TTL:
@@ -133,9 +146,19 @@ class KeyService:
             return None
         entry = _entry(row)
         self._cache(h, entry)
-        return None if entry.revoked else entry
+        return entry if entry.usable(time.time()) else None
 
-    async def create(self, institution_id: str, name: str, actor: str) -> CreatedKey:
+    async def create(
+        self,
+        institution_id: str,
+        name: str,
+        actor: Who,
+        *,
+        person_id: str | None = None,
+        expires_at: float | None = None,
+        data_class: str | None = None,
+    ) -> CreatedKey:
+        """A new key; ``person_id`` makes it a person's own (their usage, their quota)."""
         secret = new_secret()
         key_id = "key_" + secrets.token_hex(8)
         now = time.time()
@@ -146,33 +169,43 @@ class KeyService:
             institution_id=institution_id,
             name=name,
             created_at=now,
+            person_id=person_id,
+            expires_at=expires_at,
+            data_class=data_class,
         )
+        after: dict[str, Any] = {"institution": institution_id, "name": name}
+        if person_id is not None:
+            after.update(person=person_id, expires_at=expires_at, data_class=data_class)
         async with self._store.session() as s, s.begin():
             s.add(row)
             await self._audit.append(
-                s,
-                actor=actor,
-                action="key.create",
-                target=key_id,
-                after={"institution": institution_id, "name": name},
+                s, actor=actor, action="key.create", target=key_id, after=after
             )
         self._cache(row.key_hash, _entry(row))
         await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
         return CreatedKey(key_id, secret, institution_id, name, int(now))
 
-    async def revoke(self, key_id: str, actor: str, institution_id: str | None = None) -> None:
+    async def revoke(
+        self,
+        key_id: str,
+        actor: Who,
+        institution_id: str | None = None,
+        person_id: str | None = None,
+    ) -> None:
+        """Revoke; with ``institution_id``/``person_id`` only a key of theirs (else 404)."""
         row = await self._update(
-            key_id, actor, "key.revoke", institution_id, revoked_at=time.time()
+            key_id, actor, "key.revoke", institution_id, person_id, revoked_at=time.time()
         )
         await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
 
     async def set_quotas(
-        self, key_id: str, actor: str, requests_per_minute: int, tokens_per_minute: int
+        self, key_id: str, actor: Who, requests_per_minute: int, tokens_per_minute: int
     ) -> ApiKeyRow:
         row = await self._update(
             key_id,
             actor,
             "key.quota",
+            None,
             None,
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
@@ -180,12 +213,31 @@ class KeyService:
         await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
         return row
 
+    async def set_settings(
+        self, key_id: str, actor: Who, institution_id: str | None = None, **values: Any
+    ) -> ApiKeyRow:
+        """Change a key's settings (``front_end``, ``model_kinds``); audited. With
+        ``institution_id`` only a key of that institution (else 404)."""
+        row = await self._update(key_id, actor, "key.settings", institution_id, None, **values)
+        await self._bus.publish({"type": "key.changed", "hash": row.key_hash})
+        return row
+
     async def _update(
-        self, key_id: str, actor: str, action: str, institution_id: str | None, **values: Any
+        self,
+        key_id: str,
+        actor: Who,
+        action: str,
+        institution_id: str | None,
+        person_id: str | None,
+        **values: Any,
     ) -> ApiKeyRow:
         async with self._store.session() as s, s.begin():
             row = await s.get(ApiKeyRow, key_id)
-            if row is None or (institution_id is not None and row.institution_id != institution_id):
+            if (
+                row is None
+                or (institution_id is not None and row.institution_id != institution_id)
+                or (person_id is not None and row.person_id != person_id)
+            ):
                 raise NotFound(f"No key with id '{key_id}'.", param="id")
             if action == "key.revoke" and row.revoked_at is not None:
                 return row
@@ -225,9 +277,13 @@ class KeyService:
         if row is not None:
             self._cache(key_hash, _entry(row))
 
-    async def list(self, institution_id: str | None = None) -> list[ApiKeyRow]:
+    async def list(
+        self, institution_id: str | None = None, person_id: str | None = None
+    ) -> list[ApiKeyRow]:
         async with self._store.session() as s:
             q = select(ApiKeyRow).order_by(ApiKeyRow.created_at)
             if institution_id:
                 q = q.where(ApiKeyRow.institution_id == institution_id)
+            if person_id:
+                q = q.where(ApiKeyRow.person_id == person_id)
             return list((await s.execute(q)).scalars())

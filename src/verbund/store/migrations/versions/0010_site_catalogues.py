@@ -1,7 +1,7 @@
 """the last catalogue of each site's agent
 
-Revision ID: 0008_site_catalogues
-Revises: 0007_concurrency
+Revision ID: 0010_site_catalogues
+Revises: 0009_responses
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_site_catalogues"
-down_revision = "0007_concurrency"
+revision = "0010_site_catalogues"
+down_revision = "0009_responses"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,195 @@
+"""The steps every OpenAI inference route takes once its body is read: the kind check,
+admission of what the body asks (tokens, route, the end user's pseudonym) and the
+forwarding of the body the backend gets. Chat completions, completions, embeddings and
+the Responses API (translated to chat completions) all go through here, so quotas,
+policy, routing, failover and usage are the same for each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from verbund.admission import (
+    Admission,
+    Ask,
+    Entry,
+    affinity_key,
+    estimate_prompt_tokens,
+    max_tokens,
+)
+from verbund.errors import BadRequest
+from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
+from verbund.gateway._deps import data_class, priority, services
+from verbund.gateway._services import Services
+from verbund.policy import RequestPolicy
+from verbund.proxy import stream_of_answer, until_disconnect
+from verbund.routing import RouteContext
+
+__all__ = ["Admitted", "admit_body", "check_kind", "kind_phrase", "send"]
+
+
+_KIND_NAMES = {
+    "chat": "a chat",
+    "completion": "a completion",
+    "embedding": "an embedding",
+    "oip": "an Open Inference Protocol (OIP)",
+}
+
+
+def kind_phrase(kind: str) -> str:
+    """ "a chat", "an embedding": the kind of a model as error messages name it."""
+    return _KIND_NAMES.get(kind, f"a {kind}")
+
+
+def check_kind(svc: Services, model: str, endpoint: str, kinds: frozenset[str]) -> None:
+    """A model of another kind (an OIP model on /v1, a chat model on /v1/embeddings) is 400."""
+    config = svc.federation.models.get(model)
+    if config is None or config.kind in kinds:
+        return  # unknown models are the router's 404
+    hint = (
+        f"use POST /v2/models/{model}/infer"
+        if config.kind == "oip"
+        else f"it cannot serve {endpoint}"
+    )
+    raise BadRequest(
+        f"The model '{model}' is {kind_phrase(config.kind)} model; {hint}.",
+        code="unsupported_model",
+        param="model",
+    )
+
+
+@dataclass(slots=True)
+class Admitted:
+    """An admitted body, as the backend will get it."""
+
+    admission: Admission
+    body: dict[str, Any]
+    raw: bytes
+    stream: bool
+    drop_usage: bool
+    prompt_estimate: int
+
+
+async def admit_body(
+    request: Request,
+    entry: Entry,
+    model: str,
+    body: dict[str, Any],
+    raw: bytes | None,
+    *,
+    stream: bool,
+    user: str = "",
+    affinity_seed: str = "",
+) -> Admitted:
+    """Admission for ``body`` (quotas reserve its prompt estimate plus its answer limit);
+    the body the backend gets carries the end user's pseudonym and, for a stream, asks
+    for usage (dropped again for a client that did not ask). ``raw`` is the body as the
+    client sent it, forwarded unchanged when nothing had to change (None: encode it)."""
+    svc = services(request)
+    who = entry.who
+    # an on-demand model that is not running: started, and waited for (or 503)
+    await svc.cold_start.ensure(
+        model, RequestPolicy.for_institution(who.institution, data_class(request, who))
+    )
+    limit = max_tokens(body)
+    urgency = priority(request)
+    prompt_estimate = estimate_prompt_tokens(body)
+    if not user and isinstance(body.get("user"), str):
+        user = body["user"]
+    key = affinity_key(model, body)
+    if affinity_seed:  # a client's own cache key (Responses' prompt_cache_key)
+        key = hashlib.blake2b(orjson.dumps([model, affinity_seed]), digest_size=12).hexdigest()
+    admitted = await entry.admit(
+        Ask(
+            model=model,
+            data_class=data_class(request, who),
+            tokens=prompt_estimate + (limit or svc.config.routing.default_max_tokens),
+            route=RouteContext(
+                home_site=svc.federation.home_site,
+                home_region=who.institution.home_region,
+                affinity_key=key,
+                max_tokens=limit,
+                priority=urgency,
+            ),
+            stream=stream,
+            priority=urgency,
+            user=user,
+        )
+    )
+    drop_usage = False
+    rewrite = raw is None
+    if admitted.record.user_hash:
+        # sites see the keyed pseudonym the logs use, never the institution's own id
+        body["user"] = admitted.record.user_hash
+        rewrite = True
+    if stream:
+        opts = body.get("stream_options") or {}
+        if not opts.get("include_usage"):
+            body["stream_options"] = {**opts, "include_usage": True}
+            drop_usage = rewrite = True
+    if rewrite or raw is None:
+        raw = orjson.dumps(body)
+    return Admitted(admitted, body, raw, stream, drop_usage, prompt_estimate)
+
+
+async def send(request: Request, path: str, a: Admitted) -> Response:
+    """``a`` through the proxy along its route plan: failover, relay, usage.
+
+    Backends of another dialect (:mod:`verbund.federation._dialect`) get the body as
+    they need it; a stream they cannot produce is asked for unstreamed and sent on as
+    one burst of chunks."""
+    svc = services(request)
+    raw, stream = a.raw, a.stream
+    variants: dict[str, bytes] = {}
+    dialects = {b.config.chat_dialect for b in a.admission.plan} - {OPENAI}
+    if dialects and path == "/v1/chat/completions":
+        body = a.body
+        if stream and any(streams_unstreamed(body, d) for d in dialects):
+            body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+            raw, stream = orjson.dumps(body), False
+        for d in dialects:
+            changed = chat_body_for(body, d)
+            if changed is not None:
+                variants[d] = orjson.dumps(changed)
+    response = await svc.proxy.forward(
+        a.admission.forward(
+            path,
+            raw,
+            stream=stream,
+            drop_usage_chunk=a.drop_usage,
+            prompt_estimate=a.prompt_estimate,
+            parsed=a.body if stream else None,
+            client_gone=until_disconnect(request.receive),
+            variants=variants,
+        )
+    )
+    if stream == a.stream:
+        return response
+    chunks = stream_of_answer(bytes(response.body), include_usage=not a.drop_usage)
+    return StreamingResponse(
+        _Once(chunks),
+        media_type="text/event-stream",
+        headers={k: v for k, v in response.headers.items() if k.startswith("x-")},
+    )
+
+
+class _Once:
+    """An async iterator of one chunk of bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data

@@ -1,0 +1,35 @@
+"""The Responses API (``/v1/responses``) on top of chat completions.
+
+Pure translation, request by request: :func:`translate_request` checks a Responses
+request and turns it into a chat completions body; :func:`response_from_chat` turns a
+complete chat answer into a Response object; :class:`EventTranslator` and
+:class:`TranslatedStream` turn a streamed chat answer into the Responses API's events
+as it arrives. The route (``verbund.gateway._responses``) sends the chat body through
+the one admission path and proxy every chat completion takes.
+"""
+
+from verbund.responses._answer import response_from_chat
+from verbund.responses._events import EventTranslator, sse
+from verbund.responses._objects import Echo, FunctionName, new_id, response_skeleton
+from verbund.responses._request import MIN_OUTPUT_TOKENS, Translation, translate_request
+from verbund.responses._stored import ResponseStore, StoredResponse, sealing_key
+from verbund.responses._stream import TranslatedStream
+from verbund.responses._tools import check_json_schema
+
+__all__ = [
+    "MIN_OUTPUT_TOKENS",
+    "Echo",
+    "EventTranslator",
+    "FunctionName",
+    "ResponseStore",
+    "StoredResponse",
+    "TranslatedStream",
+    "Translation",
+    "check_json_schema",
+    "new_id",
+    "response_from_chat",
+    "response_skeleton",
+    "sealing_key",
+    "sse",
+    "translate_request",
+]
