@@ -126,3 +126,18 @@ async def test_demand_is_reported_while_in_use_and_once_when_quiet(tmp_path: Pat
     n = len(agent.calls)
     await cold.report_once()
     assert len(agent.calls) == n  # told once, then silent
+
+
+async def test_when_the_only_compliant_site_cannot_start_it_the_answer_is_a_clear_503(
+    tmp_path: Path,
+) -> None:
+    from verbund.errors import NoBackendAvailable
+
+    fed = _federation(tmp_path, {"sued": "stopped", "ost": "stopped"})
+    sued, ost = FakeAgent(fail=True), FakeAgent()
+    cold = _cold(fed, {"sued": sued, "ost": ost})
+    # confidential: ost (internal) is excluded, sued's agent is away
+    with pytest.raises(NoBackendAvailable) as err:
+        await cold.ensure(OD, policy(DataClass.confidential))
+    assert err.value.status == 503 and "sued" in err.value.message
+    assert ost.calls == []
