@@ -31,6 +31,12 @@ from verbund.demo import default_demo_config
 from verbund.demo_models import find_mlserver_python
 
 RESULTS = Path(__file__).parent / "results" / "demo_startup.md"
+LLAMA = {
+    b["name"]
+    for site in default_demo_config()["sites"]
+    for b in site["backends"]
+    if b.get("launch", {}).get("kind", "llama-cpp") == "llama-cpp"
+}
 
 
 def chat_only(config: dict[str, Any]) -> dict[str, Any]:
@@ -94,12 +100,12 @@ def main() -> None:
     for run in range(args.runs):
         for variant, cfg in (
             ("chat only (3 llama.cpp)", chat_file),
-            ("full demo (6 servers)", None),
+            ("full demo (9 servers)", None),
         ):
             r = start_once(cfg)
             ready = {n: b.get("ready_seconds") for n, b in r["backends"].items()}
-            llama = [s for n, s in ready.items() if "digits" not in n and s is not None]
-            ml = [s for n, s in ready.items() if "digits" in n and s is not None]
+            llama = [s for n, s in ready.items() if n in LLAMA and s is not None]
+            ml = [s for n, s in ready.items() if n not in LLAMA and s is not None]
             rows.append(
                 (
                     variant,
@@ -111,7 +117,7 @@ def main() -> None:
                 )
             )
     header = (
-        "| variant | run | ready (s) | slowest llama.cpp (s) | slowest MLServer (s) | load avg |"
+        "| variant | run | ready (s) | slowest llama.cpp (s) | slowest OIP server (s) | load avg |"
     )
     sep = "|---|---|---|---|---|---|"
     table = [header, sep] + [
@@ -127,8 +133,8 @@ def main() -> None:
         f"Versions: {_versions()}.\n\n"
         "`ready` is from starting `verbund up` to its demo.json being written (every model "
         "server answering, keys made, access point listening). Server columns are measured "
-        "from each server's own start; MLServers start after the digits model is trained "
-        "(or found trained).\n\n" + "\n".join(table) + "\n"
+        "from each server's own start; OIP servers (MLServer, KServe) start after their "
+        "model is trained (or found trained).\n\n" + "\n".join(table) + "\n"
     )
 
 

@@ -39,5 +39,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 "$ROOT/scripts/_mlserver_env.sh"  # MLServer (OIP v2 demo model) in its own .venv-mlserver
 "$ROOT/scripts/_training_env.sh"  # torch, transformers, peft for LoRA jobs: .venv-training
+# PyTorch, ONNX Runtime, TensorFlow: each framework's OIP model server in its own venv
+"$ROOT/scripts/_torch_env.sh"
+"$ROOT/scripts/_onnx_env.sh"
+"$ROOT/scripts/_tf_env.sh"
 "$ROOT/scripts/_idp_env.sh"  # the demo identity provider (npm oidc-provider) in .node-idp
 export PATH="$VENV/bin:$PATH"

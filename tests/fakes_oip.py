@@ -45,12 +45,15 @@ class FakeOipBackend:
             if self.mode == "refuse":
                 raise httpx.ConnectError("refused", request=request)
             return httpx.Response(200)
+        split = request.headers.get("inference-header-content-length")
+        head = request.content[: int(split)] if split else request.content
         self.calls.append(
             {
                 "method": request.method,
                 "path": path,
-                "body": json.loads(request.content) if request.content else None,
+                "body": json.loads(head) if head else None,
                 "headers": dict(request.headers),
+                "binary": request.content[int(split) :] if split else b"",
             }
         )
         if self.mode == "refuse":
@@ -79,6 +82,15 @@ class FakeOipBackend:
                     "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 2]}],
                     "outputs": [{"name": "sum", "datatype": "FP64", "shape": [-1, 1]}],
                 },
+            )
+        if action == "/infer" and request.method == "POST" and split:
+            # binary tensors: echo the raw bytes back as one binary output
+            raw = request.content[int(split) :]
+            out = {"name": "echo", "shape": [len(raw)], "datatype": "UINT8"}
+            out["parameters"] = {"binary_data_size": len(raw)}
+            head = json.dumps({"model_name": model, "outputs": [out]}).encode()
+            return httpx.Response(
+                200, content=head + raw, headers={"inference-header-content-length": str(len(head))}
             )
         if action == "/infer" and request.method == "POST":
             body = json.loads(request.content)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import federation_dict
-from verbund.config import parse_config
+from verbund.config import inherited_license, parse_config
 from verbund.demo import default_demo_config
 from verbund.errors import ConfigError
 
@@ -67,7 +67,58 @@ def test_llama_embedding_launch(tmp_path: Path) -> None:
 def test_demo_serves_three_kinds_of_model() -> None:
     cfg = parse_config(default_demo_config())
     kinds = {m.name: m.kind for m in cfg.models}
-    assert kinds == {"smollm2-135m": "chat", "smollm2-135m-embed": "embedding", "digits": "oip"}
+    assert kinds == {
+        "smollm2-135m": "chat",
+        "smollm2-135m-embed": "embedding",
+        "digits": "oip",
+        "digits-torch": "oip",
+        "digits-onnx": "oip",
+        "digits-keras": "oip",
+    }
     digit_sites = [s.name for s in cfg.sites for b in s.backends if "digits" in b.models]
     assert len(digit_sites) == 2  # failover needs two
     assert all(m.license and m.owner_site for m in cfg.models)
+
+
+def test_demo_runs_each_framework_on_kserve_from_its_own_environment() -> None:
+    cfg = parse_config(default_demo_config())
+    launches = {
+        m: b.launch for s in cfg.sites for b in s.backends for m in b.models if b.launch is not None
+    }
+    frameworks = {m: (lc.kind, lc.framework, lc.train) for m, lc in launches.items()}
+    assert frameworks["digits-torch"] == ("kserve", "pytorch", "digits-cnn")
+    assert frameworks["digits-onnx"] == ("kserve", "onnx", "digits-cnn")  # the same network
+    assert frameworks["digits-keras"] == ("kserve", "keras", "digits-keras")
+    for name in ("digits-torch", "digits-onnx", "digits-keras"):
+        model = cfg.model(name)
+        assert model is not None and model.inputs and model.outputs and model.framework
+        assert model.max_request_bytes > cfg.limits.max_body_bytes  # image batches as JSON
+        assert model.card.training_data and model.card.intended_use and model.card.restrictions
+
+
+def test_model_cards_licences_and_tensors(tmp_path: Path) -> None:
+    base = {"name": "base", "kind": "chat", "license": "Apache-2.0"}
+    tuned = {"name": "tuned", "kind": "chat", "base_model": "base"}
+    cfg = parse_config({"models": [base, tuned]})
+    models = {m.name: m for m in cfg.models}
+    assert inherited_license(models["tuned"], models) == "Apache-2.0"  # from its base
+    assert inherited_license(models["base"], models) == "Apache-2.0"
+    assert "unknown base_model" in problems({"models": [tuned]})
+    assert "license" in problems({"models": [{**base, "license": "Apache 2.0 or so"}]})
+    assert parse_config({"models": [{**base, "license": "MIT OR Apache-2.0"}]})
+    tensor = {"name": "x", "datatype": "FP32", "shape": [-1, 3]}
+    assert "inputs" in problems({"models": [{**base, "inputs": [tensor]}]})  # oip only
+    oip = {"name": "m", "kind": "oip", "inputs": [tensor, tensor]}
+    assert "unique" in problems({"models": [oip]})
+    assert "datatype" in problems({"models": [{**oip, "inputs": [{**tensor, "datatype": "F"}]}]})
+
+
+def test_kserve_launch_needs_a_framework_that_fits_its_model(tmp_path: Path) -> None:
+    ok = {"kind": "kserve", "framework": "onnx", "train": "digits-cnn"}
+    assert parse_config(with_backend(tmp_path, launch=ok, kind="oip")).sites[0].backends[1].launch
+    assert "framework" in problems(
+        with_backend(tmp_path, launch={**ok, "framework": ""}, kind="oip")
+    )
+    wrong = {**ok, "framework": "keras"}
+    assert "does not fit" in problems(with_backend(tmp_path, launch=wrong, kind="oip"))
+    assert "launches KServe" in problems(with_backend(tmp_path, launch=ok, kind="openai"))

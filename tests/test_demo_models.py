@@ -40,9 +40,10 @@ def test_mlserver_python_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert cmd == [str(fake), "-m", "mlserver.cli.main", "start", str(tmp_path)]
 
 
-def test_trainer_script_runs_without_verbund(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(demo_models.TRAINERS))
+def test_trainer_script_runs_without_verbund(name: str) -> None:
     """The script must run in a venv without Verbund: it may import only the stdlib at the top."""
-    script = demo_models.trainer_script("digits")
+    script = demo_models.trainer_script(name)
     out = subprocess.run(
         ["python3", "-I", "-c", f"import runpy; runpy.run_path({str(script)!r}, run_name='x')"],
         capture_output=True,
@@ -51,3 +52,29 @@ def test_trainer_script_runs_without_verbund(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_kserve_command_runs_the_framework_model_on_loopback_without_grpc(tmp_path: Path) -> None:
+    python, model = tmp_path / "python", tmp_path / "model.onnx"
+    cmd = demo_models.kserve_command(python, "onnx", model, "digits-onnx", 9100)
+    assert cmd[:2] == [str(python), str(Path(demo_models.__file__).parent / "serve_kserve.py")]
+    args = dict(zip(cmd[2::2], cmd[3::2], strict=True))
+    assert args["--framework"] == "onnx" and args["--model_file"] == str(model)
+    assert args["--model_name"] == "digits-onnx" and args["--http_port"] == "9100"
+    assert args["--enable_grpc"] == "false" and args["--workers"] == "1"
+
+
+def test_each_framework_has_its_own_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    venvs = {e.venv for e in demo_models.ENVIRONMENTS.values()}
+    assert len(venvs) == len(demo_models.ENVIRONMENTS) and ".venv" not in venvs
+    fake = tmp_path / "python"
+    fake.write_text("")
+    monkeypatch.setenv(demo_models.ENVIRONMENTS["keras"].env_var, str(fake))
+    assert demo_models.find_python("keras") == fake
+    monkeypatch.setenv(demo_models.ENVIRONMENTS["onnx"].env_var, str(tmp_path / "missing"))
+    assert demo_models.find_python("onnx") is None
+    for trainer in demo_models.TRAINERS.values():
+        assert trainer.environment in demo_models.ENVIRONMENTS
+        assert set(trainer.files) <= set(demo_models.ENVIRONMENTS)
+    # the ONNX file comes from the PyTorch training: one network, two runtimes
+    assert demo_models.TRAINERS["digits-cnn"].files == {"pytorch": "model.pt", "onnx": "model.onnx"}

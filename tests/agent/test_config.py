@@ -81,7 +81,7 @@ def test_a_model_may_name_another_site_as_its_owner(tmp_path: Path) -> None:
         site_dict(
             tmp_path,
             backends=[{"name": "b", "url": "http://h:1", "models": ["m"]}],
-            models=[{"name": "m", "owner_site": "rz-elsewhere"}],
+            models=[{"name": "m", "owner_site": "rz-elsewhere", "base_model": "elsewhere"}],
         )
     )
     svc = AgentServices.build(cfg, KEYS)  # the one-site federation of its probes accepts it

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import delete, select
 
@@ -23,6 +23,7 @@ from verbund.store import STORE_FAILURES, AvailabilityRow, Store, UsageRow
 log = logging.getLogger("verbund.retention")
 
 DAY = 86400
+Purge = Callable[[float], Awaitable[dict[str, int]]]
 CHUNK = 5000
 
 
@@ -41,6 +42,12 @@ class Retention:
         self._cfg = config
         self._interval = interval
         self._clock = clock
+        self._purges: list[Purge] = []
+
+    def add_purge(self, purge: Purge) -> None:
+        """Another feature's data past its time (expired files): called with the
+        current time on every round; its counts join the round's audit entry."""
+        self._purges.append(purge)
 
     async def purge(self) -> dict[str, int]:
         """Delete what is past its retention; returns rows deleted per table."""
@@ -68,6 +75,8 @@ class Retention:
                     )
                 )
             deleted["site_availability"] = int(getattr(result, "rowcount", 0) or 0)
+        for purge in self._purges:
+            deleted.update(await purge(now))
         if any(deleted.values()):
             async with self._store.session() as s, s.begin():
                 await self._audit.append(

@@ -90,7 +90,8 @@ class BatchDispatch:
         if isinstance(user, str) and user:
             record.user_hash = parsed["user"] = self._pseudonyms(user)
             body = orjson.dumps(parsed)
-        if limits:
+        oip = path.startswith("/v2/")  # OIP inference: tensors, no tokens to reserve
+        if limits and not oip:
             answer_tokens = 0 if path == "/v1/embeddings" else self._default_max_tokens
             tokens = estimate_prompt_tokens(parsed) + (max_tokens(parsed) or answer_tokens)
             await self._quotas.admit(record.request_id, limits, tokens)  # may wait: RateLimited
@@ -98,4 +99,6 @@ class BatchDispatch:
             answer = await self._proxy.call(
                 Forward(path=path, body=body, stream=False, plan=plan, recording=recording)
             )
+            if oip:
+                record.response_bytes = len(answer.body)
         return answer.body

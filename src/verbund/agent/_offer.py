@@ -54,9 +54,9 @@ class Offer:
             certifications=config.site.certifications,
             backends=config.backends,
         )
-        # owner_site may name another site: the federation config checks that, not the site
+        # owner_site and base_model may name what is elsewhere: the federation checks those
         models = [
-            ModelConfig(**m.model_dump(exclude={"data_classes", "owner_site"}))
+            ModelConfig(**m.model_dump(exclude={"data_classes", "owner_site", "base_model"}))
             for m in config.models
         ]
         self.federation = Federation(

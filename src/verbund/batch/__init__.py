@@ -8,10 +8,19 @@ from verbund.batch._limiter import AdaptiveLimiter, Signal
 from verbund.batch._objects import BatchStatus, ItemStatus
 from verbund.batch._runner import BatchRunner
 from verbund.batch._service import BatchRequest, BatchService, BodyCheck, ModelCheck, parse_create
-from verbund.batch._validate import ENDPOINTS, BatchLineError, ItemRef, Validation, validate_input
+from verbund.batch._validate import (
+    ENDPOINTS,
+    OIP_USAGE_ENDPOINT,
+    BatchLineError,
+    ItemRef,
+    Validation,
+    oip_model,
+    validate_input,
+)
 
 __all__ = [
     "ENDPOINTS",
+    "OIP_USAGE_ENDPOINT",
     "AdaptiveLimiter",
     "BatchLineError",
     "BatchRequest",
@@ -30,6 +39,7 @@ __all__ = [
     "Outcome",
     "Signal",
     "Validation",
+    "oip_model",
     "parse_create",
     "validate_input",
 ]

@@ -22,6 +22,7 @@ from verbund.accounting import UsageRecord
 from verbund.batch._items import ClaimedItem, Outcome
 from verbund.batch._limiter import Signal
 from verbund.batch._objects import error_line, response_line
+from verbund.batch._validate import OIP_USAGE_ENDPOINT, oip_model
 from verbund.config import BatchConfig
 from verbund.errors import ApiError, RateLimited, StoreError, UpstreamError
 from verbund.federation import Backend
@@ -133,15 +134,18 @@ async def _execute(
     except (KeyError, TypeError, StoreError, OSError, orjson.JSONDecodeError):
         line = error_line(item.custom_id, "input_unavailable", "The request could not be read.")
         return Execution(Outcome(item, "failed", line))
+    oip = oip_model(lane.endpoint) is not None
     record = UsageRecord(
         request_id=str(uuid.uuid4()),
         access_point=access_point,
         institution_id=lane.institution_id,
         key_id=lane.key_id,
-        endpoint=lane.endpoint,
+        endpoint=OIP_USAGE_ENDPOINT if oip else lane.endpoint,
         model=lane.model,
         priority="batch",
     )
+    if oip:  # tensors, not tokens: their sizes are what an inference is measured by
+        record.request_bytes = len(body)
     on_send()
     t0 = time.monotonic()
     try:

@@ -19,7 +19,7 @@ from sqlalchemy import and_, insert, or_, select, update
 
 from verbund.batch._items import ItemStore
 from verbund.batch._objects import ACTIVE, BatchCounts, BatchStatus, ItemStatus, batch_to_api
-from verbund.batch._validate import ENDPOINTS, validate_input
+from verbund.batch._validate import ENDPOINTS, oip_model, validate_input
 from verbund.config import BatchConfig
 from verbund.errors import BadRequest, Conflict, NotFound
 from verbund.files import FilePurpose, FileService
@@ -60,9 +60,10 @@ def parse_create(
             param="input_file_id",
         )
     endpoint = body.get("endpoint")
-    if endpoint not in ENDPOINTS:
+    if endpoint not in ENDPOINTS and not (isinstance(endpoint, str) and oip_model(endpoint)):
         raise BadRequest(
-            f"'endpoint' must be one of {', '.join(ENDPOINTS)}.",
+            f"'endpoint' must be one of {', '.join(ENDPOINTS)}, or an Open Inference "
+            "Protocol model's /v2/models/{name}/infer (at most 64 characters).",
             code="invalid_value",
             param="endpoint",
         )

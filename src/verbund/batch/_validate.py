@@ -2,7 +2,9 @@
 
 Every line must be a JSON object with a unique ``custom_id``, ``method`` ``POST``, a
 ``url`` equal to the batch's endpoint and a ``body`` that the endpoint accepts, naming a
-model the institution may use; all lines must name the same model. Lines are read in a
+model the institution may use; all lines must name the same model. A batch of Open
+Inference Protocol requests has the model's inference route as its endpoint
+(``/v2/models/{name}/infer``), and every line the same ``url``. Lines are read in a
 stream with a bound on their length, so a line of many megabytes costs no memory. The
 result is either the items (where each line is in the file) or the errors, by line.
 """
@@ -10,6 +12,7 @@ result is either the items (where each line is in the file) or the errors, by li
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,14 +23,24 @@ from verbund.errors import ApiError
 
 __all__ = [
     "ENDPOINTS",
+    "OIP_USAGE_ENDPOINT",
     "BatchLineError",
     "ItemRef",
     "Validation",
+    "oip_model",
     "split_lines",
     "validate_input",
 ]
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+# OIP inference as a batch endpoint: the model (and version) are in the path; the store
+# keeps at most 64 characters of an endpoint
+_OIP_ENDPOINT = re.compile(
+    r"^/v2/models/(?P<model>[A-Za-z0-9][A-Za-z0-9._:-]{0,127})"
+    r"(?:/versions/[A-Za-z0-9][A-Za-z0-9._-]{0,63})?/infer$"
+)
+MAX_ENDPOINT = 64
+OIP_USAGE_ENDPOINT = "/v2/infer"  # as interactive OIP inference is recorded
 MAX_CUSTOM_ID = 512
 MAX_ERRORS = 100
 
@@ -103,6 +116,13 @@ async def split_lines(chunks: AsyncIterable[bytes], max_line: int) -> AsyncItera
             i = nl + 1
     if pos > start:
         yield Line(number, start, pos - start, None if too_long else bytes(buf))
+
+
+def oip_model(endpoint: str) -> str | None:
+    """The model of an OIP inference endpoint (``/v2/models/{name}[/versions/{v}]/infer``),
+    or None when ``endpoint`` is not one."""
+    found = _OIP_ENDPOINT.match(endpoint) if len(endpoint) <= MAX_ENDPOINT else None
+    return found.group("model") if found else None
 
 
 def _api_error(exc: ApiError, line: int, prefix: str = "body.") -> BatchLineError:

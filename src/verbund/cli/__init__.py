@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from verbund.cli import _accounting, _audit, _jobs, _keys, _serve, _sites
+from verbund.cli import _accounting, _audit, _erase, _jobs, _keys, _receipt, _serve, _sites
 from verbund.cli._target import Session, open_session
 
 __all__ = ["Session", "app", "create_app", "main"]
@@ -20,7 +20,7 @@ def create_app() -> typer.Typer:
         no_args_is_help=True, add_completion=False, help="Verbund: federated AI access."
     )
     app.callback()(open_session)
-    for group in (_serve, _sites, _keys, _accounting, _audit, _jobs):
+    for group in (_serve, _sites, _keys, _accounting, _audit, _jobs, _erase, _receipt):
         group.register(app)
     return app
 

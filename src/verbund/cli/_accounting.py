@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from verbund.accounting import parse_month
+from verbund.cli import _trust
 from verbund.cli._output import FormatOpt, check_format, echo_json, emit, fail
 from verbund.cli._target import TargetCommand, session
 
@@ -105,8 +107,17 @@ def settle(
     section: Annotated[
         str, typer.Option(help="all | usage | delivered | balances | sites (csv: one section).")
     ] = "all",
+    statements: Annotated[
+        Path | None,
+        typer.Option("--statements", help="Sites' signed usage statements (*.json) to check."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Federation config with the sites' keys.")
+    ] = None,
 ) -> None:
-    """Monthly settlement between partner sites, recomputed from the usage records."""
+    """Monthly settlement between partner sites, recomputed from the usage records; with
+    --statements, cross-checked against the sites' signed statements (exit code 2 on a
+    difference)."""
     check_format(fmt)
     if section != "all" and section not in SETTLEMENT_SECTIONS:
         raise fail(f"--section must be all or one of {', '.join(SETTLEMENT_SECTIONS)}")
@@ -115,8 +126,13 @@ def settle(
     except ValueError:
         raise fail(f"--month: expected YYYY-MM, got {month!r}") from None
     data = session(ctx).call("GET", "/admin/settlement", params={"month": month})
+    checked = None if statements is None else _trust.countersigned(data, statements, config)
+    if checked is not None:
+        data["countersigned"] = checked
     if fmt == "json":
         echo_json(data if section == "all" else data[section])
+        if checked and checked["differences"]:
+            raise typer.Exit(2)
         return
     sections = list(SETTLEMENT_SECTIONS) if section == "all" else [section]
     if fmt == "table":
@@ -133,6 +149,10 @@ def settle(
         emit(data[name], SETTLEMENT_SECTIONS[name], fmt)
     if fmt == "table" and data["unassigned"] and section in ("all", "balances"):
         typer.echo(f"\nno partner site (not in balances): {', '.join(data['unassigned'])}")
+    if checked is not None:
+        _trust.print_countersigned(checked)
+        if checked["differences"]:
+            raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

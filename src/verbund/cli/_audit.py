@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from verbund.cli import _trust
 from verbund.cli._output import fail
 from verbund.cli._target import TargetCommand, session
 
@@ -19,8 +20,19 @@ def verify(
         Path | None,
         typer.Option("--file", help="Verify an export (JSON lines) offline instead."),
     ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option("--checkpoints", help="Also check against the checkpoints kept here."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Federation config with partner keys.")
+    ] = None,
 ) -> None:
-    """Check the hash chain of the audit log; names the first broken entry (exit code 2)."""
+    """Check the hash chain of the audit log; names the first broken entry (exit code 2).
+    With --checkpoints (or --config), also against partners' signed checkpoints."""
+    if file is None and (checkpoints is not None or config is not None):
+        _trust.verify_checkpoints(ctx, checkpoints, config)
+        return
     data = session(ctx).call("GET", "/admin/audit/verify") if file is None else _verify(file)
     if data["ok"]:
         typer.echo(f"audit log OK: {data['entries']} entries, chain intact")
@@ -58,4 +70,6 @@ def register(app: typer.Typer) -> None:
     audit = typer.Typer(no_args_is_help=True, help="Inspect and verify the audit log.")
     audit.command("verify", cls=TargetCommand)(verify)
     audit.command("export", cls=TargetCommand)(export)
+    audit.command("checkpoint", cls=TargetCommand)(_trust.checkpoint)
+    audit.command("keygen")(_trust.keygen)
     app.add_typer(audit, name="audit")

@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
+from verbund.demo_models._environments import HERE as _HERE
+from verbund.demo_models._environments import find_python
+
 MLSERVER_PYTHON_ENV = "VERBUND_MLSERVER_PYTHON"
 
 
 @dataclass(frozen=True, slots=True)
 class Trainer:
-    """A model the demo trains at start: its script and the tensors it takes and gives."""
+    """A model the demo trains: its script, the environment that runs it (``sklearn``,
+    ``pytorch``, ``keras``), the file it writes for each runtime that serves it, and the
+    tensors MLServer is told about (KServe's runtime describes its own)."""
 
     script: str
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
+    environment: str
+    files: dict[str, str]
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
 TRAINERS = {
     "digits": Trainer(
         script="train_digits.py",
+        environment="sklearn",
+        files={"sklearn": "model.joblib"},
         inputs=[{"name": "images", "datatype": "FP64", "shape": [-1, 64]}],
         outputs=[{"name": "predict", "datatype": "INT64", "shape": [-1, 1]}],
+    ),
+    # one network, trained once with PyTorch: TorchScript and its ONNX export
+    "digits-cnn": Trainer(
+        script="train_digits_cnn.py",
+        environment="pytorch",
+        files={"pytorch": "model.pt", "onnx": "model.onnx"},
+    ),
+    "digits-keras": Trainer(
+        script="train_digits_keras.py", environment="keras", files={"keras": "model.keras"}
     ),
 }
 
@@ -36,14 +52,7 @@ def trainer_script(name: str) -> Path:
 def find_mlserver_python(configured: str = "") -> Path | None:
     """The MLServer venv's interpreter: configured, ``$VERBUND_MLSERVER_PYTHON``, or
     ``.venv-mlserver/`` in the source tree or the working directory."""
-    explicit = configured or os.environ.get(MLSERVER_PYTHON_ENV, "")
-    if explicit:
-        return Path(explicit) if Path(explicit).exists() else None
-    for root in (_HERE.parents[2], Path.cwd()):
-        candidate = root / ".venv-mlserver" / "bin" / "python"
-        if candidate.exists():
-            return candidate
-    return None
+    return find_python("sklearn", configured)
 
 
 def server_settings(http_port: int, grpc_port: int) -> dict[str, Any]:

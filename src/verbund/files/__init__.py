@@ -4,6 +4,8 @@ Used by the Files routes, by batches (input and output files) and by training jo
 """
 
 from verbund.files._blobs import BlobStore, BlobWriter, LocalBlobStore
+from verbund.files._lifecycle import FileLifecycle, file_expiry
+from verbund.files._sealed import SealedBlobStore, file_key
 from verbund.files._service import (
     UPLOAD_PURPOSES,
     DeleteGuard,
@@ -21,12 +23,16 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "DeleteGuard",
+    "FileLifecycle",
     "FileObject",
     "FilePage",
     "FilePurpose",
     "FileService",
     "LocalBlobStore",
+    "SealedBlobStore",
     "Upload",
     "clean_filename",
+    "file_expiry",
+    "file_key",
     "new_file_id",
 ]

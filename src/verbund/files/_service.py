@@ -172,7 +172,15 @@ class Upload:
             raise PayloadTooLarge(f"The file exceeds the upload limit of {self._limit} bytes.")
         await self._writer.write(data)
 
-    async def finish(self, institution_id: str, purpose: str, filename: str) -> FileObject:
+    async def finish(
+        self,
+        institution_id: str,
+        purpose: str,
+        filename: str,
+        *,
+        key_id: str | None = None,
+        expires_at: float | None = None,
+    ) -> FileObject:
         self._done = True
         try:
             await self._writer.commit()
@@ -180,7 +188,14 @@ class Upload:
             await self._writer.abort()
             raise
         return await self._service._insert(
-            new_file_id(), institution_id, purpose, filename, self.size, self._key
+            new_file_id(),
+            institution_id,
+            purpose,
+            filename,
+            self.size,
+            self._key,
+            key_id=key_id,
+            expires_at=expires_at,
         )
 
     async def abort(self) -> None:
@@ -235,7 +250,16 @@ class FileService:
         )
 
     async def _insert(
-        self, file_id: str, institution_id: str, purpose: str, filename: str, size: int, key: str
+        self,
+        file_id: str,
+        institution_id: str,
+        purpose: str,
+        filename: str,
+        size: int,
+        key: str,
+        *,
+        key_id: str | None = None,
+        expires_at: float | None = None,
     ) -> FileObject:
         row = FileRow(
             id=file_id,
@@ -244,8 +268,9 @@ class FileService:
             filename=filename,
             bytes=size,
             created_at=time.time(),
-            expires_at=None,
+            expires_at=expires_at,
             blob_key=key,
+            key_id=key_id,
         )
         old_key: str | None = None
         try:

@@ -24,6 +24,7 @@ from verbund.gateway import (
     _accounting,
     _admin,
     _batches,
+    _erasure,
     _files,
     _jobs,
     _keys,
@@ -34,6 +35,7 @@ from verbund.gateway import (
     _people,
     _responses,
     _signin,
+    _trust,
 )
 from verbund.gateway._overload import OverloadMiddleware
 from verbund.gateway._services import AgentTransport, Services
@@ -178,6 +180,14 @@ def create_app(
         Route("/admin/usage", _admin.usage, methods=["GET"]),
         Route("/admin/audit", _admin.audit_entries, methods=["GET"]),
         Route("/admin/audit/verify", _admin.audit_verify, methods=["GET"]),
+        Route("/admin/audit/checkpoints", _trust.list_checkpoints, methods=["GET"]),
+        Route("/admin/erasure", _erasure.erase, methods=["POST"]),
+        Route("/admin/audit/checkpoints", _trust.post_checkpoints, methods=["POST"]),
+        Route(
+            "/admin/audit/checkpoints/verify",
+            _trust.verify_against_checkpoints,
+            methods=["GET"],
+        ),
         # people: sign-in with OpenID Connect, their own keys and usage
         Route("/auth/providers", _signin.providers, methods=["GET"]),
         Route("/auth/login", _signin.login, methods=["GET"]),

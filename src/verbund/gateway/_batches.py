@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from verbund.admission import Ask
-from verbund.batch import parse_create
+from verbund.batch import oip_model, parse_create
 from verbund.errors import BadRequest, ModelNotFound, NoBackendAvailable
 from verbund.gateway._body import (
     check_chat,
@@ -30,6 +30,7 @@ from verbund.gateway._deps import (
     services,
 )
 from verbund.gateway._inference import kind_phrase
+from verbund.gateway._oip_body import check_against_model, check_infer_request
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.routing import RouteContext
@@ -44,6 +45,10 @@ _MODEL_KINDS = {
 
 
 def _body_check(svc: Services, endpoint: str) -> Any:
+    oip = oip_model(endpoint)
+    if oip is not None:
+        return _oip_body_check(svc, oip)
+
     def check(body: dict[str, Any]) -> str:
         if nested_deeper(body, svc.config.limits.max_json_depth):
             raise too_deep(svc.config.limits.max_json_depth)
@@ -56,6 +61,23 @@ def _body_check(svc: Services, endpoint: str) -> Any:
         else:
             check_embedding(body)
         return model
+
+    return check
+
+
+def _oip_body_check(svc: Services, name: str) -> Any:
+    """A line of an OIP batch: an inference request for the endpoint's model, checked as an
+    interactive one is (tensors in JSON; a line cannot carry binary data)."""
+    model = svc.federation.models.get(name)
+
+    def check(body: dict[str, Any]) -> str:
+        if model is None:
+            raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+        if nested_deeper(body, svc.config.limits.max_json_depth):
+            raise too_deep(svc.config.limits.max_json_depth)
+        check_infer_request(body)
+        check_against_model(body, model)
+        return name
 
     return check
 
@@ -80,7 +102,8 @@ async def create_batch(request: Request) -> Response:
             with contextlib.suppress(NoBackendAvailable):
                 svc.router.plan(model, policy, ctx)
             kind = svc.federation.models[model].kind
-            if kind not in _MODEL_KINDS[req.endpoint]:
+            kinds = ("oip",) if oip_model(req.endpoint) else _MODEL_KINDS[req.endpoint]
+            if kind not in kinds:
                 raise BadRequest(
                     f"The model '{model}' is {kind_phrase(kind)} model and cannot serve "
                     f"{req.endpoint}.",

@@ -14,13 +14,14 @@ own go under ``verbund``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from verbund.config import DataClass, ModelConfig
+from verbund.config import DataClass, ModelConfig, inherited_license
 from verbund.federation import Federation, Site
 from verbund.policy import RequestPolicy, exclusion_reason, split_sites
 
-__all__ = ["catalogue"]
+__all__ = ["catalogue", "model_card"]
 
 
 def _site_entry(site: Site, model: str, now: float) -> dict[str, Any]:
@@ -76,6 +77,27 @@ def _with_class(policy: RequestPolicy, data_class: DataClass) -> RequestPolicy:
     )
 
 
+def model_card(model: ModelConfig, models: Mapping[str, ModelConfig]) -> dict[str, Any]:
+    """The model card: machine-readable licence (SPDX, a fine-tuned model's from its
+    base), framework, source, training data, intended use and restrictions; for OIP
+    models also the tensors it takes and gives and how large a request may be."""
+    card: dict[str, Any] = {
+        "license": inherited_license(model, models) or None,
+        "framework": model.framework or None,
+        "base_model": model.base_model or None,
+        "source": model.card.source or None,
+        "training_data": model.card.training_data or None,
+        "intended_use": model.card.intended_use or None,
+        "restrictions": model.card.restrictions or None,
+    }
+    if model.kind == "oip":
+        card["inputs"] = [t.model_dump() for t in model.inputs]
+        card["outputs"] = [t.model_dump() for t in model.outputs]
+        card["max_batch"] = model.max_batch or None
+        card["max_request_bytes"] = model.max_request_bytes or None
+    return card
+
+
 def model_entry(
     federation: Federation,
     model: ModelConfig,
@@ -89,6 +111,7 @@ def model_entry(
     if not sites:
         return None
     site_entries = [_site_entry(s, model.name, now) for s in sites]
+    card = model_card(model, federation.models)
     available = any(e["available"] for e in site_entries)
     return {
         "id": model.name,
@@ -98,7 +121,8 @@ def model_entry(
         "verbund": {
             "kind": model.kind,
             "description": model.description,
-            "license": model.license or None,
+            "license": card["license"],
+            "framework": card["framework"],
             "owner_site": model.owner_site or None,
             "base_model": model.base_model or None,
             "context_length": model.context_length,
@@ -108,6 +132,7 @@ def model_entry(
             "status": status(sites, site_entries),
             "capabilities": capabilities(model),
             "sites": site_entries,
+            "card": card,
         },
     }
 

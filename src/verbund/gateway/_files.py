@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 from urllib.parse import quote
 
@@ -9,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from verbund.errors import BadRequest
-from verbund.files import UPLOAD_PURPOSES
+from verbund.files import UPLOAD_PURPOSES, file_expiry
 from verbund.gateway._deps import principal, query_int, services
 from verbund.gateway._upload import receive_upload
 
@@ -34,22 +35,28 @@ async def create_file(request: Request) -> Response:
             raise BadRequest(
                 f"'purpose' must be one of {allowed}.", code="invalid_value", param="purpose"
             )
-        _check_expires_after(form.fields)
+        requested = _check_expires_after(form.fields)
+        inst = who.institution
+        expires_at = file_expiry(
+            requested, inst.file_expires_after, inst.file_max_expires_after, time.time()
+        )
     except BaseException:
         if upload is not None:
             await upload.abort()
         raise
-    f = await upload.finish(who.institution.id, purpose, form.filename)
+    f = await upload.finish(
+        who.institution.id, purpose, form.filename, key_id=who.key_id, expires_at=expires_at
+    )
     return JSONResponse(f.to_api())
 
 
-def _check_expires_after(fields: dict[str, str]) -> None:
+def _check_expires_after(fields: dict[str, str]) -> int | None:
     """OpenAI's ``expires_after`` (sent as ``expires_after[anchor]`` and
     ``expires_after[seconds]``) needs both: anchor ``created_at`` and 3600..2592000 seconds.
     An incomplete policy is refused rather than silently read as none."""
     given = {k for k in fields if k == "expires_after" or k.startswith("expires_after[")}
     if not given:
-        return
+        return None
     if fields.get("expires_after[anchor]") != "created_at":
         raise BadRequest(
             "'expires_after.anchor' is required and must be 'created_at'.",
@@ -70,6 +77,7 @@ def _check_expires_after(fields: dict[str, str]) -> None:
             code="invalid_value",
             param="expires_after",
         )
+    return int(seconds)
 
 
 async def list_files(request: Request) -> Response:

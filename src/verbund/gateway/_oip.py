@@ -19,17 +19,32 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from verbund import __version__
 from verbund.admission import Ask
-from verbund.errors import ApiError, BadRequest, ModelNotFound, NoBackendAvailable, NotFound
+from verbund.errors import (
+    ApiError,
+    BadRequest,
+    ModelNotFound,
+    NoBackendAvailable,
+    NotFound,
+    UpstreamError,
+)
 from verbund.federation import Backend
-from verbund.gateway._deps import data_class, json_body, principal, request_id, services
+from verbund.gateway._body import read_body
+from verbund.gateway._catalogue import model_card
+from verbund.gateway._deps import data_class, principal, request_id, services
 from verbund.gateway._inference import kind_phrase
-from verbund.gateway._oip_body import check_infer_request
+from verbund.gateway._oip_body import (
+    HEADER_LENGTH,
+    check_against_model,
+    check_infer_request,
+    parse_infer_body,
+)
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.proxy import until_disconnect
@@ -142,9 +157,16 @@ async def model_metadata(request: Request) -> Response:
     name, version = _target(request, svc)
     plan = _plan(svc, who, name, request)
     answer = await svc.proxy.fetch(plan, _backend_path(name, version), request_id(request))
-    return Response(
-        answer.body, media_type="application/json", headers=_site_headers(answer.backend, request)
-    )
+    headers = _site_headers(answer.backend, request)
+    try:
+        metadata = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise UpstreamError("The model server's metadata was not a JSON object.")
+    # the catalogue's model card beside what the model server says of its tensors
+    metadata["verbund"] = model_card(svc.federation.models[name], svc.federation.models)
+    return JSONResponse(metadata, headers=headers)
 
 
 @_oip_errors
@@ -152,9 +174,14 @@ async def infer(request: Request) -> Response:
     svc = services(request)
     who = await principal(request)
     name, version = _target(request, svc)
+    model = svc.federation.models[name]
+    limits = svc.config.limits
     async with svc.admission.enter(who, INFER_ENDPOINT, request_id(request)) as entry:
-        raw, body = await json_body(request)
-        check_infer_request(body)
+        raw = await read_body(request, model.max_request_bytes or limits.max_body_bytes)
+        header_length = request.headers.get(HEADER_LENGTH)
+        body, binary_bytes = parse_infer_body(raw, header_length, limits.max_json_depth)
+        check_infer_request(body, binary_bytes)
+        check_against_model(body, model)
         ask = Ask(
             model=name,
             data_class=data_class(request, who),
@@ -167,15 +194,16 @@ async def infer(request: Request) -> Response:
             raw,
             client_gone=until_disconnect(request.receive),
         )
+        if header_length is not None:  # binary tensors: the body goes through unchanged
+            fwd.headers = {"content-type": "application/octet-stream", HEADER_LENGTH: header_length}
         answer = await svc.proxy.call(fwd)
         admitted.record.response_bytes = len(answer.body)
-        return admitted.respond(
-            Response(
-                answer.body,
-                media_type="application/json",
-                headers=_site_headers(answer.backend, request),
-            )
-        )
+        headers = _site_headers(answer.backend, request)
+        if HEADER_LENGTH in answer.headers:
+            headers[HEADER_LENGTH] = answer.headers[HEADER_LENGTH]
+        binary = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
+        media = answer.headers.get("content-type", binary)
+        return admitted.respond(Response(answer.body, media_type=media, headers=headers))
 
 
 async def _not_found(request: Request) -> Response:

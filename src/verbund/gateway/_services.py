@@ -47,6 +47,7 @@ from verbund.coordination import (
     RedisSeats,
     Seats,
 )
+from verbund.erasure import Erasure
 from verbund.federation import (
     AgentClient,
     CatalogueSync,
@@ -58,7 +59,14 @@ from verbund.federation import (
     TransportFactory,
     UpstreamPool,
 )
-from verbund.files import FileService, LocalBlobStore
+from verbund.files import (
+    BlobStore,
+    FileLifecycle,
+    FileService,
+    LocalBlobStore,
+    SealedBlobStore,
+    file_key,
+)
 from verbund.gateway._overload import OverloadCollector
 from verbund.identity import IdentityService
 from verbund.jobs import ChainedSource, DirectoryFileSource, FileServiceSource, JobService
@@ -70,6 +78,7 @@ from verbund.store import STORE_FAILURES, Store, StoreClock
 from verbund.telemetry import ClockSkewCollector, Metrics, Pseudonymizer, log_access, make_tracer
 from verbund.telemetry._tracing import Tracer
 from verbund.tenancy import InstitutionRegistry, KeyService
+from verbund.trust import CheckpointBook, PartnerKeys, SigningKey
 
 log = logging.getLogger("verbund.gateway")
 
@@ -152,6 +161,8 @@ class Services:
     coordination: Coordination
     telemetry: Telemetry
     identity: IdentityService  # people: sign-in, sessions, role-scoped admin keys
+    checkpoints: CheckpointBook  # signed checkpoints of the audit chain, ours and partners'
+    erasure: Erasure  # everything of one key or person, on request
     started: float = field(default_factory=time.time)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -195,11 +206,8 @@ class Services:
             on_suspect=health.prober.suspect,
             stream_write_timeout=config.limits.stream_write_timeout,
         )
-        files = FileService(
-            store,
-            LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files")),
-            config.files.max_upload_bytes,
-        )
+        files = FileService(store, _blobs(config), config.files.max_upload_bytes)
+        accounting.retention.add_purge(FileLifecycle(store, files).purge_expired)
         batches = BatchService(store, files, config.batch)
         batch_runner = BatchRunner(
             store=store,
@@ -245,6 +253,8 @@ class Services:
             store=store,
             clock=clock,
             audit=audit,
+            checkpoints=_checkpoints(config, store, audit),
+            erasure=Erasure(store, files, audit),
             federation=federation,
             lifecycle=SiteLifecycle(federation, store, audit, coordination.bus.publish),
             health=health,
@@ -329,6 +339,7 @@ class Services:
             "overload-watch": self.overload.watch(),
             "responses-purge": self.responses.run_purger(self.config.responses.purge_interval),
             "session-purge": self.identity.run_purge(),
+            "audit-checkpoints": self.checkpoints.run(),
         }
         if self.config.batch.enabled:
             loops["batch-runner"] = self.batch_runner.run()
@@ -462,6 +473,25 @@ def _accounting(
         budgets=budgets,
         availability=SiteAvailability(store, config.gateway.name),
         retention=Retention(store, audit, config.retention),
+    )
+
+
+def _blobs(config: FederationConfig) -> BlobStore:
+    """The file store; sealed (AES-GCM) when the file key's variable is set."""
+    local = LocalBlobStore(Path(config.files.dir or Path(config.gateway.state_dir) / "files"))
+    key = file_key(config.trust.file_key_env)
+    return local if key is None else SealedBlobStore(local, key)
+
+
+def _checkpoints(config: FederationConfig, store: Store, audit: AuditLog) -> CheckpointBook:
+    trust = config.trust
+    name = trust.signing_name or config.gateway.name
+    signing = SigningKey.load(name, file=trust.signing_key_file, env=trust.signing_key_env)
+    partners = dict(trust.partners)
+    if signing is not None:
+        partners.setdefault(name, signing.public_b64)
+    return CheckpointBook(
+        store, audit, PartnerKeys(partners), trust.chain, signing, trust.checkpoint_interval
     )
 
 

@@ -40,6 +40,7 @@ from verbund.federation import (
     request_key,
 )
 from verbund.proxy._forward import (
+    PASSED_HEADERS,
     Answer,
     ClientGone,
     Forward,
@@ -126,7 +127,8 @@ class Attempts:
         fill_record(
             fwd.record, backend, start, status="ok", http_status=200, usage=usage, ttft=elapsed
         )
-        return Answer(body, backend)
+        passed = {h: headers[h] for h in PASSED_HEADERS if h in headers}
+        return Answer(body, backend, passed)
 
     async def open(
         self,
@@ -213,7 +215,8 @@ class Attempts:
 
     @staticmethod
     def headers(fwd: Forward) -> dict[str, str]:
-        return {"content-type": "application/json", "x-request-id": fwd.record.request_id}
+        sent = {"content-type": "application/json", "x-request-id": fwd.record.request_id}
+        return sent | fwd.headers if fwd.headers else sent
 
     def fail(self, backend: Backend, failure: Failure, body: bytes | None = None) -> None:
         """Tell the health tracker; ``body`` (the request sent) tells distinct requests apart."""

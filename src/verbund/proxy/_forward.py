@@ -136,6 +136,9 @@ class Forward:
     parsed: dict[str, Any] | None = None  # the body as JSON, for resuming a broken stream
     # completes when the client disconnects (None: a caller inside the access point)
     client_gone: ClientGone | None = None
+    # sent upstream besides the defaults (e.g. OIP's binary tensors: their content type
+    # and Inference-Header-Content-Length)
+    headers: dict[str, str] = field(default_factory=dict)
     # the body as backends of another dialect need it (by ``chat_dialect``)
     variants: dict[str, bytes] = field(default_factory=dict)
 
@@ -155,6 +158,12 @@ class Answer:
 
     body: bytes
     backend: Backend
+    # the answer's own content type and OIP's Inference-Header-Content-Length, where given
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# answer headers that describe the body and go back to the client with it
+PASSED_HEADERS = ("content-type", "inference-header-content-length")
 
 
 class Retry(Exception):

@@ -45,6 +45,9 @@ class InstitutionRow(Base):
     budget_tokens_per_month: Mapped[int] = mapped_column(Integer, default=0)
     budget_per_month: Mapped[str] = mapped_column(String(32), default="0")
     budget_hard_stop: Mapped[bool] = mapped_column(Boolean, default=False)
+    # files' lifetime: default and maximum in seconds, 0 = none (migration 0010_trust)
+    file_expires_after: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    file_max_expires_after: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # migration 0009_responses: the opt-in to stored responses
     store_responses: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     person_requests_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -227,8 +230,23 @@ class AuditRow(Base):
     target: Mapped[str] = mapped_column(String(256))
     before: Mapped[str] = mapped_column(Text, default="null")
     after: Mapped[str] = mapped_column(Text, default="null")
-    prev_hash: Mapped[str] = mapped_column(String(64))
+    # unique: two entries after the same one would be a fork
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class CheckpointRow(Base):
+    """A partner's signed checkpoint of the audit chain, kept to check the chain against."""
+
+    __tablename__ = "audit_checkpoints"
+
+    signer: Mapped[str] = mapped_column(String(128), primary_key=True)
+    chain: Mapped[str] = mapped_column(String(128), primary_key=True)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[float] = mapped_column(Float)
+    signature: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[float] = mapped_column(Float)
 
 
 class AvailabilityRow(Base):
@@ -308,8 +326,10 @@ class FileRow(Base):
     filename: Mapped[str] = mapped_column(String(256))
     bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[float] = mapped_column(Float)
-    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
     blob_key: Mapped[str] = mapped_column(String(160))
+    # the API key that uploaded it (erasure per key or person); None: made by the access point
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class BatchRow(Base):

@@ -31,6 +31,8 @@ _FIELDS = (
     "budget_tokens_per_month",
     "budget_per_month",
     "budget_hard_stop",
+    "file_expires_after",
+    "file_max_expires_after",
     "store_responses",
     "person_requests_per_minute",
     "person_tokens_per_minute",

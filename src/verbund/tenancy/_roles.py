@@ -61,6 +61,7 @@ class Permission(enum.StrEnum):
     budgets_read = "budgets.read"  # target: institution (None = all)
     settlement_read = "settlement.read"
     audit_read = "audit.read"
+    audit_checkpoint = "audit.checkpoint"  # exchange signed checkpoints of the audit chain
     jobs_read = "jobs.read"
     jobs_write = "jobs.write"
     own_keys = "me.keys"  # a person's own keys and usage; target: the person's institution
@@ -110,9 +111,14 @@ _GRANTS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.site_operator: frozenset(
-        {Permission.own_keys, Permission.sites_read, Permission.site_lifecycle}
+        {
+            Permission.own_keys,
+            Permission.sites_read,
+            Permission.site_lifecycle,
+            Permission.audit_checkpoint,
+        }
     ),
-    Role.auditor: _READ_ONLY | {Permission.own_keys},
+    Role.auditor: _READ_ONLY | {Permission.own_keys, Permission.audit_checkpoint},
     Role.federation_admin: frozenset(Permission),
 }
 

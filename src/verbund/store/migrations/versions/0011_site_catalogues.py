@@ -1,7 +1,7 @@
 """the last catalogue of each site's agent
 
-Revision ID: 0010_site_catalogues
-Revises: 0009_responses
+Revision ID: 0011_site_catalogues
+Revises: 0010_trust
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_site_catalogues"
-down_revision = "0009_responses"
+revision = "0011_site_catalogues"
+down_revision = "0010_trust"
 branch_labels = None
 depends_on = None
 

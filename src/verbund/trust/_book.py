@@ -1,0 +1,131 @@
+"""The checkpoints an access point holds: its own, signed at intervals and on demand,
+and its partners', received through the admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import select
+
+from verbund.audit import GENESIS, AuditLog
+from verbund.errors import BadRequest, Conflict
+from verbund.store import CheckpointRow, Store
+from verbund.trust._checkpoint import Checkpoint, sign_checkpoint
+from verbund.trust._keys import PartnerKeys, SigningKey
+from verbund.trust._verify import Verdict, check_against_checkpoints
+
+__all__ = ["CheckpointBook"]
+
+log = logging.getLogger("verbund.trust")
+
+
+class CheckpointBook:
+    def __init__(
+        self,
+        store: Store,
+        audit: AuditLog,
+        keys: PartnerKeys,
+        chain: str,
+        signing: SigningKey | None,
+        interval: float,
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self.keys = keys
+        self.chain = chain
+        self._signing = signing
+        self._interval = interval
+
+    @property
+    def signer(self) -> str | None:
+        return self._signing.name if self._signing else None
+
+    async def held(self) -> list[Checkpoint]:
+        async with self._store.session() as s:
+            rows = await s.execute(
+                select(CheckpointRow)
+                .where(CheckpointRow.chain == self.chain)
+                .order_by(CheckpointRow.index, CheckpointRow.signer)
+            )
+            return [
+                Checkpoint(r.signer, r.chain, r.index, r.hash, r.ts, r.signature)
+                for r in rows.scalars()
+            ]
+
+    async def verify(self, extra: Iterable[Checkpoint] = ()) -> Verdict:
+        """The chain against the held checkpoints (and ``extra`` a caller brings)."""
+        hashes = await self._audit.chain_hashes()
+        return check_against_checkpoints(
+            hashes, [*await self.held(), *extra], self.keys, self.chain
+        )
+
+    async def sign_head(self) -> Checkpoint:
+        """Sign the chain's head now, if it agrees with every checkpoint held: a
+        partner never vouches for a history that contradicts what it saw."""
+        if self._signing is None:
+            raise Conflict("this access point has no signing key (trust.signing_key_file)")
+        linked = await self._audit.verify()
+        if not linked.ok:
+            raise Conflict(f"audit chain broken at entry {linked.first_broken}: {linked.reason}")
+        hashes = await self._audit.chain_hashes()
+        verdict = check_against_checkpoints(hashes, await self.held(), self.keys, self.chain)
+        if not verdict.ok:
+            raise Conflict(f"not signing: {verdict.describe()}")
+        head = hashes[-1] if hashes else GENESIS
+        cp = sign_checkpoint(self._signing, self.chain, len(hashes), head, time.time())
+        await self.receive([cp])
+        return cp
+
+    async def receive(self, checkpoints: Iterable[Checkpoint]) -> int:
+        """Keep checkpoints that a known partner signed; 400 for any other. Returns how
+        many were new. The same partner signing two hashes for one entry is kept as
+        the first one and refused (409): that partner contradicts itself."""
+        new = 0
+        async with self._store.session() as s, s.begin():
+            for cp in checkpoints:
+                if cp.chain != self.chain:
+                    raise BadRequest(f"checkpoint of another chain ({cp.chain!r})", param="chain")
+                if not self.keys.known(cp.signer):
+                    raise BadRequest(f"unknown signer {cp.signer!r}", param="signer")
+                if not cp.valid(self.keys):
+                    raise BadRequest(f"bad signature from {cp.signer!r}", param="signature")
+                held = await s.get(CheckpointRow, (cp.signer, cp.chain, cp.index))
+                if held is not None:
+                    if held.hash != cp.hash:
+                        raise Conflict(
+                            f"{cp.signer} signed another hash for entry #{cp.index} before"
+                        )
+                    continue
+                s.add(
+                    CheckpointRow(
+                        signer=cp.signer,
+                        chain=cp.chain,
+                        index=cp.index,
+                        hash=cp.hash,
+                        ts=cp.ts,
+                        signature=cp.signature,
+                        received_at=time.time(),
+                    )
+                )
+                new += 1
+        return new
+
+    async def run(self) -> None:
+        """Sign the head every ``interval`` seconds when it moved (a background task)."""
+        if self._signing is None or self._interval <= 0:
+            return
+        last = -1
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                n = len(await self._audit.chain_hashes())
+                if n != last:
+                    await self.sign_head()
+                    last = n
+            except Conflict as exc:  # the chain contradicts a checkpoint: say so, loudly
+                log.error("audit checkpoint refused: %s", exc)
+            except Exception:
+                log.exception("audit checkpoint failed")
