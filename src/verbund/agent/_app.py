@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from verbund.agent import _catalogue, _lifecycle, _ops, _relay, _reload
+from verbund.agent import _catalogue, _demand, _lifecycle, _ops, _relay, _reload
 from verbund.agent._auth import AgentAuthMiddleware
 from verbund.agent._config import SiteAgentConfig
 from verbund.agent._services import AgentServices
@@ -37,6 +37,7 @@ ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (
     _lifecycle.routes,
     _reload.routes,
     _relay.routes,
+    _demand.routes,
 )
 
 

@@ -23,6 +23,7 @@ from verbund.agent._catalogue import Catalogue, build_catalogue
 from verbund.agent._config import SiteAgentConfig, load_site_config
 from verbund.agent._lifecycle import SiteLifecycleAtAgent
 from verbund.agent._offer import Offer
+from verbund.agent._ondemand import OnDemand
 from verbund.federation import TransportFactory
 from verbund.store import Store
 
@@ -43,6 +44,7 @@ class AgentServices:
     offer: Offer
     catalogue: Catalogue
     lifecycle: SiteLifecycleAtAgent
+    on_demand: OnDemand
     config_path: Path | None = None  # site.toml, read again on change / SIGHUP / reload
     env: Mapping[str, str] | None = None
     transport_factory: TransportFactory | None = None
@@ -73,6 +75,12 @@ class AgentServices:
             offer=Offer(config, transport_factory),
             catalogue=catalogue,
             lifecycle=lifecycle,
+            on_demand=OnDemand(
+                config.on_demand,
+                Path(config.agent.state_dir),
+                lambda: svc.refresh_catalogue(),
+                store=store,
+            ),
             config_path=config_path,
             env=env,
             transport_factory=transport_factory,
@@ -85,7 +93,9 @@ class AgentServices:
         return self.config.site.name
 
     def refresh_catalogue(self) -> bool:
-        return self.catalogue.update(build_catalogue(self.offer, self.lifecycle.state))
+        return self.catalogue.update(
+            build_catalogue(self.offer, self.lifecycle.state, self.on_demand)
+        )
 
     # -- changing the offer -------------------------------------------------------------------
 
@@ -102,6 +112,7 @@ class AgentServices:
         old, self.offer = self.offer, offer
         self.config = config
         self.credentials.replace(credentials)
+        self.on_demand.update(config.on_demand)
         await old.stop_probing()
         self._retired.append(old)
         if self._tasks:
@@ -128,7 +139,10 @@ class AgentServices:
 
     def loops(self) -> dict[str, Coroutine[Any, Any, None]]:
         """The agent's background tasks, by name."""
-        loops: dict[str, Coroutine[Any, Any, None]] = {"catalogue": self._refresh_loop()}
+        loops: dict[str, Coroutine[Any, Any, None]] = {
+            "catalogue": self._refresh_loop(),
+            "on-demand": self.on_demand.run(),
+        }
         if self.config_path is not None:
             loops["site-config-watch"] = self._watch_loop()
         return loops
@@ -181,6 +195,7 @@ class AgentServices:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await self.on_demand.aclose()
         for offer in [self.offer, *self._retired]:
             await offer.aclose()
         await self.store.aclose()
