@@ -20,6 +20,8 @@ class FakeBackend:
     name: str
     # ok | refuse | timeout | status | break_stream | stall_stream | hang_first_byte | hang
     # (stall_stream: two tokens, then nothing for hang_seconds, connection open)
+    # | keepalive_first (three SSE comments hang_seconds apart before the first token, as
+    # llama.cpp's server pings every 15 s while it reads a long prompt)
     mode: str = "ok"
     status: int = 503
     error_body: bytes = b'{"error": {"message": "overloaded at http://10.0.0.5:8000/x"}}'
@@ -105,6 +107,10 @@ class _Stream(httpx.AsyncByteStream):
         b = self.backend
         if b.mode == "hang_first_byte":
             raise httpx.ReadTimeout("no first byte")
+        if b.mode == "keepalive_first":
+            for _ in range(3):
+                await asyncio.sleep(b.hang_seconds)
+                yield b": ping\r\n\r\n"
         role = {
             "id": "c1",
             "object": "chat.completion.chunk",

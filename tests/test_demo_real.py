@@ -18,6 +18,7 @@ from harness.polling import poll
 
 pytestmark = pytest.mark.real
 MODEL = "smollm2-135m"
+ON_DEMAND = "smollm2-135m-ondemand"  # started on the first request, stopped after 30 s idle
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,7 @@ def test_models_and_errors(demo: Demo) -> None:
         "digits-torch",
         "digits-onnx",
         "digits-keras",
+        ON_DEMAND,
     }
     with pytest.raises(openai.NotFoundError) as nf:
         client(demo).chat.completions.create(
@@ -115,6 +117,22 @@ def test_models_and_errors(demo: Demo) -> None:
     bad = openai.OpenAI(base_url=demo.url + "/v1", api_key="vb-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def _status(demo: Demo, model: str) -> str:
+    with httpx.Client(base_url=demo.url, trust_env=False, timeout=10) as c:
+        r = c.get(f"/v1/models/{model}", headers={"authorization": f"Bearer {demo.key('uni-a')}"})
+    return str(r.json()["verbund"]["status"])
+
+
+def test_an_on_demand_model_starts_on_the_first_request_and_stops_when_idle(demo: Demo) -> None:
+    poll(lambda: _status(demo, ON_DEMAND) == "stopped", "the on-demand model stopped", 60)
+    answer = client(demo).chat.completions.create(
+        model=ON_DEMAND, messages=[{"role": "user", "content": "Hello"}], max_tokens=8
+    )
+    assert answer.choices[0].message.content
+    assert _status(demo, ON_DEMAND) == "ready"
+    poll(lambda: _status(demo, ON_DEMAND) == "stopped", "the idle model to stop", 90, every=0.5)
 
 
 def test_sensitive_data_stays_at_the_sensitive_site(demo: Demo) -> None:

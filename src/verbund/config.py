@@ -203,6 +203,11 @@ class RoutingConfig(_Strict):
     affinity_load_factor: float = Field(1.25, ge=1.0)
     batch_utilisation_threshold: float = Field(0.8, gt=0, le=1.0)
     default_max_tokens: int = Field(128, ge=1)
+    # on-demand models: how long a request waits for a stopped model to start, how many
+    # may wait per model, and how often a waiting stream gets an SSE keep-alive comment
+    cold_start_wait: float = Field(120.0, ge=0)
+    cold_start_queue: int = Field(64, ge=0)
+    keepalive_seconds: float = Field(5.0, gt=0)
 
 
 class TelemetryConfig(_Strict):

@@ -40,6 +40,27 @@ __all__ = ["DemoAgent", "start_agents", "wait_agents"]
 AP_KEY_ENV = "VERBUND_DEMO_AP_KEY"  # in each agent's environment
 OPERATOR_KEY_ENV = "VERBUND_DEMO_OPERATOR_KEY"
 AGENT_INGRESS = {"rz-ost": "agent"}  # the site whose compute is reached through its agent
+# on-demand models of the demo (local launcher, short idle timeout): a newcomer sees
+# ``stopped`` -> first request -> ``ready`` -> ``stopped`` again half a minute later
+ON_DEMAND: dict[str, list[dict[str, Any]]] = {
+    "rz-west": [
+        {
+            "model": "smollm2-135m-ondemand",
+            "launcher": "local",
+            "cpus": 1,
+            "memory_mb": 1024,
+            "n_ctx": 2048,
+            "idle_timeout": 30.0,
+            "max_instances": 1,
+        }
+    ]
+}
+ON_DEMAND_MODEL = {
+    "kind": "chat",
+    "description": "SmolLM2-135M-Instruct, started on the first request, stopped when idle",
+    "license": "Apache-2.0",
+    "context_length": 2048,
+}
 
 
 @dataclass
@@ -123,6 +144,9 @@ def site_toml(
     if sc.runner is not None:  # training jobs run at the site, by its agent
         data["runner"] = sc.runner.model_dump(mode="json")
         data["training"] = config.training.model_dump(mode="json")
+    if site in ON_DEMAND:
+        data["on_demand"] = ON_DEMAND[site]
+        data["models"] += [{"name": e["model"], **ON_DEMAND_MODEL} for e in ON_DEMAND[site]]
     return data
 
 

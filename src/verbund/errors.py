@@ -30,6 +30,7 @@ The tree::
         ├── NotConfigured             503 a feature the request needs is not set up here
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
+            ├── ModelStarting         503 an on-demand model is starting (Retry-After)
             ├── UpstreamTimeout       504
             └── SiteAgentError        502 a site agent refused us or answered nonsense
                 └── SiteAgentUnavailable  503 a site agent could not be reached in time
@@ -235,6 +236,14 @@ class UpstreamError(ApiError):
 class NoBackendAvailable(UpstreamError):
     status = 503
     code = "no_backend_available"
+
+
+class ModelStarting(UpstreamError):
+    """An on-demand model is not ready yet and did not become ready within the wait (or
+    its queue is full): ``Retry-After`` says when it is expected."""
+
+    status = 503
+    code = "model_starting"
 
 
 class UpstreamTimeout(UpstreamError):

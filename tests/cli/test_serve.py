@@ -26,3 +26,17 @@ def test_gateway_with_a_missing_config_fails_on_the_config(
     assert r.exit_code == 1
     assert "missing.toml" in r.stderr
     assert cli.api.targets == []
+
+
+def test_verbund_check_refuses_an_oversized_spec(cli: Cli, tmp_path: Path) -> None:
+    f = tmp_path / "site.toml"
+    f.write_text(
+        '[site]\nname = "s"\n[[models]]\nname = "m"\n[capacity]\ncpus = 2\n'
+        '[[on_demand]]\nmodel = "m"\ncpus = 16\n'
+    )
+    r = cli("check", "--config", str(f))
+    assert r.exit_code == 1
+    assert "on_demand[0:m].cpus: asks for 16, the site offers at most 2" in r.stderr
+    f.write_text('[site]\nname = "s"\n[[models]]\nname = "m"\n[[on_demand]]\nmodel = "m"\n')
+    r = cli("check", "--config", str(f))
+    assert r.exit_code == 0 and "1 on demand" in r.stdout

@@ -48,9 +48,10 @@ def test_tool_results_become_user_turns_naming_the_function() -> None:
     assert "parallel_tool_calls" not in out
 
 
-def test_tool_choice_defaults_to_auto_and_required_with_one_tool_forces_it() -> None:
-    out = chat_body_for({"messages": [], "tools": [TOOL]}, LLAMA_CPP_PYTHON)
-    assert out is not None and out["tool_choice"] == "auto"
+def test_automatic_tool_choice_answers_in_words_and_required_with_one_tool_forces_it() -> None:
+    for choice in ({}, {"tool_choice": "auto"}):
+        out = chat_body_for({"messages": [], "tools": [TOOL], **choice}, LLAMA_CPP_PYTHON)
+        assert out is not None and out["tool_choice"] == "none"
     out = chat_body_for(
         {"messages": [], "tools": [TOOL], "tool_choice": "required"}, LLAMA_CPP_PYTHON
     )
@@ -58,10 +59,12 @@ def test_tool_choice_defaults_to_auto_and_required_with_one_tool_forces_it() -> 
     assert out["tool_choice"] == {"type": "function", "function": {"name": "lookup"}}
 
 
-def test_only_automatic_tool_choice_streams_unstreamed() -> None:
+def test_only_required_among_several_tools_streams_unstreamed() -> None:
     base = {"stream": True, "tools": [TOOL]}
-    assert streams_unstreamed(base, LLAMA_CPP_PYTHON)
-    assert streams_unstreamed({**base, "tool_choice": "auto"}, LLAMA_CPP_PYTHON)
+    two = {**base, "tools": [TOOL, TOOL], "tool_choice": "required"}
+    assert streams_unstreamed(two, LLAMA_CPP_PYTHON)
+    assert not streams_unstreamed(base, LLAMA_CPP_PYTHON)
+    assert not streams_unstreamed({**base, "tool_choice": "auto"}, LLAMA_CPP_PYTHON)
     forced = {"type": "function", "function": {"name": "lookup"}}
     assert not streams_unstreamed({**base, "tool_choice": forced}, LLAMA_CPP_PYTHON)
     assert not streams_unstreamed({**base, "tool_choice": "required"}, LLAMA_CPP_PYTHON)

@@ -49,6 +49,7 @@ async def test_entries_keep_openai_fields_and_add_metadata(og: Gateway) -> None:
         "backends": 1,
         "backends_available": 1,
         "available": True,
+        "on_demand": None,
     }
     # uni-a sends internal data at least; west takes up to sensitive
     assert v["data_classes"] == ["internal", "confidential", "sensitive"]
@@ -58,7 +59,7 @@ async def test_unavailable_models_are_shown_not_hidden(og: Gateway) -> None:
     for name in ("west-oip", "sued-oip"):
         og.services.federation.backends[name].healthy = False
     d = (await catalogue(og))[DIGITS]["verbund"]
-    assert d["available"] is False
+    assert d["available"] is False and d["status"] == "unavailable"
     assert [(s["backends_available"], s["available"]) for s in d["sites"]] == [(0, False)] * 2
     one = await og.client.get(f"/v1/models/{DIGITS}", headers=og.auth())
     assert one.status_code == 200 and one.json()["verbund"]["available"] is False

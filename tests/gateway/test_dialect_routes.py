@@ -25,13 +25,26 @@ def sent(gw: Any) -> list[dict[str, Any]]:
     return [c["body"] for f in gw.fakes.values() for c in f.calls]
 
 
-async def test_streamed_automatic_tool_choice_is_asked_unstreamed(
+async def test_automatic_tool_choice_is_asked_for_words_and_streams(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    async with gateway_factory(llama_config(tmp_path)) as gw:
+        resp = await gw.chat(stream=True, tools=TOOLS)
+        assert resp.status_code == 200
+        body = sent(gw)[0]
+        assert body["stream"] is True and body["tool_choice"] == "none"
+
+
+async def test_streamed_required_tool_choice_among_several_is_asked_unstreamed(
     gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:
     async with gateway_factory(llama_config(tmp_path)) as gw:
         for f in gw.fakes.values():
             f.tool_call = {"name": "lookup", "arguments": '{"q": 1}'}
-        resp = await gw.chat(stream=True, tools=TOOLS, stream_options={"include_usage": True})
+        two = [*TOOLS, {**TOOLS[0], "function": {**TOOLS[0]["function"], "name": "other"}}]
+        resp = await gw.chat(
+            stream=True, tools=two, tool_choice="required", stream_options={"include_usage": True}
+        )
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
         body = sent(gw)[0]

@@ -131,6 +131,24 @@ async def test_a_stalled_stream_resumes_where_resume_is_declared(
         assert [r.status for r in await usage_rows(gw)] == ["ok"]
 
 
+async def test_keepalive_comments_before_the_first_token_are_not_a_stall(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """A server reading a long prompt sends only keep-alive comments, further apart than
+    the gap allowed between tokens: the stream waits for its first event all the same."""
+    async with gateway_factory(stall_config(tmp_path, resumable=False)) as gw:
+        west = gw.fakes["west-1"]
+        west.mode, west.hang_seconds = "keepalive_first", 0.6  # twice the stall floor
+        resp = await stream_within(gw, 10.0)
+        events = sse_events(resp.text)
+        assert events[-1] == "[DONE]"
+        text = "".join(
+            json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1]
+        )
+        assert text == "t0 t1 t2 t3 t4 "
+        assert gw.services.federation.backends["west-1"].failures == 0
+
+
 async def test_the_stall_bound_follows_the_observed_time_per_token(
     gateway_factory: GatewayFactory, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ Routes call the :class:`Admitter`; batch workers reach backends through
 
 from verbund.admission._admission import Admission, Admitter, Ask, Entry
 from verbund.admission._batch import BatchDispatch
+from verbund.admission._cold_start import ColdStart
 from verbund.admission._shedding import Claim, Overload
 from verbund.admission._tokens import (
     affinity_key,
@@ -19,6 +20,7 @@ __all__ = [
     "Ask",
     "BatchDispatch",
     "Claim",
+    "ColdStart",
     "Entry",
     "Overload",
     "affinity_key",

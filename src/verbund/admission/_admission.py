@@ -32,14 +32,14 @@ Everything held (the process count, the seats) is given back when the record is 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from starlette.responses import Response
 
-from verbund.accounting import BudgetService, Recording, UsageRecord, UsageSink
+from verbund.accounting import BudgetService, Recording, UsageRecord, UsageSink, outcome_of
 from verbund.admission._shedding import Overload
 from verbund.config import DataClass, LimitsConfig
 from verbund.coordination import QuotaGate, Seats
@@ -142,6 +142,28 @@ class Entry:
     async def admit(self, ask: Ask) -> Admission:
         """Budget, token quotas and route plan for what the body asks; or the refusal."""
         return await self._admitter.admit(self, ask)
+
+    def detach(self) -> Entry:
+        """This request, now owned by an answer that outlives the route (a stream that
+        waits for its model to start): the route's end no longer emits its record; the
+        new owner does, in :meth:`owned`."""
+        return Entry(
+            self._admitter, self.who, self.recording.hand_over(), self.headers, self.person
+        )
+
+    @contextlib.contextmanager
+    def owned(self) -> Iterator[Entry]:
+        """Emit the record when the block ends (unless a stream took it over), with the
+        outcome of the error that ended it."""
+        try:
+            yield self
+        except BaseException as exc:
+            record = self.record
+            if record.status == "ok" and record.http_status == 200:
+                record.status, record.http_status = outcome_of(exc)
+            raise
+        finally:
+            self.recording.close()
 
 
 class Admitter:

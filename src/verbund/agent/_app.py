@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from verbund.agent import _blobs, _catalogue, _jobs, _lifecycle, _ops, _relay, _reload
+from verbund.agent import _blobs, _catalogue, _demand, _jobs, _lifecycle, _ops, _relay, _reload
 from verbund.agent._auth import AgentAuthMiddleware
 from verbund.agent._config import SiteAgentConfig
 from verbund.agent._services import AgentServices
@@ -39,6 +39,7 @@ ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (
     _relay.routes,
     _jobs.routes,
     _blobs.routes,
+    _demand.routes,
 )
 
 

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from verbund.agent._auth import Role, require
 from verbund.agent._offer import Offer
+from verbund.agent._ondemand import OnDemand
 from verbund.config import DataClass, SiteState
 from verbund.errors import BadRequest
 from verbund.federation import (
@@ -35,8 +36,13 @@ from verbund.federation import (
 __all__ = ["Catalogue", "build_catalogue", "routes"]
 
 
-def build_catalogue(offer: Offer, state: SiteState) -> SiteCatalogue:
+def build_catalogue(
+    offer: Offer, state: SiteState, on_demand: OnDemand | None = None
+) -> SiteCatalogue:
+    """The document; on-demand models carry their ``status`` and their ready instances
+    are announced as backends (healthy: the agent saw the engine answer)."""
     cfg = offer.config
+    od = on_demand.models if on_demand is not None else {}
     max_class = cfg.site.max_data_class
     up_to_max = [d for d in DataClass if d.rank <= max_class.rank]
     return SiteCatalogue(
@@ -52,12 +58,23 @@ def build_catalogue(offer: Offer, state: SiteState) -> SiteCatalogue:
             AnnouncedModel(
                 **m.model_dump(exclude={"data_classes"}),
                 data_classes=m.data_classes or up_to_max,
+                on_demand=m.name in od,
+                status=on_demand.status(m.name) if on_demand and m.name in od else "",
+                expected_start_seconds=(
+                    round(on_demand.expected_start(m.name), 1)
+                    if on_demand and m.name in od
+                    else None
+                ),
             )
             for m in cfg.models
         ],
         backends=[
             AnnouncedBackend(**b.config.model_dump(exclude={"launch"}), healthy=offer.health(b))
             for b in offer.backends.values()
+        ]
+        + [
+            AnnouncedBackend(name=i.backend, url=i.endpoint or "", models=[i.model], healthy=True)
+            for i in (on_demand.ready() if on_demand is not None else [])
         ],
         prices=cfg.prices,
     )

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from verbund.agent._launch_spec import LaunchSpec, SiteCapacity, capacity_problems
 from verbund.config import (
     BackendConfig,
     DataClass,
@@ -149,6 +150,9 @@ class SiteAgentConfig(_Strict):
     training: TrainingConfig = TrainingConfig()  # how often the runner is polled, file limits
     # probing of the site's own backends (probe_interval, probe_timeout, eject_*)
     routing: RoutingConfig = RoutingConfig()
+    # on-demand models: what one instance may hold, and what the agent starts on demand
+    capacity: SiteCapacity = SiteCapacity()
+    on_demand: list[LaunchSpec] = []
 
     @model_validator(mode="after")
     def _cross_references(self) -> SiteAgentConfig:
@@ -158,6 +162,7 @@ class SiteAgentConfig(_Strict):
             ("model", [m.name for m in self.models]),
             ("access point", [a.name for a in self.access_points]),
             ("operator", [o.name for o in self.operators]),
+            ("on_demand model", [s.model for s in self.on_demand]),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
@@ -171,6 +176,9 @@ class SiteAgentConfig(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def launch_spec(self, model: str) -> LaunchSpec | None:
+        return next((s for s in self.on_demand if s.model == model), None)
 
     def model(self, name: str) -> SiteModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
@@ -200,8 +208,25 @@ def offer_problems(
     return problems
 
 
+def on_demand_problems(config: SiteAgentConfig) -> list[tuple[str, str]]:
+    """(field path, problem) for each on-demand entry the site cannot honour."""
+    problems: list[tuple[str, str]] = []
+    declared = {m.name for m in config.models}
+    for i, spec in enumerate(config.on_demand):
+        if spec.model not in declared:
+            problems.append((f"on_demand[{i}:{spec.model}].model", "not declared under [[models]]"))
+    for text in capacity_problems(config.on_demand, config.capacity):
+        path, _, msg = text.partition(": ")
+        problems.append((path, msg))
+    return problems
+
+
 def parse_site_config(data: dict[str, Any], source: str = "") -> SiteAgentConfig:
-    return parse_model(SiteAgentConfig, data, source)
+    config = parse_model(SiteAgentConfig, data, source)
+    problems = on_demand_problems(config)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
 
 
 def load_site_config(path: str | Path) -> SiteAgentConfig:

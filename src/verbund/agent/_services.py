@@ -23,6 +23,7 @@ from verbund.agent._catalogue import Catalogue, build_catalogue
 from verbund.agent._config import SiteAgentConfig, SiteModelConfig, load_site_config
 from verbund.agent._lifecycle import SiteLifecycleAtAgent
 from verbund.agent._offer import Offer
+from verbund.agent._ondemand import OnDemand
 from verbund.federation import TransportFactory
 from verbund.files import LocalBlobStore
 from verbund.jobs import LanguageModels, SiteFacts, SiteJobs
@@ -48,6 +49,7 @@ class AgentServices:
     blobs: LocalBlobStore  # the site's file store: files only it may hold, jobs' inputs
     jobs: SiteJobs  # training jobs run here, their artefacts and the models they trained
     # the fine-tuned language models served here (llama.cpp + LoRA adapter); None: no runner
+    on_demand: OnDemand
     llms: LanguageModels | None = None
     config_path: Path | None = None  # site.toml, read again on change / SIGHUP / reload
     env: Mapping[str, str] | None = None
@@ -104,6 +106,12 @@ class AgentServices:
             lifecycle=lifecycle,
             blobs=blobs,
             jobs=jobs,
+            on_demand=OnDemand(
+                config.on_demand,
+                Path(config.agent.state_dir),
+                lambda: svc.refresh_catalogue(),
+                store=store,
+            ),
             config_path=config_path,
             env=env,
             transport_factory=transport_factory,
@@ -116,7 +124,9 @@ class AgentServices:
         return self.config.site.name
 
     def refresh_catalogue(self) -> bool:
-        return self.catalogue.update(build_catalogue(self.offer, self.lifecycle.state))
+        return self.catalogue.update(
+            build_catalogue(self.offer, self.lifecycle.state, self.on_demand)
+        )
 
     # -- changing the offer -------------------------------------------------------------------
 
@@ -133,6 +143,7 @@ class AgentServices:
         old, self.offer = self.offer, offer
         self.config = config
         self.credentials.replace(credentials)
+        self.on_demand.update(config.on_demand)
         await old.stop_probing()
         self._retired.append(old)
         if self._tasks:
@@ -177,6 +188,7 @@ class AgentServices:
         loops: dict[str, Coroutine[Any, Any, None]] = {
             "catalogue": self._refresh_loop(),
             "training-jobs": self.jobs.run(),
+            "on-demand": self.on_demand.run(),
         }
         if self.llms is not None:
             loops["fine-tuned-models"] = self._serve_loop(self.llms)
@@ -241,6 +253,7 @@ class AgentServices:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await self.on_demand.aclose()
         for offer in [self.offer, *self._retired]:
             await offer.aclose()
         await self.jobs.aclose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -122,19 +122,45 @@ def site(
 
 
 def check(config: ConfigOpt) -> None:
-    """Validate a federation config; every problem is listed with its field path."""
+    """Validate a federation config or a site agent's site.toml (a file with [site]);
+    every problem is listed with its field path."""
+    if _is_site_toml(config):
+        from verbund.agent import load_site_config
+
+        try:
+            site_cfg = load_site_config(config)
+        except ConfigError as exc:
+            _problems(config, exc)
+        typer.echo(
+            f"{config}: OK - site {site_cfg.site.name}, {len(site_cfg.backends)} backends, "
+            f"{len(site_cfg.models)} models, {len(site_cfg.on_demand)} on demand"
+        )
+        return
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        typer.secho(f"{config}: {len(exc.problems)} problem(s)", err=True, fg=typer.colors.RED)
-        for path, msg in exc.problems:
-            typer.echo(f"  {path or '<file>'}: {msg}", err=True)
-        raise typer.Exit(1) from None
+        _problems(config, exc)
     backends = sum(len(s.backends) for s in cfg.sites)
     typer.echo(
         f"{config}: OK - {len(cfg.sites)} sites, {backends} backends, {len(cfg.models)} models, "
         f"{len(cfg.institutions)} institutions"
     )
+
+
+def _is_site_toml(path: Path) -> bool:
+    import tomllib
+
+    try:
+        return "site" in tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False  # load_config reports what is wrong with the file
+
+
+def _problems(config: Path, exc: ConfigError) -> NoReturn:
+    typer.secho(f"{config}: {len(exc.problems)} problem(s)", err=True, fg=typer.colors.RED)
+    for path, msg in exc.problems:
+        typer.echo(f"  {path or '<file>'}: {msg}", err=True)
+    raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from verbund.federation._catalogue import (
     AnnouncedBackend,
     AnnouncedModel,
     AnnouncedSite,
+    OnDemandModel,
     SiteCatalogue,
     accepted,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "InFlight",
     "LatencyStats",
     "MetricsScraper",
+    "OnDemandModel",
     "Probe",
     "Prober",
     "SideClient",

@@ -237,6 +237,22 @@ class AgentClient:
             return None
         return parse_catalogue(self.site, resp.content), resp.headers.get("etag", ""), resp.content
 
+    async def report_demand(
+        self,
+        model: str,
+        *,
+        waiting: int = 0,
+        in_flight: dict[str, int] | None = None,
+        idle_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Tell the agent the demand for one of its on-demand models (waiting requests
+        start it); answers the model's status and its expected start time."""
+        answer: dict[str, Any] = await self.post_json(
+            f"/on-demand/{model}",
+            {"waiting": waiting, "in_flight": in_flight or {}, "idle_seconds": idle_seconds},
+        )
+        return answer
+
     async def set_state(self, state: str, actor: str) -> dict[str, Any]:
         """Ask the agent to change its site's lifecycle state (``actor``: who asked here)."""
         answer: dict[str, Any] = await self.post_json(

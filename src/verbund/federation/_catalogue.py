@@ -34,6 +34,7 @@ __all__ = [
     "AnnouncedBackend",
     "AnnouncedModel",
     "AnnouncedSite",
+    "OnDemandModel",
     "SiteCatalogue",
     "accepted",
 ]
@@ -56,6 +57,10 @@ class AnnouncedModel(ModelConfig):
     model_config = _WIRE
 
     data_classes: list[DataClass] = []  # [] = every class up to the site's max
+    on_demand: bool = False  # the agent starts instances when demand arrives
+    # on demand: "ready" | "starting" | "stopped"; "" for a model with fixed backends
+    status: str = ""
+    expected_start_seconds: float | None = None  # on demand: a start's recent duration
 
 
 class AnnouncedBackend(BackendConfig):
@@ -76,6 +81,14 @@ class SiteCatalogue(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class OnDemandModel:
+    """A model the site starts on demand, as the access point routes and reports it."""
+
+    status: str  # ready | starting | stopped
+    expected_start_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class AcceptedCatalogue:
     """What this access point applies of one site's catalogue."""
 
@@ -84,6 +97,7 @@ class AcceptedCatalogue:
     models: list[ModelConfig]
     backends: list[BackendConfig]
     health: dict[str, bool | None]  # backend -> the agent's verdict
+    on_demand: dict[str, OnDemandModel]  # model -> its on-demand status at the site
     refused: list[str]  # what was left out, and why (for logs and /status)
 
 
@@ -109,11 +123,21 @@ def accepted(
     site = config.model_copy(update=facts)
     allow = set(config.accept_models)
     models: list[ModelConfig] = []
+    on_demand: dict[str, OnDemandModel] = {}
     for m in catalogue.models:
         if allow and m.name not in allow:
             refused.append(f"model {m.name!r}: not in accept_models")
             continue
-        models.append(ModelConfig(**m.model_dump(exclude={"data_classes"})))
+        models.append(
+            ModelConfig(
+                **m.model_dump(
+                    exclude={"data_classes", "on_demand", "status", "expected_start_seconds"}
+                )
+            )
+        )
+        if m.on_demand:
+            expected = m.expected_start_seconds or 30.0
+            on_demand[m.name] = OnDemandModel(m.status or "stopped", expected)
     served = {m.name for m in models}
     backends: list[BackendConfig] = []
     health: dict[str, bool | None] = {}
@@ -128,4 +152,4 @@ def accepted(
             fields.update(url=relay_url(b.name), api_key_env=None, metrics_url=None)
         backends.append(BackendConfig(**fields))
         health[b.name] = b.healthy
-    return AcceptedCatalogue(site, announced.state, models, backends, health, refused)
+    return AcceptedCatalogue(site, announced.state, models, backends, health, on_demand, refused)

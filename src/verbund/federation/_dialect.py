@@ -10,8 +10,14 @@ schemas and tool calls by grammar, but:
   refuses an assistant message whose ``content`` is null;
 - knows ``auto`` and a named function as tool choice, not ``required`` (a 500), and
   ignores the tools when no tool choice is given (OpenAI's default is ``auto``);
-- cannot stream an automatic tool choice (it fails after the headers were sent), so
-  such a request goes to it unstreamed and the access point streams the answer.
+- cannot answer in words under ``auto``: once the model has chosen ``message:``, its
+  grammar allows only a function name or the end, so the answer comes back empty or as
+  ``functions.<name>:`` (Codex CLI and Open WebUI send ``auto`` with every message and
+  got nothing else). An automatic choice therefore goes to it as ``none``: the model
+  answers in words and calls a tool when the client forces one;
+- cannot stream its ``auto`` (it fails after the headers were sent), which ``required``
+  with several tools becomes, so such a request goes to it unstreamed and the access
+  point streams the answer.
 """
 
 from __future__ import annotations
@@ -45,8 +51,8 @@ def chat_body_for(body: dict[str, Any], dialect: str) -> dict[str, Any] | None:
     tools = body.get("tools")
     if tools:
         choice = body.get("tool_choice")
-        if choice is None:
-            out["tool_choice"] = "auto"
+        if choice in (None, "auto"):
+            out["tool_choice"] = "none"
             changed = True
         elif choice == "required":
             names = [_name(t) for t in tools]
@@ -65,10 +71,8 @@ def streams_unstreamed(body: dict[str, Any], dialect: str) -> bool:
     """Whether a streamed ``body`` must go to a ``dialect`` backend unstreamed."""
     if dialect != LLAMA_CPP_PYTHON or body.get("stream") is not True or not body.get("tools"):
         return False
-    choice = body.get("tool_choice")
-    if choice == "required" and len(body["tools"]) == 1:
-        return False  # becomes a forced function, which streams
-    return choice in (None, "auto", "required")
+    # ``required`` with one tool becomes a forced function, which streams
+    return body.get("tool_choice") == "required" and len(body["tools"]) > 1
 
 
 def _name(tool: object) -> str | None:

@@ -49,6 +49,12 @@ class Federation:
                 if served in by_model:
                     by_model[served].append(b)
                     by_model_site[served].setdefault(b.site.name, []).append(b)
+        # a site that starts a model on demand is one of its sites even with nothing running
+        for site_name, announced in self._announced.items():
+            for model_name in announced:
+                site = self.sites.get(site_name)
+                if site is not None and model_name in site.on_demand:
+                    by_model_site[model_name].setdefault(site_name, [])
         self.models: dict[str, ModelConfig] = models
         self._by_model = by_model
         self._by_model_site = by_model_site

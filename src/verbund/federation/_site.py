@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from verbund.config import DataClass, SiteConfig, SiteState
 from verbund.federation._backend import Backend
+from verbund.federation._catalogue import OnDemandModel
 
 _RANK = {SiteState.active: 0, SiteState.draining: 1, SiteState.maintenance: 2}
 
@@ -17,6 +18,8 @@ class Site:
     backends: list[Backend] = field(default_factory=list)
     # what the site's agent announces in its catalogue (its operator's decision)
     announced_state: SiteState = SiteState.active
+    # models its agent starts on demand, with their status as last announced
+    on_demand: dict[str, OnDemandModel] = field(default_factory=dict)
 
     @property
     def state(self) -> SiteState:

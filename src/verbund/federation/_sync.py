@@ -126,6 +126,7 @@ class CatalogueSync:
         config = self._federation.config.site(site) or live.config
         offer = accepted(config, catalogue, relay)
         backends, refused = self._with_credentials(offer.backends, relay is not None)
+        live.on_demand = offer.on_demand  # before the index is rebuilt: it lists such sites
         added, removed = self._federation.apply_site(site, offer.site, offer.models, backends)
         for b in removed:
             self._pool.remove(b)

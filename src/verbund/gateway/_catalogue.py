@@ -5,9 +5,10 @@ institution (its data policy at the request's data class: the key's default, rai
 ``X-Verbund-Data-Class``), of the kinds asked for (``?kind=chat``, or the key's
 ``model_kinds``, so chat front-ends list no embedding or OIP models). A model whose compliant
 sites are all drained, down or ejected stays in the list with ``available: false``: the
-caller learns it exists and is out of service, instead of guessing. The OpenAI fields
-(``id``, ``object``, ``created``, ``owned_by``) come first; Verbund's own go under
-``verbund``.
+caller learns it exists and is out of service, instead of guessing. ``status`` says the
+same in one word, including on-demand models that a site starts on the first request.
+The OpenAI fields (``id``, ``object``, ``created``, ``owned_by``) come first; Verbund's
+own go under ``verbund``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,21 @@ def _site_entry(site: Site, model: str, now: float) -> dict[str, Any]:
         "backends": len(backends),
         "backends_available": up,
         "available": site.accepts_new_requests and up > 0,
+        # on-demand models: the site's own status of it (ready | starting | stopped)
+        "on_demand": od.status if (od := site.on_demand.get(model)) is not None else None,
     }
+
+
+def status(sites: list[Site], entries: list[dict[str, Any]]) -> str:
+    """``ready`` (a compliant site serves it now), ``starting`` (one is starting it),
+    ``stopped`` (one would start it on the first request) or ``unavailable``."""
+    if any(e["available"] for e in entries):
+        return "ready"
+    startable = [e["on_demand"] for s, e in zip(sites, entries, strict=True)
+                 if s.accepts_new_requests and e["on_demand"] is not None]  # fmt: skip
+    if any(st in ("starting", "ready") for st in startable):
+        return "starting"
+    return "stopped" if startable else "unavailable"
 
 
 def _data_classes(sites: list[Site], policy: RequestPolicy) -> list[str]:
@@ -114,7 +129,7 @@ def model_entry(
             "modalities": model.input_modalities,
             "data_classes": _data_classes(all_sites, policy),
             "available": available,
-            "status": "ready" if available else "unavailable",
+            "status": status(sites, site_entries),
             "capabilities": capabilities(model),
             "sites": site_entries,
             "card": card,

@@ -27,6 +27,7 @@ from verbund.errors import BadRequest
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
 from verbund.gateway._deps import data_class, priority, services
 from verbund.gateway._services import Services
+from verbund.policy import RequestPolicy
 from verbund.proxy import stream_of_answer, until_disconnect
 from verbund.routing import RouteContext
 
@@ -92,6 +93,10 @@ async def admit_body(
     client sent it, forwarded unchanged when nothing had to change (None: encode it)."""
     svc = services(request)
     who = entry.who
+    # an on-demand model that is not running: started, and waited for (or 503)
+    await svc.cold_start.ensure(
+        model, RequestPolicy.for_institution(who.institution, data_class(request, who))
+    )
     limit = max_tokens(body)
     urgency = priority(request)
     prompt_estimate = estimate_prompt_tokens(body)

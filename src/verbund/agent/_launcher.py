@@ -1,0 +1,176 @@
+"""Where on-demand engines run: ``local`` processes or ``slurm`` jobs, behind one interface.
+
+A launcher submits an instance (:func:`verbund.agent._engine` started on its node),
+observes it (``queued`` while the scheduler holds it, ``running``, ``gone`` once it ended
+for any reason: cancelled, preempted, time limit, node failure) and cancels it. Where the
+engine listens comes back through the report file in the instance's folder, which the
+engine writes before it starts; the agent then waits for the engine's health itself.
+The ``slurm`` launcher assumes what HPC sites have: the agent's folder and Python on a
+file system the nodes share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from verbund.agent._launch_spec import LaunchSpec
+
+__all__ = ["Launcher", "LocalLauncher", "Observed", "SlurmLauncher", "make_launcher"]
+
+REPORT = "endpoint.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    state: Literal["queued", "running", "gone"]
+    endpoint: str | None = None  # http://host:port once the engine reported it
+    detail: str = ""  # the scheduler's word for how it ended (CANCELLED, TIMEOUT, ...)
+
+
+class Launcher(Protocol):
+    kind: str
+
+    async def submit(self, spec: LaunchSpec, instance: str, folder: Path) -> str:
+        """Start ``instance``; answers its handle (job id, process id)."""
+        ...
+
+    async def observe(self, handle: str, folder: Path) -> Observed: ...
+
+    async def cancel(self, handle: str) -> None: ...
+
+
+def engine_command(spec: LaunchSpec, folder: Path) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "verbund.agent._engine", "--engine", spec.engine,
+        "--alias", spec.model, "--host", spec.bind_host, "--report", str(folder / REPORT),
+        "--n-ctx", str(spec.n_ctx), "--threads", str(spec.cpus), "--gpus", str(spec.gpus),
+    ]  # fmt: skip
+    if spec.model_file:
+        cmd += ["--model-file", spec.model_file]
+    if spec.extra_args:
+        cmd += ["--", *spec.extra_args]
+    return cmd
+
+
+def reported_endpoint(folder: Path) -> str | None:
+    try:
+        got = json.loads((folder / REPORT).read_text())
+        return f"http://{got['host']}:{int(got['port'])}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _spawn(cmd: list[str], folder: Path) -> subprocess.Popen[bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "engine.log").open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def _write_script(folder: Path, cmd: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "job.sh"
+    script.write_text("#!/bin/sh\nexec " + shlex.join(cmd) + "\n")
+    return script
+
+
+class LocalLauncher:
+    """Processes on the agent's own machine (the embedded demo, laptops)."""
+
+    kind = "local"
+
+    def __init__(self) -> None:
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    async def submit(self, spec: LaunchSpec, instance: str, folder: Path) -> str:
+        proc = await asyncio.to_thread(_spawn, engine_command(spec, folder), folder)
+        self._procs[str(proc.pid)] = proc
+        return str(proc.pid)
+
+    async def observe(self, handle: str, folder: Path) -> Observed:
+        proc = self._procs.get(handle)
+        if proc is None or proc.poll() is not None:
+            self._procs.pop(handle, None)
+            return Observed("gone", detail=f"exit {proc.returncode}" if proc else "unknown")
+        return Observed("running", reported_endpoint(folder))
+
+    async def cancel(self, handle: str) -> None:
+        proc = self._procs.pop(handle, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(proc.wait)
+
+
+_QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD"}
+_RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
+
+
+class SlurmLauncher:
+    """``sbatch`` jobs: one job per instance, the engine its only step."""
+
+    kind = "slurm"
+
+    def __init__(self, slurm_conf: str = "") -> None:
+        self._env = {**os.environ, **({"SLURM_CONF": slurm_conf} if slurm_conf else {})}
+
+    async def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            list(args), capture_output=True, text=True, env=self._env, timeout=30, check=False,
+        )  # fmt: skip
+
+    async def submit(self, spec: LaunchSpec, instance: str, folder: Path) -> str:
+        script = await asyncio.to_thread(_write_script, folder, engine_command(spec, folder))
+        args = [
+            "sbatch", "--parsable", f"--job-name=verbund-{spec.model}",
+            f"--output={folder / 'engine.log'}", f"--chdir={folder}",
+            f"--cpus-per-task={spec.cpus}", f"--mem={spec.memory_mb}M",
+            f"--time={spec.time_limit_minutes}",
+        ]  # fmt: skip
+        if spec.partition:
+            args.append(f"--partition={spec.partition}")
+        if spec.gpus:
+            gres = f"gpu:{spec.gpu_type}:{spec.gpus}" if spec.gpu_type else f"gpu:{spec.gpus}"
+            args.append(f"--gres={gres}")
+        done = await self._run(*args, str(script))
+        if done.returncode != 0:
+            raise RuntimeError(f"sbatch failed: {done.stderr.strip()[:300]}")
+        return done.stdout.strip().split(";")[0]
+
+    async def observe(self, handle: str, folder: Path) -> Observed:
+        done = await self._run("squeue", "-h", "-j", handle, "-o", "%T")
+        state = done.stdout.strip() if done.returncode == 0 else ""
+        if state in _QUEUED:
+            return Observed("queued")
+        if state in _RUNNING:
+            return Observed("running", reported_endpoint(folder))
+        return Observed("gone", detail=state or "not in the queue")
+
+    async def cancel(self, handle: str) -> None:
+        await self._run("scancel", handle)
+
+
+def make_launcher(spec: LaunchSpec) -> Launcher:
+    return SlurmLauncher(spec.slurm_conf) if spec.launcher == "slurm" else LocalLauncher()

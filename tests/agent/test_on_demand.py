@@ -1,0 +1,130 @@
+"""The agent's on-demand manager with a fake launcher and a fake clock: a report with
+waiting requests starts an instance, it is announced once healthy, idle drains and stops
+it, a vanished job is replaced, node time and the audit trail are kept."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from verbund.agent._launch_spec import LaunchSpec
+from verbund.agent._launcher import Observed
+from verbund.agent._ondemand import OnDemand
+from verbund.store import AuditRow, Store
+
+
+class FakeLauncher:
+    kind = "slurm"
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, str] = {}  # handle -> queued | running | gone
+        self.cancelled: list[str] = []
+
+    async def submit(self, spec: LaunchSpec, instance: str, folder: Path) -> str:
+        handle = str(100 + len(self.jobs))
+        self.jobs[handle] = "queued"
+        return handle
+
+    async def observe(self, handle: str, folder: Path) -> Observed:
+        state = self.jobs[handle]
+        endpoint = f"http://node:{handle}" if state == "running" else None
+        return Observed(state, endpoint, "CANCELLED" if state == "gone" else "")  # type: ignore[arg-type]
+
+    async def cancel(self, handle: str) -> None:
+        self.cancelled.append(handle)
+        self.jobs[handle] = "gone"
+
+
+@pytest.fixture
+async def od(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[OnDemand, FakeLauncher, list[float]]]:
+    now = [1000.0]
+    launcher = FakeLauncher()
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'site.db'}")
+    await store.migrate()
+    spec = LaunchSpec(model="m", launcher="slurm", cpus=2, gpus=1, idle_timeout=60)
+    changes: list[int] = []
+    manager = OnDemand(
+        [spec], tmp_path, lambda: changes.append(1), clock=lambda: now[0],
+        launchers={"slurm": launcher}, store=store,
+    )  # fmt: skip
+
+    async def healthy(i: object) -> bool:
+        return True
+
+    monkeypatch.setattr(manager, "_healthy", healthy)
+    yield manager, launcher, now
+    await manager.aclose()
+    await store.aclose()
+
+
+async def test_waiting_starts_an_instance_that_is_announced_once_ready(
+    od: tuple[OnDemand, FakeLauncher, list[float]], tmp_path: Path
+) -> None:
+    manager, launcher, now = od
+    await manager.tick()
+    assert launcher.jobs == {} and manager.status("m") == "stopped"
+    manager.report("m", "ap-west", waiting=1, in_flight={}, idle_seconds=0)
+    await manager.tick()
+    assert list(launcher.jobs.values()) == ["queued"] and manager.status("m") == "starting"
+    assert manager.ready() == []
+    launcher.jobs["100"] = "running"
+    now[0] += 10
+    await manager.tick()
+    assert manager.status("m") == "ready"
+    (inst,) = manager.ready()
+    assert inst.endpoint == "http://node:100" and inst.backend.startswith("m:")
+    # idle: drained (no longer announced), then stopped, its job cancelled
+    manager.report("m", "ap-west", waiting=0, in_flight={}, idle_seconds=0)
+    now[0] += 61
+    await manager.tick()
+    assert manager.ready() == [] and launcher.cancelled == []  # draining
+    await manager.tick()
+    assert launcher.cancelled == ["100"] and manager.status("m") == "stopped"
+    node = manager.view()["m"]["node_time"]
+    assert node == {"cpu_seconds": 2 * 61.0, "gpu_seconds": 61.0}
+    events = [
+        json.loads(line)
+        for line in (tmp_path / "on-demand" / "events.jsonl").read_text().splitlines()
+    ]
+    assert [(e["event"], e["actor"]) for e in events] == [
+        ("start", "ap-west"), ("ready", "agent"), ("stop", "agent")
+    ]  # fmt: skip
+    async with manager._audit[1]._store.session() as s:  # type: ignore[index]
+        rows = (await s.execute(select(AuditRow).order_by(AuditRow.seq))).scalars().all()
+    assert [(r.action, r.actor) for r in rows] == [
+        ("on_demand.start", "ap-west"), ("on_demand.stop", "agent")
+    ]  # fmt: skip
+
+
+async def test_a_vanished_job_is_replaced_while_in_use(
+    od: tuple[OnDemand, FakeLauncher, list[float]],
+) -> None:
+    manager, launcher, now = od
+    manager.report("m", "ap", waiting=1, in_flight={}, idle_seconds=0)
+    await manager.tick()
+    launcher.jobs["100"] = "running"
+    await manager.tick()
+    (inst,) = manager.ready()
+    manager.report("m", "ap", waiting=0, in_flight={inst.backend: 2}, idle_seconds=0)
+    launcher.jobs["100"] = "gone"  # scancel, preemption, node failure
+    now[0] += 1
+    await manager.tick()
+    assert "101" in launcher.jobs  # its replacement
+    states = {i["job"]: i["state"] for i in manager.view()["m"]["instances"]}
+    assert states == {"100": "stopped", "101": "queued"}
+
+
+async def test_old_reports_do_not_keep_a_model_busy(
+    od: tuple[OnDemand, FakeLauncher, list[float]],
+) -> None:
+    manager, launcher, now = od
+    manager.report("m", "ap", waiting=1, in_flight={}, idle_seconds=0)
+    now[0] += 30  # the access point went away before the first tick
+    await manager.tick()
+    assert launcher.jobs == {}

@@ -1,0 +1,204 @@
+"""On-demand models on a real single-node Slurm: a site agent process starts llama.cpp as
+an ``sbatch`` job when a request arrives at a real access point, routes to it once it is
+healthy, stops it after the idle timeout (the queue empty again), keeps a waiting stream
+alive with SSE comments, and replaces an instance whose job was cancelled."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from harness.agent import AgentProcess, agent_key_env, site_toml
+from harness.federation import federation, institution
+from harness.gateway import GatewayProcess
+from harness.polling import poll
+from harness.ports import free_port
+from harness.slurm import SlurmCluster, start_slurm
+
+pytestmark = pytest.mark.real
+
+SITE = "hpc"
+MODEL = "smol-od"
+IDLE = 6.0
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[SlurmCluster]:
+    cluster = start_slurm()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def fed(
+    tmp_path_factory: pytest.TempPathFactory, slurm: SlurmCluster
+) -> Iterator[tuple[AgentProcess, GatewayProcess]]:
+    work = tmp_path_factory.mktemp("ondemand")
+    site = site_toml(
+        SITE,
+        f"127.0.0.1:{free_port()}",
+        work / "site-state",
+        models=[{"name": MODEL, "kind": "chat", "license": "Apache-2.0"}],
+        capacity={"cpus": 2, "memory_mb": 4000},
+        on_demand=[
+            {
+                "model": MODEL,
+                "launcher": "slurm",
+                "slurm_conf": str(slurm.conf),
+                "cpus": 1,
+                "memory_mb": 1000,
+                "n_ctx": 512,
+                "idle_timeout": IDLE,
+                "time_limit_minutes": 30,
+                "queue_timeout": 120,
+            }
+        ],
+    )
+    agent = AgentProcess(site, work, log_level="info").start()
+    config = federation(
+        "ap-od",
+        work / "ap",
+        [{"name": SITE, "agent_url": agent.url, "agent_key_env": agent_key_env(SITE)}],
+        port=free_port(),
+        institutions=[institution("uni-a")],
+        routing={"keepalive_seconds": 0.5, "cold_start_wait": 120},
+    )
+    gw = GatewayProcess(config, work / "ap", env={agent_key_env(SITE): agent.ap_key})
+    try:
+        gw.start(path="/healthz")
+        poll(lambda: _status(gw) is not None, "the model in the access point's list", 30)
+        yield agent, gw
+    finally:
+        gw.stop()
+        agent.stop()
+
+
+def _key(gw: GatewayProcess) -> str:
+    if not gw.key:
+        gw.key = gw.create_key("uni-a")["key"]
+    return gw.key
+
+
+def _status(gw: GatewayProcess) -> str | None:
+    with httpx.Client(base_url=gw.url, trust_env=False, timeout=10) as c:
+        r = c.get("/v1/models", headers={"authorization": f"Bearer {_key(gw)}"})
+    found = [m for m in r.json()["data"] if m["id"] == MODEL]
+    return found[0]["verbund"]["status"] if found else None
+
+
+def _jobs(slurm: SlurmCluster) -> list[str]:
+    out = slurm.run("squeue", "-h", "-o", "%i %T %j").stdout
+    return [line for line in out.splitlines() if f"verbund-{MODEL}" in line]
+
+
+def _on_demand(agent: AgentProcess) -> dict[str, Any]:
+    with agent.client() as c:
+        got: dict[str, Any] = c.get("/on-demand").json()["models"][MODEL]
+    return got
+
+
+def _chat(gw: GatewayProcess, **extra: Any) -> httpx.Response:
+    with httpx.Client(base_url=gw.url, trust_env=False, timeout=180) as c:
+        return c.post(
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {_key(gw)}"},
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Say hello."}],
+                "max_tokens": 8,
+                **extra,
+            },
+        )
+
+
+def _wait_stopped(agent: AgentProcess, gw: GatewayProcess, slurm: SlurmCluster) -> None:
+    poll(lambda: not _jobs(slurm), "the queue to be empty", IDLE + 60, every=0.5)
+    poll(lambda: _status(gw) == "stopped", "the model to show stopped", 30, every=0.25)
+
+
+def test_a_request_for_a_stopped_model_starts_a_slurm_job_and_is_answered(
+    fed: tuple[AgentProcess, GatewayProcess], slurm: SlurmCluster
+) -> None:
+    agent, gw = fed
+    assert _status(gw) == "stopped" and not _jobs(slurm)
+    r = _chat(gw)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"]  # llama.cpp answered
+    assert r.headers["x-verbund-site"] == SITE
+    assert [j.split()[1] for j in _jobs(slurm)] == ["RUNNING"]
+    assert _status(gw) == "ready"
+    view = _on_demand(agent)
+    assert [i["state"] for i in view["instances"]] == ["ready"]
+    assert view["instances"][0]["launcher"] == "slurm"
+    # idle: drained, the job cancelled, the queue empty, the model stopped
+    _wait_stopped(agent, gw, slurm)
+    view = _on_demand(agent)
+    assert view["status"] == "stopped" and view["node_time"]["cpu_seconds"] > 0
+    events = [
+        json.loads(line)
+        for line in (Path(agent.config["agent"]["state_dir"]) / "on-demand" / "events.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert [e["event"] for e in events] == ["start", "ready", "stop"]
+    assert events[0]["actor"] == "ap" and events[0]["reason"] == "cold start"
+
+
+def test_a_streaming_client_gets_keep_alives_then_the_answer(
+    fed: tuple[AgentProcess, GatewayProcess], slurm: SlurmCluster
+) -> None:
+    agent, gw = fed
+    _wait_stopped(agent, gw, slurm)
+    lines: list[str] = []
+    with (
+        httpx.Client(base_url=gw.url, trust_env=False, timeout=180) as c,
+        c.stream(
+            "POST",
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {_key(gw)}"},
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Say hello."}],
+                "max_tokens": 8,
+                "stream": True,
+            },
+        ) as r,
+    ):
+        assert r.status_code == 200
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[0] == ": keep-alive"
+    data = [line for line in lines if line.startswith("data: ")]
+    assert data[-1] == "data: [DONE]"
+    text = "".join(
+        (json.loads(d[6:])["choices"] or [{}])[0].get("delta", {}).get("content") or ""
+        for d in data[:-1]
+    )
+    assert text
+    first_data = lines.index(data[0])
+    assert all(line == ": keep-alive" for line in lines[:first_data])
+
+
+def test_a_cancelled_job_is_replaced(
+    fed: tuple[AgentProcess, GatewayProcess], slurm: SlurmCluster
+) -> None:
+    agent, gw = fed
+    assert _chat(gw).status_code == 200
+    (job,) = [j.split()[0] for j in _jobs(slurm)]
+    slurm.run("scancel", job)
+
+    def replaced() -> bool:
+        assert _chat(gw, max_tokens=2).status_code in (200, 502, 503)  # keeps it in use
+        ready = [i for i in _on_demand(agent)["instances"] if i["state"] == "ready"]
+        return bool(ready) and ready[0]["job"] != job
+
+    poll(replaced, "a replacement instance", 120, every=0.5)
+    assert _chat(gw).status_code == 200
+    (old,) = [i for i in _on_demand(agent)["instances"] if i["job"] == job]
+    assert old["state"] == "stopped" and old["detail"]  # how Slurm ended it

@@ -1,0 +1,178 @@
+"""On-demand scaling on a real single-node Slurm with real llama.cpp engines: steady
+concurrent load above the threshold starts a second instance that takes traffic (both
+stop once the load has ended), and a one-minute time limit is survived by renewal with
+no failed request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from harness.agent import AgentProcess, agent_key_env, site_toml
+from harness.federation import federation, institution
+from harness.gateway import GatewayProcess
+from harness.polling import poll
+from harness.ports import free_port
+from harness.slurm import SlurmCluster, start_slurm
+
+pytestmark = pytest.mark.real
+
+SITE = "hpc"
+MODEL = "smol-od"
+LOAD_MOST = 120.0  # seconds any load loop runs at most
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[SlurmCluster]:
+    cluster = start_slurm()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+Start = Callable[..., tuple[AgentProcess, GatewayProcess]]
+
+
+@pytest.fixture
+def start(tmp_path: Any, slurm: SlurmCluster) -> Iterator[Start]:
+    running: list[Any] = []
+
+    def go(**spec: Any) -> tuple[AgentProcess, GatewayProcess]:
+        site = site_toml(
+            SITE,
+            f"127.0.0.1:{free_port()}",
+            tmp_path / "site-state",
+            models=[{"name": MODEL, "kind": "chat"}],
+            capacity={"cpus": 2, "memory_mb": 4000},
+            on_demand=[
+                {
+                    "model": MODEL, "launcher": "slurm", "slurm_conf": str(slurm.conf),
+                    "cpus": 1, "memory_mb": 1000, "n_ctx": 512, **spec,
+                }
+            ],
+        )  # fmt: skip
+        agent = AgentProcess(site, tmp_path, log_level="info").start()
+        running.append(agent)
+        config = federation(
+            "ap-od",
+            tmp_path / "ap",
+            [{"name": SITE, "agent_url": agent.url, "agent_key_env": agent_key_env(SITE)}],
+            port=free_port(),
+            institutions=[institution("uni-a")],
+        )
+        gw = GatewayProcess(config, tmp_path / "ap", env={agent_key_env(SITE): agent.ap_key})
+        running.append(gw)
+        gw.start(path="/healthz")
+        gw.key = gw.create_key("uni-a")["key"]
+        return agent, gw
+
+    yield go
+    for p in reversed(running):
+        p.stop()
+
+
+def _instances(agent: AgentProcess) -> list[dict[str, Any]]:
+    with agent.client() as c:
+        got: list[dict[str, Any]] = c.get("/on-demand").json()["models"][MODEL]["instances"]
+    return got
+
+
+class Load:
+    """``workers`` clients sending requests one after another until stopped (bounded)."""
+
+    def __init__(self, gw: GatewayProcess, workers: int) -> None:
+        self.gw = gw
+        self.statuses: list[int] = []
+        self.sites: set[str] = set()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
+
+    def _run(self) -> None:
+        end = time.monotonic() + LOAD_MOST
+        with httpx.Client(base_url=self.gw.url, trust_env=False, timeout=120) as c:
+            while not self._stop.is_set() and time.monotonic() < end:
+                r = c.post(
+                    "/v1/chat/completions",
+                    headers={"authorization": f"Bearer {self.gw.key}"},
+                    json={
+                        "model": MODEL,
+                        "messages": [{"role": "user", "content": "Count to three."}],
+                        "max_tokens": 12,
+                    },
+                )
+                self.statuses.append(r.status_code)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(LOAD_MOST + 30)
+
+
+def test_load_above_the_threshold_starts_a_second_instance_and_both_stop_after(
+    start: Start, slurm: SlurmCluster
+) -> None:
+    agent, gw = start(max_instances=2, scale_up_load=1.0, idle_timeout=6.0)
+    with Load(gw, workers=3) as load:
+        poll(
+            lambda: sum(i["state"] == "ready" for i in _instances(agent)) == 2,
+            "a second ready instance",
+            90,
+            every=0.5,
+        )
+        served_before = len(load.statuses)
+        poll(lambda: len(load.statuses) >= served_before + 6, "requests after it", 60, 0.5)
+    assert set(load.statuses) == {200}
+    backends = gw.backends()
+    od = [b for name, b in backends.items() if name.startswith(f"{MODEL}:")]
+    assert len(od) == 2  # both announced and routable at the access point
+    poll(
+        lambda: all(i["state"] == "stopped" for i in _instances(agent)),
+        "both instances to stop",
+        60,
+        every=0.5,
+    )
+    poll(
+        lambda: "verbund-" not in slurm.run("squeue", "-h", "-o", "%j").stdout,
+        "their jobs to leave the queue",
+        30,
+        every=0.5,
+    )
+
+
+def test_a_short_time_limit_is_survived_by_renewal_without_failed_requests(
+    start: Start,
+) -> None:
+    agent, gw = start(time_limit_minutes=1, renew_before=35.0, idle_timeout=30.0)
+    with Load(gw, workers=1) as load:
+        poll(
+            lambda: any(i["reason"] == "renewal" for i in _instances(agent)),
+            "a renewal start",
+            90,
+            every=0.5,
+        )
+        poll(
+            lambda: (
+                any(i["reason"] == "renewal" and i["state"] == "ready" for i in _instances(agent))
+                and any(
+                    i["reason"] == "cold start" and i["state"] == "stopped"
+                    for i in _instances(agent)
+                )
+            ),
+            "the replacement ready and the first instance stopped",
+            60,
+            every=0.5,
+        )
+        n = len(load.statuses)
+        poll(lambda: len(load.statuses) >= n + 3, "requests on the replacement", 30, 0.5)
+    assert load.statuses and set(load.statuses) == {200}
