@@ -73,7 +73,8 @@ def test_kill_one_site_under_load(demo: Demo) -> None:
         sites = admin.get("/admin/sites").json()["sites"]
     west = next(s for s in sites if s["name"] == "rz-west")
     health = {b["name"]: b["healthy"] for b in west["backends"]}
-    assert health == {"west-llama-1": False, "west-digits-1": True}
+    assert health.pop("west-llama-1") is False  # the killed one, and only it, is down
+    assert health and all(health.values()), health
     assert west["healthy"] is True  # a site is up while any of its backends is
 
     # a stream started after the kill goes elsewhere and completes
