@@ -153,7 +153,13 @@ def test_embeddings_with_the_openai_sdk(demo: Demo) -> None:
 def test_catalogue_shows_kinds_sites_and_policy(demo: Demo) -> None:
     with oip(demo) as c:
         models = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
-    assert set(models) == {"smollm2-135m", "smollm2-135m-ondemand", EMBED, DIGITS, *FRAMEWORK_MODELS}
+    assert set(models) == {
+        "smollm2-135m",
+        "smollm2-135m-ondemand",
+        EMBED,
+        DIGITS,
+        *FRAMEWORK_MODELS,
+    }
     digits = models[DIGITS]["verbund"]
     assert digits["kind"] == "oip" and digits["available"] is True
     assert digits["owner_site"] == "rz-west" and digits["license"] == "CC-BY-4.0"

@@ -12,11 +12,10 @@ import httpx
 import openai
 import pytest
 
-from verbund.demo import default_demo_config
-
 from harness.demo import Demo, pid_alive, start_demo
 from harness.people import csrf_headers, sign_in
 from harness.polling import poll
+from verbund.demo import default_demo_config
 
 pytestmark = pytest.mark.real
 MODEL = "smollm2-135m"
