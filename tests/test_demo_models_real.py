@@ -170,7 +170,7 @@ def test_catalogue_shows_kinds_sites_and_policy(demo: Demo) -> None:
     # sensitive data: only rz-west qualifies; the embedding model (rz-ost only) is hidden
     with oip(demo, "klinikum-c") as c:
         clinic = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
-    assert set(clinic) == {"smollm2-135m", DIGITS, "digits-torch"}  # rz-west's
+    assert set(clinic) == {"smollm2-135m", "smollm2-135m-ondemand", DIGITS, "digits-torch"}
     assert [s["name"] for s in clinic[DIGITS]["verbund"]["sites"]] == ["rz-west"]
 
 

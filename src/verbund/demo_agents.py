@@ -132,7 +132,13 @@ def site_toml(
         "access_points": [{"name": access_point, "key_env": AP_KEY_ENV}],
         "operators": [{"name": f"{site}-operator", "key_env": OPERATOR_KEY_ENV}],
         "backends": [
-            b.model_dump(mode="json", exclude={"launch"}, exclude_none=True) for b in sc.backends
+            # the launch stays with verbund up; what it implied for requests (the chat
+            # dialect of a llama.cpp server) is said explicitly to the agent
+            {
+                **b.model_dump(mode="json", exclude={"launch"}, exclude_none=True),
+                "dialect": b.chat_dialect,
+            }
+            for b in sc.backends
         ],
         "models": [
             m.model_dump(mode="json", exclude_none=True) for m in config.models if m.name in served
