@@ -9,7 +9,7 @@ to the institution that trained it, through the access points: a classifier as O
 a language model's LoRA adapter by llama.cpp at the site (announced in its catalogue).
 """
 
-from verbund.jobs._adapters import AdapterServers, die_with_parent
+from verbund.jobs._adapters import AdapterServers, die_with_parent, llama_server_command
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._files import (
@@ -85,6 +85,7 @@ __all__ = [
     "fine_tuned_name",
     "fine_tuning_job",
     "follow",
+    "llama_server_command",
     "load_linear",
     "make_runner",
     "misfit",
