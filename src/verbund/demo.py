@@ -350,9 +350,7 @@ def _admin_key(state_dir: Path) -> str:
 def training_python() -> Path | None:
     """The recipe Python ``scripts/_training_env.sh`` makes beside the core venv (or the
     one ``VERBUND_TRAINING_PYTHON`` names)."""
-    named = os.environ.get("VERBUND_TRAINING_PYTHON")
-    found = Path(named) if named else Path(sys.prefix).parent / ".venv-training" / "bin" / "python"
-    return found if found.exists() else None
+    return demo_models.find_python("training")
 
 
 def _training_defaults(raw: dict[str, Any]) -> None:
