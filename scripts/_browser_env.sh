@@ -3,5 +3,5 @@
 # downloaded. Installs only what is missing; needs root (CI and these machines run as root).
 set -euo pipefail
 # shellcheck source=scripts/_install.sh
-source "$ROOT/scripts/_install.sh"
+source "${BASH_SOURCE[0]%/*}/_install.sh"
 command -v chromium >/dev/null 2>&1 || debian_install chromium

@@ -13,7 +13,7 @@ PREFIX="$ROOT/.clients/codex"
 PYCLIENTS="openai-agents==0.24.0 langchain-openai==1.7.4"
 VENV="$ROOT/.venv-clients"
 # shellcheck source=scripts/_install.sh
-source "$ROOT/scripts/_install.sh"
+source "${BASH_SOURCE[0]%/*}/_install.sh"
 
 stamp="$PREFIX/.verbund-install"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$CODEX" ]; then

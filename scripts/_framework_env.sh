@@ -7,7 +7,7 @@
 set -euo pipefail
 
 # shellcheck source=scripts/_install.sh
-source "$ROOT/scripts/_install.sh"
+source "${BASH_SOURCE[0]%/*}/_install.sh"
 # KServe 0.21 and the frameworks' wheels: Python 3.10 to 3.12
 venv_install "$VENV" "$WANT" 3.10 3.13 PYTHON_MLSERVER
 

@@ -10,7 +10,7 @@ DIR="$ROOT/.node-idp"
 SRC="$ROOT/src/verbund/demo_idp"
 
 # shellcheck source=scripts/_install.sh
-source "$ROOT/scripts/_install.sh"
+source "${BASH_SOURCE[0]%/*}/_install.sh"
 { command -v node && command -v npm; } >/dev/null 2>&1 || debian_install nodejs npm
 # oidc-provider 9 loads its dependencies as ES modules from CommonJS: Node 20.19 or newer
 if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a===20&&b>=19)?0:1)'; then

@@ -9,5 +9,5 @@ VENV="$ROOT/.venv-mlserver"
 WANT="mlserver==1.7.1 mlserver-sklearn==1.7.1 scikit-learn>=1.5,<2 joblib>=1.3"
 
 # shellcheck source=scripts/_install.sh
-source "$ROOT/scripts/_install.sh"
+source "${BASH_SOURCE[0]%/*}/_install.sh"
 venv_install "$VENV" "$WANT" 3.9 3.13 PYTHON_MLSERVER  # MLServer 1.7: Python 3.9 to 3.12

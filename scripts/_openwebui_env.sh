@@ -12,7 +12,7 @@ TORCH="torch==2.13.0"
 WANT="open-webui==0.12.4"
 
 # shellcheck source=scripts/_install.sh
-source "$ROOT/scripts/_install.sh"
+source "${BASH_SOURCE[0]%/*}/_install.sh"
 
 if venv_outdated "$VENV" "$TORCH $WANT"; then
   venv_create "$VENV" 3.11 3.13 PYTHON_OPENWEBUI  # Open WebUI 0.12: Python 3.11 and 3.12

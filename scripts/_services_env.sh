@@ -11,7 +11,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 # shellcheck source=scripts/_install.sh
-source "$ROOT/scripts/_install.sh"
+source "${BASH_SOURCE[0]%/*}/_install.sh"
 debian_install "${need[@]}"
 # the Debian package starts a cluster of its own on port 5432; the tests use their own
 service postgresql stop >/dev/null 2>&1 || true

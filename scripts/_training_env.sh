@@ -14,7 +14,7 @@ TORCH="torch==2.13.0"
 WANT="transformers==5.24.0 peft==0.21.2 gguf==0.19.0 accelerate==1.15.0 safetensors==0.8.0 scikit-learn>=1.5,<2"
 LLAMA_SRC="llama-cpp-python==0.3.36"  # the release .venv serves with (see _bootstrap.sh)
 # shellcheck source=scripts/_install.sh
-source "$ROOT/scripts/_install.sh"
+source "${BASH_SOURCE[0]%/*}/_install.sh"
 
 if venv_outdated "$VENV" "$TORCH $WANT $LLAMA_SRC"; then
   venv_create "$VENV" 3.10 4.0 PYTHON_TRAINING

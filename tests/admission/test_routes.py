@@ -5,6 +5,7 @@ record with the route's endpoint name and the outcome's status."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from sqlalchemy import select
 
 from harness.training import blobs_csv, put_file
 from tests.batch.helpers import chat_line, jsonl, upload
-from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict
+from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict, with_agents
 from tests.gateway.test_oip_routes import DIGITS, GOOD, fakes_for
 from tests.jobs.test_serving import TINY
 from verbund.accounting import UsageRecord
@@ -32,7 +33,7 @@ FT_INPUT = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data"
 
 def spending_config(tmp_path: Path, **uni_a: Any) -> FederationConfig:
     """The test federation with OIP backends, job runners, and ``uni_a``'s settings."""
-    data = federation_dict(tmp_path)
+    data = with_agents(federation_dict(tmp_path))
     for site in data["sites"]:
         site["backends"].append(
             {
@@ -134,9 +135,12 @@ async def _started(gateway: Any, tmp_path: Path) -> AsyncIterator[Gateway]:
         artefacts = tmp_path / "ft-tiny"
         artefacts.mkdir()
         (artefacts / "model.json").write_text(json.dumps(TINY))
-        gw.services.jobs.models.add(
-            FineTunedModel(FT_MODEL, "uni-a", "ftjob-1", "x", "r", artefacts, 0.0, True)
+        # trained at west: kept and served there; the access point knows where
+        at_site = FineTunedModel(
+            FT_MODEL, "uni-a", "ftjob-1", "x", "r", artefacts, 0.0, True, site="west"
         )
+        gw.agents["west"].jobs.models.add(at_site)
+        gw.services.jobs.models.add(dataclasses.replace(at_site, path=None))
         sink = gw.services.accounting.usage
         sink.subscribers = (*sink.subscribers, EMITTED.append)
         yield gw
