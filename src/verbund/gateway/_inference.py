@@ -23,6 +23,7 @@ from verbund.admission import (
     estimate_prompt_tokens,
     max_tokens,
 )
+from verbund.config import ModelConfig
 from verbund.errors import BadRequest
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
 from verbund.gateway._deps import data_class, priority, services
@@ -30,8 +31,9 @@ from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.proxy import stream_of_answer, until_disconnect
 from verbund.routing import RouteContext
+from verbund.tenancy import Principal
 
-__all__ = ["Admitted", "admit_body", "check_kind", "kind_phrase", "send"]
+__all__ = ["Admitted", "admit_body", "check_kind", "kind_phrase", "known_model", "send"]
 
 
 _KIND_NAMES = {
@@ -47,18 +49,26 @@ def kind_phrase(kind: str) -> str:
     return _KIND_NAMES.get(kind, f"a {kind}")
 
 
-def check_kind(svc: Services, model: str, endpoint: str, kinds: frozenset[str]) -> None:
+def known_model(svc: Services, who: Principal, model: str) -> ModelConfig | None:
+    """The model as the caller may know it: None for a name the federation does not know
+    and for a model reserved for other institutions alike (admission's 404 for both), so
+    no check before admission tells them apart by its kind or context length."""
+    if not svc.federation.visible(model, who.institution.id):
+        return None
+    return svc.federation.models.get(model)
+
+
+def check_kind(config: ModelConfig | None, endpoint: str, kinds: frozenset[str]) -> None:
     """A model of another kind (an OIP model on /v1, a chat model on /v1/embeddings) is 400."""
-    config = svc.federation.models.get(model)
     if config is None or config.kind in kinds:
         return  # unknown models are the router's 404
     hint = (
-        f"use POST /v2/models/{model}/infer"
+        f"use POST /v2/models/{config.name}/infer"
         if config.kind == "oip"
         else f"it cannot serve {endpoint}"
     )
     raise BadRequest(
-        f"The model '{model}' is {kind_phrase(config.kind)} model; {hint}.",
+        f"The model '{config.name}' is {kind_phrase(config.kind)} model; {hint}.",
         code="unsupported_model",
         param="model",
     )

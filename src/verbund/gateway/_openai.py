@@ -21,7 +21,6 @@ from verbund.gateway._body import (
     check_common,
     check_completion,
     check_embedding,
-    context_length,
     require_model,
 )
 from verbund.gateway._catalogue import catalogue
@@ -33,7 +32,7 @@ from verbund.gateway._deps import (
     request_id,
     services,
 )
-from verbund.gateway._inference import admit_body, check_kind, send
+from verbund.gateway._inference import admit_body, check_kind, known_model, send
 from verbund.gateway._keepalive import ColdStream
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
@@ -66,7 +65,7 @@ def _visible_models(request: Request, svc: Services, who: Principal) -> list[dic
     out = [
         entry
         for entry in catalogue(svc.federation, policy, created=int(svc.started), kinds=kinds)
-        if not (reserved := svc.federation.models[entry["id"]].institutions) or inst in reserved
+        if svc.federation.visible(entry["id"], inst)
     ]
     if not kinds or "chat" in kinds:
         out += svc.jobs.models.entries(inst)  # its own ft: models served here (OIP)
@@ -104,9 +103,10 @@ def _make_handler(
         ) as entry:
             raw, body = await json_body(request)
             model = require_model(body)
-            check_common(body, svc.config.limits, context_length(svc.federation.models, model))
+            config = known_model(svc, who, model)
+            check_common(body, svc.config.limits, config.context_length if config else None)
             check(body, svc)
-            check_kind(svc, model, endpoint, kinds)
+            check_kind(config, endpoint, kinds)
             stream = streams and body.get("stream") is True
             policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
             if stream and svc.cold_start.cold(model, policy):

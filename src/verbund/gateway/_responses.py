@@ -22,10 +22,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from verbund.config import ModelConfig
 from verbund.errors import BadRequest, NotConfigured, NotFound
-from verbund.gateway._body import context_length, require_model
+from verbund.gateway._body import require_model
 from verbund.gateway._deps import json_body, person, principal, request_id, services
-from verbund.gateway._inference import Admitted, admit_body, check_kind, send
+from verbund.gateway._inference import Admitted, admit_body, check_kind, known_model, send
 from verbund.gateway._services import Services
 from verbund.responses import (
     EventTranslator,
@@ -81,14 +82,14 @@ async def _history(svc: Services, who: Principal, body: dict[str, Any]) -> list[
 
 
 def _translate(
-    svc: Services, body: dict[str, Any], model: str, history: list[Any] | None
+    svc: Services, body: dict[str, Any], model: ModelConfig | None, history: list[Any] | None
 ) -> Translation:
     limits = svc.config.limits
     return translate_request(
         body,
         max_items=limits.max_messages,
         max_output_tokens=limits.max_output_tokens,
-        context_length=context_length(svc.federation.models, model),
+        context_length=model.context_length if model else None,
         history=history,
     )
 
@@ -109,9 +110,10 @@ async def create_response(request: Request) -> Response:
     ) as entry:
         _, body = await json_body(request)
         model = require_model(body)
+        config = known_model(svc, who, model)
         history = await _history(svc, who, body)
-        tr = _translate(svc, body, model, history)
-        check_kind(svc, model, ENDPOINT, _CHAT_KINDS)
+        tr = _translate(svc, body, config, history)
+        check_kind(config, ENDPOINT, _CHAT_KINDS)
         tr.echo.store = (
             who.institution.store_responses
             and body.get("store") is not False
