@@ -7,7 +7,9 @@ policy, routing, failover and usage are the same for each.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +28,15 @@ from verbund.admission import (
 from verbund.config import ModelConfig
 from verbund.errors import BadRequest
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
-from verbund.gateway._deps import data_class, priority, services
+from verbund.gateway._deps import data_class, person, principal, priority, request_id, services
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.proxy import stream_of_answer, until_disconnect
 from verbund.routing import RouteContext
+from verbund.telemetry._tracing import span
 from verbund.tenancy import Principal
 
-__all__ = ["Admitted", "admit_body", "check_kind", "kind_phrase", "known_model", "send"]
+__all__ = ["Admitted", "admit_body", "check_kind", "enter", "kind_phrase", "known_model", "send"]
 
 
 _KIND_NAMES = {
@@ -72,6 +75,20 @@ def check_kind(config: ModelConfig | None, endpoint: str, kinds: frozenset[str])
         code="unsupported_model",
         param="model",
     )
+
+
+@contextlib.asynccontextmanager
+async def enter(request: Request, endpoint: str) -> AsyncIterator[Entry]:
+    """An inference route's first steps, before its body is read: the caller (traced as
+    ``verbund.auth``) and admission's entry, which names the person behind a front-end's
+    key (:meth:`verbund.admission.Admitter.enter`)."""
+    svc = services(request)
+    with span(svc.telemetry.tracer, "verbund.auth"):
+        who = await principal(request)
+    async with svc.admission.enter(
+        who, endpoint, request_id(request), person(request, who)
+    ) as entry:
+        yield entry
 
 
 @dataclass(slots=True)

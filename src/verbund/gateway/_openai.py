@@ -27,16 +27,13 @@ from verbund.gateway._catalogue import catalogue
 from verbund.gateway._deps import (
     data_class,
     json_body,
-    person,
     principal,
-    request_id,
     services,
 )
-from verbund.gateway._inference import admit_body, check_kind, known_model, send
+from verbund.gateway._inference import admit_body, check_kind, enter, known_model, send
 from verbund.gateway._keepalive import ColdStream
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
-from verbund.telemetry._tracing import span
 from verbund.tenancy import Principal
 
 _KINDS = frozenset({"chat", "completion", "embedding", "oip"})
@@ -96,11 +93,8 @@ def _make_handler(
 ) -> Callable[[Request], Any]:
     async def handler(request: Request) -> Response:
         svc = services(request)
-        with span(svc.telemetry.tracer, "verbund.auth"):
-            who = await principal(request)
-        async with svc.admission.enter(
-            who, endpoint, request_id(request), person(request, who)
-        ) as entry:
+        async with enter(request, endpoint) as entry:
+            who = entry.who
             raw, body = await json_body(request)
             model = require_model(body)
             config = known_model(svc, who, model)

@@ -25,8 +25,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from verbund.config import ModelConfig
 from verbund.errors import BadRequest, NotConfigured, NotFound
 from verbund.gateway._body import require_model
-from verbund.gateway._deps import json_body, person, principal, request_id, services
-from verbund.gateway._inference import Admitted, admit_body, check_kind, known_model, send
+from verbund.gateway._deps import json_body, principal, services
+from verbund.gateway._inference import (
+    Admitted,
+    admit_body,
+    check_kind,
+    enter,
+    known_model,
+    send,
+)
 from verbund.gateway._services import Services
 from verbund.responses import (
     EventTranslator,
@@ -36,7 +43,6 @@ from verbund.responses import (
     response_from_chat,
     translate_request,
 )
-from verbund.telemetry._tracing import span
 from verbund.tenancy import Principal
 
 __all__ = ["cancel_response", "create_response", "delete_response", "get_response"]
@@ -103,11 +109,8 @@ def _input_items(body: dict[str, Any]) -> list[Any]:
 
 async def create_response(request: Request) -> Response:
     svc = services(request)
-    with span(svc.telemetry.tracer, "verbund.auth"):
-        who = await principal(request)
-    async with svc.admission.enter(
-        who, ENDPOINT, request_id(request), person(request, who)
-    ) as entry:
+    async with enter(request, ENDPOINT) as entry:
+        who = entry.who
         _, body = await json_body(request)
         model = require_model(body)
         config = known_model(svc, who, model)
