@@ -37,6 +37,7 @@ from verbund.gateway._inference import (
 from verbund.gateway._services import Services
 from verbund.responses import (
     EventTranslator,
+    StoredResponse,
     TranslatedStream,
     Translation,
     new_id,
@@ -186,14 +187,18 @@ async def _pass_on(
     return admitted.admission.respond(upstream)
 
 
-async def get_response(request: Request) -> Response:
-    svc = services(request)
+async def _stored(request: Request) -> StoredResponse:
+    """The caller's institution's stored response the path names (404 otherwise)."""
     who = await principal(request)
     response_id = request.path_params["response_id"]
-    stored = await svc.responses.load(response_id, who.institution.id)
+    stored = await services(request).responses.load(response_id, who.institution.id)
     if stored is None:
         raise _not_found(response_id)
-    return JSONResponse(stored.response)
+    return stored
+
+
+async def get_response(request: Request) -> Response:
+    return JSONResponse((await _stored(request)).response)
 
 
 async def delete_response(request: Request) -> Response:
@@ -208,12 +213,7 @@ async def delete_response(request: Request) -> Response:
 async def cancel_response(request: Request) -> Response:
     """Only background responses can be cancelled (OpenAI's rule); Verbund answers every
     response while the request is open, so a stored one has always ended."""
-    svc = services(request)
-    who = await principal(request)
-    response_id = request.path_params["response_id"]
-    stored = await svc.responses.load(response_id, who.institution.id)
-    if stored is None:
-        raise _not_found(response_id)
+    stored = await _stored(request)
     raise BadRequest(
         f"The response has ended ({stored.response.get('status')}); only background "
         "responses can be cancelled, and Verbund runs none.",
