@@ -97,7 +97,7 @@ class Admitted:
 
     admission: Admission
     body: dict[str, Any]
-    raw: bytes
+    raw: bytes | None  # the body as the client sent it; None: ``body`` is encoded to send
     stream: bool
     drop_usage: bool
     prompt_estimate: int
@@ -117,7 +117,8 @@ async def admit_body(
     """Admission for ``body`` (quotas reserve its prompt estimate plus its answer limit);
     the body the backend gets carries the end user's pseudonym and, for a stream, asks
     for usage (dropped again for a client that did not ask). ``raw`` is the body as the
-    client sent it, forwarded unchanged when nothing had to change (None: encode it)."""
+    client sent it, forwarded unchanged when nothing had to change (None: the body is
+    encoded once, when :func:`send` knows what the backend gets)."""
     svc = services(request)
     who = entry.who
     # an on-demand model that is not running: started, and waited for (or 503)
@@ -160,9 +161,7 @@ async def admit_body(
         if not opts.get("include_usage"):
             body["stream_options"] = {**opts, "include_usage": True}
             drop_usage = rewrite = True
-    if rewrite or raw is None:
-        raw = orjson.dumps(body)
-    return Admitted(admitted, body, raw, stream, drop_usage, prompt_estimate)
+    return Admitted(admitted, body, None if rewrite else raw, stream, drop_usage, prompt_estimate)
 
 
 async def send(request: Request, path: str, a: Admitted) -> Response:
@@ -172,14 +171,13 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
     they need it; a stream they cannot produce is asked for unstreamed and sent on as
     one burst of chunks."""
     svc = services(request)
-    raw, stream = a.raw, a.stream
+    body, raw, stream = a.body, a.raw, a.stream
     variants: dict[str, bytes] = {}
     dialects = {b.config.chat_dialect for b in a.admission.plan} - {OPENAI}
     if dialects and path == "/v1/chat/completions":
-        body = a.body
         if stream and any(streams_unstreamed(body, d) for d in dialects):
             body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-            raw, stream = orjson.dumps(body), False
+            raw, stream = None, False
         for d in dialects:
             changed = chat_body_for(body, d)
             if changed is not None:
@@ -187,7 +185,7 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
     response = await svc.proxy.forward(
         a.admission.forward(
             path,
-            raw,
+            orjson.dumps(body) if raw is None else raw,
             stream=stream,
             drop_usage_chunk=a.drop_usage,
             prompt_estimate=a.prompt_estimate,

@@ -178,9 +178,7 @@ async def _pass_on(
     for field in ("user", "safety_identifier"):
         if field in out:
             out[field] = user_hash or None
-    passed = Admitted(
-        admitted.admission, out, orjson.dumps(out), tr.stream, False, admitted.prompt_estimate
-    )
+    passed = Admitted(admitted.admission, out, None, tr.stream, False, admitted.prompt_estimate)
     upstream = await send(request, ENDPOINT, passed)
     if tr.dropped:
         upstream.headers[DROPPED_HEADER] = ", ".join(dict.fromkeys(tr.dropped))
