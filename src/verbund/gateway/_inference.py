@@ -198,23 +198,11 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
         return response
     chunks = stream_of_answer(bytes(response.body), include_usage=not a.drop_usage)
     return StreamingResponse(
-        _Once(chunks),
+        _once(chunks),
         media_type="text/event-stream",
         headers={k: v for k, v in response.headers.items() if k.startswith("x-")},
     )
 
 
-class _Once:
-    """An async iterator of one chunk of bytes."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
-
-    def __aiter__(self) -> _Once:
-        return self
-
-    async def __anext__(self) -> bytes:
-        data, self._data = self._data, None
-        if data is None:
-            raise StopAsyncIteration
-        return data
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
