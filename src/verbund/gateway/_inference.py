@@ -121,22 +121,22 @@ async def admit_body(
     encoded once, when :func:`send` knows what the backend gets)."""
     svc = services(request)
     who = entry.who
+    klass = data_class(request, who)
     # an on-demand model that is not running: started, and waited for (or 503)
-    await svc.cold_start.ensure(
-        model, RequestPolicy.for_institution(who.institution, data_class(request, who))
-    )
+    await svc.cold_start.ensure(model, RequestPolicy.for_institution(who.institution, klass))
     limit = max_tokens(body)
     urgency = priority(request)
     prompt_estimate = estimate_prompt_tokens(body)
     if not user and isinstance(body.get("user"), str):
         user = body["user"]
-    key = affinity_key(model, body)
     if affinity_seed:  # a client's own cache key (Responses' prompt_cache_key)
         key = hashlib.blake2b(orjson.dumps([model, affinity_seed]), digest_size=12).hexdigest()
+    else:
+        key = affinity_key(model, body)
     admitted = await entry.admit(
         Ask(
             model=model,
-            data_class=data_class(request, who),
+            data_class=klass,
             tokens=prompt_estimate + (limit or svc.config.routing.default_max_tokens),
             route=RouteContext(
                 home_site=svc.federation.home_site,
