@@ -23,11 +23,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks.report import markdown_table
-from harness import federation as fed
-from harness.gateway import GatewayProcess
 from harness.load import percentile
-from harness.ports import free_port
-from harness.stub_backend import MODEL, stub_backend
+from harness.stub_backend import MODEL, stub_gateway
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOOLS = [
@@ -90,30 +87,17 @@ def main() -> None:
         "responses, stream": ("/v1/responses", responses_body, True),
     }
     times: dict[str, list[float]] = {k: [] for k in kinds}
-    with stub_backend(0.0) as port:
-        config = fed.federation(
-            "ap-bench",
-            tmp / "state",
-            [fed.site("west", "NW", [fed.backend("west-1", f"http://127.0.0.1:{port}", [MODEL])])],
-            port=free_port(),
-            models=[MODEL],
-            institutions=[fed.institution("uni-a", home_region="NW")],
-        )
-        gw = GatewayProcess(config, tmp)
-        gw.start()
-        try:
-            headers = {"authorization": f"Bearer {gw.create_key('uni-a')['key']}"}
-            with httpx.Client(base_url=gw.url, timeout=30, trust_env=False) as c:
-                for i in range(10):  # warm-up
-                    for path, body, stream in kinds.values():
-                        timed(c, path, body(i, stream), headers)
-                order = list(kinds)
-                for i in range(args.requests):  # interleaved, rotating which goes first
-                    for name in order[i % 4 :] + order[: i % 4]:
-                        path, body, stream = kinds[name]
-                        times[name].append(timed(c, path, body(i, stream), headers))
-        finally:
-            gw.stop()
+    with stub_gateway(tmp, "ap-bench") as gw:
+        headers = {"authorization": f"Bearer {gw.create_key('uni-a')['key']}"}
+        with httpx.Client(base_url=gw.url, timeout=30, trust_env=False) as c:
+            for i in range(10):  # warm-up
+                for path, body, stream in kinds.values():
+                    timed(c, path, body(i, stream), headers)
+            order = list(kinds)
+            for i in range(args.requests):  # interleaved, rotating which goes first
+                for name in order[i % 4 :] + order[: i % 4]:
+                    path, body, stream = kinds[name]
+                    times[name].append(timed(c, path, body(i, stream), headers))
     rows = []
     for name, xs in times.items():
         base = times[name.replace("responses", "chat completions")]

@@ -1,5 +1,6 @@
 """A small OpenAI-compatible model server in a thread (stdlib only), for tests that need
-a real socket but not a real engine: a fixed chat answer, or a stream of four words."""
+a real socket but not a real engine: a fixed chat answer, or a stream of four words;
+and an access point process in front of one (:func:`stub_gateway`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from harness import federation as fed
+from harness.gateway import GatewayProcess
+from harness.ports import free_port
 
 MODEL = "smol"
 ANSWER: dict[str, Any] = {
@@ -81,3 +87,25 @@ def stub_backend(delay: float = 0.0) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def stub_gateway(work: Path, name: str) -> Iterator[GatewayProcess]:
+    """An access point of its own (one process, started) whose one site serves
+    :data:`MODEL` from a stub model server, for the institution ``uni-a``; files go
+    under ``work``."""
+    with stub_backend() as port:
+        stub = f"http://127.0.0.1:{port}"
+        config = fed.federation(
+            name,
+            work / "state",
+            [fed.site("west", "NW", [fed.backend("west-1", stub, [MODEL])])],
+            port=free_port(),
+            models=[MODEL],
+            institutions=[fed.institution("uni-a", home_region="NW")],
+        )
+        gw = GatewayProcess(config, work).start()
+        try:
+            yield gw
+        finally:
+            gw.stop()

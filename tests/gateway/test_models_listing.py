@@ -3,10 +3,12 @@ only the kinds a client wants (query or key setting)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import MODEL, Gateway
+from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict
 from tests.gateway.test_openai_routes import assert_openai_error
+from verbund.config import parse_config
 
 
 async def ids(gw: Gateway, query: str = "", **headers: str) -> list[str]:
@@ -69,3 +71,31 @@ async def test_wrong_kind_error_names_the_kind_properly(gw: Gateway) -> None:
     )
     err = assert_openai_error(resp, 400, "unsupported_model")
     assert "is an embedding model" in str(err["message"])
+
+
+async def test_another_institutions_model_reads_like_an_unknown_one(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    # a model reserved for uni-a: for uni-b its kind and context length are no one's
+    # business; every route answers as for a name that does not exist
+    data = federation_dict(tmp_path)
+    data["models"].append(
+        {"name": "ft:smol:uni-a:x", "kind": "chat", "context_length": 64, "institutions": ["uni-a"]}
+    )
+    data["sites"][0]["backends"][0]["models"].append("ft:smol:uni-a:x")
+    asks = {
+        "/v1/embeddings": {"model": "ft:smol:uni-a:x", "input": "x"},
+        "/v1/chat/completions": {
+            "model": "ft:smol:uni-a:x",
+            "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 100,
+        },
+        "/v1/responses": {"model": "ft:smol:uni-a:x", "input": "x", "max_output_tokens": 100},
+    }
+    async with gateway_factory(parse_config(data)) as gw:
+        for path, body in asks.items():
+            unknown = {**body, "model": "nothing-here"}
+            expected = await gw.client.post(path, json=unknown, headers=gw.auth("uni-b"))
+            resp = await gw.client.post(path, json=body, headers=gw.auth("uni-b"))
+            assert_openai_error(expected, 404, "model_not_found")
+            assert_openai_error(resp, 404, "model_not_found")

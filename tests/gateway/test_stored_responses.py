@@ -86,6 +86,7 @@ async def test_other_institutions_see_404_and_delete_works(
         path = f"/v1/responses/{response_id}"
         assert_openai_error(await gw.client.get(path, headers=gw.auth("uni-b")), 404)
         assert_openai_error(await gw.client.delete(path, headers=gw.auth("uni-b")), 404)
+        assert_openai_error(await gw.client.post(f"{path}/cancel", headers=gw.auth("uni-b")), 404)
         resp = await gw.client.post(
             "/v1/responses",
             json={"model": MODEL, "input": "x", "previous_response_id": response_id},

@@ -18,10 +18,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.core import NotSet
 
-from harness import federation as fed
-from harness.gateway import GatewayProcess
-from harness.ports import free_port
-from harness.stub_backend import MODEL, stub_backend
+from harness.stub_backend import stub_gateway
 
 pytestmark = pytest.mark.real
 # POST /responses of OpenAI's description and what it references (MIT, see spec/LICENSE)
@@ -31,22 +28,8 @@ EXAMPLES = 100
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    tmp = tmp_path_factory.mktemp("conformance")
-    with stub_backend(0.0) as port:
-        config = fed.federation(
-            "ap-c",
-            tmp / "state",
-            [fed.site("west", "NW", [fed.backend("west-1", f"http://127.0.0.1:{port}", [MODEL])])],
-            port=free_port(),
-            models=[MODEL],
-            institutions=[fed.institution("uni-a", home_region="NW")],
-        )
-        gw = GatewayProcess(config, tmp)
-        gw.start()
-        try:
-            yield gw.url, str(gw.create_key("uni-a")["key"])
-        finally:
-            gw.stop()
+    with stub_gateway(tmp_path_factory.mktemp("conformance"), "ap-c") as gw:
+        yield gw.url, str(gw.create_key("uni-a")["key"])
 
 
 def test_malformed_responses_requests_get_4xx_in_openais_shape(gateway: tuple[str, str]) -> None:

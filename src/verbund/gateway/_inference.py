@@ -7,7 +7,9 @@ policy, routing, failover and usage are the same for each.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,15 +25,18 @@ from verbund.admission import (
     estimate_prompt_tokens,
     max_tokens,
 )
+from verbund.config import ModelConfig
 from verbund.errors import BadRequest
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
-from verbund.gateway._deps import data_class, priority, services
+from verbund.gateway._deps import data_class, person, principal, priority, request_id, services
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.proxy import stream_of_answer, until_disconnect
 from verbund.routing import RouteContext
+from verbund.telemetry._tracing import span
+from verbund.tenancy import Principal
 
-__all__ = ["Admitted", "admit_body", "check_kind", "kind_phrase", "send"]
+__all__ = ["Admitted", "admit_body", "check_kind", "enter", "kind_phrase", "known_model", "send"]
 
 
 _KIND_NAMES = {
@@ -47,21 +52,43 @@ def kind_phrase(kind: str) -> str:
     return _KIND_NAMES.get(kind, f"a {kind}")
 
 
-def check_kind(svc: Services, model: str, endpoint: str, kinds: frozenset[str]) -> None:
+def known_model(svc: Services, who: Principal, model: str) -> ModelConfig | None:
+    """The model as the caller may know it: None for a name the federation does not know
+    and for a model reserved for other institutions alike (admission's 404 for both), so
+    no check before admission tells them apart by its kind or context length."""
+    if not svc.federation.visible(model, who.institution.id):
+        return None
+    return svc.federation.models.get(model)
+
+
+def check_kind(config: ModelConfig | None, endpoint: str, kinds: frozenset[str]) -> None:
     """A model of another kind (an OIP model on /v1, a chat model on /v1/embeddings) is 400."""
-    config = svc.federation.models.get(model)
     if config is None or config.kind in kinds:
         return  # unknown models are the router's 404
     hint = (
-        f"use POST /v2/models/{model}/infer"
+        f"use POST /v2/models/{config.name}/infer"
         if config.kind == "oip"
         else f"it cannot serve {endpoint}"
     )
     raise BadRequest(
-        f"The model '{model}' is {kind_phrase(config.kind)} model; {hint}.",
+        f"The model '{config.name}' is {kind_phrase(config.kind)} model; {hint}.",
         code="unsupported_model",
         param="model",
     )
+
+
+@contextlib.asynccontextmanager
+async def enter(request: Request, endpoint: str) -> AsyncIterator[Entry]:
+    """An inference route's first steps, before its body is read: the caller (traced as
+    ``verbund.auth``) and admission's entry, which names the person behind a front-end's
+    key (:meth:`verbund.admission.Admitter.enter`)."""
+    svc = services(request)
+    with span(svc.telemetry.tracer, "verbund.auth"):
+        who = await principal(request)
+    async with svc.admission.enter(
+        who, endpoint, request_id(request), person(request, who)
+    ) as entry:
+        yield entry
 
 
 @dataclass(slots=True)
@@ -70,7 +97,7 @@ class Admitted:
 
     admission: Admission
     body: dict[str, Any]
-    raw: bytes
+    raw: bytes | None  # the body as the client sent it; None: ``body`` is encoded to send
     stream: bool
     drop_usage: bool
     prompt_estimate: int
@@ -90,7 +117,8 @@ async def admit_body(
     """Admission for ``body`` (quotas reserve its prompt estimate plus its answer limit);
     the body the backend gets carries the end user's pseudonym and, for a stream, asks
     for usage (dropped again for a client that did not ask). ``raw`` is the body as the
-    client sent it, forwarded unchanged when nothing had to change (None: encode it)."""
+    client sent it, forwarded unchanged when nothing had to change (None: the body is
+    encoded once, when :func:`send` knows what the backend gets)."""
     svc = services(request)
     who = entry.who
     asked_class = data_class(request, who)
@@ -103,9 +131,10 @@ async def admit_body(
     prompt_estimate = estimate_prompt_tokens(body)
     if not user and isinstance(body.get("user"), str):
         user = body["user"]
-    key = affinity_key(model, body)
     if affinity_seed:  # a client's own cache key (Responses' prompt_cache_key)
         key = hashlib.blake2b(orjson.dumps([model, affinity_seed]), digest_size=12).hexdigest()
+    else:
+        key = affinity_key(model, body)
     admitted = await entry.admit(
         Ask(
             model=model,
@@ -134,9 +163,7 @@ async def admit_body(
         if not opts.get("include_usage"):
             body["stream_options"] = {**opts, "include_usage": True}
             drop_usage = rewrite = True
-    if rewrite or raw is None:
-        raw = orjson.dumps(body)
-    return Admitted(admitted, body, raw, stream, drop_usage, prompt_estimate)
+    return Admitted(admitted, body, None if rewrite else raw, stream, drop_usage, prompt_estimate)
 
 
 async def send(request: Request, path: str, a: Admitted) -> Response:
@@ -146,14 +173,13 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
     they need it; a stream they cannot produce is asked for unstreamed and sent on as
     one burst of chunks."""
     svc = services(request)
-    raw, stream = a.raw, a.stream
+    body, raw, stream = a.body, a.raw, a.stream
     variants: dict[str, bytes] = {}
     dialects = {b.config.chat_dialect for b in a.admission.plan} - {OPENAI}
     if dialects and path == "/v1/chat/completions":
-        body = a.body
         if stream and any(streams_unstreamed(body, d) for d in dialects):
             body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-            raw, stream = orjson.dumps(body), False
+            raw, stream = None, False
         for d in dialects:
             changed = chat_body_for(body, d)
             if changed is not None:
@@ -161,7 +187,7 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
     response = await svc.proxy.forward(
         a.admission.forward(
             path,
-            raw,
+            orjson.dumps(body) if raw is None else raw,
             stream=stream,
             drop_usage_chunk=a.drop_usage,
             prompt_estimate=a.prompt_estimate,
@@ -174,23 +200,11 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
         return response
     chunks = stream_of_answer(bytes(response.body), include_usage=not a.drop_usage)
     return StreamingResponse(
-        _Once(chunks),
+        _once(chunks),
         media_type="text/event-stream",
         headers={k: v for k, v in response.headers.items() if k.startswith("x-")},
     )
 
 
-class _Once:
-    """An async iterator of one chunk of bytes."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
-
-    def __aiter__(self) -> _Once:
-        return self
-
-    async def __anext__(self) -> bytes:
-        data, self._data = self._data, None
-        if data is None:
-            raise StopAsyncIteration
-        return data
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -21,23 +21,19 @@ from verbund.gateway._body import (
     check_common,
     check_completion,
     check_embedding,
-    context_length,
     require_model,
 )
 from verbund.gateway._catalogue import catalogue
 from verbund.gateway._deps import (
     data_class,
     json_body,
-    person,
     principal,
-    request_id,
     services,
 )
-from verbund.gateway._inference import admit_body, check_kind, send
+from verbund.gateway._inference import admit_body, check_kind, enter, known_model, send
 from verbund.gateway._keepalive import ColdStream
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
-from verbund.telemetry._tracing import span
 from verbund.tenancy import Principal
 
 _KINDS = frozenset({"chat", "completion", "embedding", "oip"})
@@ -66,7 +62,7 @@ def _visible_models(request: Request, svc: Services, who: Principal) -> list[dic
     out = [
         entry
         for entry in catalogue(svc.federation, policy, created=int(svc.started), kinds=kinds)
-        if not (reserved := svc.federation.models[entry["id"]].institutions) or inst in reserved
+        if svc.federation.visible(entry["id"], inst)
     ]
     if not kinds or "chat" in kinds:
         out += svc.jobs.models.entries(inst)  # its own ft: models served here (OIP)
@@ -97,16 +93,14 @@ def _make_handler(
 ) -> Callable[[Request], Any]:
     async def handler(request: Request) -> Response:
         svc = services(request)
-        with span(svc.telemetry.tracer, "verbund.auth"):
-            who = await principal(request)
-        async with svc.admission.enter(
-            who, endpoint, request_id(request), person(request, who)
-        ) as entry:
+        async with enter(request, endpoint) as entry:
+            who = entry.who
             raw, body = await json_body(request)
             model = require_model(body)
-            check_common(body, svc.config.limits, context_length(svc.federation.models, model))
+            config = known_model(svc, who, model)
+            check_common(body, svc.config.limits, config.context_length if config else None)
             check(body, svc)
-            check_kind(svc, model, endpoint, kinds)
+            check_kind(config, endpoint, kinds)
             stream = streams and body.get("stream") is True
             if stream and svc.cold_start.starts(model):  # an on-demand model: cold?
                 policy = RequestPolicy.for_institution(who.institution, data_class(request, who))

@@ -22,20 +22,28 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from verbund.config import ModelConfig
 from verbund.errors import BadRequest, NotConfigured, NotFound
-from verbund.gateway._body import context_length, require_model
-from verbund.gateway._deps import json_body, person, principal, request_id, services
-from verbund.gateway._inference import Admitted, admit_body, check_kind, send
+from verbund.gateway._body import require_model
+from verbund.gateway._deps import json_body, principal, services
+from verbund.gateway._inference import (
+    Admitted,
+    admit_body,
+    check_kind,
+    enter,
+    known_model,
+    send,
+)
 from verbund.gateway._services import Services
 from verbund.responses import (
     EventTranslator,
+    StoredResponse,
     TranslatedStream,
     Translation,
     new_id,
     response_from_chat,
     translate_request,
 )
-from verbund.telemetry._tracing import span
 from verbund.tenancy import Principal
 
 __all__ = ["cancel_response", "create_response", "delete_response", "get_response"]
@@ -81,14 +89,14 @@ async def _history(svc: Services, who: Principal, body: dict[str, Any]) -> list[
 
 
 def _translate(
-    svc: Services, body: dict[str, Any], model: str, history: list[Any] | None
+    svc: Services, body: dict[str, Any], model: ModelConfig | None, history: list[Any] | None
 ) -> Translation:
     limits = svc.config.limits
     return translate_request(
         body,
         max_items=limits.max_messages,
         max_output_tokens=limits.max_output_tokens,
-        context_length=context_length(svc.federation.models, model),
+        context_length=model.context_length if model else None,
         history=history,
     )
 
@@ -102,16 +110,14 @@ def _input_items(body: dict[str, Any]) -> list[Any]:
 
 async def create_response(request: Request) -> Response:
     svc = services(request)
-    with span(svc.telemetry.tracer, "verbund.auth"):
-        who = await principal(request)
-    async with svc.admission.enter(
-        who, ENDPOINT, request_id(request), person(request, who)
-    ) as entry:
+    async with enter(request, ENDPOINT) as entry:
+        who = entry.who
         _, body = await json_body(request)
         model = require_model(body)
+        config = known_model(svc, who, model)
         history = await _history(svc, who, body)
-        tr = _translate(svc, body, model, history)
-        check_kind(svc, model, ENDPOINT, _CHAT_KINDS)
+        tr = _translate(svc, body, config, history)
+        check_kind(config, ENDPOINT, _CHAT_KINDS)
         tr.echo.store = (
             who.institution.store_responses
             and body.get("store") is not False
@@ -172,23 +178,25 @@ async def _pass_on(
     for field in ("user", "safety_identifier"):
         if field in out:
             out[field] = user_hash or None
-    passed = Admitted(
-        admitted.admission, out, orjson.dumps(out), tr.stream, False, admitted.prompt_estimate
-    )
+    passed = Admitted(admitted.admission, out, None, tr.stream, False, admitted.prompt_estimate)
     upstream = await send(request, ENDPOINT, passed)
     if tr.dropped:
         upstream.headers[DROPPED_HEADER] = ", ".join(dict.fromkeys(tr.dropped))
     return admitted.admission.respond(upstream)
 
 
-async def get_response(request: Request) -> Response:
-    svc = services(request)
+async def _stored(request: Request) -> StoredResponse:
+    """The caller's institution's stored response the path names (404 otherwise)."""
     who = await principal(request)
     response_id = request.path_params["response_id"]
-    stored = await svc.responses.load(response_id, who.institution.id)
+    stored = await services(request).responses.load(response_id, who.institution.id)
     if stored is None:
         raise _not_found(response_id)
-    return JSONResponse(stored.response)
+    return stored
+
+
+async def get_response(request: Request) -> Response:
+    return JSONResponse((await _stored(request)).response)
 
 
 async def delete_response(request: Request) -> Response:
@@ -203,12 +211,7 @@ async def delete_response(request: Request) -> Response:
 async def cancel_response(request: Request) -> Response:
     """Only background responses can be cancelled (OpenAI's rule); Verbund answers every
     response while the request is open, so a stored one has always ended."""
-    svc = services(request)
-    who = await principal(request)
-    response_id = request.path_params["response_id"]
-    stored = await svc.responses.load(response_id, who.institution.id)
-    if stored is None:
-        raise _not_found(response_id)
+    stored = await _stored(request)
     raise BadRequest(
         f"The response has ended ({stored.response.get('status')}); only background "
         "responses can be cancelled, and Verbund runs none.",

@@ -9,15 +9,13 @@ the one admission path and proxy every chat completion takes.
 """
 
 from verbund.responses._answer import response_from_chat
-from verbund.responses._events import EventTranslator, sse
-from verbund.responses._objects import Echo, FunctionName, new_id, response_skeleton
-from verbund.responses._request import MIN_OUTPUT_TOKENS, Translation, translate_request
-from verbund.responses._stored import ResponseStore, StoredResponse, sealing_key
+from verbund.responses._events import EventTranslator
+from verbund.responses._objects import Echo, FunctionName, new_id
+from verbund.responses._request import Translation, translate_request
+from verbund.responses._stored import ResponseStore, StoredResponse
 from verbund.responses._stream import TranslatedStream
-from verbund.responses._tools import check_json_schema
 
 __all__ = [
-    "MIN_OUTPUT_TOKENS",
     "Echo",
     "EventTranslator",
     "FunctionName",
@@ -25,11 +23,7 @@ __all__ = [
     "StoredResponse",
     "TranslatedStream",
     "Translation",
-    "check_json_schema",
     "new_id",
     "response_from_chat",
-    "response_skeleton",
-    "sealing_key",
-    "sse",
     "translate_request",
 ]
