@@ -19,12 +19,11 @@ from verbund.gateway._auth import authenticate, resolve_actor
 from verbund.gateway._body import parse_object, read_body
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, request_data_class
-from verbund.tenancy import Actor, Permission, Principal, Role, can
+from verbund.tenancy import Actor, Permission, Principal, can
 
 __all__ = [
     "PERSON_HEADERS",
     "PRIORITY_HEADER",
-    "ActorDep",
     "Target",
     "actor",
     "authorize",
@@ -68,8 +67,6 @@ async def actor(request: Request) -> Actor:
     return await resolve_actor(request, services(request))
 
 
-ActorDep = actor  # the name the console's routes use
-
 Target = Callable[[Request], str | None]
 
 
@@ -93,21 +90,13 @@ def authorize(who: Actor, permission: Permission, target: str | None = None) -> 
 
 
 def require(
-    permission: Permission | Role, target: Target | None = None
+    permission: Permission, target: Target | None = None
 ) -> Callable[[Request], Awaitable[Actor]]:
     """A route's one permission check: the actor, once it may do ``permission`` to the
-    target read from the request (``None``: the whole federation). Given a role instead,
-    the actor must hold that role (or be a federation admin): for pages of one role."""
+    target read from the request (``None``: the whole federation)."""
 
     async def dependency(request: Request) -> Actor:
         who = await actor(request)
-        if isinstance(permission, Role):
-            if who.role not in (permission, Role.federation_admin):
-                raise PermissionDenied(
-                    f"This needs the role {permission.value}; yours is {who.role.value}.",
-                    code="role_forbidden",
-                )
-            return who
         authorize(who, permission, target(request) if target is not None else None)
         return who
 
