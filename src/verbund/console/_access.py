@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
-from verbund.console._page import Viewer
+from verbund.console._page import Viewer, own_target
 from verbund.errors import BadRequest
 from verbund.gateway._auth import check_csrf, session_of
 from verbund.gateway._body import read_body
@@ -79,8 +79,7 @@ async def signed_in(
         raise SignInNeeded
     actor = session.actor
     if permission is not None:
-        own = {"institution": actor.institution, "site": actor.site}.get(scope)
-        authorize(actor, permission, own if own is not None else None)
+        authorize(actor, permission, own_target(actor, scope))
     person = await svc.identity.people.get(actor.id)
     name = (person.display_name if person is not None else "") or actor.id[:12]
     return Access(session, Viewer(actor, name))
