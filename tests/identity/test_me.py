@@ -48,6 +48,13 @@ async def test_people_see_only_their_own_keys(gw: Gateway) -> None:
     assert r.status_code == 404
 
 
+async def test_a_federation_admin_of_no_member_institution_has_no_own_keys(gw: Gateway) -> None:
+    csrf = await signed_in(gw, Role.federation_admin, institution=None)
+    r = await gw.client.post("/v1/me/keys", json={"name": "x"}, headers=csrf)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "role_forbidden"
+    assert (await gw.client.get("/v1/me/keys")).status_code == 403
+
+
 async def test_key_creation_needs_the_csrf_token(gw: Gateway) -> None:
     await signed_in(gw)
     r = await gw.client.post("/v1/me/keys", json={"name": "x"})
