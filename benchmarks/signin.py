@@ -22,7 +22,7 @@ import httpx
 
 from benchmarks.report import markdown_table
 from harness.idp import Idp
-from harness.people import sign_in_async
+from harness.people import sign_in
 from tests.conftest import ADMIN_KEY, federation_dict
 from tests.fakes import FakeBackend, transport_factory
 from verbund.config import parse_config
@@ -59,7 +59,7 @@ async def run(sign_ins: int, calls: int, work: Path) -> list[dict[str, object]]:
                 flows = []
                 for _ in range(sign_ins):
                     t = time.perf_counter()
-                    await sign_in_async(client, BASE, person.login, person.password)
+                    await sign_in(client, BASE, person.login, person.password)
                     flows.append(time.perf_counter() - t)
                 path = f"{BASE}/admin/usage?institution=uni-a&group_by=day"
                 by_session, by_key = [], []
