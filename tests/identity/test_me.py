@@ -142,3 +142,11 @@ async def test_per_person_quota_within_the_institution(gw: Gateway) -> None:
         f"/admin/people/{other.id}", json={"requests_per_minute": 1}, headers=admin_csrf
     )
     assert r.status_code == 403
+
+
+async def test_usage_since_must_be_a_time(gw: Gateway) -> None:
+    await signed_in(gw)
+    for since in ("nan", "inf", "yesterday"):
+        r = await gw.client.get("/v1/me/usage", params={"since": since})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "since", since
+    assert (await gw.client.get("/v1/me/usage", params={"since": "0"})).status_code == 200

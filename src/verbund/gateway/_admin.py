@@ -7,7 +7,6 @@ in the body, :func:`authorize`); what each role may do is decided in
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from verbund.gateway._deps import (
     path_param,
     query_int,
     query_param,
+    query_time,
     require,
     services,
     validated,
@@ -219,19 +219,6 @@ async def create_institution(request: Request) -> Response:
     return JSONResponse(inst.model_dump(mode="json"), status_code=201)
 
 
-def _float_param(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):  # nan and inf parse as floats but name no time
-        raise BadRequest(f"'{name}' must be a Unix time in seconds.", param=name)
-    return value
-
-
 async def usage(request: Request) -> Response:
     await _read_usage(request)
     svc = services(request)
@@ -245,8 +232,8 @@ async def usage(request: Request) -> Response:
     rows = await usage_report(
         svc.store,
         group_by,
-        _float_param(request, "since"),
-        _float_param(request, "until"),
+        query_time(request, "since"),
+        query_time(request, "until"),
         request.query_params.get("institution") or None,
     )
     return JSONResponse({"group_by": group_by, "data": rows})

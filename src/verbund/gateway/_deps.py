@@ -6,6 +6,7 @@ parameters. Every route uses these; none reaches into ``request.app.state`` itse
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ __all__ = [
     "priority",
     "query_int",
     "query_param",
+    "query_time",
     "request_id",
     "require",
     "services",
@@ -170,3 +172,17 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
             f"'{name}' must be an integer from {low} to {high}.", code="invalid_value", param=name
         )
     return int(raw)
+
+
+def query_time(request: Request, name: str) -> float | None:
+    """A Unix time in seconds from the query; absent or empty is ``None``."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):  # nan and inf parse as floats but name no time
+        raise BadRequest(f"'{name}' must be a Unix time in seconds.", param=name)
+    return value
