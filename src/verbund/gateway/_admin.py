@@ -27,6 +27,7 @@ from verbund.gateway._deps import (
     validated,
 )
 from verbund.gateway._services import Services
+from verbund.store import AuditRow
 from verbund.tenancy import Permission
 
 ADMIN_BODY_LIMIT = 64 * 1024
@@ -239,30 +240,29 @@ async def usage(request: Request) -> Response:
     return JSONResponse({"group_by": group_by, "data": rows})
 
 
+def audit_entry(r: AuditRow) -> dict[str, Any]:
+    """An audit entry as ``GET /admin/audit`` and the console's export give it: the
+    fields ``verbund audit verify --file`` checks."""
+    return {
+        "seq": r.seq,
+        "ts": r.ts,
+        "actor": r.actor,
+        "role": r.role or None,
+        "action": r.action,
+        "target": r.target,
+        "before": r.before,
+        "after": r.after,
+        "prev_hash": r.prev_hash,
+        "hash": r.hash,
+    }
+
+
 async def audit_entries(request: Request) -> Response:
     await _read_audit(request)
     svc = services(request)
     after = query_int(request, "after", 0, 0, 2**62)  # a sequence number, not a time
     rows = await svc.audit.entries(after_seq=after)
-    return JSONResponse(
-        {
-            "data": [
-                {
-                    "seq": r.seq,
-                    "ts": r.ts,
-                    "actor": r.actor,
-                    "role": r.role or None,
-                    "action": r.action,
-                    "target": r.target,
-                    "before": r.before,
-                    "after": r.after,
-                    "prev_hash": r.prev_hash,
-                    "hash": r.hash,
-                }
-                for r in rows
-            ]
-        }
-    )
+    return JSONResponse({"data": [audit_entry(r) for r in rows]})
 
 
 async def audit_verify(request: Request) -> Response:
