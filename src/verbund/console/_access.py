@@ -22,7 +22,7 @@ from verbund.gateway._auth import check_csrf, session_of
 from verbund.gateway._body import read_body
 from verbund.gateway._deps import authorize, services
 from verbund.identity import Session
-from verbund.tenancy import Actor, Permission, can
+from verbund.tenancy import Actor, Permission
 
 __all__ = ["Access", "SignInNeeded", "signed_in"]
 
@@ -49,9 +49,6 @@ class Access:
     def need(self, permission: Permission, target: str | None) -> None:
         """403 unless the actor may do ``permission`` to ``target``."""
         authorize(self.actor, permission, target)
-
-    def federation_wide(self, permission: Permission) -> bool:
-        return can(self.actor, permission, None)
 
     async def form(self, request: Request) -> dict[str, str]:
         """The posted form (size-limited), once its ``csrf_token`` matches the session's
