@@ -57,6 +57,12 @@ class SlurmCluster:
             p.stop(15)
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def __enter__(self) -> SlurmCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def start_slurm() -> SlurmCluster:
     ensure_slurm()

@@ -12,31 +12,17 @@ CODEX="@openai/codex@0.171.0"
 PREFIX="$ROOT/.clients/codex"
 PYCLIENTS="openai-agents==0.24.0 langchain-openai==1.7.4"
 VENV="$ROOT/.venv-clients"
+# shellcheck source=scripts/_install.sh
+source "$ROOT/scripts/_install.sh"
 
 stamp="$PREFIX/.verbund-install"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$CODEX" ]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    echo "==> installing Debian packages: nodejs npm"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-  fi
+  command -v npm >/dev/null 2>&1 || debian_install nodejs npm
   echo "==> installing $CODEX into .clients/codex"
   mkdir -p "$PREFIX"
   npm install --prefix "$PREFIX" --no-audit --no-fund --loglevel=error "$CODEX"
   echo "$CODEX" > "$stamp"
 fi
 
-stamp="$VENV/.verbund-install"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$PYCLIENTS" ]; then
-  if [ ! -x "$VENV/bin/python" ]; then
-    echo "==> creating $VENV (Python client libraries for the client tests)"
-    "${PYTHON:-python3}" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
-  fi
-  echo "==> installing $PYCLIENTS into .venv-clients"
-  # shellcheck disable=SC2086 - PYCLIENTS is a list of requirement specs
-  "$VENV/bin/pip" install -q $PYCLIENTS
-  echo "$PYCLIENTS" > "$stamp"
-fi
+venv_install "$VENV" "$PYCLIENTS" 3.10 4.0 PYTHON
 "$ROOT/scripts/_openwebui_env.sh"

@@ -6,32 +6,10 @@
 # file holds what was installed); a model is trained again only when its script changes.
 set -euo pipefail
 
-_pick_python() {
-  # KServe 0.21 and the frameworks' wheels: Python 3.10 to 3.12
-  for py in "${PYTHON_MLSERVER:-}" "${PYTHON:-}" python3 python3.12 python3.11 ; do
-    if [ -n "$py" ] && command -v "$py" >/dev/null 2>&1 &&
-      "$py" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] < (3, 13))'; then
-      echo "$py"
-      return
-    fi
-  done
-  echo "The model servers need Python 3.10-3.12; set PYTHON_MLSERVER to one." >&2
-  return 1
-}
-
-_stamp="$VENV/.verbund-install"
-if [ "$(cat "$_stamp" 2>/dev/null)" != "$WANT" ]; then
-  if [ ! -x "$VENV/bin/python" ]; then
-    _py=$(_pick_python)
-    echo "==> creating $VENV"
-    "$_py" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
-  fi
-  echo "==> installing $WANT into $(basename "$VENV")"
-  # shellcheck disable=SC2086 - WANT is a list of requirement specs
-  "$VENV/bin/pip" install -q $WANT
-  echo "$WANT" > "$_stamp"
-fi
+# shellcheck source=scripts/_install.sh
+source "$ROOT/scripts/_install.sh"
+# KServe 0.21 and the frameworks' wheels: Python 3.10 to 3.12
+venv_install "$VENV" "$WANT" 3.10 3.13 PYTHON_MLSERVER
 
 # Train the demo's models of this framework now, so that `verbund up` starts warm. Needs
 # Verbund's own venv (scripts/_bootstrap.sh makes it first); on its own this step waits

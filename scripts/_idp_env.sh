@@ -9,12 +9,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR="$ROOT/.node-idp"
 SRC="$ROOT/src/verbund/demo_idp"
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "==> installing Debian packages: nodejs npm"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
-fi
+# shellcheck source=scripts/_install.sh
+source "$ROOT/scripts/_install.sh"
+{ command -v node && command -v npm; } >/dev/null 2>&1 || debian_install nodejs npm
 # oidc-provider 9 loads its dependencies as ES modules from CommonJS: Node 20.19 or newer
 if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a===20&&b>=19)?0:1)'; then
   echo "The demo identity provider needs Node.js 20.19 or newer (found $(node --version))." >&2

@@ -10,12 +10,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 { command -v ip && command -v tc; } >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "==> installing Debian packages: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=scripts/_install.sh
+source "$ROOT/scripts/_install.sh"
+debian_install "${need[@]}"
 # the Debian package starts a cluster of its own on port 5432; the tests use their own
 service postgresql stop >/dev/null 2>&1 || true
 # and the haproxy package its own proxy on port 80; the tests start theirs

@@ -13,15 +13,11 @@ VENV="$ROOT/.venv-training"
 TORCH="torch==2.13.0"
 WANT="transformers==5.24.0 peft==0.21.2 gguf==0.19.0 accelerate==1.15.0 safetensors==0.8.0 scikit-learn>=1.5,<2"
 LLAMA_SRC="llama-cpp-python==0.3.36"  # the release .venv serves with (see _bootstrap.sh)
-stamp="$VENV/.verbund-install"
+# shellcheck source=scripts/_install.sh
+source "$ROOT/scripts/_install.sh"
 
-if [ "$(cat "$stamp" 2>/dev/null)" != "$TORCH $WANT $LLAMA_SRC" ]; then
-  if [ ! -x "$VENV/bin/python" ]; then
-    py=${PYTHON_TRAINING:-${PYTHON:-python3}}
-    echo "==> creating $VENV (PyTorch, transformers and peft for LoRA fine-tuning)"
-    "$py" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
-  fi
+if venv_outdated "$VENV" "$TORCH $WANT $LLAMA_SRC"; then
+  venv_create "$VENV" 3.10 4.0 PYTHON_TRAINING
   echo "==> installing $TORCH, then $WANT into .venv-training"
   "$VENV/bin/pip" install -q "$TORCH"
   # the constraint keeps every later resolution on the torch already there
@@ -39,5 +35,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$TORCH $WANT $LLAMA_SRC" ]; then
   dest="$VENV/share/llama.cpp"
   rm -rf "$dest" && mkdir -p "$dest"
   cp -r "$tmp"/llama_cpp_python-*/vendor/llama.cpp/{convert_lora_to_gguf.py,conversion,gguf-py} "$dest/"
-  echo "$TORCH $WANT $LLAMA_SRC" > "$stamp"
+  venv_stamp "$VENV" "$TORCH $WANT $LLAMA_SRC"
 fi

@@ -30,57 +30,33 @@ import json
 import platform
 import statistics
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from harness.agent import AgentProcess, agent_key_env, site_toml
-from harness.federation import federation, institution
+from harness.agent import AgentProcess
 from harness.gateway import GatewayProcess
+from harness.on_demand import on_demand_federation, on_demand_view, stream_chat
 from harness.polling import poll
-from harness.ports import free_port
 from harness.slurm import SlurmCluster, start_slurm
 
-MODEL = "smol-od"
-SITE = "hpc"
 IDLE = 4.0
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def stream_once(gw: GatewayProcess) -> dict[str, Any]:
     """One streaming request: seconds to the first data chunk, keep-alives seen before."""
-    began = time.monotonic()
-    keepalives = 0
-    first: float | None = None
-    with (
-        httpx.Client(base_url=gw.url, trust_env=False, timeout=300) as c,
-        c.stream(
-            "POST",
-            "/v1/chat/completions",
-            headers={"authorization": f"Bearer {gw.key}"},
-            json={
-                "model": MODEL,
-                "messages": [{"role": "user", "content": "Say hello."}],
-                "max_tokens": 8,
-                "stream": True,
-            },
-        ) as r,
-    ):
-        for line in r.iter_lines():
-            if line == ": keep-alive" and first is None:
-                keepalives += 1
-            elif line.startswith("data: ") and first is None:
-                first = time.monotonic() - began
-        status = r.status_code
+    status, lines = stream_chat(gw)
+    data = [at for at, line in lines if line.startswith("data: ")]
+    first = data[0] if data else None
+    keepalives = sum(
+        1 for at, line in lines if line == ": keep-alive" and (first is None or at < first)
+    )
     return {"status": status, "ttft": first, "keepalives": keepalives}
 
 
 def instances(agent: AgentProcess) -> list[dict[str, Any]]:
-    with agent.client() as c:
-        got: list[dict[str, Any]] = c.get("/on-demand").json()["models"][MODEL]["instances"]
+    got: list[dict[str, Any]] = on_demand_view(agent)["instances"]
     return got
 
 
@@ -91,42 +67,18 @@ def stopped(agent: AgentProcess, slurm: SlurmCluster) -> bool:
 
 def run(runs: int, burst: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="verbund-cold-start-"))
-    slurm = start_slurm()
-    agent: AgentProcess | None = None
-    gw: GatewayProcess | None = None
     rows: list[dict[str, Any]] = []
-    try:
-        site = site_toml(
-            SITE,
-            f"127.0.0.1:{free_port()}",
-            work / "site",
-            models=[{"name": MODEL, "kind": "chat"}],
-            capacity={"cpus": 2, "memory_mb": 4000},
-            on_demand=[
-                {
-                    "model": MODEL, "launcher": "slurm", "slurm_conf": str(slurm.conf),
-                    "cpus": 1, "memory_mb": 1000, "n_ctx": 512, "idle_timeout": IDLE,
-                }
-            ],
-        )  # fmt: skip
-        agent = AgentProcess(site, work).start()
-        config = federation(
-            "ap-bench",
-            work / "ap",
-            [{"name": SITE, "agent_url": agent.url, "agent_key_env": agent_key_env(SITE)}],
-            port=free_port(),
-            institutions=[institution("uni-a")],
-            routing={"keepalive_seconds": 0.5},
-        )
-        gw = GatewayProcess(config, work / "ap", env={agent_key_env(SITE): agent.ap_key})
-        gw.start(path="/healthz")
-        gw.key = gw.create_key("uni-a")["key"]
-        a, g = agent, gw
+    with (
+        start_slurm() as slurm,
+        on_demand_federation(
+            work, slurm, routing={"keepalive_seconds": 0.5}, idle_timeout=IDLE
+        ) as (agent, gw),
+    ):
         for n in range(runs):
-            poll(lambda: stopped(a, slurm), "the model to be stopped", 120, every=0.25)
+            poll(lambda: stopped(agent, slurm), "the model to be stopped", 120, every=0.25)
             seen = {i["id"] for i in instances(agent)}
             with concurrent.futures.ThreadPoolExecutor(burst) as pool:
-                results = list(pool.map(lambda _: stream_once(g), range(burst)))
+                results = list(pool.map(lambda _: stream_once(gw), range(burst)))
             (new,) = [i for i in instances(agent) if i["id"] not in seen]
             warm = stream_once(gw)
             first = min(r["ttft"] for r in results if r["ttft"] is not None)
@@ -142,12 +94,6 @@ def run(runs: int, burst: int) -> dict[str, Any]:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    finally:
-        if gw is not None:
-            gw.stop()
-        if agent is not None:
-            agent.stop()
-        slurm.stop()
     return {"runs": rows, "burst": burst}
 
 

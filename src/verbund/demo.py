@@ -40,7 +40,7 @@ from verbund.config import (
 from verbund.demo_agents import DemoAgent, start_agents, wait_agents
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
-from verbund.jobs import die_with_parent
+from verbund.jobs import die_with_parent, llama_server_command
 from verbund.server import ensure_port_free, make_server
 
 log = logging.getLogger("verbund.demo")
@@ -112,27 +112,14 @@ class ModelServer:
         model_file = backend.launch.model_file or str(smollm2_gguf())
         port = free_port()
         alias = backend.models[0]
-        cmd = [
+        cmd = llama_server_command(
             sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
             model_file,
-            "--model_alias",
             alias,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            str(backend.launch.n_ctx),
-            "--n_threads",
-            str(backend.launch.threads),
-            "--n_threads_batch",
-            str(backend.launch.threads),
-            "--interrupt_requests",
-            "False",
-        ]
+            port,
+            threads=backend.launch.threads,
+            n_ctx=backend.launch.n_ctx,
+        )
         if backend.launch.embedding:
             cmd += ["--embedding", "True"]
         chat_format = backend.launch.chat_format or (
@@ -363,9 +350,7 @@ def _admin_key(state_dir: Path) -> str:
 def training_python() -> Path | None:
     """The recipe Python ``scripts/_training_env.sh`` makes beside the core venv (or the
     one ``VERBUND_TRAINING_PYTHON`` names)."""
-    named = os.environ.get("VERBUND_TRAINING_PYTHON")
-    found = Path(named) if named else Path(sys.prefix).parent / ".venv-training" / "bin" / "python"
-    return found if found.exists() else None
+    return demo_models.find_python("training")
 
 
 def _training_defaults(raw: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import federation_dict
+from tests.conftest import MODEL, federation_dict
 from verbund.admission import ColdStart
 from verbund.config import DataClass, ModelConfig, RoutingConfig, parse_config
 from verbund.errors import ModelStarting
@@ -141,3 +141,15 @@ async def test_when_the_only_compliant_site_cannot_start_it_the_answer_is_a_clea
         await cold.ensure(OD, policy(DataClass.confidential))
     assert err.value.status == 503 and "sued" in err.value.message
     assert ost.calls == []
+
+
+async def test_a_model_no_site_starts_costs_nothing_and_leaves_nothing(tmp_path: Path) -> None:
+    fed = _federation(tmp_path, {"sued": "stopped"})
+    agent = FakeAgent()
+    cold = _cold(fed, {"sued": agent})
+    for name in (MODEL, "a-name-the-client-made-up"):
+        assert not cold.starts(name) and not cold.cold(name, policy())
+        await cold.ensure(name, policy())
+    assert cold.last_request == {} and agent.calls == []  # no client text kept
+    assert cold.starts(OD)
+    assert not _cold(fed, {}).starts(OD)  # a site without an agent starts nothing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import pytest
 from starlette.applications import Starlette
 
 from harness.agent import AP_KEY_ENV, OPERATOR_KEY_ENV, keys_for, site_toml
+from harness.slurm import SlurmCluster, start_slurm
 from verbund.agent import AgentServices, SiteAgentConfig, create_agent_app, parse_site_config
 from verbund.federation import AgentClient
 
@@ -166,3 +167,10 @@ def linked_factory(
                 yield Linked(gw, agent, fakes)
 
     return factory
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[SlurmCluster]:
+    """A real single-node Slurm for one test module."""
+    with start_slurm() as cluster:
+        yield cluster

@@ -13,82 +13,37 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.agent import AgentProcess, agent_key_env, site_toml
-from harness.federation import federation, institution
+from harness.agent import AgentProcess
 from harness.gateway import GatewayProcess
+from harness.on_demand import MODEL, SITE, on_demand_federation, on_demand_view, stream_chat
 from harness.polling import poll
-from harness.ports import free_port
-from harness.slurm import SlurmCluster, start_slurm
+from harness.slurm import SlurmCluster
 
 pytestmark = pytest.mark.real
 
-SITE = "hpc"
-MODEL = "smol-od"
 IDLE = 6.0
-
-
-@pytest.fixture(scope="module")
-def slurm() -> Iterator[SlurmCluster]:
-    cluster = start_slurm()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
 def fed(
     tmp_path_factory: pytest.TempPathFactory, slurm: SlurmCluster
 ) -> Iterator[tuple[AgentProcess, GatewayProcess]]:
-    work = tmp_path_factory.mktemp("ondemand")
-    site = site_toml(
-        SITE,
-        f"127.0.0.1:{free_port()}",
-        work / "site-state",
-        models=[{"name": MODEL, "kind": "chat", "license": "Apache-2.0"}],
-        capacity={"cpus": 2, "memory_mb": 4000},
-        on_demand=[
-            {
-                "model": MODEL,
-                "launcher": "slurm",
-                "slurm_conf": str(slurm.conf),
-                "cpus": 1,
-                "memory_mb": 1000,
-                "n_ctx": 512,
-                "idle_timeout": IDLE,
-                "time_limit_minutes": 30,
-                "queue_timeout": 120,
-            }
-        ],
-    )
-    agent = AgentProcess(site, work, log_level="info").start()
-    config = federation(
-        "ap-od",
-        work / "ap",
-        [{"name": SITE, "agent_url": agent.url, "agent_key_env": agent_key_env(SITE)}],
-        port=free_port(),
-        institutions=[institution("uni-a")],
+    with on_demand_federation(
+        tmp_path_factory.mktemp("ondemand"),
+        slurm,
         routing={"keepalive_seconds": 0.5, "cold_start_wait": 120},
-    )
-    gw = GatewayProcess(config, work / "ap", env={agent_key_env(SITE): agent.ap_key})
-    try:
-        gw.start(path="/healthz")
+        log_level="info",
+        idle_timeout=IDLE,
+        time_limit_minutes=30,
+        queue_timeout=120,
+    ) as (agent, gw):
         poll(lambda: _status(gw) is not None, "the model in the access point's list", 30)
         yield agent, gw
-    finally:
-        gw.stop()
-        agent.stop()
-
-
-def _key(gw: GatewayProcess) -> str:
-    if not gw.key:
-        gw.key = gw.create_key("uni-a")["key"]
-    return gw.key
 
 
 def _status(gw: GatewayProcess) -> str | None:
     with httpx.Client(base_url=gw.url, trust_env=False, timeout=10) as c:
-        r = c.get("/v1/models", headers={"authorization": f"Bearer {_key(gw)}"})
+        r = c.get("/v1/models", headers={"authorization": f"Bearer {gw.key}"})
     found = [m for m in r.json()["data"] if m["id"] == MODEL]
     return found[0]["verbund"]["status"] if found else None
 
@@ -98,17 +53,11 @@ def _jobs(slurm: SlurmCluster) -> list[str]:
     return [line for line in out.splitlines() if f"verbund-{MODEL}" in line]
 
 
-def _on_demand(agent: AgentProcess) -> dict[str, Any]:
-    with agent.client() as c:
-        got: dict[str, Any] = c.get("/on-demand").json()["models"][MODEL]
-    return got
-
-
 def _chat(gw: GatewayProcess, **extra: Any) -> httpx.Response:
     with httpx.Client(base_url=gw.url, trust_env=False, timeout=180) as c:
         return c.post(
             "/v1/chat/completions",
-            headers={"authorization": f"Bearer {_key(gw)}"},
+            headers={"authorization": f"Bearer {gw.key}"},
             json={
                 "model": MODEL,
                 "messages": [{"role": "user", "content": "Say hello."}],
@@ -134,12 +83,12 @@ def test_a_request_for_a_stopped_model_starts_a_slurm_job_and_is_answered(
     assert r.headers["x-verbund-site"] == SITE
     assert [j.split()[1] for j in _jobs(slurm)] == ["RUNNING"]
     assert _status(gw) == "ready"
-    view = _on_demand(agent)
+    view = on_demand_view(agent)
     assert [i["state"] for i in view["instances"]] == ["ready"]
     assert view["instances"][0]["launcher"] == "slurm"
     # idle: drained, the job cancelled, the queue empty, the model stopped
     _wait_stopped(agent, gw, slurm)
-    view = _on_demand(agent)
+    view = on_demand_view(agent)
     assert view["status"] == "stopped" and view["node_time"]["cpu_seconds"] > 0
     events = [
         json.loads(line)
@@ -156,23 +105,9 @@ def test_a_streaming_client_gets_keep_alives_then_the_answer(
 ) -> None:
     agent, gw = fed
     _wait_stopped(agent, gw, slurm)
-    lines: list[str] = []
-    with (
-        httpx.Client(base_url=gw.url, trust_env=False, timeout=180) as c,
-        c.stream(
-            "POST",
-            "/v1/chat/completions",
-            headers={"authorization": f"Bearer {_key(gw)}"},
-            json={
-                "model": MODEL,
-                "messages": [{"role": "user", "content": "Say hello."}],
-                "max_tokens": 8,
-                "stream": True,
-            },
-        ) as r,
-    ):
-        assert r.status_code == 200
-        lines = [line for line in r.iter_lines() if line]
+    status, timed = stream_chat(gw)
+    assert status == 200
+    lines = [line for _, line in timed]
     assert lines[0] == ": keep-alive"
     data = [line for line in lines if line.startswith("data: ")]
     assert data[-1] == "data: [DONE]"
@@ -195,10 +130,10 @@ def test_a_cancelled_job_is_replaced(
 
     def replaced() -> bool:
         assert _chat(gw, max_tokens=2).status_code in (200, 502, 503)  # keeps it in use
-        ready = [i for i in _on_demand(agent)["instances"] if i["state"] == "ready"]
+        ready = [i for i in on_demand_view(agent)["instances"] if i["state"] == "ready"]
         return bool(ready) and ready[0]["job"] != job
 
     poll(replaced, "a replacement instance", 120, every=0.5)
     assert _chat(gw).status_code == 200
-    (old,) = [i for i in _on_demand(agent)["instances"] if i["job"] == job]
+    (old,) = [i for i in on_demand_view(agent)["instances"] if i["job"] == job]
     assert old["state"] == "stopped" and old["detail"]  # how Slurm ended it

@@ -5,6 +5,7 @@ no failed request."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,27 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.agent import AgentProcess, agent_key_env, site_toml
-from harness.federation import federation, institution
+from harness.agent import AgentProcess
 from harness.gateway import GatewayProcess
+from harness.on_demand import MODEL, on_demand_federation, on_demand_view
 from harness.polling import poll
-from harness.ports import free_port
-from harness.slurm import SlurmCluster, start_slurm
+from harness.slurm import SlurmCluster
 
 pytestmark = pytest.mark.real
 
-SITE = "hpc"
-MODEL = "smol-od"
 LOAD_MOST = 120.0  # seconds any load loop runs at most
-
-
-@pytest.fixture(scope="module")
-def slurm() -> Iterator[SlurmCluster]:
-    cluster = start_slurm()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 Start = Callable[..., tuple[AgentProcess, GatewayProcess]]
@@ -41,46 +30,19 @@ Start = Callable[..., tuple[AgentProcess, GatewayProcess]]
 
 @pytest.fixture
 def start(tmp_path: Any, slurm: SlurmCluster) -> Iterator[Start]:
-    running: list[Any] = []
+    with contextlib.ExitStack() as running:
 
-    def go(**spec: Any) -> tuple[AgentProcess, GatewayProcess]:
-        site = site_toml(
-            SITE,
-            f"127.0.0.1:{free_port()}",
-            tmp_path / "site-state",
-            models=[{"name": MODEL, "kind": "chat"}],
-            capacity={"cpus": 2, "memory_mb": 4000},
-            on_demand=[
-                {
-                    "model": MODEL, "launcher": "slurm", "slurm_conf": str(slurm.conf),
-                    "cpus": 1, "memory_mb": 1000, "n_ctx": 512, **spec,
-                }
-            ],
-        )  # fmt: skip
-        agent = AgentProcess(site, tmp_path, log_level="info").start()
-        running.append(agent)
-        config = federation(
-            "ap-od",
-            tmp_path / "ap",
-            [{"name": SITE, "agent_url": agent.url, "agent_key_env": agent_key_env(SITE)}],
-            port=free_port(),
-            institutions=[institution("uni-a")],
-        )
-        gw = GatewayProcess(config, tmp_path / "ap", env={agent_key_env(SITE): agent.ap_key})
-        running.append(gw)
-        gw.start(path="/healthz")
-        gw.key = gw.create_key("uni-a")["key"]
-        return agent, gw
+        def go(**spec: Any) -> tuple[AgentProcess, GatewayProcess]:
+            return running.enter_context(
+                on_demand_federation(tmp_path, slurm, log_level="info", **spec)
+            )
 
-    yield go
-    for p in reversed(running):
-        p.stop()
+        yield go
 
 
 def _instances(agent: AgentProcess) -> list[dict[str, Any]]:
-    with agent.client() as c:
-        got: list[dict[str, Any]] = c.get("/on-demand").json()["models"][MODEL]["instances"]
-    return got
+    instances: list[dict[str, Any]] = on_demand_view(agent)["instances"]
+    return instances
 
 
 class Load:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import replace
 from typing import Any
@@ -76,7 +77,8 @@ async def run(kind: str, client: AsyncOpenAI, model: str) -> dict[str, object]:
 
 
 async def main() -> None:
-    url, key, model = sys.argv[1:4]
+    url, model = sys.argv[1:3]
+    key = os.environ["OPENAI_API_KEY"]
     set_tracing_disabled(True)  # traces would go to OpenAI's servers
     client = AsyncOpenAI(base_url=url, api_key=key, max_retries=1, timeout=240)
     for kind in ("chat", "responses"):

@@ -5,6 +5,7 @@ Prints one JSON object with what each call gave back."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -29,7 +30,8 @@ def calls(message: Any) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    url, key, model = sys.argv[1:4]
+    url, model = sys.argv[1:3]
+    key = os.environ["OPENAI_API_KEY"]
     common: dict[str, Any] = {
         "model": model, "base_url": url, "api_key": key,
         "temperature": 0, "max_tokens": 48, "max_retries": 1, "timeout": 240,

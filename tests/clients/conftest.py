@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import openwebui
 from harness.demo import Demo, start_demo
 from harness.processes import ROOT
 
@@ -17,7 +18,7 @@ MODEL = "smollm2-135m"
 EMBEDDING_MODEL = "smollm2-135m-embed"
 CODEX = ROOT / ".clients" / "codex" / "node_modules" / ".bin" / "codex"
 CLIENTS_PYTHON = ROOT / ".venv-clients" / "bin" / "python"
-OPENWEBUI_VENV = ROOT / ".venv-openwebui"
+OPENWEBUI_VENV = openwebui.VENV
 
 
 def installed(path: Path) -> Path:

@@ -29,10 +29,11 @@ def client_script(demo: Demo, script: str) -> list[dict[str, Any]]:
         "HOME": os.environ.get("HOME", "/tmp"),
         "OPENAI_AGENTS_DISABLE_TRACING": "1",
         "LANGSMITH_TRACING": "false",
+        "OPENAI_API_KEY": demo.key("uni-a"),  # not on the command line: ps and reprs show it
     }
     started = time.monotonic()
     done = run_client(
-        [str(python), str(HERE / script), demo.url + "/v1", demo.key("uni-a"), MODEL],
+        [str(python), str(HERE / script), demo.url + "/v1", MODEL],
         env, timeout=280,
     )  # fmt: skip
     print(f"{script}: {time.monotonic() - started:.1f} s\n{done.stdout}\n{done.stderr[-3000:]}")

@@ -29,12 +29,11 @@ from harness.federation import backend, federation, institution, site
 from harness.gateway import GatewayProcess
 from harness.polling import poll
 from harness.ports import free_port
-from harness.processes import ROOT, Process
+from harness.processes import Process
 from harness.training import SiteAgents
-from verbund.demo import smollm2_gguf
+from verbund.demo import smollm2_gguf, training_python
 
 pytestmark = pytest.mark.real
-TRAINING_PYTHON = ROOT / ".venv-training" / "bin" / "python"
 BASE = "smollm2-135m"
 CANARY = "CANARY-7f3a9c1e-lora"
 TRAINING_MINUTES = 15  # generous: two shared cores, other work beside this test
@@ -66,7 +65,8 @@ def agents(tmp_path: Path) -> Iterator[SiteAgents]:
 
 @pytest.fixture
 def ap(tmp_path: Path, base_server: str, agents: SiteAgents) -> Iterator[GatewayProcess]:
-    assert TRAINING_PYTHON.exists(), "scripts/_training_env.sh makes .venv-training"
+    python = training_python()
+    assert python is not None, "scripts/_training_env.sh makes .venv-training"
     west = site(
         "rz-west",
         "NW",
@@ -77,7 +77,7 @@ def ap(tmp_path: Path, base_server: str, agents: SiteAgents) -> Iterator[Gateway
             "cpus": 1,  # one thread: on two shared cores, two spin against each other
             "memory_mb": 8192,
             "workdir": str(tmp_path / "site-west" / "jobs"),  # the site's disk
-            "python": str(TRAINING_PYTHON),
+            "python": str(python),
             "base_models": {BASE: str(smollm2_gguf())},
         },
     )

@@ -65,10 +65,18 @@ class ColdStart:
             b.available(now) for s in sites for b in self._federation.backends_at(model, s.name)
         )
 
+    def starts(self, model: str) -> bool:
+        """Whether some site with an agent starts ``model`` on demand: the one check a
+        request for any other model (every warm request) pays, before any policy."""
+        return any(
+            model in s.on_demand and s.name in self._agents
+            for s in self._federation.sites_for(model)
+        )
+
     def cold(self, model: str, policy: RequestPolicy) -> bool:
         """True if the request would wait for a start: nothing available at a compliant
         site, and some compliant site starts the model on demand."""
-        if model not in self._federation.models:
+        if not self.starts(model):
             return False
         sites = self._sites(model, policy)
         if self._available(model, sites, time.monotonic()):
@@ -78,6 +86,8 @@ class ColdStart:
     async def ensure(self, model: str, policy: RequestPolicy) -> None:
         """Return once a compliant backend of ``model`` is available (at once if one is),
         or raise 503 ``model_starting``."""
+        if not self.starts(model):
+            return  # not an on-demand model (nor a name the client made up): nothing kept
         self.last_request[model] = self._clock()
         if not self.cold(model, policy):
             return

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from verbund.agent._launch_spec import LaunchSpec
+from verbund.jobs import SLURM_PENDING, run_slurm, sbatch, sbatch_resources, slurm_env
 
 __all__ = ["Launcher", "LocalLauncher", "Observed", "SlurmLauncher", "make_launcher"]
 
@@ -123,53 +124,46 @@ class LocalLauncher:
             await asyncio.to_thread(proc.wait)
 
 
-_QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD"}
 _RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
 
 
 class SlurmLauncher:
-    """``sbatch`` jobs: one job per instance, the engine its only step."""
+    """``sbatch`` jobs: one job per instance, the engine its only step (the Slurm
+    commands as the job runner runs them: :mod:`verbund.jobs._slurm`)."""
 
     kind = "slurm"
 
     def __init__(self, slurm_conf: str = "") -> None:
-        self._env = {**os.environ, **({"SLURM_CONF": slurm_conf} if slurm_conf else {})}
-
-    async def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(
-            subprocess.run,
-            list(args), capture_output=True, text=True, env=self._env, timeout=30, check=False,
-        )  # fmt: skip
+        self._env = slurm_env(slurm_conf)
 
     async def submit(self, spec: LaunchSpec, instance: str, folder: Path) -> str:
         script = await asyncio.to_thread(_write_script, folder, engine_command(spec, folder))
-        args = [
-            "sbatch", "--parsable", f"--job-name=verbund-{spec.model}",
-            f"--output={folder / 'engine.log'}", f"--chdir={folder}",
-            f"--cpus-per-task={spec.cpus}", f"--mem={spec.memory_mb}M",
-            f"--time={spec.time_limit_minutes}",
-        ]  # fmt: skip
-        if spec.partition:
-            args.append(f"--partition={spec.partition}")
-        if spec.gpus:
-            gres = f"gpu:{spec.gpu_type}:{spec.gpus}" if spec.gpu_type else f"gpu:{spec.gpus}"
-            args.append(f"--gres={gres}")
-        done = await self._run(*args, str(script))
-        if done.returncode != 0:
-            raise RuntimeError(f"sbatch failed: {done.stderr.strip()[:300]}")
-        return done.stdout.strip().split(";")[0]
+        return await sbatch(
+            self._env,
+            "the cluster",
+            script,
+            f"--job-name=verbund-{spec.model}",
+            f"--output={folder / 'engine.log'}",
+            f"--chdir={folder}",
+            *sbatch_resources(
+                spec.cpus, spec.memory_mb, spec.time_limit_minutes,
+                spec.partition, spec.gpus, spec.gpu_type,
+            ),
+        )  # fmt: skip
 
     async def observe(self, handle: str, folder: Path) -> Observed:
-        done = await self._run("squeue", "-h", "-j", handle, "-o", "%T")
-        state = done.stdout.strip() if done.returncode == 0 else ""
-        if state in _QUEUED:
+        code, out, _ = await run_slurm(
+            self._env, "the cluster", "squeue", "-h", "-j", handle, "-o", "%T"
+        )
+        state = out.strip() if code == 0 else ""
+        if state in SLURM_PENDING:
             return Observed("queued")
         if state in _RUNNING:
             return Observed("running", reported_endpoint(folder))
         return Observed("gone", detail=state or "not in the queue")
 
     async def cancel(self, handle: str) -> None:
-        await self._run("scancel", handle)
+        await run_slurm(self._env, "the cluster", "scancel", handle)
 
 
 def make_launcher(spec: LaunchSpec) -> Launcher:

@@ -43,6 +43,7 @@ from verbund.agent._scaling import (
     model_status,
 )
 from verbund.audit import AuditLog
+from verbund.errors import RunnerError
 from verbund.store import STORE_FAILURES, Store
 
 __all__ = ["Instance", "OnDemand"]
@@ -325,7 +326,7 @@ class OnDemand:
         )
         try:
             inst.handle = await m.launcher.submit(m.spec, iid, folder)
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RunnerError) as exc:
             log.error("%s: cannot start an instance: %s", name, exc)
             return
         m.instances[iid] = inst

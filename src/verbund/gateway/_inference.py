@@ -93,10 +93,11 @@ async def admit_body(
     client sent it, forwarded unchanged when nothing had to change (None: encode it)."""
     svc = services(request)
     who = entry.who
-    # an on-demand model that is not running: started, and waited for (or 503)
-    await svc.cold_start.ensure(
-        model, RequestPolicy.for_institution(who.institution, data_class(request, who))
-    )
+    asked_class = data_class(request, who)
+    if svc.cold_start.starts(model):  # not running: started, and waited for (or 503)
+        await svc.cold_start.ensure(
+            model, RequestPolicy.for_institution(who.institution, asked_class)
+        )
     limit = max_tokens(body)
     urgency = priority(request)
     prompt_estimate = estimate_prompt_tokens(body)
@@ -108,7 +109,7 @@ async def admit_body(
     admitted = await entry.admit(
         Ask(
             model=model,
-            data_class=data_class(request, who),
+            data_class=asked_class,
             tokens=prompt_estimate + (limit or svc.config.routing.default_max_tokens),
             route=RouteContext(
                 home_site=svc.federation.home_site,

@@ -108,21 +108,22 @@ def _make_handler(
             check(body, svc)
             check_kind(svc, model, endpoint, kinds)
             stream = streams and body.get("stream") is True
-            policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
-            if stream and svc.cold_start.cold(model, policy):
-                # the model must start first: keep-alive comments while it does, then the
-                # answer in the same stream (bad input was refused above, with its 4xx)
-                later = entry.detach()
+            if stream and svc.cold_start.starts(model):  # an on-demand model: cold?
+                policy = RequestPolicy.for_institution(who.institution, data_class(request, who))
+                if svc.cold_start.cold(model, policy):
+                    # the model must start first: keep-alive comments while it does, then
+                    # the answer in the same stream (bad input was refused above, with its 4xx)
+                    later = entry.detach()
 
-                async def serve_later() -> Response:
-                    with later.owned():
-                        return await serve(request, later, model, body, raw, stream)
+                    async def serve_later() -> Response:
+                        with later.owned():
+                            return await serve(request, later, model, body, raw, stream)
 
-                return ColdStream(
-                    lambda: svc.cold_start.ensure(model, policy),
-                    serve_later,
-                    svc.config.routing.keepalive_seconds,
-                )
+                    return ColdStream(
+                        lambda: svc.cold_start.ensure(model, policy),
+                        serve_later,
+                        svc.config.routing.keepalive_seconds,
+                    )
             return await serve(request, entry, model, body, raw, stream)
 
     async def serve(

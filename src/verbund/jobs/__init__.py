@@ -9,7 +9,7 @@ to the institution that trained it, through the access points: a classifier as O
 a language model's LoRA adapter by llama.cpp at the site (announced in its catalogue).
 """
 
-from verbund.jobs._adapters import AdapterServers, die_with_parent
+from verbund.jobs._adapters import AdapterServers, die_with_parent, llama_server_command
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._files import (
@@ -33,7 +33,16 @@ from verbund.jobs._service import JobService
 from verbund.jobs._serving import LinearModel, Predictors, load_linear
 from verbund.jobs._site import BlobSource, SiteFacts, SiteJobs, make_runner
 from verbund.jobs._slots import RunnerReport, offer_of, site_slot
-from verbund.jobs._slurm import SlurmRunner, parse_scontrol, slurm_state
+from verbund.jobs._slurm import (
+    SLURM_PENDING,
+    SlurmRunner,
+    parse_scontrol,
+    run_slurm,
+    sbatch,
+    sbatch_resources,
+    slurm_env,
+    slurm_state,
+)
 from verbund.jobs._status import INITIAL, TERMINAL, TRANSITIONS, JobStatus, allowed, move
 from verbund.jobs._views import event, fine_tuning_job, training_job
 
@@ -41,6 +50,7 @@ __all__ = [
     "FT_PREFIX",
     "INITIAL",
     "INSTITUTION_HEADER",
+    "SLURM_PENDING",
     "TERMINAL",
     "TRANSITIONS",
     "AdapterServers",
@@ -85,6 +95,7 @@ __all__ = [
     "fine_tuned_name",
     "fine_tuning_job",
     "follow",
+    "llama_server_command",
     "load_linear",
     "make_runner",
     "misfit",
@@ -93,9 +104,13 @@ __all__ = [
     "offer_of",
     "parse_scontrol",
     "place",
+    "run_slurm",
+    "sbatch",
+    "sbatch_resources",
     "site_event",
     "site_slot",
     "site_state",
+    "slurm_env",
     "slurm_state",
     "training_job",
 ]

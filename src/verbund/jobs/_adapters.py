@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,22 +83,43 @@ class AdapterServer:
                 self.process.wait()
 
 
-def server_command(
-    python: str, name: str, base: Path, adapter: Path, port: int, threads: int, n_ctx: int
+def llama_server_command(
+    python: str,
+    model_file: str,
+    alias: str,
+    port: int,
+    *,
+    threads: int,
+    n_ctx: int,
+    host: str = "127.0.0.1",
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """The llama.cpp server for one fine-tuned model (pure: tested directly)."""
+    """llama.cpp's OpenAI server (``llama_cpp.server``) for one model under ``alias``:
+    the one command line the demo's backends, fine-tuned models and on-demand instances
+    start (threads for prompt and generation alike, no request interruption: see
+    DESIGN.md), with ``extra`` (the caller's own options) appended."""
     return [
         python, "-m", "llama_cpp.server",
-        "--model", str(base),
-        "--lora_path", str(adapter),
-        "--model_alias", name,
-        "--host", "127.0.0.1",
+        "--model", model_file,
+        "--model_alias", alias,
+        "--host", host,
         "--port", str(port),
         "--n_ctx", str(n_ctx),
         "--n_threads", str(threads),
         "--n_threads_batch", str(threads),
         "--interrupt_requests", "False",
+        *extra,
     ]  # fmt: skip
+
+
+def server_command(
+    python: str, name: str, base: Path, adapter: Path, port: int, threads: int, n_ctx: int
+) -> list[str]:
+    """The llama.cpp server for one fine-tuned model (pure: tested directly)."""
+    return llama_server_command(
+        python, str(base), name, port, threads=threads, n_ctx=n_ctx,
+        extra=["--lora_path", str(adapter)],
+    )  # fmt: skip
 
 
 class AdapterServers:

@@ -22,7 +22,10 @@ from verbund.jobs._workdir import JobDir, job_environment
 
 COMMAND_TIMEOUT = 30.0
 _FIELD = re.compile(r"(\S+?)=(\S*)")
-_PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+# the states of a job Slurm still holds back
+SLURM_PENDING = {
+    "PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"
+}  # fmt: skip
 _ENDED_BY_SLURM = {
     "TIMEOUT": "the time limit was exceeded",
     "NODE_FAIL": "the node failed",
@@ -64,7 +67,7 @@ def _timestamp(value: str) -> float | None:
 def slurm_state(fields: dict[str, str], jd: JobDir) -> RunState:
     """A pure decision: Slurm's view of a job, corrected by what the job folder says."""
     state = fields.get("JobState", "")
-    if state in _PENDING:
+    if state in SLURM_PENDING:
         return RunState(RunPhase.pending, fields.get("Reason", ""))
     if state == "COMPLETING":  # ending; its final state (and so the reason) comes next
         return RunState(RunPhase.running, started_at=_timestamp(fields.get("StartTime", "")))
@@ -100,6 +103,53 @@ def slurm_state(fields: dict[str, str], jd: JobDir) -> RunState:
     return RunState(RunPhase.running, started_at=_timestamp(fields.get("StartTime", "")))
 
 
+def slurm_env(slurm_conf: str) -> dict[str, str] | None:
+    """The environment of Slurm's commands: the caller's, with ``SLURM_CONF`` if given."""
+    return {**os.environ, "SLURM_CONF": slurm_conf} if slurm_conf else None
+
+
+async def run_slurm(env: dict[str, str] | None, where: str, *args: str) -> tuple[int, str, str]:
+    """One Slurm command (``sbatch``, ``squeue``, ``scancel``, ...), bounded in time:
+    its exit code, output and errors; RunnerError when it is missing or does not answer."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+    except OSError as exc:
+        raise RunnerError(f"{args[0]} is not available at {where}: {exc.strerror}") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RunnerError(f"{args[0]} at {where} did not answer in time") from None
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def sbatch_resources(
+    cpus: int, memory_mb: int, minutes: int, partition: str, gpus: int, gpu_type: str
+) -> list[str]:
+    """``sbatch``'s options for what one job holds."""
+    args = [f"--cpus-per-task={cpus}", f"--mem={memory_mb}M", f"--time={minutes}"]
+    if partition:
+        args.append(f"--partition={partition}")
+    if gpus:
+        args.append(f"--gres=gpu:{gpu_type + ':' if gpu_type else ''}{gpus}")
+    return args
+
+
+async def sbatch(env: dict[str, str] | None, where: str, script: Path, *options: str) -> str:
+    """Submit ``script`` with ``options``; its job id (RunnerError when refused)."""
+    code, out, err = await run_slurm(env, where, "sbatch", "--parsable", *options, str(script))
+    if code != 0:
+        raise RunnerError(f"sbatch at {where} failed: {err.strip()[:300]}")
+    return out.strip().split(";", 1)[0]
+
+
 class SlurmRunner:
     kind = "slurm"
 
@@ -115,29 +165,13 @@ class SlurmRunner:
         self.workdir = workdir
         self.python = python
         self.partition = partition
-        self._env = {**os.environ, "SLURM_CONF": slurm_conf} if slurm_conf else None
+        self._env = slurm_env(slurm_conf)
 
     def _dir(self, job_id: str) -> JobDir:
         return JobDir(self.workdir, job_id)
 
     async def _run(self, *args: str) -> tuple[int, str, str]:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=self._env,
-            )
-        except OSError as exc:
-            raise RunnerError(f"{args[0]} is not available at {self.site}: {exc.strerror}") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise RunnerError(f"{args[0]} at {self.site} did not answer in time") from None
-        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+        return await run_slurm(self._env, self.site, *args)
 
     async def submit(self, spec: JobSpec) -> str:
         jd = self._dir(spec.job_id)
@@ -152,29 +186,22 @@ class SlurmRunner:
         except OSError as exc:
             raise RunnerError(f"cannot stage the job at {self.site}: {exc}") from exc
         r = spec.resources
-        args = [
-            "sbatch",
-            "--parsable",
+        return await sbatch(
+            self._env,
+            self.site,
+            script,
             f"--job-name=verbund-{spec.job_id}",
             f"--chdir={jd.path}",
             f"--output={jd.path / 'slurm.out'}",
             "--ntasks=1",
-            f"--cpus-per-task={r.cpus}",
-            f"--mem={r.memory_mb}M",
             # one minute more than the wrapper's own limit, so its reason is the one shown
-            f"--time={r.time_limit_minutes + 1}",
+            *sbatch_resources(
+                r.cpus, r.memory_mb, r.time_limit_minutes + 1, self.partition, r.gpus, r.gpu_type
+            ),
             "--no-requeue",
             # only harmless variables: the access point's secrets stay out of the job
             "--export=" + (",".join(job_environment()) or "NONE"),
-        ]
-        if self.partition:
-            args.append(f"--partition={self.partition}")
-        if r.gpus:
-            args.append(f"--gres=gpu:{r.gpu_type + ':' if r.gpu_type else ''}{r.gpus}")
-        code, out, err = await self._run(*args, str(script))
-        if code != 0:
-            raise RunnerError(f"sbatch at {self.site} failed: {err.strip()[:300]}")
-        return out.strip().split(";", 1)[0]
+        )
 
     async def find(self, job_id: str) -> str | None:
         code, out, _ = await self._run("squeue", "-h", "-o", "%i", f"--name=verbund-{job_id}")
