@@ -18,17 +18,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
 from benchmarks.report import markdown_table
 from harness.idp import Idp
-from harness.people import sign_in_async
-from tests.conftest import ADMIN_KEY, federation_dict
-from tests.fakes import FakeBackend, transport_factory
-from verbund.config import parse_config
-from verbund.gateway import create_app
-
-BASE = "http://127.0.0.1:9"
+from harness.people import sign_in
+from tests.identity.conftest import BASE, people_gateway
 
 
 def summary(name: str, seconds: list[float]) -> dict[str, object]:
@@ -45,32 +38,22 @@ def summary(name: str, seconds: list[float]) -> dict[str, object]:
 async def run(sign_ins: int, calls: int, work: Path) -> list[dict[str, object]]:
     with Idp(work / "idp", [BASE]) as idp:
         os.environ.update(idp.env())
-        data = federation_dict(work)
-        data["auth"] = {"oidc": [idp.settings(["uni-a", "uni-b"], ["west", "sued", "ost"])]}
-        cfg = parse_config(data)
-        fakes = {b.name: FakeBackend(b.name) for s in cfg.sites for b in s.backends}
-        app = create_app(
-            cfg, admin_key=ADMIN_KEY, transport_factory=transport_factory(fakes), background=False
-        )
-        async with app.router.lifespan_context(app):
-            mounts = {BASE: httpx.ASGITransport(app=app), "all://": httpx.AsyncHTTPTransport()}
-            async with httpx.AsyncClient(mounts=mounts, trust_env=False) as client:
-                person = idp.person("grace")
-                flows = []
-                for _ in range(sign_ins):
-                    t = time.perf_counter()
-                    await sign_in_async(client, BASE, person.login, person.password)
-                    flows.append(time.perf_counter() - t)
-                path = f"{BASE}/admin/usage?institution=uni-a&group_by=day"
-                by_session, by_key = [], []
-                admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-                for _ in range(calls):
-                    t = time.perf_counter()
-                    assert (await client.get(path)).status_code == 200
-                    by_session.append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    assert (await client.get(path, headers=admin)).status_code == 200
-                    by_key.append(time.perf_counter() - t)
+        async with people_gateway(work, idp) as gw:
+            client, person = gw.client, idp.person("grace")
+            flows = []
+            for _ in range(sign_ins):
+                t = time.perf_counter()
+                await sign_in(client, BASE, person.login, person.password)
+                flows.append(time.perf_counter() - t)
+            path = "/admin/usage?institution=uni-a&group_by=day"
+            by_session, by_key = [], []
+            for _ in range(calls):
+                t = time.perf_counter()
+                assert (await client.get(path)).status_code == 200
+                by_session.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                assert (await client.get(path, headers=gw.admin())).status_code == 200
+                by_key.append(time.perf_counter() - t)
     return [
         summary("sign-in: /auth/login to session (real provider)", flows),
         summary("GET /admin/usage, session cookie", by_session),

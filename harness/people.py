@@ -1,10 +1,10 @@
 """Signing a demo person in through the real identity provider, as a browser would.
 
-``sign_in`` (an ``httpx.Client``) and ``sign_in_async`` (an ``httpx.AsyncClient``, e.g.
-with an in-process access point mounted) walk the whole authorization code flow: the
-access point's ``/auth/login``, the provider's login page, its form, the redirect back
-to ``/auth/callback``. The client then holds the session cookie; :func:`csrf_headers`
-gives the header every state-changing call needs.
+:func:`sign_in` (an ``httpx.AsyncClient``, which may have an in-process access point
+mounted) walks the whole authorization code flow: the access point's ``/auth/login``,
+the provider's login page, its form, the redirect back to ``/auth/callback``. The client
+then holds the session cookie; :func:`csrf_headers` gives the header every
+state-changing call needs.
 """
 
 from __future__ import annotations
@@ -60,14 +60,8 @@ def _flow(
     raise SignInError(f"the sign-in did not return: HTTP {response.status_code} {response.text}")
 
 
-def _checked(response: httpx.Response) -> httpx.Response:
-    if response.status_code != 303:
-        raise SignInError(f"callback answered {response.status_code}: {response.text}")
-    return response
-
-
-def authorize(
-    client: httpx.Client,
+async def authorize(
+    client: httpx.AsyncClient,
     base_url: str,
     login: str,
     password: str,
@@ -81,14 +75,15 @@ def authorize(
     try:
         while True:
             method, url, form = step
-            step = flow.send(client.request(method, url, data=form, follow_redirects=False))
+            response = await client.request(method, url, data=form, follow_redirects=False)
+            step = flow.send(response)
     except StopIteration as done:
         callback: str = done.value
         return callback
 
 
-def sign_in(
-    client: httpx.Client,
+async def sign_in(
+    client: httpx.AsyncClient,
     base_url: str,
     login: str,
     password: str,
@@ -97,59 +92,16 @@ def sign_in(
     next_path: str = "/console",
 ) -> httpx.Response:
     """Sign ``login`` in; returns the callback's answer (its ``location`` is ``next``)."""
-    callback = authorize(client, base_url, login, password, provider=provider, next_path=next_path)
-    return _checked(client.get(callback, follow_redirects=False))
-
-
-async def authorize_async(
-    client: httpx.AsyncClient,
-    base_url: str,
-    login: str,
-    password: str,
-    *,
-    provider: str | None = None,
-    next_path: str = "/console",
-) -> str:
-    flow = _flow(base_url.rstrip("/"), login, password, provider, next_path)
-    step = next(flow)
-    try:
-        while True:
-            method, url, form = step
-            response = await client.request(method, url, data=form, follow_redirects=False)
-            step = flow.send(response)
-    except StopIteration as done:
-        callback: str = done.value
-        return callback
-
-
-async def sign_in_async(
-    client: httpx.AsyncClient,
-    base_url: str,
-    login: str,
-    password: str,
-    *,
-    provider: str | None = None,
-    next_path: str = "/console",
-) -> httpx.Response:
-    callback = await authorize_async(
+    callback = await authorize(
         client, base_url, login, password, provider=provider, next_path=next_path
     )
-    return _checked(await client.get(callback, follow_redirects=False))
+    response = await client.get(callback, follow_redirects=False)
+    if response.status_code != 303:
+        raise SignInError(f"callback answered {response.status_code}: {response.text}")
+    return response
 
 
-def session_cookie(client: httpx.Client | httpx.AsyncClient) -> str:
-    value = client.cookies.get("verbund_session")
-    if not value:
-        raise SignInError("no session cookie")
-    return value
-
-
-def csrf_headers(client: httpx.Client, base_url: str) -> dict[str, str]:
+async def csrf_headers(client: httpx.AsyncClient, base_url: str) -> dict[str, str]:
     """The ``X-CSRF-Token`` header of the client's session."""
-    body: dict[str, Any] = client.get(f"{base_url.rstrip('/')}/auth/session").json()
-    return {"x-csrf-token": str(body["csrf_token"])}
-
-
-async def csrf_headers_async(client: httpx.AsyncClient, base_url: str) -> dict[str, str]:
     body: dict[str, Any] = (await client.get(f"{base_url.rstrip('/')}/auth/session")).json()
     return {"x-csrf-token": str(body["csrf_token"])}

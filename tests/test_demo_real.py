@@ -226,7 +226,7 @@ def test_each_site_runs_its_agent(demo: Demo) -> None:
     poll(lambda: set(_site_states(demo).values()) == {"active"}, "sites active again", 30, 0.1)
 
 
-def test_demo_people_sign_in_make_a_key_and_see_their_usage(demo: Demo) -> None:
+async def test_demo_people_sign_in_make_a_key_and_see_their_usage(demo: Demo) -> None:
     """The newcomer's path without a browser: sign in as a demo person at the demo's
     identity provider, make a key, call a model with it, find the call in their usage."""
     people = demo.info["people"]
@@ -240,31 +240,27 @@ def test_demo_people_sign_in_make_a_key_and_see_their_usage(demo: Demo) -> None:
     login = next(
         n for n, p in people.items() if p["role"] == "member" and p["institution"] == "uni-a"
     )
-    with httpx.Client(trust_env=False, timeout=30) as browser:
-        done = sign_in(browser, demo.url, login, people[login]["password"])
+    async with httpx.AsyncClient(base_url=demo.url, trust_env=False, timeout=30) as browser:
+        done = await sign_in(browser, demo.url, login, people[login]["password"])
         assert done.headers["location"] == "/console"
-        made = browser.post(
-            demo.url + "/v1/me/keys",
-            json={"name": "demo laptop"},
-            headers=csrf_headers(browser, demo.url),
-        )
+        csrf = await csrf_headers(browser, demo.url)
+        made = await browser.post("/v1/me/keys", json={"name": "demo laptop"}, headers=csrf)
         assert made.status_code == 201
-        sdk = openai.OpenAI(base_url=demo.url + "/v1", api_key=made.json()["key"], max_retries=0)
-        sdk.chat.completions.create(
+        key = made.json()["key"]
+        sdk = openai.AsyncOpenAI(base_url=demo.url + "/v1", api_key=key, max_retries=0)
+        await sdk.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
         )
-        usage = browser.get(demo.url + "/v1/me/usage", params={"group_by": "model"}).json()
+        usage = (await browser.get("/v1/me/usage", params={"group_by": "model"})).json()
         assert [(r["model"], r["requests"]) for r in usage["data"]] == [(MODEL, 1)]
         operator = next(n for n, p in people.items() if p["role"] == "site_operator")
-        sign_in(browser, demo.url, operator, people[operator]["password"])
+        await sign_in(browser, demo.url, operator, people[operator]["password"])
         own = people[operator]["site"]
         other = next(s for s in ("rz-west", "rz-sued", "rz-ost") if s != own)
-        csrf = csrf_headers(browser, demo.url)
-        assert (
-            browser.post(f"{demo.url}/admin/sites/{other}/drain", headers=csrf).status_code == 403
-        )
-        assert browser.post(f"{demo.url}/admin/sites/{own}/drain", headers=csrf).status_code == 200
-        assert browser.post(f"{demo.url}/admin/sites/{own}/resume", headers=csrf).status_code == 200
+        csrf = await csrf_headers(browser, demo.url)
+        assert (await browser.post(f"/admin/sites/{other}/drain", headers=csrf)).status_code == 403
+        assert (await browser.post(f"/admin/sites/{own}/drain", headers=csrf)).status_code == 200
+        assert (await browser.post(f"/admin/sites/{own}/resume", headers=csrf)).status_code == 200
 
 
 def test_busy_port_gives_a_clear_message(demo: Demo, tmp_path: Path) -> None:

@@ -202,3 +202,26 @@ async def test_assets_are_served_by_the_access_point(console: Gateway) -> None:
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     assert_protected(css)
     assert "no-store" not in css.headers.get("cache-control", "")
+
+
+async def test_the_navigation_lists_exactly_the_pages_a_role_may_open(
+    console: Gateway, sign_in: SignIn
+) -> None:
+    """The menu and the pages make one decision: a link is shown iff its page opens."""
+    from verbund.console._page import NAV
+
+    people = [
+        (Role.member, "uni-a", None),
+        (Role.institution_admin, "uni-a", None),
+        (Role.site_operator, None, "west"),
+        (Role.site_operator, None, None),  # an operator whose site is not known
+        (Role.auditor, "uni-a", None),
+        (Role.federation_admin, None, None),
+    ]
+    for role, institution, site in people:
+        who = await sign_in(role, institution=institution, site=site)
+        home = (await who.get("/console/")).text
+        for item in NAV:
+            opens = (await who.get(f"/console{item.path}")).status_code == 200
+            listed = f'href="/console{item.path}"' in home
+            assert listed == opens, (role, site, item.path)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from harness.idp import Idp
-from harness.people import authorize_async, csrf_headers_async, sign_in_async
+from harness.people import authorize, csrf_headers, sign_in
 from tests.conftest import ADMIN_KEY, Gateway, federation_dict
 from tests.fakes import FakeBackend, transport_factory
 from verbund.config import parse_config
@@ -39,15 +39,15 @@ class People(Gateway):
 
     async def sign_in(self, login: str, next_path: str = "/console") -> httpx.Response:
         p = self.idp.person(login)
-        return await sign_in_async(self.client, BASE, p.login, p.password, next_path=next_path)
+        return await sign_in(self.client, BASE, p.login, p.password, next_path=next_path)
 
     async def authorize(self, login: str, next_path: str = "/console") -> str:
         """The flow up to the provider's redirect back: the callback URL, not requested."""
         p = self.idp.person(login)
-        return await authorize_async(self.client, BASE, p.login, p.password, next_path=next_path)
+        return await authorize(self.client, BASE, p.login, p.password, next_path=next_path)
 
     async def csrf(self) -> dict[str, str]:
-        return await csrf_headers_async(self.client, BASE)
+        return await csrf_headers(self.client, BASE)
 
 
 @asynccontextmanager

@@ -192,26 +192,3 @@ async def test_no_credentials_and_expired_session(gw: Gateway) -> None:
         await s.execute(update(SessionRow).values(expires_at=1.0))
     assert (await gw.client.get("/admin/usage")).status_code == 401
     assert (await gw.client.get("/auth/session")).status_code == 401
-
-
-async def test_require_a_role(gw: Gateway) -> None:
-    """``require(Role)``: the role itself or a federation admin, nobody else."""
-    from starlette.requests import Request
-
-    from verbund.errors import PermissionDenied
-    from verbund.gateway._deps import require
-
-    def request(auth: dict[str, str]) -> Request:
-        headers = [(k.encode(), v.encode()) for k, v in auth.items()]
-        return Request({"type": "http", "method": "GET", "app": gw.app, "headers": headers})
-
-    auditor = await admin_key(gw, role="auditor")
-    ia = await admin_key(gw, role="institution_admin", institution="uni-a")
-    assert (await require(Role.auditor)(request(auditor))).role is Role.auditor
-    assert (await require(Role.auditor)(request(gw.admin()))).id == "admin"
-    try:
-        await require(Role.auditor)(request(ia))
-    except PermissionDenied as exc:
-        assert exc.code == "role_forbidden"
-    else:
-        raise AssertionError("an institution admin is not an auditor")

@@ -48,6 +48,13 @@ async def test_people_see_only_their_own_keys(gw: Gateway) -> None:
     assert r.status_code == 404
 
 
+async def test_a_federation_admin_of_no_member_institution_has_no_own_keys(gw: Gateway) -> None:
+    csrf = await signed_in(gw, Role.federation_admin, institution=None)
+    r = await gw.client.post("/v1/me/keys", json={"name": "x"}, headers=csrf)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "role_forbidden"
+    assert (await gw.client.get("/v1/me/keys")).status_code == 403
+
+
 async def test_key_creation_needs_the_csrf_token(gw: Gateway) -> None:
     await signed_in(gw)
     r = await gw.client.post("/v1/me/keys", json={"name": "x"})
@@ -135,3 +142,11 @@ async def test_per_person_quota_within_the_institution(gw: Gateway) -> None:
         f"/admin/people/{other.id}", json={"requests_per_minute": 1}, headers=admin_csrf
     )
     assert r.status_code == 403
+
+
+async def test_usage_since_must_be_a_time(gw: Gateway) -> None:
+    await signed_in(gw)
+    for since in ("nan", "inf", "yesterday"):
+        r = await gw.client.get("/v1/me/usage", params={"since": since})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "since", since
+    assert (await gw.client.get("/v1/me/usage", params={"since": "0"})).status_code == 200

@@ -3,6 +3,8 @@ it: replayed state, session fixation, open redirects, CSRF, non-members, logout.
 
 from __future__ import annotations
 
+import json
+import logging
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -146,3 +148,37 @@ async def test_logout_by_form_needs_the_token(people: People) -> None:
     end = await people.client.get(out.headers["location"])  # the provider offers it
     assert end.status_code == 200
     assert (await people.client.get("/auth/session")).status_code == 401
+
+
+async def test_no_secret_of_the_sign_in_reaches_the_logs_or_the_audit_log(
+    people: People, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The session cookie, the CSRF token, the client secret, a made key, the login's
+    password: none is in what the access point logs or audits, even a refused sign-in's."""
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="verbund")  # (a driver's debug log shows SQL)
+    refused = await people.authorize("eve")  # not a member: logged and refused
+    assert (await people.client.get(refused, follow_redirects=False)).status_code == 403
+    await people.sign_in("grace")
+    csrf = await people.csrf()
+    made = await people.client.post("/v1/me/keys", json={"name": "laptop"}, headers=csrf)
+    admin = await people.client.post(
+        "/admin/keys", json={"role": "auditor", "name": "audit"}, headers=people.admin()
+    )
+    assert made.status_code == 201 and admin.status_code == 201
+    audit = [
+        json.dumps([r.actor, r.action, r.target, r.before, r.after])
+        for r in await people.services.audit.entries()
+    ]
+    secrets = {
+        "session cookie": people.client.cookies["verbund_session"],
+        "csrf token": csrf["x-csrf-token"],
+        "client secret": people.idp.client_secret,
+        "key": made.json()["key"],
+        "admin key": admin.json()["key"],
+        "password": people.idp.person("grace").password,
+    }
+    assert audit and caplog.records
+    for what, secret in secrets.items():
+        assert secret not in caplog.text, what
+        assert not [a for a in audit if secret in a], what

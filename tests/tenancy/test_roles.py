@@ -16,10 +16,17 @@ bootstrap = Actor("bootstrap", "admin", Role.federation_admin)
 
 
 @pytest.mark.parametrize("who", [fed_admin, bootstrap])
-@pytest.mark.parametrize("permission", list(Permission))
+@pytest.mark.parametrize("permission", sorted(set(Permission) - {Permission.own_keys}))
 def test_federation_admin_may_do_everything(who: Actor, permission: Permission) -> None:
     assert can(who, permission, None)
     assert can(who, permission, "uni-b")
+
+
+def test_own_keys_are_in_the_own_institution_for_every_role() -> None:
+    """A federation admin of no member institution (a computing centre) has no own keys."""
+    assert not can(fed_admin, P.own_keys, None) and not can(bootstrap, P.own_keys, "uni-b")
+    of_uni_a = Actor("person", "u_4", Role.federation_admin, "uni-a")
+    assert can(of_uni_a, P.own_keys, "uni-a") and not can(of_uni_a, P.own_keys, "uni-b")
 
 
 def test_member_has_only_own_keys_of_own_institution() -> None:

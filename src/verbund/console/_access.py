@@ -16,13 +16,13 @@ from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
-from verbund.console._page import Viewer
+from verbund.console._page import Viewer, own_target
 from verbund.errors import BadRequest
 from verbund.gateway._auth import check_csrf, session_of
 from verbund.gateway._body import read_body
 from verbund.gateway._deps import authorize, services
 from verbund.identity import Session
-from verbund.tenancy import Actor, Permission, can
+from verbund.tenancy import Actor, Permission
 
 __all__ = ["Access", "SignInNeeded", "signed_in"]
 
@@ -50,9 +50,6 @@ class Access:
         """403 unless the actor may do ``permission`` to ``target``."""
         authorize(self.actor, permission, target)
 
-    def federation_wide(self, permission: Permission) -> bool:
-        return can(self.actor, permission, None)
-
     async def form(self, request: Request) -> dict[str, str]:
         """The posted form (size-limited), once its ``csrf_token`` matches the session's
         (else 403, before anything is done)."""
@@ -79,8 +76,7 @@ async def signed_in(
         raise SignInNeeded
     actor = session.actor
     if permission is not None:
-        own = {"institution": actor.institution, "site": actor.site}.get(scope)
-        authorize(actor, permission, own if own is not None else None)
+        authorize(actor, permission, own_target(actor, scope))
     person = await svc.identity.people.get(actor.id)
     name = (person.display_name if person is not None else "") or actor.id[:12]
     return Access(session, Viewer(actor, name))

@@ -19,6 +19,7 @@ from verbund.console._access import signed_in
 from verbund.console._charts import bar_chart
 from verbund.console._page import Console, svg
 from verbund.errors import BadRequest
+from verbund.gateway._admin import audit_entry
 from verbund.gateway._deps import services
 from verbund.gateway._services import Services
 from verbund.tenancy import Permission
@@ -95,13 +96,7 @@ async def audit_export(c: Console, request: Request) -> Response:
         after = 0
         while rows := await svc.audit.entries(limit=PAGE, after_seq=after):
             for r in rows:
-                # the fields and form of GET /admin/audit (``verbund audit export``)
-                entry = {
-                    "seq": r.seq, "ts": r.ts, "actor": r.actor, "role": r.role or None,
-                    "action": r.action, "target": r.target, "before": r.before,
-                    "after": r.after, "prev_hash": r.prev_hash, "hash": r.hash,
-                }  # fmt: skip
-                yield orjson.dumps(entry, option=orjson.OPT_SORT_KEYS) + b"\n"
+                yield orjson.dumps(audit_entry(r), option=orjson.OPT_SORT_KEYS) + b"\n"
             after = rows[-1].seq
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -21,7 +21,7 @@ from verbund.console._series import burn_down, ranking
 from verbund.errors import NotFound
 from verbund.gateway._deps import services
 from verbund.gateway._services import Services
-from verbund.tenancy import Permission
+from verbund.tenancy import Permission, can
 
 __all__ = ["budget_view", "institution_page"]
 
@@ -90,15 +90,12 @@ async def budget_view(svc: Services, inst: InstitutionConfig, now: float) -> dic
 async def institution_page(c: Console, request: Request) -> Response:
     who = await signed_in(request, Permission.usage_read, "institution")
     svc = services(request)
-    if who.actor.institution is not None and not who.federation_wide(Permission.usage_read):
-        choices = [who.actor.institution]
-    else:
-        choices = [i.id for i in svc.institutions.all()]
+    # its own (an institution admin) or every one (an auditor, a federation admin)
+    choices = [i.id for i in svc.institutions.all() if can(who.actor, Permission.usage_read, i.id)]
     wanted = request.query_params.get("institution") or (choices[0] if choices else "")
     inst = svc.institutions.get(wanted)
     if inst is None or wanted not in choices:
         raise NotFound(f"No institution '{wanted}' for you here.", param="institution")
-    who.need(Permission.usage_read, inst.id)
     now = time.time()
     await svc.accounting.spool.flush()
     rows = await usage_report(

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse
 
 from verbund.tenancy import Actor, Permission, Role, can
 
-__all__ = ["NAV", "Console", "NavItem", "Viewer", "svg"]
+__all__ = ["NAV", "Console", "NavItem", "Viewer", "allowed", "own_target", "svg"]
 
 ROLE_LABELS = {
     Role.member: "member",
@@ -56,14 +56,15 @@ NAV = (
 )
 
 
+def own_target(actor: Actor, scope: str) -> str | None:
+    """The actor's own institution or site for a page of that ``scope``; ``None`` (the
+    whole federation) for a federation-wide page or an actor not scoped so."""
+    return {"institution": actor.institution, "site": actor.site}.get(scope)
+
+
 def allowed(actor: Actor, item: NavItem) -> bool:
-    if item.permission is None:
-        return True
-    target = {"institution": actor.institution, "site": actor.site}.get(item.target)
-    if item.target and target is None and actor.role is not Role.federation_admin:
-        # a federation-wide reader (auditor) reads any institution; scoped roles need theirs
-        return item.target == "institution" and can(actor, item.permission, None)
-    return can(actor, item.permission, target)
+    """The check :func:`verbund.console._access.signed_in` makes on the page itself."""
+    return item.permission is None or can(actor, item.permission, own_target(actor, item.target))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from verbund.console._page import Console, svg
 from verbund.errors import NotFound
 from verbund.federation import Site
 from verbund.gateway._deps import services
-from verbund.tenancy import Permission
+from verbund.tenancy import Permission, can
 
 __all__ = ["site_action", "site_load", "site_page"]
 
@@ -34,10 +34,9 @@ BUTTONS = [
 
 
 def _sites_for(who: Access, request: Request) -> list[str]:
-    names = list(services(request).federation.sites)
-    if who.actor.site is not None and not who.federation_wide(Permission.site_lifecycle):
-        return [who.actor.site] if who.actor.site in names else []
-    return names
+    """The sites the actor runs: its own (a site operator) or all (a federation admin)."""
+    sites = services(request).federation.sites
+    return [n for n in sites if can(who.actor, Permission.site_lifecycle, n)]
 
 
 def _site(who: Access, request: Request, name: str) -> Site:

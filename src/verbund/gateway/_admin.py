@@ -7,7 +7,6 @@ in the body, :func:`authorize`); what each role may do is decided in
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -22,11 +21,13 @@ from verbund.gateway._deps import (
     path_param,
     query_int,
     query_param,
+    query_time,
     require,
     services,
     validated,
 )
 from verbund.gateway._services import Services
+from verbund.store import AuditRow
 from verbund.tenancy import Permission
 
 ADMIN_BODY_LIMIT = 64 * 1024
@@ -219,19 +220,6 @@ async def create_institution(request: Request) -> Response:
     return JSONResponse(inst.model_dump(mode="json"), status_code=201)
 
 
-def _float_param(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):  # nan and inf parse as floats but name no time
-        raise BadRequest(f"'{name}' must be a Unix time in seconds.", param=name)
-    return value
-
-
 async def usage(request: Request) -> Response:
     await _read_usage(request)
     svc = services(request)
@@ -245,11 +233,28 @@ async def usage(request: Request) -> Response:
     rows = await usage_report(
         svc.store,
         group_by,
-        _float_param(request, "since"),
-        _float_param(request, "until"),
+        query_time(request, "since"),
+        query_time(request, "until"),
         request.query_params.get("institution") or None,
     )
     return JSONResponse({"group_by": group_by, "data": rows})
+
+
+def audit_entry(r: AuditRow) -> dict[str, Any]:
+    """An audit entry as ``GET /admin/audit`` and the console's export give it: the
+    fields ``verbund audit verify --file`` checks."""
+    return {
+        "seq": r.seq,
+        "ts": r.ts,
+        "actor": r.actor,
+        "role": r.role or None,
+        "action": r.action,
+        "target": r.target,
+        "before": r.before,
+        "after": r.after,
+        "prev_hash": r.prev_hash,
+        "hash": r.hash,
+    }
 
 
 async def audit_entries(request: Request) -> Response:
@@ -257,25 +262,7 @@ async def audit_entries(request: Request) -> Response:
     svc = services(request)
     after = query_int(request, "after", 0, 0, 2**62)  # a sequence number, not a time
     rows = await svc.audit.entries(after_seq=after)
-    return JSONResponse(
-        {
-            "data": [
-                {
-                    "seq": r.seq,
-                    "ts": r.ts,
-                    "actor": r.actor,
-                    "role": r.role or None,
-                    "action": r.action,
-                    "target": r.target,
-                    "before": r.before,
-                    "after": r.after,
-                    "prev_hash": r.prev_hash,
-                    "hash": r.hash,
-                }
-                for r in rows
-            ]
-        }
-    )
+    return JSONResponse({"data": [audit_entry(r) for r in rows]})
 
 
 async def audit_verify(request: Request) -> Response:

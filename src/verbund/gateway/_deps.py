@@ -6,6 +6,7 @@ parameters. Every route uses these; none reaches into ``request.app.state`` itse
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,12 +20,11 @@ from verbund.gateway._auth import authenticate, resolve_actor
 from verbund.gateway._body import parse_object, read_body
 from verbund.gateway._services import Services
 from verbund.policy import DATA_CLASS_HEADER, request_data_class
-from verbund.tenancy import Actor, Permission, Principal, Role, can
+from verbund.tenancy import Actor, Permission, Principal, can
 
 __all__ = [
     "PERSON_HEADERS",
     "PRIORITY_HEADER",
-    "ActorDep",
     "Target",
     "actor",
     "authorize",
@@ -36,6 +36,7 @@ __all__ = [
     "priority",
     "query_int",
     "query_param",
+    "query_time",
     "request_id",
     "require",
     "services",
@@ -68,8 +69,6 @@ async def actor(request: Request) -> Actor:
     return await resolve_actor(request, services(request))
 
 
-ActorDep = actor  # the name the console's routes use
-
 Target = Callable[[Request], str | None]
 
 
@@ -93,21 +92,13 @@ def authorize(who: Actor, permission: Permission, target: str | None = None) -> 
 
 
 def require(
-    permission: Permission | Role, target: Target | None = None
+    permission: Permission, target: Target | None = None
 ) -> Callable[[Request], Awaitable[Actor]]:
     """A route's one permission check: the actor, once it may do ``permission`` to the
-    target read from the request (``None``: the whole federation). Given a role instead,
-    the actor must hold that role (or be a federation admin): for pages of one role."""
+    target read from the request (``None``: the whole federation)."""
 
     async def dependency(request: Request) -> Actor:
         who = await actor(request)
-        if isinstance(permission, Role):
-            if who.role not in (permission, Role.federation_admin):
-                raise PermissionDenied(
-                    f"This needs the role {permission.value}; yours is {who.role.value}.",
-                    code="role_forbidden",
-                )
-            return who
         authorize(who, permission, target(request) if target is not None else None)
         return who
 
@@ -181,3 +172,17 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
             f"'{name}' must be an integer from {low} to {high}.", code="invalid_value", param=name
         )
     return int(raw)
+
+
+def query_time(request: Request, name: str) -> float | None:
+    """A Unix time in seconds from the query; absent or empty is ``None``."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):  # nan and inf parse as floats but name no time
+        raise BadRequest(f"'{name}' must be a Unix time in seconds.", param=name)
+    return value

@@ -21,6 +21,7 @@ from verbund.gateway._deps import (
     validated,
 )
 from verbund.gateway._services import Services
+from verbund.identity import ADMIN_KEY_ID_PREFIX
 from verbund.tenancy import Actor, Permission, Role
 
 KEY_BODY_LIMIT = 64 * 1024
@@ -44,7 +45,7 @@ async def create_key(request: Request) -> Response:
     req = validated(_KeyCreate, (await json_body(request, KEY_BODY_LIMIT))[1])
     if req.role is not None and req.role is not Role.member:
         authorize(who, Permission.admin_keys_write)
-        return await _create_admin_key(svc, req, who)
+        return await _create_admin_key(svc, req, req.role, who)
     if req.institution is None:
         raise BadRequest("'institution' is required.", code="missing_field", param="institution")
     authorize(who, Permission.keys_write, req.institution)
@@ -63,8 +64,7 @@ async def create_key(request: Request) -> Response:
     )
 
 
-async def _create_admin_key(svc: Services, req: _KeyCreate, who: Actor) -> Response:
-    role = req.role or Role.member
+async def _create_admin_key(svc: Services, req: _KeyCreate, role: Role, who: Actor) -> Response:
     site = req.site if role is Role.site_operator else None
     institution = req.institution if role is Role.institution_admin else None
     if role is Role.site_operator and (site is None or site not in svc.federation.sites):
@@ -147,7 +147,7 @@ async def _key_writer(request: Request) -> tuple[Services, Actor, str, str | Non
 
 async def revoke_key(request: Request) -> Response:
     key_id = request.path_params["key_id"]
-    if key_id.startswith("akey_"):
+    if key_id.startswith(ADMIN_KEY_ID_PREFIX):
         who = await actor(request)
         authorize(who, Permission.admin_keys_write)
         await services(request).identity.admin_keys.revoke(key_id, who)

@@ -7,7 +7,6 @@ token (checked where the actor is resolved). A key is shown once, when it is mad
 
 from __future__ import annotations
 
-import math
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,13 +16,12 @@ from starlette.responses import JSONResponse, Response
 from verbund.accounting import GROUPS, usage_report
 from verbund.config import DataClass
 from verbund.errors import BadRequest, PermissionDenied
-from verbund.gateway._deps import actor, authorize, json_body, services, validated
+from verbund.gateway._deps import actor, authorize, json_body, query_time, services, validated
 from verbund.store import ApiKeyRow
 from verbund.tenancy import Actor, Permission
 
 ME_BODY_LIMIT = 16 * 1024
 MAX_KEY_DAYS = 366
-_DATA_CLASS_ORDER = list(DataClass)
 
 
 async def person(request: Request) -> Actor:
@@ -101,9 +99,7 @@ async def create_key(request: Request) -> Response:
             f"expires_at must be in the future and within {MAX_KEY_DAYS} days.",
             param="expires_at",
         )
-    if req.data_class is not None and _DATA_CLASS_ORDER.index(
-        req.data_class
-    ) > _DATA_CLASS_ORDER.index(inst.default_data_class):
+    if req.data_class is not None and req.data_class.rank > inst.default_data_class.rank:
         raise BadRequest(
             f"data_class may be at most your institution's ({inst.default_data_class.value}).",
             param="data_class",
@@ -150,20 +146,7 @@ async def usage(request: Request) -> Response:
         raise BadRequest(
             f"Unknown group_by {unknown}; choose from {', '.join(allowed)}.", param="group_by"
         )
-    since = _since(request)
+    since = query_time(request, "since")
     await svc.accounting.spool.flush()
     rows = await usage_report(svc.store, group_by, since, None, who.institution, person_id=who.id)
     return JSONResponse({"group_by": group_by, "since": since, "data": rows})
-
-
-def _since(request: Request) -> float | None:
-    raw = request.query_params.get("since")
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise BadRequest("'since' must be a Unix time in seconds.", param="since")
-    return value

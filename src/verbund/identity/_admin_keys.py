@@ -110,10 +110,6 @@ class AdminKeyService:
         self._by_hash.pop(row.key_hash, None)
         await self._bus.publish({"type": "admin_key.changed"})
 
-    async def exists(self, key_id: str) -> bool:
-        async with self._store.session() as s:
-            return await s.get(AdminKeyRow, key_id) is not None
-
     async def list(self) -> list[AdminKeyRow]:
         async with self._store.session() as s:
             return list(

@@ -66,8 +66,8 @@ class PeopleService:
         now = time.time()
         async with self._store.session() as s, s.begin():
             row = await s.get(PersonRow, person_id)
-            before = None if row is None else [row.role, row.institution_id, row.site]
-            after = [identity.role.value, identity.institution, identity.site]
+            before = None if row is None else _scope(row.role, row.institution_id, row.site)
+            after = _scope(identity.role.value, identity.institution, identity.site)
             if row is None:
                 row = PersonRow(
                     id=person_id,
@@ -88,8 +88,8 @@ class PeopleService:
                     actor=actor,
                     action="person.role",
                     target=person_id,
-                    before=None if before is None else dict(zip(_SCOPE, before, strict=True)),
-                    after=dict(zip(_SCOPE, after, strict=True)),
+                    before=before,
+                    after=after,
                 )
         return actor
 
@@ -132,7 +132,8 @@ class PeopleService:
                 await self.load()
 
 
-_SCOPE = ("role", "institution", "site")
+def _scope(role: str, institution: str | None, site: str | None) -> dict[str, str | None]:
+    return {"role": role, "institution": institution, "site": site}
 
 
 def _quota_dict(q: PersonQuota) -> dict[str, int]:

@@ -117,12 +117,6 @@ class SessionStore:
         async with self._store.session() as s, s.begin():
             await s.execute(delete(SessionRow).where(SessionRow.id == _digest(token)))
 
-    async def end_all(self, person_id: str) -> int:
-        """Sign a person out everywhere (their role changed, or they asked)."""
-        async with self._store.session() as s, s.begin():
-            result = await s.execute(delete(SessionRow).where(SessionRow.person_id == person_id))
-        return int(getattr(result, "rowcount", 0) or 0)
-
     async def purge(self) -> None:
         """Drop expired sessions and abandoned sign-ins."""
         now = time.time()

@@ -10,7 +10,8 @@ Scopes: an ``institution_admin`` (and a ``member``, for what members may do) act
 on its own institution, a ``site_operator`` only on its own site; a target of ``None``
 means "federation-wide" and is granted only to roles that are not scoped for that
 permission. The ``auditor`` reads everything and changes nothing; the
-``federation_admin`` (and the bootstrap key) may do everything.
+``federation_admin`` (and the bootstrap key) may do everything but have keys of their own
+outside their own institution (a person of no member institution has none).
 """
 
 from __future__ import annotations
@@ -144,12 +145,12 @@ def can(actor: Actor, permission: Permission, target: str | None = None) -> bool
     """Whether ``actor`` may do ``permission`` to ``target`` (see the module docstring)."""
     if permission not in _GRANTS[actor.role]:
         return False
+    if permission is Permission.own_keys:  # one's own: in one's own institution, any role
+        return actor.institution is not None and target == actor.institution
     if actor.role is Role.federation_admin:
         return True
     scope = _SCOPE.get(permission, "none")
     if scope == "institution" and actor.role in (Role.member, Role.institution_admin):
-        return actor.institution is not None and target == actor.institution
-    if scope == "institution" and permission is Permission.own_keys:
         return actor.institution is not None and target == actor.institution
     if scope == "site" and actor.role is Role.site_operator:
         return actor.site is not None and target == actor.site
