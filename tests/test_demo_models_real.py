@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +13,9 @@ import httpx
 import openai
 import pytest
 
+from harness import digits as digit_set
 from harness.demo import Demo, pid_alive, start_demo
 from harness.polling import poll
-from verbund.demo_models import find_mlserver_python
-from verbund.demo_models.train_digits import TRAIN_SAMPLES
 
 pytestmark = pytest.mark.real
 DIGITS = "digits"
@@ -36,20 +34,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 @pytest.fixture(scope="module")
 def holdout() -> tuple[list[list[float]], list[int]]:
-    """The digit images the served model was not trained on, from scikit-learn's bundled
-    data set, read with the MLServer venv's scikit-learn (the core venv need not have it)."""
-    python = find_mlserver_python()
-    assert python is not None, "no .venv-mlserver: run ./scripts/_mlserver_env.sh"
-    code = (
-        "import json; from sklearn.datasets import load_digits; d = load_digits(); "
-        f"print(json.dumps([d.data[{TRAIN_SAMPLES}:].tolist(), "
-        f"d.target[{TRAIN_SAMPLES}:].tolist()]))"
-    )
-    out = subprocess.run(
-        [str(python), "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    images, labels = json.loads(out.stdout)
-    return images, labels
+    """The digit images the served model was not trained on."""
+    data = digit_set.holdout()
+    return data.images, data.labels
 
 
 def oip(demo: Demo, institution: str = "uni-a") -> httpx.Client:
