@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from verbund import demo_models
-from verbund.demo import DemoError, mlserver_python
+from verbund.demo import DemoError, framework_python
 
 
 def test_server_settings_keep_mlserver_on_loopback_without_extra_servers() -> None:
@@ -35,7 +35,7 @@ def test_mlserver_python_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert demo_models.find_mlserver_python() == fake
     monkeypatch.setenv(demo_models.MLSERVER_PYTHON_ENV, str(tmp_path / "missing"))
     with pytest.raises(DemoError, match=r"_mlserver_env\.sh"):
-        mlserver_python()
+        framework_python("sklearn")
     cmd = demo_models.mlserver_command(fake, tmp_path)
     assert cmd == [str(fake), "-m", "mlserver.cli.main", "start", str(tmp_path)]
 

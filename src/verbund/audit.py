@@ -188,13 +188,17 @@ class AuditLog:
             )
             return list(rows.scalars())
 
-    async def chain_hashes(self) -> list[str]:
-        """The entries' hashes in chain order: entry #i (1-based) is ``[i - 1]``."""
-        async with self._store.session() as s:
-            rows = await s.execute(select(AuditRow.hash).order_by(AuditRow.seq))
-            return list(rows.scalars())
+    async def linked_hashes(self) -> tuple[VerifyResult, list[str]]:
+        """The chain checked link by link, and its entries' hashes in chain order up to
+        the first broken one: entry #i (1-based) is ``[i - 1]``. One pass for those who
+        need both (checkpoints)."""
+        hashes: list[str] = []
+        return await self._walk(hashes), hashes
 
     async def verify(self) -> VerifyResult:
+        return await self._walk(None)
+
+    async def _walk(self, hashes: list[str] | None) -> VerifyResult:
         prev = GENESIS
         count = 0
         async with self._store.session() as s:
@@ -216,6 +220,8 @@ class AuditLog:
                 if expected != row.hash:
                     return VerifyResult(False, count, row.seq, "entry was changed")
                 prev = row.hash
+                if hashes is not None:
+                    hashes.append(prev)
         return VerifyResult(True, count)
 
 

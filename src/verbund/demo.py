@@ -206,21 +206,9 @@ def _spawn(
     return proc, log_path
 
 
-def mlserver_python(configured: str = "") -> Path:
-    found = demo_models.find_mlserver_python(configured)
-    if found is None:
-        raise DemoError(
-            "MLServer is not installed: run ./scripts/_mlserver_env.sh (./scripts/demo does), "
-            f"or point ${demo_models.MLSERVER_PYTHON_ENV} at a Python that has mlserver-sklearn."
-        )
-    return found
-
-
 def framework_python(environment: str, configured: str = "") -> Path:
     """The interpreter of a framework's own venv (``environment``: a key of
     :data:`verbund.demo_models.ENVIRONMENTS`), or a DemoError that says how to make it."""
-    if environment == "sklearn":
-        return mlserver_python(configured)
     found = demo_models.find_python(environment, configured)
     if found is None:
         env = demo_models.ENVIRONMENTS[environment]

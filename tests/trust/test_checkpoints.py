@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from harness.services import Postgres
 from tests.trust.chain import append, keyring, partner, rewrite, truncate
 from verbund.audit import AuditLog
 from verbund.errors import BadRequest, Conflict
-from verbund.store import Store
+from verbund.store import AuditRow, Store
 from verbund.trust import Checkpoint, CheckpointBook, sign_checkpoint
 
 CHAIN = "federation"
@@ -44,7 +45,7 @@ def books(store: Store) -> tuple[AuditLog, CheckpointBook]:
 
 async def site_signs(audit: AuditLog, signer: str = "rz-south") -> Checkpoint:
     """A partner fetches the head (GET /admin/audit) and signs it with its own key."""
-    hashes = await audit.chain_hashes()
+    _, hashes = await audit.linked_hashes()
     key = {"rz-south": SITE, "ap-east": EAST}[signer]
     return sign_checkpoint(key, CHAIN, len(hashes), hashes[-1], time.time())
 
@@ -75,6 +76,20 @@ async def test_deleting_the_newest_entries_is_named(store: Store) -> None:
         await book.sign_head()
 
 
+async def test_a_broken_link_is_named_and_never_signed(store: Store) -> None:
+    audit, book = books(store)
+    await append(store, audit, 4)
+    async with store.session() as s, s.begin():  # entry #3 changed, no hash recomputed
+        third = (await s.execute(select(AuditRow).order_by(AuditRow.seq))).scalars().all()[2]
+        third.target = "key_forged"
+    verdict = await book.verify()
+    assert (verdict.ok, verdict.problem, verdict.first_disagreeing) == (False, "broken", third.seq)
+    assert "entry was changed" in verdict.describe()
+    with pytest.raises(Conflict, match="broken"):
+        await book.sign_head()
+    assert await book.held() == []
+
+
 async def test_a_rewritten_chain_with_recomputed_hashes_is_named(store: Store) -> None:
     audit, book = books(store)
     await append(store, audit, 3)
@@ -94,7 +109,7 @@ async def test_with_a_checkpoint_at_every_entry_the_first_changed_entry_is_exact
 ) -> None:
     audit, book = books(store)
     await append(store, audit, 4)
-    hashes = await audit.chain_hashes()
+    _, hashes = await audit.linked_hashes()
     await book.receive(
         sign_checkpoint(SITE, CHAIN, i, h, time.time()) for i, h in enumerate(hashes, 1)
     )

@@ -25,7 +25,7 @@ import orjson
 from verbund.accounting import UsageRecord, UsageSink
 from verbund.admission._tokens import estimate_prompt_tokens, max_tokens
 from verbund.config import DataClass
-from verbund.coordination import QuotaGate
+from verbund.coordination import Limit, QuotaGate
 from verbund.errors import ModelNotFound, PermissionDenied
 from verbund.federation import Backend, Federation
 from verbund.policy import RequestPolicy
@@ -83,18 +83,12 @@ class BatchDispatch:
         if inst is None:
             raise PermissionDenied("The batch's institution is no longer a member.")
         key = self._keys.by_id(record.key_id)
-        limits = token_limits(inst, key)
         record.person_id = key.person_id if key is not None else None  # a person's own key
-        parsed = orjson.loads(body)
-        user = parsed.get("user")
-        if isinstance(user, str) and user:
-            record.user_hash = parsed["user"] = self._pseudonyms(user)
-            body = orjson.dumps(parsed)
         oip = path.startswith("/v2/")  # OIP inference: tensors, no tokens to reserve
-        if limits and not oip:
-            answer_tokens = 0 if path == "/v1/embeddings" else self._default_max_tokens
-            tokens = estimate_prompt_tokens(parsed) + (max_tokens(parsed) or answer_tokens)
-            await self._quotas.admit(record.request_id, limits, tokens)  # may wait: RateLimited
+        if oip:  # the tensors' sizes are what an inference is measured by
+            record.request_bytes = len(body)
+        else:
+            body = await self._reserve(path, body, record, token_limits(inst, key))
         with self._usage.recording(record) as recording:
             answer = await self._proxy.call(
                 Forward(path=path, body=body, stream=False, plan=plan, recording=recording)
@@ -102,3 +96,19 @@ class BatchDispatch:
             if oip:
                 record.response_bytes = len(answer.body)
         return answer.body
+
+    async def _reserve(
+        self, path: str, body: bytes, record: UsageRecord, limits: list[Limit]
+    ) -> bytes:
+        """The body as sent (its ``user`` pseudonymised), after its tokens are reserved
+        against the token quotas (may wait: RateLimited)."""
+        parsed = orjson.loads(body)
+        user = parsed.get("user")
+        if isinstance(user, str) and user:
+            record.user_hash = parsed["user"] = self._pseudonyms(user)
+            body = orjson.dumps(parsed)
+        if limits:
+            answer_tokens = 0 if path == "/v1/embeddings" else self._default_max_tokens
+            tokens = estimate_prompt_tokens(parsed) + (max_tokens(parsed) or answer_tokens)
+            await self._quotas.admit(record.request_id, limits, tokens)
+        return body

@@ -134,18 +134,15 @@ async def _execute(
     except (KeyError, TypeError, StoreError, OSError, orjson.JSONDecodeError):
         line = error_line(item.custom_id, "input_unavailable", "The request could not be read.")
         return Execution(Outcome(item, "failed", line))
-    oip = oip_model(lane.endpoint) is not None
     record = UsageRecord(
         request_id=str(uuid.uuid4()),
         access_point=access_point,
         institution_id=lane.institution_id,
         key_id=lane.key_id,
-        endpoint=OIP_USAGE_ENDPOINT if oip else lane.endpoint,
+        endpoint=OIP_USAGE_ENDPOINT if oip_model(lane.endpoint) else lane.endpoint,
         model=lane.model,
         priority="batch",
     )
-    if oip:  # tensors, not tokens: their sizes are what an inference is measured by
-        record.request_bytes = len(body)
     on_send()
     t0 = time.monotonic()
     try:

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verbund.demo_models._environments import ENVIRONMENTS, find_python
 from verbund.demo_models._environments import HERE as _HERE
-from verbund.demo_models._environments import find_python
 
-MLSERVER_PYTHON_ENV = "VERBUND_MLSERVER_PYTHON"
+MLSERVER_PYTHON_ENV = ENVIRONMENTS["sklearn"].env_var
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,26 +56,32 @@ class CheckpointBook:
             ]
 
     async def verify(self, extra: Iterable[Checkpoint] = ()) -> Verdict:
-        """The chain against the held checkpoints (and ``extra`` a caller brings)."""
-        hashes = await self._audit.chain_hashes()
-        return check_against_checkpoints(
-            hashes, [*await self.held(), *extra], self.keys, self.chain
-        )
+        """The chain, link by link and against the held checkpoints (and ``extra`` a
+        caller brings)."""
+        return (await self._check(extra))[0]
+
+    async def _check(self, extra: Iterable[Checkpoint] = ()) -> tuple[Verdict, list[str]]:
+        """The verdict and the chain's hashes, from one read of the chain."""
+        linked, hashes = await self._audit.linked_hashes()
+        if not linked.ok:
+            verdict = Verdict.broken(linked.entries, linked.first_broken, linked.reason)
+        else:
+            held = [*await self.held(), *extra]
+            verdict = check_against_checkpoints(hashes, held, self.keys, self.chain)
+        return verdict, hashes
 
     async def sign_head(self) -> Checkpoint:
         """Sign the chain's head now, if it agrees with every checkpoint held: a
         partner never vouches for a history that contradicts what it saw."""
         if self._signing is None:
             raise Conflict("this access point has no signing key (trust.signing_key_file)")
-        linked = await self._audit.verify()
-        if not linked.ok:
-            raise Conflict(f"audit chain broken at entry {linked.first_broken}: {linked.reason}")
-        hashes = await self._audit.chain_hashes()
-        verdict = check_against_checkpoints(hashes, await self.held(), self.keys, self.chain)
+        return await self._sign(self._signing, *await self._check())
+
+    async def _sign(self, key: SigningKey, verdict: Verdict, hashes: list[str]) -> Checkpoint:
         if not verdict.ok:
             raise Conflict(f"not signing: {verdict.describe()}")
         head = hashes[-1] if hashes else GENESIS
-        cp = sign_checkpoint(self._signing, self.chain, len(hashes), head, time.time())
+        cp = sign_checkpoint(key, self.chain, len(hashes), head, time.time())
         await self.receive([cp])
         return cp
 
@@ -115,16 +121,17 @@ class CheckpointBook:
 
     async def run(self) -> None:
         """Sign the head every ``interval`` seconds when it moved (a background task)."""
-        if self._signing is None or self._interval <= 0:
+        signing = self._signing
+        if signing is None or self._interval <= 0:
             return
         last = -1
         while True:
             await asyncio.sleep(self._interval)
             try:
-                n = len(await self._audit.chain_hashes())
-                if n != last:
-                    await self.sign_head()
-                    last = n
+                verdict, hashes = await self._check()
+                if len(hashes) != last:
+                    await self._sign(signing, verdict, hashes)
+                    last = len(hashes)
             except Conflict as exc:  # the chain contradicts a checkpoint: say so, loudly
                 log.error("audit checkpoint refused: %s", exc)
             except Exception:

@@ -29,7 +29,7 @@ from verbund.trust._keys import PartnerKeys
 
 __all__ = ["Verdict", "check_against_checkpoints"]
 
-Problem = Literal["", "truncated", "rewritten", "forked"]
+Problem = Literal["", "broken", "truncated", "rewritten", "forked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +42,18 @@ class Verdict:
     contradicts: Checkpoint | None = None  # the checkpoint the chain contradicts
     other: Checkpoint | None = None  # for a fork: the partner's checkpoint the chain follows
     rejected: list[Checkpoint] = field(default_factory=list)  # bad signature or unknown signer
+    detail: str = ""  # for a broken chain: how the entry fails its link
+
+    @classmethod
+    def broken(cls, entries: int, first: int | None, detail: str) -> Verdict:
+        """A chain whose links do not hold (``verbund.audit``): no checkpoint is needed."""
+        return cls(False, entries, 0, "broken", first, detail=detail)
 
     def describe(self) -> str:
         if self.ok:
             return f"{self.entries} entries agree with {self.checked} signed checkpoints"
+        if self.problem == "broken":
+            return f"broken: entry #{self.first_disagreeing}: {self.detail}"
         c = self.contradicts
         assert c is not None
         where = f"entry #{self.first_disagreeing}"
@@ -74,7 +82,7 @@ def check_against_checkpoints(
     good = [c for c in mine if c.valid(keys)]
     rejected = [c for c in mine if c not in good]
     n = len(hashes)
-    agree = [c for c in good if c.index <= n and (c.index == 0 or hashes[c.index - 1] == c.hash)]
+    agree = [c for c in good if _on_chain(c, hashes)]
     disagree = sorted((c for c in good if c.index <= n and c not in agree), key=lambda c: c.index)
     beyond = sorted((c for c in good if c.index > n), key=lambda c: c.index)
 
