@@ -101,22 +101,3 @@ async def test_the_prober_leaves_announced_backends_to_the_agent(tmp_path: Path)
     await prober.probe_all()
     assert fakes["w-announced"].probes == 1
     await pool.aclose()
-
-
-def test_a_model_added_at_run_time_survives_a_catalogue(tmp_path: Path) -> None:
-    fed = Federation(parse_config(federation_dict(tmp_path)))
-    (ft,) = fed.add_model(
-        ModelConfig(name="ft:smol:uni-a:x"),
-        "west",
-        [BackendConfig(name="west-ft", url="http://ft:1", models=["ft:smol:uni-a:x"])],
-    )
-    fed.apply_site(
-        "west",
-        fed.sites["west"].config,
-        [ModelConfig(name="new")],
-        [BackendConfig(name="w-new", url="http://n:1", models=["new"])],
-    )
-    assert fed.backends_for("ft:smol:uni-a:x") == [ft]
-    assert [b.name for b in fed.backends_for("new")] == ["w-new"]
-    fed.apply_site("west", fed.sites["west"].config, [], [])  # the agent withdraws "new"
-    assert "new" not in fed.models and fed.backends_for("ft:smol:uni-a:x") == [ft]
