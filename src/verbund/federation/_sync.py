@@ -217,6 +217,7 @@ class CatalogueSync:
         while True:
             try:
                 await self.refresh(site, wait=self._wait if self.sites[site].contact else 0.0)
+                await self._pool.reap()  # clients of backends gone, once they are idle
                 pause = RETRY_MIN
             except ApiError:
                 await asyncio.sleep(pause)

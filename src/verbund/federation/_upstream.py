@@ -404,8 +404,8 @@ class UpstreamPool:
         self._upstreams: dict[str, Upstream] = {}
         self._limits: dict[str, int] = {}
         self._side_headers: dict[str, Mapping[str, str]] = {}
-        self._retired: list[Upstream] = []
-        self._retired_clients: list[httpx.AsyncClient] = []
+        # clients of backends that left, until nothing streams from them any more
+        self._retired: list[tuple[Backend, Upstream | None, httpx.AsyncClient | None]] = []
         missing: list[tuple[str, str]] = []
         for b in federation.backends.values():
             headers: dict[str, str] = {}
@@ -454,16 +454,29 @@ class UpstreamPool:
             )
 
     def remove(self, b: Backend) -> None:
-        """Take ``b``'s clients out of use (it left the federation). They are closed with
-        the pool, not now: requests still streaming from it finish on them."""
+        """Take ``b``'s clients out of use (it left the federation). They are closed by
+        :meth:`reap` once its requests are done (``b.outstanding``), not now: requests
+        still streaming from it finish on them."""
         upstream = self._upstreams.pop(b.name, None)
         client = self._clients.pop(b.name, None)
         self._side_headers.pop(b.name, None)
         self._limits.pop(b.name, None)
-        if upstream is not None:
-            self._retired.append(upstream)
-        if client is not None:
-            self._retired_clients.append(client)
+        if upstream is not None or client is not None:
+            self._retired.append((b, upstream, client))
+
+    async def reap(self) -> None:
+        """Close the clients of backends that left and have no request in flight, so an
+        access point whose sites' offers keep changing keeps no client of each."""
+        done = [r for r in self._retired if r[0].outstanding == 0]
+        if done:
+            self._retired = [r for r in self._retired if r[0].outstanding > 0]
+            await self._close([u for _, u, _ in done if u], [c for _, _, c in done if c])
+
+    async def _close(self, upstreams: list[Upstream], clients: list[httpx.AsyncClient]) -> None:
+        await asyncio.gather(
+            *(u.aclose() for u in upstreams if not isinstance(u, HttpxUpstream)),
+            *(c.aclose() for c in clients),
+        )
 
     def upstream(self, backend: Backend) -> Upstream:
         """The request client: inference and everything else sent on a client's behalf."""
@@ -474,9 +487,11 @@ class UpstreamPool:
         return self._limits[backend.name]
 
     async def aclose(self) -> None:
-        upstreams = [*self._upstreams.values(), *self._retired]
+        retired, self._retired = self._retired, []
         await asyncio.gather(
-            *(u.aclose() for u in upstreams if not isinstance(u, HttpxUpstream)),
-            *(c.aclose() for c in [*self._clients.values(), *self._retired_clients]),
+            self._close(
+                [*self._upstreams.values(), *(u for _, u, _ in retired if u)],
+                [*self._clients.values(), *(c for _, _, c in retired if c)],
+            ),
             self.side.aclose(),
         )
