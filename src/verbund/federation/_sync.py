@@ -131,8 +131,9 @@ class CatalogueSync:
         for b in removed:
             self._pool.remove(b)
         headers = agent.auth_headers() if relay is not None else {}
+        tls = agent.tls if relay is not None else None
         for b in added:
-            self._pool.add(b, headers or self._backend_headers(b))
+            self._pool.add(b, headers or self._backend_headers(b), tls)
         live.announced_state = offer.state
         _apply_health(live.backends, offer.health, time.monotonic())
         state = self.sites[site]
