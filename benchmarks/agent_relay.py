@@ -44,17 +44,11 @@ from harness import federation as fed
 from harness.agent import AgentProcess, agent_key_env, site_toml
 from harness.federation import write_toml
 from harness.gateway import GatewayProcess
+from harness.load import percentile
 from harness.polling import poll
 from harness.ports import free_port
 
 RESULTS = servers.ROOT / "benchmarks" / "results"
-
-
-def _pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def _gateway(work: Path, name: str, agent: AgentProcess, ingress: str) -> servers.Target:
@@ -95,9 +89,9 @@ def _row(target: str, kind: str, rate: int, res: Result) -> dict[str, Any]:
         "ok": res.ok,
         "errors": sum(res.errors.values()),
         "error_kinds": ",".join(f"{k}:{v}" for k, v in sorted(res.errors.items())) or "-",
-        "p50_ms": round(_pct(lat, 50), 2),
-        "p90_ms": round(_pct(lat, 90), 2),
-        "p99_ms": round(_pct(lat, 99), 2),
+        "p50_ms": round(percentile(lat, 50), 2),
+        "p90_ms": round(percentile(lat, 90), 2),
+        "p99_ms": round(percentile(lat, 99), 2),
     }
 
 
@@ -131,9 +125,9 @@ def _paired(targets: list[servers.Target], n: int) -> list[dict[str, Any]]:
             {
                 "target": name,
                 "requests": n,
-                "p50_ms": round(_pct(values, 50), 2),
-                "p90_ms": round(_pct(values, 90), 2),
-                "p99_ms": round(_pct(values, 99), 2),
+                "p50_ms": round(percentile(values, 50), 2),
+                "p90_ms": round(percentile(values, 90), 2),
+                "p99_ms": round(percentile(values, 99), 2),
                 "vs_direct_median_ms": round(statistics.median(diffs), 2),
             }
         )

@@ -22,7 +22,6 @@ import httpx
 
 from harness.federation import write_toml
 from harness.netns import Lab, NetSite
-from harness.polling import poll
 from harness.ports import free_port
 from harness.processes import Process, child_env
 from harness.simengine import MODEL, EngineProcess, EngineSpec
@@ -125,19 +124,8 @@ class AgentProcess:
         return self.launch().wait_ready(within)
 
     def wait_ready(self, within: float = 60.0) -> AgentProcess:
-        def answers() -> bool:
-            self.process.check()
-            try:
-                with self.client() as c:
-                    return c.get("/healthz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            poll(answers, f"site agent {self.site} at {self.url}", within, every=0.1)
-        except BaseException:
-            self.process.stop()
-            raise
+        auth = {"authorization": f"Bearer {self.ap_key}"}
+        self.process.wait_http(f"{self.url}/healthz", within, headers=auth, verify=self.verify)
         return self
 
     def client(self, key: str | None = None) -> httpx.Client:

@@ -6,8 +6,9 @@ and fails naming what it waited for.
 
 from __future__ import annotations
 
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -28,11 +29,14 @@ def wait_http(
     *,
     ok: Callable[[int], bool] = lambda status: status == 200,
     check: Callable[[], None] | None = None,
+    headers: Mapping[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
     """Poll ``GET url`` until its status passes ``ok``.
 
     ``check`` runs before every try and raises if waiting has become pointless (the
-    server's process exited, say).
+    server's process exited, say); ``headers`` and ``verify`` are for servers that want a
+    credential or speak TLS with a CA of their own (a site agent).
     """
     last = "no answer"
 
@@ -41,7 +45,9 @@ def wait_http(
         if check is not None:
             check()
         try:
-            status = httpx.get(url, timeout=2.0, trust_env=False).status_code
+            status = httpx.get(
+                url, timeout=2.0, trust_env=False, headers=headers, verify=verify
+            ).status_code
         except httpx.HTTPError as exc:
             last = type(exc).__name__
             return False

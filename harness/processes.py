@@ -119,15 +119,20 @@ class Process:
             raise ProcessExited(f"{self.name} exited with {code}:\n{self.log_tail()}")
 
     def wait_http(
-        self, url: str, within: float = 30.0, ok: tuple[int, ...] | None = None
+        self,
+        url: str,
+        within: float = 30.0,
+        ok: tuple[int, ...] | None = None,
+        **client: Any,
     ) -> Process:
         """Until ``GET url`` answers 200 (or a status in ``ok``); fails early if this exits.
+        ``client`` goes to :func:`harness.polling.wait_http` (``headers``, ``verify``).
 
         A process that does not get ready in time is stopped before the error is raised.
         """
         statuses = ok or (200,)
         try:
-            wait_http(url, within, ok=lambda s: s in statuses, check=self.check)
+            wait_http(url, within, ok=lambda s: s in statuses, check=self.check, **client)
         except BaseException:
             self.stop()
             raise

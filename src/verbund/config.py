@@ -55,6 +55,7 @@ __all__ = [
     "parse_config",
     "parse_model",
     "partner_site_of",
+    "read_toml",
 ]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
@@ -737,14 +738,7 @@ def config_digest(config: FederationConfig) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "") -> FederationConfig:
-    try:
-        return FederationConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            path = _field_path(data, err["loc"])
-            problems.append((path, err["msg"]))
-        raise ConfigError(problems, source) from None
+    return parse_model(FederationConfig, data, source)
 
 
 def parse_model(model: type[M], data: dict[str, Any], source: str = "") -> M:
@@ -757,17 +751,22 @@ def parse_model(model: type[M], data: dict[str, Any], source: str = "") -> M:
         raise ConfigError(problems, source) from None
 
 
-def load_config(path: str | Path) -> FederationConfig:
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML file at ``path`` as a table; a file that cannot be read or parsed is a
+    :class:`ConfigError` naming it (every Verbund config file is read this way)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read file: {exc.strerror}")], str(p)) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("", f"not valid TOML: {exc}")], str(p)) from None
-    return parse_config(data, str(p))
+
+
+def load_config(path: str | Path) -> FederationConfig:
+    return parse_config(read_toml(path), str(path))
 
 
 def _field_path(data: Any, loc: tuple[int | str, ...]) -> str:

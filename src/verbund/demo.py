@@ -37,7 +37,7 @@ from verbund.config import (
     load_config,
     parse_config,
 )
-from verbund.demo_agents import DemoAgent, start_agents, wait_agents
+from verbund.demo_agents import plan_agents
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
 from verbund.jobs import die_with_parent, llama_server_command
@@ -99,6 +99,7 @@ class ModelServer:
     process: subprocess.Popen[bytes]
     log_path: Path
     ready_path: str = "/v1/models"
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # of the ready check
     started: float = field(default_factory=time.monotonic)
     ready_seconds: float | None = None
 
@@ -241,7 +242,8 @@ async def wait_ready(servers: list[ModelServer], within: float = 180.0) -> None:
                         f"see {srv.log_path}."
                     )
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(srv.url + srv.ready_path)).status_code == 200:
+                    ready = await client.get(srv.url + srv.ready_path, headers=srv.headers)
+                    if ready.status_code == 200:
                         srv.ready_seconds = round(time.monotonic() - srv.started, 2)
                         pending.remove(srv)
             if not pending:
@@ -383,7 +385,7 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
     started = time.monotonic()
     config, servers = launch_backends(config, state_dir)
     helpers: list[ModelServer] = []  # processes beside the model servers
-    agents: list[DemoAgent] = []
+    agents: list[ModelServer] = []  # a site agent per site
     try:
         if idp is not None:  # the demo identity provider: a real OpenID provider on Node.js
             argv, env = demo_idp.command(idp.config_path)
@@ -395,8 +397,13 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
         awaited = [s for s in servers if launches[s.backend].await_ready]
         launched = config  # with its backends, as demo.toml describes the sites
         # one site agent per site; the access point learns the backends from them
-        config, agents = start_agents(config, state_dir)
-        await asyncio.gather(wait_ready([*awaited, *helpers], within=within), wait_agents(agents))
+        config, planned = plan_agents(config, state_dir, free_port)
+        for a in planned:
+            proc, log_path = _spawn(a.argv, state_dir / "logs" / f"agent-{a.site}.log", env=a.env)
+            agents.append(
+                ModelServer(f"agent-{a.site}", a.port, proc, log_path, "/healthz", a.auth)
+            )
+        await wait_ready([*awaited, *helpers, *agents], within=within)
         joining = [s for s in servers if s not in awaited]
         for s in joining:  # it must at least still run (its agent announces it when ready)
             if s.process.poll() is not None:
@@ -412,8 +419,8 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
                 for s in servers
             },
             "sites": {
-                a.site: {"agent_url": a.url, "operator_key": a.operator_key, "pid": a.process.pid}
-                for a in agents
+                a.site: {"agent_url": a.url, "operator_key": a.operator_key, "pid": p.process.pid}
+                for a, p in zip(planned, agents, strict=True)
             },
             "pid": os.getpid(),
         }
@@ -443,7 +450,7 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
                 )
             for line in model_lines(launched):
                 print(line)
-            for a in agents:
+            for a in planned:
                 print(f"  operator key for {a.site}: {a.operator_key}")
             print(
                 "  model servers ready after (s): "
@@ -465,14 +472,10 @@ async def run_demo(port: int, state_dir: Path, config_file: Path | None) -> None
         finally:
             announcer.cancel()
     finally:
-        for a in agents:  # all at once: each one's shutdown overlaps the others'
-            a.terminate()
-        children = [*servers, *helpers]
-        for s in children:
+        children = [*agents, *servers, *helpers]  # the agents first: they use the servers
+        for s in children:  # all at once: each one's shutdown overlaps the others'
             if s.process.poll() is None:
                 s.process.terminate()
-        for a in agents:
-            a.stop()
         for s in children:
             s.stop()
 

@@ -20,22 +20,17 @@ import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import tomli_w
 
 from verbund.config import FederationConfig, parse_config
-from verbund.errors import VerbundError
 
-__all__ = ["DemoAgent", "start_agents", "wait_agents"]
+__all__ = ["DemoAgent", "plan_agents"]
 
 AP_KEY_ENV = "VERBUND_DEMO_AP_KEY"  # in each agent's environment
 OPERATOR_KEY_ENV = "VERBUND_DEMO_OPERATOR_KEY"
@@ -63,47 +58,39 @@ ON_DEMAND_MODEL = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoAgent:
+    """One demo site's agent as :mod:`verbund.demo` launches it: its site.toml written,
+    its command, its environment (the credentials) and where it answers."""
+
     site: str
-    url: str
+    port: int
+    config_path: Path
     operator_key: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    ap_key: str = field(repr=False, default="")
-    started: float = field(default_factory=time.monotonic)
-    ready_seconds: float | None = None
+    ap_key: str = field(repr=False)
 
-    def terminate(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "verbund.cli", "site", "--config", str(self.config_path),
+                "--log-level", "warning"]  # fmt: skip
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {AP_KEY_ENV: self.ap_key, OPERATOR_KEY_ENV: self.operator_key}
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The access point's credential, as its requests carry it (readiness too)."""
+        return {"authorization": f"Bearer {self.ap_key}"}
 
 
 def agent_key_env(site: str) -> str:
     """The access point's environment variable with its credential at ``site``'s agent."""
     return "VERBUND_DEMO_AGENT_KEY_" + site.upper().replace("-", "_")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _previous_operator_keys(state_dir: Path) -> dict[str, str]:
@@ -156,77 +143,36 @@ def site_toml(
     return data
 
 
-def start_agents(
-    config: FederationConfig, state_dir: Path
+def plan_agents(
+    config: FederationConfig, state_dir: Path, free_port: Callable[[], int]
 ) -> tuple[FederationConfig, list[DemoAgent]]:
-    """Write each site's site.toml and start its agent; return the access point's config
-    with agents in place of the sites' backends (the agents announce those)."""
+    """Write each site's site.toml and make its agent's credentials; return the access
+    point's config with agents in place of the sites' backends (the agents announce
+    those), and the agents to launch."""
     previous = _previous_operator_keys(state_dir)
     data = config.model_dump(mode="json", exclude_none=True)
     agents: list[DemoAgent] = []
-    try:
-        for site in data["sites"]:
-            name = site["name"]
-            folder = state_dir / "sites" / name
-            folder.mkdir(parents=True, exist_ok=True)
-            url = f"http://127.0.0.1:{_free_port()}"
-            toml = site_toml(config, name, url.removeprefix("http://"), folder, config.gateway.name)
-            path = folder / "site.toml"
-            path.write_text(tomli_w.dumps(toml), encoding="utf-8")
-            ap_key = "vbsite-" + secrets.token_urlsafe(24)
-            operator_key = previous.get(name) or "vbsiteop-" + secrets.token_urlsafe(24)
-            log_path = state_dir / "logs" / f"agent-{name}.log"
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with log_path.open("ab") as out:
-                proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                    [sys.executable, "-m", "verbund.cli", "site", "--config", str(path),
-                     "--log-level", "warning"],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env={**os.environ, AP_KEY_ENV: ap_key, OPERATOR_KEY_ENV: operator_key},
-                    preexec_fn=_die_with_parent,
-                )  # fmt: skip
-            agents.append(DemoAgent(name, url, operator_key, proc, log_path, ap_key))
-            os.environ[agent_key_env(name)] = ap_key  # this process is the access point
-            site["backends"] = []
-            site.pop("runner", None)  # the agent runs the site's jobs, not the access point
-            site.update(
-                agent_url=url,
-                agent_key_env=agent_key_env(name),
-                ingress=AGENT_INGRESS.get(name, "direct"),
-            )
-    except BaseException:
-        for a in agents:
-            a.stop()
-        raise
+    for site in data["sites"]:
+        name = site["name"]
+        folder = state_dir / "sites" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        agent = DemoAgent(
+            name,
+            free_port(),
+            folder / "site.toml",
+            operator_key=previous.get(name) or "vbsiteop-" + secrets.token_urlsafe(24),
+            ap_key="vbsite-" + secrets.token_urlsafe(24),
+        )
+        listen = agent.url.removeprefix("http://")
+        toml = site_toml(config, name, listen, folder, config.gateway.name)
+        agent.config_path.write_text(tomli_w.dumps(toml), encoding="utf-8")
+        agents.append(agent)
+        os.environ[agent_key_env(name)] = agent.ap_key  # this process is the access point
+        site["backends"] = []
+        site.pop("runner", None)  # the agent runs the site's jobs, not the access point
+        site.update(
+            agent_url=agent.url,
+            agent_key_env=agent_key_env(name),
+            ingress=AGENT_INGRESS.get(name, "direct"),
+        )
     return parse_config(data), agents
-
-
-async def wait_agents(agents: list[DemoAgent], within: float = 180.0) -> None:
-    """Until every agent answers its access point's credential."""
-    import asyncio
-
-    deadline = time.monotonic() + within
-    pending = list(agents)
-    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
-        while pending:
-            for a in list(pending):
-                if a.process.poll() is not None:
-                    raise VerbundError(
-                        f"The site agent of {a.site} exited with code "
-                        f"{a.process.returncode}; see {a.log_path}."
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    r = await client.get(
-                        a.url + "/healthz", headers={"authorization": f"Bearer {a.ap_key}"}
-                    )
-                    if r.status_code == 200:
-                        a.ready_seconds = round(time.monotonic() - a.started, 2)
-                        pending.remove(a)
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                names = ", ".join(a.site for a in pending)
-                raise VerbundError(f"Site agents not ready after {within:.0f}s: {names}.")
-            await asyncio.sleep(0.1)

@@ -264,11 +264,11 @@ class SiteAgentUnavailable(SiteAgentError):
     code = "site_agent_unavailable"
 
 
-def internal_error_body() -> dict[str, Any]:
-    """The body of an unexpected error: no detail may leak."""
+def internal_error_body(service: str = "access point") -> dict[str, Any]:
+    """The body of an unexpected error in ``service``: no detail may leak."""
     return {
         "error": {
-            "message": "Internal error in the access point.",
+            "message": f"Internal error in the {service}.",
             "type": "server_error",
             "code": "internal_error",
             "param": None,

@@ -18,6 +18,7 @@ from verbund.config import (
     parse_config,
 )
 from verbund.federation import (
+    Backend,
     Federation,
     HealthTracker,
     Prober,
@@ -103,20 +104,34 @@ async def test_the_prober_leaves_announced_backends_to_the_agent(tmp_path: Path)
     await pool.aclose()
 
 
-def test_a_model_added_at_run_time_survives_a_catalogue(tmp_path: Path) -> None:
+class _Transport(httpx.MockTransport):
+    closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_the_clients_of_a_backend_that_left_close_once_its_requests_are_done(
+    tmp_path: Path,
+) -> None:
     fed = Federation(parse_config(federation_dict(tmp_path)))
-    (ft,) = fed.add_model(
-        ModelConfig(name="ft:smol:uni-a:x"),
-        "west",
-        [BackendConfig(name="west-ft", url="http://ft:1", models=["ft:smol:uni-a:x"])],
-    )
-    fed.apply_site(
-        "west",
-        fed.sites["west"].config,
-        [ModelConfig(name="new")],
-        [BackendConfig(name="w-new", url="http://n:1", models=["new"])],
-    )
-    assert fed.backends_for("ft:smol:uni-a:x") == [ft]
-    assert [b.name for b in fed.backends_for("new")] == ["w-new"]
-    fed.apply_site("west", fed.sites["west"].config, [], [])  # the agent withdraws "new"
-    assert "new" not in fed.models and fed.backends_for("ft:smol:uni-a:x") == [ft]
+    config = fed.sites["west"].config
+    announced = [BackendConfig(name="w-gone", url="http://wg:1", models=["smol"])]
+    fed.apply_site("west", config, [ModelConfig(name="smol")], announced)
+    transports: dict[str, _Transport] = {}
+
+    def transport(b: Backend) -> _Transport:
+        return transports.setdefault(b.name, _Transport(FakeBackend(b.name)))
+
+    pool = UpstreamPool(fed, RoutingConfig(), transport)
+    gone = fed.backends["w-gone"]
+    with gone.claim(0.0):  # a request still streams from it
+        _, removed = fed.apply_site("west", config, [ModelConfig(name="smol")], [])
+        assert removed == [gone]
+        pool.remove(gone)
+        await pool.reap()
+        assert not transports["w-gone"].closed
+    await pool.reap()
+    assert transports["w-gone"].closed
+    assert not any(t.closed for name, t in transports.items() if name != "w-gone")
+    await pool.aclose()

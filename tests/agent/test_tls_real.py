@@ -13,9 +13,11 @@ import pytest
 from harness.agent import AgentProcess, site_toml
 from harness.ports import free_port
 from harness.tls import TestCA
-from verbund.config import SiteConfig
+from tests.conftest import federation_dict
+from verbund.config import SiteConfig, parse_config
 from verbund.errors import SiteAgentError, SiteAgentUnavailable
-from verbund.federation import AgentClient
+from verbund.federation import AgentClient, CatalogueSync, Federation, UpstreamPool
+from verbund.store import Store
 
 pytestmark = pytest.mark.real
 
@@ -71,8 +73,68 @@ async def test_mutual_tls(tmp_path: Path) -> None:
             for c in (good, wrong_key, no_cert, rogue_cert):
                 await c.aclose()
         # and a client that does not know the agent's CA does not trust the agent
-        with (
-            pytest.raises(httpx.ConnectError),
-            httpx.Client(verify=ssl.create_default_context()) as c,
-        ):
-            c.get(proc.url + "/healthz")
+        async with httpx.AsyncClient(verify=ssl.create_default_context()) as plain:
+            with pytest.raises(httpx.ConnectError):
+                await plain.get(proc.url + "/healthz")
+
+
+async def test_relayed_inference_goes_over_the_agents_mutual_tls(tmp_path: Path) -> None:
+    """ingress = "agent" with an https agent: the access point's clients of the relay
+    trust the agent's CA and present this access point's certificate."""
+    ca = TestCA(tmp_path / "ca")
+    server = ca.issue("agent-west", server=True)
+    client = ca.issue("ap-1", server=False)
+    listen = f"127.0.0.1:{free_port()}"
+    nowhere = f"http://127.0.0.1:{free_port()}"  # the backend itself: the agent's problem
+    config = site_toml(
+        "west",
+        listen,
+        tmp_path / "state",
+        agent={
+            "tls_cert": str(server.cert),
+            "tls_key": str(server.key),
+            "tls_client_ca": str(ca.cert),
+        },
+        backends=[{"name": "w1", "url": nowhere, "models": ["smol"]}],
+        models=[{"name": "smol", "kind": "chat"}],
+    )
+    ctx = ssl.create_default_context(cafile=str(ca.cert))
+    ctx.load_cert_chain(str(client.cert), str(client.key))
+    with AgentProcess(config, tmp_path, verify=ctx) as proc:
+        fed_config = parse_config(
+            federation_dict(
+                tmp_path,
+                sites=[
+                    {
+                        "name": "west",
+                        "region": "NW",
+                        "jurisdiction": "DE",
+                        "agent_url": proc.url,
+                        "agent_key_env": "AGENT_KEY",
+                        "agent_ca_file": str(ca.cert),
+                        "agent_client_cert": str(client.cert),
+                        "agent_client_key": str(client.key),
+                        "ingress": "agent",
+                    }
+                ],
+            )
+        )
+        fed = Federation(fed_config)
+        pool = UpstreamPool(fed, fed_config.routing)
+        agent = AgentClient.for_site(fed_config.sites[0], env={"AGENT_KEY": proc.ap_key})
+        sync = CatalogueSync(fed, pool, Store(fed_config.store.url), {"west": agent})
+        try:
+            got = await agent.catalogue()
+            assert got is not None
+            sync.apply("west", got[0], got[1])
+            backend = fed.backends["w1"]
+            assert backend.url == f"{proc.url}/relay/w1"
+            for target in ("/health", "/v1/models"):  # a probe's way and a request's way
+                status, _ = await pool.side.get(backend, target, within=10)
+                assert status == 502  # through TLS and the agent; the backend is away
+            resp = await pool.upstream(backend).get("/v1/models", {}, read_timeout=10)
+            assert resp.status == 502
+            await resp.aclose()
+        finally:
+            await sync.aclose()
+            await pool.aclose()

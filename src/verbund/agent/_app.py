@@ -14,18 +14,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from verbund.agent import _blobs, _catalogue, _demand, _jobs, _lifecycle, _ops, _relay, _reload
 from verbund.agent._auth import AgentAuthMiddleware
 from verbund.agent._config import SiteAgentConfig
 from verbund.agent._services import AgentServices
-from verbund.errors import ApiError
 from verbund.federation import TransportFactory
+from verbund.server import error_handlers
 
 __all__ = ["ROUTE_MODULES", "create_agent_app"]
 
@@ -41,32 +38,6 @@ ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (
     _blobs.routes,
     _demand.routes,
 )
-
-
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    body = {"error": {"message": str(exc.detail), "type": kind, "code": code, "param": None}}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error in %s %s", request.method, request.url.path)
-    body = {
-        "error": {
-            "message": "Internal error in the site agent.",
-            "type": "server_error",
-            "code": "internal_error",
-            "param": None,
-        }
-    }
-    return JSONResponse(body, status_code=500)
 
 
 def create_agent_app(
@@ -98,11 +69,7 @@ def create_agent_app(
         routes=routes,
         middleware=[Middleware(AgentAuthMiddleware, credentials=svc.credentials)],
         lifespan=lifespan,
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        exception_handlers=error_handlers("site agent", log),
     )
     app.router.redirect_slashes = False
     app.state.services = svc

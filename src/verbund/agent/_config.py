@@ -11,7 +11,6 @@ problem at once with its field path, like ``verbund check``.
 from __future__ import annotations
 
 import ssl
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +27,7 @@ from verbund.config import (
     SiteState,
     TrainingConfig,
     parse_model,
+    read_toml,
 )
 from verbund.errors import ConfigError
 
@@ -230,13 +230,4 @@ def parse_site_config(data: dict[str, Any], source: str = "") -> SiteAgentConfig
 
 
 def load_site_config(path: str | Path) -> SiteAgentConfig:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([("", f"cannot read file: {exc.strerror}")], str(p)) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([("", f"not valid TOML: {exc}")], str(p)) from None
-    return parse_site_config(data, str(p))
+    return parse_site_config(read_toml(path), str(path))

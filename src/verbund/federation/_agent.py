@@ -10,8 +10,9 @@ agent behind it with ``transport=httpx.ASGITransport(app)``.
 
 Inference relayed through an agent (``ingress = "agent"``) does not go through this
 client: it is the proxy's request path like any other backend's, with the agent's relay
-URL as base (:meth:`AgentClient.relay_url`) and the credential header
-(:meth:`AgentClient.auth_headers`), so routing, failover and usage stay as they are.
+URL as base (:meth:`AgentClient.relay_url`), the credential header
+(:meth:`AgentClient.auth_headers`) and the agent's TLS context (:attr:`AgentClient.tls`),
+so routing, failover and usage stay as they are.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class AgentClient:
         self.site = site
         self.url = url.rstrip("/")
         self._key = key
+        # what relayed inference to this agent is sent over (its CA, our certificate)
+        self.tls = verify if isinstance(verify, ssl.SSLContext) else None
         self._timeout = timeout
         self._client = httpx.AsyncClient(
             base_url=self.url,

@@ -27,7 +27,6 @@ class Federation:
                 self.backends[bc.name] = backend
             self.sites[sc.name] = site
         self._configured: dict[str, ModelConfig] = {m.name: m for m in config.models}
-        self._added: dict[str, ModelConfig] = {}  # appeared at run time (fine-tuned models)
         self._announced: dict[str, dict[str, ModelConfig]] = {}  # site -> its agent's models
         self.version = 0  # counts changes of the backends (the prober's schedule follows)
         self._index()
@@ -36,8 +35,6 @@ class Federation:
         """Rebuild the lookups the router reads. New dicts replace the old ones whole, so
         a request that holds one sees a consistent picture."""
         models = dict(self._configured)
-        for model_name, model in self._added.items():
-            models.setdefault(model_name, model)
         for announced in self._announced.values():
             for model_name, model in announced.items():
                 models.setdefault(model_name, model)  # the config's entry, or the first site's
@@ -106,27 +103,6 @@ class Federation:
         site.backends = kept
         self._index()
         return added, removed
-
-    def add_model(
-        self, model: ModelConfig, site: str, backends: list[BackendConfig]
-    ) -> list[Backend]:
-        """A model that appeared at run time (a fine-tuned one a site now serves), with its
-        backends at ``site``; a model already known keeps its entry and gains the backends.
-        Returns the new backends, for the upstream pool."""
-        s = self.sites[site]
-        self._added.setdefault(model.name, model)
-        added = []
-        backends_now = dict(self.backends)
-        for bc in backends:
-            if bc.name in backends_now:
-                continue
-            backend = Backend(config=bc, site=s)
-            s.backends.append(backend)
-            backends_now[bc.name] = backend
-            added.append(backend)
-        self.backends = backends_now
-        self._index()
-        return added
 
     def visible(self, model: str, institution: str) -> bool:
         """Whether ``institution`` may know of ``model``: a model reserved for some

@@ -54,9 +54,5 @@ class Site:
         return self.config.certifications
 
     @property
-    def has_agent(self) -> bool:
-        return bool(self.config.agent_url)
-
-    @property
     def accepts_new_requests(self) -> bool:
         return self.state is SiteState.active

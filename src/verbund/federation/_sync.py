@@ -131,8 +131,9 @@ class CatalogueSync:
         for b in removed:
             self._pool.remove(b)
         headers = agent.auth_headers() if relay is not None else {}
+        tls = agent.tls if relay is not None else None
         for b in added:
-            self._pool.add(b, headers or self._backend_headers(b))
+            self._pool.add(b, headers or self._backend_headers(b), tls)
         live.announced_state = offer.state
         _apply_health(live.backends, offer.health, time.monotonic())
         state = self.sites[site]
@@ -217,6 +218,7 @@ class CatalogueSync:
         while True:
             try:
                 await self.refresh(site, wait=self._wait if self.sites[site].contact else 0.0)
+                await self._pool.reap()  # clients of backends gone, once they are idle
                 pause = RETRY_MIN
             except ApiError:
                 await asyncio.sleep(pause)

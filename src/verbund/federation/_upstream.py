@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
@@ -140,10 +141,17 @@ class AiohttpUpstream:
     ``identity`` encoding, because the bytes are relayed as they come."""
 
     def __init__(
-        self, base_url: str, headers: Mapping[str, str], *, limit: int, connect_timeout: float
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        limit: int,
+        connect_timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._base = base_url
         self._headers = {**headers, "accept-encoding": "identity"}
+        self._tls: ssl.SSLContext | bool = tls if tls is not None else True
         self._limit = limit
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -153,7 +161,10 @@ class AiohttpUpstream:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=self._limit, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS
+                    limit=self._limit,
+                    limit_per_host=0,
+                    keepalive_timeout=KEEPALIVE_SECONDS,
+                    ssl=self._tls,
                 ),
                 headers=self._headers,
                 skip_auto_headers=("User-Agent",),
@@ -317,8 +328,14 @@ class SideClient(Protocol):
 class AiohttpSide:
     """One aiohttp session for the side traffic to every backend (made on first use)."""
 
-    def __init__(self, headers: Mapping[str, Mapping[str, str]], connect_timeout: float) -> None:
+    def __init__(
+        self,
+        headers: Mapping[str, Mapping[str, str]],
+        connect_timeout: float,
+        tls: Mapping[str, ssl.SSLContext] | None = None,
+    ) -> None:
         self._headers = headers
+        self._tls = tls if tls is not None else {}
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[tuple[str, str], URL] = {}
@@ -353,6 +370,7 @@ class AiohttpSide:
                 headers=self._headers.get(backend.name),
                 timeout=timeout,
                 allow_redirects=False,
+                ssl=self._tls.get(backend.name, True),
             ) as resp:
                 return resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -404,8 +422,9 @@ class UpstreamPool:
         self._upstreams: dict[str, Upstream] = {}
         self._limits: dict[str, int] = {}
         self._side_headers: dict[str, Mapping[str, str]] = {}
-        self._retired: list[Upstream] = []
-        self._retired_clients: list[httpx.AsyncClient] = []
+        self._side_tls: dict[str, ssl.SSLContext] = {}
+        # clients of backends that left, until nothing streams from them any more
+        self._retired: list[tuple[Backend, Upstream | None, httpx.AsyncClient | None]] = []
         missing: list[tuple[str, str]] = []
         for b in federation.backends.values():
             headers: dict[str, str] = {}
@@ -420,21 +439,29 @@ class UpstreamPool:
             self.add(b, headers)
         if missing:
             raise ConfigError(missing)
-        shared = AiohttpSide(self._side_headers, routing.connect_timeout)
+        shared = AiohttpSide(self._side_headers, routing.connect_timeout, self._side_tls)
         self.side: SideClient = (
             HttpxSide(self._clients, shared) if transport_factory is not None else shared
         )
 
-    def add(self, b: Backend, headers: Mapping[str, str] | None = None) -> None:
-        """Clients for ``b`` (sent with ``headers``), also for a backend that joins while
-        the access point runs (a site's agent announced it, or a site serves a fine-tuned
-        model). A backend that has clients keeps them."""
+    def add(
+        self,
+        b: Backend,
+        headers: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """Clients for ``b`` (sent with ``headers``; over ``tls`` when it is reached
+        through a site agent with a CA or mutual TLS of its own), also for a backend that
+        joins while the access point runs (a site's agent announced it). A backend that
+        has clients keeps them."""
         if b.name in self._upstreams:
             return
         headers = headers or {}
         routing = self._routing
         if headers:
             self._side_headers[b.name] = headers
+        if tls is not None:
+            self._side_tls[b.name] = tls
         transport = self._transport_factory(b) if self._transport_factory else None
         limit = max(16, b.config.max_concurrency * 2) if b.config.max_concurrency else DEFAULT_POOL
         self._limits[b.name] = limit
@@ -450,20 +477,34 @@ class UpstreamPool:
             self._upstreams[b.name] = HttpxUpstream(self._clients[b.name], routing.connect_timeout)
         else:
             self._upstreams[b.name] = AiohttpUpstream(
-                b.url, headers, limit=limit, connect_timeout=routing.connect_timeout
+                b.url, headers, limit=limit, connect_timeout=routing.connect_timeout, tls=tls
             )
 
     def remove(self, b: Backend) -> None:
-        """Take ``b``'s clients out of use (it left the federation). They are closed with
-        the pool, not now: requests still streaming from it finish on them."""
+        """Take ``b``'s clients out of use (it left the federation). They are closed by
+        :meth:`reap` once its requests are done (``b.outstanding``), not now: requests
+        still streaming from it finish on them."""
         upstream = self._upstreams.pop(b.name, None)
         client = self._clients.pop(b.name, None)
         self._side_headers.pop(b.name, None)
+        self._side_tls.pop(b.name, None)
         self._limits.pop(b.name, None)
-        if upstream is not None:
-            self._retired.append(upstream)
-        if client is not None:
-            self._retired_clients.append(client)
+        if upstream is not None or client is not None:
+            self._retired.append((b, upstream, client))
+
+    async def reap(self) -> None:
+        """Close the clients of backends that left and have no request in flight, so an
+        access point whose sites' offers keep changing keeps no client of each."""
+        done = [r for r in self._retired if r[0].outstanding == 0]
+        if done:
+            self._retired = [r for r in self._retired if r[0].outstanding > 0]
+            await self._close([u for _, u, _ in done if u], [c for _, _, c in done if c])
+
+    async def _close(self, upstreams: list[Upstream], clients: list[httpx.AsyncClient]) -> None:
+        await asyncio.gather(
+            *(u.aclose() for u in upstreams if not isinstance(u, HttpxUpstream)),
+            *(c.aclose() for c in clients),
+        )
 
     def upstream(self, backend: Backend) -> Upstream:
         """The request client: inference and everything else sent on a client's behalf."""
@@ -474,9 +515,11 @@ class UpstreamPool:
         return self._limits[backend.name]
 
     async def aclose(self) -> None:
-        upstreams = [*self._upstreams.values(), *self._retired]
+        retired, self._retired = self._retired, []
         await asyncio.gather(
-            *(u.aclose() for u in upstreams if not isinstance(u, HttpxUpstream)),
-            *(c.aclose() for c in [*self._clients.values(), *self._retired_clients]),
+            self._close(
+                [*self._upstreams.values(), *(u for _, u, _ in retired if u)],
+                [*self._clients.values(), *(c for _, _, c in retired if c)],
+            ),
             self.side.aclose(),
         )

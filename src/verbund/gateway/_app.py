@@ -9,16 +9,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from verbund import console
 from verbund.config import FederationConfig
-from verbund.errors import ApiError, internal_error_body
 from verbund.federation import TransportFactory
 from verbund.gateway import (
     _accounting,
@@ -39,7 +35,7 @@ from verbund.gateway import (
 )
 from verbund.gateway._overload import OverloadMiddleware
 from verbund.gateway._services import AgentTransport, Services
-from verbund.server import Drain
+from verbund.server import Drain, error_handlers
 from verbund.telemetry._tracing import Tracer
 
 log = logging.getLogger("verbund.gateway")
@@ -84,31 +80,6 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
-
-
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    body = {"error": {"message": str(exc.detail), "type": kind, "code": code, "param": None}}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _client_gone(request: Request, exc: Exception) -> Response:
-    """A client that left while its request body was read: nothing to answer, nothing
-    worth more than a debug line (one per such client would flood the log at ERROR)."""
-    log.debug("client disconnected while sending %s %s", request.method, request.url.path)
-    return Response(status_code=499)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error in %s %s", request.method, request.url.path)
-    return JSONResponse(internal_error_body(), status_code=500)
 
 
 def create_app(
@@ -239,12 +210,7 @@ def create_app(
             Middleware(OverloadMiddleware, overload=svc.overload),
         ],
         lifespan=lifespan,
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            ClientDisconnect: _client_gone,
-            Exception: _unexpected,
-        },
+        exception_handlers=error_handlers("access point", log),
     )
     # Starlette would answer /v1/models/ with a redirect built from the client's Host
     # header (an open redirect, before authentication); here it is a 404 like any

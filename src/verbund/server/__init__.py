@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from verbund.server._drain import Drain, serving
 from verbund.server._edge import EdgeConfig, EdgeProtocol
+from verbund.server._errors import error_handlers
 from verbund.server._run import (
     CONFIG_ENV,
     PortBusy,
@@ -24,6 +25,7 @@ __all__ = [
     "PortBusy",
     "configure_logging",
     "ensure_port_free",
+    "error_handlers",
     "make_server",
     "run_on_uvloop",
     "run_workers",
