@@ -30,8 +30,7 @@ from verbund.errors import (
     SiteAgentUnavailable,
 )
 from verbund.federation import Federation
-from verbund.jobs._artefacts import adapter_of
-from verbund.jobs._events import add_event
+from verbund.jobs._artefacts import model_of
 from verbund.jobs._files import TrainingFileSource
 from verbund.jobs._handover import HANDED_OVER, Handover
 from verbund.jobs._link import SiteLink
@@ -42,7 +41,7 @@ from verbund.jobs._recipes import RecipeBook
 from verbund.jobs._rows import JobRows
 from verbund.jobs._runner import Resources
 from verbund.jobs._slots import site_slot
-from verbund.jobs._status import TERMINAL, JobStatus, move
+from verbund.jobs._status import TERMINAL, JobStatus
 from verbund.policy import RequestPolicy, exclusion_reason
 from verbund.store import STORE_FAILURES, Store, TrainingEventRow, TrainingJobRow
 
@@ -159,31 +158,10 @@ class JobService:
 
     async def load_models(self) -> None:
         """Know every succeeded job's model (whichever access point saw it succeed)."""
-        async with self.store.session() as s:
-            rows = (
-                await s.execute(
-                    select(TrainingJobRow).where(
-                        TrainingJobRow.status == JobStatus.succeeded,
-                        TrainingJobRow.fine_tuned_model.is_not(None),
-                    )
-                )
-            ).scalars()
-            for row in rows:
-                if row.fine_tuned_model and row.site:
-                    self.models.add(
-                        FineTunedModel(
-                            name=row.fine_tuned_model,
-                            institution=row.institution_id,
-                            job_id=row.id,
-                            base=row.model,
-                            recipe=row.recipe,
-                            path=None,
-                            created_at=row.finished_at or row.created_at,
-                            servable=bool((row.result or {}).get("servable")),
-                            site=row.site,
-                            adapter=adapter_of(row.result),  # served by its site's agent
-                        )
-                    )
+        for row in await self.rows.succeeded():
+            model = model_of(row, path=None) if row.site else None
+            if model is not None:
+                self.models.add(model)
 
     async def tick(self) -> int:
         """One step for every unfinished job of the federation (whoever created it)."""
@@ -361,17 +339,9 @@ class JobService:
             else:
                 if state["status"] in TERMINAL and state["status"] != JobStatus.cancelled:
                     raise _not_cancellable(state["status"])
-        async with self.store.session() as s, s.begin():
-            fresh = await s.get(TrainingJobRow, job_id, with_for_update=True)
-            assert fresh is not None
-            if fresh.status not in TERMINAL:
-                fresh.cancel_requested = True
-                move(fresh, JobStatus.cancelled)
-                fresh.finished_at = time.time()
-                add_event(s, job_id, f"Job cancelled by {actor}{sent}")
-            elif fresh.status != JobStatus.cancelled:  # ended meanwhile
-                raise _not_cancellable(fresh.status)
-        log.info("job %s cancelled by %s", job_id, actor)
+        status = await self.rows.cancel(job_id, actor, sent)
+        if status is not None and status != JobStatus.cancelled:  # ended meanwhile
+            raise _not_cancellable(status)
         return await self.get(job_id, institution)
 
     # -- models trained at the sites ---------------------------------------------------
