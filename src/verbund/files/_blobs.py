@@ -63,6 +63,17 @@ class BlobStore(Protocol):
     async def keys(self, prefix: str) -> list[str]: ...
 
 
+async def put_blob(store: BlobStore, key: str, data: bytes) -> None:
+    """Write a whole blob at once: committed, or aborted (absent) on any failure."""
+    w = store.writer(key)
+    try:
+        await w.write(data)
+        await w.commit()
+    except BaseException:
+        await w.abort()
+        raise
+
+
 class _LocalWriter:
     def __init__(self, final: Path, tmp: Path) -> None:
         self._final = final
@@ -110,13 +121,7 @@ class LocalBlobStore:
         return _LocalWriter(final, self.root / f".tmp-{uuid.uuid4().hex}")
 
     async def put(self, key: str, data: bytes) -> None:
-        w = self.writer(key)
-        try:
-            await w.write(data)
-            await w.commit()
-        except BaseException:
-            await w.abort()
-            raise
+        await put_blob(self, key, data)
 
     async def append(self, key: str, data: bytes, data_class: str = "") -> int:
         return await asyncio.to_thread(_append, self._path(key), data)
