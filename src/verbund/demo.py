@@ -17,7 +17,6 @@ import importlib.util
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,7 @@ from verbund.config import (
 from verbund.demo_agents import DemoAgent, start_agents, wait_agents
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
-from verbund.jobs import die_with_parent
+from verbund.jobs import die_with_parent, free_port, llama_server_command, stop_process
 from verbund.server import ensure_port_free, make_server
 
 log = logging.getLogger("verbund.demo")
@@ -69,13 +68,6 @@ def default_demo_config() -> dict[str, Any]:
 
     text = resources.files("verbund").joinpath("demo.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _die_with_parent_and_yield() -> None:
@@ -112,27 +104,8 @@ class ModelServer:
         model_file = backend.launch.model_file or str(smollm2_gguf())
         port = free_port()
         alias = backend.models[0]
-        cmd = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            model_file,
-            "--model_alias",
-            alias,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            str(backend.launch.n_ctx),
-            "--n_threads",
-            str(backend.launch.threads),
-            "--n_threads_batch",
-            str(backend.launch.threads),
-            "--interrupt_requests",
-            "False",
-        ]
+        threads, n_ctx = backend.launch.threads, backend.launch.n_ctx
+        cmd = llama_server_command(sys.executable, model_file, alias, port, threads, n_ctx)
         if backend.launch.embedding:
             cmd += ["--embedding", "True"]
         chat_format = backend.launch.chat_format or (
@@ -188,13 +161,7 @@ class ModelServer:
         return cls(backend.name, port, proc, log_path, ready_path=ready)
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
 
 
 def _spawn(

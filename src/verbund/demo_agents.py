@@ -20,8 +20,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ import tomli_w
 
 from verbund.config import FederationConfig, parse_config
 from verbund.errors import VerbundError
+from verbund.jobs import die_with_parent, free_port, stop_process
 
 __all__ = ["DemoAgent", "start_agents", "wait_agents"]
 
@@ -79,31 +78,12 @@ class DemoAgent:
             self.process.terminate()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
 
 
 def agent_key_env(site: str) -> str:
     """The access point's environment variable with its credential at ``site``'s agent."""
     return "VERBUND_DEMO_AGENT_KEY_" + site.upper().replace("-", "_")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _previous_operator_keys(state_dir: Path) -> dict[str, str]:
@@ -169,7 +149,7 @@ def start_agents(
             name = site["name"]
             folder = state_dir / "sites" / name
             folder.mkdir(parents=True, exist_ok=True)
-            url = f"http://127.0.0.1:{_free_port()}"
+            url = f"http://127.0.0.1:{free_port()}"
             toml = site_toml(config, name, url.removeprefix("http://"), folder, config.gateway.name)
             path = folder / "site.toml"
             path.write_text(tomli_w.dumps(toml), encoding="utf-8")
@@ -185,7 +165,7 @@ def start_agents(
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     env={**os.environ, AP_KEY_ENV: ap_key, OPERATOR_KEY_ENV: operator_key},
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )  # fmt: skip
             agents.append(DemoAgent(name, url, operator_key, proc, log_path, ap_key))
             os.environ[agent_key_env(name)] = ap_key  # this process is the access point

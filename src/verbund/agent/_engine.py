@@ -20,6 +20,8 @@ import socket
 import sys
 from pathlib import Path
 
+from verbund.jobs import llama_server_command
+
 __all__ = ["engine_argv", "main"]
 
 
@@ -49,12 +51,9 @@ def engine_argv(
             "--host", host, "--port", str(port),
             "--tensor-parallel-size", str(max(1, gpus)), *extra,
         ]  # fmt: skip
-    return [
-        sys.executable, "-m", "llama_cpp.server", "--model", model_file,
-        "--model_alias", alias, "--host", host, "--port", str(port),
-        "--n_ctx", str(n_ctx), "--n_threads", str(threads),
-        "--n_threads_batch", str(threads), "--interrupt_requests", "False", *extra,
-    ]  # fmt: skip
+    return llama_server_command(
+        sys.executable, model_file, alias, port, threads, n_ctx, host=host, extra=extra
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,13 @@ to the institution that trained it, through the access points: a classifier as O
 a language model's LoRA adapter by llama.cpp at the site (announced in its catalogue).
 """
 
-from verbund.jobs._adapters import AdapterServers, die_with_parent
+from verbund.jobs._adapters import (
+    AdapterServers,
+    die_with_parent,
+    free_port,
+    llama_server_command,
+    stop_process,
+)
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._files import (
@@ -85,6 +91,8 @@ __all__ = [
     "fine_tuned_name",
     "fine_tuning_job",
     "follow",
+    "free_port",
+    "llama_server_command",
     "load_linear",
     "make_runner",
     "misfit",
@@ -97,5 +105,6 @@ __all__ = [
     "site_slot",
     "site_state",
     "slurm_state",
+    "stop_process",
     "training_job",
 ]

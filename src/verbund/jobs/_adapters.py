@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,19 @@ def die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _free_port() -> int:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """End a child: SIGTERM, then SIGKILL if it has not ended within ``timeout``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a child server to listen on)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -73,30 +86,37 @@ class AdapterServer:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
 
 
-def server_command(
-    python: str, name: str, base: Path, adapter: Path, port: int, threads: int, n_ctx: int
+def llama_server_command(
+    python: str,
+    model: str | Path,
+    alias: str,
+    port: int,
+    threads: int,
+    n_ctx: int,
+    *,
+    host: str = "127.0.0.1",
+    lora: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """The llama.cpp server for one fine-tuned model (pure: tested directly)."""
+    """llama.cpp's OpenAI server (``llama_cpp.server``) for one model under ``alias``,
+    with ``lora`` beside the unchanged base if given; the one command line of the demo's
+    servers, the agent's on-demand engines and the sites' fine-tuned models (pure: tested
+    directly)."""
     return [
         python, "-m", "llama_cpp.server",
-        "--model", str(base),
-        "--lora_path", str(adapter),
-        "--model_alias", name,
-        "--host", "127.0.0.1",
+        "--model", str(model),
+        *(["--lora_path", str(lora)] if lora is not None else []),
+        "--model_alias", alias,
+        "--host", host,
         "--port", str(port),
         "--n_ctx", str(n_ctx),
         "--n_threads", str(threads),
         "--n_threads_batch", str(threads),
         "--interrupt_requests", "False",
+        *extra,
     ]  # fmt: skip
 
 
@@ -137,10 +157,12 @@ class AdapterServers:
         if not base.is_file() or not adapter.is_file():
             raise RunnerError(f"{name}: base model or adapter file missing at the site")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        port = self._ports.get(name) or _free_port()
+        port = self._ports.get(name) or free_port()
         self._ports[name] = port
         log_path = self.log_dir / f"{name.replace(':', '_')}.log"
-        cmd = server_command(self.python, name, base, adapter, port, self.threads, self.n_ctx)
+        cmd = llama_server_command(
+            self.python, base, name, port, self.threads, self.n_ctx, lora=adapter
+        )
         with log_path.open("ab") as out:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 cmd,
