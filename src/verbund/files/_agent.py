@@ -21,7 +21,7 @@ import orjson
 
 from verbund.errors import ApiError, SiteAgentError
 from verbund.federation import AgentClient
-from verbund.files._blobs import put_blob
+from verbund.files._blobs import write_blob
 
 __all__ = ["CLASS_HEADER", "AgentBlobStore"]
 
@@ -100,7 +100,7 @@ class AgentBlobStore:
         return _AgentWriter(self.client, key, data_class)
 
     async def put(self, key: str, data: bytes) -> None:
-        await put_blob(self, key, data)
+        await write_blob(self, key, data)
 
     async def append(self, key: str, data: bytes, data_class: str = "") -> int:
         headers = {CLASS_HEADER: data_class, "content-type": "application/octet-stream"}
