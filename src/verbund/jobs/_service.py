@@ -124,9 +124,11 @@ class JobService:
         demand: Resources,
         base_model: str = "",
         data_site: str = "",
+        slots: list[SiteSlot] | None = None,
     ) -> Placement:
-        """Where a job would go now. Data at a site's agent stays there: the job runs at
-        that site or waits for it (files move agent to agent only by a new upload)."""
+        """Where a job would go now (``slots``: the sites as just asked, else asked now).
+        Data at a site's agent stays there: the job runs at that site or waits for it
+        (files move agent to agent only by a new upload)."""
         policy = RequestPolicy.for_institution(institution, data_class)
         if data_site:
             allowed = policy.allowed_sites
@@ -144,7 +146,7 @@ class JobService:
         return place(
             policy,
             demand,
-            await self.slots(),
+            await self.slots() if slots is None else slots,
             home_region=institution.home_region,
             home_site=self.federation.home_site,
             base_model=base_model,
@@ -232,8 +234,9 @@ class JobService:
     async def create(self, new: NewJob) -> TrainingJobRow:
         inst, res = new.institution, new.resources
         base = new.recipe.base_model(new.params)
+        slots = await self.slots()  # once: each asks every agent (and its runner)
         if new.recipe.site_model:
-            listed = sorted(await self.site_models())
+            listed = sorted({m for slot in slots for m in slot.base_models})
             if base not in listed:
                 raise BadRequest(
                     "'params.base_model' must name a base model a site lists; listed: "
@@ -243,7 +246,7 @@ class JobService:
                 )
 
         async def where(data_class: DataClass, data_site: str) -> Placement:
-            return await self.placement(inst, data_class, res, base, data_site)
+            return await self.placement(inst, data_class, res, base, data_site, slots)
 
         row = await create_job(
             new, self.store, self.files, where, self.config.gateway.name, bool(self.links)
