@@ -12,7 +12,6 @@ jobs trained are served at their site: the access point relays OIP v2 inference 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ from verbund.jobs._artefacts import model_of
 from verbund.jobs._files import TrainingFileSource
 from verbund.jobs._handover import HANDED_OVER, Handover
 from verbund.jobs._link import SiteLink
+from verbund.jobs._loop import run_loop
 from verbund.jobs._models import FineTunedModel, ModelRegistry
 from verbund.jobs._newjob import NewJob, create_job
 from verbund.jobs._placement import Placement, SiteSlot, place
@@ -43,12 +43,11 @@ from verbund.jobs._runner import Resources
 from verbund.jobs._slots import site_slot
 from verbund.jobs._status import TERMINAL, JobStatus
 from verbund.policy import RequestPolicy, exclusion_reason
-from verbund.store import STORE_FAILURES, Store, TrainingEventRow, TrainingJobRow
+from verbund.store import Store, TrainingEventRow, TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
 
 MODEL_REFRESH_SECONDS = 10.0
-IDLE_POLLS = 10  # with no job to step, the loop looks at the store this much less often
 
 
 class JobService:
@@ -211,20 +210,16 @@ class JobService:
 
     async def run(self) -> None:
         refreshed = time.monotonic()
-        interval = self.config.training.poll_interval
-        while True:
-            active = 1
-            self._created.clear()
-            try:
-                active = await self.tick()
-                if time.monotonic() - refreshed > MODEL_REFRESH_SECONDS:
-                    refreshed = time.monotonic()
-                    await self.load_models()
-            except STORE_FAILURES as exc:
-                log.warning("job loop: %s", type(exc).__name__)
-            wait = interval if active else interval * IDLE_POLLS
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._created.wait(), wait)
+
+        async def step() -> int:
+            nonlocal refreshed
+            active = await self.tick()
+            if time.monotonic() - refreshed > MODEL_REFRESH_SECONDS:
+                refreshed = time.monotonic()
+                await self.load_models()  # models other access points saw succeed
+            return active
+
+        await run_loop(step, self.config.training.poll_interval, self._created)
 
     async def aclose(self) -> None:
         return None

@@ -31,6 +31,7 @@ from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFile
 from verbund.jobs._local import LocalRunner
+from verbund.jobs._loop import run_loop
 from verbund.jobs._models import FineTunedModel, ModelRegistry
 from verbund.jobs._placement import SiteSlot
 from verbund.jobs._recipes import RecipeBook
@@ -41,13 +42,12 @@ from verbund.jobs._slots import RunnerReport, site_slot
 from verbund.jobs._slurm import SlurmRunner
 from verbund.jobs._status import INITIAL, TERMINAL
 from verbund.jobs._submit import Submitter
-from verbund.store import STORE_FAILURES, Store, TrainingEventRow, TrainingJobRow
+from verbund.store import Store, TrainingEventRow, TrainingJobRow
 
 __all__ = ["BlobSource", "SiteFacts", "SiteJobs", "make_runner"]
 
 log = logging.getLogger("verbund.jobs")
 
-IDLE_POLLS = 10
 MAX_EVENTS_PER_SYNC = 500
 
 
@@ -220,17 +220,7 @@ class SiteJobs:
         return len(ids)
 
     async def run(self) -> None:
-        interval = self.training.poll_interval
-        while True:
-            active = 1
-            self._created.clear()
-            try:
-                active = await self.tick()
-            except STORE_FAILURES as exc:
-                log.warning("job loop: %s", type(exc).__name__)
-            wait = interval if active else interval * IDLE_POLLS
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._created.wait(), wait)
+        await run_loop(self.tick, self.training.poll_interval, self._created)
 
     async def aclose(self) -> None:
         if self.runner is not None:
