@@ -22,10 +22,10 @@ from verbund.agent._services import AgentServices
 from verbund.config import DataClass
 from verbund.errors import BadRequest, NotFound, PermissionDenied
 from verbund.files import LocalBlobStore, check_key, write_blob
+from verbund.policy import DATA_CLASS_HEADER
 
-__all__ = ["CLASS_HEADER", "routes"]
+__all__ = ["routes"]
 
-CLASS_HEADER = "x-verbund-data-class"
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
 
 
@@ -41,7 +41,7 @@ def _store(request: Request) -> tuple[AgentServices, LocalBlobStore, str]:
 
 def _check_class(request: Request, svc: AgentServices) -> None:
     """Defence in depth: a write of data above what the site may hold is refused."""
-    raw = request.headers.get(CLASS_HEADER, "")
+    raw = request.headers.get(DATA_CLASS_HEADER, "")
     try:
         data_class = DataClass(raw) if raw else DataClass.public
     except ValueError:

@@ -3,7 +3,7 @@
 Used by the Files routes, by batches (input and output files) and by training jobs.
 """
 
-from verbund.files._agent import CLASS_HEADER, AgentBlobStore
+from verbund.files._agent import AgentBlobStore
 from verbund.files._blobs import BlobStore, BlobWriter, LocalBlobStore, check_key, write_blob
 from verbund.files._lifecycle import FileLifecycle, file_expiry
 from verbund.files._sealed import SealedBlobStore, file_key
@@ -21,7 +21,6 @@ from verbund.files._service import (
 from verbund.files._where import storage_site
 
 __all__ = [
-    "CLASS_HEADER",
     "UPLOAD_PURPOSES",
     "AgentBlobStore",
     "BlobStore",
