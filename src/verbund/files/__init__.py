@@ -3,8 +3,8 @@
 Used by the Files routes, by batches (input and output files) and by training jobs.
 """
 
-from verbund.files._agent import CLASS_HEADER, AgentBlobStore
-from verbund.files._blobs import BlobStore, BlobWriter, LocalBlobStore, check_key
+from verbund.files._agent import AgentBlobStore
+from verbund.files._blobs import BlobStore, BlobWriter, LocalBlobStore, check_key, write_blob
 from verbund.files._lifecycle import FileLifecycle, file_expiry
 from verbund.files._sealed import SealedBlobStore, file_key
 from verbund.files._service import (
@@ -21,7 +21,6 @@ from verbund.files._service import (
 from verbund.files._where import storage_site
 
 __all__ = [
-    "CLASS_HEADER",
     "UPLOAD_PURPOSES",
     "AgentBlobStore",
     "BlobStore",
@@ -41,4 +40,5 @@ __all__ = [
     "file_key",
     "new_file_id",
     "storage_site",
+    "write_blob",
 ]

@@ -21,10 +21,11 @@ import orjson
 
 from verbund.errors import ApiError, SiteAgentError
 from verbund.federation import AgentClient
+from verbund.files._blobs import write_blob
+from verbund.policy import DATA_CLASS_HEADER
 
-__all__ = ["CLASS_HEADER", "AgentBlobStore"]
+__all__ = ["AgentBlobStore"]
 
-CLASS_HEADER = "x-verbund-data-class"
 UPLOAD_TIMEOUT = 3600.0  # one upload's request: large files over slow links
 _END = b""
 
@@ -48,7 +49,7 @@ class _AgentWriter:
             yield chunk
 
     async def _send(self) -> Any:
-        headers = {CLASS_HEADER: self._class, "content-type": "application/octet-stream"}
+        headers = {DATA_CLASS_HEADER: self._class, "content-type": "application/octet-stream"}
         async with self._client.stream(
             "PUT",
             f"/blobs/{self._key}",
@@ -99,16 +100,10 @@ class AgentBlobStore:
         return _AgentWriter(self.client, key, data_class)
 
     async def put(self, key: str, data: bytes) -> None:
-        w = self.writer(key)
-        try:
-            await w.write(data)
-            await w.commit()
-        except BaseException:
-            await w.abort()
-            raise
+        await write_blob(self, key, data)
 
     async def append(self, key: str, data: bytes, data_class: str = "") -> int:
-        headers = {CLASS_HEADER: data_class, "content-type": "application/octet-stream"}
+        headers = {DATA_CLASS_HEADER: data_class, "content-type": "application/octet-stream"}
         async with self.client.stream(
             "POST", f"/blobs/{key}/append", content=data, headers=headers
         ) as resp:

@@ -13,13 +13,13 @@ import asyncio
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
 from verbund.errors import StoreError
 
-__all__ = ["BlobStore", "BlobWriter", "LocalBlobStore", "check_key"]
+__all__ = ["BlobStore", "BlobWriter", "LocalBlobStore", "check_key", "write_blob"]
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,159}$")
 _CHUNK = 1 << 20
@@ -61,6 +61,28 @@ class BlobStore(Protocol):
     async def size(self, key: str) -> int: ...
     async def delete(self, key: str) -> None: ...
     async def keys(self, prefix: str) -> list[str]: ...
+
+
+async def write_blob(
+    store: BlobStore, key: str, data: bytes | AsyncIterable[bytes], data_class: str = ""
+) -> int:
+    """Write a whole blob, at once or streamed: committed, or aborted (absent) on any
+    failure, a cancellation included; its size."""
+    w = store.writer(key, data_class)
+    size = 0
+    try:
+        if isinstance(data, bytes):
+            await w.write(data)
+            size = len(data)
+        else:
+            async for chunk in data:
+                await w.write(chunk)
+                size += len(chunk)
+        await w.commit()
+    except BaseException:
+        await w.abort()
+        raise
+    return size
 
 
 class _LocalWriter:
@@ -110,13 +132,7 @@ class LocalBlobStore:
         return _LocalWriter(final, self.root / f".tmp-{uuid.uuid4().hex}")
 
     async def put(self, key: str, data: bytes) -> None:
-        w = self.writer(key)
-        try:
-            await w.write(data)
-            await w.commit()
-        except BaseException:
-            await w.abort()
-            raise
+        await write_blob(self, key, data)
 
     async def append(self, key: str, data: bytes, data_class: str = "") -> int:
         return await asyncio.to_thread(_append, self._path(key), data)

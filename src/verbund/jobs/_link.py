@@ -11,7 +11,7 @@ from typing import Any
 
 from verbund.errors import NotFound
 from verbund.federation import AgentClient
-from verbund.files import AgentBlobStore
+from verbund.files import AgentBlobStore, write_blob
 from verbund.jobs._slots import RunnerReport
 
 __all__ = ["INSTITUTION_HEADER", "SiteLink"]
@@ -39,14 +39,7 @@ class SiteLink:
 
     async def stage(self, key: str, path: Path, data_class: str) -> None:
         """Copy a file the access point may hold to the agent's file store (streamed)."""
-        writer = self.blobs.writer(key, data_class)
-        try:
-            async for chunk in _chunks(path):
-                await writer.write(chunk)
-            await writer.commit()
-        except BaseException:
-            await writer.abort()
-            raise
+        await write_blob(self.blobs, key, _chunks(path), data_class)
 
     async def accept(self, spec: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = await self.client.post_json("/jobs", spec)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from verbund.jobs._events import add_event
@@ -53,3 +54,30 @@ class JobRows:
 
         await self.update(job_id, apply)
         log.info("job %s failed (%s)", job_id, code)
+
+    async def succeeded(self) -> list[TrainingJobRow]:
+        """The jobs that succeeded with a model (to know their models after a start)."""
+        async with self.store.session() as s:
+            q = select(TrainingJobRow).where(
+                TrainingJobRow.status == JobStatus.succeeded,
+                TrainingJobRow.fine_tuned_model.is_not(None),
+            )
+            return list((await s.execute(q)).scalars().all())
+
+    async def cancel(self, job_id: str, actor: str, note: str = "") -> str | None:
+        """Cancel the job unless it has ended already; its status after (None: no job).
+        ``note`` says what became of the cancellation sent to the runner or site."""
+        status: str | None = None
+
+        def apply(s: AsyncSession, row: TrainingJobRow) -> None:
+            nonlocal status
+            if row.status not in TERMINAL:
+                row.cancel_requested = True
+                move(row, JobStatus.cancelled)
+                row.finished_at = time.time()
+                add_event(s, row.id, f"Job cancelled by {actor}{note}")
+            status = row.status
+
+        await self.update(job_id, apply)
+        log.info("job %s cancelled by %s", job_id, actor)
+        return status

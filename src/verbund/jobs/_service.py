@@ -12,7 +12,6 @@ jobs trained are served at their site: the access point relays OIP v2 inference 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -30,11 +29,11 @@ from verbund.errors import (
     SiteAgentUnavailable,
 )
 from verbund.federation import Federation
-from verbund.jobs._artefacts import adapter_of
-from verbund.jobs._events import add_event
+from verbund.jobs._artefacts import model_of
 from verbund.jobs._files import TrainingFileSource
 from verbund.jobs._handover import HANDED_OVER, Handover
 from verbund.jobs._link import SiteLink
+from verbund.jobs._loop import run_loop
 from verbund.jobs._models import FineTunedModel, ModelRegistry
 from verbund.jobs._newjob import NewJob, create_job
 from verbund.jobs._placement import Placement, SiteSlot, place
@@ -42,14 +41,13 @@ from verbund.jobs._recipes import RecipeBook
 from verbund.jobs._rows import JobRows
 from verbund.jobs._runner import Resources
 from verbund.jobs._slots import site_slot
-from verbund.jobs._status import TERMINAL, JobStatus, move
+from verbund.jobs._status import TERMINAL, JobStatus
 from verbund.policy import RequestPolicy, exclusion_reason
-from verbund.store import STORE_FAILURES, Store, TrainingEventRow, TrainingJobRow
+from verbund.store import Store, TrainingEventRow, TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
 
 MODEL_REFRESH_SECONDS = 10.0
-IDLE_POLLS = 10  # with no job to step, the loop looks at the store this much less often
 
 
 class JobService:
@@ -125,9 +123,11 @@ class JobService:
         demand: Resources,
         base_model: str = "",
         data_site: str = "",
+        slots: list[SiteSlot] | None = None,
     ) -> Placement:
-        """Where a job would go now. Data at a site's agent stays there: the job runs at
-        that site or waits for it (files move agent to agent only by a new upload)."""
+        """Where a job would go now (``slots``: the sites as just asked, else asked now).
+        Data at a site's agent stays there: the job runs at that site or waits for it
+        (files move agent to agent only by a new upload)."""
         policy = RequestPolicy.for_institution(institution, data_class)
         if data_site:
             allowed = policy.allowed_sites
@@ -145,7 +145,7 @@ class JobService:
         return place(
             policy,
             demand,
-            await self.slots(),
+            await self.slots() if slots is None else slots,
             home_region=institution.home_region,
             home_site=self.federation.home_site,
             base_model=base_model,
@@ -159,31 +159,10 @@ class JobService:
 
     async def load_models(self) -> None:
         """Know every succeeded job's model (whichever access point saw it succeed)."""
-        async with self.store.session() as s:
-            rows = (
-                await s.execute(
-                    select(TrainingJobRow).where(
-                        TrainingJobRow.status == JobStatus.succeeded,
-                        TrainingJobRow.fine_tuned_model.is_not(None),
-                    )
-                )
-            ).scalars()
-            for row in rows:
-                if row.fine_tuned_model and row.site:
-                    self.models.add(
-                        FineTunedModel(
-                            name=row.fine_tuned_model,
-                            institution=row.institution_id,
-                            job_id=row.id,
-                            base=row.model,
-                            recipe=row.recipe,
-                            path=None,
-                            created_at=row.finished_at or row.created_at,
-                            servable=bool((row.result or {}).get("servable")),
-                            site=row.site,
-                            adapter=adapter_of(row.result),  # served by its site's agent
-                        )
-                    )
+        for row in await self.rows.succeeded():
+            model = model_of(row, path=None) if row.site else None
+            if model is not None:
+                self.models.add(model)
 
     async def tick(self) -> int:
         """One step for every unfinished job of the federation (whoever created it)."""
@@ -231,20 +210,16 @@ class JobService:
 
     async def run(self) -> None:
         refreshed = time.monotonic()
-        interval = self.config.training.poll_interval
-        while True:
-            active = 1
-            self._created.clear()
-            try:
-                active = await self.tick()
-                if time.monotonic() - refreshed > MODEL_REFRESH_SECONDS:
-                    refreshed = time.monotonic()
-                    await self.load_models()
-            except STORE_FAILURES as exc:
-                log.warning("job loop: %s", type(exc).__name__)
-            wait = interval if active else interval * IDLE_POLLS
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._created.wait(), wait)
+
+        async def step() -> int:
+            nonlocal refreshed
+            active = await self.tick()
+            if time.monotonic() - refreshed > MODEL_REFRESH_SECONDS:
+                refreshed = time.monotonic()
+                await self.load_models()  # models other access points saw succeed
+            return active
+
+        await run_loop(step, self.config.training.poll_interval, self._created)
 
     async def aclose(self) -> None:
         return None
@@ -254,8 +229,9 @@ class JobService:
     async def create(self, new: NewJob) -> TrainingJobRow:
         inst, res = new.institution, new.resources
         base = new.recipe.base_model(new.params)
+        slots = await self.slots()  # once: each asks every agent (and its runner)
         if new.recipe.site_model:
-            listed = sorted(await self.site_models())
+            listed = sorted({m for slot in slots for m in slot.base_models})
             if base not in listed:
                 raise BadRequest(
                     "'params.base_model' must name a base model a site lists; listed: "
@@ -265,7 +241,7 @@ class JobService:
                 )
 
         async def where(data_class: DataClass, data_site: str) -> Placement:
-            return await self.placement(inst, data_class, res, base, data_site)
+            return await self.placement(inst, data_class, res, base, data_site, slots)
 
         row = await create_job(
             new, self.store, self.files, where, self.config.gateway.name, bool(self.links)
@@ -361,17 +337,9 @@ class JobService:
             else:
                 if state["status"] in TERMINAL and state["status"] != JobStatus.cancelled:
                     raise _not_cancellable(state["status"])
-        async with self.store.session() as s, s.begin():
-            fresh = await s.get(TrainingJobRow, job_id, with_for_update=True)
-            assert fresh is not None
-            if fresh.status not in TERMINAL:
-                fresh.cancel_requested = True
-                move(fresh, JobStatus.cancelled)
-                fresh.finished_at = time.time()
-                add_event(s, job_id, f"Job cancelled by {actor}{sent}")
-            elif fresh.status != JobStatus.cancelled:  # ended meanwhile
-                raise _not_cancellable(fresh.status)
-        log.info("job %s cancelled by %s", job_id, actor)
+        status = await self.rows.cancel(job_id, actor, sent)
+        if status is not None and status != JobStatus.cancelled:  # ended meanwhile
+            raise _not_cancellable(status)
         return await self.get(job_id, institution)
 
     # -- models trained at the sites ---------------------------------------------------

@@ -31,6 +31,7 @@ from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._events import add_event
 from verbund.jobs._files import TrainingFile
 from verbund.jobs._local import LocalRunner
+from verbund.jobs._loop import run_loop
 from verbund.jobs._models import FineTunedModel, ModelRegistry
 from verbund.jobs._placement import SiteSlot
 from verbund.jobs._recipes import RecipeBook
@@ -39,15 +40,14 @@ from verbund.jobs._runner import Resources, Runner
 from verbund.jobs._serving import Predictors
 from verbund.jobs._slots import RunnerReport, site_slot
 from verbund.jobs._slurm import SlurmRunner
-from verbund.jobs._status import INITIAL, TERMINAL, JobStatus, move
+from verbund.jobs._status import INITIAL, TERMINAL
 from verbund.jobs._submit import Submitter
-from verbund.store import STORE_FAILURES, Store, TrainingEventRow, TrainingJobRow
+from verbund.store import Store, TrainingEventRow, TrainingJobRow
 
 __all__ = ["BlobSource", "SiteFacts", "SiteJobs", "make_runner"]
 
 log = logging.getLogger("verbund.jobs")
 
-IDLE_POLLS = 10
 MAX_EVENTS_PER_SYNC = 500
 
 
@@ -117,7 +117,7 @@ class SiteJobs:
             runner = make_runner(site.name, runner_config, state_dir)
         self.runner = runner
         runners = {site.name: runner} if runner is not None else {}
-        rows = JobRows(store)
+        self.rows = rows = JobRows(store)
         files = BlobSource(blobs)
         self.artefacts = Artefacts(state_dir / "models", self.recipes, self.models)
         self.dispatcher = Dispatcher(
@@ -186,17 +186,8 @@ class SiteJobs:
     async def start(self) -> None:
         """Register the models of succeeded jobs; the loop reconciles the rest with the
         runner (jobs that ran on while the agent was down)."""
-        async with self.store.session() as s:
-            rows = (
-                await s.execute(
-                    select(TrainingJobRow).where(
-                        TrainingJobRow.status == JobStatus.succeeded,
-                        TrainingJobRow.fine_tuned_model.is_not(None),
-                    )
-                )
-            ).scalars()
-            for row in rows:
-                self.artefacts.register(row)
+        for row in await self.rows.succeeded():
+            self.artefacts.register(row)
 
     async def tick(self) -> int:
         """One step for every unfinished job of the site; how many."""
@@ -229,17 +220,7 @@ class SiteJobs:
         return len(ids)
 
     async def run(self) -> None:
-        interval = self.training.poll_interval
-        while True:
-            active = 1
-            self._created.clear()
-            try:
-                active = await self.tick()
-            except STORE_FAILURES as exc:
-                log.warning("job loop: %s", type(exc).__name__)
-            wait = interval if active else interval * IDLE_POLLS
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._created.wait(), wait)
+        await run_loop(self.tick, self.training.poll_interval, self._created)
 
     async def aclose(self) -> None:
         if self.runner is not None:
@@ -351,15 +332,7 @@ class SiteJobs:
                     await self.runner.cancel(row.id, row.runner_job_id)
                 except RunnerError as exc:
                     sent = f" (the runner did not answer: {exc}; retrying)"
-            async with self.store.session() as s, s.begin():
-                fresh = await s.get(TrainingJobRow, job_id, with_for_update=True)
-                assert fresh is not None
-                if fresh.status not in TERMINAL:
-                    fresh.cancel_requested = True
-                    move(fresh, JobStatus.cancelled)
-                    fresh.finished_at = time.time()
-                    add_event(s, job_id, f"Job cancelled by {actor}{sent}")
-            log.info("job %s cancelled by %s", job_id, actor)
+            await self.rows.cancel(job_id, actor, sent)
             return await self.get(job_id)
 
     def model(self, name: str, institution: str) -> FineTunedModel:
