@@ -17,7 +17,17 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from verbund.agent import _blobs, _catalogue, _demand, _jobs, _lifecycle, _ops, _relay, _reload
+from verbund.agent import (
+    _blobs,
+    _catalogue,
+    _demand,
+    _jobs,
+    _lifecycle,
+    _ops,
+    _relay,
+    _reload,
+    _transfers,
+)
 from verbund.agent._auth import AgentAuthMiddleware
 from verbund.agent._config import SiteAgentConfig
 from verbund.agent._services import AgentServices
@@ -37,6 +47,7 @@ ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (
     _jobs.routes,
     _blobs.routes,
     _demand.routes,
+    _transfers.routes,
 )
 
 
@@ -67,7 +78,9 @@ def create_agent_app(
     routes: list[BaseRoute] = [r for module_routes in ROUTE_MODULES for r in module_routes()]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(AgentAuthMiddleware, credentials=svc.credentials)],
+        middleware=[
+            Middleware(AgentAuthMiddleware, credentials=svc.credentials, grants=svc.grants)
+        ],
         lifespan=lifespan,
         exception_handlers=error_handlers("site agent", log),
     )

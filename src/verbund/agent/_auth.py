@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from verbund.agent._config import Credential, SiteAgentConfig
+from verbund.agent._grants import GRANT_PREFIX, Grants
 from verbund.errors import AuthenticationError, ConfigError, PermissionDenied
 
 __all__ = ["AgentAuthMiddleware", "Caller", "Credentials", "Role", "caller_of", "require"]
@@ -30,6 +31,7 @@ __all__ = ["AgentAuthMiddleware", "Caller", "Credentials", "Role", "caller_of", 
 class Role(enum.StrEnum):
     access_point = "access_point"  # reads the catalogue, relays inference, places work
     operator = "operator"  # this site's operator: its lifecycle and its offer
+    peer = "peer"  # another site's agent with a read grant for one blob (see _grants)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +112,12 @@ class AgentAuthMiddleware:
     """Admits HTTP requests with a known credential and stores the caller in
     ``scope["state"]["caller"]``; everything else is answered 401 here."""
 
-    def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
+    def __init__(
+        self, app: ASGIApp, credentials: Credentials, grants: Grants | None = None
+    ) -> None:
         self.app = app
         self.credentials = credentials
+        self.grants = grants
         self._body = _unauthorised_body()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,6 +126,8 @@ class AgentAuthMiddleware:
             return
         token = _bearer(scope)
         caller = self.credentials.match(token) if token is not None else None
+        if caller is None and token is not None and token.startswith(GRANT_PREFIX.encode()):
+            caller = self._grant(scope, token)
         if caller is None:
             await send(
                 {
@@ -137,6 +144,17 @@ class AgentAuthMiddleware:
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
+
+    def _grant(self, scope: Scope, token: bytes) -> Caller | None:
+        """A read grant counts only for ``GET /blobs/<its key>`` (and is used up there)."""
+        path = str(scope.get("path", ""))
+        if self.grants is None or scope.get("method") != "GET" or not path.startswith("/blobs/"):
+            return None
+        key = path[len("/blobs/") :]
+        if not key or "/" in key:
+            return None
+        grant = self.grants.verify(token.decode("ascii", "replace"), key)
+        return Caller(Role.peer, f"site:{grant.to_site}") if grant is not None else None
 
 
 def caller_of(request: Request) -> Caller:

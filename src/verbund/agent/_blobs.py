@@ -24,13 +24,15 @@ from verbund.errors import BadRequest, NotFound, PermissionDenied
 from verbund.files import LocalBlobStore, check_key, write_blob
 from verbund.policy import DATA_CLASS_HEADER
 
-__all__ = ["routes"]
+__all__ = ["check_class", "routes"]
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
 
 
-def _store(request: Request) -> tuple[AgentServices, LocalBlobStore, str]:
-    require(request, Role.access_point)
+def _store(
+    request: Request, roles: tuple[Role, ...] = (Role.access_point,)
+) -> tuple[AgentServices, LocalBlobStore, str]:
+    require(request, *roles)
     svc: AgentServices = request.app.state.services
     try:
         key = check_key(request.path_params["key"])
@@ -40,8 +42,11 @@ def _store(request: Request) -> tuple[AgentServices, LocalBlobStore, str]:
 
 
 def _check_class(request: Request, svc: AgentServices) -> None:
+    check_class(request.headers.get(DATA_CLASS_HEADER, ""), svc)
+
+
+def check_class(raw: str, svc: AgentServices) -> None:
     """Defence in depth: a write of data above what the site may hold is refused."""
-    raw = request.headers.get(DATA_CLASS_HEADER, "")
     try:
         data_class = DataClass(raw) if raw else DataClass.public
     except ValueError:
@@ -73,7 +78,8 @@ async def append_blob(request: Request) -> Response:
 
 
 async def get_blob(request: Request) -> Response:
-    _, blobs, key = _store(request)
+    # a peer: another site's agent with a read grant for this blob (see _transfers)
+    _, blobs, key = _store(request, (Role.access_point, Role.peer))
     try:
         size = await blobs.size(key)
     except KeyError:

@@ -77,6 +77,10 @@ class AgentSection(_Strict):
     tls_client_ca: str = ""  # mutual TLS: CA bundle the callers' certificates must chain to
     # long-polling of the catalogue: how long one GET ?wait= may be held at most
     max_wait_seconds: float = Field(30.0, gt=0, le=300)
+    # files moving agent to agent: where other sites' agents reach this one ("" = at the
+    # access points' agent_url), and the CA bundle this agent checks https peers against
+    peer_url: str = ""
+    peer_ca_file: str = ""
 
     @field_validator("listen")
     @classmethod
@@ -85,6 +89,13 @@ class AgentSection(_Strict):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9100")
         return v
+
+    @field_validator("peer_url")
+    @classmethod
+    def _peer_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
 
     @field_validator("store_url")
     @classmethod

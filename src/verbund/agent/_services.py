@@ -13,17 +13,22 @@ import contextlib
 import hashlib
 import logging
 import signal
+import ssl
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from verbund.agent._auth import Credentials
 from verbund.agent._catalogue import Catalogue, build_catalogue
 from verbund.agent._config import SiteAgentConfig, SiteModelConfig, load_site_config
+from verbund.agent._grants import Grants
 from verbund.agent._lifecycle import SiteLifecycleAtAgent
 from verbund.agent._offer import Offer
 from verbund.agent._ondemand import OnDemand
+from verbund.audit import AuditLog
 from verbund.federation import TransportFactory
 from verbund.files import LocalBlobStore
 from verbund.jobs import LanguageModels, SiteFacts, SiteJobs
@@ -50,6 +55,9 @@ class AgentServices:
     jobs: SiteJobs  # training jobs run here, their artefacts and the models they trained
     # the fine-tuned language models served here (llama.cpp + LoRA adapter); None: no runner
     on_demand: OnDemand
+    grants: Grants  # read grants for other sites' agents (files moving agent to agent)
+    peers: httpx.AsyncClient  # this agent's client of other sites' agents
+    audit: AuditLog
     llms: LanguageModels | None = None
     config_path: Path | None = None  # site.toml, read again on change / SIGHUP / reload
     env: Mapping[str, str] | None = None
@@ -112,6 +120,14 @@ class AgentServices:
                 lambda: svc.refresh_catalogue(),
                 store=store,
             ),
+            grants=Grants(),
+            peers=httpx.AsyncClient(
+                verify=_peer_tls(config.agent.peer_ca_file),
+                timeout=httpx.Timeout(60.0, connect=5.0),
+                follow_redirects=False,
+                trust_env=False,
+            ),
+            audit=AuditLog(store),
             config_path=config_path,
             env=env,
             transport_factory=transport_factory,
@@ -257,9 +273,14 @@ class AgentServices:
         for offer in [self.offer, *self._retired]:
             await offer.aclose()
         await self.jobs.aclose()
+        await self.peers.aclose()
         if self.llms is not None:
             await self.llms.aclose()
         await self.store.aclose()
+
+
+def _peer_tls(ca_file: str) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
 
 
 def _digest(path: Path | None) -> str:

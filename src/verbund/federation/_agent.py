@@ -77,6 +77,8 @@ def agent_error(site: str, status: int, body: bytes) -> ApiError:
     if status == 401:  # our credential: the access point's configuration, not the client's
         return SiteAgentError(f"The site agent of {site!r} refused this access point's credential.")
     kind = _BY_STATUS.get(status)
+    if kind is None and status == 503 and code:  # the agent says why it cannot now
+        return SiteAgentError(message, code=code, param=param)
     if kind is None:
         return SiteAgentError(f"The site agent of {site!r} failed ({status}).")
     return kind(message, code=code, param=param)

@@ -21,24 +21,34 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from verbund.accounting import UsageRecord
 from verbund.config import DataClass, InstitutionConfig
-from verbund.errors import ApiError, NotFound, SiteAgentUnavailable
+from verbund.errors import ApiError, Conflict, NotFound, SiteAgentError, SiteAgentUnavailable
 from verbund.jobs._events import add_event
-from verbund.jobs._files import TrainingFileSource
+from verbund.jobs._files import TrainingFile, TrainingFileSource
 from verbund.jobs._link import SiteLink
 from verbund.jobs._mirror import follow
+from verbund.jobs._moves import move_input, move_refusal
 from verbund.jobs._placement import Placement
 from verbund.jobs._recipes import RecipeBook
 from verbund.jobs._rows import JobRows
 from verbund.jobs._runner import Resources
 from verbund.jobs._status import TERMINAL, JobStatus, move
 from verbund.jobs._usage import job_usage
-from verbund.policy import describe_exclusions
+from verbund.policy import RequestPolicy, SiteFacts, describe_exclusions
 from verbund.store import TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
 
 HANDED_OVER = "agent"  # the mirror's runner_job_id once the site's agent has the job
 Placer = Callable[[InstitutionConfig, DataClass, Resources, str, str], Awaitable[Placement]]
+
+
+def _unknown_site(name: str) -> SiteFacts | None:
+    return None
+
+
+class _MoveWaits(Exception):
+    """A file could not move between two agents now (one away, a grant gone stale):
+    the handover is tried again at the next step."""
 
 
 @dataclass
@@ -51,6 +61,8 @@ class Handover:
     institution: Callable[[str], InstitutionConfig | None]
     placement: Placer
     record_usage: Callable[[UsageRecord], None]
+    # the site's facts as routing sees them now (None: unknown, and no file moves there)
+    site_facts: Callable[[str], SiteFacts | None] = _unknown_site
     unreachable: dict[str, float] = field(default_factory=dict)  # site -> since when
     _waiting: dict[str, str] = field(default_factory=dict)
     _inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> key -> file
@@ -127,6 +139,9 @@ class Handover:
         try:
             inputs = await self._stage(row, link)
             await link.accept(self._spec(row, inputs))
+        except _MoveWaits as exc:
+            await self._note_once(row.id, str(exc))
+            return
         except SiteAgentUnavailable as exc:
             self._away(site, exc)
             return
@@ -160,9 +175,52 @@ class Handover:
                 key = f"in-{row.id}-{param}"
                 await link.stage(key, f.path, row.data_class)
                 out[file_id] = key
+            elif f.site is not None and f.site in self.links:
+                key = f"in-{row.id}-{param}"
+                await self._move(row, f, self.links[f.site], link, key)
+                out[file_id] = key
             else:
                 raise NotFound(f"The file {file_id} lies at site {f.site}, not {link.site}.")
         return out
+
+    async def _move(
+        self, row: TrainingJobRow, f: TrainingFile, source: SiteLink, target: SiteLink, key: str
+    ) -> None:
+        """Move a file agent to agent, after checking once more that it may lie there."""
+        data_class = DataClass(row.data_class)
+        if f.data_class is not None and f.data_class.rank > data_class.rank:
+            data_class = f.data_class
+        inst = self.institution(row.institution_id)
+        if inst is None:
+            raise NotFound("The institution is no longer a member.")
+        policy = RequestPolicy.for_institution(inst, data_class)
+        refusal = move_refusal(f.id, source.site, self.site_facts(target.site), policy)
+        if refusal is not None:
+            raise refusal  # fails the job, naming the constraint: the bytes stay
+        try:
+            size = await move_input(source, target, f.key, key, data_class)
+        except (SiteAgentError, Conflict) as exc:  # an agent away, a grant gone stale
+            raise _MoveWaits(
+                f"Waiting to move file {f.id} from site {source.site} to site "
+                f"{target.site}: {exc.message}"
+            ) from None
+        text = f"File {f.id} moved from site {source.site} to site {target.site}, agent to agent"
+
+        def moved(s: AsyncSession, r: TrainingJobRow) -> None:
+            add_event(s, r.id, text, data={"file": f.id, "from": source.site, "bytes": size})
+
+        await self.rows.update(row.id, moved)
+        log.info("job %s: file %s moved %s -> %s", row.id, f.id, source.site, target.site)
+
+    async def _note_once(self, job_id: str, text: str) -> None:
+        if self._waiting.get(job_id) == text:
+            return
+        self._waiting[job_id] = text
+
+        def note(s: AsyncSession, r: TrainingJobRow) -> None:
+            add_event(s, r.id, text)
+
+        await self.rows.update(job_id, note)
 
     def _spec(self, row: TrainingJobRow, inputs: dict[str, str]) -> dict[str, Any]:
         return {

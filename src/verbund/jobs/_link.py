@@ -41,6 +41,25 @@ class SiteLink:
         """Copy a file the access point may hold to the agent's file store (streamed)."""
         await write_blob(self.blobs, key, _chunks(path), data_class)
 
+    async def grant(self, key: str, to_site: str, data_class: str) -> dict[str, Any]:
+        """A read grant for one of this site's blobs, for ``to_site``'s agent."""
+        answer: dict[str, Any] = await self.client.post_json(
+            "/transfers/grants", {"key": key, "to_site": to_site, "data_class": data_class}
+        )
+        return answer
+
+    async def fetch(
+        self, key: str, data_class: str, source: dict[str, str], within: float = 600.0
+    ) -> dict[str, Any]:
+        """Have this site's agent pull a blob from another site's agent (``source``: its
+        site, url, key and grant) and keep it as ``key``; the bytes go agent to agent."""
+        answer: dict[str, Any] = await self.client.post_json(
+            "/transfers",
+            {"key": key, "data_class": data_class, "source": source},
+            within=within,
+        )
+        return answer
+
     async def accept(self, spec: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = await self.client.post_json("/jobs", spec)
         return answer

@@ -42,7 +42,7 @@ from verbund.jobs._rows import JobRows
 from verbund.jobs._runner import Resources
 from verbund.jobs._slots import site_slot
 from verbund.jobs._status import TERMINAL, JobStatus
-from verbund.policy import RequestPolicy, exclusion_reason
+from verbund.policy import RequestPolicy, SiteFacts, exclusion_reason
 from verbund.store import Store, TrainingEventRow, TrainingJobRow
 
 log = logging.getLogger("verbund.jobs")
@@ -80,6 +80,7 @@ class JobService:
             institution=institution,
             placement=self.placement,
             record_usage=record_usage,
+            site_facts=self._site_facts,
         )
 
     # -- placement -----------------------------------------------------------------------
@@ -126,22 +127,10 @@ class JobService:
         slots: list[SiteSlot] | None = None,
     ) -> Placement:
         """Where a job would go now (``slots``: the sites as just asked, else asked now).
-        Data at a site's agent stays there: the job runs at that site or waits for it
-        (files move agent to agent only by a new upload)."""
+        The site already holding the job's data comes first; another compliant site gets
+        the job when that one cannot run it now, and the data then moves agent to agent
+        (:mod:`._moves`)."""
         policy = RequestPolicy.for_institution(institution, data_class)
-        if data_site:
-            allowed = policy.allowed_sites
-            if allowed and data_site not in allowed:
-                allowed = frozenset({"-"})
-            else:
-                allowed = frozenset({data_site})
-            policy = RequestPolicy(
-                data_class=policy.data_class,
-                allowed_sites=allowed,
-                allowed_regions=policy.allowed_regions,
-                allowed_jurisdictions=policy.allowed_jurisdictions,
-                required_certifications=policy.required_certifications,
-            )
         return place(
             policy,
             demand,
@@ -151,6 +140,10 @@ class JobService:
             base_model=base_model,
             data_site=data_site,
         )
+
+    def _site_facts(self, name: str) -> SiteFacts | None:
+        site = self.federation.sites.get(name)
+        return site.config if site is not None else None
 
     # -- lifecycle -------------------------------------------------------------------------
 
