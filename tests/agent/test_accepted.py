@@ -13,6 +13,7 @@ from verbund.config import (
     BackendConfig,
     DataClass,
     ModelConfig,
+    PriceList,
     RoutingConfig,
     SiteConfig,
     parse_config,
@@ -135,3 +136,23 @@ async def test_the_clients_of_a_backend_that_left_close_once_its_requests_are_do
     assert transports["w-gone"].closed
     assert not any(t.closed for name, t in transports.items() if name != "w-gone")
     await pool.aclose()
+
+
+_PRICES = {"currency": "EUR", "models": {"a": {"input_per_million": "2.50"}}}
+
+
+def test_announced_prices_count_where_the_config_sets_none() -> None:
+    bare = SiteConfig(name="west", agent_url="http://x", agent_key_env="K")
+    catalogue = _catalogue().model_copy(update={"prices": PriceList.model_validate(_PRICES)})
+    offer = accepted(bare, catalogue)
+    assert offer.site.prices is not None
+    assert str(offer.site.prices.models["a"].input_per_million) == "2.50"
+    own = PriceList.model_validate({"currency": "EUR", "models": {"a": {"per_inference": "1"}}})
+    explicit = accepted(bare.model_copy(update={"prices": own}), catalogue)
+    assert explicit.site.prices == own  # the access point's config wins
+    dollars = catalogue.model_copy(
+        update={"prices": PriceList.model_validate({**_PRICES, "currency": "USD"})}
+    )
+    other = accepted(bare, dollars, currency="EUR")
+    assert other.site.prices is None
+    assert other.refused == ["prices: in USD, the federation settles in EUR"]

@@ -3,9 +3,12 @@ serves, health from the site, relayed inference, stale catalogues, site autonomy
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from tests.agent.conftest import OPERATOR_KEY, SITE, LinkedFactory
+from verbund.agent import parse_site_config
 from verbund.errors import SiteAgentUnavailable
 
 
@@ -271,3 +274,50 @@ async def test_a_site_operator_at_the_access_point_reaches_the_agent(
             (row,) = (await s.scalars(select(AuditRow))).all()
         assert row.actor == f"access_point:ap/{key_id} (site_operator)"
         assert row.action == "site.draining"
+
+
+async def test_announced_prices_price_usage_and_survive_a_restart(
+    linked_factory: LinkedFactory,
+) -> None:
+    import time
+
+    from verbund.accounting import month_of
+    from verbund.federation import CatalogueSync, Federation
+
+    prices = {"currency": "EUR", "models": {"smol": {"per_inference": "0.50"}}}
+    async with linked_factory() as linked:
+        gw, svc = linked.gw, linked.agent.services
+        data = svc.config.model_dump(mode="json", exclude_defaults=True)
+        await svc.apply_config(parse_site_config({**data, "prices": prices}))
+        await linked.refresh()
+        for _ in range(3):
+            assert await _served_by(linked) == (200, SITE)
+        month = month_of(time.time())
+        r = await gw.client.get(f"/admin/settlement?month={month}", headers=gw.admin())
+        assert r.status_code == 200, r.text
+        west = next(s for s in r.json()["sites"] if s["site"] == SITE)
+        assert west["delivered"] == "1.50"  # three requests at the announced 0.50
+        assert gw.services.accounting.budgets.spend("uni-a").cost == Decimal("1.50")
+        # another access point on the same store, before the agent has answered it
+        fed = Federation(gw.services.config)
+        sync = linked.sync
+        fresh = CatalogueSync(fed, gw.services.health.pool, sync._store, sync.agents)
+        assert fed.sites[SITE].config.prices is None
+        await fresh.load()
+        restored = fed.sites[SITE].config.prices
+        assert restored is not None and restored.models["smol"].per_inference == Decimal("0.50")
+
+
+async def test_the_config_s_own_prices_win_over_announced_ones(
+    linked_factory: LinkedFactory,
+) -> None:
+    own = {"currency": "EUR", "models": {"smol": {"per_inference": "0.10"}}}
+    async with linked_factory(prices=own) as linked:
+        gw, svc = linked.gw, linked.agent.services
+        data = svc.config.model_dump(mode="json", exclude_defaults=True)
+        announced = {"currency": "EUR", "models": {"smol": {"per_inference": "9.00"}}}
+        await svc.apply_config(parse_site_config({**data, "prices": announced}))
+        await linked.refresh()
+        assert await _served_by(linked) == (200, SITE)
+        await gw.services.accounting.spool.flush()
+        assert gw.services.accounting.budgets.spend("uni-a").cost == Decimal("0.10")

@@ -6,6 +6,7 @@ once, at the end (see :func:`money`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_UP, Decimal
 
 from verbund.config import ModelPrice, PriceList, SiteConfig
@@ -27,17 +28,30 @@ def money(value: Decimal) -> Decimal:
 
 
 class PriceBook:
-    """The price lists of all sites, looked up by site and model."""
+    """The price lists of all sites, looked up by site and model.
 
-    def __init__(self, sites: list[SiteConfig]) -> None:
-        self._lists: dict[str, PriceList] = {s.name: s.prices for s in sites if s.prices}
-        self.currency = next((p.currency for p in self._lists.values()), "EUR")
+    ``sites`` is a list, or a function giving the sites as they are now: an access point
+    passes its live federation, whose sites carry the prices their agents announce when
+    the config gives none (see :func:`verbund.federation.accepted`), so a price list
+    announced or changed at a site counts from its catalogue on, without a restart."""
+
+    def __init__(self, sites: Iterable[SiteConfig] | Callable[[], Iterable[SiteConfig]]) -> None:
+        if callable(sites):
+            self._sites = sites
+        else:
+            fixed = list(sites)
+            self._sites = lambda: fixed
+
+    @property
+    def _lists(self) -> dict[str, PriceList]:
+        return {s.name: s.prices for s in self._sites() if s.prices}
+
+    @property
+    def currency(self) -> str:
+        return next((p.currency for p in self._lists.values()), "EUR")
 
     def model_price(self, site: str, model: str) -> ModelPrice:
-        prices = self._lists.get(site)
-        if prices is None:
-            return _FREE
-        return prices.models.get(model) or prices.models.get("*") or _FREE
+        return _price(self._lists.get(site), model)
 
     def cost(
         self,
@@ -51,13 +65,13 @@ class PriceBook:
         cpu_seconds: float = 0.0,
     ) -> Decimal:
         """Exact cost of billable usage at ``site``; unpriced sites and models cost nothing."""
-        p = self.model_price(site, model)
+        prices = self._lists.get(site)
+        p = _price(prices, model)
         total = (
             prompt_tokens * p.input_per_million / MILLION
             + completion_tokens * p.output_per_million / MILLION
             + requests * p.per_inference
         )
-        prices = self._lists.get(site)
         if prices is not None and (gpu_seconds or cpu_seconds):
             total += Decimal(str(gpu_seconds)) * prices.gpu_hour / HOUR
             total += Decimal(str(cpu_seconds)) * prices.cpu_hour / HOUR
@@ -74,3 +88,9 @@ class PriceBook:
             ),
             default=ZERO,
         )
+
+
+def _price(prices: PriceList | None, model: str) -> ModelPrice:
+    if prices is None:
+        return _FREE
+    return prices.models.get(model) or prices.models.get("*") or _FREE

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from verbund.accounting import BILLABLE, PriceBook, month_of, parse_month, usage_report
+from verbund.accounting import BILLABLE, month_of, parse_month, usage_report
 from verbund.config import InstitutionConfig
 from verbund.console._access import signed_in
 from verbund.console._charts import bar_chart, line_chart
@@ -41,7 +41,7 @@ async def budget_view(svc: Services, inst: InstitutionConfig, now: float) -> dic
     month = month_of(now)
     start, end = parse_month(month)
     rows = await usage_report(svc.store, ["day", "site", "model", "status"], start, end, inst.id)
-    book = PriceBook(list(svc.config.sites))
+    book = svc.accounting.prices
     tokens: dict[str, float] = {}
     money: dict[str, Decimal] = {}
     for r in rows:

@@ -108,14 +108,26 @@ def accepted(
     config: SiteConfig,
     catalogue: SiteCatalogue,
     relay_url: Callable[[str], str] | None = None,
+    currency: str = "EUR",
 ) -> AcceptedCatalogue:
     """The part of ``catalogue`` that ``config`` (this access point's ``[[sites]]`` entry)
-    lets in. ``relay_url(backend)`` is the agent's relay base for ``ingress = "agent"``."""
+    lets in. ``relay_url(backend)`` is the agent's relay base for ``ingress = "agent"``.
+
+    The announced price list counts where the entry sets none (an explicit
+    ``[sites.prices]`` wins, like the other facts), in the federation's ``currency``
+    only: a list in another currency is refused (settlement adds sums across sites)."""
     announced = catalogue.site
     refused: list[str] = []
     facts: dict[str, object] = {
         f: getattr(announced, f) for f in _FACTS if f not in config.model_fields_set
     }
+    if config.prices is None and catalogue.prices is not None:
+        if catalogue.prices.currency == currency:
+            facts["prices"] = catalogue.prices
+        else:
+            refused.append(
+                f"prices: in {catalogue.prices.currency}, the federation settles in {currency}"
+            )
     max_class = announced.max_data_class
     if "max_data_class" in config.model_fields_set and config.max_data_class.rank < max_class.rank:
         max_class = config.max_data_class  # this access point trusts the site less

@@ -118,6 +118,11 @@ class Federation:
     def backends_for(self, model: str) -> list[Backend]:
         return self._by_model.get(model, [])
 
+    def site_configs(self) -> list[SiteConfig]:
+        """The sites' facts as routing sees them now: what their agents announced
+        (facts, prices) where this access point's config leaves it open."""
+        return [s.config for s in self.sites.values()]
+
     def sites_for(self, model: str) -> list[Site]:
         return list(self._sites_by_model.get(model, ()))
 

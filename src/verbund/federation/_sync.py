@@ -124,7 +124,7 @@ class CatalogueSync:
         relay = agent.relay_url if live.config.ingress == "agent" else None
         # what this access point was configured with, not what the last catalogue made of it
         config = self._federation.config.site(site) or live.config
-        offer = accepted(config, catalogue, relay)
+        offer = accepted(config, catalogue, relay, self._federation.config.currency)
         backends, refused = self._with_credentials(offer.backends, relay is not None)
         live.on_demand = offer.on_demand  # before the index is rebuilt: it lists such sites
         added, removed = self._federation.apply_site(site, offer.site, offer.models, backends)

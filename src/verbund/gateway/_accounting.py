@@ -34,7 +34,7 @@ async def settlement(request: Request) -> Response:
             "The settlement needs the store, which is unreachable.",
             headers={"retry-after": str(RETRY_AFTER_SECONDS)},
         ) from None
-    return JSONResponse(settle(month, lines, list(svc.config.sites), svc.institutions.all()))
+    return JSONResponse(settle(month, lines, svc.federation.site_configs(), svc.institutions.all()))
 
 
 async def budgets(request: Request) -> Response:
@@ -61,4 +61,4 @@ async def budgets(request: Request) -> Response:
                 "used": None if used is None else round(used, 4),
             }
         )
-    return JSONResponse({"currency": svc.config.currency, "data": data})
+    return JSONResponse({"currency": svc.accounting.prices.currency, "data": data})

@@ -125,6 +125,7 @@ class Accounting:
     budgets: BudgetService
     availability: SiteAvailability
     retention: Retention
+    prices: PriceBook  # the sites' price lists as they are now (announced ones included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +197,7 @@ class Services:
         institutions = InstitutionRegistry(store, audit, coordination.bus)
         keys = KeyService(store, audit, coordination.bus)
         accounting = _accounting(
-            config, store, audit, institutions, coordination, telemetry, clock.now
+            config, store, audit, institutions, coordination, telemetry, clock.now, federation
         )
         agents = _agents(config, agent_transport)  # one client per site agent, shared
         health = _health(
@@ -477,13 +478,15 @@ def _accounting(
     coordination: Coordination,
     telemetry: Telemetry,
     clock: Callable[[], float],
+    federation: Federation,
 ) -> Accounting:
+    prices = PriceBook(federation.site_configs)  # live: a site's announced prices count
     spool = UsageRecorder(
         store, Path(config.gateway.state_dir) / "usage-spool" / config.gateway.name
     )
     budgets = BudgetService(
         store,
-        PriceBook(config.sites),
+        prices,
         flush=spool.flush,
         budgeted=institutions.all,
         clock=clock,  # months turn by the store's clock at every access point alike
@@ -503,6 +506,7 @@ def _accounting(
         budgets=budgets,
         availability=SiteAvailability(store, config.gateway.name),
         retention=Retention(store, audit, config.retention),
+        prices=prices,
     )
 
 
