@@ -321,3 +321,40 @@ async def test_the_config_s_own_prices_win_over_announced_ones(
         assert await _served_by(linked) == (200, SITE)
         await gw.services.accounting.spool.flush()
         assert gw.services.accounting.budgets.spend("uni-a").cost == Decimal("0.10")
+
+
+async def test_routing_weighs_announced_backends_by_the_load_their_agent_reports(
+    linked_factory: LinkedFactory,
+) -> None:
+    import time
+
+    from verbund.federation import EngineLoad
+
+    async with linked_factory() as linked:
+        gw, svc = linked.gw, linked.agent.services
+        data = svc.config.model_dump(mode="json", exclude_defaults=True)
+        data["backends"] = [
+            {"name": n, "url": f"http://{n}.invalid:8000", "models": ["smol"], "max_concurrency": 4}
+            for n in ("west-a", "west-b")
+        ]
+        await svc.apply_config(parse_site_config(data))
+        await linked.refresh()
+
+        async def busy(name: str) -> None:
+            """The agent's scrape: ``name``'s engine is full and has a queue."""
+            now = time.monotonic()
+            for b in svc.offer.backends.values():
+                heavy = b.config.name == name
+                b.engine = EngineLoad(4.0 if heavy else 0.0, 6.0 if heavy else 0.0, 0.2, now)
+            await gw.services.health.scraper.scrape_all()  # the access point asks the agent
+
+        await busy("west-a")
+        here = gw.services.federation.backends["west-a"].engine
+        assert (here.running, here.waiting) == (4.0, 6.0)
+        for _ in range(4):
+            await gw.chat(model="smol")
+        assert len(linked.fakes["west-a"].calls) == 0 and len(linked.fakes["west-b"].calls) == 4
+        await busy("west-b")
+        for _ in range(4):
+            await gw.chat(model="smol")
+        assert len(linked.fakes["west-a"].calls) == 4 and len(linked.fakes["west-b"].calls) == 4

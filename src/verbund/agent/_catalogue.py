@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import time
 
 import orjson
 from starlette.requests import Request
@@ -27,10 +28,12 @@ from verbund.config import DataClass, SiteState
 from verbund.errors import BadRequest
 from verbund.federation import (
     CATALOGUE_PATH,
+    LOAD_PATH,
     AnnouncedBackend,
     AnnouncedModel,
     AnnouncedSite,
     SiteCatalogue,
+    load_report,
 )
 
 __all__ = ["Catalogue", "build_catalogue", "routes"]
@@ -146,5 +149,18 @@ async def get_catalogue(request: Request) -> Response:
     return Response(catalogue.body, media_type="application/json", headers=headers)
 
 
+async def get_load(request: Request) -> Response:
+    """The site's backends' engine load as the agent last read it: polled by access
+    points once per metrics interval (not part of the catalogue, whose ETag would
+    otherwise change with every reading and wake every long-poll)."""
+    require(request, Role.access_point, Role.operator)
+    offer: Offer = request.app.state.services.offer
+    body = orjson.dumps(load_report(offer.backends.values(), time.monotonic()))
+    return Response(body, media_type="application/json", headers={"cache-control": "no-cache"})
+
+
 def routes() -> list[BaseRoute]:
-    return [Route(CATALOGUE_PATH, get_catalogue, methods=["GET"])]
+    return [
+        Route(CATALOGUE_PATH, get_catalogue, methods=["GET"]),
+        Route(LOAD_PATH, get_load, methods=["GET"]),
+    ]

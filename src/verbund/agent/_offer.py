@@ -23,6 +23,7 @@ from verbund.federation import (
     Backend,
     Federation,
     HealthTracker,
+    MetricsScraper,
     Prober,
     TransportFactory,
     UpstreamPool,
@@ -38,6 +39,7 @@ _CARRIED = (
     "out_since",
     "returned_at",
     "refused",
+    "engine",
 )
 
 
@@ -65,7 +67,9 @@ class Offer:
         self.pool = UpstreamPool(self.federation, config.routing, transport_factory)
         self.tracker = HealthTracker(config.routing, self.federation)
         self.prober = Prober(self.federation, self.pool, self.tracker, config.routing)
-        self._task: asyncio.Task[None] | None = None
+        # the engines' load (their metrics_url), reported to access points on GET /load
+        self.scraper = MetricsScraper(self.federation, self.pool, config.routing.metrics_interval)
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def backends(self) -> dict[str, Backend]:
@@ -86,14 +90,19 @@ class Offer:
                     setattr(b, attr, getattr(old, attr))
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.prober.run(), name="prober")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.prober.run(), name="prober"),
+            loop.create_task(self.scraper.run(), name="metrics-scraper"),
+        ]
 
     async def stop_probing(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await t
 
     async def aclose(self) -> None:
         await self.stop_probing()

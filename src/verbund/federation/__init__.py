@@ -27,7 +27,13 @@ from verbund.federation._dialect import (
 from verbund.federation._federation import Federation
 from verbund.federation._health import Failure, HealthTracker, Probe, request_key
 from verbund.federation._lifecycle import SiteLifecycle
-from verbund.federation._metrics import MetricsScraper, parse_engine_metrics
+from verbund.federation._metrics import (
+    LOAD_PATH,
+    MetricsScraper,
+    apply_load_report,
+    load_report,
+    parse_engine_metrics,
+)
 from verbund.federation._prober import Prober
 from verbund.federation._site import Site
 from verbund.federation._sync import CatalogueSync, SiteSync
@@ -46,6 +52,7 @@ from verbund.federation._upstream import (
 __all__ = [
     "CATALOGUE_PATH",
     "LLAMA_CPP_PYTHON",
+    "LOAD_PATH",
     "OPENAI",
     "RELAY_PREFIX",
     "STATE_ACTIONS",
@@ -81,7 +88,9 @@ __all__ = [
     "UpstreamTimedOut",
     "accepted",
     "agent_error",
+    "apply_load_report",
     "chat_body_for",
+    "load_report",
     "parse_catalogue",
     "parse_engine_metrics",
     "request_key",

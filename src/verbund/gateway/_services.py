@@ -545,6 +545,6 @@ def _health(
         pool,
         tracker,
         prober,
-        MetricsScraper(federation, pool, config.routing.metrics_interval),
+        MetricsScraper(federation, pool, config.routing.metrics_interval, agents),
         catalogues,
     )
