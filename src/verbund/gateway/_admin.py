@@ -73,6 +73,13 @@ def site_view(svc: Services, *, detail: bool) -> list[dict[str, Any]]:
                     "healthy": b.healthy,
                     "ejected": b.ejected_until > now,
                     "outstanding": b.outstanding,
+                    # running + waiting as the engine reports it (scraped here, or by the
+                    # site's agent for announced backends); None when no fresh reading
+                    "engine_load": (
+                        b.engine.running + b.engine.waiting
+                        if now - b.engine.scraped_at < svc.config.routing.metrics_stale_after
+                        else None
+                    ),
                     "served": b.served,
                     "failures": b.failures,
                     "ttft_ewma_ms": None if b.ttft_ewma is None else round(b.ttft_ewma * 1000, 1),
