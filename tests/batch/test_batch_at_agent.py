@@ -83,3 +83,31 @@ async def test_the_files_api_is_the_same_for_files_at_a_site(agw: Gateway, tmp_p
     r = await upload(agw, b'{"b": 2}\n', purpose="user_data")
     assert r.status_code == 200
     assert len(blobs_in(tmp_path / "ap" / "files")) == 1
+
+
+async def test_a_batch_prefers_the_site_holding_its_input(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    data = with_agents(federation_dict(tmp_path / "ap", batch={"retry_backoff_seconds": 0}))
+    data["gateway"]["max_data_class"] = "internal"  # confidential files lie at an agent
+    # the file goes to the home site (west); routing alone would prefer sued (in BY)
+    data["institutions"][0]["home_region"] = "BY"
+    for site in data["sites"]:  # room for the whole batch at one backend
+        site["backends"][0]["max_concurrency"] = 32
+    async with gateway_factory(parse_config(data)) as gw:
+        lines = [chat_line(f"item-{i}") for i in range(8)]
+        r = await gw.client.post(
+            "/v1/files",
+            files={"file": ("input.jsonl", jsonl(lines), "application/jsonl")},
+            data={"purpose": "batch"},
+            headers={**gw.auth(), "X-Verbund-Data-Class": "confidential"},
+        )
+        assert r.status_code == 200, r.text
+        assert blobs_in(tmp_path / "ap" / "site-west" / "files")  # stored at west
+        r = await create_batch(gw, r.json()["id"])
+        assert r.status_code == 200, r.text
+        await gw.services.batch_runner.run_until_idle(20)
+        done = (await gw.client.get(f"/v1/batches/{r.json()['id']}", headers=gw.auth())).json()
+        assert done["status"] == "completed", done
+        # sued may take confidential data too; the batch stays with its data at west
+        assert len(gw.fakes["west-1"].calls) == 8 and gw.fakes["sued-1"].calls == []

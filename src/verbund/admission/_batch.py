@@ -62,13 +62,18 @@ class BatchDispatch:
         self._usage = usage
         self._default_max_tokens = default_max_tokens
 
-    def plan(self, model: str, institution_id: str, data_class: str) -> list[Backend]:
+    def plan(
+        self, model: str, institution_id: str, data_class: str, data_site: str | None = None
+    ) -> list[Backend]:
+        """The router's plan; with ``data_site`` (the site whose agent holds the batch's
+        input) that site's backends come first, so its spare capacity is used before
+        the batch's requests travel to other compliant sites."""
         inst = self._institutions.get(institution_id)
         if inst is None:
             raise PermissionDenied("The batch's institution is no longer a member.")
         if not self._federation.visible(model, institution_id):
             raise ModelNotFound(f"The model '{model}' does not exist.", param="model")
-        return self._router.plan(
+        plan = self._router.plan(
             model,
             RequestPolicy.for_institution(inst, DataClass(data_class)),
             RouteContext(
@@ -77,6 +82,11 @@ class BatchDispatch:
                 priority="batch",  # only backends below the utilisation threshold
             ),
         )
+        if not data_site:
+            return plan
+        return [b for b in plan if b.site.name == data_site] + [
+            b for b in plan if b.site.name != data_site
+        ]
 
     async def send(self, plan: list[Backend], path: str, body: bytes, record: UsageRecord) -> bytes:
         inst = self._institutions.get(record.institution_id)

@@ -36,8 +36,12 @@ log = logging.getLogger("verbund.batch")
 class Dispatch(Protocol):
     """How batch work reaches backends: the access point's router and proxy."""
 
-    def plan(self, model: str, institution_id: str, data_class: str) -> list[Backend]:
-        """Compliant backends, best first; raises ApiError like an interactive request."""
+    def plan(
+        self, model: str, institution_id: str, data_class: str, data_site: str | None = None
+    ) -> list[Backend]:
+        """Compliant backends, best first; raises ApiError like an interactive request.
+        ``data_site``: the site whose agent holds the batch's input, preferred as the
+        home site is for interactive requests (the data need not travel far)."""
         ...
 
     async def send(self, plan: list[Backend], path: str, body: bytes, record: UsageRecord) -> bytes:

@@ -121,7 +121,12 @@ class Feeder:
             if not lane.buffer and not lane.has_work:
                 continue
             try:
-                plan = self._backends.plan(lane.model, lane.institution_id, lane.data_class)
+                plan = self._backends.plan(
+                    lane.model,
+                    lane.institution_id,
+                    lane.data_class,
+                    lane.input.site if lane.input is not None else None,
+                )
             except NoBackendAvailable:
                 continue  # nothing can serve now; the batch waits
             except ApiError as exc:
