@@ -106,8 +106,8 @@ async def test_a_job_at_another_site_gets_its_data_agent_to_agent(
         messages = [e["message"] for e in await events_of(gw, job["id"])]
         assert f"File {file_id} moved from site west to site sued, agent to agent" in messages
     ap = tmp_path / "ap"
-    assert _holding(ap / "site-sued" / "files", canary)  # the copy at the site running it
     assert _holding(ap / "site-west" / "files", canary)  # the file where it was uploaded
+    assert _holding(ap / "site-sued" / "files", canary) == []  # its copy: gone with the job
     assert _holding(ap / "files", canary) == [] and _holding(ap / "site-ost", canary) == []
 
 

@@ -86,7 +86,9 @@ def test_a_job_at_another_site_trains_on_data_moved_agent_to_agent(tmp_path: Pat
             answer = a.post(f"/v2/models/{done['fine_tuned_model']}/infer", json=body)
             assert answer.status_code == 200, answer.text
             assert answer.headers["x-verbund-site"] == "nord"
-        assert holding(nord_dir / "files", canary.encode())  # moved there, agent to agent
+        # the copy at nord went with the job; the file stays at west, where it was uploaded
+        assert holding(nord_dir / "files", canary.encode()) == []
+        assert holding(west_dir / "files", canary.encode())
         ap.stop()  # the store's last writes are on disk
         assert holding(tmp_path / "ap", canary.encode()) == []  # state, store, log
     finally:

@@ -296,8 +296,22 @@ class Handover:
                 )
             )
             self._inputs.pop(r.id, None)
+            await self._drop_copies(r)
             log.info("job %s ended at its site: %s", r.id, r.status)
         return len(ended)
+
+    async def _drop_copies(self, row: TrainingJobRow) -> None:
+        """The copies of a job's files made for it at its site (staged from here or moved
+        from another agent) go when the job has ended; the files stay where they were
+        uploaded, under their own lifecycle (expiry, erasure)."""
+        link = self.links.get(row.site or "")
+        if link is None:
+            return
+        for param in ("training", "validation"):
+            try:
+                await link.blobs.delete(f"in-{row.id}-{param}")
+            except ApiError as exc:  # the agent away: the copy stays with the site's job
+                log.warning("job %s: copy of its %s file not removed: %s", row.id, param, exc)
 
     def _away(self, site: str, exc: ApiError) -> None:
         if site not in self.unreachable:
