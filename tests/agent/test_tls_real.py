@@ -138,3 +138,75 @@ async def test_relayed_inference_goes_over_the_agents_mutual_tls(tmp_path: Path)
         finally:
             await sync.aclose()
             await pool.aclose()
+
+
+async def test_a_file_moves_to_a_peer_over_the_holders_mutual_tls(tmp_path: Path) -> None:
+    """The holder requires client certificates: a receiving agent with a certificate of
+    its CA (``peer_cert``) pulls the file; one without gets nothing."""
+    from verbund.jobs import SiteLink
+
+    ca = TestCA(tmp_path / "ca")
+    server = ca.issue("agent-west", server=True)
+    ap_cert = ca.issue("ap-1", server=False)
+    peer = ca.issue("agent-nord", server=False)
+    holder = site_toml(
+        "west",
+        f"127.0.0.1:{free_port()}",
+        tmp_path / "west",
+        site={"max_data_class": "confidential"},
+        agent={
+            "tls_cert": str(server.cert),
+            "tls_key": str(server.key),
+            "tls_client_ca": str(ca.cert),
+        },
+    )
+
+    def receiver(name: str, **agent: str) -> AgentProcess:
+        config = site_toml(
+            name,
+            f"127.0.0.1:{free_port()}",
+            tmp_path / name,
+            site={"max_data_class": "confidential"},
+            agent={"peer_ca_file": str(ca.cert), **agent},
+        )
+        return AgentProcess(config, tmp_path)
+
+    ctx = ssl.create_default_context(cafile=str(ca.cert))
+    ctx.load_cert_chain(str(ap_cert.cert), str(ap_cert.key))
+    with (
+        AgentProcess(holder, tmp_path, verify=ctx) as west,
+        receiver("nord", peer_cert=str(peer.cert), peer_key=str(peer.key)) as nord,
+        receiver("ost") as ost,  # knows the CA, has no certificate of it
+    ):
+        west_site = SiteConfig(
+            name="west",
+            agent_url=west.url,
+            agent_key_env="K",
+            agent_ca_file=str(ca.cert),
+            agent_client_cert=str(ap_cert.cert),
+            agent_client_key=str(ap_cert.key),
+        )
+        links = {
+            "west": SiteLink(AgentClient.for_site(west_site, env={"K": west.ap_key})),
+            "nord": SiteLink(AgentClient("nord", nord.url, nord.ap_key)),
+            "ost": SiteLink(AgentClient("ost", ost.url, ost.ap_key)),
+        }
+        data = b"a,b,label\n1,2,0\n" * 1000
+        try:
+            await links["west"].blobs.put("f-held", data)
+
+            async def move(to: str) -> dict[str, object]:
+                grant = await links["west"].grant("f-held", to, "confidential")
+                source = {"site": "west", "url": west.url, "key": "f-held",
+                          "grant": grant["grant"]}  # fmt: skip
+                return await links[to].fetch("in-moved", "confidential", source)
+
+            assert (await move("nord"))["bytes"] == len(data)
+            assert (tmp_path / "nord" / "files" / "in-moved").read_bytes() == data
+            with pytest.raises(SiteAgentError) as refused:
+                await move("ost")
+            assert refused.value.code == "peer_unavailable"  # the handshake failed
+            assert not (tmp_path / "ost" / "files" / "in-moved").exists()
+        finally:
+            for link in links.values():
+                await link.client.aclose()

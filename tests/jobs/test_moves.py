@@ -194,3 +194,26 @@ def test_move_refusal_names_the_constraint() -> None:
     assert refusal is not None and "allowed_regions" in refusal.message
     unknown = move_refusal("file-1", "west", None, policy)
     assert unknown is not None and "not part of this federation" in unknown.message
+
+
+async def test_a_holder_away_makes_the_job_wait_not_fail(
+    gateway_factory: GatewayFactory, cfg: FederationConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("verbund.jobs._handover.MOVE_RETRY_SECONDS", 0.0)
+    async with gateway_factory(cfg) as gw:
+        gw.services.jobs.recipes.register(SLOW)
+        await _peered(gw)
+        file_id = await _upload(gw, blobs_csv(), "confidential")
+        await gw.services.lifecycle.set_state("west", SiteState.maintenance, "test")
+        gw.links["west"].down = True  # west's agent cannot be reached
+        job = await create_training(gw, recipe="test-slow", training_file=file_id)
+        for _ in range(6):
+            await gw.tick()
+        waiting = (await gw.client.get(f"/v1/training/jobs/{job['id']}", headers=gw.auth())).json()
+        assert waiting["status"] not in ("failed", "succeeded") and waiting["site"] == "sued"
+        messages = [e["message"] for e in await events_of(gw, job["id"])]
+        notes = [m for m in messages if m.startswith(f"Waiting to move file {file_id}")]
+        assert len(notes) == 1 and "unreachable" in notes[0]  # said once, not at every step
+        gw.links["west"].down = False
+        done = await wait_job(gw, job["id"], ("succeeded", "failed"))
+        assert done["status"] == "succeeded" and done["site"] == "sued"

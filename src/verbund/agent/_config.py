@@ -78,9 +78,12 @@ class AgentSection(_Strict):
     # long-polling of the catalogue: how long one GET ?wait= may be held at most
     max_wait_seconds: float = Field(30.0, gt=0, le=300)
     # files moving agent to agent: where other sites' agents reach this one ("" = at the
-    # access points' agent_url), and the CA bundle this agent checks https peers against
+    # access points' agent_url), the CA bundle this agent checks https peers against, and
+    # the certificate it presents to peers that require mutual TLS
     peer_url: str = ""
     peer_ca_file: str = ""
+    peer_cert: str = ""
+    peer_key: str = ""
 
     @field_validator("listen")
     @classmethod
@@ -110,6 +113,8 @@ class AgentSection(_Strict):
             raise ValueError("tls_cert and tls_key go together")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        if bool(self.peer_cert) != bool(self.peer_key):
+            raise ValueError("peer_cert and peer_key go together")
         return self
 
     @property

@@ -23,7 +23,12 @@ import httpx
 
 from verbund.agent._auth import Credentials
 from verbund.agent._catalogue import Catalogue, build_catalogue
-from verbund.agent._config import SiteAgentConfig, SiteModelConfig, load_site_config
+from verbund.agent._config import (
+    AgentSection,
+    SiteAgentConfig,
+    SiteModelConfig,
+    load_site_config,
+)
 from verbund.agent._grants import Grants
 from verbund.agent._lifecycle import SiteLifecycleAtAgent
 from verbund.agent._offer import Offer
@@ -122,7 +127,7 @@ class AgentServices:
             ),
             grants=Grants(),
             peers=httpx.AsyncClient(
-                verify=_peer_tls(config.agent.peer_ca_file),
+                verify=_peer_tls(config.agent),
                 timeout=httpx.Timeout(60.0, connect=5.0),
                 follow_redirects=False,
                 trust_env=False,
@@ -279,8 +284,14 @@ class AgentServices:
         await self.store.aclose()
 
 
-def _peer_tls(ca_file: str) -> ssl.SSLContext | bool:
-    return ssl.create_default_context(cafile=ca_file) if ca_file else True
+def _peer_tls(agent: AgentSection) -> ssl.SSLContext | bool:
+    """How this agent speaks TLS to other sites' agents (files moving agent to agent)."""
+    if not (agent.peer_ca_file or agent.peer_cert):
+        return True
+    ctx = ssl.create_default_context(cafile=agent.peer_ca_file or None)
+    if agent.peer_cert:  # a peer with mutual TLS admits only certificates from its CA
+        ctx.load_cert_chain(agent.peer_cert, agent.peer_key)
+    return ctx
 
 
 def _digest(path: Path | None) -> str:

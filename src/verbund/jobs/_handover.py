@@ -39,6 +39,7 @@ from verbund.store import TrainingJobRow
 log = logging.getLogger("verbund.jobs")
 
 HANDED_OVER = "agent"  # the mirror's runner_job_id once the site's agent has the job
+MOVE_RETRY_SECONDS = 5.0  # a file that could not move is tried again after this long
 Placer = Callable[[InstitutionConfig, DataClass, Resources, str, str], Awaitable[Placement]]
 
 
@@ -66,6 +67,7 @@ class Handover:
     unreachable: dict[str, float] = field(default_factory=dict)  # site -> since when
     _waiting: dict[str, str] = field(default_factory=dict)
     _inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> key -> file
+    _move_retry: dict[str, float] = field(default_factory=dict)  # job -> not before (monotonic)
 
     async def place(self, row: TrainingJobRow) -> None:
         inst = self.institution(row.institution_id)
@@ -136,10 +138,13 @@ class Handover:
         if link is None:
             await self.rows.fail(row.id, "site_removed", f"The site {site} runs no jobs any more.")
             return
+        if time.monotonic() < self._move_retry.get(row.id, 0.0):
+            return  # a file move failed a moment ago: no new grant at every step
         try:
             inputs = await self._stage(row, link)
             await link.accept(self._spec(row, inputs))
         except _MoveWaits as exc:
+            self._move_retry[row.id] = time.monotonic() + MOVE_RETRY_SECONDS
             await self._note_once(row.id, str(exc))
             return
         except SiteAgentUnavailable as exc:
@@ -149,6 +154,7 @@ class Handover:
             await self.rows.fail(row.id, exc.code or "site_refused", exc.message)
             return
         self.unreachable.pop(site, None)
+        self._move_retry.pop(row.id, None)
         self._inputs[row.id] = {key: file_id for file_id, key in inputs.items()}
 
         def handed(s: AsyncSession, r: TrainingJobRow) -> None:
