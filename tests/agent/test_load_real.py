@@ -6,6 +6,7 @@ away from the busy one, although none of that load passed through it."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -99,6 +100,7 @@ def test_routing_prefers_the_less_loaded_of_two_announced_backends(tmp_path: Pat
                 )  # fmt: skip
 
         loaders = [threading.Thread(target=load, daemon=True) for _ in range(6)]
+        started = time.monotonic()
         for t in loaders:
             t.start()
         poll(
@@ -107,6 +109,8 @@ def test_routing_prefers_the_less_loaded_of_two_announced_backends(tmp_path: Pat
             20,
             every=0.1,
         )
+        # measured, not asserted: engine -> agent's scrape -> access point's poll
+        print(f"load known at the access point after {time.monotonic() - started:.2f} s")
         assert gateway.backends()[other]["engine_load"] == 0  # read too, and idle
         before = received()
         for _ in range(6):

@@ -217,3 +217,33 @@ async def test_a_holder_away_makes_the_job_wait_not_fail(
         gw.links["west"].down = False
         done = await wait_job(gw, job["id"], ("succeeded", "failed"))
         assert done["status"] == "succeeded" and done["site"] == "sued"
+
+
+async def test_bad_transfer_requests_are_400_and_operators_403(
+    gateway_factory: GatewayFactory, cfg: FederationConfig
+) -> None:
+    from harness.agent import OPERATOR_KEY_ENV, keys_for
+
+    async with gateway_factory(cfg) as gw:
+        ap_key = gw.services.jobs.links["sued"].client.auth_headers()
+        async with httpx.AsyncClient(transport=gw.links["sued"], base_url="http://s") as c:
+            assert (await c.post("/transfers", content=b"{", headers=ap_key)).status_code == 400
+            source = {"site": "west", "url": "ftp://x", "key": "f-1", "grant": "g"}
+            for body in (
+                {"key": "in-1", "data_class": "internal"},  # no source
+                {"key": "../x", "data_class": "internal", "source": source},
+                {"key": "in-1", "data_class": "secret", "source": source},
+                {"key": "in-1", "data_class": "internal", "source": source},  # not http(s)
+                {"key": "in-1", "data_class": "internal", "source": {**source, "site": "sued",
+                                                                     "url": "http://x"}},
+            ):  # fmt: skip
+                r = await c.post("/transfers", json=body, headers=ap_key)
+                assert r.status_code == 400, (body, r.text)
+                assert set(r.json()["error"]) == {"message", "type", "code", "param"}
+            operator = {"authorization": f"Bearer {keys_for('sued')[OPERATOR_KEY_ENV]}"}
+            body = {"key": "f-1", "to_site": "west", "data_class": "internal"}
+            assert (
+                await c.post("/transfers/grants", json=body, headers=operator)
+            ).status_code == 403
+            assert (await c.post("/transfers/grants", json=body, headers=ap_key)).status_code == 404
+        assert list(Path(gw.agents["sued"].blobs.root).glob("*")) == []

@@ -26,7 +26,7 @@ from verbund.jobs import (
     site_state,
 )
 
-__all__ = ["routes"]
+__all__ = ["json_body", "routes"]
 
 MAX_SYNC_JOBS = 1000
 JOB_BODY_LIMIT = 64 * 1024
@@ -38,7 +38,7 @@ def _jobs(request: Request) -> tuple[SiteJobs, str]:
     return svc.jobs, caller.name
 
 
-async def _json(request: Request, limit: int = JOB_BODY_LIMIT) -> dict[str, Any]:
+async def json_body(request: Request, limit: int = JOB_BODY_LIMIT) -> dict[str, Any]:
     raw = await request.body()
     if len(raw) > limit:
         raise BadRequest("The request body is too large.", code="body_too_large")
@@ -61,13 +61,13 @@ async def runner(request: Request) -> Response:
 
 async def accept(request: Request) -> Response:
     jobs, caller = _jobs(request)
-    row = await jobs.accept(await _json(request), caller)
+    row = await jobs.accept(await json_body(request), caller)
     return JSONResponse(site_state(row), status_code=201)
 
 
 async def changes(request: Request) -> Response:
     jobs, _ = _jobs(request)
-    known = (await _json(request, 1024 * 1024)).get("jobs")
+    known = (await json_body(request, 1024 * 1024)).get("jobs")
     if not isinstance(known, dict) or len(known) > MAX_SYNC_JOBS:
         raise BadRequest(f"'jobs' must map at most {MAX_SYNC_JOBS} job ids to event counts.")
     try:
@@ -87,7 +87,7 @@ async def get_job(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     jobs, caller = _jobs(request)
-    body = await _json(request)
+    body = await json_body(request)
     actor = f"{body.get('actor') or 'a client'} through {caller}"
     return JSONResponse(site_state(await jobs.cancel(request.path_params["job_id"], actor)))
 
@@ -105,7 +105,7 @@ async def model_metadata(request: Request) -> Response:
 
 async def model_infer(request: Request) -> Response:
     jobs, model = _model(request)
-    body = await _json(request, 64 * 1024 * 1024)
+    body = await json_body(request, 64 * 1024 * 1024)
     return JSONResponse(await jobs.predictors.infer(model, body))
 
 

@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 
 from verbund.agent._auth import Role, require
 from verbund.agent._blobs import check_class
+from verbund.agent._jobs import json_body
 from verbund.agent._services import AgentServices
 from verbund.config import DataClass
 from verbund.errors import ApiError, BadRequest, Conflict, NotFound, SiteAgentUnavailable
@@ -72,7 +73,7 @@ async def grant(request: Request) -> Response:
     """Holder: a read grant for one blob, for the site an access point names."""
     caller = require(request, Role.access_point)
     svc: AgentServices = request.app.state.services
-    body = await request.json()
+    body = await json_body(request)
     key = _key(_field(body, "key"), "key")
     to_site = _field(body, "to_site")
     data_class = _data_class(_field(body, "data_class"))
@@ -104,11 +105,11 @@ async def fetch(request: Request) -> Response:
     absent."""
     caller = require(request, Role.access_point)
     svc: AgentServices = request.app.state.services
-    body = await request.json()
+    body = await json_body(request)
     key = _key(_field(body, "key"), "key")
     data_class = _data_class(_field(body, "data_class"))
     check_class(data_class.value, svc)  # before anything moves
-    source = body.get("source") if isinstance(body, dict) else None
+    source = body.get("source")
     site, url = _field(source, "site"), _field(source, "url").rstrip("/")
     remote, token = _key(_field(source, "key"), "source.key"), _field(source, "grant")
     if not url.startswith(("http://", "https://")):
@@ -128,7 +129,8 @@ async def fetch(request: Request) -> Response:
                 f"The agent of site {site} refused the transfer ({resp.status_code}).",
                 code="transfer_refused",
             )
-        expected = int(resp.headers.get("content-length", "-1"))
+        length = resp.headers.get("content-length", "")
+        expected = int(length) if length.isdigit() else -1
         size = await write_blob(svc.blobs, key, resp.aiter_bytes(), data_class.value)
     except httpx.HTTPError as exc:  # cut half-way: write_blob left nothing
         raise _away(site, exc) from None
