@@ -4,7 +4,9 @@ The agent watches its own backends with the federation's own parts — a one-sit
 :class:`~verbund.federation.Federation`, its :class:`~verbund.federation.UpstreamPool`,
 :class:`~verbund.federation.HealthTracker` and :class:`~verbund.federation.Prober` — so a
 backend is probed the same way whether an access point or an agent does it. The same
-pool carries the relay's requests (``ingress = "agent"``).
+pool carries the relay's requests (``ingress = "agent"``) and the scrapes of the engines'
+metrics (:class:`~verbund.federation.MetricsScraper`), whose readings the agent reports
+to access points on ``GET /load``.
 
 A new site config (a reload) makes a new :class:`Offer`; backends whose config did not
 change keep their health, so a reload does not make the whole site "unknown" for a probe
