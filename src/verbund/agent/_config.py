@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,7 +20,10 @@ from verbund.agent._launch_spec import LaunchSpec, SiteCapacity, capacity_proble
 from verbund.config import (
     BackendConfig,
     DataClass,
+    EnvName,
+    Listening,
     ModelConfig,
+    Name,
     PriceList,
     RoutingConfig,
     RunnerConfig,
@@ -43,9 +46,6 @@ __all__ = [
     "parse_site_config",
 ]
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,7 +62,7 @@ class SiteSection(_Strict):
     state: SiteState = SiteState.active  # at first start; later the store's state wins
 
 
-class AgentSection(_Strict):
+class AgentSection(Listening):
     """``[agent]``: where the agent listens, keeps its state, and how it speaks TLS.
 
     ``tls_client_ca`` turns on mutual TLS: a caller must present a certificate signed by
@@ -78,14 +78,6 @@ class AgentSection(_Strict):
     # long-polling of the catalogue: how long one GET ?wait= may be held at most
     max_wait_seconds: float = Field(30.0, gt=0, le=300)
 
-    @field_validator("listen")
-    @classmethod
-    def _listen_has_port(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9100")
-        return v
-
     @field_validator("store_url")
     @classmethod
     def _known_driver(cls, v: str) -> str:
@@ -100,14 +92,6 @@ class AgentSection(_Strict):
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
     @property
     def store(self) -> str:
