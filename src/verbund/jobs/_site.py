@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from verbund.config import DataClass, RunnerConfig, SiteState, TrainingConfig
 from verbund.errors import BadRequest, ModelNotFound, NotFound, PermissionDenied, RunnerError
@@ -191,26 +191,7 @@ class SiteJobs:
 
     async def tick(self) -> int:
         """One step for every unfinished job of the site; how many."""
-        async with self.store.session() as s:
-            ids = (
-                (
-                    await s.execute(
-                        select(TrainingJobRow.id)
-                        .where(
-                            or_(
-                                TrainingJobRow.status.not_in(TERMINAL),
-                                and_(
-                                    TrainingJobRow.site.is_not(None),
-                                    TrainingJobRow.runner_done.is_(False),
-                                ),
-                            )
-                        )
-                        .order_by(TrainingJobRow.created_at)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+        ids = [row.id for row in await self.rows.unfinished(TrainingJobRow.site)]
         for job_id in ids:
             async with self._lock:
                 try:
