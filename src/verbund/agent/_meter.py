@@ -1,0 +1,100 @@
+"""What the site's relay served, metered by the site itself, and the monthly statement
+the site signs from it (docs/trust.md, "Countersigned usage").
+
+Settlement otherwise rests on the access points' records alone. The agent sees every
+request it relays: the institution (the access point names it in a header), the model,
+and the usage the backend reported in its answer (the final usage chunk of a stream).
+It keeps one record per request in its own store — the same usage table and the same
+billable sum (:func:`verbund.accounting.load_lines`) as an access point, so both count
+alike — and signs a month's totals per institution and model with the site's key. No
+text of a request or answer is kept, and no key: only counts under an institution.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from verbund.accounting import load_lines, parse_month
+from verbund.errors import BadRequest
+from verbund.proxy import Usage
+from verbund.store import Store, UsageRow
+from verbund.trust import SigningKey, UsageStatement, sign_statement
+
+__all__ = ["Metered", "Meter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    """One relayed request as the site counts it."""
+
+    request_id: str
+    access_point: str
+    institution: str
+    endpoint: str
+    model: str
+    backend: str
+    usage: Usage | None
+    stream: bool
+    complete: bool  # the answer ended as the backend meant it to (a stream's [DONE])
+
+
+class Meter:
+    def __init__(self, store: Store, site: str) -> None:
+        self._store = store
+        self._site = site
+
+    async def record(self, m: Metered) -> None:
+        usage = m.usage or Usage()
+        async with self._store.session() as s, s.begin():
+            s.add(
+                UsageRow(
+                    id=uuid.uuid4().hex,
+                    ts=time.time(),
+                    request_id=m.request_id[:64],
+                    access_point=m.access_point,
+                    institution_id=m.institution[:128],
+                    key_id="",
+                    endpoint=m.endpoint[:64],
+                    model=m.model[:128],
+                    site=self._site,
+                    backend=m.backend,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    status="ok" if m.complete else "incomplete",
+                    http_status=200,
+                    latency_ms=0.0,
+                    stream=m.stream,
+                    usage_estimated=m.usage is None,
+                )
+            )
+
+    async def lines(self, month: str) -> list[dict[str, int | str]]:
+        """The month's billable totals per institution and model."""
+        try:
+            since, until = parse_month(month)
+        except ValueError:
+            raise BadRequest("'month' must be YYYY-MM.", param="month") from None
+        sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        for ln in await load_lines(self._store, since, until):
+            if ln.site != self._site:
+                continue
+            acc = sums[(ln.institution, ln.model)]
+            acc[0] += ln.requests
+            acc[1] += ln.prompt_tokens
+            acc[2] += ln.completion_tokens
+        return [
+            {
+                "institution": inst,
+                "model": model,
+                "requests": n,
+                "prompt_tokens": p,
+                "completion_tokens": c,
+            }
+            for (inst, model), (n, p, c) in sorted(sums.items())
+        ]
+
+    async def statement(self, key: SigningKey, month: str) -> UsageStatement:
+        return sign_statement(key, month, await self.lines(month), time.time())
