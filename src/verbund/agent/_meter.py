@@ -23,7 +23,7 @@ from verbund.proxy import Usage
 from verbund.store import Store, UsageRow
 from verbund.trust import SigningKey, UsageStatement, sign_statement
 
-__all__ = ["Metered", "Meter"]
+__all__ = ["Meter", "Metered"]
 
 
 @dataclass(frozen=True, slots=True)

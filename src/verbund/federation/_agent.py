@@ -47,10 +47,10 @@ __all__ = [
     "ERASURE_PATH",
     "INSTITUTION_HEADER",
     "RECEIPT_HEADER",
-    "TRUST_CHECKPOINTS_PATH",
-    "USAGE_STATEMENTS_PATH",
     "RELAY_PREFIX",
     "STATE_ACTIONS",
+    "TRUST_CHECKPOINTS_PATH",
+    "USAGE_STATEMENTS_PATH",
     "AgentClient",
     "agent_error",
     "parse_catalogue",
@@ -286,9 +286,7 @@ class AgentClient:
 
     async def usage_statement(self, month: str) -> dict[str, Any]:
         """The site's signed statement of what its relay served in ``month`` (YYYY-MM)."""
-        answer: dict[str, Any] = await self.get_json(
-            USAGE_STATEMENTS_PATH, params={"month": month}
-        )
+        answer: dict[str, Any] = await self.get_json(USAGE_STATEMENTS_PATH, params={"month": month})
         return answer
 
     async def erase(self, institution: str, keys: list[str], jobs: list[str]) -> dict[str, Any]:
