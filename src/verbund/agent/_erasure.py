@@ -43,6 +43,9 @@ async def erase(request: Request) -> Response:
     if not isinstance(body, dict) or not isinstance(body.get("institution"), str):
         raise BadRequest("Give 'institution', 'keys' and 'jobs'.", param="institution")
     counts = await svc.jobs.erase(body["institution"], _ids(body, "keys"), _ids(body, "jobs"))
+    if svc.store.engine.dialect.name == "sqlite":  # nor in the write-ahead log
+        async with svc.store.engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     log.info("erasure for %s through %s: %s", body["institution"], caller.name, counts)
     return JSONResponse({"site": svc.site, **counts})
 
