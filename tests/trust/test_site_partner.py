@@ -225,7 +225,9 @@ async def test_a_required_receipt_is_signed_by_the_serving_site(
         assert (receipt.site, receipt.request_id) == (SITE, r.headers["x-request-id"])
         assert (receipt.data_class, receipt.model) == ("confidential", MODEL)
         assert (receipt.prompt_tokens, receipt.completion_tokens) == (7, 4)
-        assert "Hallo" not in base64.urlsafe_b64decode(r.headers["x-verbund-receipt"] + "==").decode()
+        assert (
+            "Hallo" not in base64.urlsafe_b64decode(r.headers["x-verbund-receipt"] + "==").decode()
+        )
         # not asked for: none
         plain = await site.chat()
         assert "x-verbund-receipt" not in plain.headers

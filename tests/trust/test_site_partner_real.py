@@ -47,7 +47,9 @@ class Fed:
     public_key: str
     work: Path
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "verbund.cli", *args],
             capture_output=True,
@@ -116,13 +118,13 @@ def test_the_agents_key_is_announced_and_it_signs_the_chain_head(fed: Fed) -> No
     assert verdict["ok"] and verdict["checkpoints_checked"] >= 1
     with fed.sites.sites["west"].agent.client() as agent:  # the site's own copy
         own = agent.get("/trust/checkpoints").json()["data"]
-    assert [c["hash"] for c in own] == [
-        c["hash"] for c in held["data"] if c["signer"] == "west"
-    ]
+    assert [c["hash"] for c in own] == [c["hash"] for c in held["data"] if c["signer"] == "west"]
 
 
 def test_a_sensitive_requests_receipt_verifies_and_an_edited_one_does_not(fed: Fed) -> None:
-    r = _chat(fed, MODEL, **{"x-verbund-receipt": "required", "x-verbund-data-class": "confidential"})
+    r = _chat(
+        fed, MODEL, **{"x-verbund-receipt": "required", "x-verbund-data-class": "confidential"}
+    )
     assert r.status_code == 200, r.text
     assert r.headers["x-verbund-site"] == "west"
     value = r.headers["x-verbund-receipt"]

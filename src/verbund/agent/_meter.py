@@ -8,10 +8,16 @@ It keeps one record per request in its own store — the same usage table and th
 billable sum (:func:`verbund.accounting.load_lines`) as an access point, so both count
 alike — and signs a month's totals per institution and model with the site's key. No
 text of a request or answer is kept, and no key: only counts under an institution.
+
+Records are written in batches (every ``FLUSH_SECONDS``, before a statement is signed,
+and when the agent stops), so metering adds no store write to a request's answer; an
+agent killed outright loses at most the last second's records.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -20,10 +26,15 @@ from dataclasses import dataclass
 from verbund.accounting import load_lines, parse_month
 from verbund.errors import BadRequest
 from verbund.proxy import Usage
-from verbund.store import Store, UsageRow
+from verbund.store import STORE_FAILURES, Store, UsageRow
 from verbund.trust import SigningKey, UsageStatement, sign_statement
 
 __all__ = ["Meter", "Metered"]
+
+log = logging.getLogger("verbund.agent")
+
+FLUSH_SECONDS = 1.0
+MAX_PENDING = 100_000  # a store away for long: the oldest records are dropped, and logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,31 +56,54 @@ class Meter:
     def __init__(self, store: Store, site: str) -> None:
         self._store = store
         self._site = site
+        self._pending: list[UsageRow] = []
+        self._lock = asyncio.Lock()
 
-    async def record(self, m: Metered) -> None:
+    def record(self, m: Metered) -> None:
+        """Count one relayed request (written with the next flush)."""
         usage = m.usage or Usage()
-        async with self._store.session() as s, s.begin():
-            s.add(
-                UsageRow(
-                    id=uuid.uuid4().hex,
-                    ts=time.time(),
-                    request_id=m.request_id[:64],
-                    access_point=m.access_point,
-                    institution_id=m.institution[:128],
-                    key_id="",
-                    endpoint=m.endpoint[:64],
-                    model=m.model[:128],
-                    site=self._site,
-                    backend=m.backend,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    status="ok" if m.complete else "incomplete",
-                    http_status=200,
-                    latency_ms=0.0,
-                    stream=m.stream,
-                    usage_estimated=m.usage is None,
-                )
+        if len(self._pending) >= MAX_PENDING:
+            del self._pending[0]
+            log.error("metering: the store is away; a usage record was dropped")
+        self._pending.append(
+            UsageRow(
+                id=uuid.uuid4().hex,
+                ts=time.time(),
+                request_id=m.request_id[:64],
+                access_point=m.access_point,
+                institution_id=m.institution[:128],
+                key_id="",
+                endpoint=m.endpoint[:64],
+                model=m.model[:128],
+                site=self._site,
+                backend=m.backend,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                status="ok" if m.complete else "incomplete",
+                http_status=200,
+                latency_ms=0.0,
+                stream=m.stream,
+                usage_estimated=m.usage is None,
             )
+        )
+
+    async def flush(self) -> None:
+        """Write what was counted since the last flush (kept for the next on failure)."""
+        async with self._lock:
+            rows, self._pending = self._pending, []
+            if not rows:
+                return
+            try:
+                async with self._store.session() as s, s.begin():
+                    s.add_all(rows)
+            except STORE_FAILURES as exc:
+                self._pending[:0] = [_copy(r) for r in rows]
+                log.warning("metering: %d records not written yet: %s", len(rows), exc)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await self.flush()
 
     async def lines(self, month: str) -> list[dict[str, int | str]]:
         """The month's billable totals per institution and model."""
@@ -77,6 +111,7 @@ class Meter:
             since, until = parse_month(month)
         except ValueError:
             raise BadRequest("'month' must be YYYY-MM.", param="month") from None
+        await self.flush()
         sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         for ln in await load_lines(self._store, since, until):
             if ln.site != self._site:
@@ -98,3 +133,8 @@ class Meter:
 
     async def statement(self, key: SigningKey, month: str) -> UsageStatement:
         return sign_statement(key, month, await self.lines(month), time.time())
+
+
+def _copy(row: UsageRow) -> UsageRow:
+    """A fresh row with ``row``'s values (a failed session may have touched the old)."""
+    return UsageRow(**{c.key: getattr(row, c.key) for c in UsageRow.__table__.columns})

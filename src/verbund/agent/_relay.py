@@ -177,7 +177,7 @@ async def relay(request: Request) -> Response:
 
     async def finish(usage: Usage | None, complete: bool) -> str:
         """Meter what was served; the receipt for it, if one was asked for."""
-        await svc.meter.record(
+        svc.meter.record(
             Metered(
                 request_id=request_id,
                 access_point=caller.name,

@@ -207,6 +207,7 @@ class AgentServices:
             "catalogue": self._refresh_loop(),
             "training-jobs": self.jobs.run(),
             "on-demand": self.on_demand.run(),
+            "metering": self.meter.run(),
         }
         if self.llms is not None:
             loops["fine-tuned-models"] = self._serve_loop(self.llms)
@@ -277,6 +278,7 @@ class AgentServices:
         await self.jobs.aclose()
         if self.llms is not None:
             await self.llms.aclose()
+        await self.meter.flush()
         await self.store.aclose()
 
 
