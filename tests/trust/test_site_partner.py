@@ -25,9 +25,18 @@ from tests.fakes import FakeBackend
 from tests.trust.chain import append, partner, truncate
 from verbund.agent import create_agent_app, parse_site_config
 from verbund.agent._trust import refusal
+from verbund.audit import AuditLog
 from verbund.config import parse_config
 from verbund.store import AuditRow, TrainingJobRow, UsageRow
-from verbund.trust import Checkpoint, PartnerKeys, Receipt, SigningKey, UsageStatement, countersign
+from verbund.trust import (
+    Checkpoint,
+    PartnerKeys,
+    Receipt,
+    SigningKey,
+    UsageStatement,
+    countersign,
+    sign_statement,
+)
 
 AGENT_KEY_ENV = "WEST_AGENT_KEY"
 SIGNING_ENV = "VERBUND_SITE_SIGNING_KEY"
@@ -347,7 +356,9 @@ async def test_erasure_removes_the_subjects_jobs_data_at_the_site(
         assert '"jobs": 1' in entry.after or '"jobs":1' in entry.after
 
 
-async def _job_row(svc: Any, key_id: str, blob: str) -> None:
+async def _job_row(
+    svc: Any, key_id: str, blob: str, *, cpu_seconds: float = 0.0, finished_at: float | None = None
+) -> None:
     async with svc.store.session() as s, s.begin():
         s.add(
             TrainingJobRow(
@@ -373,7 +384,64 @@ async def _job_row(svc: Any, key_id: str, blob: str) -> None:
                 metrics_offset=0,
                 fine_tuned_model=None,
                 created_at=time.time(),
-                cpu_seconds=0.0,
+                finished_at=finished_at,
+                cpu_seconds=cpu_seconds,
                 gpu_seconds=0.0,
             )
         )
+
+
+# --- node time ----------------------------------------------------------------------------
+
+
+def test_node_time_is_signed_and_statements_without_it_read_as_before() -> None:
+    key = partner("west")
+    keys = PartnerKeys({"west": key.public_b64})
+    plain = {"institution": "uni-a", "model": "m", "requests": 2}
+    plain |= {"prompt_tokens": 3, "completion_tokens": 4}
+    old = sign_statement(key, "2026-11", [plain], 1.5)
+    assert "cpu_seconds" not in old.to_json()["lines"][0]  # the format as before
+    assert UsageStatement.from_json(old.to_json()).valid(keys)
+    timed = sign_statement(key, "2026-11", [{**plain, "cpu_seconds": 12.5}], 1.5)
+    again = UsageStatement.from_json(timed.to_json())
+    assert again.valid(keys) and again.lines[0]["cpu_seconds"] == 12.5
+    edited = timed.to_json()
+    edited["lines"][0]["cpu_seconds"] = 1.0
+    assert not UsageStatement.from_json(edited).valid(keys)
+    edited["lines"][0].pop("cpu_seconds")
+    assert not UsageStatement.from_json(edited).valid(keys)
+
+
+async def test_the_sites_statement_carries_its_jobs_and_on_demand_node_time(
+    site_factory: SiteFactory,
+) -> None:
+    month = datetime.now(UTC).strftime("%Y-%m")
+    async with site_factory() as (site, key):
+        svc = site.agent.services
+        await _job_row(svc, "key-1", "file-x", cpu_seconds=12.5, finished_at=time.time())
+        async with svc.store.session() as s, s.begin():
+            await AuditLog(svc.store).append(
+                s,
+                actor="agent",
+                action="on_demand.stop",
+                target="smol-od-1",
+                after={"model": MODEL, "cpu_seconds": 30.0, "gpu_seconds": 7.25},
+            )
+        statement = UsageStatement.from_json(
+            await site.gw.services.agents[SITE].usage_statement(month)
+        )
+        assert statement.valid(PartnerKeys({SITE: key.public_b64}))
+        by = {(ln["institution"], ln["model"]): ln for ln in statement.lines}
+        job = by[("uni-a", "m")]
+        assert (job["requests"], job["cpu_seconds"]) == (1, 12.5)
+        shared = by[("", MODEL)]
+        assert (shared["requests"], shared["cpu_seconds"], shared["gpu_seconds"]) == (0, 30.0, 7.25)
+        checked = countersign(
+            {"month": month, "inputs": {"sha256": "x"}, "usage": []},
+            [statement],
+            PartnerKeys({SITE: key.public_b64}),
+        )
+        assert {(n["institution"], n["cpu_seconds"]) for n in checked.node_time} == {
+            ("uni-a", 12.5),
+            ("", 30.0),
+        }

@@ -9,6 +9,12 @@ billable sum (:func:`verbund.accounting.load_lines`) as an access point, so both
 alike — and signs a month's totals per institution and model with the site's key. No
 text of a request or answer is kept, and no key: only counts under an institution.
 
+Node time goes into the same statement: each training job that ended here in the month
+(as the access points bill it: one request, its CPU and GPU seconds, unless it failed)
+under its institution and model, and the CPU and GPU seconds of on-demand instances
+stopped in the month (from the agent's own audit entries) under the model, with
+institution ``""``: an instance serves every institution.
+
 Records are written in batches (every ``FLUSH_SECONDS``, before a statement is signed,
 and when the agent stops), so metering adds no store write to a request's answer; an
 agent killed outright loses at most the last second's records.
@@ -17,16 +23,19 @@ agent killed outright loses at most the last second's records.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from verbund.accounting import load_lines, parse_month
 from verbund.errors import BadRequest
 from verbund.proxy import Usage
-from verbund.store import STORE_FAILURES, Store, UsageRow
+from verbund.store import STORE_FAILURES, AuditRow, Store, TrainingJobRow, UsageRow
 from verbund.trust import SigningKey, UsageStatement, sign_statement
 
 __all__ = ["Meter", "Metered"]
@@ -105,14 +114,14 @@ class Meter:
             await asyncio.sleep(FLUSH_SECONDS)
             await self.flush()
 
-    async def lines(self, month: str) -> list[dict[str, int | str]]:
-        """The month's billable totals per institution and model."""
+    async def lines(self, month: str) -> list[dict[str, int | str | float]]:
+        """The month's billable totals per institution and model, with node time."""
         try:
             since, until = parse_month(month)
         except ValueError:
             raise BadRequest("'month' must be YYYY-MM.", param="month") from None
         await self.flush()
-        sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0])
         for ln in await load_lines(self._store, since, until):
             if ln.site != self._site:
                 continue
@@ -120,15 +129,46 @@ class Meter:
             acc[0] += ln.requests
             acc[1] += ln.prompt_tokens
             acc[2] += ln.completion_tokens
+        async with self._store.session() as s:
+            jobs = (
+                await s.execute(
+                    select(TrainingJobRow).where(
+                        TrainingJobRow.finished_at >= since,
+                        TrainingJobRow.finished_at < until,
+                        TrainingJobRow.status != "failed",
+                    )
+                )
+            ).scalars()
+            for job in jobs:
+                acc = sums[(job.institution_id, job.fine_tuned_model or job.model)]
+                acc[0] += 1
+                acc[3] += job.cpu_seconds
+                acc[4] += job.gpu_seconds
+            stops = (
+                await s.execute(
+                    select(AuditRow.after).where(
+                        AuditRow.action == "on_demand.stop",
+                        AuditRow.ts >= since,
+                        AuditRow.ts < until,
+                    )
+                )
+            ).scalars()
+            for after in stops:
+                held = json.loads(after or "null") or {}
+                acc = sums[("", str(held.get("model", "")))]
+                acc[3] += float(held.get("cpu_seconds") or 0.0)
+                acc[4] += float(held.get("gpu_seconds") or 0.0)
         return [
             {
                 "institution": inst,
                 "model": model,
-                "requests": n,
-                "prompt_tokens": p,
-                "completion_tokens": c,
+                "requests": int(n),
+                "prompt_tokens": int(p),
+                "completion_tokens": int(c),
+                "cpu_seconds": round(cpu, 3),
+                "gpu_seconds": round(gpu, 3),
             }
-            for (inst, model), (n, p, c) in sorted(sums.items())
+            for (inst, model), (n, p, c, cpu, gpu) in sorted(sums.items())
         ]
 
     async def statement(self, key: SigningKey, month: str) -> UsageStatement:

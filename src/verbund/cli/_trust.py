@@ -241,3 +241,8 @@ def print_countersigned(checked: dict[str, Any]) -> None:
         )
     if not checked["differences"]:
         typer.echo("the access points' records agree with every signed statement")
+    for n in checked.get("node_time", []):
+        typer.echo(
+            f"node time stated by {n['site']} for {n['institution'] or 'on-demand instances'}"
+            f" ({n['model']}): {n['cpu_seconds']:g} CPU s, {n['gpu_seconds']:g} GPU s"
+        )
