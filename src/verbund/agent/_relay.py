@@ -167,8 +167,10 @@ async def relay(request: Request) -> Response:
         raise UpstreamError(f"Backend '{name}' is unreachable from its site agent.") from None
     if resp.status < 500:  # it answers: evidence for the agent's own health verdict
         offer.tracker.on_success(backend, time.monotonic())
-    out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
-    out_headers.pop(RECEIPT_HEADER, None)  # only this agent signs for this site
+    # only this agent signs for this site: a backend's own receipt header is dropped
+    out_headers = {
+        k: v for k, v in resp.headers.items() if k.lower() not in _HOP | {RECEIPT_HEADER}
+    }
     if request.method != "POST" or resp.status != 200:
         return StreamingResponse(_chunks(resp), status_code=resp.status, headers=out_headers)
     model = _model_of(body)
