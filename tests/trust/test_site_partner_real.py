@@ -109,8 +109,14 @@ def _chat(fed: Fed, model: str, **headers: str) -> httpx.Response:
 def test_the_agents_key_is_announced_and_it_signs_the_chain_head(fed: Fed) -> None:
     poll(lambda: _sync(fed, "west")["signing_key"] == "announced", "west's key", 30, 0.1)
     assert _sync(fed, "sued")["signing_key"] == "none"
-    got = fed.gateway.admin("POST", "/admin/audit/checkpoints", json={"sites": True})
-    assert got["sites"]["west"].startswith("signed entry #"), got
+    kept = fed.work / "kept"
+    got = fed.cli("audit", "checkpoint", "--sites", "--keep", str(kept), *fed.target())
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert "site west: signed entry #" in got.stdout and "site sued: no signing key" in got.stdout
+    # checked against the checkpoints kept outside the access point, with the keys it
+    # announces (west's announced key among them)
+    verify = fed.cli("audit", "verify", "--checkpoints", str(kept), *fed.target())
+    assert verify.returncode == 0, verify.stdout + verify.stderr
     held = fed.gateway.admin("GET", "/admin/audit/checkpoints")
     assert held["public_keys"]["west"] == fed.public_key
     assert any(c["signer"] == "west" for c in held["data"])

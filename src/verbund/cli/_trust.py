@@ -82,13 +82,25 @@ def checkpoint(
     config: Annotated[
         Path | None, typer.Option("--config", help="Federation config with partner keys.")
     ] = None,
+    sites: Annotated[
+        bool,
+        typer.Option(
+            "--sites", help="Have the sites' agents sign the head with their own keys instead."
+        ),
+    ] = False,
 ) -> None:
-    """Sign the chain's head (the access point's key, or yours with --key-file) and
-    exchange checkpoints: yours go to the access point, its go into --keep."""
+    """Sign the chain's head (the access point's key, yours with --key-file, or the
+    sites' agents' keys with --sites) and exchange checkpoints: yours go to the access
+    point, its go into --keep."""
     from verbund.trust import SigningKey, check_against_checkpoints, sign_checkpoint
 
     mine = _held(keep)
-    if key_file is None:
+    signed: dict[str, Any] | None = None
+    if sites:
+        answer = session(ctx).call("POST", "/admin/audit/checkpoints", json={"sites": True})
+        for site, what in sorted((answer.get("sites") or {}).items()):
+            typer.echo(f"site {site}: {what}")
+    elif key_file is None:
         answer = session(ctx).call(
             "POST", "/admin/audit/checkpoints", json={"sign": True, "checkpoints": []}
         )
@@ -110,7 +122,10 @@ def checkpoint(
     session(ctx).call(
         "POST", "/admin/audit/checkpoints", json={"checkpoints": [c.to_json() for c in mine]}
     )
-    typer.echo(f"signed entry #{signed['index']} ({signed['hash'][:12]}…) as {signed['signer']}")
+    if signed is not None:
+        typer.echo(
+            f"signed entry #{signed['index']} ({signed['hash'][:12]}…) as {signed['signer']}"
+        )
     if keep is not None:
         from verbund.trust import Checkpoint
 
