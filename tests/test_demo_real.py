@@ -247,9 +247,7 @@ async def test_demo_people_sign_in_make_a_key_and_see_their_usage(demo: Demo) ->
         made = await browser.post("/v1/me/keys", json={"name": "demo laptop"}, headers=csrf)
         assert made.status_code == 201
         key = made.json()["key"]
-        async with openai.AsyncOpenAI(
-            base_url=demo.url + "/v1", api_key=key, max_retries=0
-        ) as sdk:
+        async with openai.AsyncOpenAI(base_url=demo.url + "/v1", api_key=key, max_retries=0) as sdk:
             await sdk.chat.completions.create(
                 model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
             )

@@ -516,6 +516,9 @@ class InstitutionConfig(_Strict):
     # the institution's opt-in to stored responses (store: true, previous_response_id):
     # their text is kept encrypted for [responses] retention_hours
     store_responses: bool = False
+    # every inference request of the institution needs a processing receipt signed by
+    # the site that served it (docs/trust.md): routed only to sites that can sign
+    require_receipts: bool = False
     # per person behind a front-end's key (its forwarded user headers); 0 = no limit
     person_requests_per_minute: int = Field(0, ge=0)
     person_tokens_per_minute: int = Field(0, ge=0)

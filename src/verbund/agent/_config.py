@@ -42,6 +42,7 @@ __all__ = [
     "SiteAgentConfig",
     "SiteModelConfig",
     "SiteSection",
+    "TrustSection",
     "load_site_config",
     "parse_site_config",
 ]
@@ -102,6 +103,18 @@ class AgentSection(Listening):
         return int(ssl.CERT_REQUIRED if self.tls_client_ca else ssl.CERT_NONE)
 
 
+class TrustSection(_Strict):
+    """``[trust]``: the site's own Ed25519 key. With it the agent announces its public
+    key in the catalogue, signs checkpoints of access points' audit chains, signs its
+    monthly usage statements and the receipts of requests it relayed (docs/trust.md).
+    The key is read from the file (PEM, ``verbund audit keygen``) or, if no file is
+    named, from the variable (the raw 32-byte seed, base64); neither: the agent signs
+    nothing."""
+
+    signing_key_file: str = ""
+    signing_key_env: EnvName = "VERBUND_SITE_SIGNING_KEY"
+
+
 class Credential(_Strict):
     name: Name  # the actor named in logs and the audit log
     key_env: EnvName  # the environment variable that holds the bearer credential
@@ -125,6 +138,7 @@ class SiteModelConfig(ModelConfig):
 class SiteAgentConfig(_Strict):
     site: SiteSection
     agent: AgentSection = AgentSection()
+    trust: TrustSection = TrustSection()
     access_points: list[AccessPointCredential] = []
     operators: list[OperatorCredential] = []
     backends: list[BackendConfig] = []

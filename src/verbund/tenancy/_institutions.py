@@ -34,6 +34,7 @@ _FIELDS = (
     "file_expires_after",
     "file_max_expires_after",
     "store_responses",
+    "require_receipts",
     "person_requests_per_minute",
     "person_tokens_per_minute",
 )
