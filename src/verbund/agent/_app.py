@@ -21,12 +21,14 @@ from verbund.agent import (
     _blobs,
     _catalogue,
     _demand,
+    _erasure,
     _jobs,
     _lifecycle,
     _ops,
     _relay,
     _reload,
     _transfers,
+    _trust,
 )
 from verbund.agent._auth import AgentAuthMiddleware
 from verbund.agent._config import SiteAgentConfig
@@ -48,6 +50,8 @@ ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (
     _blobs.routes,
     _demand.routes,
     _transfers.routes,
+    _trust.routes,
+    _erasure.routes,
 )
 
 
