@@ -1,8 +1,10 @@
 """Where on-demand engines run: ``local`` processes or ``slurm`` jobs, behind one interface.
 
-A launcher submits an instance (:func:`verbund.agent._engine` started on its node),
+A launcher submits an instance (:mod:`verbund._engine` started on its node),
 observes it (``queued`` while the scheduler holds it, ``running``, ``gone`` once it ended
-for any reason: cancelled, preempted, time limit, node failure) and cancels it. Where the
+for any reason: cancelled, preempted, time limit, node failure; ``unknown`` while the
+scheduler cannot be asked, so a failing ``squeue`` does not count as a lost job) and
+cancels it. Where the
 engine listens comes back through the report file in the instance's folder, which the
 engine writes before it starts; the agent then waits for the engine's health itself.
 The ``slurm`` launcher assumes what HPC sites have: the agent's folder and Python on a
@@ -24,16 +26,19 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from verbund.agent._launch_spec import LaunchSpec
+from verbund.errors import RunnerError
 from verbund.jobs import SLURM_PENDING, run_slurm, sbatch, sbatch_resources, slurm_env
 
-__all__ = ["Launcher", "LocalLauncher", "Observed", "SlurmLauncher", "make_launcher"]
+__all__ = [
+    "Launcher", "LocalLauncher", "Observed", "SlurmLauncher", "make_launcher", "squeue_verdict",
+]  # fmt: skip
 
 REPORT = "endpoint.json"
 
 
 @dataclass(frozen=True, slots=True)
 class Observed:
-    state: Literal["queued", "running", "gone"]
+    state: Literal["queued", "running", "gone", "unknown"]
     endpoint: str | None = None  # http://host:port once the engine reported it
     detail: str = ""  # the scheduler's word for how it ended (CANCELLED, TIMEOUT, ...)
 
@@ -52,7 +57,7 @@ class Launcher(Protocol):
 
 def engine_command(spec: LaunchSpec, folder: Path) -> list[str]:
     cmd = [
-        sys.executable, "-m", "verbund.agent._engine", "--engine", spec.engine,
+        sys.executable, "-m", "verbund._engine", "--engine", spec.engine,
         "--alias", spec.model, "--host", spec.bind_host, "--report", str(folder / REPORT),
         "--n-ctx", str(spec.n_ctx), "--threads", str(spec.cpus), "--gpus", str(spec.gpus),
     ]  # fmt: skip
@@ -127,6 +132,22 @@ class LocalLauncher:
 _RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
 
 
+def squeue_verdict(code: int, out: str, err: str) -> Observed:
+    """What ``squeue -h -j JOB -o %T`` says of one job. Gone only when Slurm says so (the
+    job is not listed, or its id is no longer known); a failing ``squeue`` (controller
+    down or busy, a time-out) is ``unknown``: the instance is kept and asked again."""
+    state = out.strip()
+    if code == 0:
+        if state in SLURM_PENDING:
+            return Observed("queued")
+        if state in _RUNNING:
+            return Observed("running")
+        return Observed("gone", detail=state or "not in the queue")
+    if "Invalid job id" in err:
+        return Observed("gone", detail="not in the queue")
+    return Observed("unknown", detail=err.strip()[:200] or f"squeue exit {code}")
+
+
 class SlurmLauncher:
     """``sbatch`` jobs: one job per instance, the engine its only step (the Slurm
     commands as the job runner runs them: :mod:`verbund.jobs._slurm`)."""
@@ -152,15 +173,16 @@ class SlurmLauncher:
         )  # fmt: skip
 
     async def observe(self, handle: str, folder: Path) -> Observed:
-        code, out, _ = await run_slurm(
-            self._env, "the cluster", "squeue", "-h", "-j", handle, "-o", "%T"
-        )
-        state = out.strip() if code == 0 else ""
-        if state in SLURM_PENDING:
-            return Observed("queued")
-        if state in _RUNNING:
+        try:
+            code, out, err = await run_slurm(
+                self._env, "the cluster", "squeue", "-h", "-j", handle, "-o", "%T"
+            )
+        except RunnerError as exc:  # squeue missing or hanging: nothing is known of the job
+            return Observed("unknown", detail=str(exc))
+        seen = squeue_verdict(code, out, err)
+        if seen.state == "running":
             return Observed("running", reported_endpoint(folder))
-        return Observed("gone", detail=state or "not in the queue")
+        return seen
 
     async def cancel(self, handle: str) -> None:
         await run_slurm(self._env, "the cluster", "scancel", handle)

@@ -288,6 +288,11 @@ class OnDemand:
                 continue
             seen = await i.launcher.observe(i.handle, i.folder)
             now = self._clock()
+            if seen.state == "unknown":  # the scheduler could not be asked: ask again
+                if seen.detail != i.detail:
+                    log.warning("%s: instance %s unobservable: %s", m.spec.model, i.id, seen.detail)
+                i.detail = seen.detail
+                continue
             if seen.state == "gone":
                 was = i.state
                 i.detail = seen.detail
@@ -296,6 +301,7 @@ class OnDemand:
                     log.warning("%s: instance %s vanished while %s", m.spec.model, i.id, was)
                 changed = True
                 continue
+            i.detail = ""  # observed again
             if seen.state == "running" and i.running_at is None:
                 i.running_at = now
                 i.ends_at = now + m.spec.time_limit_minutes * 60

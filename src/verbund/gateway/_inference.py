@@ -26,7 +26,7 @@ from verbund.admission import (
     max_tokens,
 )
 from verbund.config import ModelConfig
-from verbund.errors import BadRequest
+from verbund.errors import BadRequest, UpstreamError, UpstreamTimeout
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
 from verbund.gateway._deps import data_class, person, principal, priority, request_id, services
 from verbund.gateway._services import Services
@@ -101,6 +101,8 @@ class Admitted:
     stream: bool
     drop_usage: bool
     prompt_estimate: int
+    # an on-demand model: what a request needs to wait for a replacement instance
+    on_demand: tuple[str, RequestPolicy] | None = None
 
 
 async def admit_body(
@@ -122,10 +124,10 @@ async def admit_body(
     svc = services(request)
     who = entry.who
     asked_class = data_class(request, who)
+    on_demand = None
     if svc.cold_start.starts(model):  # not running: started, and waited for (or 503)
-        await svc.cold_start.ensure(
-            model, RequestPolicy.for_institution(who.institution, asked_class)
-        )
+        on_demand = (model, RequestPolicy.for_institution(who.institution, asked_class))
+        await svc.cold_start.ensure(*on_demand)
     limit = max_tokens(body)
     urgency = priority(request)
     prompt_estimate = estimate_prompt_tokens(body)
@@ -163,7 +165,9 @@ async def admit_body(
         if not opts.get("include_usage"):
             body["stream_options"] = {**opts, "include_usage": True}
             drop_usage = rewrite = True
-    return Admitted(admitted, body, None if rewrite else raw, stream, drop_usage, prompt_estimate)
+    return Admitted(
+        admitted, body, None if rewrite else raw, stream, drop_usage, prompt_estimate, on_demand
+    )
 
 
 async def send(request: Request, path: str, a: Admitted) -> Response:
@@ -184,18 +188,30 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
             changed = chat_body_for(body, d)
             if changed is not None:
                 variants[d] = orjson.dumps(changed)
-    response = await svc.proxy.forward(
-        a.admission.forward(
-            path,
-            orjson.dumps(body) if raw is None else raw,
-            stream=stream,
-            drop_usage_chunk=a.drop_usage,
-            prompt_estimate=a.prompt_estimate,
-            parsed=a.body if stream else None,
-            client_gone=until_disconnect(request.receive),
-            variants=variants,
-        )
-    )
+    payload = orjson.dumps(body) if raw is None else raw
+    failed: set[str] = set()
+    waits = 0
+    while True:
+        try:
+            response = await svc.proxy.forward(
+                a.admission.forward(
+                    path,
+                    payload,
+                    stream=stream,
+                    drop_usage_chunk=a.drop_usage,
+                    prompt_estimate=a.prompt_estimate,
+                    parsed=a.body if stream else None,
+                    client_gone=until_disconnect(request.receive),
+                    variants=variants,
+                )
+            )
+            break
+        except (UpstreamError, UpstreamTimeout) as exc:
+            lost = a.on_demand is not None and type(exc) in _INSTANCE_LOST
+            if not lost or waits >= REPLACEMENT_WAITS_MOST:
+                raise
+            waits += 1
+            await _await_replacement(svc, a, failed)
     if stream == a.stream:
         return response
     chunks = stream_of_answer(bytes(response.body), include_usage=not a.drop_usage)
@@ -204,6 +220,28 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
         media_type="text/event-stream",
         headers={k: v for k, v in response.headers.items() if k.startswith("x-")},
     )
+
+
+# an on-demand instance that failed before the client got a byte (its job cancelled,
+# preempted, its node gone): the request waits for another one instead of failing
+_INSTANCE_LOST = (UpstreamError, UpstreamTimeout)
+REPLACEMENT_WAITS_MOST = 3  # replacements one request waits for before its error stands
+
+
+async def _await_replacement(svc: Services, a: Admitted, failed: set[str]) -> None:
+    """Wait, as a cold-start request does (up to ``routing.cold_start_wait``, or 503
+    ``model_starting``), for an instance of the model other than those this request
+    found dead, then plan its route again. Nothing reached the client yet, so sending
+    the request again is safe."""
+    assert a.on_demand is not None
+    model, policy = a.on_demand
+    failed.update(b.name for b in a.admission.plan)
+    record = a.admission.record
+    record.status, record.http_status = "ok", 200  # the outcome is the next try's
+    await svc.cold_start.ensure(model, policy, frozenset(failed))
+    a.admission.plan = [
+        b for b in svc.router.plan(model, policy, a.admission.ctx) if b.name not in failed
+    ] or a.admission.plan
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
