@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from verbund.agent._launch_spec import LaunchSpec
-from verbund.agent._launcher import Observed
+from verbund.agent._launcher import Observed, squeue_verdict
 from verbund.agent._ondemand import OnDemand
 from verbund.store import AuditRow, Store
 
@@ -32,7 +32,8 @@ class FakeLauncher:
     async def observe(self, handle: str, folder: Path) -> Observed:
         state = self.jobs[handle]
         endpoint = f"http://node:{handle}" if state == "running" else None
-        return Observed(state, endpoint, "CANCELLED" if state == "gone" else "")  # type: ignore[arg-type]
+        detail = {"gone": "CANCELLED", "unknown": "squeue failed"}.get(state, "")
+        return Observed(state, endpoint, detail)  # type: ignore[arg-type]
 
     async def cancel(self, handle: str) -> None:
         self.cancelled.append(handle)
@@ -128,3 +129,36 @@ async def test_old_reports_do_not_keep_a_model_busy(
     now[0] += 30  # the access point went away before the first tick
     await manager.tick()
     assert launcher.jobs == {}
+
+
+def test_squeue_failing_is_not_a_lost_job() -> None:
+    assert squeue_verdict(0, "RUNNING\n", "").state == "running"
+    assert squeue_verdict(0, "PENDING\n", "").state == "queued"
+    assert squeue_verdict(0, "", "").state == "gone"  # ended: no longer listed
+    gone = squeue_verdict(1, "", "slurm_load_jobs error: Invalid job id specified\n")
+    assert gone.state == "gone"
+    down = squeue_verdict(
+        1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n"
+    )
+    assert down.state == "unknown" and "controller" in down.detail
+
+
+async def test_an_instance_the_scheduler_cannot_be_asked_about_is_kept(
+    od: tuple[OnDemand, FakeLauncher, list[float]],
+) -> None:
+    manager, launcher, now = od
+    manager.report("m", "ap", waiting=1, in_flight={}, idle_seconds=0)
+    await manager.tick()
+    launcher.jobs["100"] = "running"
+    await manager.tick()
+    (inst,) = manager.ready()
+    manager.report("m", "ap", waiting=0, in_flight={inst.backend: 1}, idle_seconds=0)
+    launcher.jobs["100"] = "unknown"  # squeue fails (controller busy)
+    now[0] += 1
+    await manager.tick()
+    await manager.tick()
+    assert manager.ready() == [inst] and list(launcher.jobs) == ["100"]  # kept, no duplicate
+    assert launcher.cancelled == [] and inst.detail
+    launcher.jobs["100"] = "running"  # asked again: still there
+    await manager.tick()
+    assert manager.ready() == [inst] and inst.detail == ""

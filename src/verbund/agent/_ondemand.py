@@ -173,6 +173,29 @@ class OnDemand:
             if i.state == InstanceState.ready and i.endpoint
         ]
 
+    def relayed(self, backend: str) -> Instance | None:
+        """The instance the relay may pass requests to under ``backend``: ready, or
+        draining (requests routed before the drain still arrive), with an endpoint."""
+        model = self.instance_name(backend)
+        i = self.models[model].instances.get(backend.rsplit(":", 1)[1]) if model else None
+        if i is None or not i.endpoint:
+            return None
+        return i if i.state in (InstanceState.ready, InstanceState.draining) else None
+
+    def running(self) -> set[str]:
+        """The backend names of instances not stopped (the relay keeps their clients)."""
+        return {
+            i.backend
+            for m in self.models.values()
+            for i in m.instances.values()
+            if i.state != InstanceState.stopped
+        }
+
+    def instance_name(self, backend: str) -> str:
+        """The on-demand model whose instance ``backend`` names (``model:id``), or ""."""
+        model, _, iid = backend.rpartition(":")
+        return model if model in self.models and iid else ""
+
     def view(self) -> dict[str, Any]:
         now = self._clock()
         out: dict[str, Any] = {}

@@ -124,6 +124,7 @@ class AgentServices:
         return self.config.site.name
 
     def refresh_catalogue(self) -> bool:
+        self.offer.keep_instances(self.on_demand.running())
         return self.catalogue.update(
             build_catalogue(self.offer, self.lifecycle.state, self.on_demand)
         )

@@ -1,0 +1,158 @@
+"""On-demand models at a site whose ingress is its agent (``ingress = "agent"``): a request
+for a stopped model starts it and is served through the relay (streams get keep-alive
+comments while it starts), a start that takes too long is 503 ``model_starting`` with
+``Retry-After``, and a request whose instance was lost before it got a byte waits for the
+replacement instead of failing. In-process access point and agent, a fake launcher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from starlette.types import Message
+
+from harness.polling import apoll
+from tests.agent.conftest import SITE, Linked, LinkedFactory
+from tests.agent.test_on_demand import FakeLauncher
+
+OD = "od"
+SITE_EXTRA: dict[str, Any] = {
+    "models": [
+        {"name": "smol", "kind": "chat", "license": "Apache-2.0"},
+        {"name": OD, "kind": "chat", "license": "Apache-2.0"},
+    ],
+    "on_demand": [{"model": OD, "launcher": "slurm", "idle_timeout": 60}],
+}
+
+
+@pytest.fixture
+async def linked(
+    linked_factory: LinkedFactory, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Linked, FakeLauncher]]:
+    async with linked_factory(
+        ingress="agent", site_extra=SITE_EXTRA, routing={"keepalive_seconds": 0.05}
+    ) as linked:
+        od = linked.agent.services.on_demand
+        launcher = FakeLauncher()
+        od.models[OD].launcher = launcher
+
+        async def healthy(i: object) -> bool:
+            return True
+
+        monkeypatch.setattr(od, "_healthy", healthy)
+        await linked.refresh()
+        assert linked.gw.services.federation.sites[SITE].on_demand[OD].status == "stopped"
+        yield linked, launcher
+
+
+async def _start_when_asked(linked: Linked, launcher: FakeLauncher) -> str:
+    """The agent's side of a start: the access point's report of a waiting request, the
+    job submitted and running, the engine healthy, the catalogue taken up. Answers the
+    new instance's backend name."""
+    od = linked.agent.services.on_demand
+    await apoll(lambda: any(r[1] for r in od.models[OD].reports.values()), "a waiting request", 10)
+    before = set(launcher.jobs)
+    await od.tick()
+    (job,) = set(launcher.jobs) - before
+    launcher.jobs[job] = "running"
+    await od.tick()
+    (inst,) = [i for i in od.ready() if i.handle == job]
+    await linked.refresh()
+    od.models[OD].reports.clear()  # the next start waits for a new report
+    return inst.backend
+
+
+async def _chat(linked: Linked, **body: Any) -> Any:
+    return await linked.gw.chat(model=OD, **body)
+
+
+async def test_a_stopped_model_starts_and_is_served_through_the_relay(
+    linked: tuple[Linked, FakeLauncher],
+) -> None:
+    link, launcher = linked
+    request = asyncio.create_task(_chat(link))
+    backend = await _start_when_asked(link, launcher)
+    r = await request
+    assert r.status_code == 200, r.text
+    assert r.headers["x-verbund-site"] == SITE
+    at_ap = link.gw.services.federation.backends[backend]
+    assert at_ap.url == f"http://agent/relay/{backend}"  # through the agent, not to the node
+    assert link.fakes["west-od"].calls[-1]["path"] == "/v1/chat/completions"
+    assert "authorization" not in link.fakes["west-od"].calls[-1]["headers"]
+
+
+async def test_a_stream_gets_keep_alives_then_the_answer_through_the_relay(
+    linked: tuple[Linked, FakeLauncher],
+) -> None:
+    link, launcher = linked
+    raw = json.dumps(
+        {"model": OD, "messages": [{"role": "user", "content": "Hallo"}], "stream": True}
+    ).encode()
+    request = [{"type": "http.request", "body": raw, "more_body": False}]
+    got: list[bytes] = []
+    kept_alive = asyncio.Event()
+
+    async def receive() -> Message:
+        if request:
+            return request.pop()
+        await asyncio.Event().wait()  # the client stays
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            got.append(message.get("body", b""))
+            if b": keep-alive" in got[-1]:
+                kept_alive.set()
+
+    scope = link.gw.asgi_scope("/v1/chat/completions", raw)
+    stream = asyncio.ensure_future(link.gw.app(scope, receive, send))
+    await asyncio.wait_for(kept_alive.wait(), 10)  # while its model is stopped
+    await _start_when_asked(link, launcher)
+    await asyncio.wait_for(stream, 10)
+    lines = [line for line in b"".join(got).decode().splitlines() if line]
+    assert lines[0] == ": keep-alive"
+    assert lines[-1] == "data: [DONE]"
+    first = next(i for i, line in enumerate(lines) if line.startswith("data: {"))
+    assert all(line == ": keep-alive" for line in lines[:first])
+    assert link.fakes["west-od"].calls[-1]["body"]["stream"] is True
+
+
+async def test_a_start_that_takes_too_long_is_503_model_starting(
+    linked_factory: LinkedFactory,
+) -> None:
+    async with linked_factory(
+        ingress="agent", site_extra=SITE_EXTRA, routing={"cold_start_wait": 0.2}
+    ) as link:
+        link.agent.services.on_demand.models[OD].launcher = FakeLauncher()
+        await link.refresh()
+        r = await _chat(link)
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "model_starting"
+        assert int(r.headers["retry-after"]) >= 1
+        assert link.fakes["west-od"].calls == []
+
+
+async def test_a_request_whose_instance_was_lost_waits_for_the_replacement(
+    linked: tuple[Linked, FakeLauncher],
+) -> None:
+    link, launcher = linked
+    od = link.agent.services.on_demand
+    request = asyncio.create_task(_chat(link))
+    first = await _start_when_asked(link, launcher)
+    assert (await request).status_code == 200
+    # the job is cancelled; the access point has not heard yet (its catalogue still has it)
+    (job,) = launcher.jobs
+    launcher.jobs[job] = "gone"
+    await od.tick()
+    assert od.relayed(first) is None
+    assert first in link.gw.services.federation.backends
+    calls = len(link.fakes["west-od"].calls)
+    request = asyncio.create_task(_chat(link))
+    second = await _start_when_asked(link, launcher)
+    r = await request
+    assert r.status_code == 200, r.text  # not 502: it waited for the replacement
+    assert second != first and first not in link.gw.services.federation.backends
+    assert len(link.fakes["west-od"].calls) == calls + 1  # sent once, to the new instance
