@@ -33,14 +33,18 @@ def on_demand_federation(
     *,
     routing: dict[str, Any] | None = None,
     log_level: str = "warning",
+    keep_instances: bool = False,
     **spec: Any,
 ) -> Iterator[tuple[AgentProcess, GatewayProcess]]:
     """The agent and the access point (its :attr:`~GatewayProcess.key` made), stopped
-    when the block ends; ``spec`` adds to or overrides the model's ``[[on_demand]]``."""
+    when the block ends; ``spec`` adds to or overrides the model's ``[[on_demand]]``.
+    Its instances stop with the agent unless ``keep_instances`` (a restart test): the
+    next test on the same cluster starts from an empty queue."""
     site = site_toml(
         SITE,
         f"127.0.0.1:{free_port()}",
         work / "site-state",
+        agent={"keep_instances": keep_instances},
         models=[{"name": MODEL, "kind": "chat"}],
         capacity={"cpus": 2, "memory_mb": 4000},
         on_demand=[

@@ -77,6 +77,9 @@ class AgentSection(_Strict):
     tls_client_ca: str = ""  # mutual TLS: CA bundle the callers' certificates must chain to
     # long-polling of the catalogue: how long one GET ?wait= may be held at most
     max_wait_seconds: float = Field(30.0, gt=0, le=300)
+    # on-demand instances outlive a stop of the agent, and its next run takes them over;
+    # false: they stop with it (the embedded demo, laptops)
+    keep_instances: bool = True
 
     @field_validator("listen")
     @classmethod

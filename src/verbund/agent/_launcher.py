@@ -21,6 +21,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -54,6 +55,10 @@ class Launcher(Protocol):
 
     async def cancel(self, handle: str) -> None: ...
 
+    def adopt(self, handle: str, folder: Path) -> None:
+        """Take over ``handle``, started by an earlier run of the agent (a restart)."""
+        ...
+
 
 def engine_command(spec: LaunchSpec, folder: Path) -> list[str]:
     cmd = [
@@ -76,6 +81,9 @@ def reported_endpoint(folder: Path) -> str | None:
         return None
 
 
+INSTANCE_ENV = "VERBUND_ON_DEMAND_INSTANCE"  # marks a local engine as the instance's own
+
+
 def _spawn(cmd: list[str], folder: Path) -> subprocess.Popen[bytes]:
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "engine.log").open("ab") as log:
@@ -84,8 +92,35 @@ def _spawn(cmd: list[str], folder: Path) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True,  # it outlives the agent; a restarted one adopts it
+            env={**os.environ, INSTANCE_ENV: str(folder)},
         )
+
+
+def _ours(pid: int, folder: Path) -> bool:
+    """Whether process ``pid`` still runs and is the engine of the instance in ``folder``
+    (not a process that got its number since): its environment names the folder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+        return False  # ended, not yet reaped
+    return f"{INSTANCE_ENV}={folder}".encode() in environ.split(b"\0")
+
+
+def _end_adopted(pid: int, folder: Path) -> None:
+    """SIGTERM to an adopted engine's process group, SIGKILL if it is still there after
+    10 s (it is not our child: its exit is watched in /proc, not waited for)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        end = time.monotonic() + 10
+        while _ours(pid, folder) and time.monotonic() < end:
+            time.sleep(0.1)
+        if not _ours(pid, folder):
+            return
 
 
 def _write_script(folder: Path, cmd: list[str]) -> Path:
@@ -102,6 +137,10 @@ class LocalLauncher:
 
     def __init__(self) -> None:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._adopted: dict[str, Path] = {}  # started by an earlier run of the agent
+
+    def adopt(self, handle: str, folder: Path) -> None:
+        self._adopted[handle] = folder
 
     async def submit(self, spec: LaunchSpec, instance: str, folder: Path) -> str:
         proc = await asyncio.to_thread(_spawn, engine_command(spec, folder), folder)
@@ -109,6 +148,11 @@ class LocalLauncher:
         return str(proc.pid)
 
     async def observe(self, handle: str, folder: Path) -> Observed:
+        if handle in self._adopted:
+            if await asyncio.to_thread(_ours, int(handle), folder):
+                return Observed("running", reported_endpoint(folder))
+            del self._adopted[handle]
+            return Observed("gone", detail="ended while the agent was away")
         proc = self._procs.get(handle)
         if proc is None or proc.poll() is not None:
             self._procs.pop(handle, None)
@@ -116,6 +160,10 @@ class LocalLauncher:
         return Observed("running", reported_endpoint(folder))
 
     async def cancel(self, handle: str) -> None:
+        adopted = self._adopted.pop(handle, None)
+        if adopted is not None:
+            await asyncio.to_thread(_end_adopted, int(handle), adopted)
+            return
         proc = self._procs.pop(handle, None)
         if proc is None:
             return
@@ -186,6 +234,9 @@ class SlurmLauncher:
 
     async def cancel(self, handle: str) -> None:
         await run_slurm(self._env, "the cluster", "scancel", handle)
+
+    def adopt(self, handle: str, folder: Path) -> None:
+        """Nothing to do: a job is observed by its id, whoever submitted it."""
 
 
 def make_launcher(spec: LaunchSpec) -> Launcher:

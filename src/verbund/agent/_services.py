@@ -111,6 +111,7 @@ class AgentServices:
                 Path(config.agent.state_dir),
                 lambda: svc.refresh_catalogue(),
                 store=store,
+                keep_on_stop=config.agent.keep_instances,
             ),
             config_path=config_path,
             env=env,
@@ -229,6 +230,7 @@ class AgentServices:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         await self.store.migrate()
         await self.lifecycle.load()
+        await self.on_demand.load()  # instances an earlier run left running
         self.refresh_catalogue()
         await self.jobs.start()
         if background:
