@@ -156,3 +156,36 @@ async def test_a_request_whose_instance_was_lost_waits_for_the_replacement(
     assert r.status_code == 200, r.text  # not 502: it waited for the replacement
     assert second != first and first not in link.gw.services.federation.backends
     assert len(link.fakes["west-od"].calls) == calls + 1  # sent once, to the new instance
+
+
+async def test_node_time_reaches_the_access_points_usage_report(
+    linked: tuple[Linked, FakeLauncher],
+) -> None:
+    """The node time an instance held (idle included) is collected from the agent, stored
+    per site, model and hour (the same numbers however often it is collected) and shown
+    next to the token usage in /admin/usage."""
+    from verbund.federation import NodeTimeCollector
+
+    link, launcher = linked
+    request = asyncio.create_task(_chat(link))
+    await _start_when_asked(link, launcher)
+    assert (await request).status_code == 200
+    (inst,) = link.agent.services.on_demand.ready()
+    inst.running_at = (inst.running_at or 0.0) - 120.0  # it has held its node for 2 minutes
+    svc = link.gw.services
+    collector = NodeTimeCollector(svc.federation, svc.agents, svc.store)
+    assert await collector.collect_once() >= 1
+    await collector.collect_once()  # again: stored, not added
+    r = await link.gw.client.get("/admin/usage", headers=link.gw.admin())
+    assert r.status_code == 200
+    body = r.json()
+    (row,) = body["node_time"]
+    assert (row["site"], row["model"]) == (SITE, OD)
+    assert row["cpu_seconds"] == pytest.approx(120.0, abs=5)  # 1 CPU for 2 minutes
+    assert row["gpu_seconds"] == 0.0
+    assert any(d["institution"] == "uni-a" for d in body["data"])  # tokens beside it
+    # an institution's own report has no sites' cost in it
+    scoped = await link.gw.client.get(
+        "/admin/usage", params={"institution": "uni-a"}, headers=link.gw.admin()
+    )
+    assert "node_time" not in scoped.json()

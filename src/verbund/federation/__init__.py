@@ -28,6 +28,7 @@ from verbund.federation._federation import Federation
 from verbund.federation._health import Failure, HealthTracker, Probe, request_key
 from verbund.federation._lifecycle import SiteLifecycle
 from verbund.federation._metrics import MetricsScraper, parse_engine_metrics
+from verbund.federation._node_time import NodeTimeCollector
 from verbund.federation._prober import Prober
 from verbund.federation._site import Site
 from verbund.federation._sync import CatalogueSync, SiteSync
@@ -63,6 +64,7 @@ __all__ = [
     "InFlight",
     "LatencyStats",
     "MetricsScraper",
+    "NodeTimeCollector",
     "OnDemandModel",
     "Probe",
     "Prober",
