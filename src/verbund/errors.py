@@ -30,6 +30,7 @@ The tree::
         ├── NotConfigured             503 a feature the request needs is not set up here
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
+            │   └── BackendRefused    503 the one tried refused the connection (not running)
             ├── ModelStarting         503 an on-demand model is starting (Retry-After)
             ├── UpstreamTimeout       504
             └── SiteAgentError        502 a site agent refused us or answered nonsense
@@ -236,6 +237,12 @@ class UpstreamError(ApiError):
 class NoBackendAvailable(UpstreamError):
     status = 503
     code = "no_backend_available"
+
+
+class BackendRefused(NoBackendAvailable):
+    """A model server refused the connection: nothing listens there (any more). Apart
+    from the other 503s because an on-demand instance that ended looks like this, and a
+    request that got no byte from it waits for its replacement."""
 
 
 class ModelStarting(UpstreamError):

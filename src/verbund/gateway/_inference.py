@@ -26,7 +26,7 @@ from verbund.admission import (
     max_tokens,
 )
 from verbund.config import ModelConfig
-from verbund.errors import BadRequest, UpstreamError, UpstreamTimeout
+from verbund.errors import BackendRefused, BadRequest, UpstreamError, UpstreamTimeout
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
 from verbund.gateway._deps import data_class, person, principal, priority, request_id, services
 from verbund.gateway._services import Services
@@ -224,7 +224,7 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
 
 # an on-demand instance that failed before the client got a byte (its job cancelled,
 # preempted, its node gone): the request waits for another one instead of failing
-_INSTANCE_LOST = (UpstreamError, UpstreamTimeout)
+_INSTANCE_LOST = (UpstreamError, UpstreamTimeout, BackendRefused)
 REPLACEMENT_WAITS_MOST = 3  # replacements one request waits for before its error stands
 
 

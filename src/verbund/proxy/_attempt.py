@@ -21,6 +21,7 @@ import orjson
 from verbund.config import RoutingConfig
 from verbund.errors import (
     ApiError,
+    BackendRefused,
     BadRequest,
     NoBackendAvailable,
     UpstreamError,
@@ -239,7 +240,7 @@ class Attempts:
             return Retry(UpstreamTimeout("The model server stopped answering."))
         if isinstance(exc, UpstreamRefused):
             self.fail(backend, Failure.refused)
-            return Retry(NoBackendAvailable("The model server could not be reached."))
+            return Retry(BackendRefused("The model server could not be reached."))
         if isinstance(exc, UpstreamTimedOut | TimeoutError):
             if backend.outstanding > self._pool.limit(backend):
                 # it waited for one of this access point's connections, all busy: that is
