@@ -26,7 +26,7 @@ from verbund.admission import (
     max_tokens,
 )
 from verbund.config import ModelConfig
-from verbund.errors import BackendRefused, BadRequest, UpstreamError, UpstreamTimeout
+from verbund.errors import BackendLost, BackendRefused, BadRequest
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
 from verbund.gateway._deps import data_class, person, principal, priority, request_id, services
 from verbund.gateway._services import Services
@@ -206,9 +206,8 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
                 )
             )
             break
-        except (UpstreamError, UpstreamTimeout) as exc:
-            lost = a.on_demand is not None and type(exc) in _INSTANCE_LOST
-            if not lost or waits >= REPLACEMENT_WAITS_MOST:
+        except (BackendLost, BackendRefused):
+            if a.on_demand is None or waits >= REPLACEMENT_WAITS_MOST:
                 raise
             waits += 1
             await _await_replacement(svc, a, failed)
@@ -222,9 +221,10 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
     )
 
 
-# an on-demand instance that failed before the client got a byte (its job cancelled,
-# preempted, its node gone): the request waits for another one instead of failing
-_INSTANCE_LOST = (UpstreamError, UpstreamTimeout, BackendRefused)
+# an on-demand instance lost before the client got a byte (its job cancelled, preempted,
+# its node gone: the connection refused or broken, or 502 from the site's relay) is
+# waited for; a server that answers with an error or too late is not lost (its error
+# stands)
 REPLACEMENT_WAITS_MOST = 3  # replacements one request waits for before its error stands
 
 
@@ -235,7 +235,7 @@ async def _await_replacement(svc: Services, a: Admitted, failed: set[str]) -> No
     the request again is safe."""
     assert a.on_demand is not None
     model, policy = a.on_demand
-    failed.update(b.name for b in a.admission.plan)
+    failed.update(b.name for b in a.admission.plan[: svc.config.routing.max_attempts])
     record = a.admission.record
     record.status, record.http_status = "ok", 200  # the outcome is the next try's
     await svc.cold_start.ensure(model, policy, frozenset(failed))

@@ -21,6 +21,7 @@ import orjson
 from verbund.config import RoutingConfig
 from verbund.errors import (
     ApiError,
+    BackendLost,
     BackendRefused,
     BadRequest,
     NoBackendAvailable,
@@ -249,7 +250,7 @@ class Attempts:
             self.fail(backend, Failure.timeout, body)
             return Retry(UpstreamTimeout("The model server did not answer in time."))
         self.fail(backend, Failure.broken, body)
-        return Retry(UpstreamError("The connection to the model server failed."))
+        return Retry(BackendLost("The connection to the model server failed."))
 
     def check_status(
         self,
@@ -275,7 +276,8 @@ class Attempts:
             )
         if status in RETRYABLE_STATUS:
             self.fail(backend, Failure.server_error, sent)
-            raise Retry(UpstreamError(f"The model server failed (HTTP {status})."))
+            lost = BackendLost if status == 502 else UpstreamError  # 502: a gateway lost it
+            raise Retry(lost(f"The model server failed (HTTP {status})."))
         if 400 <= status < 500:
             log.warning(
                 "backend %s rejected a request: HTTP %d: %s",
