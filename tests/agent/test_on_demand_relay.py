@@ -158,6 +158,21 @@ async def test_a_request_whose_instance_was_lost_waits_for_the_replacement(
     assert len(link.fakes["west-od"].calls) == calls + 1  # sent once, to the new instance
 
 
+async def test_an_instance_that_answers_with_an_error_is_not_waited_for(
+    linked: tuple[Linked, FakeLauncher],
+) -> None:
+    """Only a lost instance is waited for: one that answers, if with an error, is not
+    lost, and its error stands at once (no second start, nothing waiting)."""
+    link, launcher = linked
+    request = asyncio.create_task(_chat(link))
+    await _start_when_asked(link, launcher)
+    assert (await request).status_code == 200
+    link.fakes["west-od"].mode, link.fakes["west-od"].status = "status", 503
+    r = await _chat(link)
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
+    assert list(launcher.jobs) == ["100"] and link.gw.services.cold_start.waiting == {}
+
+
 async def test_node_time_reaches_the_access_points_usage_report(
     linked: tuple[Linked, FakeLauncher],
 ) -> None:
