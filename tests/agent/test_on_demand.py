@@ -138,6 +138,7 @@ def test_squeue_failing_is_not_a_lost_job() -> None:
     assert squeue_verdict(0, "RUNNING\n", "").state == "running"
     assert squeue_verdict(0, "PENDING\n", "").state == "queued"
     assert squeue_verdict(0, "", "").state == "gone"  # ended: no longer listed
+    assert squeue_verdict(0, "COMPLETING\n", "").state == "gone"  # cancelled, ending
     gone = squeue_verdict(1, "", "slurm_load_jobs error: Invalid job id specified\n")
     assert gone.state == "gone"
     down = squeue_verdict(

@@ -150,7 +150,10 @@ async def test_a_request_whose_instance_was_lost_waits_for_the_replacement(
     assert od.relayed(first) is None
     assert first in link.gw.services.federation.backends
     calls = len(link.fakes["west-od"].calls)
+    at_ap = link.gw.services.federation.backends[first]
     request = asyncio.create_task(_chat(link))
+    await apoll(lambda: at_ap.consecutive_failures, "the request to fail there", 10)
+    await link.refresh()  # the site says it is gone: the request waits for another
     second = await _start_when_asked(link, launcher)
     r = await request
     assert r.status_code == 200, r.text  # not 502: it waited for the replacement
@@ -170,6 +173,24 @@ async def test_an_instance_that_answers_with_an_error_is_not_waited_for(
     link.fakes["west-od"].mode, link.fakes["west-od"].status = "status", 503
     r = await _chat(link)
     assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
+    assert list(launcher.jobs) == ["100"] and link.gw.services.cold_start.waiting == {}
+
+
+async def test_an_instance_its_site_still_lists_is_not_taken_for_lost(
+    linked: tuple[Linked, FakeLauncher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unreachable from the agent, but its job runs: the site does not say it is gone,
+    so the request's error stands after the grace (nothing started, nothing waiting)."""
+    from verbund.gateway import _inference
+
+    monkeypatch.setattr(_inference, "LOSS_GRACE", 0.2)
+    link, launcher = linked
+    request = asyncio.create_task(_chat(link))
+    await _start_when_asked(link, launcher)
+    assert (await request).status_code == 200
+    link.fakes["west-od"].mode = "refuse"
+    r = await _chat(link)
+    assert r.status_code == 502
     assert list(launcher.jobs) == ["100"] and link.gw.services.cold_start.waiting == {}
 
 

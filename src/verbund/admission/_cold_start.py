@@ -132,6 +132,19 @@ class ColdStart:
             if not self.waiting[key]:
                 del self.waiting[key]
 
+    async def gone(self, backends: frozenset[str], within: float) -> bool:
+        """Whether ``backends`` leave the federation (their sites' catalogues drop them:
+        the instance's job ended) within ``within`` seconds. A request that failed at an
+        on-demand instance waits for a replacement only if its site says it is gone."""
+        deadline = self._clock() + within
+        while backends & self._federation.backends.keys():
+            left = deadline - self._clock()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._applied().wait(), min(left, REPORT_SECONDS))
+        return True
+
     async def _ask(self, model: str, candidates: list[Site]) -> Site:
         """The first compliant site whose agent takes the start."""
         why: list[str] = []

@@ -177,7 +177,9 @@ class LocalLauncher:
             await asyncio.to_thread(proc.wait)
 
 
-_RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
+# COMPLETING (cancelled, timed out, its processes being ended) is not among them: the
+# instance is gone for routing at once, and its replacement may start
+_RUNNING = {"RUNNING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
 
 
 def squeue_verdict(code: int, out: str, err: str) -> Observed:

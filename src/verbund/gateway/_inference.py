@@ -26,7 +26,7 @@ from verbund.admission import (
     max_tokens,
 )
 from verbund.config import ModelConfig
-from verbund.errors import BackendLost, BackendRefused, BadRequest
+from verbund.errors import BackendLost, BackendRefused, BadRequest, UpstreamTimeout
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
 from verbund.gateway._deps import data_class, person, principal, priority, request_id, services
 from verbund.gateway._services import Services
@@ -206,11 +206,12 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
                 )
             )
             break
-        except (BackendLost, BackendRefused):
+        except (BackendLost, BackendRefused, UpstreamTimeout):
             if a.on_demand is None or waits >= REPLACEMENT_WAITS_MOST:
                 raise
             waits += 1
-            await _await_replacement(svc, a, failed)
+            if not await _await_replacement(svc, a, failed):
+                raise
     if stream == a.stream:
         return response
     chunks = stream_of_answer(bytes(response.body), include_usage=not a.drop_usage)
@@ -222,26 +223,32 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
 
 
 # an on-demand instance lost before the client got a byte (its job cancelled, preempted,
-# its node gone: the connection refused or broken, or 502 from the site's relay) is
-# waited for; a server that answers with an error or too late is not lost (its error
-# stands)
+# its node gone) is waited for: the connection refused, broken or hung, or 502 from the
+# site's relay, and then the site confirms that the instance is gone
 REPLACEMENT_WAITS_MOST = 3  # replacements one request waits for before its error stands
+LOSS_GRACE = 10.0  # seconds the site has to confirm the loss (its catalogue drops it)
 
 
-async def _await_replacement(svc: Services, a: Admitted, failed: set[str]) -> None:
-    """Wait, as a cold-start request does (up to ``routing.cold_start_wait``, or 503
-    ``model_starting``), for an instance of the model other than those this request
-    found dead, then plan its route again. Nothing reached the client yet, so sending
-    the request again is safe."""
+async def _await_replacement(svc: Services, a: Admitted, failed: set[str]) -> bool:
+    """After the backends tried failed without a byte to the client: False if their
+    site still lists them (a server that is slow or failing is not lost: its error
+    stands); else wait, as a cold-start request does (up to ``routing.cold_start_wait``,
+    or 503 ``model_starting``), for an instance other than those this request found
+    gone, and plan the route again. Nothing reached the client, so sending the request
+    again is safe."""
     assert a.on_demand is not None
     model, policy = a.on_demand
-    failed.update(b.name for b in a.admission.plan[: svc.config.routing.max_attempts])
+    tried = {b.name for b in a.admission.plan[: svc.config.routing.max_attempts]}
+    if not await svc.cold_start.gone(frozenset(tried), LOSS_GRACE):
+        return False
+    failed |= tried
     record = a.admission.record
     record.status, record.http_status = "ok", 200  # the outcome is the next try's
     await svc.cold_start.ensure(model, policy, frozenset(failed))
     a.admission.plan = [
         b for b in svc.router.plan(model, policy, a.admission.ctx) if b.name not in failed
     ] or a.admission.plan
+    return True
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
