@@ -84,7 +84,7 @@ def to_record(i: Instance, clock: Callable[[], float]) -> dict[str, Any]:
     }  # fmt: skip
     for name in _TIMES:
         at = getattr(i, name)
-        rec[name] = None if at is None else at + offset
+        rec[name] = None if at is None else round(at + offset, 1)  # stable between ticks
     return rec
 
 
