@@ -20,17 +20,16 @@ import platform
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import machine, publish
 from harness.demo import start_demo
 from harness.federation import write_toml
 from verbund.demo import default_demo_config
 from verbund.demo_models import find_mlserver_python
 
-RESULTS = Path(__file__).parent / "results" / "demo_startup.md"
 LLAMA = {
     b["name"]
     for site in default_demo_config()["sites"]
@@ -124,17 +123,14 @@ def main() -> None:
         f"| {v} | {n} | {t:.1f} | {lmax:.1f} | {'-' if m is None else f'{m:.1f}'} | {load:.1f} |"
         for v, n, t, lmax, m, load in rows
     ]
-    print("\n".join(table))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    publish(
+        "demo_startup.md",
         "# Demo start-up: `verbund up` until ready\n\n"
-        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: {os.cpu_count()} cores, "
-        f"{platform.machine()}, shared with other work (load average in the table). "
-        f"Versions: {_versions()}.\n\n"
+        f"{machine()} (load average of each run in the table). Versions: {_versions()}.\n\n"
         "`ready` is from starting `verbund up` to its demo.json being written (every model "
         "server answering, keys made, access point listening). Server columns are measured "
         "from each server's own start; OIP servers (MLServer, KServe) start after their "
-        "model is trained (or found trained).\n\n" + "\n".join(table) + "\n"
+        "model is trained (or found trained).\n\n" + "\n".join(table) + "\n",
     )
 
 

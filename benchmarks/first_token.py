@@ -9,8 +9,6 @@ Writes benchmarks/results/first_token.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -18,9 +16,9 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.report import machine, publish
 from harness.demo import start_demo
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m"
 
 
@@ -91,14 +89,11 @@ def main() -> None:
         ]
     )
     text = (
-        f"# Time to first token: access point vs direct\n\n{time.strftime('%Y-%m-%d %H:%M')} "
-        f"UTC, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, Python "
-        f"{platform.python_version()}. Command: `.venv/bin/python -m benchmarks.first_token`"
+        f"# Time to first token: access point vs direct\n\n{machine()}. "
+        "Command: `.venv/bin/python -m benchmarks.first_token`"
         f"\n\n`verbund up` ready after {ready:.1f} s (all demo model servers).\n\n{table}\n"
     )
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "first_token.md").write_text(text)
+    publish("first_token.md", text)
 
 
 if __name__ == "__main__":

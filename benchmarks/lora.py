@@ -17,25 +17,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks.report import markdown_table
+from benchmarks.report import machine, markdown_table, publish
 from harness.chat_data import chat_jsonl
 from harness.training import put_file
 from verbund.config import parse_config
 from verbund.demo import smollm2_gguf, training_python
 from verbund.gateway import Services, create_app
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN = "vbadmin-bench-0123456789abcdef"
 BASE = "smollm2-135m"
 
@@ -158,9 +155,8 @@ def main() -> None:
     row = asyncio.run(run(args.cpus, args.epochs, args.batch_size))
     load_after = os.getloadavg()[0]
     header = (
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores shared with other "
-        f"work (load average {load_before:.1f} before, {load_after:.1f} after), Python "
-        f"{platform.python_version()}, torch 2.13.0 CPU; SmolLM2-135M-Instruct (Q4_1 GGUF, "
+        f"{machine(load_after)} (load {load_before:.1f} before); torch 2.13.0 CPU; "
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF, "
         f"dequantised to float32), LoRA rank 8 on all linear layers, {examples} "
         f"chat examples, {args.epochs} epochs of batch {args.batch_size}."
     )  # fmt: skip
@@ -183,9 +179,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "lora.md").write_text(text)
+    publish("lora.md", text)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ import statistics
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from benchmarks.report import machine, publish
 from harness.demo import Demo, start_demo
 from harness.digits import (
     HEADER,
@@ -45,7 +45,6 @@ from harness.polling import poll
 from verbund.demo import default_demo_config
 from verbund.demo_models import find_python
 
-RESULTS = Path(__file__).parent / "results" / "oip_models.md"
 FRAMEWORK = {"digits-torch": "pytorch", "digits-onnx": "onnx", "digits-keras": "keras"}
 TRAIN = {"digits-torch": "digits-cnn", "digits-onnx": "digits-cnn", "digits-keras": "digits-keras"}
 
@@ -223,21 +222,18 @@ def main() -> None:
         f"requests to {batch['model']} ({batch['status']}) in {batch['seconds']:.1f} s = "
         f"**{batch['images_per_s']:.0f} images/s**."
     )
-    print("\n".join(table))
-    print(batch_line)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    publish(
+        "oip_models.md",
         "# OIP domain models: PyTorch, ONNX, Keras through the access point and directly\n\n"
-        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: {os.cpu_count()} cores, "
-        f"{platform.machine()}, shared with other work (load average {load_before:.1f} before, "
-        f"{load_after:.1f} after). Versions: {versions()}.\n\n"
+        f"{machine(load_after)} (load {load_before:.1f} before). Versions: {versions()}.\n\n"
         f"One site, each model on KServe's model server (one worker, one thread). Requests "
         f"of {args.batch_size} images, one at a time, {args.rounds} rounds, alternating "
         "between the model server itself (`direct`) and the access point; inferences/s = "
         "images classified per second of request time. Accuracy: held-out digits through the "
         "access point.\n\n" + "\n".join(table) + "\n\n" + batch_line + "\n\n"
         "Command: `python -m benchmarks.oip_models "
-        f"--batch-size {args.batch_size} --rounds {args.rounds} --batch-lines {args.batch_lines}`\n"
+        f"--batch-size {args.batch_size} --rounds {args.rounds} "
+        f"--batch-lines {args.batch_lines}`\n",
     )
 
 

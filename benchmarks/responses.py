@@ -12,8 +12,6 @@ Writes benchmarks/results/responses.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -22,11 +20,10 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.report import markdown_table
+from benchmarks.report import machine, markdown_table, publish
 from harness.load import percentile
 from harness.stub_backend import MODEL, stub_gateway
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TOOLS = [
     {
         "type": "function",
@@ -113,19 +110,17 @@ def main() -> None:
             }
         )
     table = markdown_table(rows, list(rows[0]))
-    print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "responses.md").write_text(
+    publish(
+        "responses.md",
         "# Responses API translation overhead\n\n"
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"{machine()}; "
         f"`python -m benchmarks.responses --requests {args.requests}`.\n\n"
         "The same request (a 1 KB system prompt, one user turn, eight function tools; the "
         "Responses form also carries `web_search`, which is dropped) sent as chat "
         "completions and as the Responses API through one access point to the harness's "
         "stub model server, interleaved; whole-answer latency at the client. The "
         "difference is the access point's translation of request and answer (or events).\n\n"
-        f"{table}\n"
+        f"{table}\n",
     )
 
 

@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from benchmarks.report import machine, publish
 from harness.training import blobs_csv, put_file
 from verbund.config import parse_config
 from verbund.gateway import Services, create_app
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN = "vbadmin-bench-0123456789abcdef"
 
 
@@ -144,10 +141,8 @@ def main() -> None:
             + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values())
             + " |"
         )
-    load = os.getloadavg()[0]
     header = (
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores (load {load:.1f}), "
-        f"Python {platform.python_version()}; {args.jobs} centroid-classifier jobs one after "
+        f"{machine()}; {args.jobs} centroid-classifier jobs one after "
         f"another (poll interval 0.1 s), then {args.requests} OIP v2 requests each of 1 and "
         "100 rows to the ft: model, in-process (ASGI, no network)."
     )
@@ -165,9 +160,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "training.md").write_text(text)
+    publish("training.md", text)
 
 
 if __name__ == "__main__":

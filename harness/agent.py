@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ import httpx
 from harness.federation import write_toml
 from harness.netns import Lab, NetSite
 from harness.ports import free_port
-from harness.processes import Process, child_env
+from harness.processes import ConfiguredServer, Process, child_env
 from harness.simengine import MODEL, EngineProcess, EngineSpec
 
 AP_KEY_ENV = "VERBUND_SITE_AP_KEY"
@@ -69,7 +68,7 @@ def agent_argv(config: Path, log_level: str = "warning") -> list[str]:
     ]  # fmt: skip
 
 
-class AgentProcess:
+class AgentProcess(ConfiguredServer):
     """A site agent process for ``config`` (a site.toml dict), with its files in ``work``.
 
     ``url`` is where access points reach it (``https://`` when the config has TLS);
@@ -88,11 +87,9 @@ class AgentProcess:
         netns: Sequence[str] = (),
         verify: ssl.SSLContext | bool = False,
     ) -> None:
-        self.config = config
-        self.work = work
         self.site = str(config["site"]["name"])
+        super().__init__(config, work, work / f"site-{self.site}.toml")
         self.keys = dict(keys or keys_for(self.site))
-        self.config_path = work / f"site-{self.site}.toml"
         self.log = work / f"agent-{self.site}.log"
         tls = bool(config.get("agent", {}).get("tls_cert"))
         self.url = f"{'https' if tls else 'http'}://{config['agent']['listen']}"
@@ -114,12 +111,6 @@ class AgentProcess:
     def operator_key(self) -> str:
         return self.keys[OPERATOR_KEY_ENV]
 
-    def launch(self) -> AgentProcess:
-        self.work.mkdir(parents=True, exist_ok=True)
-        write_toml(self.config, self.config_path)
-        self.process.start()
-        return self
-
     def start(self, within: float = 60.0) -> AgentProcess:
         return self.launch().wait_ready(within)
 
@@ -137,23 +128,6 @@ class AgentProcess:
             verify=self.verify,
             headers={"authorization": f"Bearer {key or self.ap_key}"},
         )
-
-    def kill(self) -> float:
-        return self.process.kill()
-
-    def stop(self, within: float = 20.0) -> int | None:
-        return self.process.stop(within)
-
-    def __enter__(self) -> AgentProcess:
-        return self if self.process.started else self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --- a federation of real sites, each run by its own agent -------------------------------

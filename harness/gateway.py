@@ -6,14 +6,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
-from harness.federation import write_toml
 from harness.polling import poll
-from harness.processes import Process, child_env
+from harness.processes import ConfiguredServer, Process, child_env
 
 ADMIN_KEY = "vbadmin-harness-0123456789abcdef"
 
@@ -26,7 +24,7 @@ def gateway_argv(config: Path, *args: str, log_level: str = "warning") -> list[s
     ]  # fmt: skip
 
 
-class GatewayProcess:
+class GatewayProcess(ConfiguredServer):
     """An access point process for ``config`` (a federation dict), with its files in ``work``.
 
     ``config["gateway"]["listen"]`` says where it listens. Writing the config, starting,
@@ -46,10 +44,8 @@ class GatewayProcess:
         new_session: bool = True,
         name: str = "gateway",
     ) -> None:
-        self.config = config
-        self.work = work
+        super().__init__(config, work, work / "federation.toml")
         self.admin_key = admin_key
-        self.config_path = work / "federation.toml"
         self.log = work / f"{name}.log"
         self.key = ""  # the API key :meth:`serve` made
         self.url = f"http://{config['gateway']['listen']}"
@@ -63,12 +59,6 @@ class GatewayProcess:
             cwd=work,
             new_session=new_session,  # --workers N: signals reach every worker
         )
-
-    def launch(self) -> GatewayProcess:
-        self.work.mkdir(parents=True, exist_ok=True)
-        write_toml(self.config, self.config_path)
-        self.process.start()
-        return self
 
     def start(self, within: float = 60.0, path: str = "/readyz") -> GatewayProcess:
         """Launch and wait until ``path`` answers 200 (stopped again if it does not)."""
@@ -116,20 +106,3 @@ class GatewayProcess:
         """Backend name -> the admin API's view (healthy, ejected, outstanding, ...)."""
         sites = self.admin("GET", "/admin/sites")["sites"]
         return {b["name"]: b for s in sites for b in s.get("backends", [])}
-
-    def kill(self) -> float:
-        return self.process.kill()
-
-    def stop(self, within: float = 20.0) -> int | None:
-        return self.process.stop(within)
-
-    def __enter__(self) -> GatewayProcess:
-        return self if self.process.started else self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

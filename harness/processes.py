@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from harness.polling import wait_http
 
@@ -185,6 +185,47 @@ class Process:
 
     def __enter__(self) -> Process:
         return self if self.started else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ConfiguredServer:
+    """A Verbund server process (access point, site agent) run from a config dict: the
+    config is written to ``config_path`` at every launch, so a test can change it and
+    start again. Subclasses say where it listens and when it is ready (``start``)."""
+
+    process: Process
+
+    def __init__(self, config: Mapping[str, Any], work: Path, config_path: Path) -> None:
+        self.config = config
+        self.work = work
+        self.config_path = config_path
+
+    def launch(self) -> Self:
+        from harness.federation import write_toml
+
+        self.work.mkdir(parents=True, exist_ok=True)
+        write_toml(self.config, self.config_path)
+        self.process.start()
+        return self
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def kill(self) -> float:
+        return self.process.kill()
+
+    def stop(self, within: float = 20.0) -> int | None:
+        return self.process.stop(within)
+
+    def __enter__(self) -> Self:
+        return self if self.process.started else self.start()
 
     def __exit__(
         self,

@@ -247,10 +247,10 @@ async def test_demo_people_sign_in_make_a_key_and_see_their_usage(demo: Demo) ->
         made = await browser.post("/v1/me/keys", json={"name": "demo laptop"}, headers=csrf)
         assert made.status_code == 201
         key = made.json()["key"]
-        sdk = openai.AsyncOpenAI(base_url=demo.url + "/v1", api_key=key, max_retries=0)
-        await sdk.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
-        )
+        async with openai.AsyncOpenAI(base_url=demo.url + "/v1", api_key=key, max_retries=0) as sdk:
+            await sdk.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            )
         usage = (await browser.get("/v1/me/usage", params={"group_by": "model"})).json()
         assert [(r["model"], r["requests"]) for r in usage["data"]] == [(MODEL, 1)]
         operator = next(n for n, p in people.items() if p["role"] == "site_operator")

@@ -125,8 +125,12 @@ class AuditLog:
         """
         name, role = who_name(actor)
         b, a = _canonical(before), _canonical(after)
+        # the database's lock first, then this process's: a transaction that already
+        # holds the database's lock (a second entry, or after serialise) must never wait
+        # for this process's lock while another coroutine holds that and waits for the
+        # database's
+        await _lock_chain(session)
         async with self._lock:
-            await _lock_chain(session)
             for attempt in range(_RETRIES):
                 last = (
                     await session.execute(
@@ -157,9 +161,17 @@ class AuditLog:
                 return row
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def serialise(self, session: AsyncSession) -> None:
+        """Take the chain's write lock now, for the rest of ``session``'s transaction: a
+        write that reads state first and then records its change (the config's
+        institutions at start, the config load) must not meet another writer that read
+        the same state (several workers start at once)."""
+        await _lock_chain(session)
+
     async def record_config_load(self, sha256: str, access_point: str) -> bool:
         """Append ``config.load`` if the config differs from the last one recorded."""
         async with self._store.session() as s, s.begin():
+            await self.serialise(s)
             last = (
                 await s.execute(
                     select(AuditRow.after)

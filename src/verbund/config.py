@@ -29,14 +29,17 @@ __all__ = [
     "BatchConfig",
     "CoordinationConfig",
     "DataClass",
+    "EnvName",
     "FederationConfig",
     "FilesConfig",
     "GatewayConfig",
     "InstitutionConfig",
     "LimitsConfig",
+    "Listening",
     "ModelCard",
     "ModelConfig",
     "ModelPrice",
+    "Name",
     "OidcProviderConfig",
     "PriceList",
     "RetentionConfig",
@@ -88,7 +91,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class GatewayConfig(_Strict):
+class Listening(_Strict):
+    """A server's ``listen = "HOST:PORT"`` (the access point's, a site agent's)."""
+
+    listen: str
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_has_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class GatewayConfig(Listening):
     name: Name = "ap-1"
     listen: str = "127.0.0.1:8080"
     home_site: str = ""
@@ -114,22 +139,6 @@ class GatewayConfig(_Strict):
     # taking the access point out of service (SIGTERM, POST /admin/drain)
     drain_grace: float = Field(10.0, ge=0, le=3600)  # /readyz 503 but still serving, for balancers
     shutdown_timeout: float = Field(30.0, gt=0, le=3600)  # then: requests and streams in flight
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_has_port(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080")
-        return v
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
 
 class StoreConfig(_Strict):
@@ -507,6 +516,9 @@ class InstitutionConfig(_Strict):
     # the institution's opt-in to stored responses (store: true, previous_response_id):
     # their text is kept encrypted for [responses] retention_hours
     store_responses: bool = False
+    # every inference request of the institution needs a processing receipt signed by
+    # the site that served it (docs/trust.md): routed only to sites that can sign
+    require_receipts: bool = False
     # per person behind a front-end's key (its forwarded user headers); 0 = no limit
     person_requests_per_minute: int = Field(0, ge=0)
     person_tokens_per_minute: int = Field(0, ge=0)

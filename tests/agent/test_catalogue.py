@@ -44,6 +44,7 @@ async def test_the_catalogue_announces_the_site(
         "max_data_class": "confidential",
         "certifications": ["ISO27001"],
         "state": "active",
+        "signing_key": "",  # no [trust] key: the agent signs nothing
     }
     (model,) = doc["models"]
     assert (model["kind"], model["license"], model["context_length"]) == ("chat", "MIT", 2048)

@@ -27,13 +27,14 @@ def test_drain_under_load_fails_nothing(demo: Demo) -> None:
     c = openai.OpenAI(
         base_url=demo.url + "/v1", api_key=demo.key("uni-a"), max_retries=0, timeout=60
     )
-    results: list[tuple[float, str, str]] = []
+    results: list[tuple[float, str, str]] = []  # (started, site, error)
     lock = threading.Lock()
     enough = threading.Event()
 
     def worker(stream: bool) -> None:
         for _ in range(8):
             site, err = "", ""
+            started = time.monotonic()
             try:
                 if stream:
                     s = c.chat.completions.with_raw_response.create(
@@ -58,7 +59,7 @@ def test_drain_under_load_fails_nothing(demo: Demo) -> None:
             except openai.APIError as exc:
                 err = repr(exc)
             with lock:
-                results.append((time.monotonic(), site, err))
+                results.append((started, site, err))
                 if len(results) >= 6:
                     enough.set()
 
@@ -73,7 +74,9 @@ def test_drain_under_load_fails_nothing(demo: Demo) -> None:
         t.join(300)
     assert [r for r in results if r[2]] == []
     assert len(results) == 32
-    late = [r for r in results if r[0] > drained_at + 5]
+    # what started once the drain was acknowledged goes elsewhere; what ran on finishes
+    late = [r for r in results if r[0] > drained_at]
+    assert late, "no request started after the drain"
     assert all(r[1] != "rz-west" for r in late)
     with demo.admin() as admin:
         status = admin.get("/status").json()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from verbund.audit import AuditLog
@@ -44,3 +47,22 @@ async def test_updates_are_validated_like_the_config(store: Store, audit: AuditL
     assert updated.requests_per_minute == 60
     got = reg.get("uni-a")
     assert got is not None and got.requests_per_minute == 60
+
+
+async def test_workers_starting_at_once_create_each_institution_once(
+    store: Store, tmp_path: Path
+) -> None:
+    """Several workers sync the same config at start, each with its own connection: one
+    creates the institutions, the others find them (none fails on a duplicate)."""
+    configured = [InstitutionConfig(id=f"uni-{i}", home_region="NW") for i in range(3)]
+    workers = [Store(f"sqlite+aiosqlite:///{tmp_path / 'tenancy.db'}") for _ in range(3)]
+    try:
+        registries = [InstitutionRegistry(w, AuditLog(w)) for w in workers]
+        await asyncio.gather(*(r.sync_from_config(configured) for r in registries))
+        assert all(len(r.all()) == 3 for r in registries)
+        audit = AuditLog(store)
+        assert await actions(audit) == ["institution.create"] * 3
+        assert (await audit.verify()).ok
+    finally:
+        for w in workers:
+            await w.aclose()

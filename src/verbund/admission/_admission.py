@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -43,7 +43,7 @@ from verbund.accounting import BudgetService, Recording, UsageRecord, UsageSink,
 from verbund.admission._shedding import Overload
 from verbund.config import DataClass, LimitsConfig
 from verbund.coordination import QuotaGate, Seats
-from verbund.errors import ApiError, ModelNotFound
+from verbund.errors import ApiError, ModelNotFound, NoBackendAvailable
 from verbund.federation import Backend, Federation
 from verbund.policy import RequestPolicy
 from verbund.proxy import ClientGone, Forward
@@ -52,7 +52,24 @@ from verbund.telemetry import Pseudonymizer
 from verbund.telemetry._tracing import Tracer, span
 from verbund.tenancy import Principal, request_limits, seat_limits, token_limits
 
-__all__ = ["Admission", "Admitter", "Ask", "Entry"]
+__all__ = ["Admission", "Admitter", "Ask", "Entry", "receipt_plan"]
+
+
+def receipt_plan(model: str, plan: list[Backend]) -> list[Backend]:
+    """The plan's backends whose site can sign a processing receipt for what it serves
+    (its agent relays the request and has a signing key this access point takes). A
+    request that needs a receipt never goes anywhere else: with none, it fails closed."""
+    signing = [b for b in plan if b.site.signs_receipts]
+    if not signing:
+        sites = sorted({b.site.name for b in plan})
+        raise NoBackendAvailable(
+            f"A processing receipt is required (X-Verbund-Receipt: required, or the "
+            f"institution's require_receipts), but no compliant site available for model "
+            f"'{model}' can sign one ({', '.join(sites) or 'none'}: a site signs only when "
+            f"its agent relays its inference and has a signing key).",
+            code="receipt_unavailable",
+        )
+    return signing
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,11 +268,13 @@ class Admitter:
                 record.model = "unknown"  # another institution's model: not even its name
                 raise ModelNotFound(f"The model '{ask.model}' does not exist.", param="model")
             policy = RequestPolicy.for_institution(inst, ask.data_class)
-            ctx = ask.route or RouteContext()
+            ctx = replace(ask.route or RouteContext(), data_class=ask.data_class.value)
             plan: list[Backend] = []
             if ask.route is not None:
                 with span(self._tracer, "verbund.route", {"verbund.model": record.model}):
                     plan = self._router.plan(ask.model, policy, ctx)
+                if ctx.receipt:
+                    plan = receipt_plan(ask.model, plan)
         except ApiError as exc:  # refused before anything was sent anywhere
             record.status, record.http_status = "rejected", exc.status
             raise

@@ -17,7 +17,18 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from verbund.agent import _blobs, _catalogue, _demand, _jobs, _lifecycle, _ops, _relay, _reload
+from verbund.agent import (
+    _blobs,
+    _catalogue,
+    _demand,
+    _erasure,
+    _jobs,
+    _lifecycle,
+    _ops,
+    _relay,
+    _reload,
+    _trust,
+)
 from verbund.agent._auth import AgentAuthMiddleware
 from verbund.agent._config import SiteAgentConfig
 from verbund.agent._services import AgentServices
@@ -37,6 +48,8 @@ ROUTE_MODULES: tuple[Callable[[], list[BaseRoute]], ...] = (
     _jobs.routes,
     _blobs.routes,
     _demand.routes,
+    _trust.routes,
+    _erasure.routes,
 )
 
 

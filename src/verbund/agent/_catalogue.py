@@ -37,7 +37,7 @@ __all__ = ["Catalogue", "build_catalogue", "routes"]
 
 
 def build_catalogue(
-    offer: Offer, state: SiteState, on_demand: OnDemand | None = None
+    offer: Offer, state: SiteState, on_demand: OnDemand | None = None, signing_key: str = ""
 ) -> SiteCatalogue:
     """The document; on-demand models carry their ``status`` and their ready instances
     are announced as backends (healthy: the agent saw the engine answer)."""
@@ -53,6 +53,7 @@ def build_catalogue(
             max_data_class=max_class,
             certifications=cfg.site.certifications,
             state=state,
+            signing_key=signing_key,
         ),
         models=[
             AnnouncedModel(

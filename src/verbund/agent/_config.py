@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,7 +20,10 @@ from verbund.agent._launch_spec import LaunchSpec, SiteCapacity, capacity_proble
 from verbund.config import (
     BackendConfig,
     DataClass,
+    EnvName,
+    Listening,
     ModelConfig,
+    Name,
     PriceList,
     RoutingConfig,
     RunnerConfig,
@@ -39,12 +42,10 @@ __all__ = [
     "SiteAgentConfig",
     "SiteModelConfig",
     "SiteSection",
+    "TrustSection",
     "load_site_config",
     "parse_site_config",
 ]
-
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class _Strict(BaseModel):
@@ -62,7 +63,7 @@ class SiteSection(_Strict):
     state: SiteState = SiteState.active  # at first start; later the store's state wins
 
 
-class AgentSection(_Strict):
+class AgentSection(Listening):
     """``[agent]``: where the agent listens, keeps its state, and how it speaks TLS.
 
     ``tls_client_ca`` turns on mutual TLS: a caller must present a certificate signed by
@@ -81,14 +82,6 @@ class AgentSection(_Strict):
     # false: they stop with it (the embedded demo, laptops)
     keep_instances: bool = True
 
-    @field_validator("listen")
-    @classmethod
-    def _listen_has_port(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9100")
-        return v
-
     @field_validator("store_url")
     @classmethod
     def _known_driver(cls, v: str) -> str:
@@ -105,20 +98,24 @@ class AgentSection(_Strict):
         return self
 
     @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0]
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
-
-    @property
     def store(self) -> str:
         return self.store_url or f"sqlite+aiosqlite:///{Path(self.state_dir) / 'site.db'}"
 
     @property
     def ssl_cert_reqs(self) -> int:
         return int(ssl.CERT_REQUIRED if self.tls_client_ca else ssl.CERT_NONE)
+
+
+class TrustSection(_Strict):
+    """``[trust]``: the site's own Ed25519 key. With it the agent announces its public
+    key in the catalogue, signs checkpoints of access points' audit chains, signs its
+    monthly usage statements and the receipts of requests it relayed (docs/trust.md).
+    The key is read from the file (PEM, ``verbund audit keygen``) or, if no file is
+    named, from the variable (the raw 32-byte seed, base64); neither: the agent signs
+    nothing."""
+
+    signing_key_file: str = ""
+    signing_key_env: EnvName = "VERBUND_SITE_SIGNING_KEY"
 
 
 class Credential(_Strict):
@@ -144,6 +141,7 @@ class SiteModelConfig(ModelConfig):
 class SiteAgentConfig(_Strict):
     site: SiteSection
     agent: AgentSection = AgentSection()
+    trust: TrustSection = TrustSection()
     access_points: list[AccessPointCredential] = []
     operators: list[OperatorCredential] = []
     backends: list[BackendConfig] = []

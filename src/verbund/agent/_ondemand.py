@@ -377,7 +377,10 @@ class OnDemand:
             async with store.session() as s, s.begin():
                 await audit.append(
                     s, actor=actor, action=f"on_demand.{what}", target=i.backend,
-                    after={k: line[k] for k in ("job", "reason", "cpu_seconds", "gpu_seconds")},
+                    after={
+                        k: line[k]
+                        for k in ("model", "job", "reason", "cpu_seconds", "gpu_seconds")
+                    },
                 )  # fmt: skip
         except STORE_FAILURES as exc:
             log.warning("on-demand %s of %s not audited: %s", what, i.backend, type(exc).__name__)

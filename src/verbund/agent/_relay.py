@@ -12,21 +12,53 @@ On-demand instances are relayed like the site's own backends while they are read
 draining (a request routed just before a drain still arrives). One that has stopped
 answers 502, not 404: for the access point it is a lost backend, and a request that got
 no byte from it waits for a replacement and is sent again.
+
+What the relay serves, the site meters itself (:mod:`verbund.agent._meter`): the
+institution the access point names (``X-Verbund-Institution``), the model asked for and
+the usage the backend reports, a stream's included. A request the access point marks
+``X-Verbund-Receipt: required`` gets a receipt signed with the site's key over what this
+agent served (docs/trust.md): as the ``X-Verbund-Receipt`` header of an answer, and for
+a stream as an SSE comment after ``data: [DONE]`` (``: x-verbund-receipt <value>``),
+which every SSE client skips. A site without a key refuses such a request (503) before
+the backend is called; a receipt is only ever signed here, for an answer that came
+through here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from verbund.agent._auth import Role, require
-from verbund.config import SiteState
-from verbund.errors import NoBackendAvailable, NotFound, UpstreamError, UpstreamTimeout
-from verbund.federation import RELAY_PREFIX, UpstreamFailed, UpstreamResponse, UpstreamTimedOut
+from verbund.agent._meter import Metered
+from verbund.agent._services import AgentServices
+from verbund.config import DataClass, SiteState
+from verbund.errors import (
+    BadRequest,
+    NoBackendAvailable,
+    NotFound,
+    PermissionDenied,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from verbund.federation import (
+    INSTITUTION_HEADER,
+    RECEIPT_HEADER,
+    RELAY_PREFIX,
+    UpstreamFailed,
+    UpstreamResponse,
+    UpstreamTimedOut,
+)
+from verbund.policy import DATA_CLASS_HEADER
+from verbund.proxy import SSEUsageFilter, Usage
+from verbund.trust import Receipt, sign_receipt
 
 __all__ = ["routes"]
 
@@ -49,9 +81,60 @@ async def _chunks(resp: UpstreamResponse) -> AsyncIterator[bytes]:
         await resp.aclose()
 
 
+Finish = Callable[[Usage | None, bool], Coroutine[Any, Any, str]]
+
+
+async def _metered(resp: UpstreamResponse, finish: Finish) -> AsyncIterator[bytes]:
+    """A stream passed on unchanged, watched for its usage; metered when it ends, and
+    its receipt (if one was asked for) sent after its ``[DONE]``."""
+    sse = SSEUsageFilter(drop_usage_chunk=False)
+    metered = False
+    try:
+        async for chunk in resp.chunks():
+            sse.feed(chunk)
+            yield chunk
+        sse.tail()
+        metered = True
+        receipt = await finish(sse.usage, sse.done)
+        if receipt:
+            yield f": {RECEIPT_HEADER} {receipt}\n\n".encode()
+    except UpstreamFailed:
+        return  # the stream ends short; the access point sees it as the backend's failure
+    finally:
+        await resp.aclose()
+        if not metered:  # broken or abandoned: what it served so far still counts
+            with contextlib.suppress(Exception):
+                await finish(sse.usage, False)
+
+
+def _data_class(request: Request, svc: AgentServices) -> DataClass:
+    """The request's data class as the access point names it; above what the site may
+    take it is refused (defence in depth against a misrouting access point)."""
+    raw = request.headers.get(DATA_CLASS_HEADER, "")
+    try:
+        data_class = DataClass(raw) if raw else DataClass.public
+    except ValueError:
+        raise BadRequest(f"Unknown data class {raw!r}.", code="invalid_data_class") from None
+    limit = svc.config.site.max_data_class
+    if data_class.rank > limit.rank:
+        raise PermissionDenied(
+            f"Site {svc.site} takes data up to {limit.value}, not {data_class.value}.",
+            code="data_class_refused",
+        )
+    return data_class
+
+
+def _model_of(body: bytes) -> str:
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+        model = orjson.loads(body).get("model")
+        if isinstance(model, str):
+            return model[:128]
+    return ""
+
+
 async def relay(request: Request) -> Response:
-    require(request, Role.access_point)
-    svc = request.app.state.services
+    caller = require(request, Role.access_point)
+    svc: AgentServices = request.app.state.services
     name = request.path_params["backend"]
     path = request.path_params["path"]
     offer = svc.offer
@@ -73,11 +156,19 @@ async def relay(request: Request) -> Response:
     headers = {k: v for k, v in request.headers.items() if k in _REQUEST_HEADERS}
     upstream = offer.pool.upstream(backend)
     read_timeout = svc.config.routing.read_timeout
+    receipt_asked = request.headers.get(RECEIPT_HEADER, "").strip().lower() == "required"
+    body = b""
+    if request.method == "POST":
+        data_class = _data_class(request, svc)
+        if receipt_asked and svc.signing is None:
+            raise NoBackendAvailable(
+                f"Site {svc.site} cannot sign receipts (no signing key).",
+                code="receipt_unavailable",
+            )
+        body = await request.body()
     try:
         if request.method == "POST":
-            resp = await upstream.post(
-                target, await request.body(), headers, read_timeout=read_timeout
-            )
+            resp = await upstream.post(target, body, headers, read_timeout=read_timeout)
         else:
             resp = await upstream.get(target, headers, read_timeout=read_timeout)
     except UpstreamTimedOut:
@@ -90,8 +181,65 @@ async def relay(request: Request) -> Response:
         raise UpstreamError(f"Backend '{name}' is unreachable from its site agent.") from None
     if resp.status < 500 and instance is None:  # it answers: evidence for the health verdict
         offer.tracker.on_success(backend, time.monotonic())
-    out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in _HOP}
-    return StreamingResponse(_chunks(resp), status_code=resp.status, headers=out_headers)
+    # only this agent signs for this site: a backend's own receipt header is dropped
+    out_headers = {
+        k: v for k, v in resp.headers.items() if k.lower() not in _HOP | {RECEIPT_HEADER}
+    }
+    if request.method != "POST" or resp.status != 200:
+        return StreamingResponse(_chunks(resp), status_code=resp.status, headers=out_headers)
+    model = _model_of(body)
+    request_id = request.headers.get("x-request-id", "")
+    stream = "text/event-stream" in resp.headers.get("content-type", "")
+
+    async def finish(usage: Usage | None, complete: bool) -> str:
+        """Meter what was served; the receipt for it, if one was asked for."""
+        svc.meter.record(
+            Metered(
+                request_id=request_id,
+                access_point=caller.name,
+                institution=request.headers.get(INSTITUTION_HEADER, ""),
+                endpoint="/" + path.split("?", 1)[0],
+                model=model,
+                backend=name,
+                usage=usage,
+                stream=stream,
+                complete=complete,
+            )
+        )
+        if not receipt_asked or svc.signing is None or not complete:
+            return ""
+        u = usage or Usage()
+        receipt = Receipt(
+            request_id=request_id,
+            site=svc.site,
+            jurisdiction=svc.config.site.jurisdiction,
+            data_class=data_class.value,
+            model=model,
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            ts=time.time(),
+        )
+        return sign_receipt(svc.signing, receipt).encode()
+
+    if stream:
+        return StreamingResponse(
+            _metered(resp, finish), status_code=resp.status, headers=out_headers
+        )
+    try:
+        answer = await resp.read()
+    except UpstreamFailed:
+        if instance is None:
+            offer.prober.suspect(backend)
+        raise UpstreamError(f"Backend '{name}' broke off its answer.") from None
+    finally:
+        await resp.aclose()
+    usage = None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        usage = Usage.from_body(orjson.loads(answer))
+    receipt = await finish(usage, True)
+    if receipt:
+        out_headers[RECEIPT_HEADER] = receipt
+    return Response(answer, status_code=200, headers=out_headers)
 
 
 def routes() -> list[BaseRoute]:

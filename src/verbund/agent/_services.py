@@ -22,12 +22,14 @@ from verbund.agent._auth import Credentials
 from verbund.agent._catalogue import Catalogue, build_catalogue
 from verbund.agent._config import SiteAgentConfig, SiteModelConfig, load_site_config
 from verbund.agent._lifecycle import SiteLifecycleAtAgent
+from verbund.agent._meter import Meter
 from verbund.agent._offer import Offer
 from verbund.agent._ondemand import OnDemand
 from verbund.federation import TransportFactory
 from verbund.files import LocalBlobStore
 from verbund.jobs import LanguageModels, SiteFacts, SiteJobs
 from verbund.store import Store
+from verbund.trust import SigningKey
 
 __all__ = ["AgentServices"]
 
@@ -50,10 +52,14 @@ class AgentServices:
     jobs: SiteJobs  # training jobs run here, their artefacts and the models they trained
     # the fine-tuned language models served here (llama.cpp + LoRA adapter); None: no runner
     on_demand: OnDemand
+    meter: Meter  # what the relay served, per institution and model (usage statements)
     llms: LanguageModels | None = None
     config_path: Path | None = None  # site.toml, read again on change / SIGHUP / reload
     env: Mapping[str, str] | None = None
     transport_factory: TransportFactory | None = None
+    # the site's own key ([trust]): it signs checkpoints, statements, receipts; None: none
+    signing: SigningKey | None = None
+    checkpoint_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _retired: list[Offer] = field(default_factory=list)
     _file_digest: str = ""
@@ -117,6 +123,13 @@ class AgentServices:
             env=env,
             transport_factory=transport_factory,
             _file_digest=_digest(config_path),
+            signing=SigningKey.load(
+                site.name,
+                file=config.trust.signing_key_file,
+                env=config.trust.signing_key_env,
+                environ=env,
+            ),
+            meter=Meter(store, site.name),
         )
         return svc
 
@@ -127,7 +140,12 @@ class AgentServices:
     def refresh_catalogue(self) -> bool:
         self.offer.keep_instances(self.on_demand.running())
         return self.catalogue.update(
-            build_catalogue(self.offer, self.lifecycle.state, self.on_demand)
+            build_catalogue(
+                self.offer,
+                self.lifecycle.state,
+                self.on_demand,
+                signing_key=self.signing.public_b64 if self.signing else "",
+            )
         )
 
     # -- changing the offer -------------------------------------------------------------------
@@ -191,6 +209,7 @@ class AgentServices:
             "catalogue": self._refresh_loop(),
             "training-jobs": self.jobs.run(),
             "on-demand": self.on_demand.run(),
+            "metering": self.meter.run(),
         }
         if self.llms is not None:
             loops["fine-tuned-models"] = self._serve_loop(self.llms)
@@ -262,6 +281,7 @@ class AgentServices:
         await self.jobs.aclose()
         if self.llms is not None:
             await self.llms.aclose()
+        await self.meter.flush()
         await self.store.aclose()
 
 

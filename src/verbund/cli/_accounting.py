@@ -129,10 +129,16 @@ def settle(
     config: Annotated[
         Path | None, typer.Option("--config", help="Federation config with the sites' keys.")
     ] = None,
+    from_sites: Annotated[
+        bool,
+        typer.Option(
+            "--from-sites", help="Fetch the statements from the sites' agents (needs --config)."
+        ),
+    ] = False,
 ) -> None:
     """Monthly settlement between partner sites, recomputed from the usage records; with
-    --statements, cross-checked against the sites' signed statements (exit code 2 on a
-    difference)."""
+    --statements and/or --from-sites, cross-checked against the sites' signed statements
+    (exit code 2 on a difference)."""
     check_format(fmt)
     if section != "all" and section not in SETTLEMENT_SECTIONS:
         raise fail(f"--section must be all or one of {', '.join(SETTLEMENT_SECTIONS)}")
@@ -141,7 +147,11 @@ def settle(
     except ValueError:
         raise fail(f"--month: expected YYYY-MM, got {month!r}") from None
     data = session(ctx).call("GET", "/admin/settlement", params={"month": month})
-    checked = None if statements is None else _trust.countersigned(data, statements, config)
+    checked = (
+        _trust.countersigned(data, statements, config, from_sites)
+        if statements is not None or from_sites
+        else None
+    )
     if checked is not None:
         data["countersigned"] = checked
     if fmt == "json":

@@ -82,13 +82,25 @@ def checkpoint(
     config: Annotated[
         Path | None, typer.Option("--config", help="Federation config with partner keys.")
     ] = None,
+    sites: Annotated[
+        bool,
+        typer.Option(
+            "--sites", help="Have the sites' agents sign the head with their own keys instead."
+        ),
+    ] = False,
 ) -> None:
-    """Sign the chain's head (the access point's key, or yours with --key-file) and
-    exchange checkpoints: yours go to the access point, its go into --keep."""
+    """Sign the chain's head (the access point's key, yours with --key-file, or the
+    sites' agents' keys with --sites) and exchange checkpoints: yours go to the access
+    point, its go into --keep."""
     from verbund.trust import SigningKey, check_against_checkpoints, sign_checkpoint
 
     mine = _held(keep)
-    if key_file is None:
+    signed: dict[str, Any] | None = None
+    if sites:
+        answer = session(ctx).call("POST", "/admin/audit/checkpoints", json={"sites": True})
+        for site, what in sorted((answer.get("sites") or {}).items()):
+            typer.echo(f"site {site}: {what}")
+    elif key_file is None:
         answer = session(ctx).call(
             "POST", "/admin/audit/checkpoints", json={"sign": True, "checkpoints": []}
         )
@@ -110,7 +122,10 @@ def checkpoint(
     session(ctx).call(
         "POST", "/admin/audit/checkpoints", json={"checkpoints": [c.to_json() for c in mine]}
     )
-    typer.echo(f"signed entry #{signed['index']} ({signed['hash'][:12]}…) as {signed['signer']}")
+    if signed is not None:
+        typer.echo(
+            f"signed entry #{signed['index']} ({signed['hash'][:12]}…) as {signed['signer']}"
+        )
     if keep is not None:
         from verbund.trust import Checkpoint
 
@@ -147,25 +162,79 @@ def keygen(
 
 
 def countersigned(
-    settlement: dict[str, Any], directory: Path, config: Path | None
+    settlement: dict[str, Any],
+    directory: Path | None,
+    config: Path | None,
+    from_sites: bool = False,
 ) -> dict[str, Any]:
-    """The settlement cross-checked against the signed statements in ``directory``."""
+    """The settlement cross-checked against the signed statements in ``directory`` and,
+    with ``from_sites``, those fetched from the sites' agents themselves."""
     from dataclasses import asdict
 
     from verbund.config import load_config
     from verbund.trust import PartnerKeys, UsageStatement, countersign
 
     if config is None:
-        raise fail("--statements needs --config (the federation config with the sites' keys)")
-    keys = PartnerKeys(dict(load_config(config).trust.partners))
-    try:
-        found = [
-            UsageStatement.from_json(json.loads(p.read_text(encoding="utf-8")))
-            for p in sorted(directory.glob("*.json"))
-        ]
-    except (OSError, ValueError) as exc:
-        raise fail(f"{directory}: {exc}") from None
-    return asdict(countersign(settlement, found, keys))
+        raise fail("--statements/--from-sites need --config (the federation config)")
+    loaded = load_config(config)
+    keys = PartnerKeys(dict(loaded.trust.partners))
+    found: list[UsageStatement] = []
+    if directory is not None:
+        try:
+            found = [
+                UsageStatement.from_json(json.loads(p.read_text(encoding="utf-8")))
+                for p in sorted(directory.glob("*.json"))
+            ]
+        except (OSError, ValueError) as exc:
+            raise fail(f"{directory}: {exc}") from None
+    unreachable: dict[str, str] = {}
+    if from_sites:
+        fetched, unreachable = _fetch_statements(loaded, keys, settlement["month"])
+        found += fetched
+    out = asdict(countersign(settlement, found, keys))
+    out["unreachable"] = unreachable
+    return out
+
+
+def _fetch_statements(config: Any, keys: Any, month: str) -> tuple[list[Any], dict[str, str]]:
+    """Each site agent's signed statement for ``month``, fetched with the credential in
+    the site's ``agent_key_env``; the key an agent announces counts only where none is
+    configured (as at the access points). Sites that could not be asked, and why."""
+    import os
+
+    import httpx
+
+    from verbund.federation import CATALOGUE_PATH, USAGE_STATEMENTS_PATH, parse_catalogue
+    from verbund.federation._agent import tls_context
+    from verbund.trust import UsageStatement
+
+    found: list[UsageStatement] = []
+    problems: dict[str, str] = {}
+    for site in config.sites:
+        if not site.agent_url:
+            continue
+        key = os.environ.get(site.agent_key_env or "", "")
+        if not key:
+            problems[site.name] = f"${site.agent_key_env} is not set"
+            continue
+        verify = tls_context(site) if site.agent_url.startswith("https://") else True
+        try:
+            with httpx.Client(
+                base_url=site.agent_url,
+                headers={"authorization": f"Bearer {key}"},
+                verify=verify,
+                timeout=30,
+                trust_env=False,
+            ) as client:
+                cat = client.get(CATALOGUE_PATH)
+                cat.raise_for_status()
+                keys.announce(site.name, parse_catalogue(site.name, cat.content).site.signing_key)
+                resp = client.get(USAGE_STATEMENTS_PATH, params={"month": month})
+                resp.raise_for_status()
+                found.append(UsageStatement.from_json(resp.json()))
+        except (httpx.HTTPError, ValueError) as exc:
+            problems[site.name] = f"{type(exc).__name__}: {exc}"[:300]
+    return found, problems
 
 
 def print_countersigned(checked: dict[str, Any]) -> None:
@@ -173,6 +242,8 @@ def print_countersigned(checked: dict[str, Any]) -> None:
         f"\ncountersigned by: {', '.join(checked['statements']) or 'no site'};"
         f" inputs and statements sha256 {checked['sha256'][:16]}"
     )
+    for site, why in checked.get("unreachable", {}).items():
+        typer.echo(f"no statement from {site}: {why}")
     for site in checked["rejected"]:
         typer.echo(f"ignored: statement claimed by {site}: bad signature or other month")
     for d in checked["differences"]:
@@ -185,3 +256,8 @@ def print_countersigned(checked: dict[str, Any]) -> None:
         )
     if not checked["differences"]:
         typer.echo("the access points' records agree with every signed statement")
+    for n in checked.get("node_time", []):
+        typer.echo(
+            f"node time stated by {n['site']} for {n['institution'] or 'on-demand instances'}"
+            f" ({n['model']}): {n['cpu_seconds']:g} CPU s, {n['gpu_seconds']:g} GPU s"
+        )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sqlalchemy import delete, select
 
 from verbund.audit import AuditLog, Who
 from verbund.errors import ApiError, NotFound
+from verbund.federation import AgentClient
 from verbund.files import FileService
 from verbund.store import (
     ApiKeyRow,
@@ -34,16 +37,47 @@ class ErasureReport:
     batches: int = 0
     training_jobs: int = 0
     responses: int = 0
+    # per site agent: what it erased of the subject's jobs (jobs, artefacts, files,
+    # models), or why it could not be reached (then erase again once it is back)
+    sites: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
 
 
 class Erasure:
-    def __init__(self, store: Store, files: FileService, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        store: Store,
+        files: FileService,
+        audit: AuditLog,
+        agents: Mapping[str, AgentClient] | None = None,
+    ) -> None:
         self._store = store
         self._files = files
         self._audit = audit
+        self._agents = dict(agents or {})
+
+    async def _at_sites(self, institution: str, keys: list[str]) -> dict[str, Any]:
+        """Every site agent erases the subject's jobs' data it holds (before the rows
+        here go: the job ids are still known)."""
+        if not self._agents:
+            return {}
+        async with self._store.session() as s:
+            jobs = list(
+                (await s.execute(select(TrainingJobRow.id).where(TrainingJobRow.key_id.in_(keys))))
+                .scalars()
+                .all()
+            )
+        out: dict[str, Any] = {}
+        for site, agent in sorted(self._agents.items()):
+            try:
+                got = await agent.erase(institution, keys, jobs)
+                out[site] = {k: v for k, v in got.items() if k != "site"}
+            except ApiError as exc:
+                out[site] = {"error": exc.message}
+                log.warning("erasure at site %s failed: %s", site, exc.message)
+        return out
 
     async def subject_keys(self, *, key_id: str = "", person_id: str = "") -> tuple[str, list[str]]:
         """(institution, key ids) of a key or a person; 404 if there are none."""
@@ -59,6 +93,7 @@ class Erasure:
         institution, keys = await self.subject_keys(key_id=key_id, person_id=person_id)
         subject = f"key:{key_id}" if key_id else f"person:{person_id}"
         report = ErasureReport(subject, institution, keys)
+        report.sites = await self._at_sites(institution, keys)
         blobs: list[tuple[str, str | None]] = []
         async with self._store.session() as s, s.begin():
             batches = (
@@ -122,6 +157,7 @@ class Erasure:
                     "batches": report.batches,
                     "training_jobs": report.training_jobs,
                     "responses": report.responses,
+                    "sites": report.sites,
                 },
             )
         for key, site in blobs:  # rows first, then bytes: no row ever points to a missing blob

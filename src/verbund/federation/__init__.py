@@ -2,8 +2,13 @@
 
 from verbund.federation._agent import (
     CATALOGUE_PATH,
+    ERASURE_PATH,
+    INSTITUTION_HEADER,
+    RECEIPT_HEADER,
     RELAY_PREFIX,
     STATE_ACTIONS,
+    TRUST_CHECKPOINTS_PATH,
+    USAGE_STATEMENTS_PATH,
     AgentClient,
     agent_error,
     parse_catalogue,
@@ -46,10 +51,15 @@ from verbund.federation._upstream import (
 
 __all__ = [
     "CATALOGUE_PATH",
+    "ERASURE_PATH",
+    "INSTITUTION_HEADER",
     "LLAMA_CPP_PYTHON",
     "OPENAI",
+    "RECEIPT_HEADER",
     "RELAY_PREFIX",
     "STATE_ACTIONS",
+    "TRUST_CHECKPOINTS_PATH",
+    "USAGE_STATEMENTS_PATH",
     "AcceptedCatalogue",
     "AgentClient",
     "AnnouncedBackend",

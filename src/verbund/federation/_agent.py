@@ -44,8 +44,13 @@ from verbund.federation._catalogue import SiteCatalogue
 
 __all__ = [
     "CATALOGUE_PATH",
+    "ERASURE_PATH",
+    "INSTITUTION_HEADER",
+    "RECEIPT_HEADER",
     "RELAY_PREFIX",
     "STATE_ACTIONS",
+    "TRUST_CHECKPOINTS_PATH",
+    "USAGE_STATEMENTS_PATH",
     "AgentClient",
     "agent_error",
     "parse_catalogue",
@@ -53,6 +58,12 @@ __all__ = [
 
 RELAY_PREFIX = "/relay"  # the agent's relay: <agent_url>/relay/<backend>/<backend path>
 CATALOGUE_PATH = "/catalogue"
+TRUST_CHECKPOINTS_PATH = "/trust/checkpoints"
+USAGE_STATEMENTS_PATH = "/usage/statements"
+ERASURE_PATH = "/erasure"
+# what the access point tells an agent's relay about a request (ingress = "agent")
+INSTITUTION_HEADER = "x-verbund-institution"
+RECEIPT_HEADER = "x-verbund-receipt"  # request: "required"; answer: the signed receipt
 STATE_ACTIONS = {"draining": "drain", "maintenance": "maintenance", "active": "resume"}
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest,
@@ -267,6 +278,29 @@ class AgentClient:
         """Ask the agent to change its site's lifecycle state (``actor``: who asked here)."""
         answer: dict[str, Any] = await self.post_json(
             f"/sites/{self.site}/{STATE_ACTIONS[state]}", {"actor": actor}
+        )
+        return answer
+
+    # -- trust (docs/trust.md): the agent signs with the site's own key ---------------------
+
+    async def sign_checkpoint(self, chain: str, index: int, head: str) -> dict[str, Any]:
+        """Ask the agent to sign "entry #index of ``chain`` has hash ``head``"; it keeps
+        its own copy and refuses (409) a head that contradicts one it signed before."""
+        answer: dict[str, Any] = await self.post_json(
+            TRUST_CHECKPOINTS_PATH, {"chain": chain, "index": index, "hash": head}
+        )
+        return answer
+
+    async def usage_statement(self, month: str) -> dict[str, Any]:
+        """The site's signed statement of what its relay served in ``month`` (YYYY-MM)."""
+        answer: dict[str, Any] = await self.get_json(USAGE_STATEMENTS_PATH, params={"month": month})
+        return answer
+
+    async def erase(self, institution: str, keys: list[str], jobs: list[str]) -> dict[str, Any]:
+        """Erase at the site what belongs to ``keys`` of ``institution`` (their jobs'
+        records, artefacts and staged files); answers the counts."""
+        answer: dict[str, Any] = await self.post_json(
+            ERASURE_PATH, {"institution": institution, "keys": keys, "jobs": jobs}, within=60.0
         )
         return answer
 

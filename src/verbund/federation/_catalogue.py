@@ -51,6 +51,9 @@ class AnnouncedSite(BaseModel):
     max_data_class: DataClass = DataClass.public
     certifications: list[str] = []
     state: SiteState = SiteState.active
+    # the agent's Ed25519 public key (base64; "" = the agent does not sign): checkpoints,
+    # usage statements and receipts it signs verify with it (docs/trust.md)
+    signing_key: str = ""
 
 
 class AnnouncedModel(ModelConfig):

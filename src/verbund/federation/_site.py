@@ -20,6 +20,10 @@ class Site:
     announced_state: SiteState = SiteState.active
     # models its agent starts on demand, with their status as last announced
     on_demand: dict[str, OnDemandModel] = field(default_factory=dict)
+    # the site's agent signs receipts with a key this access point takes (announced in
+    # its catalogue, matching [trust.partners] or none configured there) and relays
+    # the site's inference (ingress = "agent"): only then can it sign for a request
+    signs_receipts: bool = False
 
     @property
     def state(self) -> SiteState:

@@ -35,6 +35,7 @@ from verbund.federation._catalogue import SiteCatalogue, accepted
 from verbund.federation._federation import Federation
 from verbund.federation._upstream import UpstreamPool
 from verbund.store import STORE_FAILURES, SiteCatalogueRow, Store
+from verbund.trust import PartnerKeys
 
 __all__ = ["CatalogueSync", "SiteSync"]
 
@@ -54,6 +55,8 @@ class SiteSync:
     error: str = ""  # why the last call failed
     source: str = "none"  # "agent" (live), "store" (restored after a restart), "none"
     refused: list[str] = field(default_factory=list)
+    # what became of the signing key the agent announces (PartnerKeys.announce)
+    signing_key: str = "none"
 
     @property
     def stale(self) -> bool:
@@ -67,6 +70,7 @@ class SiteSync:
             "age_seconds": round(time.time() - self.received_at, 3) if self.received_at else None,
             "error": self.error or None,
             "refused": list(self.refused),
+            "signing_key": self.signing_key,
         }
 
 
@@ -80,8 +84,12 @@ class CatalogueSync:
         *,
         wait: float = 20.0,
         env: Mapping[str, str] | None = None,
+        keys: PartnerKeys | None = None,
     ) -> None:
         self._federation = federation
+        # the partners' keys: agents' announced keys are offered to it (never replacing
+        # a configured one); None: announced keys are ignored
+        self._keys = keys
         self._pool = pool
         self._store = store
         self.agents = dict(agents)
@@ -135,6 +143,7 @@ class CatalogueSync:
         for b in added:
             self._pool.add(b, headers or self._backend_headers(b), tls)
         live.announced_state = offer.state
+        self._take_key(site, catalogue.site.signing_key, relayed=relay is not None)
         _apply_health(live.backends, offer.health, time.monotonic())
         state = self.sites[site]
         state.etag = etag
@@ -148,6 +157,20 @@ class CatalogueSync:
             )  # fmt: skip
         self.applied.set()
         self.applied = asyncio.Event()
+
+    def _take_key(self, site: str, announced: str, *, relayed: bool) -> None:
+        """The agent's announced key, as :meth:`PartnerKeys.announce` decides; the site
+        signs receipts only if that key counts and its inference goes through the agent
+        (which alone can sign for what it served)."""
+        verdict = self._keys.announce(site, announced) if self._keys is not None else "none"
+        state = self.sites[site]
+        if verdict != state.signing_key and verdict.startswith("refused"):
+            log.warning("site %s: announced signing key %s", site, verdict)
+        state.signing_key = verdict
+        self._federation.sites[site].signs_receipts = relayed and verdict in (
+            "configured",
+            "announced",
+        )
 
     def _with_credentials(
         self, backends: list[BackendConfig], relayed: bool

@@ -130,6 +130,20 @@ def data_class(request: Request, who: Principal) -> DataClass:
     return request_data_class(default, request.headers.get(DATA_CLASS_HEADER))
 
 
+def receipt_required(request: Request, who: Principal) -> bool:
+    """``X-Verbund-Receipt: required`` or the institution's ``require_receipts``: the
+    serving site must sign a processing receipt (docs/trust.md). A client cannot opt out
+    of its institution's policy; any other header value is refused."""
+    value = request.headers.get("x-verbund-receipt", "").strip().lower()
+    if value not in ("", "required"):
+        raise BadRequest(
+            "X-Verbund-Receipt must be 'required' (or absent).",
+            code="invalid_receipt_header",
+            param="X-Verbund-Receipt",
+        )
+    return value == "required" or who.institution.require_receipts
+
+
 def priority(request: Request) -> str:
     value = request.headers.get(PRIORITY_HEADER, "interactive")
     if value not in ("interactive", "batch"):

@@ -28,7 +28,15 @@ from verbund.admission import (
 from verbund.config import ModelConfig
 from verbund.errors import BackendLost, BackendRefused, BadRequest, UpstreamTimeout
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
-from verbund.gateway._deps import data_class, person, principal, priority, request_id, services
+from verbund.gateway._deps import (
+    data_class,
+    person,
+    principal,
+    priority,
+    receipt_required,
+    request_id,
+    services,
+)
 from verbund.gateway._services import Services
 from verbund.policy import RequestPolicy
 from verbund.proxy import stream_of_answer, until_disconnect
@@ -148,6 +156,7 @@ async def admit_body(
                 affinity_key=key,
                 max_tokens=limit,
                 priority=urgency,
+                receipt=receipt_required(request, who),
             ),
             stream=stream,
             priority=urgency,

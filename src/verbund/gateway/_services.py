@@ -200,8 +200,17 @@ class Services:
             config, store, audit, institutions, coordination, telemetry, clock.now
         )
         agents = _agents(config, agent_transport)  # one client per site agent, shared
+        checkpoints = _checkpoints(config, store, audit)
+        # sites' agents sign the chain's head with their own keys (docs/trust.md)
+        checkpoints.site_signers = {n: c.sign_checkpoint for n, c in agents.items()}
         health = _health(
-            config, federation, store, transport_factory, agents, accounting.availability
+            config,
+            federation,
+            store,
+            transport_factory,
+            agents,
+            accounting.availability,
+            checkpoints.keys,
         )
         router = Router(
             federation, make_policy(config.routing.policy, config.routing), config.routing
@@ -268,8 +277,8 @@ class Services:
             store=store,
             clock=clock,
             audit=audit,
-            checkpoints=_checkpoints(config, store, audit),
-            erasure=Erasure(store, files, audit),
+            checkpoints=checkpoints,
+            erasure=Erasure(store, files, audit, agents),
             federation=federation,
             lifecycle=SiteLifecycle(federation, store, audit, coordination.bus.publish),
             health=health,
@@ -536,11 +545,12 @@ def _health(
     transport_factory: TransportFactory | None,
     agents: dict[str, AgentClient],
     availability: SiteAvailability,
+    keys: PartnerKeys | None = None,
 ) -> Health:
     pool = UpstreamPool(federation, config.routing, transport_factory)
     tracker = HealthTracker(config.routing, federation)
     prober = Prober(federation, pool, tracker, config.routing, on_round=availability.observe)
-    catalogues = CatalogueSync(federation, pool, store, agents)
+    catalogues = CatalogueSync(federation, pool, store, agents, keys=keys)
     return Health(
         pool,
         tracker,

@@ -31,8 +31,9 @@ async def list_checkpoints(request: Request) -> Response:
 
 async def post_checkpoints(request: Request) -> Response:
     """``{"checkpoints": [...]}``: keep partners' checkpoints (each must verify with a
-    configured key). ``{"sign": true}``: also sign this chain's head now. Answers with
-    this access point's newest own checkpoint when it signed one."""
+    configured or accepted key). ``{"sign": true}``: also sign this chain's head now;
+    ``{"sites": true}``: ask the sites' agents to sign it with their own keys. Answers
+    with this access point's new checkpoint and what each site did."""
     await _exchange(request)
     book = services(request).checkpoints
     _, body = await json_body(request, _BODY_LIMIT)
@@ -45,8 +46,10 @@ async def post_checkpoints(request: Request) -> Response:
         raise BadRequest(str(exc), param="checkpoints") from None
     new = await book.receive(received)
     signed = await book.sign_head() if body.get("sign") is True else None
+    sites = await book.sign_at_sites() if body.get("sites") is True else None
     return JSONResponse(
-        {"received": new, "signed": signed.to_json() if signed else None}, status_code=200
+        {"received": new, "signed": signed.to_json() if signed else None, "sites": sites},
+        status_code=200,
     )
 
 

@@ -45,6 +45,13 @@ class ModelRegistry:
     def add(self, model: FineTunedModel) -> None:
         self._models[model.name] = model
 
+    def forget_job(self, job_id: str) -> int:
+        """Drop the models a job trained (its data was erased); how many."""
+        gone = [n for n, m in self._models.items() if m.job_id == job_id]
+        for n in gone:
+            del self._models[n]
+        return len(gone)
+
     def get(self, name: str, institution: str) -> FineTunedModel | None:
         model = self._models.get(name)
         return model if model is not None and model.institution == institution else None

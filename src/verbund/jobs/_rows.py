@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from verbund.jobs._events import add_event
 from verbund.jobs._status import TERMINAL, JobStatus, move
@@ -61,6 +62,23 @@ class JobRows:
             q = select(TrainingJobRow).where(
                 TrainingJobRow.status == JobStatus.succeeded,
                 TrainingJobRow.fine_tuned_model.is_not(None),
+            )
+            return list((await s.execute(q)).scalars().all())
+
+    async def unfinished(self, placed: InstrumentedAttribute[object]) -> list[TrainingJobRow]:
+        """The jobs a loop still has work for, oldest first: those not ended, and those
+        ended whose runner has not confirmed its end (``placed`` is the column that is set
+        once a runner or site holds the job)."""
+        async with self.store.session() as s:
+            q = (
+                select(TrainingJobRow)
+                .where(
+                    or_(
+                        TrainingJobRow.status.not_in(TERMINAL),
+                        and_(placed.is_not(None), TrainingJobRow.runner_done.is_(False)),
+                    )
+                )
+                .order_by(TrainingJobRow.created_at)
             )
             return list((await s.execute(q)).scalars().all())
 

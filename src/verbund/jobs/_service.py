@@ -166,26 +166,7 @@ class JobService:
 
     async def tick(self) -> int:
         """One step for every unfinished job of the federation (whoever created it)."""
-        async with self.store.session() as s:
-            rows = (
-                (
-                    await s.execute(
-                        select(TrainingJobRow)
-                        .where(
-                            or_(
-                                TrainingJobRow.status.not_in(TERMINAL),
-                                and_(
-                                    TrainingJobRow.runner_job_id.is_not(None),
-                                    TrainingJobRow.runner_done.is_(False),
-                                ),
-                            )
-                        )
-                        .order_by(TrainingJobRow.created_at)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+        rows = await self.rows.unfinished(TrainingJobRow.runner_job_id)
         following: dict[str, list[TrainingJobRow]] = {}
         for row in rows:
             try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import delete, select
 
 from verbund.config import DataClass, RunnerConfig, SiteState, TrainingConfig
 from verbund.errors import BadRequest, ModelNotFound, NotFound, PermissionDenied, RunnerError
@@ -191,26 +192,7 @@ class SiteJobs:
 
     async def tick(self) -> int:
         """One step for every unfinished job of the site; how many."""
-        async with self.store.session() as s:
-            ids = (
-                (
-                    await s.execute(
-                        select(TrainingJobRow.id)
-                        .where(
-                            or_(
-                                TrainingJobRow.status.not_in(TERMINAL),
-                                and_(
-                                    TrainingJobRow.site.is_not(None),
-                                    TrainingJobRow.runner_done.is_(False),
-                                ),
-                            )
-                        )
-                        .order_by(TrainingJobRow.created_at)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+        ids = [row.id for row in await self.rows.unfinished(TrainingJobRow.site)]
         for job_id in ids:
             async with self._lock:
                 try:
@@ -334,6 +316,51 @@ class SiteJobs:
                     sent = f" (the runner did not answer: {exc}; retrying)"
             await self.rows.cancel(job_id, actor, sent)
             return await self.get(job_id)
+
+    async def erase(
+        self, institution: str, keys: Sequence[str], job_ids: Sequence[str]
+    ) -> dict[str, int]:
+        """Erase what this site holds of the jobs of ``keys`` (of ``institution``) or
+        named by the access point: running ones are cancelled, then their rows and
+        events, their artefacts (trained models), their working folders and their staged
+        input files go. Counts, for the access point's audit entry."""
+        async with self.store.session() as s:
+            q = select(TrainingJobRow).where(TrainingJobRow.institution_id == institution)
+            rows = [
+                r
+                for r in (await s.execute(q)).scalars().all()
+                if (r.key_id and r.key_id in keys) or r.id in job_ids
+            ]
+        out = {"jobs": 0, "artefacts": 0, "files": 0, "models": 0}
+        for row in rows:
+            if row.status not in TERMINAL:
+                with contextlib.suppress(RunnerError, NotFound):
+                    await self.cancel(row.id, "erasure")
+            async with self._lock, self.store.session() as s, s.begin():
+                await s.execute(delete(TrainingEventRow).where(TrainingEventRow.job_id == row.id))
+                await s.execute(delete(TrainingJobRow).where(TrainingJobRow.id == row.id))
+            out["jobs"] += 1
+            out["models"] += self.models.forget_job(row.id)
+            workdir = getattr(self.runner, "workdir", None)
+            folders = [self.artefacts.models_dir / row.id]
+            if isinstance(workdir, Path):
+                folders.append(workdir / row.id)
+            for folder in folders:
+                if folder.is_dir():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    out["artefacts"] += 1
+            for key in (row.training_file, row.validation_file):
+                if key and await self._drop_blob(key):
+                    out["files"] += 1
+        return out
+
+    async def _drop_blob(self, key: str) -> bool:
+        try:
+            await self.blobs.size(key)
+        except (KeyError, ValueError):
+            return False
+        await self.blobs.delete(key)
+        return True
 
     def model(self, name: str, institution: str) -> FineTunedModel:
         """A succeeded job's servable model of this institution; 404 for anyone else."""

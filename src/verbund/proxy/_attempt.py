@@ -29,6 +29,8 @@ from verbund.errors import (
     UpstreamTimeout,
 )
 from verbund.federation import (
+    INSTITUTION_HEADER,
+    RECEIPT_HEADER,
     Backend,
     Failure,
     HealthTracker,
@@ -41,6 +43,7 @@ from verbund.federation import (
     UpstreamTimedOut,
     request_key,
 )
+from verbund.policy import DATA_CLASS_HEADER
 from verbund.proxy._forward import (
     PASSED_HEADERS,
     Answer,
@@ -102,7 +105,10 @@ class Attempts:
 
         async def exchange() -> tuple[int, Mapping[str, str], bytes]:
             resp = await upstream.post(
-                fwd.path, fwd.body_for(backend), self.headers(fwd), read_timeout=budget
+                fwd.path,
+                fwd.body_for(backend),
+                self.headers(fwd, backend),
+                read_timeout=budget,
             )
             try:
                 return resp.status, resp.headers, await resp.read()
@@ -151,7 +157,7 @@ class Attempts:
         resp = await self._watched(
             backend,
             self._pool.upstream(backend).post(
-                fwd.path, body, self.headers(fwd), read_timeout=self.config.read_timeout
+                fwd.path, body, self.headers(fwd, backend), read_timeout=self.config.read_timeout
             ),
             budget,
             client_gone,
@@ -216,8 +222,17 @@ class Attempts:
         return max(0.001, min(derived, remaining))
 
     @staticmethod
-    def headers(fwd: Forward) -> dict[str, str]:
+    def headers(fwd: Forward, backend: Backend) -> dict[str, str]:
+        """What goes upstream besides the body. A site's agent (``ingress = "agent"``)
+        also learns the institution (it meters per institution), the data class (it
+        checks it) and whether a receipt is required; a model server does not."""
         sent = {"content-type": "application/json", "x-request-id": fwd.record.request_id}
+        if backend.site.config.ingress == "agent":
+            sent[INSTITUTION_HEADER] = fwd.record.institution_id
+            if fwd.ctx.data_class:
+                sent[DATA_CLASS_HEADER] = fwd.ctx.data_class
+            if fwd.ctx.receipt:
+                sent[RECEIPT_HEADER] = "required"
         return sent | fwd.headers if fwd.headers else sent
 
     def fail(self, backend: Backend, failure: Failure, body: bytes | None = None) -> None:

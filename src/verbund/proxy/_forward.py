@@ -162,8 +162,9 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-# answer headers that describe the body and go back to the client with it
-PASSED_HEADERS = ("content-type", "inference-header-content-length")
+# answer headers that go back to the client with the body: what describes it, and the
+# processing receipt a site's agent signed for it (docs/trust.md)
+PASSED_HEADERS = ("content-type", "inference-header-content-length", "x-verbund-receipt")
 
 
 class Retry(Exception):

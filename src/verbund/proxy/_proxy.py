@@ -17,7 +17,7 @@ from collections.abc import Callable
 from starlette.responses import Response
 
 from verbund.config import RoutingConfig
-from verbund.federation import Backend, HealthTracker, InFlight, UpstreamPool
+from verbund.federation import RECEIPT_HEADER, Backend, HealthTracker, InFlight, UpstreamPool
 from verbund.proxy._attempt import Attempts
 from verbund.proxy._failover import Failover
 from verbund.proxy._forward import Answer, Forward, client_headers
@@ -65,11 +65,13 @@ class Proxy:
                 stream=True,
             )
         answer = await self._answer(fwd, start, deadline)
+        headers = client_headers(answer.backend, fwd)
+        receipt = answer.headers.get(RECEIPT_HEADER)
+        if receipt and answer.backend.site.config.ingress == "agent":
+            # signed by the agent of the site that served it; never from a model server
+            headers[RECEIPT_HEADER] = receipt
         return Response(
-            answer.body,
-            status_code=200,
-            media_type="application/json",
-            headers=client_headers(answer.backend, fwd),
+            answer.body, status_code=200, media_type="application/json", headers=headers
         )
 
     async def call(self, fwd: Forward) -> Answer:

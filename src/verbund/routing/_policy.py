@@ -25,6 +25,10 @@ class RouteContext:
     max_tokens: int | None = None
     priority: str = "interactive"  # interactive | batch
     now: float = 0.0  # monotonic time of the decision
+    data_class: str = ""  # the request's data class (sites' agents check it too)
+    # the serving site must sign a processing receipt (X-Verbund-Receipt: required, or
+    # the institution's require_receipts): only sites that can sign are planned
+    receipt: bool = False
 
 
 class RoutingPolicy(Protocol):

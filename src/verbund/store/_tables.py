@@ -50,6 +50,8 @@ class InstitutionRow(Base):
     file_max_expires_after: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # migration 0009_responses: the opt-in to stored responses
     store_responses: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # migration 0013_receipts: every request needs a site's signed processing receipt
+    require_receipts: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     person_requests_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     person_tokens_per_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     source: Mapped[str] = mapped_column(String(16), default="admin")

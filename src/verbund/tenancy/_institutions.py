@@ -34,6 +34,7 @@ _FIELDS = (
     "file_expires_after",
     "file_max_expires_after",
     "store_responses",
+    "require_receipts",
     "person_requests_per_minute",
     "person_tokens_per_minute",
 )
@@ -62,8 +63,11 @@ class InstitutionRegistry:
         return sorted(self._by_id.values(), key=lambda i: i.id)
 
     async def sync_from_config(self, configured: list[InstitutionConfig]) -> None:
-        """The config is authoritative for the institutions it names; others come from the store."""
+        """The config is authoritative for the institutions it names; others come from the
+        store. Several workers and access points start at once: what is read here is
+        read under the audit chain's lock, so only one of them creates or updates."""
         async with self._store.session() as s, s.begin():
+            await self._audit.serialise(s)
             existing = {r.id: r for r in (await s.execute(select(InstitutionRow))).scalars()}
             for inst in configured:
                 values = _to_row_values(inst)

@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import select
 
 from verbund.audit import GENESIS, AuditLog
-from verbund.errors import BadRequest, Conflict
+from verbund.errors import ApiError, BadRequest, Conflict
 from verbund.store import CheckpointRow, Store
 from verbund.trust._checkpoint import Checkpoint, sign_checkpoint
 from verbund.trust._keys import PartnerKeys, SigningKey
 from verbund.trust._verify import Verdict, check_against_checkpoints
 
-__all__ = ["CheckpointBook"]
+__all__ = ["CheckpointBook", "SiteSigner"]
+
+# asks one site's agent to sign (chain, index, head); answers the checkpoint's JSON
+SiteSigner = Callable[[str, int, str], Awaitable[Mapping[str, Any]]]
 
 log = logging.getLogger("verbund.trust")
 
@@ -38,6 +42,8 @@ class CheckpointBook:
         self.chain = chain
         self._signing = signing
         self._interval = interval
+        # the sites' agents that sign heads with their own keys (set by the access point)
+        self.site_signers: dict[str, SiteSigner] = {}
 
     @property
     def signer(self) -> str | None:
@@ -85,6 +91,33 @@ class CheckpointBook:
         await self.receive([cp])
         return cp
 
+    async def sign_at_sites(self) -> dict[str, str]:
+        """Ask every site agent whose key is known here to sign the chain's head, and
+        keep what they sign: each site keeps its own copy too, outside this store, and
+        refuses a head that contradicts one it signed before. Only a chain that agrees
+        with every checkpoint held here is offered. Per site: what became of it."""
+        verdict, hashes = await self._check()
+        if not verdict.ok:
+            raise Conflict(f"not asking the sites to sign: {verdict.describe()}")
+        head = hashes[-1] if hashes else GENESIS
+        out: dict[str, str] = {}
+        for site, ask in sorted(self.site_signers.items()):
+            if not self.keys.known(site):
+                out[site] = "no signing key known for the site"
+                continue
+            try:
+                cp = Checkpoint.from_json(dict(await ask(self.chain, len(hashes), head)))
+                await self.receive([cp])
+            except ApiError as exc:
+                out[site] = f"refused: {exc.message}"
+                log.error("site %s did not sign the audit chain's head: %s", site, exc.message)
+                continue
+            except ValueError as exc:
+                out[site] = f"refused: {exc}"
+                continue
+            out[site] = f"signed entry #{cp.index}"
+        return out
+
     async def receive(self, checkpoints: Iterable[Checkpoint]) -> int:
         """Keep checkpoints that a known partner signed; 400 for any other. Returns how
         many were new. The same partner signing two hashes for one entry is kept as
@@ -120,9 +153,10 @@ class CheckpointBook:
         return new
 
     async def run(self) -> None:
-        """Sign the head every ``interval`` seconds when it moved (a background task)."""
+        """Sign the head every ``interval`` seconds when it moved, and ask the sites'
+        agents to sign it too (a background task)."""
         signing = self._signing
-        if signing is None or self._interval <= 0:
+        if (signing is None and not self.site_signers) or self._interval <= 0:
             return
         last = -1
         while True:
@@ -130,7 +164,10 @@ class CheckpointBook:
             try:
                 verdict, hashes = await self._check()
                 if len(hashes) != last:
-                    await self._sign(signing, verdict, hashes)
+                    if signing is not None:
+                        await self._sign(signing, verdict, hashes)
+                    if self.site_signers:
+                        await self.sign_at_sites()
                     last = len(hashes)
             except Conflict as exc:  # the chain contradicts a checkpoint: say so, loudly
                 log.error("audit checkpoint refused: %s", exc)

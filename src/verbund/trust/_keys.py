@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -35,8 +36,16 @@ class SigningKey:
         self._key = key
 
     @classmethod
-    def load(cls, name: str, *, file: str = "", env: str = "") -> SigningKey | None:
-        """From the file if named, else from the variable if set; None if neither."""
+    def load(
+        cls,
+        name: str,
+        *,
+        file: str = "",
+        env: str = "",
+        environ: Mapping[str, str] | None = None,
+    ) -> SigningKey | None:
+        """From the file if named, else from the variable if set (in ``environ``, the
+        process's environment by default); None if neither."""
         if file:
             try:
                 key = serialization.load_pem_private_key(Path(file).read_bytes(), None)
@@ -47,7 +56,7 @@ class SigningKey:
             if not isinstance(key, Ed25519PrivateKey):
                 raise ConfigError([("trust.signing_key_file", f"{file}: not an Ed25519 key")])
             return cls(name, key)
-        seed = os.environ.get(env, "") if env else ""
+        seed = (os.environ if environ is None else environ).get(env, "") if env else ""
         if not seed:
             return None
         try:
@@ -78,18 +87,56 @@ def generate_key_file(path: Path) -> str:
     return public_key_b64(key.public_key())
 
 
+def _public(b64: str) -> Ed25519PublicKey:
+    """Raises ValueError for anything that is not a base64 Ed25519 public key."""
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(b64, validate=True))
+    except (ValueError, binascii.Error):
+        raise ValueError("not a base64 Ed25519 key") from None
+
+
 class PartnerKeys:
-    """The public keys a verifier trusts, by partner name."""
+    """The public keys a verifier trusts, by partner name: the configured ones
+    (``[trust.partners]``) and those site agents announce in their catalogues
+    (:meth:`announce`), which never replace a configured one."""
 
     def __init__(self, keys: dict[str, str]) -> None:
         self._keys: dict[str, Ed25519PublicKey] = {}
         for name, b64 in keys.items():
             try:
-                self._keys[name] = Ed25519PublicKey.from_public_bytes(base64.b64decode(b64))
-            except (ValueError, binascii.Error):
+                self._keys[name] = _public(b64)
+            except ValueError:
                 raise ConfigError(
                     [(f"trust.partners.{name}", "not a base64 Ed25519 key")]
                 ) from None
+        self._configured = frozenset(self._keys)
+
+    def announce(self, name: str, b64: str) -> str:
+        """Take a key a site's agent announces, if it may be taken; says what became of
+        it: ``configured`` (the same key is configured), ``announced`` (no key is
+        configured for the site: the announced one counts), or why it was refused. A
+        configured key always wins: an announcement never replaces it. An announced key
+        replaces an earlier announced one (the site rotated its key); an empty
+        announcement withdraws it (``none``). Only ``configured`` and ``announced`` mean
+        the site signs with a key this verifier takes."""
+        if name in self._configured:
+            if not b64:
+                return "none"
+            if b64 == public_key_b64(self._keys[name]):
+                return "configured"
+            return "refused: it differs from the key configured in [trust.partners]"
+        if not b64:
+            self._keys.pop(name, None)
+            return "none"
+        try:
+            self._keys[name] = _public(b64)
+        except ValueError as exc:
+            self._keys.pop(name, None)
+            return f"refused: {exc}"
+        return "announced"
+
+    def configured(self, name: str) -> bool:
+        return name in self._configured
 
     def names(self) -> list[str]:
         return sorted(self._keys)

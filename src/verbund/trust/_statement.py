@@ -24,6 +24,18 @@ __all__ = ["Countersigned", "UsageStatement", "countersign", "sign_statement"]
 
 _DOMAIN = "verbund-usage-statement-v1"
 _COUNTS = ("requests", "prompt_tokens", "completion_tokens")
+# node time (jobs' and on-demand instances' CPU and GPU seconds): in a line, and in the
+# signed bytes, only when not zero, so statements without node time read as before
+_SECONDS = ("cpu_seconds", "gpu_seconds")
+
+
+def _signed_line(ln: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: ln[k] for k in ("institution", "model", *_COUNTS)}
+    for k in _SECONDS:
+        seconds = round(float(ln.get(k) or 0.0), 3)
+        if seconds:
+            out[k] = seconds
+    return out
 
 
 @dataclass(frozen=True)
@@ -31,14 +43,15 @@ class UsageStatement:
     site: str
     month: str  # YYYY-MM (UTC)
     # one line per institution and model: {"institution", "model", "requests",
-    # "prompt_tokens", "completion_tokens"}
+    # "prompt_tokens", "completion_tokens"} and, where not zero, "cpu_seconds" and
+    # "gpu_seconds" (node time; institution "" for on-demand instances, shared by all)
     lines: tuple[Mapping[str, Any], ...]
     ts: float
     signature: str = ""
 
     def message(self) -> bytes:
         lines = sorted(
-            ({k: ln[k] for k in ("institution", "model", *_COUNTS)} for ln in self.lines),
+            (_signed_line(ln) for ln in self.lines),
             key=lambda ln: (ln["institution"], ln["model"]),
         )
         return orjson.dumps(
@@ -52,7 +65,7 @@ class UsageStatement:
         return {
             "site": self.site,
             "month": self.month,
-            "lines": [dict(ln) for ln in self.lines],
+            "lines": [_signed_line(ln) for ln in self.lines],
             "ts": self.ts,
             "signature": self.signature,
         }
@@ -61,11 +74,14 @@ class UsageStatement:
     def from_json(cls, data: Any) -> UsageStatement:
         try:
             lines = tuple(
-                {
-                    "institution": str(ln["institution"]),
-                    "model": str(ln["model"]),
-                    **{k: int(ln[k]) for k in _COUNTS},
-                }
+                _signed_line(
+                    {
+                        "institution": str(ln["institution"]),
+                        "model": str(ln["model"]),
+                        **{k: int(ln[k]) for k in _COUNTS},
+                        **{k: float(ln.get(k) or 0.0) for k in _SECONDS},
+                    }
+                )
                 for ln in data["lines"]
             )
             return cls(
@@ -75,7 +91,7 @@ class UsageStatement:
                 float(data["ts"]),
                 str(data["signature"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a usage statement: {type(exc).__name__}") from None
 
 
@@ -92,6 +108,9 @@ class Countersigned:
     statements: list[str] = field(default_factory=list)  # sites whose statements verified
     rejected: list[str] = field(default_factory=list)  # sites whose statements did not
     differences: list[dict[str, Any]] = field(default_factory=list)
+    # node time the sites state (signed; the access points' job records carry CPU and
+    # GPU seconds too, but settlement does not sum them: stated, not cross-checked)
+    node_time: list[dict[str, Any]] = field(default_factory=list)
 
 
 def countersign(
@@ -116,6 +135,13 @@ def countersign(
             for k in _COUNTS:
                 stated[(s.site, ln["institution"])][k] += int(ln[k])
     recorded: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(_COUNTS, 0))
+    for s in good:
+        for ln in s.lines:
+            if any(ln.get(k) for k in _SECONDS):
+                out.node_time.append(
+                    {"site": s.site, "institution": ln["institution"], "model": ln["model"]}
+                    | {k: float(ln.get(k) or 0.0) for k in _SECONDS}
+                )
     covered = {s.site for s in good}
     for row in settlement["usage"]:
         if row["site"] in covered:

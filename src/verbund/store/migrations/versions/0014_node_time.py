@@ -1,7 +1,7 @@
 """node time of sites' on-demand instances, per model and hour, next to token usage
 
-Revision ID: 0013_node_time
-Revises: 0012_file_sites
+Revision ID: 0014_node_time
+Revises: 0013_receipts
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_node_time"
-down_revision = "0012_file_sites"
+revision = "0014_node_time"
+down_revision = "0013_receipts"
 branch_labels = None
 depends_on = None
 
