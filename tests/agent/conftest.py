@@ -123,22 +123,28 @@ def linked_factory(
         ingress: str = "direct",
         *,
         site_extra: dict[str, Any] | None = None,
+        announce: dict[str, Any] | None = None,
+        agent_env: dict[str, str] | None = None,
         routing: dict[str, Any] | None = None,
+        ap_extra: dict[str, Any] | None = None,
         **west: Any,
     ) -> AsyncIterator[Linked]:
         """``site_extra`` adds to west's site.toml (on-demand models); their instances
-        are all answered by the fake ``west-od``. ``routing`` adds to the access point's."""
+        are all answered by the fake ``west-od``. ``announce`` adds to its ``[site]``
+        facts, ``agent_env`` to the agent's environment (a signing key). ``routing``
+        adds to the access point's routing, ``ap_extra`` to its config (``[trust]``);
+        ``west`` to its ``[[sites]]`` entry for west."""
         fakes = {n: FakeBackend(n) for n in ("west-a", "west-b", "sued-1", "west-od")}
         site_cfg = parse_site_config(
             {
                 **site_dict(tmp_path / "site"),
-                **offer(["smol"] if models is None else models),
+                **offer(["smol"] if models is None else models, **(announce or {})),
                 **(site_extra or {}),
             }
         )
         agent_app = create_agent_app(
             site_cfg,
-            env=KEYS,
+            env={**KEYS, **(agent_env or {})},
             background=False,
             transport_factory=lambda b: httpx.MockTransport(fakes.get(b.name, fakes["west-od"])),
         )
@@ -164,6 +170,7 @@ def linked_factory(
             ],
         )
         data["routing"] = {**data["routing"], **(routing or {})}
+        data.update(ap_extra or {})
         cfg = parse_config(data)
 
         def backend_transport(b: Any) -> httpx.AsyncBaseTransport:

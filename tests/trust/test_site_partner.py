@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,14 +18,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text
 
-from tests.agent.conftest import AP_KEY, KEYS, SITE, InProcessAgent, offer, site_dict
-from tests.conftest import MODEL, federation_dict
+from tests.agent.conftest import SITE, InProcessAgent
+from tests.conftest import MODEL
 from tests.fakes import FakeBackend
 from tests.trust.chain import append, partner, truncate
-from verbund.agent import create_agent_app, parse_site_config
 from verbund.agent._trust import refusal
 from verbund.audit import AuditLog
-from verbund.config import parse_config
 from verbund.store import AuditRow, TrainingJobRow, UsageRow
 from verbund.trust import (
     Checkpoint,
@@ -66,66 +63,25 @@ SiteFactory = Callable[..., Any]
 
 
 @pytest.fixture
-def site_factory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_factory: Any
-) -> SiteFactory:
-    monkeypatch.setenv(AGENT_KEY_ENV, AP_KEY)
+def site_factory(linked_factory: Any) -> SiteFactory:
+    """West behind its agent (relay ingress by default) with a key of its own, and the
+    access point taking it; ``configured``: the key the access point's ``[trust.partners]``
+    holds for west instead."""
 
     @asynccontextmanager
     async def factory(
         *, signs: bool = True, configured: str | None = None, ingress: str = "agent"
     ) -> AsyncIterator[tuple[Site, SigningKey]]:
         key, seed = seeded(SITE)
-        fakes = {n: FakeBackend(n) for n in ("west-a", "sued-1")}
-        site_cfg = parse_site_config(
-            {
-                **site_dict(tmp_path / "site"),
-                **offer([MODEL], max_data_class="confidential"),
-            }
-        )
-        env = {**KEYS, **({SIGNING_ENV: seed} if signs else {})}
-        agent_app = create_agent_app(
-            site_cfg,
-            env=env,
-            background=False,
-            transport_factory=lambda b: httpx.MockTransport(fakes[b.name]),
-        )
-        agent_transport = httpx.ASGITransport(app=agent_app)
-        data = federation_dict(
-            tmp_path / "ap",
-            sites=[
-                {
-                    "name": SITE,
-                    "agent_url": "http://agent",
-                    "agent_key_env": AGENT_KEY_ENV,
-                    "ingress": ingress,
-                },
-                {
-                    "name": "sued",
-                    "region": "BY",
-                    "max_data_class": "confidential",
-                    "backends": [
-                        {"name": "sued-1", "url": "http://sued.invalid:8000", "models": [MODEL]}
-                    ],
-                },
-            ],
-        )
-        if configured is not None:
-            data["trust"] = {"partners": {SITE: configured}}
-        cfg = parse_config(data)
-
-        def backend_transport(b: Any) -> httpx.AsyncBaseTransport:
-            if b.url.startswith("http://agent/"):
-                return agent_transport
-            return httpx.MockTransport(fakes[b.name])
-
-        async with agent_app.router.lifespan_context(agent_app):
-            agent = InProcessAgent(agent_app, agent_transport)
-            async with gateway_factory(
-                cfg, fakes, transport=backend_transport, agent_transport=lambda s: agent_transport
-            ) as gw:
-                await gw.services.health.catalogues.refresh(SITE)
-                yield Site(gw, agent, fakes), key
+        async with linked_factory(
+            [MODEL],
+            ingress,
+            announce={"max_data_class": "confidential"},
+            agent_env={SIGNING_ENV: seed} if signs else {},
+            ap_extra={"trust": {"partners": {SITE: configured}}} if configured else {},
+        ) as linked:
+            await linked.refresh()
+            yield Site(linked.gw, linked.agent, linked.fakes), key
 
     return factory
 
