@@ -45,18 +45,23 @@ def _check_class(request: Request, svc: AgentServices) -> None:
     check_class(request.headers.get(DATA_CLASS_HEADER, ""), svc)
 
 
-def check_class(raw: str, svc: AgentServices) -> None:
-    """Defence in depth: a write of data above what the site may hold is refused."""
+def check_class(raw: str, svc: AgentServices, param: str | None = None) -> DataClass:
+    """The data class an access point names (``public`` if none); above what the site
+    may take it is refused: defence in depth against a misrouting access point, for
+    writes, relayed requests and files moving in alike."""
     try:
         data_class = DataClass(raw) if raw else DataClass.public
     except ValueError:
-        raise BadRequest(f"Unknown data class {raw!r}.", code="invalid_data_class") from None
+        raise BadRequest(
+            f"Unknown data class {raw!r}.", code="invalid_data_class", param=param
+        ) from None
     limit = svc.config.site.max_data_class
     if data_class.rank > limit.rank:
         raise PermissionDenied(
-            f"Site {svc.site} holds data up to {limit.value}, not {data_class.value}.",
+            f"Site {svc.site} takes data up to {limit.value}, not {data_class.value}.",
             code="data_class_refused",
         )
+    return data_class
 
 
 async def put_blob(request: Request) -> Response:

@@ -37,14 +37,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from verbund.agent._auth import Role, require
+from verbund.agent._blobs import check_class
 from verbund.agent._meter import Metered
 from verbund.agent._services import AgentServices
-from verbund.config import DataClass, SiteState
+from verbund.config import SiteState
 from verbund.errors import (
-    BadRequest,
     NoBackendAvailable,
     NotFound,
-    PermissionDenied,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -107,23 +106,6 @@ async def _metered(resp: UpstreamResponse, finish: Finish) -> AsyncIterator[byte
                 await finish(sse.usage, False)
 
 
-def _data_class(request: Request, svc: AgentServices) -> DataClass:
-    """The request's data class as the access point names it; above what the site may
-    take it is refused (defence in depth against a misrouting access point)."""
-    raw = request.headers.get(DATA_CLASS_HEADER, "")
-    try:
-        data_class = DataClass(raw) if raw else DataClass.public
-    except ValueError:
-        raise BadRequest(f"Unknown data class {raw!r}.", code="invalid_data_class") from None
-    limit = svc.config.site.max_data_class
-    if data_class.rank > limit.rank:
-        raise PermissionDenied(
-            f"Site {svc.site} takes data up to {limit.value}, not {data_class.value}.",
-            code="data_class_refused",
-        )
-    return data_class
-
-
 def _model_of(body: bytes) -> str:
     with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
         model = orjson.loads(body).get("model")
@@ -159,7 +141,7 @@ async def relay(request: Request) -> Response:
     receipt_asked = request.headers.get(RECEIPT_HEADER, "").strip().lower() == "required"
     body = b""
     if request.method == "POST":
-        data_class = _data_class(request, svc)
+        data_class = check_class(request.headers.get(DATA_CLASS_HEADER, ""), svc)
         if receipt_asked and svc.signing is None:
             raise NoBackendAvailable(
                 f"Site {svc.site} cannot sign receipts (no signing key).",

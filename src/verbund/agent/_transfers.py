@@ -36,7 +36,6 @@ from verbund.agent._auth import Role, require
 from verbund.agent._blobs import check_class
 from verbund.agent._jobs import json_body
 from verbund.agent._services import AgentServices
-from verbund.config import DataClass
 from verbund.errors import ApiError, BadRequest, Conflict, NotFound, SiteAgentUnavailable
 from verbund.files import check_key, write_blob
 from verbund.store import STORE_FAILURES
@@ -60,15 +59,6 @@ def _key(value: str, param: str) -> str:
         raise BadRequest("Invalid blob key.", code="invalid_key", param=param) from None
 
 
-def _data_class(raw: str) -> DataClass:
-    try:
-        return DataClass(raw)
-    except ValueError:
-        raise BadRequest(
-            f"Unknown data class {raw!r}.", code="invalid_data_class", param="data_class"
-        ) from None
-
-
 async def grant(request: Request) -> Response:
     """Holder: a read grant for one blob, for the site an access point names."""
     caller = require(request, Role.access_point)
@@ -76,7 +66,7 @@ async def grant(request: Request) -> Response:
     body = await json_body(request)
     key = _key(_field(body, "key"), "key")
     to_site = _field(body, "to_site")
-    data_class = _data_class(_field(body, "data_class"))
+    data_class = check_class(_field(body, "data_class"), svc, "data_class")
     try:
         size = await svc.blobs.size(key)
     except KeyError:
@@ -107,8 +97,7 @@ async def fetch(request: Request) -> Response:
     svc: AgentServices = request.app.state.services
     body = await json_body(request)
     key = _key(_field(body, "key"), "key")
-    data_class = _data_class(_field(body, "data_class"))
-    check_class(data_class.value, svc)  # before anything moves
+    data_class = check_class(_field(body, "data_class"), svc, "data_class")  # before a byte moves
     source = body.get("source")
     site, url = _field(source, "site"), _field(source, "url").rstrip("/")
     remote, token = _key(_field(source, "key"), "source.key"), _field(source, "grant")

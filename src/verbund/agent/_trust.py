@@ -72,10 +72,7 @@ async def _signed(svc: AgentServices, chain: str) -> list[Checkpoint]:
             .where(CheckpointRow.chain == chain, CheckpointRow.signer == svc.site)
             .order_by(CheckpointRow.index)
         )
-        return [
-            Checkpoint(r.signer, r.chain, r.index, r.hash, r.ts, r.signature)
-            for r in rows.scalars()
-        ]
+        return [Checkpoint.of_row(r) for r in rows.scalars()]
 
 
 async def sign(request: Request) -> Response:
@@ -97,17 +94,7 @@ async def sign(request: Request) -> Response:
             raise Conflict(f"Not signing: {why}.", code="checkpoint_contradicts")
         cp = sign_checkpoint(key, chain, index, head, time.time())
         async with svc.store.session() as s, s.begin():
-            s.add(
-                CheckpointRow(
-                    signer=cp.signer,
-                    chain=cp.chain,
-                    index=cp.index,
-                    hash=cp.hash,
-                    ts=cp.ts,
-                    signature=cp.signature,
-                    received_at=cp.ts,
-                )
-            )
+            s.add(cp.row(cp.ts))
     return JSONResponse(cp.to_json(), status_code=201)
 
 

@@ -56,10 +56,7 @@ class CheckpointBook:
                 .where(CheckpointRow.chain == self.chain)
                 .order_by(CheckpointRow.index, CheckpointRow.signer)
             )
-            return [
-                Checkpoint(r.signer, r.chain, r.index, r.hash, r.ts, r.signature)
-                for r in rows.scalars()
-            ]
+            return [Checkpoint.of_row(r) for r in rows.scalars()]
 
     async def verify(self, extra: Iterable[Checkpoint] = ()) -> Verdict:
         """The chain, link by link and against the held checkpoints (and ``extra`` a
@@ -138,17 +135,7 @@ class CheckpointBook:
                             f"{cp.signer} signed another hash for entry #{cp.index} before"
                         )
                     continue
-                s.add(
-                    CheckpointRow(
-                        signer=cp.signer,
-                        chain=cp.chain,
-                        index=cp.index,
-                        hash=cp.hash,
-                        ts=cp.ts,
-                        signature=cp.signature,
-                        received_at=time.time(),
-                    )
-                )
+                s.add(cp.row(time.time()))
                 new += 1
         return new
 

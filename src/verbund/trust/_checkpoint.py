@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from verbund.store import CheckpointRow
 from verbund.trust._keys import PartnerKeys, SigningKey
 
 __all__ = ["Checkpoint", "sign_checkpoint"]
@@ -41,6 +42,14 @@ class Checkpoint:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def row(self, received_at: float) -> CheckpointRow:
+        """As kept in a store (the access point's, or a site agent's own copy)."""
+        return CheckpointRow(received_at=received_at, **asdict(self))
+
+    @classmethod
+    def of_row(cls, r: CheckpointRow) -> Checkpoint:
+        return cls(r.signer, r.chain, r.index, r.hash, r.ts, r.signature)
 
     @classmethod
     def from_json(cls, data: Any) -> Checkpoint:
