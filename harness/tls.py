@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,3 +81,35 @@ class TestCA:
         )
         files.key.chmod(0o600)
         return files
+
+
+class MutualTLS:
+    """A site agent that requires client certificates and an access point that has one:
+    one CA, the agent's server certificate, the access point's client certificate."""
+
+    def __init__(self, folder: Path) -> None:
+        self.ca = TestCA(folder)
+        self.server = self.ca.issue("agent", server=True)
+        self.client = self.ca.issue("access-point", server=False)
+
+    def agent_section(self) -> dict[str, str]:
+        """site.toml's ``[agent]`` TLS keys."""
+        return {
+            "tls_cert": str(self.server.cert),
+            "tls_key": str(self.server.key),
+            "tls_client_ca": str(self.ca.cert),
+        }
+
+    def site_section(self) -> dict[str, str]:
+        """The access point's ``[[sites]]`` keys for reaching that agent."""
+        return {
+            "agent_ca_file": str(self.ca.cert),
+            "agent_client_cert": str(self.client.cert),
+            "agent_client_key": str(self.client.key),
+        }
+
+    def context(self) -> ssl.SSLContext:
+        """The access point's side, for a test's own clients of the agent."""
+        ctx = ssl.create_default_context(cafile=str(self.ca.cert))
+        ctx.load_cert_chain(str(self.client.cert), str(self.client.key))
+        return ctx

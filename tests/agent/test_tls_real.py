@@ -12,7 +12,7 @@ import pytest
 
 from harness.agent import AgentProcess, site_toml
 from harness.ports import free_port
-from harness.tls import TestCA
+from harness.tls import MutualTLS, TestCA
 from tests.conftest import federation_dict
 from verbund.config import SiteConfig, parse_config
 from verbund.errors import SiteAgentError, SiteAgentUnavailable
@@ -23,32 +23,14 @@ pytestmark = pytest.mark.real
 
 
 async def test_mutual_tls(tmp_path: Path) -> None:
-    ca = TestCA(tmp_path / "ca")
-    server = ca.issue("agent-west", server=True)
-    client = ca.issue("ap-1", server=False)
+    tls = MutualTLS(tmp_path / "ca")
     rogue = TestCA(tmp_path / "rogue", name="Rogue CA").issue("intruder", server=False)
     listen = f"127.0.0.1:{free_port()}"
-    config = site_toml(
-        "west",
-        listen,
-        tmp_path / "state",
-        agent={
-            "tls_cert": str(server.cert),
-            "tls_key": str(server.key),
-            "tls_client_ca": str(ca.cert),
-        },
-    )
-    ctx = ssl.create_default_context(cafile=str(ca.cert))
-    ctx.load_cert_chain(str(client.cert), str(client.key))
-    proc = AgentProcess(config, tmp_path, verify=ctx)
+    config = site_toml("west", listen, tmp_path / "state", agent=tls.agent_section())
+    proc = AgentProcess(config, tmp_path, verify=tls.context())
     with proc.start():
         site = SiteConfig(
-            name="west",
-            agent_url=proc.url,
-            agent_key_env="AGENT_KEY",
-            agent_ca_file=str(ca.cert),
-            agent_client_cert=str(client.cert),
-            agent_client_key=str(client.key),
+            name="west", agent_url=proc.url, agent_key_env="AGENT_KEY", **tls.site_section()
         )
         good = AgentClient.for_site(site, env={"AGENT_KEY": proc.ap_key})
         wrong_key = AgentClient.for_site(site, env={"AGENT_KEY": "vbsite-forged-0123456789ab"})
@@ -81,26 +63,18 @@ async def test_mutual_tls(tmp_path: Path) -> None:
 async def test_relayed_inference_goes_over_the_agents_mutual_tls(tmp_path: Path) -> None:
     """ingress = "agent" with an https agent: the access point's clients of the relay
     trust the agent's CA and present this access point's certificate."""
-    ca = TestCA(tmp_path / "ca")
-    server = ca.issue("agent-west", server=True)
-    client = ca.issue("ap-1", server=False)
+    tls = MutualTLS(tmp_path / "ca")
     listen = f"127.0.0.1:{free_port()}"
     nowhere = f"http://127.0.0.1:{free_port()}"  # the backend itself: the agent's problem
     config = site_toml(
         "west",
         listen,
         tmp_path / "state",
-        agent={
-            "tls_cert": str(server.cert),
-            "tls_key": str(server.key),
-            "tls_client_ca": str(ca.cert),
-        },
+        agent=tls.agent_section(),
         backends=[{"name": "w1", "url": nowhere, "models": ["smol"]}],
         models=[{"name": "smol", "kind": "chat"}],
     )
-    ctx = ssl.create_default_context(cafile=str(ca.cert))
-    ctx.load_cert_chain(str(client.cert), str(client.key))
-    with AgentProcess(config, tmp_path, verify=ctx) as proc:
+    with AgentProcess(config, tmp_path, verify=tls.context()) as proc:
         fed_config = parse_config(
             federation_dict(
                 tmp_path,
@@ -111,9 +85,7 @@ async def test_relayed_inference_goes_over_the_agents_mutual_tls(tmp_path: Path)
                         "jurisdiction": "DE",
                         "agent_url": proc.url,
                         "agent_key_env": "AGENT_KEY",
-                        "agent_ca_file": str(ca.cert),
-                        "agent_client_cert": str(client.cert),
-                        "agent_client_key": str(client.key),
+                        **tls.site_section(),
                         "ingress": "agent",
                     }
                 ],
@@ -145,20 +117,15 @@ async def test_a_file_moves_to_a_peer_over_the_holders_mutual_tls(tmp_path: Path
     its CA (``peer_cert``) pulls the file; one without gets nothing."""
     from verbund.jobs import SiteLink
 
-    ca = TestCA(tmp_path / "ca")
-    server = ca.issue("agent-west", server=True)
-    ap_cert = ca.issue("ap-1", server=False)
+    tls = MutualTLS(tmp_path / "ca")
+    ca = tls.ca
     peer = ca.issue("agent-nord", server=False)
     holder = site_toml(
         "west",
         f"127.0.0.1:{free_port()}",
         tmp_path / "west",
         site={"max_data_class": "confidential"},
-        agent={
-            "tls_cert": str(server.cert),
-            "tls_key": str(server.key),
-            "tls_client_ca": str(ca.cert),
-        },
+        agent=tls.agent_section(),
     )
 
     def receiver(name: str, **agent: str) -> AgentProcess:
@@ -171,20 +138,13 @@ async def test_a_file_moves_to_a_peer_over_the_holders_mutual_tls(tmp_path: Path
         )
         return AgentProcess(config, tmp_path)
 
-    ctx = ssl.create_default_context(cafile=str(ca.cert))
-    ctx.load_cert_chain(str(ap_cert.cert), str(ap_cert.key))
     with (
-        AgentProcess(holder, tmp_path, verify=ctx) as west,
+        AgentProcess(holder, tmp_path, verify=tls.context()) as west,
         receiver("nord", peer_cert=str(peer.cert), peer_key=str(peer.key)) as nord,
         receiver("ost") as ost,  # knows the CA, has no certificate of it
     ):
         west_site = SiteConfig(
-            name="west",
-            agent_url=west.url,
-            agent_key_env="K",
-            agent_ca_file=str(ca.cert),
-            agent_client_cert=str(ap_cert.cert),
-            agent_client_key=str(ap_cert.key),
+            name="west", agent_url=west.url, agent_key_env="K", **tls.site_section()
         )
         links = {
             "west": SiteLink(AgentClient.for_site(west_site, env={"K": west.ap_key})),
