@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -106,15 +107,21 @@ async def test_waiting_starts_an_instance_that_is_announced_once_ready(
     ]  # fmt: skip
 
 
-async def test_a_vanished_job_is_replaced_while_in_use(
-    od: tuple[OnDemand, FakeLauncher, list[float]],
-) -> None:
-    manager, launcher, now = od
+async def serving(manager: OnDemand, launcher: FakeLauncher) -> Any:
+    """A request for ``m`` starts its first instance (job 100), which comes up: it."""
     manager.report("m", "ap", waiting=1, in_flight={}, idle_seconds=0)
     await manager.tick()
     launcher.jobs["100"] = "running"
     await manager.tick()
     (inst,) = manager.ready()
+    return inst
+
+
+async def test_a_vanished_job_is_replaced_while_in_use(
+    od: tuple[OnDemand, FakeLauncher, list[float]],
+) -> None:
+    manager, launcher, now = od
+    inst = await serving(manager, launcher)
     manager.report("m", "ap", waiting=0, in_flight={inst.backend: 2}, idle_seconds=0)
     launcher.jobs["100"] = "gone"  # scancel, preemption, node failure
     now[0] += 1
@@ -151,11 +158,7 @@ async def test_an_instance_the_scheduler_cannot_be_asked_about_is_kept(
     od: tuple[OnDemand, FakeLauncher, list[float]],
 ) -> None:
     manager, launcher, now = od
-    manager.report("m", "ap", waiting=1, in_flight={}, idle_seconds=0)
-    await manager.tick()
-    launcher.jobs["100"] = "running"
-    await manager.tick()
-    (inst,) = manager.ready()
+    inst = await serving(manager, launcher)
     manager.report("m", "ap", waiting=0, in_flight={inst.backend: 1}, idle_seconds=0)
     launcher.jobs["100"] = "unknown"  # squeue fails (controller busy)
     now[0] += 1
