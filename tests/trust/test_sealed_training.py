@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from harness.training import blobs_csv
 from harness.gateway import GatewayProcess
+from harness.training import blobs_csv
 from tests.conftest import GatewayFactory
-from tests.jobs.test_agents_real import Federation, holding, upload, wait_job
 from tests.jobs.helpers import create_training, events_of, jobs_config, kill_leftovers
 from tests.jobs.helpers import wait_job as wait_for
+from tests.jobs.test_agents_real import Federation, holding, upload, wait_job
 from verbund.config import FederationConfig
 
 KEY = bytes(range(32))

@@ -37,9 +37,7 @@ class SiteLink:
             return None
         return RunnerReport.from_dict(data)
 
-    async def stage(
-        self, key: str, source: Path | AsyncIterator[bytes], data_class: str
-    ) -> None:
+    async def stage(self, key: str, source: Path | AsyncIterator[bytes], data_class: str) -> None:
         """Copy a file the access point may hold to the agent's file store, streamed:
         from a path, or from a stream of its bytes (a sealed store's, decrypted in memory
         chunk by chunk: the clear bytes never touch the access point's disk)."""

@@ -61,9 +61,7 @@ async def job_problem(
     return None
 
 
-def file_problem(
-    source: Path | bytes, data: DataFormat, label_column: str = "label"
-) -> str | None:
+def file_problem(source: Path | bytes, data: DataFormat, label_column: str = "label") -> str | None:
     """What is wrong with a training file (on disk, or its bytes in memory) for this kind
     of recipe, or None. Blocking."""
     try:
