@@ -191,7 +191,8 @@ def countersigned(
     if from_sites:
         fetched, unreachable = _fetch_statements(loaded, keys, settlement["month"])
         found += fetched
-    out = asdict(countersign(settlement, found, keys))
+    direct = {s.name for s in loaded.sites if s.agent_url and s.ingress == "direct"}
+    out = asdict(countersign(settlement, found, keys, direct))
     out["unreachable"] = unreachable
     return out
 
@@ -253,6 +254,11 @@ def print_countersigned(checked: dict[str, Any]) -> None:
             f"{r['requests']} requests ({r['prompt_tokens']}+{r['completion_tokens']} tokens), "
             f"the site's signed statement says {s['requests']} "
             f"({s['prompt_tokens']}+{s['completion_tokens']})"
+        )
+    for site in checked.get("direct", []):
+        typer.echo(
+            f"{site} is reached directly (ingress direct): its agent sees no request, so its"
+            " figures per institution are not compared; its engines' counters per model are"
         )
     for d in checked["node_differences"]:
         r, s = d["recorded"], d["stated"]

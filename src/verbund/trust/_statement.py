@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,7 @@ class Countersigned:
     # beside the access points' records of every institution at that site and model
     engine: list[dict[str, Any]] = field(default_factory=list)
     engine_differences: list[dict[str, Any]] = field(default_factory=list)
+    direct: list[str] = field(default_factory=list)  # sites whose agent sees no request
 
     @property
     def differs(self) -> bool:
@@ -136,7 +137,10 @@ class Countersigned:
 
 
 def countersign(
-    settlement: Mapping[str, Any], statements: Sequence[UsageStatement], keys: PartnerKeys
+    settlement: Mapping[str, Any],
+    statements: Sequence[UsageStatement],
+    keys: PartnerKeys,
+    direct: Collection[str] = (),
 ) -> Countersigned:
     """Compare the settlement with the sites' signed statements for the same month.
 
@@ -147,7 +151,11 @@ def countersign(
       statements' node time per institution and model (on-demand instances' seconds
       have no counterpart: listed as stated);
     - ``by_model`` (site x model, all institutions) with the lines the site's engines
-      counted (institution :data:`ENGINE`): prompt and completion tokens."""
+      counted (institution :data:`ENGINE`): prompt and completion tokens.
+
+    Sites in ``direct`` are reached without their agent (``ingress = "direct"``): their
+    agent sees no request, so their figures per institution are not compared (listed in
+    ``direct``); their engines' counters per model and their jobs' node time are."""
     month = settlement["month"]
     good = [s for s in statements if s.month == month and s.valid(keys)]
     recorded_nodes = list(settlement.get("node_time", []))
@@ -165,6 +173,7 @@ def countersign(
         rejected=sorted(s.site for s in statements if s not in good),
     )
     covered = {s.site for s in good}
+    out.direct = sorted(covered & set(direct))
     stated: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(_COUNTS, 0))
     for s in good:
         for ln in s.lines:
@@ -178,7 +187,7 @@ def countersign(
                 recorded[(row["site"], row["institution"])][k] += int(row[k])
     for site, inst in sorted({*stated, *recorded}):
         a, b = recorded[(site, inst)], stated[(site, inst)]
-        if a != b:
+        if a != b and site not in out.direct:
             out.differences.append(
                 {
                     "site": site,
