@@ -7,6 +7,7 @@ start benchmark share it, and the streaming request they time and read.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +21,11 @@ from harness.gateway import GatewayProcess
 from harness.ports import free_port
 from harness.slurm import SlurmCluster
 
-__all__ = ["MODEL", "SITE", "on_demand_federation", "on_demand_view", "stream_chat"]
+__all__ = ["MODEL", "SITE", "Load", "on_demand_federation", "on_demand_view", "stream_chat"]
 
 SITE = "hpc"
 MODEL = "smol-od"
+LOAD_MOST = 120.0  # seconds any load loop runs at most
 
 
 @contextlib.contextmanager
@@ -33,14 +35,18 @@ def on_demand_federation(
     *,
     routing: dict[str, Any] | None = None,
     log_level: str = "warning",
+    keep_instances: bool = False,
     **spec: Any,
 ) -> Iterator[tuple[AgentProcess, GatewayProcess]]:
     """The agent and the access point (its :attr:`~GatewayProcess.key` made), stopped
-    when the block ends; ``spec`` adds to or overrides the model's ``[[on_demand]]``."""
+    when the block ends; ``spec`` adds to or overrides the model's ``[[on_demand]]``.
+    Its instances stop with the agent unless ``keep_instances`` (a restart test): the
+    next test on the same cluster starts from an empty queue."""
     site = site_toml(
         SITE,
         f"127.0.0.1:{free_port()}",
         work / "site-state",
+        agent={"keep_instances": keep_instances},
         models=[{"name": MODEL, "kind": "chat"}],
         capacity={"cpus": 2, "memory_mb": 4000},
         on_demand=[
@@ -95,3 +101,42 @@ def stream_chat(gw: GatewayProcess, max_tokens: int = 8) -> tuple[int, list[tupl
     ):
         lines = [(time.monotonic() - began, line) for line in r.iter_lines() if line]
     return r.status_code, lines
+
+
+class Load:
+    """``workers`` clients sending requests one after another until stopped (bounded)."""
+
+    def __init__(self, gw: GatewayProcess, workers: int) -> None:
+        self.gw = gw
+        self.statuses: list[int] = []
+        self.errors: list[str] = []  # the bodies of answers other than 200 (to say why)
+        self.sites: set[str] = set()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
+
+    def _run(self) -> None:
+        end = time.monotonic() + LOAD_MOST
+        with httpx.Client(base_url=self.gw.url, trust_env=False, timeout=120) as c:
+            while not self._stop.is_set() and time.monotonic() < end:
+                r = c.post(
+                    "/v1/chat/completions",
+                    headers={"authorization": f"Bearer {self.gw.key}"},
+                    json={
+                        "model": MODEL,
+                        "messages": [{"role": "user", "content": "Count to three."}],
+                        "max_tokens": 12,
+                    },
+                )
+                self.statuses.append(r.status_code)
+                if r.status_code != 200:
+                    self.errors.append(r.text[:300])
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(LOAD_MOST + 30)

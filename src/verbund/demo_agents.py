@@ -115,7 +115,8 @@ def site_toml(
             "max_data_class": sc.max_data_class.value,
             "certifications": list(sc.certifications),
         },
-        "agent": {"listen": listen, "state_dir": str(state_dir)},
+        # the demo's local engines stop with it
+        "agent": {"listen": listen, "state_dir": str(state_dir), "keep_instances": False},
         "access_points": [{"name": access_point, "key_env": AP_KEY_ENV}],
         "operators": [{"name": f"{site}-operator", "key_env": OPERATOR_KEY_ENV}],
         "backends": [

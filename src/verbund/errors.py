@@ -30,7 +30,9 @@ The tree::
         ├── NotConfigured             503 a feature the request needs is not set up here
         └── UpstreamError             5xx a model server failed us
             ├── NoBackendAvailable    503 compliant sites exist, none can serve now
+            │   └── BackendRefused    503 the one tried refused the connection (not running)
             ├── ModelStarting         503 an on-demand model is starting (Retry-After)
+            ├── BackendLost           502 the connection broke, or a relay could not reach it
             ├── UpstreamTimeout       504
             └── SiteAgentError        502 a site agent refused us or answered nonsense
                 └── SiteAgentUnavailable  503 a site agent could not be reached in time
@@ -236,6 +238,18 @@ class UpstreamError(ApiError):
 class NoBackendAvailable(UpstreamError):
     status = 503
     code = "no_backend_available"
+
+
+class BackendRefused(NoBackendAvailable):
+    """A model server refused the connection: nothing listens there (any more). Apart
+    from the other 503s because an on-demand instance that ended looks like this, and a
+    request that got no byte from it waits for its replacement."""
+
+
+class BackendLost(UpstreamError):
+    """The connection to a model server broke, or a gateway before it (a site agent's
+    relay: HTTP 502) could not reach it: the server may be gone. Like
+    :class:`BackendRefused`, what a lost on-demand instance looks like to a request."""
 
 
 class ModelStarting(UpstreamError):

@@ -153,3 +153,36 @@ async def test_a_model_no_site_starts_costs_nothing_and_leaves_nothing(tmp_path:
     assert cold.last_request == {} and agent.calls == []  # no client text kept
     assert cold.starts(OD)
     assert not _cold(fed, {}).starts(OD)  # a site without an agent starts nothing
+
+
+async def test_the_wait_is_bounded_on_the_injected_clock(tmp_path: Path) -> None:
+    fed = _federation(tmp_path, {"sued": "stopped"})
+    agent = FakeAgent()
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 400.0  # every look at the clock: minutes pass
+        return now[0]
+
+    cfg = RoutingConfig.model_validate({"cold_start_wait": 1000.0})
+    cold = ColdStart(fed, {"sued": agent}, asyncio.Event, cfg, clock=clock)  # type: ignore[dict-item]
+    with pytest.raises(ModelStarting):
+        await asyncio.wait_for(cold.ensure(OD, policy()), 10)  # not 1000 s of real time
+    assert agent.calls and cold.waiting == {}
+
+
+async def test_a_backend_a_request_found_dead_does_not_count_as_available(
+    tmp_path: Path,
+) -> None:
+    from verbund.config import BackendConfig
+
+    fed = _federation(tmp_path, {"sued": "ready"})
+    dead = BackendConfig(name="od:1", url="http://sued-od.invalid", models=[OD])
+    fed.apply_site("sued", fed.sites["sued"].config, [ModelConfig(name=OD)], [dead])
+    agent = FakeAgent()
+    cold = _cold(fed, {"sued": agent})
+    assert not cold.cold(OD, policy())
+    assert cold.cold(OD, policy(), frozenset({"od:1"}))
+    with pytest.raises(ModelStarting):  # it waits for another one (and asks for it)
+        await cold.ensure(OD, policy(), frozenset({"od:1"}))
+    assert agent.calls[0]["waiting"] == 1

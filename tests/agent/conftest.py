@@ -119,17 +119,28 @@ def linked_factory(
 
     @asynccontextmanager
     async def factory(
-        models: list[str] | None = None, ingress: str = "direct", **west: Any
+        models: list[str] | None = None,
+        ingress: str = "direct",
+        *,
+        site_extra: dict[str, Any] | None = None,
+        routing: dict[str, Any] | None = None,
+        **west: Any,
     ) -> AsyncIterator[Linked]:
-        fakes = {n: FakeBackend(n) for n in ("west-a", "west-b", "sued-1")}
+        """``site_extra`` adds to west's site.toml (on-demand models); their instances
+        are all answered by the fake ``west-od``. ``routing`` adds to the access point's."""
+        fakes = {n: FakeBackend(n) for n in ("west-a", "west-b", "sued-1", "west-od")}
         site_cfg = parse_site_config(
-            {**site_dict(tmp_path / "site"), **offer(["smol"] if models is None else models)}
+            {
+                **site_dict(tmp_path / "site"),
+                **offer(["smol"] if models is None else models),
+                **(site_extra or {}),
+            }
         )
         agent_app = create_agent_app(
             site_cfg,
             env=KEYS,
             background=False,
-            transport_factory=lambda b: httpx.MockTransport(fakes[b.name]),
+            transport_factory=lambda b: httpx.MockTransport(fakes.get(b.name, fakes["west-od"])),
         )
         agent_transport = httpx.ASGITransport(app=agent_app)
         data = federation_dict(
@@ -152,6 +163,7 @@ def linked_factory(
                 },
             ],
         )
+        data["routing"] = {**data["routing"], **(routing or {})}
         cfg = parse_config(data)
 
         def backend_transport(b: Any) -> httpx.AsyncBaseTransport:

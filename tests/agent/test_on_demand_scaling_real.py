@@ -6,24 +6,18 @@ no failed request."""
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from harness.agent import AgentProcess
 from harness.gateway import GatewayProcess
-from harness.on_demand import MODEL, on_demand_federation, on_demand_view
+from harness.on_demand import MODEL, Load, on_demand_federation, on_demand_view
 from harness.polling import poll
 from harness.slurm import SlurmCluster
 
 pytestmark = pytest.mark.real
-
-LOAD_MOST = 120.0  # seconds any load loop runs at most
-
 
 Start = Callable[..., tuple[AgentProcess, GatewayProcess]]
 
@@ -43,42 +37,6 @@ def start(tmp_path: Any, slurm: SlurmCluster) -> Iterator[Start]:
 def _instances(agent: AgentProcess) -> list[dict[str, Any]]:
     instances: list[dict[str, Any]] = on_demand_view(agent)["instances"]
     return instances
-
-
-class Load:
-    """``workers`` clients sending requests one after another until stopped (bounded)."""
-
-    def __init__(self, gw: GatewayProcess, workers: int) -> None:
-        self.gw = gw
-        self.statuses: list[int] = []
-        self.sites: set[str] = set()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(workers)]
-
-    def _run(self) -> None:
-        end = time.monotonic() + LOAD_MOST
-        with httpx.Client(base_url=self.gw.url, trust_env=False, timeout=120) as c:
-            while not self._stop.is_set() and time.monotonic() < end:
-                r = c.post(
-                    "/v1/chat/completions",
-                    headers={"authorization": f"Bearer {self.gw.key}"},
-                    json={
-                        "model": MODEL,
-                        "messages": [{"role": "user", "content": "Count to three."}],
-                        "max_tokens": 12,
-                    },
-                )
-                self.statuses.append(r.status_code)
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(LOAD_MOST + 30)
 
 
 def test_load_above_the_threshold_starts_a_second_instance_and_both_stop_after(

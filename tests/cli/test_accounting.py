@@ -90,3 +90,21 @@ def test_settle_checks_its_options_first(cli: Cli, args: list[str], message: str
     assert r.exit_code == 1
     assert message in r.stderr
     assert cli.api.calls == []
+
+
+def test_usage_with_node_time_shows_the_sites_cost(cli: Cli) -> None:
+    cli.api.routes[("GET", "/admin/usage")] = {
+        "group_by": ["institution"],
+        "data": [],
+        "node_time": [
+            {"site": "hpc", "model": "smol-od", "cpu_seconds": 120.5, "gpu_seconds": 0.0,
+             "hours": 1}
+        ],
+    }  # fmt: skip
+    r = cli("usage", "--node-time", "--format", "json", *TARGET)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == cli.api.routes[("GET", "/admin/usage")]["node_time"]
+    r = cli("usage", "--node-time", *TARGET)
+    assert "smol-od" in r.stdout and "120.5" in r.stdout
+    refused = cli("usage", "--node-time", "--institution", "uni-a", *TARGET)
+    assert refused.exit_code == 1

@@ -225,3 +225,20 @@ async def test_the_navigation_lists_exactly_the_pages_a_role_may_open(
             opens = (await who.get(f"/console{item.path}")).status_code == 200
             listed = f'href="/console{item.path}"' in home
             assert listed == opens, (role, site, item.path)
+
+
+async def test_the_site_page_shows_its_on_demand_node_time(
+    console: Gateway, sign_in: SignIn
+) -> None:
+    from verbund.store import NodeTimeRow
+
+    hour = int(time.time()) // 3600 * 3600
+    async with console.services.store.session() as s, s.begin():
+        for site, cpu in (("west", 7200.0), ("ost", 3600.0)):
+            s.add(NodeTimeRow(site=site, model="smol-od", hour=hour, cpu_seconds=cpu,
+                              gpu_seconds=0.0, updated_at=time.time()))  # fmt: skip
+    op = await sign_in(Role.site_operator, institution=None, site="west")
+    page = (await op.get("/console/site")).text
+    table = page.split('data-testid="node-time"')[1].split("</table>")[0]
+    assert "smol-od" in table and "2.00" in table  # west's two CPU hours
+    assert "1.00" not in table  # not another site's

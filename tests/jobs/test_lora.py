@@ -20,10 +20,10 @@ from harness.training import put_file
 from tests.batch.helpers import chat_line, create_batch, upload
 from tests.conftest import MODEL, Gateway, GatewayFactory, federation_dict
 from tests.jobs.helpers import jobs_config, kill_leftovers, wait_job
+from verbund._llama import llama_server_command
 from verbund.config import BackendConfig, FederationConfig, ModelConfig, parse_config
 from verbund.federation import Federation
 from verbund.jobs import FineTunedModel, LanguageModels, ModelRegistry, RecipeBook, model_card
-from verbund.jobs._adapters import llama_server_command
 from verbund.jobs._artefacts import adapter_of
 
 FT = "ft:smol:uni-a:moin"

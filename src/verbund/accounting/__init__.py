@@ -5,7 +5,7 @@ from verbund.accounting._budget import BudgetService, Spend
 from verbund.accounting._lines import UsageLine, load_lines, load_node_time
 from verbund.accounting._period import UtcDay, UtcMonth, month_of, parse_month
 from verbund.accounting._prices import BILLABLE, PriceBook, money
-from verbund.accounting._report import GROUPS, usage_report
+from verbund.accounting._report import GROUPS, node_time_report, usage_report
 from verbund.accounting._retention import Retention
 from verbund.accounting._settlement import merge_lines, settle
 from verbund.accounting._sink import Recording, UsageSink, outcome_of
@@ -31,6 +31,7 @@ __all__ = [
     "merge_lines",
     "money",
     "month_of",
+    "node_time_report",
     "outcome_of",
     "parse_month",
     "settle",

@@ -2,18 +2,20 @@
 
 ``day`` and ``month`` bucket by UTC calendar day (``YYYY-MM-DD``) and month (``YYYY-MM``).
 Every endpoint (chat, embeddings, OIP inference, jobs) is a value of ``endpoint``, so new
-kinds of usage appear in reports without changes here.
+kinds of usage appear in reports without changes here. Node time of on-demand instances
+is the sites' cost, not an institution's usage: :func:`node_time_report` sums it apart.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from verbund.accounting._period import UtcDay, UtcMonth
-from verbund.store import Store, UsageRow
+from verbund.store import NodeTimeRow, Store, UsageRow
 
 GROUPS: dict[str, ColumnElement[Any] | InstrumentedAttribute[Any]] = {
     "month": UtcMonth(UsageRow.ts),
@@ -76,3 +78,38 @@ async def usage_report(
         row["response_bytes"] = int(row["response_bytes"])
         rows.append(row)
     return rows
+
+
+async def node_time_report(
+    store: Store, since: float | None = None, until: float | None = None
+) -> list[dict[str, Any]]:
+    """Node time the sites' on-demand instances held (CPU and GPU seconds, idle included)
+    per site and model, in the hours from ``since`` until ``until``: what serving cost the
+    sites, next to the tokens the same report counts. An hour counts whole if it starts
+    in the period (the agents count in UTC hours)."""
+    q = select(
+        NodeTimeRow.site,
+        NodeTimeRow.model,
+        func.coalesce(func.sum(NodeTimeRow.cpu_seconds), 0.0).label("cpu_seconds"),
+        func.coalesce(func.sum(NodeTimeRow.gpu_seconds), 0.0).label("gpu_seconds"),
+        func.count().label("hours"),
+    )
+    if since is not None:
+        q = q.where(NodeTimeRow.hour >= math.floor(since / 3600) * 3600)
+    if until is not None:
+        q = q.where(NodeTimeRow.hour < until)
+    q = q.group_by(NodeTimeRow.site, NodeTimeRow.model).order_by(
+        NodeTimeRow.site, NodeTimeRow.model
+    )
+    async with store.session() as s:
+        result = (await s.execute(q)).mappings().all()
+    return [
+        {
+            "site": r["site"],
+            "model": r["model"],
+            "cpu_seconds": round(float(r["cpu_seconds"]), 3),
+            "gpu_seconds": round(float(r["gpu_seconds"]), 3),
+            "hours": int(r["hours"]),
+        }
+        for r in result
+    ]

@@ -49,6 +49,8 @@ class ColdStart:
         self._agents = agents
         self._applied = applied  # the catalogue sync's "a catalogue was applied" event
         self._cfg = cfg
+        # one clock for everything here, the federation's: backends' availability, the
+        # wait's deadline and the idle time reported to the agents
         self._clock = clock
         self.waiting: dict[tuple[str, str], int] = {}  # (model, site) -> requests waiting
         self.last_request: dict[str, float] = {}
@@ -60,9 +62,13 @@ class ColdStart:
         sites, _ = split_sites(self._federation.sites_for(model), policy)
         return [s for s in sites if s.accepts_new_requests]
 
-    def _available(self, model: str, sites: list[Site], now: float) -> bool:
+    def _available(
+        self, model: str, sites: list[Site], now: float, failed: frozenset[str] = frozenset()
+    ) -> bool:
         return any(
-            b.available(now) for s in sites for b in self._federation.backends_at(model, s.name)
+            b.available(now) and b.name not in failed
+            for s in sites
+            for b in self._federation.backends_at(model, s.name)
         )
 
     def starts(self, model: str) -> bool:
@@ -73,23 +79,30 @@ class ColdStart:
             for s in self._federation.sites_for(model)
         )
 
-    def cold(self, model: str, policy: RequestPolicy) -> bool:
+    def cold(self, model: str, policy: RequestPolicy, failed: frozenset[str] = frozenset()) -> bool:
         """True if the request would wait for a start: nothing available at a compliant
-        site, and some compliant site starts the model on demand."""
+        site (``failed`` backends do not count), and some compliant site starts the model
+        on demand."""
         if not self.starts(model):
             return False
         sites = self._sites(model, policy)
-        if self._available(model, sites, time.monotonic()):
+        if self._available(model, sites, self._clock(), failed):
             return False
         return any(model in s.on_demand and s.name in self._agents for s in sites)
 
-    async def ensure(self, model: str, policy: RequestPolicy) -> None:
+    async def ensure(
+        self, model: str, policy: RequestPolicy, failed: frozenset[str] = frozenset()
+    ) -> None:
         """Return once a compliant backend of ``model`` is available (at once if one is),
-        or raise 503 ``model_starting``."""
+        or raise 503 ``model_starting``.
+
+        ``failed``: the backends a request was already sent to and that failed before it
+        got a byte (an instance whose job ended under it). They do not count, so the
+        request waits for a replacement as a cold-start request does, instead of failing."""
         if not self.starts(model):
             return  # not an on-demand model (nor a name the client made up): nothing kept
         self.last_request[model] = self._clock()
-        if not self.cold(model, policy):
+        if not self.cold(model, policy, failed):
             return
         order = {"ready": 0, "starting": 1, "stopped": 2}
         candidates = sorted(
@@ -104,10 +117,10 @@ class ColdStart:
         self.waiting[key] = self.waiting.get(key, 0) + 1
         began = self._clock()
         try:
-            deadline = time.monotonic() + self._cfg.cold_start_wait
+            deadline = began + self._cfg.cold_start_wait
             sites = self._sites(model, policy)
-            while not self._available(model, sites, time.monotonic()):
-                left = deadline - time.monotonic()
+            while not self._available(model, sites, self._clock(), failed):
+                left = deadline - self._clock()
                 if left <= 0:
                     waited = self._clock() - began
                     raise _starting(model, f"it is starting at {site.name}", expected - waited)
@@ -118,6 +131,19 @@ class ColdStart:
             self.waiting[key] -= 1
             if not self.waiting[key]:
                 del self.waiting[key]
+
+    async def gone(self, backends: frozenset[str], within: float) -> bool:
+        """Whether ``backends`` leave the federation (their sites' catalogues drop them:
+        the instance's job ended) within ``within`` seconds. A request that failed at an
+        on-demand instance waits for a replacement only if its site says it is gone."""
+        deadline = self._clock() + within
+        while backends & self._federation.backends.keys():
+            left = deadline - self._clock()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._applied().wait(), min(left, REPORT_SECONDS))
+        return True
 
     async def _ask(self, model: str, candidates: list[Site]) -> Site:
         """The first compliant site whose agent takes the start."""

@@ -93,6 +93,10 @@ class AgentSection(Listening):
             raise ValueError("must be an http:// or https:// URL")
         return v.rstrip("/")
 
+    # on-demand instances outlive a stop of the agent, and its next run takes them over;
+    # false: they stop with it (the embedded demo, laptops)
+    keep_instances: bool = True
+
     @field_validator("store_url")
     @classmethod
     def _known_driver(cls, v: str) -> str:

@@ -5,7 +5,8 @@ requests in flight per instance (by backend name) and how many seconds ago the m
 had a request; waiting requests for a model with nothing ready start it. The answer is
 the model's status and how long a start is expected to take (the access point's
 ``Retry-After``). ``GET /on-demand`` shows operators every model's instances and the node
-time they held.
+time they held; ``GET /on-demand/node-time?since=UNIX`` gives the access points that node
+time per model and UTC hour (running instances' up to now), for their usage reports.
 """
 
 from __future__ import annotations
@@ -66,8 +67,22 @@ async def view(request: Request) -> Response:
     return JSONResponse({"models": request.app.state.services.on_demand.view()})
 
 
+async def node_time(request: Request) -> Response:
+    require(request, Role.access_point, Role.operator)
+    raw = request.query_params.get("since", "0")
+    try:
+        since = float(raw)
+    except ValueError:
+        since = -1.0
+    if not math.isfinite(since) or since < 0:
+        raise BadRequest("'since' must be Unix seconds, 0 or more.", param="since")
+    svc = request.app.state.services
+    return JSONResponse({"site": svc.site, "hours": svc.on_demand.node_time_buckets(since)})
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/on-demand", view, methods=["GET"]),
+        Route("/on-demand/node-time", node_time, methods=["GET"]),
         Route("/on-demand/{model}", report, methods=["POST"]),
     ]

@@ -1,8 +1,10 @@
 """Where on-demand engines run: ``local`` processes or ``slurm`` jobs, behind one interface.
 
-A launcher submits an instance (:func:`verbund.agent._engine` started on its node),
+A launcher submits an instance (:mod:`verbund._engine` started on its node),
 observes it (``queued`` while the scheduler holds it, ``running``, ``gone`` once it ended
-for any reason: cancelled, preempted, time limit, node failure) and cancels it. Where the
+for any reason: cancelled, preempted, time limit, node failure; ``unknown`` while the
+scheduler cannot be asked, so a failing ``squeue`` does not count as a lost job) and
+cancels it. Where the
 engine listens comes back through the report file in the instance's folder, which the
 engine writes before it starts; the agent then waits for the engine's health itself.
 The ``slurm`` launcher assumes what HPC sites have: the agent's folder and Python on a
@@ -19,21 +21,25 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from verbund.agent._launch_spec import LaunchSpec
+from verbund.errors import RunnerError
 from verbund.jobs import SLURM_PENDING, run_slurm, sbatch, sbatch_resources, slurm_env
 
-__all__ = ["Launcher", "LocalLauncher", "Observed", "SlurmLauncher", "make_launcher"]
+__all__ = [
+    "Launcher", "LocalLauncher", "Observed", "SlurmLauncher", "make_launcher", "squeue_verdict",
+]  # fmt: skip
 
 REPORT = "endpoint.json"
 
 
 @dataclass(frozen=True, slots=True)
 class Observed:
-    state: Literal["queued", "running", "gone"]
+    state: Literal["queued", "running", "gone", "unknown"]
     endpoint: str | None = None  # http://host:port once the engine reported it
     detail: str = ""  # the scheduler's word for how it ended (CANCELLED, TIMEOUT, ...)
 
@@ -49,10 +55,14 @@ class Launcher(Protocol):
 
     async def cancel(self, handle: str) -> None: ...
 
+    def adopt(self, handle: str, folder: Path) -> None:
+        """Take over ``handle``, started by an earlier run of the agent (a restart)."""
+        ...
+
 
 def engine_command(spec: LaunchSpec, folder: Path) -> list[str]:
     cmd = [
-        sys.executable, "-m", "verbund.agent._engine", "--engine", spec.engine,
+        sys.executable, "-m", "verbund._engine", "--engine", spec.engine,
         "--alias", spec.model, "--host", spec.bind_host, "--report", str(folder / REPORT),
         "--n-ctx", str(spec.n_ctx), "--threads", str(spec.cpus), "--gpus", str(spec.gpus),
     ]  # fmt: skip
@@ -71,6 +81,9 @@ def reported_endpoint(folder: Path) -> str | None:
         return None
 
 
+INSTANCE_ENV = "VERBUND_ON_DEMAND_INSTANCE"  # marks a local engine as the instance's own
+
+
 def _spawn(cmd: list[str], folder: Path) -> subprocess.Popen[bytes]:
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "engine.log").open("ab") as log:
@@ -79,8 +92,35 @@ def _spawn(cmd: list[str], folder: Path) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True,  # it outlives the agent; a restarted one adopts it
+            env={**os.environ, INSTANCE_ENV: str(folder)},
         )
+
+
+def _ours(pid: int, folder: Path) -> bool:
+    """Whether process ``pid`` still runs and is the engine of the instance in ``folder``
+    (not a process that got its number since): its environment names the folder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+        return False  # ended, not yet reaped
+    return f"{INSTANCE_ENV}={folder}".encode() in environ.split(b"\0")
+
+
+def _end_adopted(pid: int, folder: Path) -> None:
+    """SIGTERM to an adopted engine's process group, SIGKILL if it is still there after
+    10 s (it is not our child: its exit is watched in /proc, not waited for)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        end = time.monotonic() + 10
+        while _ours(pid, folder) and time.monotonic() < end:
+            time.sleep(0.1)
+        if not _ours(pid, folder):
+            return
 
 
 def _write_script(folder: Path, cmd: list[str]) -> Path:
@@ -97,6 +137,10 @@ class LocalLauncher:
 
     def __init__(self) -> None:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._adopted: dict[str, Path] = {}  # started by an earlier run of the agent
+
+    def adopt(self, handle: str, folder: Path) -> None:
+        self._adopted[handle] = folder
 
     async def submit(self, spec: LaunchSpec, instance: str, folder: Path) -> str:
         proc = await asyncio.to_thread(_spawn, engine_command(spec, folder), folder)
@@ -104,6 +148,11 @@ class LocalLauncher:
         return str(proc.pid)
 
     async def observe(self, handle: str, folder: Path) -> Observed:
+        if handle in self._adopted:
+            if await asyncio.to_thread(_ours, int(handle), folder):
+                return Observed("running", reported_endpoint(folder))
+            del self._adopted[handle]
+            return Observed("gone", detail="ended while the agent was away")
         proc = self._procs.get(handle)
         if proc is None or proc.poll() is not None:
             self._procs.pop(handle, None)
@@ -111,6 +160,10 @@ class LocalLauncher:
         return Observed("running", reported_endpoint(folder))
 
     async def cancel(self, handle: str) -> None:
+        adopted = self._adopted.pop(handle, None)
+        if adopted is not None:
+            await asyncio.to_thread(_end_adopted, int(handle), adopted)
+            return
         proc = self._procs.pop(handle, None)
         if proc is None:
             return
@@ -124,7 +177,25 @@ class LocalLauncher:
             await asyncio.to_thread(proc.wait)
 
 
-_RUNNING = {"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
+# COMPLETING (cancelled, timed out, its processes being ended) is not among them: the
+# instance is gone for routing at once, and its replacement may start
+_RUNNING = {"RUNNING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
+
+
+def squeue_verdict(code: int, out: str, err: str) -> Observed:
+    """What ``squeue -h -j JOB -o %T`` says of one job. Gone only when Slurm says so (the
+    job is not listed, or its id is no longer known); a failing ``squeue`` (controller
+    down or busy, a time-out) is ``unknown``: the instance is kept and asked again."""
+    state = out.strip()
+    if code == 0:
+        if state in SLURM_PENDING:
+            return Observed("queued")
+        if state in _RUNNING:
+            return Observed("running")
+        return Observed("gone", detail=state or "not in the queue")
+    if "Invalid job id" in err:
+        return Observed("gone", detail="not in the queue")
+    return Observed("unknown", detail=err.strip()[:200] or f"squeue exit {code}")
 
 
 class SlurmLauncher:
@@ -152,18 +223,22 @@ class SlurmLauncher:
         )  # fmt: skip
 
     async def observe(self, handle: str, folder: Path) -> Observed:
-        code, out, _ = await run_slurm(
-            self._env, "the cluster", "squeue", "-h", "-j", handle, "-o", "%T"
-        )
-        state = out.strip() if code == 0 else ""
-        if state in SLURM_PENDING:
-            return Observed("queued")
-        if state in _RUNNING:
+        try:
+            code, out, err = await run_slurm(
+                self._env, "the cluster", "squeue", "-h", "-j", handle, "-o", "%T"
+            )
+        except RunnerError as exc:  # squeue missing or hanging: nothing is known of the job
+            return Observed("unknown", detail=str(exc))
+        seen = squeue_verdict(code, out, err)
+        if seen.state == "running":
             return Observed("running", reported_endpoint(folder))
-        return Observed("gone", detail=state or "not in the queue")
+        return seen
 
     async def cancel(self, handle: str) -> None:
         await run_slurm(self._env, "the cluster", "scancel", handle)
+
+    def adopt(self, handle: str, folder: Path) -> None:
+        """Nothing to do: a job is observed by its id, whoever submitted it."""
 
 
 def make_launcher(spec: LaunchSpec) -> Launcher:

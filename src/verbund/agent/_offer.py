@@ -12,6 +12,11 @@ A new site config (a reload) makes a new :class:`Offer`; backends whose config d
 change keep their health, so a reload does not make the whole site "unknown" for a probe
 interval. The old offer's clients are closed when the agent stops, not at once: streams
 relayed through them finish.
+
+On-demand instances come and go without a new offer: :meth:`Offer.instance` gives the
+relay a client for one (made on its first relayed request), :meth:`Offer.keep_instances`
+retires those of instances that stopped. They are not probed here: the on-demand manager
+judges their health itself before it announces them.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import asyncio
 import contextlib
 
 from verbund.agent._config import SiteAgentConfig
-from verbund.config import FederationConfig, ModelConfig, SiteConfig
+from verbund.config import BackendConfig, FederationConfig, ModelConfig, SiteConfig
 from verbund.federation import (
     Backend,
     Federation,
@@ -72,6 +77,23 @@ class Offer:
         # the engines' load (their metrics_url), reported to access points on GET /load
         self.scraper = MetricsScraper(self.federation, self.pool, config.routing.metrics_interval)
         self._tasks: list[asyncio.Task[None]] = []
+        self._instances: dict[str, Backend] = {}  # on-demand instances relayed to
+
+    def instance(self, name: str, url: str, model: str) -> Backend:
+        """The on-demand instance ``name`` (engine at ``url``) as a backend of this
+        site, with clients in the pool (made once, kept while it runs)."""
+        b = self._instances.get(name)
+        if b is None or b.url != url:
+            site = self.federation.sites[self.config.site.name]
+            b = Backend(BackendConfig(name=name, url=url, models=[model]), site)
+            self._instances[name] = b
+            self.pool.add(b)
+        return b
+
+    def keep_instances(self, names: set[str]) -> None:
+        """Retire the clients of instances no longer in ``names`` (they stopped)."""
+        for name in [n for n in self._instances if n not in names]:
+            self.pool.remove(self._instances.pop(name))
 
     @property
     def backends(self) -> dict[str, Backend]:

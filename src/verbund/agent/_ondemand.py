@@ -15,7 +15,16 @@ point that went away does not keep a model running).
 
 Every start and stop is written to ``on-demand/events.jsonl`` under the state folder
 with who or what caused it, and the node time each instance held (CPU and GPU seconds
-from its job's start to its end, idle included) is added up per model.
+from its job's start to its end, idle included) is added up per model and hour
+(:class:`~verbund.agent._node_time.NodeTime`, read by the access points).
+
+What outlives the agent is kept in ``on-demand/state.json``: the instances that run,
+the node time, each model's last request. A restarted agent takes its instances over
+(:meth:`OnDemand.load`): one whose job or process still runs is observed and routed
+again without a second start, and its idle timeout still counts from the last request;
+one that ended meanwhile is recorded as stopped (and replaced if demand remains). An
+agent that stops leaves its instances running for the next one (``keep_on_stop``), or
+stops them (the embedded demo).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -33,8 +43,10 @@ from typing import Any
 
 import httpx
 
+from verbund.agent._instance import Instance, from_record, to_record
 from verbund.agent._launch_spec import LaunchSpec
 from verbund.agent._launcher import Launcher, make_launcher
+from verbund.agent._node_time import NodeTime
 from verbund.agent._scaling import (
     Demand,
     InstanceState,
@@ -55,56 +67,6 @@ REPORT_TTL = 5.0  # seconds a demand report counts
 SETTLE_SECONDS = 0.5  # a report this long after a drain began has seen it
 DRAIN_MOST = 120.0  # a draining instance stops after this even if reports say busy
 DEFAULT_START_SECONDS = 30.0  # expected start time before any start was observed
-
-
-@dataclass
-class Instance:
-    id: str
-    model: str
-    folder: Path
-    launcher: Launcher
-    cpus: int
-    gpus: int
-    submitted_at: float
-    reason: str
-    handle: str = ""
-    state: InstanceState = InstanceState.queued
-    running_at: float | None = None
-    ready_at: float | None = None
-    drain_at: float | None = None
-    ends_at: float | None = None
-    stopped_at: float | None = None
-    endpoint: str | None = None
-    detail: str = ""
-
-    @property
-    def backend(self) -> str:
-        return f"{self.model}:{self.id}"
-
-    def held_seconds(self, now: float) -> float:
-        if self.running_at is None:
-            return 0.0
-        return max(0.0, (self.stopped_at if self.stopped_at is not None else now) - self.running_at)
-
-    def view(self, now: float) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "backend": self.backend,
-            "state": self.state.value,
-            "launcher": self.launcher.kind,
-            "job": self.handle,
-            "endpoint": self.endpoint,
-            "reason": self.reason,
-            "detail": self.detail,
-            "held_seconds": round(self.held_seconds(now), 3),
-            # the parts of a start: in the scheduler's queue, then engine start and load
-            "queued_seconds": _span(self.submitted_at, self.running_at),
-            "load_seconds": _span(self.running_at, self.ready_at),
-        }
-
-
-def _span(start: float | None, end: float | None) -> float | None:
-    return round(end - start, 3) if start is not None and end is not None else None
 
 
 @dataclass
@@ -130,9 +92,13 @@ class OnDemand:
         clock: Callable[[], float] = time.monotonic,
         launchers: dict[str, Launcher] | None = None,
         store: Store | None = None,
+        keep_on_stop: bool = True,
     ) -> None:
         self._audit = (store, AuditLog(store)) if store is not None else None
         self._folder = state_dir / "on-demand"
+        self._keep_on_stop = keep_on_stop
+        self.node_time = NodeTime()
+        self._saved = ""
         self._on_change = on_change
         self._clock = clock
         self._launchers = launchers or {}
@@ -172,6 +138,45 @@ class OnDemand:
             for i in m.instances.values()
             if i.state == InstanceState.ready and i.endpoint
         ]
+
+    def relayed(self, backend: str) -> Instance | None:
+        """The instance the relay may pass requests to under ``backend``: ready, or
+        draining (requests routed before the drain still arrive), with an endpoint."""
+        model = self.instance_name(backend)
+        i = self.models[model].instances.get(backend.rsplit(":", 1)[1]) if model else None
+        if i is None or not i.endpoint:
+            return None
+        return i if i.state in (InstanceState.ready, InstanceState.draining) else None
+
+    def running(self) -> set[str]:
+        """The backend names of instances not stopped (the relay keeps their clients)."""
+        return {
+            i.backend
+            for m in self.models.values()
+            for i in m.instances.values()
+            if i.state != InstanceState.stopped
+        }
+
+    def instance_name(self, backend: str) -> str:
+        """The on-demand model whose instance ``backend`` names (``model:id``), or ""."""
+        model, _, iid = backend.rpartition(":")
+        return model if model in self.models and iid else ""
+
+    def _wall(self, at: float) -> float:
+        """A time of this run's clock as wall-clock seconds."""
+        return time.time() - (self._clock() - at)
+
+    def node_time_buckets(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Node time per model and hour since ``since`` (wall clock), running instances'
+        up to now: what ``GET /on-demand/node-time`` answers the access points."""
+        now = time.time()
+        live = [
+            (i.model, self._wall(i.running_at), now, i.cpus, i.gpus)
+            for m in self.models.values()
+            for i in m.instances.values()
+            if i.running_at is not None and i.stopped_at is None
+        ]
+        return self.node_time.buckets(live, since)
 
     def view(self) -> dict[str, Any]:
         now = self._clock()
@@ -280,6 +285,7 @@ class OnDemand:
                 del m.instances[iid]
         if changed:
             self._on_change()
+        await self._save()
 
     async def _observe(self, m: _Model) -> bool:
         changed = False
@@ -288,6 +294,11 @@ class OnDemand:
                 continue
             seen = await i.launcher.observe(i.handle, i.folder)
             now = self._clock()
+            if seen.state == "unknown":  # the scheduler could not be asked: ask again
+                if seen.detail != i.detail:
+                    log.warning("%s: instance %s unobservable: %s", m.spec.model, i.id, seen.detail)
+                i.detail = seen.detail
+                continue
             if seen.state == "gone":
                 was = i.state
                 i.detail = seen.detail
@@ -296,6 +307,7 @@ class OnDemand:
                     log.warning("%s: instance %s vanished while %s", m.spec.model, i.id, was)
                 changed = True
                 continue
+            i.detail = ""  # observed again
             if seen.state == "running" and i.running_at is None:
                 i.running_at = now
                 i.ends_at = now + m.spec.time_limit_minutes * 60
@@ -305,8 +317,9 @@ class OnDemand:
             i.endpoint = seen.endpoint or i.endpoint
             if i.state == InstanceState.loading and i.endpoint and await self._healthy(i):
                 i.state, i.ready_at = InstanceState.ready, self._clock()
-                m.starts.append(i.ready_at - i.submitted_at)
-                await self._event("ready", m.spec.model, i, "", "agent")
+                if not i.adopted:  # an adopted one's start was long ago
+                    m.starts.append(i.ready_at - i.submitted_at)
+                await self._event("ready", m.spec.model, i, "adopted" if i.adopted else "", "agent")
                 log.info("%s: instance %s ready at %s", m.spec.model, i.id, i.endpoint)
                 changed = True
         return changed
@@ -341,6 +354,9 @@ class OnDemand:
         held = i.held_seconds(i.stopped_at)
         m.cpu_seconds += held * i.cpus
         m.gpu_seconds += held * i.gpus
+        if i.running_at is not None:
+            end = time.time()
+            self.node_time.add(m.spec.model, end - held, end, i.cpus, i.gpus)
         await self._event("stop", m.spec.model, i, reason, "agent")
         log.info("%s: instance %s stopped (%s)", m.spec.model, i.id, reason)
 
@@ -384,10 +400,79 @@ class OnDemand:
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
             self._wake.clear()
 
+    # -- what outlives the agent --------------------------------------------------------------
+
+    def _state(self) -> str:
+        now = self._clock()
+        return json.dumps(
+            {
+                "instances": [
+                    to_record(i, self._clock)
+                    for m in self.models.values()
+                    for i in m.instances.values()
+                    if i.state != InstanceState.stopped
+                ],
+                "node_time": self.node_time.dump(),
+                "totals": {n: [m.cpu_seconds, m.gpu_seconds] for n, m in self.models.items()},
+                "last_request": {
+                    n: round(self._wall(last), 1)
+                    for n, m in self.models.items()
+                    if math.isfinite(last := self._demand(m, now)[0].last_request_at)
+                },
+            },
+            sort_keys=True,
+        )
+
+    async def _save(self) -> None:
+        state = self._state()
+        if state != self._saved:
+            await asyncio.to_thread(self._write, state)
+            self._saved = state
+
+    def _write(self, state: str) -> None:
+        self._folder.mkdir(parents=True, exist_ok=True)
+        tmp = self._folder / "state.json.tmp"
+        tmp.write_text(state)
+        tmp.replace(self._folder / "state.json")
+
+    async def load(self) -> None:
+        """Take over what an earlier run of the agent left: its instances (observed again
+        at the next tick), node time and each model's last request."""
+        try:
+            data = json.loads((self._folder / "state.json").read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(data, dict):
+            return
+        self.node_time.load(data.get("node_time"))
+        now, wall = self._clock(), time.time()
+        for name, totals in (data.get("totals") or {}).items():
+            if name in self.models and isinstance(totals, list) and len(totals) == 2:
+                self.models[name].cpu_seconds, self.models[name].gpu_seconds = map(float, totals)
+        for name, at in (data.get("last_request") or {}).items():
+            if name in self.models and isinstance(at, int | float):
+                # counts for idleness only, never as load
+                self.models[name].reports["(before the restart)"] = (
+                    now - REPORT_TTL - 1, 0, {}, now - (wall - at)
+                )  # fmt: skip
+        for rec in data.get("instances") or []:
+            m = self.models.get(str(rec.get("model"))) if isinstance(rec, dict) else None
+            inst = from_record(rec, m.launcher, self._clock) if m is not None else None
+            if m is None or inst is None:
+                log.warning("on-demand: an instance of the last run cannot be taken over: %s", rec)
+                continue
+            m.launcher.adopt(inst.handle, inst.folder)
+            m.instances[inst.id] = inst
+            await self._event("adopt", m.spec.model, inst, "agent restarted", "agent")
+            log.info("%s: instance %s (%s) taken over", m.spec.model, inst.id, inst.handle)
+        self._saved = self._state()
+
     async def aclose(self) -> None:
-        """The agent stops: its instances stop with it (nothing runs unaccounted)."""
+        """The agent stops: its instances keep running for the next run to take over
+        (``keep_on_stop``), or stop with it; either way nothing runs unaccounted."""
         for m in self.models.values():
             for i in m.instances.values():
-                if i.state != InstanceState.stopped:
+                if i.state != InstanceState.stopped and not self._keep_on_stop:
                     await self._stop(m, i, "agent stopped")
+        await self._save()
         await self._http.aclose()

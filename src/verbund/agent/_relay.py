@@ -8,6 +8,11 @@ time-out), which the access point treats as that backend's failure. Only inferen
 health paths are relayed (the relay is no open proxy), bodies are neither logged nor
 kept, and new inference is refused (503) while the site is in maintenance.
 
+On-demand instances are relayed like the site's own backends while they are ready or
+draining (a request routed just before a drain still arrives). One that has stopped
+answers 502, not 404: for the access point it is a lost backend, and a request that got
+no byte from it waits for a replacement and is sent again.
+
 What the relay serves, the site meters itself (:mod:`verbund.agent._meter`): the
 institution the access point names (``X-Verbund-Institution``), the model asked for and
 the usage the backend reports, a stream's included. A request the access point marks
@@ -144,6 +149,13 @@ async def relay(request: Request) -> Response:
     path = request.path_params["path"]
     offer = svc.offer
     backend = offer.backends.get(name)
+    instance = None
+    if backend is None and path.startswith(_PATHS):
+        instance = svc.on_demand.relayed(name)
+        if instance is not None:
+            backend = offer.instance(name, instance.endpoint or "", instance.model)
+        elif svc.on_demand.instance_name(name):
+            raise UpstreamError(f"The on-demand instance '{name}' no longer runs.")
     if backend is None or not path.startswith(_PATHS):
         raise NotFound(f"No backend '{name}' or path to relay at this site.")
     if request.method == "POST" and svc.lifecycle.state is SiteState.maintenance:
@@ -170,12 +182,14 @@ async def relay(request: Request) -> Response:
         else:
             resp = await upstream.get(target, headers, read_timeout=read_timeout)
     except UpstreamTimedOut:
-        offer.prober.suspect(backend)
+        if instance is None:
+            offer.prober.suspect(backend)
         raise UpstreamTimeout(f"Backend '{name}' did not answer in time.") from None
     except UpstreamFailed:
-        offer.prober.suspect(backend)
+        if instance is None:
+            offer.prober.suspect(backend)
         raise UpstreamError(f"Backend '{name}' is unreachable from its site agent.") from None
-    if resp.status < 500:  # it answers: evidence for the agent's own health verdict
+    if resp.status < 500 and instance is None:  # it answers: evidence for the health verdict
         offer.tracker.on_success(backend, time.monotonic())
     # only this agent signs for this site: a backend's own receipt header is dropped
     out_headers = {
@@ -225,7 +239,8 @@ async def relay(request: Request) -> Response:
     try:
         answer = await resp.read()
     except UpstreamFailed:
-        offer.prober.suspect(backend)
+        if instance is None:
+            offer.prober.suspect(backend)
         raise UpstreamError(f"Backend '{name}' broke off its answer.") from None
     finally:
         await resp.aclose()

@@ -133,6 +133,7 @@ class AgentServices:
                 Path(config.agent.state_dir),
                 lambda: svc.refresh_catalogue(),
                 store=store,
+                keep_on_stop=config.agent.keep_instances,
             ),
             grants=Grants(),
             peers=httpx.AsyncClient(
@@ -162,6 +163,7 @@ class AgentServices:
         return self.config.site.name
 
     def refresh_catalogue(self) -> bool:
+        self.offer.keep_instances(self.on_demand.running())
         return self.catalogue.update(
             build_catalogue(
                 self.offer,
@@ -273,6 +275,7 @@ class AgentServices:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         await self.store.migrate()
         await self.lifecycle.load()
+        await self.on_demand.load()  # instances an earlier run left running
         self.refresh_catalogue()
         await self.jobs.start()
         if background:

@@ -14,6 +14,7 @@ from verbund.cli import _trust
 from verbund.cli._output import FormatOpt, check_format, echo_json, emit, fail
 from verbund.cli._target import TargetCommand, session
 
+NODE_TIME_COLUMNS = ["site", "model", "cpu_seconds", "gpu_seconds", "hours"]
 USAGE_COLUMNS = [
     "requests",
     "failed",
@@ -87,8 +88,17 @@ def usage(
     ] = None,
     institution: Annotated[str | None, typer.Option(help="Only this institution.")] = None,
     fmt: FormatOpt = "table",
+    node_time: Annotated[
+        bool,
+        typer.Option(
+            "--node-time",
+            help="The sites' node time of on-demand models (CPU/GPU seconds held, idle "
+            "included) per site and model instead of the requests and tokens.",
+        ),
+    ] = False,
 ) -> None:
-    """Usage report: requests and tokens grouped by period, institution, site, model, ..."""
+    """Usage report: requests and tokens grouped by period, institution, site, model, ...;
+    with --node-time what serving on demand cost the sites."""
     check_format(fmt)
     params: dict[str, Any] = {"group_by": group_by}
     for name, value in (("since", parse_time(since)), ("until", parse_time(until, "--until"))):
@@ -96,7 +106,12 @@ def usage(
             params[name] = value
     if institution:
         params["institution"] = institution
+    if node_time and institution:
+        raise fail("--node-time is the sites' cost, not an institution's: drop --institution")
     data = session(ctx).call("GET", "/admin/usage", params=params)
+    if node_time:
+        emit(data.get("node_time", []), NODE_TIME_COLUMNS, fmt)
+        return
     emit(data["data"], [*data["group_by"], *USAGE_COLUMNS], fmt)
 
 

@@ -1,5 +1,6 @@
 """A site operator's page: the site's state with drain, maintenance and resume (forms with
-a CSRF token), and the live load of each backend (refreshed by the page's script)."""
+a CSRF token), the live load of each backend (refreshed by the page's script), and the
+node time its on-demand models held in the last 30 days (what serving cost the site)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from verbund.accounting import node_time_report
 from verbund.config import SiteState
 from verbund.console._access import Access, signed_in
 from verbund.console._charts import bar_chart
@@ -26,6 +28,7 @@ ACTIONS = {
     "maintenance": SiteState.maintenance,
     "resume": SiteState.active,
 }
+NODE_TIME_DAYS = 30
 BUTTONS = [
     ("drain", "Drain", ""),
     ("maintenance", "Maintenance", "danger"),
@@ -74,6 +77,11 @@ async def _render(c: Console, request: Request, who: Access, site: Site, done: s
     svc = services(request)
     rows = backend_rows(site, time.monotonic())
     a24 = (await svc.accounting.availability.last_24h()).get(site.name)
+    node_time = [
+        r
+        for r in await node_time_report(svc.store, time.time() - NODE_TIME_DAYS * 86400)
+        if r["site"] == site.name
+    ]
     chart = bar_chart(
         f"Requests in flight per backend ({site.name}), when the page loaded",
         [(r["name"], float(r["outstanding"])) for r in rows],
@@ -99,6 +107,8 @@ async def _render(c: Console, request: Request, who: Access, site: Site, done: s
         actions=BUTTONS,
         states={k: v.value for k, v in ACTIONS.items()},
         backends=rows,
+        node_time=node_time,
+        node_time_days=NODE_TIME_DAYS,
         chart=svg(chart),
         done=done,
     )

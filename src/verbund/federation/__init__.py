@@ -39,6 +39,7 @@ from verbund.federation._metrics import (
     load_report,
     parse_engine_metrics,
 )
+from verbund.federation._node_time import NodeTimeCollector
 from verbund.federation._prober import Prober
 from verbund.federation._site import Site
 from verbund.federation._sync import CatalogueSync, SiteSync
@@ -80,6 +81,7 @@ __all__ = [
     "InFlight",
     "LatencyStats",
     "MetricsScraper",
+    "NodeTimeCollector",
     "OnDemandModel",
     "Probe",
     "Prober",

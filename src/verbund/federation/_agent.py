@@ -269,6 +269,13 @@ class AgentClient:
         )
         return answer
 
+    async def node_time(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Node time the site's on-demand instances held, per model and UTC hour from
+        ``since`` (Unix seconds): ``{"model", "hour", "cpu_seconds", "gpu_seconds"}``."""
+        answer = await self.get_json("/on-demand/node-time", params={"since": since})
+        hours = answer.get("hours") if isinstance(answer, dict) else None
+        return [h for h in hours if isinstance(h, dict)] if isinstance(hours, list) else []
+
     async def set_state(self, state: str, actor: str) -> dict[str, Any]:
         """Ask the agent to change its site's lifecycle state (``actor``: who asked here)."""
         answer: dict[str, Any] = await self.post_json(

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from verbund.accounting import GROUPS, usage_report
+from verbund.accounting import GROUPS, node_time_report, usage_report
 from verbund.config import InstitutionConfig, SiteState
 from verbund.errors import ApiError, BadRequest, NotFound
 from verbund.gateway._deps import (
@@ -237,14 +237,13 @@ async def usage(request: Request) -> Response:
             f"Unknown group_by {unknown}; choose from {', '.join(GROUPS)}.", param="group_by"
         )
     await svc.accounting.spool.flush()
-    rows = await usage_report(
-        svc.store,
-        group_by,
-        query_time(request, "since"),
-        query_time(request, "until"),
-        request.query_params.get("institution") or None,
-    )
-    return JSONResponse({"group_by": group_by, "data": rows})
+    since, until = query_time(request, "since"), query_time(request, "until")
+    institution = request.query_params.get("institution") or None
+    rows = await usage_report(svc.store, group_by, since, until, institution)
+    out: dict[str, Any] = {"group_by": group_by, "data": rows}
+    if institution is None:  # the sites' cost of serving on demand: not an institution's
+        out["node_time"] = await node_time_report(svc.store, since, until)
+    return JSONResponse(out)
 
 
 def audit_entry(r: AuditRow) -> dict[str, Any]:

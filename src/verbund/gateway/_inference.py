@@ -26,7 +26,7 @@ from verbund.admission import (
     max_tokens,
 )
 from verbund.config import ModelConfig
-from verbund.errors import BadRequest
+from verbund.errors import BackendLost, BackendRefused, BadRequest, UpstreamTimeout
 from verbund.federation import OPENAI, chat_body_for, streams_unstreamed
 from verbund.gateway._deps import (
     data_class,
@@ -109,6 +109,8 @@ class Admitted:
     stream: bool
     drop_usage: bool
     prompt_estimate: int
+    # an on-demand model: what a request needs to wait for a replacement instance
+    on_demand: tuple[str, RequestPolicy] | None = None
 
 
 async def admit_body(
@@ -130,10 +132,10 @@ async def admit_body(
     svc = services(request)
     who = entry.who
     asked_class = data_class(request, who)
+    on_demand = None
     if svc.cold_start.starts(model):  # not running: started, and waited for (or 503)
-        await svc.cold_start.ensure(
-            model, RequestPolicy.for_institution(who.institution, asked_class)
-        )
+        on_demand = (model, RequestPolicy.for_institution(who.institution, asked_class))
+        await svc.cold_start.ensure(*on_demand)
     limit = max_tokens(body)
     urgency = priority(request)
     prompt_estimate = estimate_prompt_tokens(body)
@@ -172,7 +174,9 @@ async def admit_body(
         if not opts.get("include_usage"):
             body["stream_options"] = {**opts, "include_usage": True}
             drop_usage = rewrite = True
-    return Admitted(admitted, body, None if rewrite else raw, stream, drop_usage, prompt_estimate)
+    return Admitted(
+        admitted, body, None if rewrite else raw, stream, drop_usage, prompt_estimate, on_demand
+    )
 
 
 async def send(request: Request, path: str, a: Admitted) -> Response:
@@ -193,18 +197,30 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
             changed = chat_body_for(body, d)
             if changed is not None:
                 variants[d] = orjson.dumps(changed)
-    response = await svc.proxy.forward(
-        a.admission.forward(
-            path,
-            orjson.dumps(body) if raw is None else raw,
-            stream=stream,
-            drop_usage_chunk=a.drop_usage,
-            prompt_estimate=a.prompt_estimate,
-            parsed=a.body if stream else None,
-            client_gone=until_disconnect(request.receive),
-            variants=variants,
-        )
-    )
+    payload = orjson.dumps(body) if raw is None else raw
+    failed: set[str] = set()
+    waits = 0
+    while True:
+        try:
+            response = await svc.proxy.forward(
+                a.admission.forward(
+                    path,
+                    payload,
+                    stream=stream,
+                    drop_usage_chunk=a.drop_usage,
+                    prompt_estimate=a.prompt_estimate,
+                    parsed=a.body if stream else None,
+                    client_gone=until_disconnect(request.receive),
+                    variants=variants,
+                )
+            )
+            break
+        except (BackendLost, BackendRefused, UpstreamTimeout):
+            if a.on_demand is None or waits >= REPLACEMENT_WAITS_MOST:
+                raise
+            waits += 1
+            if not await _await_replacement(svc, a, failed):
+                raise
     if stream == a.stream:
         return response
     chunks = stream_of_answer(bytes(response.body), include_usage=not a.drop_usage)
@@ -213,6 +229,35 @@ async def send(request: Request, path: str, a: Admitted) -> Response:
         media_type="text/event-stream",
         headers={k: v for k, v in response.headers.items() if k.startswith("x-")},
     )
+
+
+# an on-demand instance lost before the client got a byte (its job cancelled, preempted,
+# its node gone) is waited for: the connection refused, broken or hung, or 502 from the
+# site's relay, and then the site confirms that the instance is gone
+REPLACEMENT_WAITS_MOST = 3  # replacements one request waits for before its error stands
+LOSS_GRACE = 10.0  # seconds the site has to confirm the loss (its catalogue drops it)
+
+
+async def _await_replacement(svc: Services, a: Admitted, failed: set[str]) -> bool:
+    """After the backends tried failed without a byte to the client: False if their
+    site still lists them (a server that is slow or failing is not lost: its error
+    stands); else wait, as a cold-start request does (up to ``routing.cold_start_wait``,
+    or 503 ``model_starting``), for an instance other than those this request found
+    gone, and plan the route again. Nothing reached the client, so sending the request
+    again is safe."""
+    assert a.on_demand is not None
+    model, policy = a.on_demand
+    tried = {b.name for b in a.admission.plan[: svc.config.routing.max_attempts]}
+    if not await svc.cold_start.gone(frozenset(tried), LOSS_GRACE):
+        return False
+    failed |= tried
+    record = a.admission.record
+    record.status, record.http_status = "ok", 200  # the outcome is the next try's
+    await svc.cold_start.ensure(model, policy, frozenset(failed))
+    a.admission.plan = [
+        b for b in svc.router.plan(model, policy, a.admission.ctx) if b.name not in failed
+    ] or a.admission.plan
+    return True
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -54,6 +54,7 @@ from verbund.federation import (
     Federation,
     HealthTracker,
     MetricsScraper,
+    NodeTimeCollector,
     Prober,
     SiteLifecycle,
     TransportFactory,
@@ -353,6 +354,9 @@ class Services:
             "prober": self.health.prober.run(),
             "catalogues": self.health.catalogues.run(),
             "on-demand-demand": self.cold_start.run(),
+            "on-demand-node-time": NodeTimeCollector(
+                self.federation, self.agents, self.store
+            ).run(),
             "metrics-scraper": self.health.scraper.run(),
             "usage-flush": self.accounting.spool.run(),
             "budgets": self.accounting.budgets.run(),

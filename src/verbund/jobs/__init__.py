@@ -9,14 +9,8 @@ to the institution that trained it, through the access points: a classifier as O
 a language model's LoRA adapter by llama.cpp at the site (announced in its catalogue).
 """
 
-from verbund.jobs._adapters import (
-    AdapterServers,
-    die_with_parent,
-    free_port,
-    llama_server_command,
-    smollm2_gguf,
-    stop_process,
-)
+from verbund._llama import free_port, llama_server_command, smollm2_gguf
+from verbund.jobs._adapters import AdapterServers, die_with_parent, stop_process
 from verbund.jobs._artefacts import Artefacts
 from verbund.jobs._dispatch import Dispatcher
 from verbund.jobs._files import (

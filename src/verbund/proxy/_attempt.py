@@ -21,6 +21,8 @@ import orjson
 from verbund.config import RoutingConfig
 from verbund.errors import (
     ApiError,
+    BackendLost,
+    BackendRefused,
     BadRequest,
     NoBackendAvailable,
     UpstreamError,
@@ -254,7 +256,7 @@ class Attempts:
             return Retry(UpstreamTimeout("The model server stopped answering."))
         if isinstance(exc, UpstreamRefused):
             self.fail(backend, Failure.refused)
-            return Retry(NoBackendAvailable("The model server could not be reached."))
+            return Retry(BackendRefused("The model server could not be reached."))
         if isinstance(exc, UpstreamTimedOut | TimeoutError):
             if backend.outstanding > self._pool.limit(backend):
                 # it waited for one of this access point's connections, all busy: that is
@@ -263,7 +265,7 @@ class Attempts:
             self.fail(backend, Failure.timeout, body)
             return Retry(UpstreamTimeout("The model server did not answer in time."))
         self.fail(backend, Failure.broken, body)
-        return Retry(UpstreamError("The connection to the model server failed."))
+        return Retry(BackendLost("The connection to the model server failed."))
 
     def check_status(
         self,
@@ -289,7 +291,8 @@ class Attempts:
             )
         if status in RETRYABLE_STATUS:
             self.fail(backend, Failure.server_error, sent)
-            raise Retry(UpstreamError(f"The model server failed (HTTP {status})."))
+            lost = BackendLost if status == 502 else UpstreamError  # 502: a gateway lost it
+            raise Retry(lost(f"The model server failed (HTTP {status})."))
         if 400 <= status < 500:
             log.warning(
                 "backend %s rejected a request: HTTP %d: %s",

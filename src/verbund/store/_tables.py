@@ -187,6 +187,21 @@ class SiteCatalogueRow(Base):
     received_at: Mapped[float] = mapped_column(Float)
 
 
+class NodeTimeRow(Base):
+    """Node time on-demand instances held at a site (CPU and GPU seconds, idle included),
+    per model and UTC hour, as the site's agent counts it. Stored as the agent reports it
+    (not added up), so several access points reading the same agent agree."""
+
+    __tablename__ = "on_demand_node_time"
+
+    site: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # Unix seconds, UTC
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 class UsageRow(Base):
     __tablename__ = "usage_records"
     __table_args__ = (Index("ix_usage_inst_ts", "institution_id", "ts"),)

@@ -1,4 +1,4 @@
-"""The start of one on-demand engine on its node: ``python -m verbund.agent._engine``.
+"""The start of one on-demand engine on its node: ``python -m verbund._engine``.
 
 Both launchers run this (the ``slurm`` one inside its ``sbatch`` job, the ``local`` one as
 a process): it picks a free port on the node, writes ``{"host", "port"}`` to the report
@@ -8,6 +8,10 @@ file the agent watches (written whole, by renaming), and then *becomes* the engi
 Engines: ``llama-cpp`` (llama.cpp's OpenAI server from ``llama-cpp-python[server]``) and
 ``vllm`` (``vllm serve``); both answer ``GET /v1/models`` once the model is loaded, which
 is what the agent waits for before it routes to the instance.
+
+It lives outside :mod:`verbund.agent` and imports only :mod:`verbund._llama` so that
+an instance start does not pay for importing the whole agent (its app, store, jobs)
+before the engine even begins to load.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import socket
 import sys
 from pathlib import Path
 
+from verbund._llama import free_port, llama_server_command, smollm2_gguf
 from verbund.errors import RunnerError
-from verbund.jobs import free_port, llama_server_command, smollm2_gguf
 
 __all__ = ["engine_argv", "main"]
 
@@ -41,7 +45,7 @@ def engine_argv(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="verbund.agent._engine")
+    p = argparse.ArgumentParser(prog="verbund._engine")
     p.add_argument("--engine", default="llama-cpp", choices=["llama-cpp", "vllm"])
     p.add_argument("--model-file", default="")
     p.add_argument("--alias", required=True)
