@@ -282,7 +282,8 @@ def print_countersigned(checked: dict[str, Any]) -> None:
         if n["recorded"] is None:
             typer.echo(
                 f"node time of on-demand instances ({n['model']}) stated by {n['site']}:"
-                f" {stated} (measured by the site only; no counterpart at the access points)"
+                f" {stated} (measured by the site only; no counterpart at the access points,"
+                " not cross-checked)"
             )
         else:
             typer.echo(f"node time at {n['site']} for {n['institution']} ({n['model']}): {stated}")
