@@ -59,7 +59,18 @@ async def test_a_job_trains_on_a_sealed_file(
         assert done["status"] == "succeeded", done
         metrics = [e for e in await events_of(gw, job["id"]) if e["type"] == "metrics"]
         assert metrics  # the recipe read the table: in clear at the site
-        assert done["result_model"] == "ft:centroid-classifier:uni-a:sealed"
+        model = done["result_model"]
+        assert model == "ft:centroid-classifier:uni-a:sealed"
+        # its inference is served by the site's agent, which signs no receipt for it:
+        # a request that needs one fails closed
+        rows = [[8.0, 0.0, 0.0, 3.0]]
+        body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": rows}]}
+        path = f"/v2/models/{model}/infer"
+        asked = {**gw.auth(), "x-verbund-receipt": "required"}
+        refused = await gw.client.post(path, json=body, headers=asked)
+        assert refused.status_code == 503, refused.text
+        assert "receipt" in refused.text
+        assert (await gw.client.post(path, json=body, headers=gw.auth())).status_code == 200
     sealed = [p for p in (tmp_path / "ap" / "files").rglob("*") if p.is_file()]
     assert sealed  # the file is on the access point's disk, sealed
     assert holding(tmp_path / "ap" / "files", CANARY.encode()) == []
