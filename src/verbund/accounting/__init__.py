@@ -2,7 +2,7 @@
 
 from verbund.accounting._availability import SiteAvailability
 from verbund.accounting._budget import BudgetService, Spend
-from verbund.accounting._lines import UsageLine, load_lines
+from verbund.accounting._lines import UsageLine, load_lines, load_node_time
 from verbund.accounting._period import UtcDay, UtcMonth, month_of, parse_month
 from verbund.accounting._prices import BILLABLE, PriceBook, money
 from verbund.accounting._report import GROUPS, node_time_report, usage_report
@@ -27,6 +27,7 @@ __all__ = [
     "UtcDay",
     "UtcMonth",
     "load_lines",
+    "load_node_time",
     "merge_lines",
     "money",
     "month_of",

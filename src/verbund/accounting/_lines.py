@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -60,3 +61,41 @@ async def load_lines(
     async with store.session() as s:
         rows = (await s.execute(q)).all()
     return [UsageLine(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6])) for r in rows]
+
+
+async def load_node_time(store: Store, since: float, until: float) -> list[dict[str, Any]]:
+    """Node time the access points recorded (training jobs: CPU and GPU seconds), per
+    institution, site and model, with ``since <= ts < until``: what a site's signed
+    statement of its jobs' node time is compared with. Not priced here (settlement prices
+    requests and tokens); listed beside the settlement."""
+    cols = (UsageRow.institution_id, UsageRow.site, UsageRow.model)
+    q = (
+        select(
+            *cols,
+            func.count(),
+            func.coalesce(func.sum(UsageRow.cpu_seconds), 0.0),
+            func.coalesce(func.sum(UsageRow.gpu_seconds), 0.0),
+        )
+        .where(
+            UsageRow.ts >= since,
+            UsageRow.ts < until,
+            UsageRow.status.in_(BILLABLE),
+            UsageRow.site != "",
+            (UsageRow.cpu_seconds > 0) | (UsageRow.gpu_seconds > 0),
+        )
+        .group_by(*cols)
+        .order_by(*cols)
+    )
+    async with store.session() as s:
+        rows = (await s.execute(q)).all()
+    return [
+        {
+            "institution": r[0],
+            "site": r[1],
+            "model": r[2],
+            "jobs": int(r[3]),
+            "cpu_seconds": round(float(r[4]), 3),
+            "gpu_seconds": round(float(r[5]), 3),
+        }
+        for r in rows
+    ]

@@ -77,6 +77,21 @@ def merge_lines(lines: Iterable[UsageLine]) -> list[UsageLine]:
     return [merged[k] for k in sorted(merged)]
 
 
+def per_model(lines: Iterable[UsageLine]) -> list[dict[str, Any]]:
+    """Requests and tokens per site and model, all institutions together: what a site
+    that cannot tell institutions apart (an engine's own counters) can countersign."""
+    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for ln in lines:
+        acc = sums[(ln.site, ln.model)]
+        acc[0] += ln.requests
+        acc[1] += ln.prompt_tokens
+        acc[2] += ln.completion_tokens
+    return [
+        {"site": site, "model": model, "requests": n, "prompt_tokens": p, "completion_tokens": c}
+        for (site, model), (n, p, c) in sorted(sums.items())
+    ]
+
+
 def _fingerprint(
     lines: list[UsageLine], sites: list[SiteConfig], partners: dict[str, str | None]
 ) -> str:
@@ -196,5 +211,6 @@ def settle(
         ],
         "balances": balances,
         "sites": per_site,
+        "by_model": per_model(merged),
         "unassigned": sorted(i for i, p in partner.items() if p is None),
     }

@@ -4,7 +4,7 @@ Routes call the :class:`Admitter`; batch workers reach backends through
 :class:`BatchDispatch`. Both record usage through the one usage sink.
 """
 
-from verbund.admission._admission import Admission, Admitter, Ask, Entry
+from verbund.admission._admission import Admission, Admitter, Ask, Entry, receipt_plan
 from verbund.admission._batch import BatchDispatch
 from verbund.admission._cold_start import ColdStart
 from verbund.admission._shedding import Claim, Overload
@@ -26,4 +26,5 @@ __all__ = [
     "affinity_key",
     "estimate_prompt_tokens",
     "max_tokens",
+    "receipt_plan",
 ]

@@ -28,6 +28,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -36,13 +37,15 @@ from verbund.accounting import load_lines, parse_month
 from verbund.errors import BadRequest
 from verbund.proxy import Usage
 from verbund.store import STORE_FAILURES, AuditRow, Store, TrainingJobRow, UsageRow
-from verbund.trust import SigningKey, UsageStatement, sign_statement
+from verbund.trust import ENGINE, SigningKey, UsageStatement, sign_statement
 
 __all__ = ["Meter", "Metered"]
 
 log = logging.getLogger("verbund.agent")
 
 FLUSH_SECONDS = 1.0
+Line = dict[str, int | str | float | bool]  # one line of a usage statement
+ENGINE_ENDPOINT = "engine-counters"  # the records of engines' own counters (not requests)
 MAX_PENDING = 100_000  # a store away for long: the oldest records are dropped, and logged
 
 
@@ -96,6 +99,29 @@ class Meter:
             )
         )
 
+    def record_engine(self, model: str, backend: str, prompt: int, completion: int) -> None:
+        """Count what an engine's own token counters grew by (``verbund.agent._counters``),
+        under institution ``ENGINE``: written with the next flush."""
+        self._pending.append(
+            UsageRow(
+                id=uuid.uuid4().hex,
+                ts=time.time(),
+                request_id="",
+                access_point="",
+                institution_id=ENGINE,
+                key_id="",
+                endpoint=ENGINE_ENDPOINT,
+                model=model[:128],
+                site=self._site,
+                backend=backend[:128],
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                status="ok",
+                http_status=200,
+                latency_ms=0.0,
+            )
+        )
+
     async def flush(self) -> None:
         """Write what was counted since the last flush (kept for the next on failure)."""
         async with self._lock:
@@ -114,16 +140,26 @@ class Meter:
             await asyncio.sleep(FLUSH_SECONDS)
             await self.flush()
 
-    async def lines(self, month: str) -> list[dict[str, int | str | float]]:
-        """The month's billable totals per institution and model, with node time."""
+    async def lines(
+        self, month: str, metered: Collection[str] = (), unmetered: Collection[str] = ()
+    ) -> list[Line]:
+        """The month's billable totals per institution and model, with node time; the
+        engines' own counts per model (institution ``ENGINE``: every model whose engines
+        are ``metered``, and any they counted this month), and models whose engines have
+        no counters (``unmetered``) flagged so."""
         try:
             since, until = parse_month(month)
         except ValueError:
             raise BadRequest("'month' must be YYYY-MM.", param="month") from None
         await self.flush()
         sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0.0])
+        engine: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for ln in await load_lines(self._store, since, until):
             if ln.site != self._site:
+                continue
+            if ln.endpoint == ENGINE_ENDPOINT:
+                engine[ln.model][0] += ln.prompt_tokens
+                engine[ln.model][1] += ln.completion_tokens
                 continue
             acc = sums[(ln.institution, ln.model)]
             acc[0] += ln.requests
@@ -158,21 +194,35 @@ class Meter:
                 acc = sums[("", str(held.get("model", "")))]
                 acc[3] += float(held.get("cpu_seconds") or 0.0)
                 acc[4] += float(held.get("gpu_seconds") or 0.0)
-        return [
-            {
-                "institution": inst,
-                "model": model,
-                "requests": int(n),
-                "prompt_tokens": int(p),
-                "completion_tokens": int(c),
-                "cpu_seconds": round(cpu, 3),
-                "gpu_seconds": round(gpu, 3),
-            }
-            for (inst, model), (n, p, c, cpu, gpu) in sorted(sums.items())
-        ]
+        out: list[Line] = []
+        for model in sorted({*engine, *metered} - set(unmetered)):
+            out.append(_line(ENGINE, model, 0, *engine[model]))
+        for model in sorted(set(unmetered)):
+            out.append(_line(ENGINE, model, 0, 0, 0) | {"unmetered": True})
+        for (inst, model), (n, p, c, cpu, gpu) in sorted(sums.items()):
+            line = _line(inst, model, int(n), int(p), int(c))
+            out.append(line | {"cpu_seconds": round(cpu, 3), "gpu_seconds": round(gpu, 3)})
+        return out
 
-    async def statement(self, key: SigningKey, month: str) -> UsageStatement:
-        return sign_statement(key, month, await self.lines(month), time.time())
+    async def statement(
+        self,
+        key: SigningKey,
+        month: str,
+        metered: Collection[str] = (),
+        unmetered: Collection[str] = (),
+    ) -> UsageStatement:
+        lines = await self.lines(month, metered, unmetered)
+        return sign_statement(key, month, lines, time.time())
+
+
+def _line(inst: str, model: str, requests: int, prompt: int, completion: int) -> Line:
+    return {
+        "institution": inst,
+        "model": model,
+        "requests": requests,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+    }
 
 
 def _copy(row: UsageRow) -> UsageRow:

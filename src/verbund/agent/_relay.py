@@ -27,6 +27,7 @@ through here.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -63,8 +64,17 @@ __all__ = ["routes"]
 
 _PATHS = ("v1/", "v2/", "health")
 _REQUEST_HEADERS = frozenset(
-    {"content-type", "accept", "x-request-id", "traceparent", "tracestate"}
+    {
+        "content-type",
+        "accept",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "inference-header-content-length",  # OIP's binary tensors: where the JSON ends
+    }
 )
+# OIP v2 names the model in the path (/v2/models/<name>[/versions/<v>]/infer), not the body
+_OIP_MODEL = re.compile(r"^v2/models/([^/?]+)")
 _HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"}
 )
@@ -169,7 +179,8 @@ async def relay(request: Request) -> Response:
     }
     if request.method != "POST" or resp.status != 200:
         return StreamingResponse(_chunks(resp), status_code=resp.status, headers=out_headers)
-    model = _model_of(body)
+    oip = _OIP_MODEL.match(path)
+    model = oip.group(1)[:128] if oip else _model_of(body)
     request_id = request.headers.get("x-request-id", "")
     stream = "text/event-stream" in resp.headers.get("content-type", "")
 

@@ -29,6 +29,7 @@ from verbund.agent._config import (
     SiteModelConfig,
     load_site_config,
 )
+from verbund.agent._counters import EngineCounters
 from verbund.agent._grants import Grants
 from verbund.agent._lifecycle import SiteLifecycleAtAgent
 from verbund.agent._meter import Meter
@@ -63,6 +64,7 @@ class AgentServices:
     # the fine-tuned language models served here (llama.cpp + LoRA adapter); None: no runner
     on_demand: OnDemand
     meter: Meter  # what the relay served, per institution and model (usage statements)
+    counters: EngineCounters  # what the engines served, by their own token counters
     grants: Grants  # read grants for other sites' agents (files moving agent to agent)
     peers: httpx.AsyncClient  # this agent's client of other sites' agents
     audit: AuditLog
@@ -114,6 +116,7 @@ class AgentServices:
         llms = None
         if config.runner is not None and isinstance(workdir, Path):
             llms = LanguageModels(config.runner.base_models, workdir, jobs.models)
+        meter = Meter(store, site.name)
         svc = cls(
             config=config,
             credentials=Credentials.from_config(config, env),
@@ -150,7 +153,8 @@ class AgentServices:
                 env=config.trust.signing_key_env,
                 environ=env,
             ),
-            meter=Meter(store, site.name),
+            meter=meter,
+            counters=EngineCounters(meter),
         )
         return svc
 
@@ -231,6 +235,7 @@ class AgentServices:
             "training-jobs": self.jobs.run(),
             "on-demand": self.on_demand.run(),
             "metering": self.meter.run(),
+            "engine-counters": self.counters.run(lambda: self.offer),
         }
         if self.llms is not None:
             loops["fine-tuned-models"] = self._serve_loop(self.llms)

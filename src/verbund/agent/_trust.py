@@ -113,7 +113,10 @@ async def held(request: Request) -> Response:
 async def statement(request: Request) -> Response:
     svc, key = _signing(request, Role.access_point, Role.operator)
     month = request.query_params.get("month", "")
-    return JSONResponse((await svc.meter.statement(key, month)).to_json())
+    await svc.counters.read(svc.offer)  # the engines' counters up to now
+    metered, unmetered = svc.counters.models(svc.offer)
+    statement = await svc.meter.statement(key, month, metered, unmetered)
+    return JSONResponse(statement.to_json())
 
 
 def routes() -> list[BaseRoute]:

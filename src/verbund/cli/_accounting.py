@@ -156,7 +156,7 @@ def settle(
         data["countersigned"] = checked
     if fmt == "json":
         echo_json(data if section == "all" else data[section])
-        if checked and checked["differences"]:
+        if checked and _trust.differs(checked):
             raise typer.Exit(2)
         return
     sections = list(SETTLEMENT_SECTIONS) if section == "all" else [section]
@@ -176,7 +176,7 @@ def settle(
         typer.echo(f"\nno partner site (not in balances): {', '.join(data['unassigned'])}")
     if checked is not None:
         _trust.print_countersigned(checked)
-        if checked["differences"]:
+        if _trust.differs(checked):
             raise typer.Exit(2)
 
 

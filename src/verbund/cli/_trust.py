@@ -191,7 +191,8 @@ def countersigned(
     if from_sites:
         fetched, unreachable = _fetch_statements(loaded, keys, settlement["month"])
         found += fetched
-    out = asdict(countersign(settlement, found, keys))
+    direct = {s.name for s in loaded.sites if s.agent_url and s.ingress == "direct"}
+    out = asdict(countersign(settlement, found, keys, direct))
     out["unreachable"] = unreachable
     return out
 
@@ -254,10 +255,48 @@ def print_countersigned(checked: dict[str, Any]) -> None:
             f"the site's signed statement says {s['requests']} "
             f"({s['prompt_tokens']}+{s['completion_tokens']})"
         )
-    if not checked["differences"]:
+    for site in checked.get("direct", []):
+        typer.echo(
+            f"{site} is reached directly (ingress direct): its agent sees no request, so its"
+            " figures per institution are not compared; its engines' counters per model are"
+        )
+    for d in checked["node_differences"]:
+        r, s = d["recorded"], d["stated"]
+        typer.echo(
+            f"NODE TIME DIFFERENCE at {d['site']} for {d['institution']} ({d['model']}):"
+            f" access points recorded {r['cpu_seconds']:g} CPU s, {r['gpu_seconds']:g} GPU s,"
+            f" the site's signed statement says {s['cpu_seconds']:g} CPU s,"
+            f" {s['gpu_seconds']:g} GPU s"
+        )
+    for d in checked["engine_differences"]:
+        r, s = d["recorded"], d["stated"]
+        typer.echo(
+            f"ENGINE COUNTER DIFFERENCE at {d['site']} for {d['model']} (all institutions):"
+            f" access points recorded {r['prompt_tokens']}+{r['completion_tokens']} tokens,"
+            f" the site's engines counted {s['prompt_tokens']}+{s['completion_tokens']}"
+        )
+    if not differs(checked):
         typer.echo("the access points' records agree with every signed statement")
     for n in checked.get("node_time", []):
-        typer.echo(
-            f"node time stated by {n['site']} for {n['institution'] or 'on-demand instances'}"
-            f" ({n['model']}): {n['cpu_seconds']:g} CPU s, {n['gpu_seconds']:g} GPU s"
-        )
+        stated = f"{n['cpu_seconds']:g} CPU s, {n['gpu_seconds']:g} GPU s"
+        if n["recorded"] is None:
+            typer.echo(
+                f"node time of on-demand instances ({n['model']}) stated by {n['site']}:"
+                f" {stated} (measured by the site only; no counterpart at the access points,"
+                " not cross-checked)"
+            )
+        else:
+            typer.echo(f"node time at {n['site']} for {n['institution']} ({n['model']}): {stated}")
+    for e in checked.get("engine", []):
+        r = e["recorded"]
+        if e["stated"] is None:
+            typer.echo(
+                f"not verifiable at {e['site']} for {e['model']}: its engines expose no token"
+                f" counters (access points recorded {r['prompt_tokens']}+"
+                f"{r['completion_tokens']} tokens)"
+            )
+
+
+def differs(checked: dict[str, Any]) -> bool:
+    """Any difference between the access points' records and a signed statement."""
+    return any(checked.get(k) for k in ("differences", "node_differences", "engine_differences"))

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from verbund.accounting import load_lines, money, parse_month, settle
+from verbund.accounting import load_lines, load_node_time, money, parse_month, settle
 from verbund.errors import BadRequest, StoreUnavailable
 from verbund.gateway._deps import query_param, require, services
 from verbund.store import RETRY_AFTER_SECONDS, STORE_FAILURES
@@ -29,12 +29,15 @@ async def settlement(request: Request) -> Response:
     try:
         await svc.accounting.spool.flush()
         lines = await load_lines(svc.store, start, end)
+        node_time = await load_node_time(svc.store, start, end)
     except STORE_FAILURES:
         raise StoreUnavailable(
             "The settlement needs the store, which is unreachable.",
             headers={"retry-after": str(RETRY_AFTER_SECONDS)},
         ) from None
-    return JSONResponse(settle(month, lines, svc.federation.site_configs(), svc.institutions.all()))
+    data = settle(month, lines, svc.federation.site_configs(), svc.institutions.all())
+    data["node_time"] = node_time  # jobs' CPU/GPU seconds, for the sites' statements
+    return JSONResponse(data)
 
 
 async def budgets(request: Request) -> Response:

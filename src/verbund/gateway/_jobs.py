@@ -11,13 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from verbund.admission import Ask
+from verbund.admission import Ask, receipt_plan
 from verbund.errors import BadRequest
 from verbund.gateway._deps import (
     data_class,
     json_body,
     principal,
     query_int,
+    receipt_required,
     request_id,
     require,
     services,
@@ -380,6 +381,10 @@ async def ft_model_ready(request: Request) -> Response:
 
 async def ft_model_infer(request: Request) -> Response:
     svc, who, model = await _ft_model(request)
+    if receipt_required(request, who):
+        # served by its site's agent from the job's artefacts, not through a relay that
+        # signs: a request that needs a receipt fails closed, as where no site can sign
+        receipt_plan(model.name, [])
     async with svc.admission.enter(who, INFER_ENDPOINT, request_id(request)) as entry:
         raw, body = await json_body(request)
         ask = Ask(model=model.name, data_class=data_class(request, who), request_bytes=len(raw))

@@ -34,10 +34,16 @@ from verbund.errors import (
     NotFound,
     UpstreamError,
 )
-from verbund.federation import Backend
+from verbund.federation import RECEIPT_HEADER, Backend
 from verbund.gateway._body import read_body
 from verbund.gateway._catalogue import model_card
-from verbund.gateway._deps import data_class, principal, request_id, services
+from verbund.gateway._deps import (
+    data_class,
+    principal,
+    receipt_required,
+    request_id,
+    services,
+)
 from verbund.gateway._inference import kind_phrase
 from verbund.gateway._oip_body import (
     HEADER_LENGTH,
@@ -99,8 +105,12 @@ def _backend_path(name: str, version: str, suffix: str = "") -> str:
     return f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + suffix
 
 
-def _route(svc: Services, who: Principal) -> RouteContext:
-    return RouteContext(home_site=svc.federation.home_site, home_region=who.institution.home_region)
+def _route(svc: Services, who: Principal, receipt: bool = False) -> RouteContext:
+    return RouteContext(
+        home_site=svc.federation.home_site,
+        home_region=who.institution.home_region,
+        receipt=receipt,
+    )
 
 
 def _plan(svc: Services, who: Principal, model: str, request: Request) -> list[Backend]:
@@ -185,7 +195,7 @@ async def infer(request: Request) -> Response:
         ask = Ask(
             model=name,
             data_class=data_class(request, who),
-            route=_route(svc, who),
+            route=_route(svc, who, receipt_required(request, who)),
             request_bytes=len(raw),
         )
         admitted = await entry.admit(ask)
@@ -201,6 +211,10 @@ async def infer(request: Request) -> Response:
         headers = _site_headers(answer.backend, request)
         if HEADER_LENGTH in answer.headers:
             headers[HEADER_LENGTH] = answer.headers[HEADER_LENGTH]
+        receipt = answer.headers.get(RECEIPT_HEADER)
+        if receipt and answer.backend.site.config.ingress == "agent":
+            # signed by the agent of the site that served it; never from a model server
+            headers[RECEIPT_HEADER] = receipt
         binary = "application/octet-stream" if HEADER_LENGTH in headers else "application/json"
         media = answer.headers.get("content-type", binary)
         return admitted.respond(Response(answer.body, media_type=media, headers=headers))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +31,9 @@ class TrainingFile:
     filename: str = ""
     site: str | None = None  # the site whose agent holds it (None: this host)
     key: str = ""  # its blob key in that site's file store
+    # Its bytes in clear, streamed, for a file on this host that has no readable path
+    # (a sealed file store): decrypted in memory only, never to this host's disk.
+    stream: Callable[[], AsyncIterator[bytes]] | None = None
 
 
 class TrainingFileSource(Protocol):
@@ -85,14 +89,21 @@ class FileServiceSource:
         data_class = None
         if f.data_class is not None and f.data_class in DataClass.__members__:
             data_class = DataClass(f.data_class)
+        path = self._files.local_path(f)
+        sealed = f.site is None and path is None
+
+        def stream() -> AsyncIterator[bytes]:
+            return self._files.read(f)
+
         return TrainingFile(
             id=f.id,
-            path=self._files.local_path(f),
+            path=path,
             size=f.bytes,
             data_class=data_class,
             filename=f.filename,
             site=f.site,
             key=f.blob_key,
+            stream=stream if sealed else None,
         )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,9 +177,9 @@ class Handover:
             f = await self.files.open(row.institution_id, file_id)
             if f.site == link.site:
                 out[file_id] = f.key
-            elif f.site is None and f.path is not None:
+            elif f.site is None and (f.path is not None or f.stream is not None):
                 key = f"in-{row.id}-{param}"
-                await link.stage(key, f.path, row.data_class)
+                await link.stage(key, f.path or _streamed(f), row.data_class)
                 out[file_id] = key
             elif f.site is not None and f.site in self.links:
                 key = f"in-{row.id}-{param}"
@@ -323,3 +323,8 @@ class Handover:
         if site not in self.unreachable:
             log.warning("site agent of %s away: %s", site, exc.message)
         self.unreachable.setdefault(site, time.time())
+
+
+def _streamed(f: TrainingFile) -> AsyncIterator[bytes]:
+    assert f.stream is not None
+    return f.stream()

@@ -37,9 +37,12 @@ class SiteLink:
             return None
         return RunnerReport.from_dict(data)
 
-    async def stage(self, key: str, path: Path, data_class: str) -> None:
-        """Copy a file the access point may hold to the agent's file store (streamed)."""
-        await write_blob(self.blobs, key, _chunks(path), data_class)
+    async def stage(self, key: str, source: Path | AsyncIterator[bytes], data_class: str) -> None:
+        """Copy a file the access point may hold to the agent's file store, streamed:
+        from a path, or from a stream of its bytes (a sealed store's, decrypted in memory
+        chunk by chunk: the clear bytes never touch the access point's disk)."""
+        chunks = _chunks(source) if isinstance(source, Path) else source
+        await write_blob(self.blobs, key, chunks, data_class)
 
     async def grant(self, key: str, to_site: str, data_class: str) -> dict[str, Any]:
         """A read grant for one of this site's blobs, for ``to_site``'s agent."""

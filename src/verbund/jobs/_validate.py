@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,21 +48,27 @@ async def job_problem(
             return Problem("invalid_file", f"The file {file_id} no longer exists.", param)
         if f.size > max_bytes:
             return Problem("invalid_file", f"The file {file_id} exceeds {max_bytes} bytes.", param)
-        if f.path is None:
+        source: Path | bytes
+        if f.path is not None:
+            source = f.path
+        elif f.stream is not None:  # a sealed store: checked in memory (at most max_bytes)
+            source = b"".join([chunk async for chunk in f.stream()])
+        else:
             return Problem("invalid_file", f"The file {file_id} is not at this site.", param)
-        problem = await asyncio.to_thread(file_problem, f.path, recipe.data, label)
+        problem = await asyncio.to_thread(file_problem, source, recipe.data, label)
         if problem is not None:
             return Problem("invalid_file", f"{file_id}: {problem}", param)
     return None
 
 
-def file_problem(path: Path, data: DataFormat, label_column: str = "label") -> str | None:
-    """What is wrong with a training file for this kind of recipe, or None. Blocking."""
+def file_problem(source: Path | bytes, data: DataFormat, label_column: str = "label") -> str | None:
+    """What is wrong with a training file (on disk, or its bytes in memory) for this kind
+    of recipe, or None. Blocking."""
     try:
         if data is DataFormat.tabular:
-            read_table(path, label_column)
+            read_table(_text(source), label_column)
         elif data is DataFormat.chat:
-            _check_chat(path)
+            _check_chat(_text(source))
     except TableError as exc:
         return str(exc)
     except UnicodeDecodeError:
@@ -71,9 +78,13 @@ def file_problem(path: Path, data: DataFormat, label_column: str = "label") -> s
     return None
 
 
-def _check_chat(path: Path) -> None:
+def _text(source: Path | bytes) -> Path | io.TextIOBase:
+    return source if isinstance(source, Path) else io.StringIO(source.decode(), newline="")
+
+
+def _check_chat(source: Path | io.TextIOBase) -> None:
     n_ok = 0
-    with path.open(encoding="utf-8") as f:
+    with source.open(encoding="utf-8") if isinstance(source, Path) else source as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -10,10 +10,17 @@ from verbund.trust._book import CheckpointBook
 from verbund.trust._checkpoint import Checkpoint, sign_checkpoint
 from verbund.trust._keys import PartnerKeys, SigningKey, generate_key_file, public_key_b64
 from verbund.trust._receipt import Receipt, sign_receipt
-from verbund.trust._statement import Countersigned, UsageStatement, countersign, sign_statement
+from verbund.trust._statement import (
+    ENGINE,
+    Countersigned,
+    UsageStatement,
+    countersign,
+    sign_statement,
+)
 from verbund.trust._verify import Verdict, check_against_checkpoints
 
 __all__ = [
+    "ENGINE",
     "Checkpoint",
     "CheckpointBook",
     "Countersigned",

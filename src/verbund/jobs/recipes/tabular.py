@@ -37,15 +37,24 @@ def _label(value: Any) -> Any:
     return value
 
 
-def read_table(path: Path, label_column: str = "label", max_rows: int = 2_000_000) -> Rows:
-    with path.open("r", encoding="utf-8", newline="") as f:
+def read_table(
+    source: Path | io.TextIOBase, label_column: str = "label", max_rows: int = 2_000_000
+) -> Rows:
+    """The table in a file, or in text already read (a seekable text stream)."""
+    if isinstance(source, Path):
+        with source.open("r", encoding="utf-8", newline="") as f:
+            return _read_text(f, label_column, max_rows)
+    return _read_text(source, label_column, max_rows)
+
+
+def _read_text(f: io.TextIOBase, label_column: str, max_rows: int) -> Rows:
+    head = f.read(1)
+    while head and head.isspace():
         head = f.read(1)
-        while head and head.isspace():
-            head = f.read(1)
-        f.seek(0)
-        if head == "{":
-            return _read_jsonl(f, max_rows)
-        return _read_csv(f, label_column, max_rows)
+    f.seek(0)
+    if head == "{":
+        return _read_jsonl(f, max_rows)
+    return _read_csv(f, label_column, max_rows)
 
 
 def _read_jsonl(f: io.TextIOBase, max_rows: int) -> Rows:
