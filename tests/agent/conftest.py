@@ -126,15 +126,19 @@ def linked_factory(
         announce: dict[str, Any] | None = None,
         agent_env: dict[str, str] | None = None,
         routing: dict[str, Any] | None = None,
-        ap_extra: dict[str, Any] | None = None,
+        configure: Callable[[dict[str, Any]], None] | None = None,
+        fakes: dict[str, Any] | None = None,
         **west: Any,
     ) -> AsyncIterator[Linked]:
         """``site_extra`` adds to west's site.toml (on-demand models); their instances
         are all answered by the fake ``west-od``. ``announce`` adds to its ``[site]``
         facts, ``agent_env`` to the agent's environment (a signing key). ``routing``
-        adds to the access point's routing, ``ap_extra`` to its config (``[trust]``);
-        ``west`` to its ``[[sites]]`` entry for west."""
-        fakes = {n: FakeBackend(n) for n in ("west-a", "west-b", "sued-1", "west-od")}
+        adds to the access point's routing; ``configure`` changes the rest of its config
+        (a dict) as it likes; ``west`` adds to its ``[[sites]]`` entry for west.
+        ``fakes`` adds model servers (by backend name) to the chat fakes."""
+        fakes = {n: FakeBackend(n) for n in ("west-a", "west-b", "sued-1", "west-od")} | (
+            fakes or {}
+        )
         site_cfg = parse_site_config(
             {
                 **site_dict(tmp_path / "site"),
@@ -170,7 +174,8 @@ def linked_factory(
             ],
         )
         data["routing"] = {**data["routing"], **(routing or {})}
-        data.update(ap_extra or {})
+        if configure is not None:
+            configure(data)
         cfg = parse_config(data)
 
         def backend_transport(b: Any) -> httpx.AsyncBaseTransport:

@@ -25,14 +25,10 @@ from harness.gateway import GatewayProcess
 from harness.polling import poll
 from harness.ports import free_port
 from harness.processes import Process, child_env
-from tests.agent.conftest import AP_KEY, KEYS, SITE, InProcessAgent, site_dict
-from tests.conftest import MODEL, federation_dict
-from tests.fakes import FakeBackend
+from tests.agent.conftest import SITE
 from tests.fakes_oip import FakeOipBackend
-from tests.trust.test_site_partner import AGENT_KEY_ENV, SIGNING_ENV, seeded
+from tests.trust.test_site_partner import SIGNING_ENV, seeded
 from verbund import demo_models
-from verbund.agent import create_agent_app, parse_site_config
-from verbund.config import parse_config
 from verbund.demo_models import TRAINERS, find_mlserver_python
 from verbund.trust import PartnerKeys, Receipt, SigningKey, generate_key_file
 
@@ -45,70 +41,37 @@ Factory = Callable[..., Any]
 
 
 @pytest.fixture
-def oip_sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway_factory: Any) -> Factory:
+def oip_sites(linked_factory: Any) -> Factory:
     """west: an OIP engine behind its agent (which signs, if ``signs``); sued: an OIP
     engine reached directly."""
-    monkeypatch.setenv(AGENT_KEY_ENV, AP_KEY)
+    oip_backend = {"kind": "oip", "models": [DIGITS]}
+
+    def with_sued_oip(ap: dict[str, Any]) -> None:
+        sued = next(site for site in ap["sites"] if site["name"] == "sued")
+        sued["backends"].append(
+            {"name": "sued-oip", "url": "http://sued-oip.invalid:8080"} | oip_backend
+        )
+        ap["models"].append(OIP_MODEL)
 
     @asynccontextmanager
     async def factory(*, signs: bool = True) -> AsyncIterator[tuple[Any, SigningKey, dict]]:
         key, seed = seeded(SITE)
-        fakes: dict[str, Any] = {
-            "west-oip": FakeOipBackend("west-oip"),
-            "sued-oip": FakeOipBackend("sued-oip"),
-            "sued-1": FakeBackend("sued-1"),
-        }
-        site_cfg = parse_site_config(
-            {
-                **site_dict(tmp_path / "site"),
-                "site": {"name": SITE, "region": "NW", "jurisdiction": "DE"}
-                | {"max_data_class": "confidential"},
+        async with linked_factory(
+            [],
+            "agent",
+            announce={"max_data_class": "confidential"},
+            site_extra={
                 "backends": [
-                    {"name": "west-oip", "kind": "oip", "url": "http://west-oip.invalid:8080"}
-                    | {"models": [DIGITS]}
+                    {"name": "west-oip", "url": "http://west-oip.invalid:8080"} | oip_backend
                 ],
                 "models": [OIP_MODEL],
-            }
-        )
-        agent_app = create_agent_app(
-            site_cfg,
-            env={**KEYS, **({SIGNING_ENV: seed} if signs else {})},
-            background=False,
-            transport_factory=lambda b: httpx.MockTransport(fakes[b.name]),
-        )
-        agent_transport = httpx.ASGITransport(app=agent_app)
-        data = federation_dict(
-            tmp_path / "ap",
-            sites=[
-                {"name": SITE, "agent_url": "http://agent", "agent_key_env": AGENT_KEY_ENV}
-                | {"ingress": "agent"},
-                {
-                    "name": "sued",
-                    "region": "BY",
-                    "max_data_class": "confidential",
-                    "backends": [
-                        {"name": "sued-1", "url": "http://sued.invalid:8000", "models": [MODEL]},
-                        {"name": "sued-oip", "kind": "oip", "url": "http://sued-oip.invalid:8080"}
-                        | {"models": [DIGITS]},
-                    ],
-                },
-            ],
-        )
-        data["models"].append(OIP_MODEL)
-        cfg = parse_config(data)
-
-        def backend_transport(b: Any) -> httpx.AsyncBaseTransport:
-            if b.url.startswith("http://agent/"):
-                return agent_transport
-            return httpx.MockTransport(fakes[b.name])
-
-        async with agent_app.router.lifespan_context(agent_app):
-            InProcessAgent(agent_app, agent_transport)
-            async with gateway_factory(
-                cfg, fakes, transport=backend_transport, agent_transport=lambda s: agent_transport
-            ) as gw:
-                await gw.services.health.catalogues.refresh(SITE)
-                yield gw, key, fakes
+            },
+            agent_env={SIGNING_ENV: seed} if signs else {},
+            configure=with_sued_oip,
+            fakes={n: FakeOipBackend(n) for n in ("west-oip", "sued-oip")},
+        ) as linked:
+            await linked.refresh()
+            yield linked.gw, key, linked.fakes
 
     return factory
 

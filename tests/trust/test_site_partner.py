@@ -78,7 +78,9 @@ def site_factory(linked_factory: Any) -> SiteFactory:
             ingress,
             announce={"max_data_class": "confidential"},
             agent_env={SIGNING_ENV: seed} if signs else {},
-            ap_extra={"trust": {"partners": {SITE: configured}}} if configured else {},
+            configure=lambda ap: (
+                ap.update(trust={"partners": {SITE: configured}}) if configured else None
+            ),
         ) as linked:
             await linked.refresh()
             yield Site(linked.gw, linked.agent, linked.fakes), key
