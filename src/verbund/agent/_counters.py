@@ -25,11 +25,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from verbund.agent._meter import Meter
 from verbund.agent._offer import Offer
-from verbund.federation import Backend, UpstreamFailed
+from verbund.federation import Backend, UpstreamFailed, engine_samples
 
 __all__ = ["EngineCounters", "parse_token_counters", "token_growth"]
 
@@ -49,22 +47,20 @@ def parse_token_counters(text: str, models: Sequence[str]) -> dict[str, Tokens] 
     the text holds no token counter (or is not Prometheus text)."""
     out: dict[str, list[float]] = {}
     seen = False
-    try:
-        families = list(text_string_to_metric_families(text))
-    except ValueError:
+    samples = engine_samples(text)
+    if samples is None:
         return None
-    for fam in families:
-        for sample in fam.samples:
-            which = 0 if sample.name in PROMPT else 1 if sample.name in COMPLETION else -1
-            if which < 0:
-                continue
-            seen = True
-            model = sample.labels.get("model_name")
-            if model is None and len(models) == 1:
-                model = models[0]
-            if model is None or model not in models:
-                continue  # a model the backend does not offer here: not attributable
-            out.setdefault(model, [0.0, 0.0])[which] += sample.value
+    for sample in samples:
+        which = 0 if sample.name in PROMPT else 1 if sample.name in COMPLETION else -1
+        if which < 0:
+            continue
+        seen = True
+        model = sample.labels.get("model_name")
+        if model is None and len(models) == 1:
+            model = models[0]
+        if model is None or model not in models:
+            continue  # a model the backend does not offer here: not attributable
+        out.setdefault(model, [0.0, 0.0])[which] += sample.value
     if not seen:
         return None
     return {m: (v[0], v[1]) for m, v in out.items()}

@@ -36,6 +36,7 @@ from verbund.federation._metrics import (
     LOAD_PATH,
     MetricsScraper,
     apply_load_report,
+    engine_samples,
     load_report,
     parse_engine_metrics,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "agent_error",
     "apply_load_report",
     "chat_body_for",
+    "engine_samples",
     "load_report",
     "parse_catalogue",
     "parse_engine_metrics",

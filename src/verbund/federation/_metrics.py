@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from verbund.errors import ApiError
 from verbund.federation._agent import AgentClient
@@ -36,28 +37,35 @@ WAITING = ("vllm:num_requests_waiting", "sglang:num_queue_reqs")
 CACHE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage")
 
 
+def engine_samples(text: str) -> list[Sample] | None:
+    """The samples of an engine's Prometheus text; None if it is not Prometheus text.
+    (The load here and the agent's token counters read the same exposition.)"""
+    try:
+        return [sample for fam in text_string_to_metric_families(text) for sample in fam.samples]
+    except ValueError:
+        return None
+
+
 def parse_engine_metrics(text: str, now: float) -> EngineLoad | None:
     """Sum running/waiting over label sets, take the highest cache usage; None if unknown."""
     running = waiting = cache = 0.0
     seen = False
-    try:
-        families = list(text_string_to_metric_families(text))
-    except ValueError:
+    samples = engine_samples(text)
+    if samples is None:
         return None
-    for fam in families:
-        for sample in fam.samples:
-            name = sample.name
-            if name in RUNNING:
-                running += sample.value
-                seen = True
-            elif name in WAITING:
-                waiting += sample.value
-                seen = True
-            elif name in CACHE:
-                # vLLM reports 0..1; some exporters use percent
-                value = sample.value / 100 if sample.value > 1 else sample.value
-                cache = max(cache, value)
-                seen = True
+    for sample in samples:
+        name = sample.name
+        if name in RUNNING:
+            running += sample.value
+            seen = True
+        elif name in WAITING:
+            waiting += sample.value
+            seen = True
+        elif name in CACHE:
+            # vLLM reports 0..1; some exporters use percent
+            value = sample.value / 100 if sample.value > 1 else sample.value
+            cache = max(cache, value)
+            seen = True
     if not seen:
         return None
     return EngineLoad(running=running, waiting=waiting, cache_usage=cache, scraped_at=now)
