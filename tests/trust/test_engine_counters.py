@@ -175,6 +175,7 @@ def test_a_direct_sites_engine_counters_countersign_the_access_points_records(fe
     assert agreed.returncode == 0, agreed.stdout + agreed.stderr
     assert "countersigned by: sued" in agreed.stdout
     assert "sued is reached directly" in agreed.stdout
+    assert "token counters per model are (below)" in agreed.stdout
     assert "agree with every signed statement" in agreed.stdout
 
     db = sqlite3.connect(fed.work / "ap" / "verbund.db")  # the operator drops two records

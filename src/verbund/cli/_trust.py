@@ -258,7 +258,8 @@ def print_countersigned(checked: dict[str, Any]) -> None:
     for site in checked.get("direct", []):
         typer.echo(
             f"{site} is reached directly (ingress direct): its agent sees no request, so its"
-            " figures per institution are not compared; its engines' counters per model are"
+            " figures per institution are not compared; its engines' token counters per"
+            " model are (below)"
         )
     for d in checked["node_differences"]:
         r, s = d["recorded"], d["stated"]
